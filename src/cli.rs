@@ -1,0 +1,235 @@
+//! The command line: clap definitions and dispatch. Every subcommand of the product is
+//! registered here; each one's work lives in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{report, Error, Result};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "csbox",
+    version,
+    about = "Run parallel Claude Code sessions, each in its own sandbox with a private copy-on-write ~/.claude",
+    long_about = "csbox starts each Claude Code session in a Linux user + mount namespace. Inside, ~/.claude \
+looks like your own config, but every write lands in that session's own layer; shared skills, agents, \
+commands and plugins are read-only, and other sessions are invisible. No setuid, no root, no daemon.",
+    after_help = "Examples:\n  csbox run                      start claude in a new session\n  csbox run --name fix-login     the same, with a label\n  csbox run -- bash              a shell in a new session\n  csbox ls                       list sessions, newest first\n  csbox doctor                   check what this machine supports\n\nEnvironment: CLAUDE_ROOT (default ~/.claude), SESSIONS_DIR (default ~/.local/share/csbox/sessions), \nCLAUDE_BIN (default: claude on PATH), CSBOX_LOG=debug for debug logs."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a session (default command: claude) in its own sandbox
+    #[command(
+        after_help = "Examples:\n  csbox run\n  csbox run --name review -- claude --resume\n  csbox run --session 0193a1b2      re-enter an inactive session with its state\n  csbox run --rm -- bash -c 'make test'\n  csbox run --dry-run               print the sandbox plan as JSON"
+    )]
+    Run(RunArgs),
+    /// List sessions, newest first
+    #[command(
+        after_help = "Examples:\n  csbox ls\n  csbox ls --active\n  csbox ls --json | jq '.[].id'\n  csbox ls --size"
+    )]
+    Ls(LsArgs),
+    /// Show one session, all its fields
+    #[command(after_help = "Examples:\n  csbox show 0193a1b2\n  csbox show fix-login --json")]
+    Show(ShowArgs),
+    /// Remove old, empty and orphaned sessions, never an active one
+    #[command(
+        after_help = "Examples:\n  csbox gc --dry-run\n  csbox gc --days 30\n  csbox gc --install-timer --calendar weekly"
+    )]
+    Gc(GcArgs),
+    /// Install a newer Claude Code when no session is running
+    #[command(
+        after_help = "Examples:\n  csbox update --check\n  csbox update --check --json\n  csbox update --yes"
+    )]
+    Update(UpdateArgs),
+    /// Export the sandbox as an OCI runtime spec (config.json) or bundle
+    #[command(
+        after_help = "Examples:\n  csbox spec > config.json\n  csbox spec --profile ci --bundle ./bundle -- claude -p 'run the tests'\n  runc run -b ./bundle job1"
+    )]
+    Spec(SpecArgs),
+    /// Check what this machine supports (user namespaces, overlayfs, seccomp, claude)
+    #[command(after_help = "Examples:\n  csbox doctor\n  csbox doctor --json")]
+    Doctor(DoctorArgs),
+    /// List and show sandbox profiles
+    #[command(after_help = "Examples:\n  csbox profile list\n  csbox profile show strict")]
+    Profile(ProfileArgs),
+    /// Print shell completions
+    #[command(
+        after_help = "Examples:\n  csbox completions bash > ~/.local/share/bash-completion/completions/csbox\n  csbox completions zsh > ~/.zfunc/_csbox"
+    )]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A human label for the new session
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Re-enter an existing, inactive session (id, id prefix or name)
+    #[arg(long, conflicts_with = "name")]
+    pub session: Option<String>,
+    /// Delete the session when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Print the sandbox plan as JSON and run nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Sandbox profile (name or path)
+    #[arg(long, env = "CSBOX_PROFILE", default_value = "default")]
+    pub profile: String,
+    /// The command and its arguments (default: claude)
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Print all records as one JSON array
+    #[arg(long)]
+    pub json: bool,
+    /// Only active sessions
+    #[arg(long)]
+    pub active: bool,
+    /// Compute each session's size on disk (walks every file)
+    #[arg(long)]
+    pub size: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Session id, unique id prefix, or name
+    pub id: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Print what would be removed and why; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove inactive sessions whose last activity is older than N days
+    #[arg(long, default_value_t = 7)]
+    pub days: u64,
+    /// Also remove empty sessions, whatever their age
+    #[arg(long)]
+    pub empty: bool,
+    /// Also remove orphaned sessions, whatever their age
+    #[arg(long)]
+    pub orphaned: bool,
+    #[arg(long)]
+    pub json: bool,
+    /// Remove the oldest inactive sessions until the store is under SIZE (e.g. 10G)
+    #[arg(long)]
+    pub max_size: Option<String>,
+    /// Install a systemd user timer that runs gc
+    #[arg(long)]
+    pub install_timer: bool,
+    /// Remove the systemd user timer
+    #[arg(long)]
+    pub uninstall_timer: bool,
+    /// Print the systemd units instead of installing them
+    #[arg(long)]
+    pub print_units: bool,
+    /// OnCalendar= for the timer
+    #[arg(long, default_value = "weekly")]
+    pub calendar: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Only check; exit non-zero on errors
+    #[arg(long)]
+    pub check: bool,
+    /// The dist-tag to follow
+    #[arg(long, default_value = "latest")]
+    pub channel: String,
+    #[arg(long)]
+    pub json: bool,
+    /// Install without asking
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    #[arg(long, default_value = "default")]
+    pub profile: String,
+    /// Use an existing session's layer
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Create a new session for the bundle
+    #[arg(long)]
+    pub new: bool,
+    /// Write a complete bundle (config.json + rootfs/) to DIR
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+    /// A spec for an unprivileged runtime user
+    #[arg(long)]
+    pub rootless: bool,
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    #[command(subcommand)]
+    pub command: ProfileCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// List built-in and user profiles
+    List,
+    /// Print a resolved profile
+    Show { name: String },
+}
+
+pub fn main() -> i32 {
+    crate::log::init_from_env();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // clap prints help/version to stdout with exit 0, usage errors with exit 2.
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
+    use crate::commands;
+    match cli.command {
+        Command::Run(a) => commands::run::run(a),
+        Command::Ls(a) => commands::ls::ls(a),
+        Command::Show(a) => commands::ls::show(a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "csbox", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Gc(_) => Err(Error::NotImplemented("gc")),
+        Command::Update(_) => Err(Error::NotImplemented("update")),
+        Command::Spec(_) => Err(Error::NotImplemented("spec")),
+        Command::Doctor(_) => Err(Error::NotImplemented("doctor")),
+        Command::Profile(_) => Err(Error::NotImplemented("profile")),
+    }
+}

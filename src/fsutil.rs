@@ -1,0 +1,174 @@
+//! File-system helpers shared by the store, gc and update: one atomic write, one no-follow
+//! open. Session directories are written by sandboxed processes, so everything here works
+//! relative to directory fds and refuses to follow symlinks.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::Mode;
+
+use crate::error::{Error, Result};
+
+mod tree;
+pub use tree::{disk_usage, remove_tree_at, TreeStats};
+
+fn cstr(p: &Path) -> std::io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Open a directory without following a symlink in its last component.
+pub fn open_dir_nofollow(path: &Path) -> std::io::Result<OwnedFd> {
+    let c = cstr(path)?;
+    // SAFETY: plain open(2) on a valid C string.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// openat(dir, name) that never follows a symlink at `name` (`name` must be one component).
+pub fn openat_nofollow(
+    dir: impl AsFd,
+    name: &str,
+    flags: OFlag,
+    mode: Mode,
+) -> std::io::Result<OwnedFd> {
+    debug_assert!(!name.contains('/'));
+    let fd = openat(
+        Some(dir.as_fd().as_raw_fd()),
+        name,
+        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        mode,
+    )?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Replace `dir/name` with `bytes` so that a reader only ever sees the old or the new
+/// content, even if the writer is killed half-way: write a temp file, fsync it, rename.
+/// `durable` also fsyncs the directory so the rename survives a power cut.
+pub fn atomic_write(dir: &Path, name: &str, bytes: &[u8], mode: u32, durable: bool) -> Result<()> {
+    let dfd = open_dir_nofollow(dir).map_err(|e| Error::io("open directory", dir, e))?;
+    atomic_write_at(&dfd, dir, name, bytes, mode, durable)
+}
+
+pub fn atomic_write_at(
+    dfd: &OwnedFd,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    mode: u32,
+    durable: bool,
+) -> Result<()> {
+    let tmp = format!(".{name}.tmp-{}", std::process::id());
+    let path = dir.join(name);
+    let tmp_fd = openat_nofollow(
+        dfd,
+        &tmp,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC,
+        Mode::from_bits_truncate(mode),
+    )
+    .map_err(|e| Error::io("create", dir.join(&tmp), e))?;
+    let mut f = File::from(tmp_fd);
+    let res = f.write_all(bytes).and_then(|_| f.sync_data()).map_err(|e| {
+        let hint = disk_hint(&e);
+        Error::io("write", dir.join(&tmp), e).hint(hint)
+    });
+    drop(f);
+    if let Err(e) = res {
+        let _ = nix::unistd::unlinkat(
+            Some(dfd.as_raw_fd()),
+            tmp.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+        return Err(e);
+    }
+    nix::fcntl::renameat(
+        Some(dfd.as_raw_fd()),
+        tmp.as_str(),
+        Some(dfd.as_raw_fd()),
+        name,
+    )
+    .map_err(|e| Error::io("rename", &path, e.into()))?;
+    if durable {
+        nix::unistd::fsync(dfd.as_raw_fd()).map_err(|e| Error::io("fsync", dir, e.into()))?;
+    }
+    Ok(())
+}
+
+fn disk_hint(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+            "the disk is full: free space, e.g. with `csbox gc`".into()
+        }
+        _ => "nothing was changed".into(),
+    }
+}
+
+/// Read a small regular file relative to `dir` without following symlinks, at most `limit`
+/// bytes (session files are hostile input: a sandbox may plant a FIFO or a huge file).
+pub fn read_small_at(dir: impl AsFd, name: &str, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let fd = openat_nofollow(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )?;
+    let f = File::from(fd);
+    let md = f.metadata()?;
+    if !md.is_file() {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    if md.len() > limit {
+        return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
+    }
+    let mut buf = Vec::with_capacity(md.len() as usize);
+    f.take(limit).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        atomic_write(d.path(), "f.json", b"one", 0o600, false).unwrap();
+        atomic_write(d.path(), "f.json", b"two", 0o600, true).unwrap();
+        assert_eq!(std::fs::read(d.path().join("f.json")).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("f.json")]);
+    }
+
+    #[test]
+    fn read_small_refuses_symlinks_and_big_files() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("big"), vec![b'x'; 100]).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("link")).unwrap();
+        let dfd = open_dir_nofollow(d.path()).unwrap();
+        assert!(read_small_at(&dfd, "link", 1000).is_err());
+        assert_eq!(
+            read_small_at(&dfd, "big", 10).unwrap_err().raw_os_error(),
+            Some(libc::EFBIG)
+        );
+        assert_eq!(read_small_at(&dfd, "big", 100).unwrap().len(), 100);
+    }
+}

@@ -1,0 +1,14 @@
+//! csbox: a sandbox launcher for parallel Claude Code sessions.
+//!
+//! The path of `csbox run`: `cli` → `session` (store, lock, metadata) → `plan` (pure data)
+//! → `sandbox` (namespaces, mounts, capabilities, seccomp, supervision).
+
+#[macro_use]
+pub mod log;
+
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod fsutil;
+pub mod paths;
+pub mod session;

@@ -1,0 +1,178 @@
+//! `session.json`: what csbox records about a session. Written only by the supervisor
+//! (outside the sandbox) and always atomically.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::id::SessionId;
+
+pub const META_FILE: &str = "session.json";
+pub const META_VERSION: u32 = 1;
+/// session.json is read from an untrusted directory: never more than this.
+pub const META_LIMIT: u64 = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The shell convention: the code, or 128+N for a signal.
+    pub fn shell_code(&self) -> i32 {
+        match *self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => 128 + s,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match *self {
+            ExitStatus::Code(c) => format!("exited {c}"),
+            ExitStatus::Signal(s) => format!("killed by {}", signal_name(s)),
+        }
+    }
+}
+
+pub fn signal_name(s: i32) -> String {
+    nix::sys::signal::Signal::try_from(s)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {s}"))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub version: u32,
+    pub id: SessionId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub profile: String,
+    pub command: Vec<String>,
+    pub cwd: PathBuf,
+    #[serde(with = "rfc3339")]
+    pub created: SystemTime,
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub started: Option<SystemTime>,
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub ended: Option<SystemTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitStatus>,
+    /// Host pid of the supervisor of the last run (informational: liveness is the lock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor_pid: Option<u32>,
+    /// /proc/sys/kernel/random/boot_id of the last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// How many times the session was started (re-entered with --session).
+    #[serde(default)]
+    pub runs: u32,
+}
+
+impl Metadata {
+    pub fn new(
+        id: SessionId,
+        name: Option<String>,
+        profile: &str,
+        command: Vec<String>,
+        cwd: PathBuf,
+    ) -> Self {
+        Metadata {
+            version: META_VERSION,
+            id,
+            name,
+            profile: profile.to_string(),
+            command,
+            cwd,
+            created: SystemTime::now(),
+            started: None,
+            ended: None,
+            exit: None,
+            supervisor_pid: None,
+            boot_id: None,
+            runs: 0,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("metadata serialises");
+        v.push(b'\n');
+        v
+    }
+}
+
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+pub fn format_time(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::SystemTime;
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_time(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_rfc3339(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod rfc3339_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::SystemTime;
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::rfc3339::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        s.map(|s| humantime::parse_rfc3339(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trips_through_json() {
+        let mut m = Metadata::new(
+            SessionId::new(),
+            Some("feat".into()),
+            "default",
+            vec!["claude".into()],
+            "/p".into(),
+        );
+        m.started = Some(SystemTime::now());
+        m.exit = Some(ExitStatus::Signal(15));
+        let back: Metadata = serde_json::from_slice(&m.to_json()).unwrap();
+        // rfc3339 keeps milliseconds
+        assert_eq!(format_time(back.created), format_time(m.created));
+        assert_eq!(back.exit, Some(ExitStatus::Signal(15)));
+        assert_eq!(back.exit.unwrap().shell_code(), 143);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let m = Metadata::new(SessionId::new(), None, "default", vec![], "/".into());
+        let mut v: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
+        v["surprise"] = 1.into();
+        assert!(serde_json::from_value::<Metadata>(v).is_err());
+    }
+}

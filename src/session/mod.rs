@@ -1,0 +1,11 @@
+//! The session store and its records. Code here runs outside the sandbox and treats the
+//! contents of session directories as hostile.
+
+pub mod id;
+pub mod lock;
+pub mod meta;
+pub mod store;
+
+pub use id::SessionId;
+pub use meta::{ExitStatus, Metadata};
+pub use store::{LiveSession, SessionInfo, State, Store};

@@ -1,0 +1,508 @@
+//! The session store: `SESSIONS_DIR/<id>/{session.json,lock,state/,work/}` plus the
+//! `active/<id> -> ../<id>` view kept for the old scripts' `ls ~/.claude/sessions/active/`.
+//!
+//! A new session is built under a dot-name (`.new-<id>`), locked, and only then renamed to
+//! `<id>`, so gc never sees an unlocked half-made session.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use nix::errno::Errno;
+
+use super::id::{validate_reference, SessionId};
+use super::lock::{is_locked, try_lock_exclusive, HeldLock, LOCK_FILE};
+use super::meta::{ExitStatus, Metadata, META_FILE, META_LIMIT};
+use crate::error::{Error, Result};
+use crate::fsutil::{self, open_dir_nofollow, read_small_at, TreeStats};
+
+pub const ACTIVE_DIR: &str = "active";
+pub const STATE_DIR: &str = "state";
+pub const WORK_DIR: &str = "work";
+/// Entries csbox itself puts into a fresh state dir. A state holding only these is "empty".
+pub const STATE_SKELETON: &[&str] = &["sessions", ".claude.json"];
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub dir: PathBuf,
+}
+
+/// A session that this process holds the lock of: the supervisor's handle.
+#[derive(Debug)]
+pub struct LiveSession {
+    pub id: SessionId,
+    pub dir: PathBuf,
+    pub meta: Metadata,
+    dir_fd: OwnedFd,
+    store_dir: PathBuf,
+    lock: HeldLock,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum State {
+    /// Its lock is held: a supervisor is running it.
+    Active,
+    /// It ran and ended.
+    Exited { exit: ExitStatus },
+    /// Not active, and its record is missing, unreadable, or says it never ended (the
+    /// supervisor was killed or the machine rebooted).
+    Orphaned { reason: String },
+    /// Never started.
+    Created,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    pub id: SessionId,
+    #[serde(flatten)]
+    pub state: State,
+    /// The state layer holds nothing but the skeleton csbox made.
+    pub empty: bool,
+    pub dir: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Metadata>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// `active/<id>` exists (a view only; `state` says what is true).
+    pub active_link: bool,
+    #[serde(skip)]
+    pub created: SystemTime,
+}
+
+impl SessionInfo {
+    pub fn is_active(&self) -> bool {
+        self.state == State::Active
+    }
+
+    /// The word `csbox ls` shows.
+    pub fn state_word(&self) -> String {
+        match &self.state {
+            State::Active => "active".into(),
+            State::Orphaned { .. } => "orphaned".into(),
+            _ if self.empty => "empty".into(),
+            State::Exited { exit } => exit.describe(),
+            State::Created => "created".into(),
+        }
+    }
+}
+
+impl Store {
+    pub fn new(dir: PathBuf) -> Self {
+        Store { dir }
+    }
+
+    /// Create the store (mode 0700: transcripts are private) and its `active/` view.
+    pub fn ensure(&self) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        if !self.dir.is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(|e| {
+                    Error::io("create session store", &self.dir, e)
+                        .hint("set SESSIONS_DIR to a writable directory")
+                })?;
+        }
+        let active = self.dir.join(ACTIVE_DIR);
+        match std::fs::create_dir(&active) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create", &active, e)),
+        }
+        Ok(())
+    }
+
+    fn open(&self) -> Result<OwnedFd> {
+        open_dir_nofollow(&self.dir)
+            .map_err(|e| Error::io("open session store", &self.dir, e).hint("run `csbox doctor`"))
+    }
+
+    /// Make a new session: skeleton, metadata, lock, then publish it under its id.
+    pub fn create(&self, meta: Metadata, seed_claude_json: Option<&[u8]>) -> Result<LiveSession> {
+        self.ensure()?;
+        let store_fd = self.open()?;
+        let id = meta.id.clone();
+        let staging = format!(".new-{id}");
+        let sdir = self.dir.join(&staging);
+        nix::sys::stat::mkdirat(
+            Some(store_fd.as_raw_fd()),
+            staging.as_str(),
+            nix::sys::stat::Mode::from_bits_truncate(0o700),
+        )
+        .map_err(|e| Error::io("create", &sdir, e.into()))?;
+        let result = (|| {
+            let dfd = open_dir_nofollow(&sdir).map_err(|e| Error::io("open", &sdir, e))?;
+            let lock = try_lock_exclusive(&dfd, true)
+                .map_err(|e| Error::io("lock", sdir.join(LOCK_FILE), e))?
+                .ok_or_else(|| {
+                    Error::Other(format!("{} is locked by another process", sdir.display()))
+                })?;
+            for d in [STATE_DIR, WORK_DIR] {
+                let p = sdir.join(d);
+                std::fs::create_dir(&p).map_err(|e| Error::io("create", &p, e))?;
+            }
+            // Claude Code keeps `sessions/<pid>.json` in its config dir: inside the sandbox
+            // `~/.claude/sessions` must be this session's own, so it exists from the start.
+            let p = sdir.join(STATE_DIR).join("sessions");
+            std::fs::create_dir(&p).map_err(|e| Error::io("create", &p, e))?;
+            if let Some(seed) = seed_claude_json {
+                fsutil::atomic_write(&sdir.join(STATE_DIR), ".claude.json", seed, 0o600, false)?;
+            }
+            fsutil::atomic_write_at(&dfd, &sdir, META_FILE, &meta.to_json(), 0o600, false)?;
+            Ok((dfd, lock))
+        })();
+        let (dfd, lock) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = fsutil::remove_tree_at(&store_fd, &staging);
+                return Err(e);
+            }
+        };
+        let dir = self.dir.join(id.as_str());
+        nix::fcntl::renameat(
+            Some(store_fd.as_raw_fd()),
+            staging.as_str(),
+            Some(store_fd.as_raw_fd()),
+            id.as_str(),
+        )
+        .map_err(|e| Error::io("rename", &dir, e.into()))?;
+        Ok(LiveSession {
+            id,
+            dir,
+            meta,
+            dir_fd: dfd,
+            store_dir: self.dir.clone(),
+            lock,
+        })
+    }
+
+    /// Lock an existing, inactive session to run it again (`csbox run --session`).
+    pub fn enter(&self, id: &SessionId) -> Result<LiveSession> {
+        let dir = self.dir.join(id.as_str());
+        let dfd = open_dir_nofollow(&dir).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => Error::BadSession {
+                msg: format!("no session {id} in {}", self.dir.display()),
+            },
+            _ => Error::io("open", &dir, e),
+        })?;
+        let lock = try_lock_exclusive(&dfd, true)
+            .map_err(|e| Error::io("lock", dir.join(LOCK_FILE), e))?
+            .ok_or_else(|| Error::BadSession {
+                msg: format!("session {id} is active (or being removed by `csbox gc`): attach to it in its own terminal, or start a new one"),
+            })?;
+        // gc may have renamed the directory away between our open and our lock: make sure
+        // the lock we hold is the one at `<id>/lock` now.
+        let now = nix::sys::stat::stat(&dir.join(LOCK_FILE))
+            .map_err(|e| Error::io("stat", dir.join(LOCK_FILE), e.into()))?;
+        let held = nix::sys::stat::fstat(lock.fd().as_raw_fd())
+            .map_err(|e| Error::sys("fstat(lock)", e))?;
+        if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino) {
+            return Err(Error::BadSession {
+                msg: format!("session {id} was removed while csbox opened it"),
+            });
+        }
+        let meta = read_meta(&dfd).map_err(|why| Error::BadSession {
+            msg: format!(
+                "session {id} has no usable session.json ({why}); it cannot be re-entered"
+            ),
+        })?;
+        if meta.id != *id {
+            return Err(Error::BadSession {
+                msg: format!("session {id}: session.json names another id ({})", meta.id),
+            });
+        }
+        Ok(LiveSession {
+            id: id.clone(),
+            dir,
+            meta,
+            dir_fd: dfd,
+            store_dir: self.dir.clone(),
+            lock,
+        })
+    }
+
+    /// Turn what the user typed into one session id: the full id, a unique prefix of at
+    /// least 4 characters, or a unique `--name`.
+    pub fn resolve(&self, reference: &str) -> Result<SessionId> {
+        validate_reference(reference)?;
+        if let Some(id) = SessionId::parse(reference) {
+            if self.dir.join(id.as_str()).is_dir() {
+                return Ok(id);
+            }
+            return Err(Error::BadSession {
+                msg: format!("no session {id} in {} (see `csbox ls`)", self.dir.display()),
+            });
+        }
+        let ids = self.ids()?;
+        let mut matches: Vec<SessionId> = if reference.len() >= 4 {
+            ids.iter()
+                .filter(|id| id.as_str().starts_with(reference))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if matches.is_empty() {
+            let store_fd = self.open()?;
+            for id in &ids {
+                if let Some(meta) = open_dir_at(&store_fd, id.as_str())
+                    .ok()
+                    .and_then(|fd| read_meta(&fd).ok())
+                {
+                    if meta.name.as_deref() == Some(reference) {
+                        matches.push(id.clone());
+                    }
+                }
+            }
+        }
+        match matches.len() {
+            1 => Ok(matches.pop().unwrap()),
+            0 => Err(Error::BadSession {
+                msg: format!("no session matches {reference:?} (see `csbox ls`)"),
+            }),
+            n => Err(Error::BadSession {
+                msg: format!("{reference:?} matches {n} sessions: give more of the id"),
+            }),
+        }
+    }
+
+    /// Every directory entry that is a well-formed session id, newest first. Symlinks and
+    /// other names (`active`, `.new-*`, planted junk) are not sessions.
+    pub fn ids(&self) -> Result<Vec<SessionId>> {
+        let rd = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("read", &self.dir, e)),
+        };
+        let mut ids: Vec<SessionId> = rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .filter_map(|e| SessionId::parse(e.file_name().to_str()?))
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(ids)
+    }
+
+    /// Everything `csbox ls` shows. `with_size` walks each state tree (slow on big stores).
+    pub fn list(&self, with_size: bool) -> Result<Vec<SessionInfo>> {
+        let ids = self.ids()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store_fd = self.open()?;
+        let links = self.active_links();
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| self.info_at(&store_fd, id, with_size, &links))
+            .collect())
+    }
+
+    pub fn info(&self, id: &SessionId, with_size: bool) -> Result<SessionInfo> {
+        let store_fd = self.open()?;
+        self.info_at(&store_fd, id.clone(), with_size, &self.active_links())
+            .ok_or_else(|| Error::BadSession {
+                msg: format!("no session {id}"),
+            })
+    }
+
+    fn active_links(&self) -> std::collections::HashSet<String> {
+        std::fs::read_dir(self.dir.join(ACTIVE_DIR))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn info_at(
+        &self,
+        store_fd: &OwnedFd,
+        id: SessionId,
+        with_size: bool,
+        links: &std::collections::HashSet<String>,
+    ) -> Option<SessionInfo> {
+        let dfd = open_dir_at(store_fd, id.as_str()).ok()?;
+        let active = is_locked(&dfd);
+        let meta = read_meta(&dfd);
+        let state = match (&meta, active) {
+            (_, true) => State::Active,
+            (Err(why), false) => State::Orphaned {
+                reason: format!("session.json: {why}"),
+            },
+            (Ok(m), false) => match (&m.started, &m.exit) {
+                (_, Some(exit)) => State::Exited { exit: exit.clone() },
+                (None, None) => State::Created,
+                (Some(_), None) => State::Orphaned {
+                    reason: "it never ended: its supervisor was killed or the machine restarted"
+                        .into(),
+                },
+            },
+        };
+        let empty = state_is_empty(&dfd);
+        let created = meta
+            .as_ref()
+            .map(|m| m.created)
+            .ok()
+            .or_else(|| id.created())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let size_bytes = with_size.then(|| fsutil::disk_usage(&dfd).map(|s| s.bytes).unwrap_or(0));
+        Some(SessionInfo {
+            active_link: links.contains(id.as_str()),
+            dir: self.dir.join(id.as_str()),
+            id,
+            state,
+            empty,
+            meta: meta.ok(),
+            size_bytes,
+            created,
+        })
+    }
+
+    /// Remove `active/` links whose session is not active (a view must not lie). Returns
+    /// how many were pruned.
+    pub fn prune_active_links(&self) -> Result<usize> {
+        let active_dir = self.dir.join(ACTIVE_DIR);
+        let Ok(afd) = open_dir_nofollow(&active_dir) else {
+            return Ok(0);
+        };
+        let store_fd = self.open()?;
+        let mut pruned = 0;
+        for name in self.active_links() {
+            let alive = SessionId::parse(&name)
+                .and_then(|id| open_dir_at(&store_fd, id.as_str()).ok())
+                .map(|fd| is_locked(&fd))
+                .unwrap_or(false);
+            if !alive
+                && nix::unistd::unlinkat(
+                    Some(afd.as_raw_fd()),
+                    name.as_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                )
+                .is_ok()
+            {
+                pruned += 1;
+            }
+        }
+        Ok(pruned)
+    }
+}
+
+fn open_dir_at(store_fd: &OwnedFd, name: &str) -> nix::Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    let fd = nix::fcntl::openat(
+        Some(store_fd.as_raw_fd()),
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: fresh fd.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+fn read_meta(dfd: &OwnedFd) -> std::result::Result<Metadata, String> {
+    let bytes = read_small_at(dfd, META_FILE, META_LIMIT).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => "missing".to_string(),
+        _ => e.to_string(),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("invalid ({e})"))
+}
+
+/// Names in directory `parent/name` (no-follow), or None if it can't be read.
+fn dir_names(parent: &OwnedFd, name: &str) -> Option<Vec<Vec<u8>>> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut d = nix::dir::Dir::openat(
+        Some(parent.as_raw_fd()),
+        name,
+        flags,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    let mut names = Vec::new();
+    for e in d.iter() {
+        let n = e.ok()?.file_name().to_bytes().to_vec();
+        if n != b"." && n != b".." {
+            names.push(n);
+        }
+    }
+    Some(names)
+}
+
+/// True when the session's state holds nothing but what csbox put there.
+fn state_is_empty(dfd: &OwnedFd) -> bool {
+    let Ok(sfd) = open_dir_at(dfd, STATE_DIR) else {
+        return true;
+    };
+    let Some(names) = dir_names(dfd, STATE_DIR) else {
+        return false;
+    };
+    names
+        .iter()
+        .all(|n| STATE_SKELETON.iter().any(|s| s.as_bytes() == n.as_slice()))
+        && dir_names(&sfd, "sessions").map_or(true, |v| v.is_empty())
+}
+
+impl LiveSession {
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join(STATE_DIR)
+    }
+
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir.join(WORK_DIR)
+    }
+
+    pub fn lock_fd(&self) -> &OwnedFd {
+        self.lock.fd()
+    }
+
+    pub fn write_meta(&self) -> Result<()> {
+        fsutil::atomic_write_at(
+            &self.dir_fd,
+            &self.dir,
+            META_FILE,
+            &self.meta.to_json(),
+            0o600,
+            false,
+        )
+    }
+
+    /// `active/<id> -> ../<id>`, for `ls -la ~/.claude/sessions/active/`.
+    pub fn link_active(&self) -> Result<()> {
+        let link = self.store_dir.join(ACTIVE_DIR).join(self.id.as_str());
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(Path::new("..").join(self.id.as_str()), &link)
+            .map_err(|e| Error::io("symlink", &link, e))
+    }
+
+    pub fn unlink_active(&self) {
+        let _ = std::fs::remove_file(self.store_dir.join(ACTIVE_DIR).join(self.id.as_str()));
+    }
+
+    /// Delete the session (`--rm`) while still holding its lock: rename it out of the
+    /// id namespace first so nothing can re-enter it, then remove the tree.
+    pub fn remove(self) -> Result<TreeStats> {
+        self.unlink_active();
+        let store_fd = open_dir_nofollow(&self.store_dir)
+            .map_err(|e| Error::io("open", &self.store_dir, e))?;
+        let trash = format!(".trash-{}", self.id);
+        nix::fcntl::renameat(
+            Some(store_fd.as_raw_fd()),
+            self.id.as_str(),
+            Some(store_fd.as_raw_fd()),
+            trash.as_str(),
+        )
+        .map_err(|e| Error::io("rename", &self.dir, e.into()))?;
+        let stats = fsutil::remove_tree_at(&store_fd, &trash)
+            .map_err(|e| Error::io("remove", self.store_dir.join(&trash), e.into()))?;
+        drop(self.lock);
+        Ok(stats)
+    }
+}
+
+impl From<Errno> for Error {
+    fn from(e: Errno) -> Self {
+        Error::sys("system call", e)
+    }
+}

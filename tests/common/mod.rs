@@ -1,0 +1,203 @@
+//! Shared test scaffolding: a throw-away HOME with a realistic `~/.claude`, the real csbox
+//! binary, and a way to run it as root and as an unprivileged uid.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const CSBOX: &str = env!("CARGO_BIN_EXE_csbox");
+
+pub fn in_ci() -> bool {
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
+}
+
+/// A test cannot run here: say why; under CI=true that is a failure, not a skip.
+pub fn cannot_run(why: &str) {
+    if in_ci() {
+        panic!("CI=true and this test cannot run: {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+}
+
+/// Who runs csbox in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct As {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl As {
+    pub fn me() -> Self {
+        As {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+        }
+    }
+    pub fn label(&self) -> String {
+        format!("uid {}", self.uid)
+    }
+}
+
+/// The users a sandbox test runs as: ourselves, and when we are root also an unprivileged
+/// uid (`CSBOX_TEST_USER`, default `csbox-test`, which .ci/run creates; else `nobody`).
+pub fn users() -> Vec<As> {
+    let me = As::me();
+    if me.uid != 0 {
+        return vec![me];
+    }
+    let name = std::env::var("CSBOX_TEST_USER").unwrap_or_else(|_| "csbox-test".into());
+    let user = nix::unistd::User::from_name(&name)
+        .ok()
+        .flatten()
+        .or_else(|| {
+            eprintln!("note: test user {name:?} does not exist (.ci/run creates it); using nobody");
+            nix::unistd::User::from_name("nobody").ok().flatten()
+        });
+    match user {
+        Some(u) => vec![
+            me,
+            As {
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+            },
+        ],
+        None => {
+            cannot_run("no unprivileged user to run sandbox tests as");
+            vec![me]
+        }
+    }
+}
+
+/// A fake home for one test and one user: `$HOME/.claude` with settings, CLAUDE.md, a
+/// shared skill, and `$HOME/.claude.json`. Lives under target/ (not /tmp, which is private
+/// inside the sandbox) and is owned by the test's user.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub home: PathBuf,
+    pub user: As,
+}
+
+pub fn test_base() -> PathBuf {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("csbox-tests");
+    std::fs::create_dir_all(&base).unwrap();
+    let _ = std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755));
+    base
+}
+
+impl TestEnv {
+    pub fn new(user: As) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("t")
+            .tempdir_in(test_base())
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let home = dir.path().join("home");
+        let claude = home.join(".claude");
+        std::fs::create_dir_all(claude.join("skills/x")).unwrap();
+        std::fs::create_dir_all(claude.join("agents")).unwrap();
+        std::fs::create_dir_all(claude.join("commands")).unwrap();
+        std::fs::write(claude.join("skills/x/SKILL.md"), "# skill x\n").unwrap();
+        std::fs::write(claude.join("settings.json"), "{\"hooks\":{}}\n").unwrap();
+        std::fs::write(claude.join("CLAUDE.md"), "be nice\n").unwrap();
+        std::fs::write(claude.join("history.jsonl"), "{\"display\":\"old\"}\n").unwrap();
+        std::fs::write(
+            home.join(".claude.json"),
+            "{\"hasCompletedOnboarding\":true}\n",
+        )
+        .unwrap();
+        let env = TestEnv { dir, home, user };
+        env.chown_all(env.dir.path());
+        env
+    }
+
+    pub fn claude_root(&self) -> PathBuf {
+        self.home.join(".claude")
+    }
+
+    pub fn sessions_dir(&self) -> PathBuf {
+        self.home.join(".local/share/csbox/sessions")
+    }
+
+    pub fn chown_all(&self, p: &Path) {
+        if As::me().uid != 0 {
+            return;
+        }
+        let (u, g) = (Some(self.user.uid), Some(self.user.gid));
+        let _ = std::os::unix::fs::lchown(p, u, g);
+        if p.is_dir() && !p.is_symlink() {
+            for e in std::fs::read_dir(p).unwrap() {
+                self.chown_all(&e.unwrap().path());
+            }
+        }
+    }
+
+    /// `csbox ARGS` as this env's user, with HOME pointing at the fake home and a minimal,
+    /// predictable environment.
+    pub fn csbox(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(CSBOX);
+        c.args(args)
+            .env_clear()
+            .env("HOME", &self.home)
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .env("CSBOX_NO_UPDATE", "1")
+            .env("LANG", "C.UTF-8")
+            .current_dir(&self.home);
+        if let Some(ci) = std::env::var_os("CI") {
+            c.env("CI", ci);
+        }
+        if As::me() != self.user {
+            c.uid(self.user.uid).gid(self.user.gid);
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.csbox(args).output().expect("spawn csbox");
+        eprintln!(
+            "[{}] csbox {:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.user.label(),
+            args,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn ls_json(&self) -> serde_json::Value {
+        let out = self.run(&["ls", "--json"]);
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).expect("ls --json is JSON")
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Re-run this very test binary as a helper process: the named test function is called
+/// with `CSBOX_TEST_CHILD` set and acts as the child. Tests may not fork (they are threads).
+pub fn self_exec(test_name: &str, env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+        .env("CSBOX_TEST_CHILD", "1");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+pub fn is_child() -> bool {
+    std::env::var_os("CSBOX_TEST_CHILD").is_some()
+}
