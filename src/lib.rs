@@ -12,3 +12,4 @@ pub mod error;
 pub mod fsutil;
 pub mod paths;
 pub mod session;
+pub mod update;
