@@ -11,5 +11,7 @@ pub mod commands;
 pub mod error;
 pub mod fsutil;
 pub mod paths;
+pub mod plan;
+pub mod sandbox;
 pub mod session;
 pub mod update;
