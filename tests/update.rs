@@ -704,3 +704,135 @@ fn the_background_check_does_not_delay_the_caller() {
     assert!(a[0]["reason"].as_str().unwrap().contains("within 5 s"));
     eprintln!("LATENCY background check with a hanging registry: {took_us} us in the caller ({helper_total:?} for the whole helper process)");
 }
+
+/// `csbox run` works on this machine (user namespaces allowed); else say why and skip
+/// (under CI=true that fails).
+fn sessions_work(u: &Updater) -> bool {
+    let out = u.csbox(&["run", "--rm", "--", "true"]).output().unwrap();
+    if !out.status.success() {
+        cannot_run(&format!(
+            "csbox run does not work here: {}",
+            stderr(&out).trim()
+        ));
+        return false;
+    }
+    true
+}
+
+/// `csbox run -- ARGS` in the background, returned once the session is active.
+fn start_session(u: &Updater, args: &[&str]) -> std::process::Child {
+    let mut all = vec!["run", "--rm", "--"];
+    all.extend_from_slice(args);
+    let child = u
+        .csbox(&all)
+        .env("CSBOX_NO_UPDATE", "1")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = u.csbox(&["ls", "--json", "--active"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if v.as_array().is_some_and(|a| !a.is_empty()) {
+            return child;
+        }
+        assert!(Instant::now() < deadline, "the session never became active");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop_session(mut child: std::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    child.wait().unwrap();
+}
+
+#[test]
+fn update_is_skipped_while_a_real_csbox_run_session_is_active() {
+    let u = Updater::npm_global(OLD, Registry::recorded());
+    if !sessions_work(&u) {
+        return;
+    }
+    let session = start_session(&u, &["sleep", "30"]);
+    let out = u.update(&["--yes"]);
+    assert!(out.status.success());
+    assert_eq!(u.last_attempt()["outcome"], "skipped-active");
+    assert_eq!(u.npm_args(), None, "npm must not run under a live session");
+    stop_session(session);
+    let out = u.update(&["--yes"]);
+    assert!(out.status.success());
+    assert_eq!(u.last_attempt()["outcome"], "installed");
+    assert_eq!(u.installed(), LATEST);
+}
+
+#[test]
+fn a_csbox_run_started_during_an_install_waits_then_runs() {
+    let u = Updater::npm_global(OLD, Registry::recorded());
+    if !sessions_work(&u) {
+        return;
+    }
+    std::fs::write(u.state.join("npm-sleep"), "2").unwrap();
+    let mut installer = u
+        .csbox(&["update", "--yes"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while u.npm_args().is_none() {
+        assert!(Instant::now() < deadline, "npm never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t0 = Instant::now();
+    let version_file = u.state.join("installed-version");
+    let out = u
+        .csbox(&["run", "--rm", "--", "cat", version_file.to_str().unwrap()])
+        .env("CSBOX_NO_UPDATE", "1")
+        .output()
+        .unwrap();
+    let waited = t0.elapsed();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("waiting up to 60 s"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "waited only {waited:?}"
+    );
+    assert_eq!(
+        stdout(&out).trim(),
+        LATEST,
+        "the session ran after the install"
+    );
+    assert!(installer.wait().unwrap().success());
+    assert_eq!(u.last_attempt()["outcome"], "installed");
+}
+
+#[test]
+fn the_end_of_a_csbox_run_session_starts_one_background_update() {
+    let u = Updater::npm_global(OLD, Registry::recorded());
+    if !sessions_work(&u) {
+        return;
+    }
+    let run = |u: &Updater| {
+        let t0 = Instant::now();
+        let out = u
+            .csbox(&["run", "--rm", "--", "true"])
+            .env("CSBOX_UPDATE_INTERVAL", "3600")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        t0.elapsed()
+    };
+    let first = run(&u);
+    let second = run(&u);
+    // The check outlives `run`, finds no session and installs.
+    let a = u.wait_for_attempts(1, Duration::from_secs(20));
+    assert_eq!(a.len(), 1, "{}", u.log());
+    assert_eq!(a[0]["outcome"], "installed", "{}", u.log());
+    assert_eq!(u.installed(), LATEST);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(u.attempts().len(), 1, "a second check within the interval");
+    eprintln!("LATENCY csbox run -- true: {first:?} when the check is due, {second:?} when not");
+}
