@@ -429,21 +429,31 @@ fn update_is_skipped_while_a_session_is_active() {
     assert_eq!(u.last_attempt()["outcome"], "installed");
 }
 
-#[test]
-fn a_session_starting_during_an_install_waits_for_it_then_starts() {
-    let u = Updater::npm_global(OLD, Registry::recorded());
+/// `csbox update --yes` with an npm that takes 2 s, returned once npm has started: from
+/// then until it ends the installer holds the update lock.
+fn start_slow_install(u: &Updater) -> std::process::Child {
     std::fs::write(u.state.join("npm-sleep"), "2").unwrap();
     let mut installer = u
         .csbox(&["update", "--yes"])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    // npm records its arguments as soon as it starts: the install lock is held from here.
     let deadline = Instant::now() + Duration::from_secs(10);
     while u.npm_args().is_none() {
-        assert!(Instant::now() < deadline, "npm never started");
+        if Instant::now() > deadline {
+            let _ = installer.kill();
+            let _ = installer.wait();
+            panic!("npm never started: {}", u.log());
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+    installer
+}
+
+#[test]
+fn a_session_starting_during_an_install_waits_for_it_then_starts() {
+    let u = Updater::npm_global(OLD, Registry::recorded());
+    let mut installer = start_slow_install(&u);
     let t0 = Instant::now();
     let held = csbox::update::hold_for_session(&u.paths()).unwrap();
     let waited = t0.elapsed();
@@ -723,22 +733,27 @@ fn sessions_work(u: &Updater) -> bool {
 fn start_session(u: &Updater, args: &[&str]) -> std::process::Child {
     let mut all = vec!["run", "--rm", "--"];
     all.extend_from_slice(args);
-    let child = u
+    let mut child = u
         .csbox(&all)
         .env("CSBOX_NO_UPDATE", "1")
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    let active = || {
+        let out = u.csbox(&["ls", "--json", "--active"]).output().ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some(v.as_array()?.len())
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = u.csbox(&["ls", "--json", "--active"]).output().unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        if v.as_array().is_some_and(|a| !a.is_empty()) {
-            return child;
+    while active() != Some(1) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the session never became active");
         }
-        assert!(Instant::now() < deadline, "the session never became active");
         std::thread::sleep(Duration::from_millis(50));
     }
+    child
 }
 
 fn stop_session(mut child: std::process::Child) {
@@ -771,17 +786,7 @@ fn a_csbox_run_started_during_an_install_waits_then_runs() {
     if !sessions_work(&u) {
         return;
     }
-    std::fs::write(u.state.join("npm-sleep"), "2").unwrap();
-    let mut installer = u
-        .csbox(&["update", "--yes"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while u.npm_args().is_none() {
-        assert!(Instant::now() < deadline, "npm never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut installer = start_slow_install(&u);
     let t0 = Instant::now();
     let version_file = u.state.join("installed-version");
     let out = u
@@ -826,12 +831,13 @@ fn the_end_of_a_csbox_run_session_starts_one_background_update() {
         t0.elapsed()
     };
     let first = run(&u);
-    let second = run(&u);
-    // The check outlives `run`, finds no session and installs.
+    // The check outlives `run`, finds no session and installs. (A session started before
+    // it takes the lock would make it skip: that is the point.)
     let a = u.wait_for_attempts(1, Duration::from_secs(20));
     assert_eq!(a.len(), 1, "{}", u.log());
     assert_eq!(a[0]["outcome"], "installed", "{}", u.log());
     assert_eq!(u.installed(), LATEST);
+    let second = run(&u);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(u.attempts().len(), 1, "a second check within the interval");
     eprintln!("LATENCY csbox run -- true: {first:?} when the check is due, {second:?} when not");
