@@ -178,8 +178,7 @@ impl Updater {
     fn csbox(&self, args: &[&str]) -> Command {
         let mut c = self.env.csbox(args);
         c.env("PATH", self.path_var())
-            .env("CSBOX_REGISTRY", &self.registry.url)
-            .env_remove("CSBOX_NO_UPDATE");
+            .env("CSBOX_REGISTRY", &self.registry.url);
         c
     }
 
@@ -733,12 +732,7 @@ fn sessions_work(u: &Updater) -> bool {
 fn start_session(u: &Updater, args: &[&str]) -> std::process::Child {
     let mut all = vec!["run", "--rm", "--"];
     all.extend_from_slice(args);
-    let mut child = u
-        .csbox(&all)
-        .env("CSBOX_NO_UPDATE", "1")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = u.csbox(&all).stdout(Stdio::null()).spawn().unwrap();
     let active = || {
         let out = u.csbox(&["ls", "--json", "--active"]).output().ok()?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -791,7 +785,6 @@ fn a_csbox_run_started_during_an_install_waits_then_runs() {
     let version_file = u.state.join("installed-version");
     let out = u
         .csbox(&["run", "--rm", "--", "cat", version_file.to_str().unwrap()])
-        .env("CSBOX_NO_UPDATE", "1")
         .output()
         .unwrap();
     let waited = t0.elapsed();
@@ -824,6 +817,7 @@ fn the_end_of_a_csbox_run_session_starts_one_background_update() {
         let t0 = Instant::now();
         let out = u
             .csbox(&["run", "--rm", "--", "true"])
+            .env_remove("CSBOX_NO_UPDATE")
             .env("CSBOX_UPDATE_INTERVAL", "3600")
             .output()
             .unwrap();

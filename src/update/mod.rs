@@ -132,8 +132,7 @@ pub fn command(args: UpdateArgs) -> Result<i32> {
 
     let mut attempt = Attempt::new(&args.channel, Outcome::Failed);
     let mut lock = None;
-    let mut available = false;
-    let result = check_and_install(&args, &paths, &env, &mut attempt, &mut available, &mut lock);
+    let result = check_and_install(&args, &paths, &env, &mut attempt, &mut lock);
     match &result {
         Ok(outcome) => attempt.outcome = *outcome,
         Err(reason) => attempt.reason = Some(reason.clone()),
@@ -145,7 +144,7 @@ pub fn command(args: UpdateArgs) -> Result<i32> {
     }
     drop(lock);
     let outcome = result.map_err(Error::Other)?;
-    print_result(&args, &attempt, outcome, available);
+    print_result(&args, &attempt, outcome);
     Ok(0)
 }
 
@@ -154,7 +153,6 @@ fn check_and_install(
     paths: &Paths,
     env: &UpdateEnv,
     attempt: &mut Attempt,
-    available: &mut bool,
     lock: &mut Option<OwnedFd>,
 ) -> std::result::Result<Outcome, String> {
     let claude = paths
@@ -169,8 +167,7 @@ fn check_and_install(
     let tags = registry::fetch_dist_tags(&base, &env.proxy)?;
     let target = version::choose_target(&tags, &args.channel)?;
     attempt.to = Some(target.to_string());
-    *available = version::is_update(&installed, &target);
-    if !*available {
+    if !version::is_update(&installed, &target) {
         return Ok(Outcome::UpToDate);
     }
     if args.check {
@@ -265,7 +262,9 @@ fn installer_stdio(paths: &Paths) -> std::result::Result<(Stdio, Stdio), String>
     Ok((open()?.into(), open()?.into()))
 }
 
-fn print_result(args: &UpdateArgs, a: &Attempt, outcome: Outcome, available: bool) {
+fn print_result(args: &UpdateArgs, a: &Attempt, outcome: Outcome) {
+    // Every outcome but up-to-date was reached because a newer version exists.
+    let available = outcome != Outcome::UpToDate;
     let from = a.from.as_deref().unwrap_or("?");
     let to = a.to.as_deref().unwrap_or("?");
     let method = a.method.unwrap_or("unknown");
