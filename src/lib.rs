@@ -12,6 +12,7 @@ pub mod error;
 pub mod fsutil;
 pub mod paths;
 pub mod plan;
+pub mod profile;
 pub mod sandbox;
 pub mod session;
 pub mod update;
