@@ -221,6 +221,11 @@ pub enum ProfileCommand {
 }
 
 pub fn main() -> i32 {
+    // Rust's runtime ignores SIGPIPE, and an ignored signal survives execve: the command
+    // in the sandbox would never get SIGPIPE (`yes | head` would spin), and `csbox ls |
+    // head` would panic. Restore the default, as every C program has it.
+    // SAFETY: setting a signal disposition at startup, single-threaded.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     crate::log::init_from_env();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -251,6 +256,6 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Update(a) => crate::update::command(a),
         Command::Spec(_) => Err(Error::NotImplemented("spec")),
         Command::Doctor(_) => Err(Error::NotImplemented("doctor")),
-        Command::Profile(_) => Err(Error::NotImplemented("profile")),
+        Command::Profile(a) => commands::profile::profile(a),
     }
 }

@@ -126,6 +126,8 @@ pub enum MountOp {
     Mkdir { path: PathBuf },
     /// Bring the loopback interface of a new network namespace up.
     LoopbackUp,
+    /// A fresh read-only sysfs, so /sys/class/net shows the new network namespace.
+    Sysfs { dst: PathBuf },
     /// A minimal /dev: null zero full random urandom tty, a private devpts, shm.
     Dev { dst: PathBuf },
     /// A fresh /proc for the new pid namespace.
@@ -319,6 +321,7 @@ pub fn build(input: &PlanInput) -> Result<Plan, String> {
     }
     if prof.network == Network::None {
         mounts.push(MountOp::LoopbackUp);
+        mounts.push(MountOp::Sysfs { dst: "/sys".into() });
     }
     // 10. /dev and /proc last: /proc/self/fd is how earlier binds reach their sources.
     mounts.push(MountOp::Dev { dst: "/dev".into() });

@@ -268,6 +268,12 @@ pub fn prepare(plan: &Plan) -> Result<Prepared> {
                     }
                     Err(e) => return Err(Error::io("open bind source", src, e)),
                 };
+                if !*create_dst && std::fs::symlink_metadata(dst).is_err() {
+                    return Err(Error::Usage(format!(
+                        "bind destination {} does not exist: create it first (csbox makes mount points only inside its own tmpfs, never in your real file system)",
+                        dst.display()
+                    )));
+                }
                 if *create_dst {
                     if is_dir {
                         b.mkdir_p(dst, 0o755)?;
@@ -346,6 +352,14 @@ pub fn prepare(plan: &Plan) -> Result<Prepared> {
                 }
             }
             MountOp::Mkdir { path } => b.mkdir_p(path, 0o755)?,
+            MountOp::Sysfs { dst } => b.mount(
+                Some("sysfs"),
+                dst,
+                Some("sysfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                None,
+                format!("mount(\"sysfs\", {}, \"sysfs\", MS_RDONLY)", dst.display()),
+            )?,
             MountOp::LoopbackUp => b.push(
                 Step::LoopbackUp,
                 "ioctl(SIOCSIFFLAGS, \"lo\", IFF_UP)".into(),
