@@ -433,6 +433,14 @@ fn bad_upper_fs(f_type: i64) -> Option<&'static str> {
     })
 }
 
+/// statfs(2) f_type, which is i64 on x86-64 but 32 bits on other architectures.
+#[allow(clippy::useless_conversion)]
+fn fs_type(p: &Path) -> Option<i64> {
+    nix::sys::statfs::statfs(p)
+        .ok()
+        .map(|s| i64::from(s.filesystem_type().0))
+}
+
 fn sessions_dir_check(paths: &Paths, userns_ok: bool) -> Check {
     const NAME: &str = "sessions_dir";
     let fail = |c: Check| Check { name: NAME, ..c };
@@ -455,10 +463,7 @@ fn sessions_dir_check(paths: &Paths, userns_ok: bool) -> Check {
     let Some(dir) = existing_ancestor(&paths.sessions_dir) else {
         return check(NAME, Status::Fail, detail);
     };
-    let fs = nix::sys::statfs::statfs(&dir)
-        .map(|s| s.filesystem_type().0 as i64)
-        .ok();
-    let bad = fs.and_then(bad_upper_fs);
+    let bad = fs_type(&dir).and_then(bad_upper_fs);
     if !userns_ok {
         return match bad {
             Some(t) => check(
@@ -601,5 +606,58 @@ fn proc_check(p: &Probe) -> Check {
             format!("{r}: a sandbox cannot have its own /proc here (a container that masks parts of /proc refuses new proc mounts)"),
         )
         .fix("Docker --security-opt systempaths=unconfined, podman --security-opt unmask=ALL, Kubernetes procMount: Unmasked; or --profile compat"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(errno: Errno) -> Probe {
+        Err(probe::Refused {
+            what: "unshare(CLONE_NEWUSER)".into(),
+            errno,
+        })
+    }
+
+    #[test]
+    fn enospc_names_max_user_namespaces_and_the_way_out() {
+        let c = userns_check(&refused(Errno::ENOSPC));
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.contains("ENOSPC") && c.detail.contains("user.max_user_namespaces"));
+        let fix = c.fix.unwrap();
+        assert!(fix.contains(FIX_MAX_USERNS) && fix.contains("--profile compat"));
+    }
+
+    #[test]
+    fn nothing_stops_tiocsti_without_seccomp_unless_the_kernel_does() {
+        let c = tiocsti_check(&refused(Errno::EINVAL));
+        if sysctl("dev.tty.legacy_tiocsti").as_deref() == Some("0") {
+            assert_eq!(c.status, Status::Ok);
+        } else {
+            assert_eq!(c.status, Status::Fail);
+            assert!(c.fix.unwrap().contains("dev.tty.legacy_tiocsti=0"));
+        }
+    }
+
+    #[test]
+    fn network_and_stacked_file_systems_are_refused_as_upper_layers() {
+        assert_eq!(bad_upper_fs(0x6969), Some("NFS"));
+        assert_eq!(bad_upper_fs(0x794c_7630), Some("overlayfs"));
+        assert_eq!(bad_upper_fs(0x6573_5546), Some("FUSE"));
+        assert_eq!(bad_upper_fs(0xEF53), None, "ext4");
+    }
+
+    #[test]
+    fn the_json_has_name_status_detail_fix_and_ok() {
+        let r = Report {
+            ok: true,
+            checks: vec![check("x", Status::Warn, "d")],
+        };
+        let json = serde_json::to_value(r).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"checks":[{"name":"x","status":"warn","detail":"d","fix":null}],"ok":true})
+        );
     }
 }
