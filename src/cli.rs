@@ -255,7 +255,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Gc(_) => Err(Error::NotImplemented("gc")),
         Command::Update(a) => crate::update::command(a),
         Command::Spec(_) => Err(Error::NotImplemented("spec")),
-        Command::Doctor(_) => Err(Error::NotImplemented("doctor")),
+        Command::Doctor(a) => crate::doctor::command(a),
         Command::Profile(a) => commands::profile::profile(a),
     }
 }

@@ -8,6 +8,7 @@ pub mod log;
 
 pub mod cli;
 pub mod commands;
+pub mod doctor;
 pub mod error;
 pub mod fsutil;
 pub mod paths;

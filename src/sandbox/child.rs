@@ -32,12 +32,12 @@ pub struct Fds {
     pub wait_set: libc::sigset_t,
 }
 
-fn errno() -> i32 {
+pub(crate) fn errno() -> i32 {
     // SAFETY: reading the thread's errno.
     unsafe { *libc::__errno_location() }
 }
 
-unsafe fn fail(err_w: RawFd, step: u32, err: i32) -> ! {
+pub(crate) unsafe fn fail(err_w: RawFd, step: u32, err: i32) -> ! {
     let mut msg = [0u8; 8];
     msg[..4].copy_from_slice(&step.to_ne_bytes());
     msg[4..].copy_from_slice(&err.to_ne_bytes());
@@ -45,7 +45,7 @@ unsafe fn fail(err_w: RawFd, step: u32, err: i32) -> ! {
     libc::_exit(crate::error::EXIT_CSBOX);
 }
 
-unsafe fn write_file(path: &[u8], data: &[u8]) -> Result<(), i32> {
+pub(crate) unsafe fn write_file(path: &[u8], data: &[u8]) -> Result<(), i32> {
     let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
     if fd < 0 {
         return Err(errno());

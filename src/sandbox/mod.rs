@@ -43,7 +43,7 @@ pub enum Launch {
 /// After the wall-clock limit: SIGTERM, then this long before SIGKILL.
 const KILL_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 with a valid array.
     Errno::result(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })
@@ -52,7 +52,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
+pub(crate) fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
     let mut got = 0;
     while got < buf.len() {
         // SAFETY: reading into our buffer.
@@ -88,14 +88,17 @@ fn sigset(sigs: &[libc::c_int]) -> libc::sigset_t {
 
 /// What to tell the user when clone() itself fails: it is the user namespace that is refused.
 fn clone_hint(e: Errno) -> String {
+    use crate::doctor::{FIX_COMPAT, FIX_MAX_USERNS, FIX_UNPRIVILEGED_USERNS_CLONE};
     match e {
-        Errno::ENOSPC => "user namespaces are disabled or exhausted: user.max_user_namespaces is 0 or reached \
-(sysctl -w user.max_user_namespaces=15000); or run with --profile compat; see `csbox doctor`"
-            .into(),
-        Errno::EPERM | Errno::EACCES => "unprivileged user namespaces are refused: kernel.unprivileged_userns_clone=0 \
-(sysctl -w kernel.unprivileged_userns_clone=1), or AppArmor restricts them (Ubuntu ≥ 23.10: install \
-profiles/apparmor/csbox), or a seccomp policy of a container; or run with --profile compat; see `csbox doctor`"
-            .into(),
+        Errno::ENOSPC => format!(
+            "user namespaces are disabled or exhausted: user.max_user_namespaces is 0 or reached \
+({FIX_MAX_USERNS}); {FIX_COMPAT}; see `csbox doctor`"
+        ),
+        Errno::EPERM | Errno::EACCES => format!(
+            "unprivileged user namespaces are refused: kernel.unprivileged_userns_clone=0 \
+({FIX_UNPRIVILEGED_USERNS_CLONE}), or AppArmor restricts them (Ubuntu ≥ 23.10: install \
+profiles/apparmor/csbox), or a seccomp policy of a container; {FIX_COMPAT}; see `csbox doctor`"
+        ),
         Errno::EINVAL => "this kernel lacks a namespace csbox needs; see `csbox doctor`".into(),
         _ => "see `csbox doctor`".into(),
     }
