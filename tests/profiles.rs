@@ -203,7 +203,11 @@ fn compat_creates_no_namespace_and_sets_claude_config_dir() {
             "CLAUDE_CONFIG_DIR is the session's own dir"
         );
         assert!(dir.join("state/history.jsonl").exists());
-        assert!(!env.claude_root().join("history.jsonl").read_link().is_ok());
+        assert_eq!(
+            std::fs::read_to_string(env.claude_root().join("history.jsonl")).unwrap(),
+            "{\"display\":\"old\"}\n",
+            "the real history is untouched"
+        );
     }
 }
 
