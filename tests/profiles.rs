@@ -170,7 +170,7 @@ fn ci_wall_clock_limit_kills_and_reports() {
         let end: serde_json::Value = err
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
-            .last()
+            .next_back()
             .unwrap();
         assert_eq!(end["timed_out"], true, "{end}");
         assert_eq!(end["signal"], 15, "{end}");

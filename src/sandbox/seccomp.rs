@@ -303,7 +303,7 @@ mod tests {
         assert_eq!(run(&p, AUDIT_ARCH_X86_64, 16, 0x5412), deny);
         assert_eq!(run(&p, AUDIT_ARCH_I386, 3, 0), deny, "i386 read(2) refused");
         assert_eq!(
-            run(&p, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT | 0, 0),
+            run(&p, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, 0),
             deny,
             "x32 read(2) refused"
         );
