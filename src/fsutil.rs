@@ -58,8 +58,11 @@ pub fn openat_nofollow(
 }
 
 /// Replace `dir/name` with `bytes` so that a reader only ever sees the old or the new
-/// content, even if the writer is killed half-way: write a temp file, fsync it, rename.
-/// `durable` also fsyncs the directory so the rename survives a power cut.
+/// content, even if the writer is killed half-way: write a temp file, rename it over.
+/// `durable` also fsyncs the file before the rename and the directory after it, so the new
+/// content survives a power cut. Session records are written without it: they are on the
+/// launch path (each fsync costs about a millisecond), the rename alone keeps them whole
+/// against a killed writer, and ext4/btrfs flush a file replaced by rename anyway.
 pub fn atomic_write(dir: &Path, name: &str, bytes: &[u8], mode: u32, durable: bool) -> Result<()> {
     let dfd = open_dir_nofollow(dir).map_err(|e| Error::io("open directory", dir, e))?;
     atomic_write_at(&dfd, dir, name, bytes, mode, durable)
@@ -83,10 +86,13 @@ pub fn atomic_write_at(
     )
     .map_err(|e| Error::io("create", dir.join(&tmp), e))?;
     let mut f = File::from(tmp_fd);
-    let res = f.write_all(bytes).and_then(|_| f.sync_data()).map_err(|e| {
-        let hint = disk_hint(&e);
-        Error::io("write", dir.join(&tmp), e).hint(hint)
-    });
+    let res = f
+        .write_all(bytes)
+        .and_then(|_| if durable { f.sync_data() } else { Ok(()) })
+        .map_err(|e| {
+            let hint = disk_hint(&e);
+            Error::io("write", dir.join(&tmp), e).hint(hint)
+        });
     drop(f);
     if let Err(e) = res {
         let _ = nix::unistd::unlinkat(

@@ -112,32 +112,39 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
         None
     });
     let is_new = session_id.is_none();
-    let mut session = match &session_id {
-        Some(id) => store.enter(id)?,
+    let mark_started = |m: &mut Metadata| {
+        m.started = Some(SystemTime::now());
+        m.ended = None;
+        m.exit = None;
+        m.timed_out = false;
+        m.runs += 1;
+        m.supervisor_pid = Some(std::process::id());
+        m.boot_id = boot_id();
+    };
+    let session = match &session_id {
+        Some(id) => {
+            let mut s = store.enter(id)?;
+            mark_started(&mut s.meta);
+            s.meta.command = argv.clone();
+            s.meta.cwd = cwd.clone();
+            s.meta.profile = profile.name.clone();
+            s.write_meta()?;
+            s
+        }
         None => {
-            let meta = Metadata::new(
+            // A new session's record is written once, already marked started: it is
+            // published under its id only after it is locked, so nobody sees it unlocked.
+            let mut meta = Metadata::new(
                 SessionId::new(),
                 args.name.clone(),
                 &profile.name,
                 argv.clone(),
                 cwd.clone(),
             );
+            mark_started(&mut meta);
             store.create(meta, Some(&claude_json_seed(&paths)?))?
         }
     };
-    session.meta.started = Some(SystemTime::now());
-    session.meta.ended = None;
-    session.meta.exit = None;
-    session.meta.timed_out = false;
-    session.meta.runs += 1;
-    session.meta.supervisor_pid = Some(std::process::id());
-    session.meta.boot_id = boot_id();
-    if !is_new {
-        session.meta.command = argv.clone();
-        session.meta.cwd = cwd.clone();
-        session.meta.profile = profile.name.clone();
-    }
-    session.write_meta()?;
     session.link_active()?;
 
     let id = session.id.to_string();

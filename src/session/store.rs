@@ -148,7 +148,17 @@ impl Store {
             let p = sdir.join(STATE_DIR).join("sessions");
             std::fs::create_dir(&p).map_err(|e| Error::io("create", &p, e))?;
             if let Some(seed) = seed_claude_json {
-                fsutil::atomic_write(&sdir.join(STATE_DIR), ".claude.json", seed, 0o600, false)?;
+                // Nobody can see the staging dir yet: a plain write is enough.
+                use std::os::unix::fs::OpenOptionsExt;
+                let p = sdir.join(STATE_DIR).join(".claude.json");
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&p)
+                    .map_err(|e| Error::io("create", &p, e))?;
+                std::io::Write::write_all(&mut f, seed).map_err(|e| Error::io("write", &p, e))?;
             }
             fsutil::atomic_write_at(&dfd, &sdir, META_FILE, &meta.to_json(), 0o600, false)?;
             Ok((dfd, lock))
