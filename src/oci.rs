@@ -144,7 +144,12 @@ use a profile with namespaces: default, strict or ci",
     notes.push(format!(
         "file system: the bundle's root holds the host's {} read-only, {} and the working directory; \
 the rest of the host file system, visible natively, is not there",
-        SYSTEM_DIRS.iter().map(|d| format!("/{d}")).collect::<Vec<_>>().join(" "),
+        SYSTEM_DIRS
+            .iter()
+            .map(|d| format!("/{d}"))
+            .filter(|d| Path::new(d).exists())
+            .collect::<Vec<_>>()
+            .join(" "),
         if home_hidden { "no home (the profile hides it)".to_string() } else { format!("{} read-write", target.home.display()) }
     ));
 
@@ -279,11 +284,25 @@ where ',' and ':' cannot appear; move the session store (SESSIONS_DIR) or CLAUDE
         .masked_paths(masked)
         .readonly_paths(READ_ONLY.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .seccomp(seccomp(plan, &mut notes)?);
-    if let Some((uid, gid)) = target.rootless {
-        linux = linux
-            .uid_mappings(vec![id_map(plan.uid, uid)?])
-            .gid_mappings(vec![id_map(plan.gid, gid)?]);
-    }
+    // runc needs the container's root mapped (it becomes uid 0 in the new namespace to set
+    // it up), and an unprivileged user without newuidmap can map one id only, their own:
+    // so under a rootless runtime the command runs as root of its user namespace, with no
+    // capability, owning what the user owns.
+    let (uid, gid) = match target.rootless {
+        Some((uid, gid)) => {
+            linux = linux
+                .uid_mappings(vec![id_map(0, uid)?])
+                .gid_mappings(vec![id_map(0, gid)?]);
+            notes.push(format!(
+                "user: natively the command runs as uid {} inside; a rootless runtime must map the container's root, \
+and can map only your own uid, so here the command is uid 0 of its user namespace (uid {uid} outside, no capability); \
+Claude Code refuses --dangerously-skip-permissions as root unless IS_SANDBOX=1 is set",
+                plan.uid
+            ));
+            (0, 0)
+        }
+        None => (plan.uid, plan.gid),
+    };
     let mut linux = oci(linux.build())?;
     // The builder starts from Linux::default(), which asks for an (empty) cgroup
     // resources section; the plan sets none.
@@ -318,8 +337,8 @@ where ',' and ':' cannot appear; move the session store (SESSIONS_DIR) or CLAUDE
     let process = oci(ProcessBuilder::default()
         .terminal(false)
         .user(oci(UserBuilder::default()
-            .uid(plan.uid)
-            .gid(plan.gid)
+            .uid(uid)
+            .gid(gid)
             .additional_gids(Vec::<u32>::new())
             .build())?)
         .args(args)
@@ -335,7 +354,7 @@ where ',' and ':' cannot appear; move the session store (SESSIONS_DIR) or CLAUDE
         .rlimits(rlimits)
         .build())?;
     notes.push(
-        "terminal: the native sandbox runs in your terminal; this spec sets terminal=false (give the runtime a pty: runc run -t is refused without --console-socket under `runc create`)"
+        "terminal: natively the command shares your terminal; here process.terminal is false, as CI wants (set it true for an interactive `runc run`)"
             .into(),
     );
     notes.push(
@@ -729,7 +748,7 @@ mod tests {
         assert!(ns.contains(&"user".to_string()));
         assert_eq!(
             doc["linux"]["uidMappings"],
-            serde_json::json!([{"hostID": 1000, "containerID": 1000, "size": 1}])
+            serde_json::json!([{"hostID": 1000, "containerID": 0, "size": 1}])
         );
         let doc = json("default", false);
         assert!(!namespaces(&doc).contains(&"user".to_string()));
