@@ -131,9 +131,9 @@ use a profile with namespaces: default, strict or ci",
         mounts.push(bind(&target.home, &target.home, &["rbind"])?);
     }
     let cwd = &plan.cwd;
-    let cwd_covered = (!home_hidden && cwd.starts_with(&target.home))
+    // Under the home: bound with it, or by the plan itself when the home is hidden.
+    let cwd_covered = cwd.starts_with(&target.home)
         || cwd.starts_with("/tmp")
-        || home_hidden && cwd.starts_with(&target.home)
         || SYSTEM_DIRS
             .iter()
             .any(|d| cwd.starts_with(Path::new("/").join(d)))
