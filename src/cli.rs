@@ -49,7 +49,7 @@ pub enum Command {
     Update(UpdateArgs),
     /// Export the sandbox as an OCI runtime spec (config.json) or bundle
     #[command(
-        after_help = "Examples:\n  csbox spec > config.json\n  csbox spec --profile ci --bundle ./bundle -- claude -p 'run the tests'\n  runc run -b ./bundle job1"
+        after_help = "Examples:\n  csbox spec > config.json              preview (no session)\n  csbox spec --profile ci --new --bundle ./bundle -- claude -p 'run the tests'\n  sudo runc run -b ./bundle job1\n  csbox spec --session 0193a1b2 --rootless --bundle ./b"
     )]
     Spec(SpecArgs),
     /// Check what this machine supports (user namespaces, overlayfs, seccomp, claude)
@@ -182,20 +182,22 @@ pub struct UpdateArgs {
 
 #[derive(Debug, Args)]
 pub struct SpecArgs {
-    #[arg(long, default_value = "default")]
+    /// Sandbox profile: a built-in (default, strict, ci), a user profile name, or a path
+    #[arg(long, env = "CSBOX_PROFILE", default_value = "default")]
     pub profile: String,
-    /// Use an existing session's layer
+    /// Use an existing session's layer (id, id prefix or name)
     #[arg(long)]
     pub session: Option<String>,
     /// Create a new session for the bundle
-    #[arg(long)]
+    #[arg(long, conflicts_with = "session")]
     pub new: bool,
     /// Write a complete bundle (config.json + rootfs/) to DIR
     #[arg(long)]
     pub bundle: Option<PathBuf>,
-    /// A spec for an unprivileged runtime user
+    /// A spec for an unprivileged runtime user (a user namespace maps your uid and gid)
     #[arg(long)]
     pub rootless: bool,
+    /// The command and its arguments (default: claude)
     #[arg(last = true)]
     pub command: Vec<String>,
 }
@@ -254,7 +256,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Gc(_) => Err(Error::NotImplemented("gc")),
         Command::Update(a) => crate::update::command(a),
-        Command::Spec(_) => Err(Error::NotImplemented("spec")),
+        Command::Spec(a) => commands::spec::spec(a),
         Command::Doctor(a) => crate::doctor::command(a),
         Command::Profile(a) => commands::profile::profile(a),
     }

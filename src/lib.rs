@@ -1,7 +1,8 @@
 //! csbox: a sandbox launcher for parallel Claude Code sessions.
 //!
 //! The path of `csbox run`: `cli` → `session` (store, lock, metadata) → `plan` (pure data)
-//! → `sandbox` (namespaces, mounts, capabilities, seccomp, supervision).
+//! → `sandbox` (namespaces, mounts, capabilities, seccomp, supervision); `oci` exports the
+//! same plan as an OCI runtime spec.
 
 #[macro_use]
 pub mod log;
@@ -11,6 +12,7 @@ pub mod commands;
 pub mod doctor;
 pub mod error;
 pub mod fsutil;
+pub mod oci;
 pub mod paths;
 pub mod plan;
 pub mod profile;

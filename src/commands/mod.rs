@@ -3,3 +3,4 @@
 pub mod ls;
 pub mod profile;
 pub mod run;
+pub mod spec;

@@ -26,53 +26,15 @@ pub fn run(args: RunArgs) -> Result<i32> {
             "csbox run inside a csbox session is not supported: the session store is hidden in here".into(),
         ));
     }
-    let paths = Paths::from_env()?;
-    // A bad profile or flag fails here, before anything is created.
-    let mut profile = profile::load(&args.profile, &paths.user_profiles_dir())?;
-    apply_flags(&mut profile, &args)?;
-    if paths.store_inside_claude_root() && profile.isolation == Isolation::Namespaces {
-        return Err(Error::Usage(format!(
-            "SESSIONS_DIR ({}) lies inside CLAUDE_ROOT ({}): the session overlay uses CLAUDE_ROOT as its lower layer, \
-and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default ~/.local/share/csbox/sessions) or point it elsewhere",
-            paths.sessions_dir.display(),
-            paths.claude_root.display()
-        )));
-    }
+    let r = Resolved::resolve(&args.profile, |p| apply_flags(p, &args), &args.command)?;
+    let (paths, profile, argv, cwd) = (&r.paths, &r.profile, &r.argv, &r.cwd);
     let store = Store::new(paths.sessions_dir.clone());
     let session_id = args
         .session
         .as_deref()
         .map(|r| store.resolve(r))
         .transpose()?;
-
-    let argv = if args.command.is_empty() {
-        vec!["claude".to_string()]
-    } else {
-        args.command.clone()
-    };
-    let cwd = std::env::current_dir().map_err(|e| Error::io("getcwd", ".", e))?;
-    let exe = resolve_command(&paths, &argv, args.command.is_empty(), &cwd)?;
-    let host_env: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    let uid = nix::unistd::getuid().as_raw();
-    let gid = nix::unistd::getgid().as_raw();
-    let build_plan = |id: &str, dir: &Path, mode| {
-        plan::build(&PlanInput {
-            paths: &paths,
-            session_id: id,
-            session_dir: dir,
-            argv: argv.clone(),
-            cwd: cwd.clone(),
-            host_env: host_env.clone(),
-            uid,
-            gid,
-            state_mode: mode,
-            profile: &profile,
-            exe: exe.clone(),
-        })
-        .map_err(Error::Usage)
-    };
+    let build_plan = |id: &str, dir: &Path, mode| r.plan(id, dir, mode);
 
     if args.dry_run {
         let id = session_id.clone().unwrap_or_default();
@@ -104,10 +66,10 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
         );
     }
 
-    prepare_claude_root(&paths, &store)?;
+    prepare_claude_root(paths, &store)?;
     // Held shared until this function returns, so `csbox update` never installs under a
     // running session; waits (bounded) while an install runs.
-    let update_hold = crate::update::hold_for_session(&paths).unwrap_or_else(|e| {
+    let update_hold = crate::update::hold_for_session(paths).unwrap_or_else(|e| {
         crate::warn!("{e}; this session does not hold off `csbox update`");
         None
     });
@@ -134,15 +96,7 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
         None => {
             // A new session's record is written once, already marked started: it is
             // published under its id only after it is locked, so nobody sees it unlocked.
-            let mut meta = Metadata::new(
-                SessionId::new(),
-                args.name.clone(),
-                &profile.name,
-                argv.clone(),
-                cwd.clone(),
-            );
-            mark_started(&mut meta);
-            store.create(meta, Some(&claude_json_seed(&paths)?))?
+            r.new_session(&store, args.name.clone(), mark_started)?
         }
     };
     session.link_active()?;
@@ -155,7 +109,7 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
         }
     };
     let result = if plan.isolation == Isolation::None {
-        link_shared_config(&paths, &profile, &session.state_dir());
+        link_shared_config(paths, profile, &session.state_dir());
         sandbox::launch_unsandboxed(&plan, |pid| started(&mut status_sink, pid))
     } else {
         let mut r = sandbox::launch(&plan, |pid| started(&mut status_sink, pid));
@@ -176,8 +130,102 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
     // The periodic update check starts once this session has let go of the update lock:
     // started earlier, it would find this very session running and never install.
     drop(update_hold);
-    crate::update::maybe_spawn_background_check(&paths);
+    crate::update::maybe_spawn_background_check(paths);
     code
+}
+
+/// What `csbox run` decides before any session exists: the profile (with the command
+/// line's overrides), the command and where it runs. `csbox spec` builds its plan from
+/// the same value, so the exported sandbox is the one `run` would launch.
+pub struct Resolved {
+    pub paths: Paths,
+    pub profile: Profile,
+    pub argv: Vec<String>,
+    pub exe: PathBuf,
+    pub cwd: PathBuf,
+    pub host_env: Vec<(String, String)>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Resolved {
+    /// Load the profile, apply `overrides`, check the store's place, resolve the command
+    /// (default: claude). Nothing is created.
+    pub fn resolve(
+        profile_name: &str,
+        overrides: impl FnOnce(&mut Profile) -> Result<()>,
+        command: &[String],
+    ) -> Result<Resolved> {
+        let paths = Paths::from_env()?;
+        // A bad profile or flag fails here, before anything is created.
+        let mut profile = profile::load(profile_name, &paths.user_profiles_dir())?;
+        overrides(&mut profile)?;
+        if paths.store_inside_claude_root() && profile.isolation == Isolation::Namespaces {
+            return Err(Error::Usage(format!(
+                "SESSIONS_DIR ({}) lies inside CLAUDE_ROOT ({}): the session overlay uses CLAUDE_ROOT as its lower layer, \
+and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default ~/.local/share/csbox/sessions) or point it elsewhere",
+                paths.sessions_dir.display(),
+                paths.claude_root.display()
+            )));
+        }
+        let argv = if command.is_empty() {
+            vec!["claude".to_string()]
+        } else {
+            command.to_vec()
+        };
+        let cwd = std::env::current_dir().map_err(|e| Error::io("getcwd", ".", e))?;
+        let exe = resolve_command(&paths, &argv, command.is_empty(), &cwd)?;
+        let host_env: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        Ok(Resolved {
+            paths,
+            profile,
+            argv,
+            exe,
+            cwd,
+            host_env,
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+        })
+    }
+
+    /// The plan for session `id` (its directory `dir`) in the given state mode.
+    pub fn plan(&self, id: &str, dir: &Path, mode: StateMode) -> Result<Plan> {
+        plan::build(&PlanInput {
+            paths: &self.paths,
+            session_id: id,
+            session_dir: dir,
+            argv: self.argv.clone(),
+            cwd: self.cwd.clone(),
+            host_env: self.host_env.clone(),
+            uid: self.uid,
+            gid: self.gid,
+            state_mode: mode,
+            profile: &self.profile,
+            exe: self.exe.clone(),
+        })
+        .map_err(Error::Usage)
+    }
+
+    /// A new session for this command, its `.claude.json` seeded from the user's own.
+    /// `prepare_claude_root` must have run.
+    pub fn new_session(
+        &self,
+        store: &Store,
+        name: Option<String>,
+        edit: impl FnOnce(&mut Metadata),
+    ) -> Result<LiveSession> {
+        let mut meta = Metadata::new(
+            SessionId::new(),
+            name,
+            &self.profile.name,
+            self.argv.clone(),
+            self.cwd.clone(),
+        );
+        edit(&mut meta);
+        store.create(meta, Some(&claude_json_seed(&self.paths)?))
+    }
 }
 
 /// `--bind`, `--ro-bind`, `--hide`, `--net`, `--env` override the profile for one run.
@@ -360,7 +408,7 @@ fn resolve_command(paths: &Paths, argv: &[String], default: bool, cwd: &Path) ->
 /// `.credentials.json` (the shared login: a login inside any session must reach the
 /// others, so the file has to exist to be bound), `~/.claude.json` (bound over by the
 /// session's copy), and the `~/.claude/sessions` link to the store.
-fn prepare_claude_root(paths: &Paths, store: &Store) -> Result<()> {
+pub(crate) fn prepare_claude_root(paths: &Paths, store: &Store) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if !paths.claude_root.is_dir() {
         std::fs::DirBuilder::new()

@@ -1,0 +1,287 @@
+//! `csbox spec`: the exported bundle under a real OCI runtime (Debian's runc) gives the
+//! same answers as the native sandbox to the same probes.
+//!
+//! runc as root needs root: when the tests run as root, csbox (native run and spec) runs
+//! as the unprivileged test user and `runc run` as root; the same bundle exported with
+//! --rootless is also run by runc as that user. When the tests do not run as root, only
+//! the rootless run is possible, and that is what runs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+/// The probes: one line `name=answer` each. `$1` is a marker unique to the run, `$2` the
+/// sessions dir, `$3` another session's id, `$4` a file the host made in its own /tmp.
+const PROBES: &str = r#"
+touch "$HOME/.claude/skills/x/new" 2>/dev/null && echo skills=writable || echo skills=read-only
+echo "{\"display\":\"$1\"}" >> "$HOME/.claude/history.jsonl" && echo history=written || echo history=refused
+test -e "$2/$3" && echo other_session=visible || echo other_session=invisible
+echo sessions_listed=$(ls -A "$2" 2>/dev/null | wc -l)
+echo capeff=$(awk '/^CapEff/ {print $2}' /proc/self/status)
+echo nonewprivs=$(awk '/^NoNewPrivs/ {print $2}' /proc/self/status)
+test -e "$4" && echo tmp=host || echo tmp=private
+n=$(ls /proc | grep -c '^[0-9]')
+[ $$ -le 2 ] && [ "$n" -lt 10 ] && echo pidns=own || echo pidns=host:$$:$n
+echo tiocsti=$(perl -e '$c = "x"; ioctl(STDIN, 0x5412, $c) or print $!+0')
+echo tiocsti_high_bits=$(perl -e '$c = "x"; ioctl(STDIN, 0x5412 | (1 << 32), $c) or print $!+0')
+"#;
+
+fn answers(out: &Output) -> Vec<(String, String)> {
+    stdout(out)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn runc() -> Option<PathBuf> {
+    ["/usr/sbin/runc", "/usr/bin/runc"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Whether the session layers under the store hold `marker` in history.jsonl, and the
+/// real ~/.claude/history.jsonl does not.
+fn history_in_session_layer(env: &TestEnv, marker: &str) -> &'static str {
+    let real = std::fs::read_to_string(env.claude_root().join("history.jsonl")).unwrap();
+    if real.contains(marker) {
+        return "leaked into ~/.claude";
+    }
+    let in_layer = std::fs::read_dir(env.sessions_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            std::fs::read_to_string(e.path().join("state/history.jsonl"))
+                .map(|s| s.contains(marker))
+                .unwrap_or(false)
+        });
+    if in_layer {
+        "in the session layer"
+    } else {
+        "nowhere"
+    }
+}
+
+struct Probe<'a> {
+    env: &'a TestEnv,
+    other: String,
+    host_tmp_file: PathBuf,
+}
+
+impl Probe<'_> {
+    fn args(&self, marker: &str) -> Vec<String> {
+        [
+            "sh",
+            "-c",
+            PROBES,
+            "probe",
+            marker,
+            &self.env.sessions_dir().display().to_string(),
+            &self.other,
+            &self.host_tmp_file.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn native(&self, profile: &str) -> Vec<(String, String)> {
+        let marker = format!("native-{profile}-{}", std::process::id());
+        let mut args = vec!["run", "--profile", profile, "--keep", "--"];
+        let probe = self.args(&marker);
+        args.extend(probe.iter().map(String::as_str));
+        let out = self.env.csbox(&args).stdin(Stdio::null()).output().unwrap();
+        eprintln!("native {profile}: {}{}", stdout(&out), stderr(&out));
+        assert!(out.status.success(), "native run failed");
+        let mut a = answers(&out);
+        a.push((
+            "history_lands".into(),
+            history_in_session_layer(self.env, &marker).into(),
+        ));
+        a
+    }
+
+    /// Export a bundle with `csbox spec --new`, as the env's user.
+    fn export(&self, profile: &str, rootless: bool, marker: &str) -> PathBuf {
+        let bundle = self.env.dir.path().join(format!(
+            "bundle-{profile}-{}",
+            if rootless { "rootless" } else { "root" }
+        ));
+        let mut args = vec!["spec", "--profile", profile, "--new", "--bundle"];
+        let b = bundle.display().to_string();
+        args.push(&b);
+        if rootless {
+            args.push("--rootless");
+        }
+        args.push("--");
+        let probe = self.args(marker);
+        args.extend(probe.iter().map(String::as_str));
+        let out = self.env.run(&args);
+        assert!(out.status.success(), "csbox spec failed");
+        assert!(
+            stderr(&out).contains("not expressed:"),
+            "spec lists what it cannot express"
+        );
+        bundle
+    }
+
+    fn in_runc(&self, profile: &str, rootless: bool) -> Vec<(String, String)> {
+        let runc = runc().unwrap();
+        let marker = format!("runc-{profile}-{rootless}-{}", std::process::id());
+        let bundle = self.export(profile, rootless, &marker);
+        let id = format!("csbox-test-{}-{profile}-{rootless}", std::process::id());
+        let mut cmd = Command::new(&runc);
+        if rootless {
+            // A state dir of the user's own; runc's default (/run/user/UID) may not exist.
+            let state = self.env.dir.path().join("runc-state");
+            std::fs::create_dir_all(&state).unwrap();
+            self.env.chown_all(&state);
+            cmd.arg("--root").arg(&state).env("HOME", &self.env.home);
+            if As::me() != self.env.user {
+                use std::os::unix::process::CommandExt;
+                cmd.uid(self.env.user.uid).gid(self.env.user.gid);
+            }
+        }
+        let out = cmd
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        eprintln!(
+            "runc {profile} (rootless {rootless}): {:?}\n{}{}",
+            out.status,
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(out.status.success(), "runc run failed");
+        let mut a = answers(&out);
+        a.push((
+            "history_lands".into(),
+            history_in_session_layer(self.env, &marker).into(),
+        ));
+        a
+    }
+}
+
+fn expected() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("skills", "read-only"),
+        ("history", "written"),
+        ("other_session", "invisible"),
+        ("sessions_listed", "0"),
+        ("capeff", "0000000000000000"),
+        ("nonewprivs", "1"),
+        ("tmp", "private"),
+        ("pidns", "own"),
+        // EPERM from seccomp, before the tty layer could say ENOTTY about stdin (/dev/null).
+        ("tiocsti", "1"),
+        ("tiocsti_high_bits", "1"),
+        ("history_lands", "in the session layer"),
+    ]
+}
+
+fn parity(profile: &str) {
+    let Some(_) = runc() else {
+        cannot_run("runc is not installed (apt-get install runc)");
+        return;
+    };
+    if !Path::new("/usr/bin/perl").exists() {
+        cannot_run("perl is not installed: the TIOCSTI probe uses it");
+        return;
+    }
+    let me = As::me();
+    let user = *users().last().unwrap();
+    if me.uid == 0 && user.uid == 0 {
+        cannot_run("no unprivileged user to run csbox as");
+        return;
+    }
+    let env = TestEnv::new(user);
+    // Another session, with something in its layer, that no probe may see.
+    let out = env.run(&["run", "--profile", profile, "--keep", "--", "true"]);
+    assert!(out.status.success());
+    let other = std::fs::read_dir(env.sessions_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().into_string().unwrap())
+        .find(|n| n.len() > 20)
+        .expect("the other session");
+    let host_tmp_file = std::env::temp_dir().join(format!("csbox-oci-host-{}", std::process::id()));
+    std::fs::write(&host_tmp_file, "host\n").unwrap();
+    let p = Probe {
+        env: &env,
+        other,
+        host_tmp_file: host_tmp_file.clone(),
+    };
+    let want: Vec<(String, String)> = expected()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+
+    let native = p.native(profile);
+    assert_eq!(native, want, "native answers ({profile})");
+    if me.uid == 0 {
+        assert_eq!(
+            p.in_runc(profile, false),
+            native,
+            "runc as root ({profile})"
+        );
+    } else {
+        eprintln!("not root: runc cannot run a root-run spec; running the --rootless bundle only");
+    }
+    assert_eq!(
+        p.in_runc(profile, true),
+        native,
+        "rootless runc ({profile})"
+    );
+    let _ = std::fs::remove_file(host_tmp_file);
+}
+
+#[test]
+fn default_profile_gives_the_same_answers_natively_and_under_runc() {
+    parity("default");
+}
+
+#[test]
+fn ci_profile_gives_the_same_answers_natively_and_under_runc() {
+    parity("ci");
+}
+
+#[test]
+fn spec_prints_a_config_and_lists_what_it_cannot_express() {
+    let env = TestEnv::new(As::me());
+    let out = env.run(&["spec", "--profile", "ci", "--", "sh", "-c", "true"]);
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("config.json");
+    assert_eq!(doc["ociVersion"], "1.0.2");
+    assert_eq!(doc["process"]["args"][0], "/usr/bin/sh");
+    let err = stderr(&out);
+    assert!(err.contains("wall-clock limit"), "{err}");
+    assert!(err.contains("no session"), "{err}");
+    assert!(
+        !env.sessions_dir().exists()
+            || std::fs::read_dir(env.sessions_dir())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .all(|e| e.file_name().len() < 20),
+        "printing a spec creates no session"
+    );
+}
+
+#[test]
+fn spec_refuses_compat_and_a_bundle_without_a_session() {
+    let env = TestEnv::new(As::me());
+    let out = env.run(&["spec", "--profile", "compat"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no sandbox"), "{}", stderr(&out));
+    let b = env.dir.path().join("b").display().to_string();
+    let out = env.run(&["spec", "--bundle", &b, "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--new"), "{}", stderr(&out));
+    assert!(!Path::new(&b).exists());
+}
