@@ -836,3 +836,46 @@ fn the_end_of_a_csbox_run_session_starts_one_background_update() {
     assert_eq!(u.attempts().len(), 1, "a second check within the interval");
     eprintln!("LATENCY csbox run -- true: {first:?} when the check is due, {second:?} when not");
 }
+
+#[test]
+fn a_due_background_check_waits_for_the_last_session_instead_of_a_whole_interval() {
+    if is_child() {
+        return match std::env::var("CSBOX_TEST_ROLE").as_deref() {
+            Ok("hold") => hold_session_lock_as_child(),
+            _ => spawn_background_check_as_child(),
+        };
+    }
+    let name = "a_due_background_check_waits_for_the_last_session_instead_of_a_whole_interval";
+    let u = Updater::npm_global(LATEST, Registry::recorded());
+    let root = u.env.claude_root();
+    let mut session = self_exec(
+        name,
+        &[
+            ("CSBOX_TEST_ROOT", root.to_str().unwrap()),
+            ("CSBOX_TEST_ROLE", "hold"),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_for_marker(&mut session, "HELD");
+    // Due, but another session runs: nothing starts and the interval stays unclaimed.
+    assert!(
+        !background_check(&u, name, &[]).0,
+        "no check while a session runs"
+    );
+    assert!(!background_check(&u, name, &[]).0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        u.attempts().len(),
+        0,
+        "no skipped-active noise in the log: {}",
+        u.log()
+    );
+    session.kill().unwrap();
+    session.wait().unwrap();
+    // The last session has ended: the next one to end starts the check at once.
+    assert!(background_check(&u, name, &[]).0);
+    let a = u.wait_for_attempts(1, Duration::from_secs(20));
+    assert_eq!(a[0]["outcome"], "up-to-date");
+}

@@ -99,6 +99,13 @@ fn claim_and_spawn(
     if md.len() > 0 && !is_due(md.modified()?, SystemTime::now(), interval) {
         return Ok(false);
     }
+    // Other sessions still running would only make the check log `skipped-active`: leave
+    // the interval unclaimed, so the next session to end tries again (one flock, no
+    // network), instead of waiting a whole interval while parallel sessions overlap.
+    match lock_path(&paths.update_lock(), true, true)? {
+        Some(probe) => drop(probe),
+        None => return Ok(false),
+    }
     let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     f.set_len(0)?;
     f.write_all(format!("{now}\n").as_bytes())?;
