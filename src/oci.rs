@@ -20,7 +20,7 @@ use oci_spec::runtime::{
 };
 
 use crate::error::{Error, Result};
-use crate::plan::{MountOp, Plan};
+use crate::plan::{MountOp, NsKind, Plan};
 use crate::profile::Isolation;
 
 /// The runtime-spec version written: the one runc 1.1 (Debian 12) implements.
@@ -267,17 +267,25 @@ where ',' and ':' cannot appear; move the session store (SESSIONS_DIR) or CLAUDE
     //    user's ids and no capability; a rootless one needs it to exist at all.
     let ns = &plan.namespaces;
     let mut namespaces = Vec::new();
-    for (on, typ) in [
-        (target.rootless.is_some(), LinuxNamespaceType::User),
-        (ns.mount, LinuxNamespaceType::Mount),
-        (ns.pid, LinuxNamespaceType::Pid),
-        (ns.ipc, LinuxNamespaceType::Ipc),
-        (ns.uts, LinuxNamespaceType::Uts),
-        (ns.net, LinuxNamespaceType::Network),
-    ] {
-        if on {
-            namespaces.push(oci(LinuxNamespaceBuilder::default().typ(typ).build())?);
-        }
+    // A root-run runtime gets no user namespace; a rootless one always does.
+    let mut kinds: Vec<NsKind> = ns
+        .kinds()
+        .into_iter()
+        .filter(|k| *k != NsKind::User)
+        .collect();
+    if target.rootless.is_some() {
+        kinds.insert(0, NsKind::User);
+    }
+    for k in kinds {
+        let typ = match k {
+            NsKind::User => LinuxNamespaceType::User,
+            NsKind::Mount => LinuxNamespaceType::Mount,
+            NsKind::Pid => LinuxNamespaceType::Pid,
+            NsKind::Ipc => LinuxNamespaceType::Ipc,
+            NsKind::Uts => LinuxNamespaceType::Uts,
+            NsKind::Net => LinuxNamespaceType::Network,
+        };
+        namespaces.push(oci(LinuxNamespaceBuilder::default().typ(typ).build())?);
     }
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)

@@ -84,6 +84,58 @@ pub struct Namespaces {
     pub net: bool,
 }
 
+/// One kind of namespace; `Namespaces::kinds` lists those a plan unshares, for the
+/// launcher (clone flags), its error messages and the OCI export alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NsKind {
+    User,
+    Mount,
+    Pid,
+    Ipc,
+    Uts,
+    Net,
+}
+
+impl NsKind {
+    pub fn clone_flag(self) -> libc::c_int {
+        match self {
+            NsKind::User => libc::CLONE_NEWUSER,
+            NsKind::Mount => libc::CLONE_NEWNS,
+            NsKind::Pid => libc::CLONE_NEWPID,
+            NsKind::Ipc => libc::CLONE_NEWIPC,
+            NsKind::Uts => libc::CLONE_NEWUTS,
+            NsKind::Net => libc::CLONE_NEWNET,
+        }
+    }
+
+    pub fn clone_flag_name(self) -> &'static str {
+        match self {
+            NsKind::User => "CLONE_NEWUSER",
+            NsKind::Mount => "CLONE_NEWNS",
+            NsKind::Pid => "CLONE_NEWPID",
+            NsKind::Ipc => "CLONE_NEWIPC",
+            NsKind::Uts => "CLONE_NEWUTS",
+            NsKind::Net => "CLONE_NEWNET",
+        }
+    }
+}
+
+impl Namespaces {
+    pub fn kinds(&self) -> Vec<NsKind> {
+        [
+            (self.user, NsKind::User),
+            (self.mount, NsKind::Mount),
+            (self.pid, NsKind::Pid),
+            (self.ipc, NsKind::Ipc),
+            (self.uts, NsKind::Uts),
+            (self.net, NsKind::Net),
+        ]
+        .into_iter()
+        .filter_map(|(on, k)| on.then_some(k))
+        .collect()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StateMode {

@@ -253,7 +253,15 @@ pub fn launch(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
         let e = Errno::last();
         restore(&orig_mask);
         return Err(Error::sys(
-            format!("clone({})", clone_flags_desc(prepared.clone_flags)),
+            format!(
+                "clone({})",
+                plan.namespaces
+                    .kinds()
+                    .iter()
+                    .map(|k| k.clone_flag_name())
+                    .collect::<Vec<_>>()
+                    .join("|")
+            ),
             e,
         )
         .hint(clone_hint(e)));
@@ -297,23 +305,6 @@ fn decode(st: i32) -> ExitStatus {
     } else {
         ExitStatus::Code(libc::WEXITSTATUS(st))
     }
-}
-
-fn clone_flags_desc(flags: libc::c_int) -> String {
-    let names = [
-        (libc::CLONE_NEWUSER, "CLONE_NEWUSER"),
-        (libc::CLONE_NEWNS, "CLONE_NEWNS"),
-        (libc::CLONE_NEWPID, "CLONE_NEWPID"),
-        (libc::CLONE_NEWIPC, "CLONE_NEWIPC"),
-        (libc::CLONE_NEWUTS, "CLONE_NEWUTS"),
-        (libc::CLONE_NEWNET, "CLONE_NEWNET"),
-    ];
-    names
-        .iter()
-        .filter(|(f, _)| flags & f != 0)
-        .map(|(_, n)| *n)
-        .collect::<Vec<_>>()
-        .join("|")
 }
 
 fn describe_failure(

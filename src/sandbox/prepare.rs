@@ -456,20 +456,11 @@ pub fn prepare(plan: &Plan) -> Result<Prepared> {
         .chain(std::iter::once(std::ptr::null()))
         .collect();
 
-    let ns = &plan.namespaces;
-    let mut clone_flags = 0;
-    for (on, flag) in [
-        (ns.user, libc::CLONE_NEWUSER),
-        (ns.mount, libc::CLONE_NEWNS),
-        (ns.pid, libc::CLONE_NEWPID),
-        (ns.ipc, libc::CLONE_NEWIPC),
-        (ns.uts, libc::CLONE_NEWUTS),
-        (ns.net, libc::CLONE_NEWNET),
-    ] {
-        if on {
-            clone_flags |= flag;
-        }
-    }
+    let clone_flags = plan
+        .namespaces
+        .kinds()
+        .iter()
+        .fold(0, |f, k| f | k.clone_flag());
 
     Ok(Prepared {
         steps: b.steps,
