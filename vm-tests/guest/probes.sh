@@ -160,6 +160,15 @@ p_apparmor_refused() {
   ok apparmor-refused
 }
 
+# Under the repo's AppArmor profile the sandboxed command carries its label.
+p_aa_label() {
+  sh_in 'cat /proc/self/attr/current'
+  [ $rc = 0 ] || { fail aa-label "csbox run under profiles/apparmor/csbox exited $rc: $e"; return; }
+  has "$o" csbox || { fail aa-label "the command does not run under the csbox profile: $o"; return; }
+  echo "# AppArmor label inside: $o"
+  ok aa-label
+}
+
 # systemd timer: an old (ended) session and an active one exist before the clock jumps.
 p_gc_prepare() {
   fresh_home
@@ -208,7 +217,7 @@ for p in "$@"; do
     history) p_history ;; skills) p_skills ;; invisible) p_invisible ;;
     caps) p_caps ;; pids) p_pids ;; exits) p_exits ;; fresh) p_fresh ;;
     refused) shift; p_refused "$1"; break ;;
-    apparmor-refused) p_apparmor_refused ;;
+    apparmor-refused) p_apparmor_refused ;; aa-label) p_aa_label ;;
     gc-prepare) p_gc_prepare ;; gc-timer) p_gc_timer ;;
     *) fail "$p" "no such probe" ;;
   esac
