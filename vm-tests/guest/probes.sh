@@ -9,7 +9,7 @@ trap 'rm -rf "$W"' EXIT
 failed=0
 
 ok() { echo "ok $1"; }
-fail() { echo "FAILED $1: $2" | tr '\n' ' ' | cut -c1-400; echo; failed=1; }
+fail() { printf 'FAILED %s: %s\n' "$1" "$(printf %s "$2" | tr '\n' ' ' | cut -c1-400)"; failed=1; }
 has() { case $1 in *"$2"*) return 0 ;; esac; return 1; }
 # csbox run with no terminal; stdout in $o, stderr in $e, exit code in $rc.
 run() { "$CSBOX" run "$@" </dev/null >"$W/o" 2>"$W/e"; rc=$?; o=$(cat "$W/o"); e=$(cat "$W/e"); }
