@@ -10,5 +10,6 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod fsutil;
+pub mod gc;
 pub mod paths;
 pub mod session;

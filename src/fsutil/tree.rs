@@ -500,7 +500,7 @@ mod tests {
         // a mode-000 directory, like an overlay work dir
         std::fs::create_dir(t.join("work")).unwrap();
         std::fs::create_dir(t.join("work/index")).unwrap();
-        std::fs::set_permissions(t.join("work"), std::fs::Permissions::from_mode(0)).unwrap();
+        std::fs::set_permissions(t.join("work"), std::fs::Permissions::from_mode(0o000)).unwrap();
         let pfd = crate::fsutil::open_dir_nofollow(d.path()).unwrap();
         let st = remove_tree_at(&pfd, "t").unwrap();
         assert!(!t.exists());
