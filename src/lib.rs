@@ -12,4 +12,6 @@ pub mod error;
 pub mod fsutil;
 pub mod gc;
 pub mod paths;
+pub mod plan;
+pub mod sandbox;
 pub mod session;

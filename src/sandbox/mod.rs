@@ -1,0 +1,301 @@
+//! Applying a plan: clone into new namespaces, set up in the child, supervise from outside.
+//!
+//! Process tree: the supervisor (csbox, outside; holds the session lock) → pid 1 of the new
+//! pid namespace (our code: mounts, drops privileges, reaps, forwards signals) → the command.
+
+pub mod child;
+pub mod prepare;
+pub mod seccomp;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+
+use crate::error::{Error, Result, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
+use crate::plan::Plan;
+use crate::session::ExitStatus;
+use child::*;
+
+/// Signals the supervisor forwards to the sandbox when a process sends them.
+const FORWARDED: &[libc::c_int] = &[
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Why a launch failed inside the child.
+#[derive(Debug)]
+pub struct SetupFailure {
+    pub step: u32,
+    pub errno: Errno,
+    pub error: Error,
+}
+
+pub enum Launch {
+    Exited(ExitStatus),
+    SetupFailed(SetupFailure),
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 with a valid array.
+    Errno::result(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })
+        .map_err(|e| Error::sys("pipe2(O_CLOEXEC)", e))?;
+    // SAFETY: fresh fds.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into our buffer.
+        let r = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                buf[got..].as_mut_ptr().cast(),
+                buf.len() - got,
+            )
+        };
+        if r < 0 && Errno::last() == Errno::EINTR {
+            continue;
+        }
+        if r <= 0 {
+            break;
+        }
+        got += r as usize;
+    }
+    got
+}
+
+fn sigset(sigs: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local.
+    unsafe {
+        let mut s: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut s);
+        for &sig in sigs {
+            libc::sigaddset(&mut s, sig);
+        }
+        s
+    }
+}
+
+/// What to tell the user when clone() itself fails: it is the user namespace that is refused.
+fn clone_hint(e: Errno) -> String {
+    match e {
+        Errno::ENOSPC => "user namespaces are disabled or exhausted: user.max_user_namespaces is 0 or reached \
+(sysctl -w user.max_user_namespaces=15000); or run with --profile compat; see `csbox doctor`"
+            .into(),
+        Errno::EPERM | Errno::EACCES => "unprivileged user namespaces are refused: kernel.unprivileged_userns_clone=0 \
+(sysctl -w kernel.unprivileged_userns_clone=1), or AppArmor restricts them (Ubuntu ≥ 23.10: install \
+profiles/apparmor/csbox), or a seccomp policy of a container; or run with --profile compat; see `csbox doctor`"
+            .into(),
+        Errno::EINVAL => "this kernel lacks a namespace csbox needs; see `csbox doctor`".into(),
+        _ => "see `csbox doctor`".into(),
+    }
+}
+
+/// Start the plan's command in its sandbox and supervise it to the end. `started` is
+/// called once the command has been exec'd, with the host pid of the sandbox's pid 1.
+pub fn launch(plan: &Plan, exe: &Path, started: impl FnOnce(u32)) -> Result<Launch> {
+    let prepared = prepare::prepare(plan, exe)?;
+    let mut wait_sigs = FORWARDED.to_vec();
+    wait_sigs.push(libc::SIGCHLD);
+    let wait_set = sigset(&wait_sigs);
+    // SAFETY: plain signal-mask and disposition calls.
+    let mut orig_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        // A parent that ignored SIGCHLD would make children vanish before we reap them.
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        libc::sigprocmask(libc::SIG_BLOCK, &wait_set, &mut orig_mask);
+    }
+    let restore = |m: &libc::sigset_t| unsafe {
+        libc::sigprocmask(libc::SIG_SETMASK, m, std::ptr::null_mut());
+    };
+    let (err_r, err_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    let fds = Fds {
+        err_w: err_w.as_raw_fd(),
+        status_w: status_w.as_raw_fd(),
+        orig_mask,
+        wait_set,
+    };
+
+    // clone(2) with fork semantics (no new stack): the child gets a copy of this
+    // single-threaded process, already inside the new namespaces, as pid 1 of its own
+    // pid namespace. A fork would need a second fork for CLONE_NEWPID; a re-exec would
+    // cost an execve.
+    // SAFETY: raw clone without CLONE_VM; the child only runs child_main, which never returns.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (prepared.clone_flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid == 0 {
+        // SAFETY: we are the fresh child.
+        unsafe { child_main(&prepared, &fds) }
+    }
+    if pid < 0 {
+        let e = Errno::last();
+        restore(&orig_mask);
+        return Err(Error::sys(
+            format!("clone({})", clone_flags_desc(prepared.clone_flags)),
+            e,
+        )
+        .hint(clone_hint(e)));
+    }
+    let pid = pid as libc::pid_t;
+    drop(err_w);
+    drop(status_w);
+
+    // EOF on the error pipe means the command was exec'd (its copy closed on exec).
+    let mut msg = [0u8; 8];
+    let n = read_full(&err_r, &mut msg);
+    if n == 8 {
+        let step = u32::from_ne_bytes(msg[..4].try_into().unwrap());
+        let errno = Errno::from_raw(i32::from_ne_bytes(msg[4..].try_into().unwrap()));
+        let mut st = 0;
+        // SAFETY: reaping our child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        restore(&orig_mask);
+        return Ok(Launch::SetupFailed(SetupFailure {
+            step,
+            errno,
+            error: describe_failure(step, errno, &prepared.descs, &prepared.sources, plan),
+        }));
+    }
+    started(pid as u32);
+
+    // Supervise: wait for pid 1, forwarding signals sent to us by processes (kill(2));
+    // terminal signals already reached the command's process group.
+    loop {
+        // SAFETY: waiting for signals in our blocked set.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let sig = unsafe { libc::sigwaitinfo(&wait_set, &mut info) };
+        if sig < 0 {
+            continue;
+        }
+        if sig == libc::SIGCHLD {
+            let mut st = 0;
+            // SAFETY: non-blocking reap of our only child.
+            let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+            if r == pid {
+                let mut raw = [0u8; 4];
+                let status = if read_full(&status_r, &mut raw) == 4 {
+                    decode(i32::from_ne_bytes(raw))
+                } else {
+                    // pid 1 itself died (killed from outside): report how.
+                    decode(st)
+                };
+                restore(&orig_mask);
+                return Ok(Launch::Exited(status));
+            }
+        } else if info.si_code <= 0 {
+            // SAFETY: signalling our child.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+}
+
+fn decode(st: i32) -> ExitStatus {
+    if libc::WIFSIGNALED(st) {
+        ExitStatus::Signal(libc::WTERMSIG(st))
+    } else {
+        ExitStatus::Code(libc::WEXITSTATUS(st))
+    }
+}
+
+fn clone_flags_desc(flags: libc::c_int) -> String {
+    let names = [
+        (libc::CLONE_NEWUSER, "CLONE_NEWUSER"),
+        (libc::CLONE_NEWNS, "CLONE_NEWNS"),
+        (libc::CLONE_NEWPID, "CLONE_NEWPID"),
+        (libc::CLONE_NEWIPC, "CLONE_NEWIPC"),
+        (libc::CLONE_NEWUTS, "CLONE_NEWUTS"),
+        (libc::CLONE_NEWNET, "CLONE_NEWNET"),
+    ];
+    names
+        .iter()
+        .filter(|(f, _)| flags & f != 0)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+fn describe_failure(
+    step: u32,
+    errno: Errno,
+    descs: &[String],
+    plan_sources: &[(std::ffi::CString, std::os::fd::RawFd)],
+    plan: &Plan,
+) -> Error {
+    let cmd = plan.argv.first().cloned().unwrap_or_default();
+    match step {
+        STEP_EXEC => {
+            let code = if errno == Errno::ENOENT {
+                EXIT_NOT_FOUND
+            } else {
+                EXIT_NOT_EXECUTABLE
+            };
+            Error::Exec {
+                msg: format!("cannot run {cmd:?} inside the sandbox: execve => {errno}"),
+                code,
+            }
+        }
+        STEP_ID_MAPS => Error::sys(
+            format!("write /proc/self/uid_map \"{} {} 1\"", plan.uid, plan.uid),
+            errno,
+        )
+        .hint("the kernel refused the user namespace's id mapping; see `csbox doctor`"),
+        STEP_CHDIR => Error::sys(format!("chdir({})", plan.cwd.display()), errno)
+            .hint("the working directory is not visible inside the sandbox; cd elsewhere"),
+        STEP_PRIVS => Error::sys("dropping capabilities (prctl/capset)", errno),
+        STEP_SECCOMP => Error::sys("prctl(PR_SET_SECCOMP)", errno)
+            .hint("seccomp is unavailable; see `csbox doctor`"),
+        STEP_FORK => Error::sys("fork() in the sandbox", errno),
+        STEP_PARENT_GONE => Error::Other("the supervisor went away during setup".into()),
+        s if s & 0xFFFF_0000 == STEP_SOURCE => {
+            let path = plan_sources
+                .get((s - STEP_SOURCE) as usize)
+                .map(|(p, _)| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Error::sys(
+                format!("open({path}, O_PATH) in the new mount namespace"),
+                errno,
+            )
+        }
+        i => {
+            let desc = descs
+                .get(i as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("setup step {i}"));
+            let hint = if desc.contains("\"proc\"") && errno == Errno::EPERM {
+                "a fresh /proc cannot be mounted here: csbox is probably inside a container that masks /proc; see `csbox doctor`"
+            } else if desc.contains("\"overlay\"") {
+                "this kernel refuses overlayfs in a user namespace (Linux ≥ 5.11 needed); see `csbox doctor`"
+            } else {
+                "see `csbox doctor`"
+            };
+            Error::sys(desc, errno).hint(hint)
+        }
+    }
+}
+
+/// True when a setup failure is the overlay mount being refused, so the caller may fall
+/// back to the fresh-state mode.
+pub fn is_overlay_refusal(f: &SetupFailure, plan: &Plan) -> bool {
+    let _ = plan;
+    matches!(&f.error, Error::Sys { what, .. } if what.starts_with("mount(\"overlay\""))
+        && matches!(
+            f.errno,
+            Errno::EINVAL | Errno::EPERM | Errno::ENODEV | Errno::EOPNOTSUPP | Errno::ELOOP
+        )
+}
