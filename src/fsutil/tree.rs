@@ -281,12 +281,13 @@ impl Failures {
 type Visit<'a> = dyn FnMut(RawFd, &CStr, bool) -> Result<(), (&'static str, Errno)> + 'a;
 
 /// Walk the tree below `root`, depth first. Entries on another mount are counted in
-/// `skipped_mounts` and not visited. With `fix_perms`, unreadable directories are chmodded;
-/// without, they count as `unreadable`. Failures do not stop the walk; the first is returned.
+/// `skipped_mounts` and not visited. When `removing`, unreadable directories are chmodded
+/// and a skipped mount is a failure; otherwise unreadable dirs count as `unreadable`.
+/// Failures do not stop the walk; the first is returned.
 fn walk(
     root: OwnedFd,
     root_meta: Meta,
-    fix_perms: bool,
+    removing: bool,
     stats: &mut TreeStats,
     f: &mut Visit,
 ) -> Result<(), TreeError> {
@@ -342,6 +343,14 @@ fn walk(
         };
         if !meta.same_mount(&root_meta) {
             stats.skipped_mounts += 1;
+            if removing {
+                // Its parent cannot be removed then: name the mount, not the parent.
+                fails.add(
+                    "cross into mount",
+                    || path_of(&stack, Some(&name)),
+                    Errno::EXDEV,
+                );
+            }
             continue;
         }
         if !meta.is_dir() {
@@ -353,7 +362,7 @@ fn walk(
             }
             continue;
         }
-        let opened = open_subdir(pfd, &name, fix_perms).and_then(|fd| {
+        let opened = open_subdir(pfd, &name, removing).and_then(|fd| {
             // The entry may have been swapped between statx and open: trust what we opened.
             let got = stat_at(fd.as_raw_fd(), c"")?;
             if (got.dev, got.ino) != (meta.dev, meta.ino) || !got.same_mount(&root_meta) {
@@ -377,7 +386,7 @@ fn walk(
                 });
             }
             Err(Errno::ENOENT) => {}
-            Err(Errno::EACCES) if !fix_perms => stats.unreadable += 1,
+            Err(Errno::EACCES) if !removing => stats.unreadable += 1,
             Err(e) => fails.add("open", || path_of(&stack, Some(&name)), e),
         }
     }
@@ -466,15 +475,7 @@ pub fn remove_tree_at(parent: &OwnedFd, name: &str) -> Result<TreeStats, TreeErr
     let walked = walk(root, meta, true, &mut stats, &mut |pfd, n, is_dir| {
         unlink_fixing_perms(pfd, n, is_dir)
     });
-    if let Err(mut e) = walked {
-        if stats.skipped_mounts > 0 && e.errno == Errno::ENOTEMPTY {
-            e.errno = Errno::EXDEV;
-        }
-        return Err(e);
-    }
-    if stats.skipped_mounts > 0 {
-        return Err(tree_err("remove", Errno::EXDEV));
-    }
+    walked?;
     stats.dirs += 1;
     stats.bytes += meta.blocks * 512;
     unlink_fixing_perms(pfd, &cname, true).map_err(|(op, e)| tree_err(op, e))?;

@@ -30,7 +30,7 @@ use crate::session::meta::format_time;
 use crate::session::{SessionId, SessionInfo, State, Store};
 use select::{parse_size, select, Candidate, Decision, Policy, Reason};
 
-/// `.new-*` and `.trash-*` dirs younger than this may belong to a run in progress.
+/// `.new-*` and `.trash-*` dirs changed more recently than this are left alone.
 const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -316,9 +316,9 @@ fn leftovers(store: &Store, store_fd: &OwnedFd, now: SystemTime) -> Result<Vec<S
             ) else {
                 return false;
             };
-            // ctime moves on rename, so a just-trashed session counts as fresh.
-            let changed = st.st_mtime.max(st.st_ctime);
-            let changed = SystemTime::UNIX_EPOCH + Duration::from_secs(changed.max(0) as u64);
+            // A run in progress holds the lock of its `.new-`/`.trash-` dir; the age only
+            // covers the instant between mkdir and taking the lock.
+            let changed = SystemTime::UNIX_EPOCH + Duration::from_secs(st.st_mtime.max(0) as u64);
             st.st_mode & libc::S_IFMT == libc::S_IFDIR
                 && now.duration_since(changed).unwrap_or_default() > LEFTOVER_AGE
         })
