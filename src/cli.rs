@@ -115,7 +115,7 @@ pub struct ShowArgs {
 #[derive(Debug, Args)]
 pub struct GcArgs {
     /// Print what would be removed and why; change nothing
-    #[arg(long)]
+    #[arg(long, conflicts_with = "timer")]
     pub dry_run: bool,
     /// A session is old when its last activity is more than N days ago [default: 7,
     /// unless --empty or --orphaned restricts the run]
@@ -128,7 +128,7 @@ pub struct GcArgs {
     #[arg(long)]
     pub orphaned: bool,
     /// Print the report as JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with = "timer")]
     pub json: bool,
     /// Then remove the oldest inactive sessions until the store is under SIZE (10G, 500M)
     #[arg(long, value_name = "SIZE")]
@@ -140,7 +140,7 @@ pub struct GcArgs {
     #[arg(long, group = "timer")]
     pub uninstall_timer: bool,
     /// Print the systemd units (for system-wide installs and packagers)
-    #[arg(long, group = "timer", conflicts_with_all = ["dry_run", "json"])]
+    #[arg(long, group = "timer")]
     pub print_units: bool,
     /// OnCalendar= for the timer
     #[arg(long, default_value = "weekly", requires = "timer")]

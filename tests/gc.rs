@@ -136,6 +136,7 @@ fn list_has(v: &Value, key: &str, id: &str) -> bool {
 }
 
 /// `csbox run -- CMD…` in the background; returns once `csbox ls` says it is active.
+#[allow(clippy::zombie_processes)] // the caller gets the child and waits for it
 fn start_active(env: &TestEnv, cmd: &[&str]) -> (Child, String) {
     let before = ids(env);
     let mut args = vec!["run", "--"];

@@ -123,6 +123,8 @@ pub fn gc(store: &Store, policy: &Policy, dry_run: bool, now: SystemTime) -> Res
         .map(|info| candidate(&store_fd, info, policy))
         .collect();
     let decisions = select(&cands, policy, now);
+    // Listed before removals so a dry run and a real run report the same links.
+    report.active_links_pruned = store.stale_active_links()?;
     for (c, d) in cands.into_iter().zip(decisions) {
         let reasons = match d {
             Decision::KeepActive => {
@@ -165,7 +167,6 @@ pub fn gc(store: &Store, policy: &Policy, dry_run: bool, now: SystemTime) -> Res
             }),
         }
     }
-    report.active_links_pruned = store.stale_active_links()?;
     if !dry_run && !report.active_links_pruned.is_empty() {
         store.prune_active_links()?;
     }
