@@ -230,7 +230,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Gc(a) => crate::gc::run(a),
-        Command::Update(_) => Err(Error::NotImplemented("update")),
+        Command::Update(a) => crate::update::command(a),
         Command::Spec(_) => Err(Error::NotImplemented("spec")),
         Command::Doctor(_) => Err(Error::NotImplemented("doctor")),
         Command::Profile(_) => Err(Error::NotImplemented("profile")),

@@ -15,3 +15,4 @@ pub mod paths;
 pub mod plan;
 pub mod sandbox;
 pub mod session;
+pub mod update;

@@ -2,34 +2,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 use csbox::session::{Metadata, SessionId, Store};
-
-/// Read the child's stdout until a line contains `marker`; return what follows it. The
-/// test harness prints its own words before ours on the same line.
-fn wait_for_marker(child: &mut std::process::Child, marker: &str) -> String {
-    let out = child.stdout.take().unwrap();
-    let mut reader = BufReader::new(out);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            let _ = child.kill();
-            panic!("child exited before printing {marker:?}");
-        }
-        if let Some(pos) = line.find(marker) {
-            let rest = line[pos + marker.len()..].trim().to_string();
-            // keep draining in the background so the child never blocks on a full pipe
-            std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-            return rest;
-        }
-    }
-}
 
 fn store_for(env: &TestEnv) -> Store {
     Store::new(env.sessions_dir())

@@ -84,6 +84,12 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
     }
 
     prepare_claude_root(&paths, &store)?;
+    // Held shared until this function returns, so `csbox update` never installs under a
+    // running session; waits (bounded) while an install runs.
+    let update_hold = crate::update::hold_for_session(&paths).unwrap_or_else(|e| {
+        crate::warn!("{e}; this session does not hold off `csbox update`");
+        None
+    });
     let is_new = session_id.is_none();
     let mut session = match &session_id {
         Some(id) => store.enter(id)?,
@@ -124,7 +130,12 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
             result = sandbox::launch(&plan, &exe, |_| {});
         }
     }
-    finish(session, is_new, args.rm, &plan, result)
+    let code = finish(session, is_new, args.rm, &plan, result);
+    // The periodic update check starts once this session has let go of the update lock:
+    // started earlier, it would find this very session running and never install.
+    drop(update_hold);
+    crate::update::maybe_spawn_background_check(&paths);
+    code
 }
 
 /// Record how the session ended, drop its active link, and delete it if asked (or if a

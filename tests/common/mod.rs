@@ -2,6 +2,7 @@
 //! binary, and a way to run it as root and as an unprivileged uid.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -200,4 +201,25 @@ pub fn self_exec(test_name: &str, env: &[(&str, &str)]) -> Command {
 
 pub fn is_child() -> bool {
     std::env::var_os("CSBOX_TEST_CHILD").is_some()
+}
+
+/// Read the child's stdout until a line contains `marker`; return what follows it. The
+/// test harness prints its own words before ours on the same line.
+pub fn wait_for_marker(child: &mut std::process::Child, marker: &str) -> String {
+    let out = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(out);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            panic!("child exited before printing {marker:?}");
+        }
+        if let Some(pos) = line.find(marker) {
+            let rest = line[pos + marker.len()..].trim().to_string();
+            // keep draining in the background so the child never blocks on a full pipe
+            std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+            return rest;
+        }
+    }
 }

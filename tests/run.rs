@@ -1,0 +1,529 @@
+//! `csbox run`: real namespaces, the real binary, probes run inside. Every test runs as
+//! the current user and, when that is root, again as an unprivileged uid.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn sh(env: &TestEnv, script: &str) -> std::process::Output {
+    env.run(&["run", "--", "sh", "-c", script])
+}
+
+/// Every entry under `root` (no symlink followed) with its type, mode and content.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = BTreeMap::new();
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let desc = if md.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&p).unwrap().display())
+            } else if md.is_dir() {
+                walk(root, &p, out);
+                format!("dir {:o}", md.permissions().mode())
+            } else {
+                format!(
+                    "file {:o} {:?}",
+                    md.permissions().mode(),
+                    std::fs::read(&p).unwrap()
+                )
+            };
+            out.insert(rel, desc);
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+fn session_dirs(env: &TestEnv) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(env.sessions_dir())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.join("session.json").exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn history_write_lands_in_the_session_layer_not_in_claude_root() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        // The first run creates .credentials.json and the sessions link; after that the
+        // real config must not change at all.
+        assert!(sh(&env, "true").status.success());
+        let before = snapshot(&env.claude_root());
+        let out = sh(&env, "echo '{\"display\":\"new\"}' >> ~/.claude/history.jsonl && mkdir -p ~/.claude/projects/p && echo t > ~/.claude/projects/p/s.jsonl && echo '{\"x\":1}' > ~/.claude.json && cat ~/.claude/history.jsonl");
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "{\"display\":\"old\"}\n{\"display\":\"new\"}\n",
+            "the session sees the user's history, then its own write"
+        );
+        assert_eq!(
+            snapshot(&env.claude_root()),
+            before,
+            "[{}] CLAUDE_ROOT changed",
+            user.label()
+        );
+        assert_eq!(
+            std::fs::read_to_string(env.home.join(".claude.json")).unwrap(),
+            "{\"hasCompletedOnboarding\":true}\n"
+        );
+        let dirs = session_dirs(&env);
+        let state = dirs.last().unwrap().join("state");
+        assert!(std::fs::read_to_string(state.join("history.jsonl"))
+            .unwrap()
+            .contains("new"));
+        assert_eq!(
+            std::fs::read_to_string(state.join("projects/p/s.jsonl")).unwrap(),
+            "t\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(state.join(".claude.json")).unwrap(),
+            "{\"x\":1}\n",
+            "~/.claude.json is the session's copy"
+        );
+    }
+}
+
+#[test]
+fn shared_skills_are_read_only_inside() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        let out = sh(&env, "touch ~/.claude/skills/x/new; echo touch=$?; echo evil > ~/.claude/settings.json; echo settings=$?; \
+                            echo x >> ~/.claude/CLAUDE.md; echo md=$?; mount -o remount,rw ~/.claude/skills; echo remount=$?; \
+                            umount ~/.claude/skills; echo umount=$?; cat ~/.claude/skills/x/SKILL.md");
+        let o = stdout(&out);
+        let e = stderr(&out);
+        assert!(e.contains("Read-only file system"), "{e}");
+        for k in ["touch", "settings", "md", "remount", "umount"] {
+            assert!(
+                o.contains(&format!("{k}=")) && !o.contains(&format!("{k}=0")),
+                "[{}] {k} must fail: {o}",
+                user.label()
+            );
+        }
+        assert!(o.contains("# skill x"), "the shared skill is visible: {o}");
+        assert!(!env.claude_root().join("skills/x/new").exists());
+        assert_eq!(
+            std::fs::read_to_string(env.claude_root().join("settings.json")).unwrap(),
+            "{\"hooks\":{}}\n"
+        );
+    }
+}
+
+#[test]
+fn concurrent_sessions_cannot_see_each_other() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        // Session A writes a marker and stays alive; session B looks for it.
+        let mut a = env
+            .csbox(&["run", "--name", "a", "--", "sh", "-c", "echo secret-a > ~/.claude/marker-a; mkdir -p ~/.claude/todos; echo a > ~/.claude/todos/a.json; echo ready; sleep 30"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(a.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready");
+        let store = env.sessions_dir();
+        let out = sh(
+            &env,
+            &format!(
+                "cat ~/.claude/marker-a; echo marker=$?; ls ~/.claude/todos; ls -A ~/.claude/sessions | wc -l; ls -A {} | wc -l; ls -A ~/.local/share/csbox/sessions | wc -l",
+                store.display()
+            ),
+        );
+        let _ = a.kill();
+        let _ = a.wait();
+        let o = stdout(&out);
+        let lines: Vec<&str> = o.lines().collect();
+        assert!(
+            !o.contains("secret-a"),
+            "[{}] B saw A's file: {o}",
+            user.label()
+        );
+        assert!(o.contains("marker=1"), "{o}");
+        assert_eq!(
+            &lines[lines.len() - 3..],
+            ["0", "0", "0"],
+            "[{}] sessions dir and store must look empty inside: {o}",
+            user.label()
+        );
+        assert!(!env.claude_root().join("marker-a").exists());
+    }
+}
+
+#[test]
+fn capabilities_are_dropped_and_no_new_privs_is_set() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        let out = sh(
+            &env,
+            "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status; id -u",
+        );
+        let o = stdout(&out);
+        for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert!(
+                o.contains(&format!("{cap}:\t0000000000000000")),
+                "[{}] {cap}: {o}",
+                user.label()
+            );
+        }
+        assert!(o.contains("NoNewPrivs:\t1"), "{o}");
+        assert_eq!(
+            o.lines().last().unwrap(),
+            user.uid.to_string(),
+            "mapped to the user's own uid, not root"
+        );
+    }
+}
+
+#[test]
+fn host_pids_are_invisible() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        let me = std::process::id();
+        let out = sh(&env, &format!("echo self=$$; ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '; echo; kill -0 {me}; echo kill=$?"));
+        let o = stdout(&out);
+        assert!(
+            o.contains("self=2"),
+            "[{}] the command is pid 2 under our pid 1: {o}",
+            user.label()
+        );
+        let pids: Vec<u32> = o
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert!(
+            pids.len() <= 6 && pids.iter().all(|&p| p < 20),
+            "only sandbox pids: {pids:?}"
+        );
+        assert!(!pids.contains(&me));
+        assert!(o.contains("kill=1"), "{o}");
+    }
+}
+
+#[test]
+fn exit_code_is_the_childs_and_sigterm_gives_143() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        assert_eq!(sh(&env, "exit 42").status.code(), Some(42));
+        assert_eq!(sh(&env, "kill -TERM $$; sleep 5").status.code(), Some(143));
+        // SIGTERM sent to the supervisor is forwarded to the command.
+        let mut c = env.csbox(&["run", "--", "sleep", "30"]).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let st = c.wait().unwrap();
+        assert_eq!(st.code(), Some(143), "[{}]", user.label());
+        let v = env.ls_json();
+        let exits: Vec<_> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["exit"].clone())
+            .collect();
+        assert_eq!(exits[0], serde_json::json!({"signal": 15}), "{v}");
+        assert_eq!(exits[2], serde_json::json!({"code": 42}));
+        // Not found / not executable, like env(1).
+        assert_eq!(
+            env.run(&["run", "--", "no-such-command-xyz"]).status.code(),
+            Some(127)
+        );
+        assert_eq!(
+            env.run(&["run", "--", "/etc/passwd"]).status.code(),
+            Some(126)
+        );
+    }
+}
+
+#[test]
+fn sigkill_to_the_supervisor_leaves_no_sandboxed_process_alive() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        let marker = format!("1{}.{}", std::process::id(), user.uid);
+        let mut c = env
+            .csbox(&[
+                "run",
+                "--",
+                "sh",
+                "-c",
+                &format!("sleep {marker} & sleep {marker} & (sleep {marker} &) ; wait"),
+            ])
+            .spawn()
+            .unwrap();
+        let find = || -> Vec<u32> {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .map(|c| String::from_utf8_lossy(&c).contains(&marker))
+                        .unwrap_or(false)
+                })
+                .collect()
+        };
+        let t = Instant::now();
+        while find().len() < 3 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "sandbox never started its sleeps"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c.kill().unwrap();
+        c.wait().unwrap();
+        let t = Instant::now();
+        while !find().is_empty() {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "[{}] still alive: {:?}",
+                user.label(),
+                find()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Run `cmd` in a tmux pane of the given size as `user`; returns the tmux socket name.
+struct Tmux {
+    socket: String,
+    user: As,
+}
+
+impl Tmux {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]).env("TMUX_TMPDIR", "/var/tmp");
+        if As::me() != self.user {
+            use std::os::unix::process::CommandExt;
+            c.uid(self.user.uid).gid(self.user.gid);
+        }
+        c
+    }
+    fn start(env: &TestEnv, name: &str, cmd: &str) -> Tmux {
+        let t = Tmux {
+            socket: format!("csbox-{name}-{}-{}", std::process::id(), env.user.uid),
+            user: env.user,
+        };
+        let st = t
+            .cmd()
+            .args(["new-session", "-d", "-x", "100", "-y", "30", "-s", "t"])
+            .arg(format!(
+                "cd {} && env HOME={} CSBOX_NO_UPDATE=1 {cmd}; sleep 30",
+                env.home.display(),
+                env.home.display()
+            ))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        t
+    }
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(
+            &self
+                .cmd()
+                .args(["capture-pane", "-p", "-t", "t"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned()
+    }
+    fn wait_for(&self, needle: &str) -> String {
+        let t = Instant::now();
+        loop {
+            let s = self.screen();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "waited for {needle:?}; screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().args(["kill-server"]).status();
+    }
+}
+
+#[test]
+fn terminal_size_and_sigwinch_reach_the_child_in_a_real_pty() {
+    if !have("tmux") {
+        return cannot_run("tmux is not installed (apt-get install tmux)");
+    }
+    for user in users() {
+        let env = TestEnv::new(user);
+        let script = env.home.join("winch.sh");
+        std::fs::write(&script, "trap 'echo WINCH $(stty size)' WINCH\necho size $(stty size)\nwhile :; do sleep 0.05; done\n").unwrap();
+        env.chown_all(&script);
+        let t = Tmux::start(&env, "winch", &format!("{CSBOX} run -- sh winch.sh"));
+        t.wait_for("size 30 100");
+        // tmux applies its own first resize of a new pane asynchronously (a SIGWINCH at
+        // 30x100 may still arrive); let that settle, then resize and wait for ours.
+        std::thread::sleep(Duration::from_millis(500));
+        let st = t
+            .cmd()
+            .args(["resize-window", "-t", "t", "-x", "120", "-y", "40"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        t.wait_for("WINCH 40 120");
+        // Ctrl-C reaches the command through the terminal, once, and the session ends.
+        let _ = t.cmd().args(["send-keys", "-t", "t", "C-c"]).status();
+        std::thread::sleep(Duration::from_millis(300));
+        let v = env.ls_json();
+        assert_eq!(
+            v[0]["exit"],
+            serde_json::json!({"signal": 2}),
+            "[{}] {v}",
+            user.label()
+        );
+    }
+}
+
+#[test]
+fn tiocsti_from_inside_fails_and_injects_nothing() {
+    if !have("tmux") || !have("python3") {
+        return cannot_run("tmux and python3 are needed for the TIOCSTI test");
+    }
+    // Push "id\n" into the terminal: on success it would be read by whoever reads the
+    // terminal next (here: the `read` below, outside the sandbox).
+    let probe = "import fcntl,termios,sys\ntry:\n  [fcntl.ioctl(0, termios.TIOCSTI, c) for c in (b'i',b'd',b'\\n')]\n  print('ioctl=ok')\nexcept OSError as e:\n  print('ioctl=' + str(e.errno))\n";
+    for user in users() {
+        let env = TestEnv::new(user);
+        std::fs::write(env.home.join("probe.py"), probe).unwrap();
+        env.chown_all(&env.home.join("probe.py"));
+        let read_back = "; read -t 1 got; echo \"got=[$got]\"";
+        // Control: outside the sandbox the same probe injects (the kernel here allows it).
+        let t = Tmux::start(&env, "sti-out", &format!("python3 probe.py{read_back}"));
+        let outside = t.wait_for("got=");
+        drop(t);
+        let t = Tmux::start(
+            &env,
+            "sti-in",
+            &format!("{CSBOX} run -- python3 probe.py{read_back}"),
+        );
+        let inside = t.wait_for("got=");
+        eprintln!("outside:\n{outside}\ninside:\n{inside}");
+        assert!(
+            inside.contains("ioctl=1"),
+            "[{}] TIOCSTI must fail with EPERM: {inside}",
+            user.label()
+        );
+        assert!(inside.contains("got=[]"), "nothing injected: {inside}");
+        if outside.contains("ioctl=ok") {
+            assert!(
+                outside.contains("got=[id]"),
+                "control: injection works outside: {outside}"
+            );
+        } else {
+            eprintln!("note: the kernel itself blocks TIOCSTI here (dev.tty.legacy_tiocsti=0)");
+        }
+    }
+}
+
+#[test]
+fn real_claude_code_runs_inside_and_writes_only_its_own_layer() {
+    let Some(claude) =
+        csbox::paths::find_on_path("claude".as_ref(), std::env::var_os("PATH").as_deref())
+    else {
+        return cannot_run(
+            "claude is not installed (npm install -g @anthropic-ai/claude-code; .ci/run does this)",
+        );
+    };
+    for user in users() {
+        let env = TestEnv::new(user);
+        let out = env.run(&["run", "--", "claude", "--version"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains("(Claude Code)"), "{}", stdout(&out));
+        // Default command: claude itself (CLAUDE_BIN).
+        let out = env
+            .csbox(&["run", "--", "claude", "--version"])
+            .env("CLAUDE_BIN", &claude)
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("(Claude Code)"));
+
+        let before = snapshot(&env.claude_root());
+        let real_json = std::fs::read(env.home.join(".claude.json")).unwrap();
+        // A config write by Claude Code itself: a user-scope MCP server goes into its .claude.json.
+        let out = env.run(&[
+            "run",
+            "--name",
+            "second",
+            "--",
+            "claude",
+            "mcp",
+            "add",
+            "-s",
+            "user",
+            "csbox-probe",
+            "--",
+            "true",
+        ]);
+        assert!(out.status.success(), "claude mcp add: {}", stderr(&out));
+        let dirs = session_dirs(&env);
+        let mine = dirs.last().unwrap().join("state/.claude.json");
+        assert!(
+            std::fs::read_to_string(&mine)
+                .unwrap()
+                .contains("csbox-probe"),
+            "the write landed in the session's layer"
+        );
+        assert_eq!(
+            snapshot(&env.claude_root()),
+            before,
+            "CLAUDE_ROOT unchanged"
+        );
+        assert_eq!(
+            std::fs::read(env.home.join(".claude.json")).unwrap(),
+            real_json,
+            "~/.claude.json unchanged"
+        );
+        for d in &dirs[..dirs.len() - 1] {
+            let other = std::fs::read_to_string(d.join("state/.claude.json")).unwrap_or_default();
+            assert!(
+                !other.contains("csbox-probe"),
+                "another session's layer was touched"
+            );
+        }
+    }
+}
