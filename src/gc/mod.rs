@@ -171,11 +171,12 @@ pub fn gc(store: &Store, policy: &Policy, dry_run: bool, now: SystemTime) -> Res
         store.prune_active_links()?;
     }
     for name in leftovers(store, &store_fd, now)? {
-        match if dry_run {
+        let outcome = if dry_run {
             Ok(Some(entry_usage(&store_fd, &name).bytes))
         } else {
             remove_leftover(store, &store_fd, &name)
-        } {
+        };
+        match outcome {
             Ok(Some(bytes)) => {
                 report.bytes_reclaimed += bytes;
                 report.leftovers_removed.push(name);

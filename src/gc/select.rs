@@ -105,7 +105,7 @@ pub fn select(cands: &[Candidate], policy: &Policy, now: SystemTime) -> Vec<Deci
             let mut reasons = Vec::new();
             let too_old = policy
                 .older_than_days
-                .is_some_and(|days| idle > DAY * days as u32);
+                .is_some_and(|days| idle > Duration::from_secs(days.saturating_mul(DAY.as_secs())));
             if too_old {
                 reasons.push(Reason::Old {
                     idle_days: idle.as_secs() / DAY.as_secs(),
@@ -272,6 +272,12 @@ mod tests {
         let d = select(&[cand(30), orphan], &p, now());
         assert!(matches!(&d[0], Decision::Remove(r) if r == &[Reason::Old { idle_days: 30 }]));
         assert!(matches!(&d[1], Decision::Remove(r) if r.len() == 2));
+    }
+
+    #[test]
+    fn huge_day_counts_do_not_overflow() {
+        let p = Policy::from_flags(Some(u64::MAX), false, false, None);
+        assert_eq!(select(&[cand(9000)], &p, now()), vec![Decision::KeepYoung]);
     }
 
     #[test]
