@@ -26,7 +26,7 @@ pub struct Cli {
 pub enum Command {
     /// Start a session (default command: claude) in its own sandbox
     #[command(
-        after_help = "Examples:\n  csbox run\n  csbox run --name review -- claude --resume\n  csbox run --session 0193a1b2      re-enter an inactive session with its state\n  csbox run --rm -- bash -c 'make test'\n  csbox run --dry-run               print the sandbox plan as JSON"
+        after_help = "Examples:\n  csbox run\n  csbox run --name review -- claude --resume\n  csbox run --session 0193a1b2      re-enter an inactive session with its state\n  csbox run --rm -- bash -c 'make test'\n  csbox run --dry-run               print the sandbox plan as JSON\n  csbox run --profile strict        home hidden but the project, no network\n  csbox run --profile ci --json-status 3 -- claude -p 'fix the build' 3>status.json\n  csbox run --ro-bind ~/datasets --net none -- bash"
     )]
     Run(RunArgs),
     /// List sessions, newest first
@@ -83,9 +83,30 @@ pub struct RunArgs {
     /// Print the sandbox plan as JSON and run nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Sandbox profile (name or path)
+    /// Sandbox profile: a built-in (default, strict, ci, compat), a user profile name, or a path
     #[arg(long, env = "CSBOX_PROFILE", default_value = "default")]
     pub profile: String,
+    /// Bind SRC at DST (default: the same path), read-write, for this run
+    #[arg(long = "bind", value_name = "SRC[:DST]")]
+    pub bind: Vec<String>,
+    /// Bind SRC at DST read-only, for this run
+    #[arg(long = "ro-bind", value_name = "SRC[:DST]")]
+    pub ro_bind: Vec<String>,
+    /// Hide a file or directory inside the sandbox, for this run
+    #[arg(long, value_name = "PATH")]
+    pub hide: Vec<String>,
+    /// Network: `none` (only lo) or `host`
+    #[arg(long, value_name = "none|host", value_parser = ["none", "host"])]
+    pub net: Option<String>,
+    /// Set an environment variable inside
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Write {session,pid,started} at start and {exit_code|signal,ended} at end as JSON lines to a file or an open fd
+    #[arg(long, value_name = "PATH|FD")]
+    pub json_status: Option<String>,
+    /// Keep the session at exit even if the profile removes it (ci)
+    #[arg(long, conflicts_with = "rm")]
+    pub keep: bool,
     /// The command and its arguments (default: claude)
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -203,6 +224,11 @@ pub enum ProfileCommand {
 }
 
 pub fn main() -> i32 {
+    // Rust's runtime ignores SIGPIPE, and an ignored signal survives execve: the command
+    // in the sandbox would never get SIGPIPE (`yes | head` would spin), and `csbox ls |
+    // head` would panic. Restore the default, as every C program has it.
+    // SAFETY: setting a signal disposition at startup, single-threaded.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     crate::log::init_from_env();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -232,7 +258,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Gc(a) => crate::gc::run(a),
         Command::Update(a) => crate::update::command(a),
         Command::Spec(_) => Err(Error::NotImplemented("spec")),
-        Command::Doctor(_) => Err(Error::NotImplemented("doctor")),
-        Command::Profile(_) => Err(Error::NotImplemented("profile")),
+        Command::Doctor(a) => crate::doctor::command(a),
+        Command::Profile(a) => commands::profile::profile(a),
     }
 }

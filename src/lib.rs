@@ -8,11 +8,13 @@ pub mod log;
 
 pub mod cli;
 pub mod commands;
+pub mod doctor;
 pub mod error;
 pub mod fsutil;
 pub mod gc;
 pub mod paths;
 pub mod plan;
+pub mod profile;
 pub mod sandbox;
 pub mod session;
 pub mod update;

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::paths::Paths;
+use crate::profile::expand::{expand, split_bind};
+use crate::profile::{Access, EnvPolicyKind, Home, Isolation, Network, Profile, SeccompLevel};
 
 pub const PLAN_VERSION: u32 = 1;
 
@@ -30,6 +32,10 @@ pub const TIOCLINUX: u64 = 0x541C;
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     pub version: u32,
+    /// The profile this plan was built from.
+    pub profile: String,
+    /// `none`: no sandbox at all (the compat profile).
+    pub isolation: Isolation,
     pub session: PlanSession,
     pub namespaces: Namespaces,
     /// Map the user to their own uid/gid inside (not root: Claude Code refuses
@@ -38,6 +44,8 @@ pub struct Plan {
     pub gid: u32,
     pub state_mode: StateMode,
     pub mounts: Vec<MountOp>,
+    /// The resolved executable (argv[0] looked up on PATH outside).
+    pub exe: PathBuf,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
@@ -47,6 +55,13 @@ pub struct Plan {
     pub seccomp: Seccomp,
     /// Kill everything inside when the supervisor dies.
     pub die_with_parent: bool,
+    /// Whether processes inside may create user namespaces of their own (Claude Code's
+    /// /sandbox runs bubblewrap, which needs them).
+    pub nested_userns: bool,
+    /// Resource limits set on the command (name, value), soft and hard.
+    pub rlimits: Vec<(String, u64)>,
+    /// Wall-clock limit: SIGTERM, then SIGKILL 10 s later.
+    pub timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,8 +119,15 @@ pub enum MountOp {
         mode: u32,
         read_only: bool,
     },
-    /// Cover a directory with an empty read-only tmpfs (skipped when it does not exist).
+    /// Cover a directory with an empty read-only tmpfs, or a file with /dev/null (skipped
+    /// when it does not exist or already lies under a tmpfs of this plan).
     Hide { dst: PathBuf },
+    /// A mount point inside a tmpfs of this plan.
+    Mkdir { path: PathBuf },
+    /// Bring the loopback interface of a new network namespace up.
+    LoopbackUp,
+    /// A fresh read-only sysfs, so /sys/class/net shows the new network namespace.
+    Sysfs { dst: PathBuf },
     /// A minimal /dev: null zero full random urandom tty, a private devpts, shm.
     Dev { dst: PathBuf },
     /// A fresh /proc for the new pid namespace.
@@ -118,6 +140,10 @@ pub struct Seccomp {
     /// ioctl requests refused with EPERM; compared on the low 32 bits only, as the tty
     /// layer does (CVE-2019-10063).
     pub deny_ioctls: Vec<u64>,
+    /// System calls refused with EPERM, by name.
+    pub deny_syscalls: Vec<String>,
+    /// Refuse every call through a 32-bit entry point (i386, x32, arm32).
+    pub deny_compat_abis: bool,
 }
 
 /// What the plan is built from. Everything here is data; nothing is read from the system.
@@ -132,16 +158,66 @@ pub struct PlanInput<'a> {
     pub uid: u32,
     pub gid: u32,
     pub state_mode: StateMode,
+    pub profile: &'a Profile,
+    pub exe: PathBuf,
 }
 
-pub fn build(input: &PlanInput) -> Plan {
+/// Calls strict seccomp refuses: kernel keyrings, bpf, perf, userfaultfd, modules, kexec,
+/// swap, reboot, accounting, handle-based opens.
+pub const STRICT_DENY: &[&str] = &[
+    "keyctl",
+    "add_key",
+    "request_key",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "acct",
+    "swapon",
+    "swapoff",
+    "reboot",
+    "open_by_handle_at",
+];
+
+pub fn build(input: &PlanInput) -> Result<Plan, String> {
     let p = input.paths;
+    let prof = input.profile;
     let root = &p.claude_root;
     let state = input.session_dir.join(crate::session::store::STATE_DIR);
     let work = input.session_dir.join(crate::session::store::WORK_DIR);
+    let cwd = &input.cwd;
+    let hidden_home = prof.home == Home::Hidden;
+    if hidden_home && (cwd == &p.home || !cwd.starts_with("/")) {
+        return Err(format!(
+            "profile {:?} hides your home directory except the project dir, and the working directory is {} itself: cd into a project first",
+            prof.name,
+            p.home.display()
+        ));
+    }
+    let mut tmpfs_roots: Vec<PathBuf> = Vec::new();
+    let in_tmpfs = |roots: &Vec<PathBuf>, d: &Path| roots.iter().any(|r| d.starts_with(r));
     let mut mounts = vec![MountOp::MakeSlave { path: "/".into() }];
 
-    // 1. ~/.claude: the session's layer over the real config (or, without overlayfs, the
+    // 1. Under the strict profiles, an empty home: only what is bound back below is there.
+    if hidden_home {
+        mounts.push(MountOp::Tmpfs {
+            dst: p.home.clone(),
+            mode: 0o700,
+            read_only: false,
+        });
+        tmpfs_roots.push(p.home.clone());
+        if root.starts_with(&p.home) {
+            mounts.push(MountOp::Mkdir { path: root.clone() });
+        }
+    }
+    let make = |roots: &Vec<PathBuf>, d: &Path| {
+        in_tmpfs(roots, d) || input.state_mode == StateMode::Fresh && d.starts_with(root)
+    };
+    // 2. ~/.claude: the session's layer over the real config (or, without overlayfs, the
     //    session's own dir in its place).
     mounts.push(match input.state_mode {
         StateMode::Overlay => MountOp::Overlay {
@@ -152,21 +228,24 @@ pub fn build(input: &PlanInput) -> Plan {
         },
         StateMode::Fresh => bind(&state, root, false, false, false),
     });
-    // 2. Shared configuration, read-only. Sources are the real entries, resolved before
-    //    the overlay hides them.
-    for name in SHARED_READ_ONLY {
+    // 3. Shared configuration, read-only; shared writable entries (the login). Sources are
+    //    the real entries, opened before the overlay hides them. Claude Code writes
+    //    .credentials.json by tmp+rename and falls back to writing in place on EBUSY.
+    for name in &prof.claude.read_only {
+        let e = root.join(name);
+        mounts.push(bind(&e, &e, true, true, make(&tmpfs_roots, &e)));
+    }
+    for name in &prof.claude.read_write {
+        let e = root.join(name);
+        let required = name == ".credentials.json";
         mounts.push(bind(
-            &root.join(name),
-            &root.join(name),
-            true,
-            true,
-            input.state_mode == StateMode::Fresh,
+            &e,
+            &e,
+            false,
+            !required,
+            make(&tmpfs_roots, &e) || required,
         ));
     }
-    // 3. The one shared writable file: log in once, token refreshes persist. Claude Code
-    //    writes it by tmp+rename and falls back to writing in place on EBUSY.
-    let creds = root.join(".credentials.json");
-    mounts.push(bind(&creds, &creds, false, false, true));
     // 4. Claude Code keeps sessions/<pid>.json in its config dir: that must be this
     //    session's own, whatever the lower layer has there (the old store, or a link to ours).
     mounts.push(bind(
@@ -182,7 +261,7 @@ pub fn build(input: &PlanInput) -> Plan {
         &p.claude_json,
         false,
         true,
-        false,
+        make(&tmpfs_roots, &p.claude_json),
     ));
     // 6. A private /tmp; keep the working directory if it lives there.
     mounts.push(MountOp::Tmpfs {
@@ -190,14 +269,61 @@ pub fn build(input: &PlanInput) -> Plan {
         mode: 0o1777,
         read_only: false,
     });
-    if input.cwd.starts_with("/tmp") && input.cwd != Path::new("/tmp") {
-        mounts.push(bind(&input.cwd, &input.cwd, false, false, true));
+    tmpfs_roots.push("/tmp".into());
+    // 7. The project (and, under a hidden home, the command itself) stay visible.
+    if (cwd.starts_with("/tmp") && cwd != Path::new("/tmp"))
+        || (hidden_home && cwd.starts_with(&p.home))
+    {
+        mounts.push(bind(
+            cwd,
+            cwd,
+            hidden_home && prof.project == Access::Ro,
+            false,
+            true,
+        ));
     }
-    // 7. Other sessions are invisible.
+    let exe_real = crate::paths::canonical_or_self(&input.exe);
+    if hidden_home && exe_real.starts_with(&p.home) {
+        mounts.push(bind(&exe_real, &exe_real, true, false, true));
+    }
+    // 8. The profile's and the command line's own binds, tmpfs and hidden paths.
+    let ex = |s: &str| expand(s, &p.home, cwd);
+    for (specs, ro) in [(&prof.bind, false), (&prof.ro_bind, true)] {
+        for spec in specs {
+            let (src, dst) = split_bind(spec)?;
+            let src = ex(&src)?;
+            let dst = match dst {
+                Some(d) => ex(&d)?,
+                None => src.clone(),
+            };
+            let create = in_tmpfs(&tmpfs_roots, &dst);
+            mounts.push(bind(&src, &dst, ro, false, create));
+        }
+    }
+    for t in &prof.tmpfs {
+        let dst = ex(t)?;
+        if in_tmpfs(&tmpfs_roots, &dst) {
+            mounts.push(MountOp::Mkdir { path: dst.clone() });
+        }
+        mounts.push(MountOp::Tmpfs {
+            dst: dst.clone(),
+            mode: 0o755,
+            read_only: false,
+        });
+        tmpfs_roots.push(dst);
+    }
+    // 9. Other sessions are invisible; so is whatever the profile hides.
     mounts.push(MountOp::Hide {
         dst: p.sessions_dir.clone(),
     });
-    // 8. /dev and /proc last: /proc/self/fd is how earlier binds reach their sources.
+    for h in &prof.hide {
+        mounts.push(MountOp::Hide { dst: ex(h)? });
+    }
+    if prof.network == Network::None {
+        mounts.push(MountOp::LoopbackUp);
+        mounts.push(MountOp::Sysfs { dst: "/sys".into() });
+    }
+    // 10. /dev and /proc last: /proc/self/fd is how earlier binds reach their sources.
     mounts.push(MountOp::Dev { dst: "/dev".into() });
     mounts.push(MountOp::Proc {
         dst: "/proc".into(),
@@ -207,18 +333,38 @@ pub fn build(input: &PlanInput) -> Plan {
         .host_env
         .iter()
         .filter(|(k, _)| !OVERRIDDEN_ENV.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            prof.env.policy == EnvPolicyKind::Pass
+                || prof.env.allow.contains(k)
+                || prof.env.set.contains_key(k)
+        })
+        .filter(|(k, _)| !prof.env.set.contains_key(k))
         .cloned()
         .collect();
+    env.extend(prof.env.set.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let config_dir = if prof.isolation == Isolation::None {
+        state.clone()
+    } else {
+        root.clone()
+    };
     env.extend([
-        ("CLAUDE_CONFIG_DIR".to_string(), root.display().to_string()),
+        (
+            "CLAUDE_CONFIG_DIR".to_string(),
+            config_dir.display().to_string(),
+        ),
         // Only `csbox update`, outside every sandbox, updates Claude Code.
         ("DISABLE_AUTOUPDATER".to_string(), "1".to_string()),
-        ("CLAUDE_CODE_TMPDIR".to_string(), "/tmp".to_string()),
         ("CSBOX_SESSION_ID".to_string(), input.session_id.to_string()),
     ]);
+    if prof.isolation == Isolation::Namespaces {
+        env.push(("CLAUDE_CODE_TMPDIR".to_string(), "/tmp".to_string()));
+    }
 
-    Plan {
+    let sandboxed = prof.isolation == Isolation::Namespaces;
+    Ok(Plan {
         version: PLAN_VERSION,
+        profile: prof.name.clone(),
+        isolation: prof.isolation,
         session: PlanSession {
             id: input.session_id.to_string(),
             dir: input.session_dir.to_path_buf(),
@@ -226,27 +372,41 @@ pub fn build(input: &PlanInput) -> Plan {
             work_dir: input.session_dir.join(crate::session::store::WORK_DIR),
         },
         namespaces: Namespaces {
-            user: true,
-            mount: true,
-            pid: true,
-            ipc: true,
-            uts: true,
-            net: false,
+            user: sandboxed,
+            mount: sandboxed,
+            pid: sandboxed,
+            ipc: sandboxed,
+            uts: sandboxed,
+            net: sandboxed && prof.network == Network::None,
         },
         uid: input.uid,
         gid: input.gid,
         state_mode: input.state_mode,
-        mounts,
+        mounts: if sandboxed { mounts } else { Vec::new() },
+        exe: input.exe.clone(),
         argv: input.argv.clone(),
         env,
         cwd: input.cwd.clone(),
         capabilities: Vec::new(),
-        no_new_privs: true,
+        no_new_privs: sandboxed,
         seccomp: Seccomp {
-            deny_ioctls: vec![TIOCSTI, TIOCLINUX],
+            deny_ioctls: if sandboxed {
+                vec![TIOCSTI, TIOCLINUX]
+            } else {
+                vec![]
+            },
+            deny_syscalls: if sandboxed && prof.seccomp == SeccompLevel::Strict {
+                STRICT_DENY.iter().map(|s| s.to_string()).collect()
+            } else {
+                vec![]
+            },
+            deny_compat_abis: sandboxed && prof.seccomp == SeccompLevel::Strict,
         },
         die_with_parent: true,
-    }
+        nested_userns: prof.nested_userns,
+        rlimits: prof.rlimits.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        timeout_secs: prof.timeout_secs,
+    })
 }
 
 const OVERRIDDEN_ENV: &[&str] = &[
@@ -281,8 +441,13 @@ mod tests {
     }
 
     fn plan(mode: StateMode, cwd: &str) -> Plan {
+        plan_with("default", mode, cwd).unwrap()
+    }
+
+    fn plan_with(profile: &str, mode: StateMode, cwd: &str) -> Result<Plan, String> {
         let p = paths();
         let dir = p.sessions_dir.join("0193");
+        let prof = crate::profile::load(profile, Path::new("/nonexistent")).unwrap();
         build(&PlanInput {
             paths: &p,
             session_id: "0193",
@@ -296,6 +461,8 @@ mod tests {
             uid: 1000,
             gid: 1000,
             state_mode: mode,
+            profile: &prof,
+            exe: "/usr/bin/claude".into(),
         })
     }
 

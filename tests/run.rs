@@ -527,3 +527,163 @@ fn real_claude_code_runs_inside_and_writes_only_its_own_layer() {
         }
     }
 }
+
+#[test]
+fn session_reentry_keeps_state_and_rm_deletes_it() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        assert!(env
+            .run(&[
+                "run",
+                "--name",
+                "keep",
+                "--",
+                "sh",
+                "-c",
+                "echo first > ~/.claude/todo.txt"
+            ])
+            .status
+            .success());
+        let out = env.run(&[
+            "run",
+            "--session",
+            "keep",
+            "--",
+            "cat",
+            &env.claude_root().join("todo.txt").display().to_string(),
+        ]);
+        assert_eq!(
+            stdout(&out),
+            "first\n",
+            "[{}] re-entry sees the session's own state",
+            user.label()
+        );
+        let v = env.ls_json();
+        assert_eq!(v.as_array().unwrap().len(), 1);
+        assert_eq!(v[0]["meta"]["runs"], 2);
+        // A fresh session does not see it.
+        let out = env.run(&[
+            "run",
+            "--rm",
+            "--",
+            "sh",
+            "-c",
+            "cat ~/.claude/todo.txt 2>/dev/null; echo rc=$?",
+        ]);
+        assert_eq!(stdout(&out), "rc=1\n");
+        assert_eq!(
+            env.ls_json().as_array().unwrap().len(),
+            1,
+            "--rm removed its session"
+        );
+        assert!(
+            std::fs::read_dir(env.sessions_dir()).unwrap().all(|e| !e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')),
+            "no staging or trash left behind"
+        );
+    }
+}
+
+#[test]
+fn a_login_inside_one_session_reaches_later_sessions() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        // Claude Code writes credentials by tmp + rename; on a bind-mounted file the rename
+        // fails with EBUSY and it writes into the file instead. Do both, as it does.
+        let login = "cd ~/.claude && echo '{\"claudeAiOauth\":{\"accessToken\":\"t1\"}}' > .cred.tmp && \
+                     if mv .cred.tmp .credentials.json 2>/dev/null; then echo renamed; else cat .cred.tmp > .credentials.json && rm .cred.tmp && echo in-place; fi";
+        let out = sh(&env, login);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "in-place\n",
+            "the rename onto the shared file is refused (EBUSY)"
+        );
+        assert!(
+            std::fs::read_to_string(env.claude_root().join(".credentials.json"))
+                .unwrap()
+                .contains("t1")
+        );
+        let out = sh(&env, "cat ~/.claude/.credentials.json");
+        assert!(
+            stdout(&out).contains("t1"),
+            "[{}] a later session sees the login",
+            user.label()
+        );
+    }
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_creates_nothing() {
+    let env = TestEnv::new(As::me());
+    let out = env.run(&["run", "--dry-run", "--", "bash"]);
+    assert!(out.status.success());
+    let plan: csbox::plan::Plan = serde_json::from_slice(&out.stdout).expect("the plan is JSON");
+    assert_eq!(plan.argv, vec!["bash"]);
+    assert!(plan
+        .mounts
+        .iter()
+        .any(|m| matches!(m, csbox::plan::MountOp::Overlay { .. })));
+    assert!(!env.sessions_dir().exists(), "dry-run creates no session");
+}
+
+#[test]
+fn a_setup_failure_is_one_line_with_exit_125_and_leaves_nothing_behind() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        assert!(sh(&env, "true").status.success());
+        // The store is hidden inside, so a working directory in it cannot be entered.
+        let out = env
+            .csbox(&["run", "--", "true"])
+            .current_dir(env.sessions_dir().join("active"))
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(125), "{err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(
+            err.contains("chdir(") && err.contains("ENOENT"),
+            "names the call and errno: {err}"
+        );
+        assert_eq!(
+            env.ls_json().as_array().unwrap().len(),
+            1,
+            "the failed new session was removed"
+        );
+    }
+}
+
+#[test]
+fn a_working_directory_under_tmp_stays_visible_while_tmp_is_private() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        let dir = tempfile::Builder::new()
+            .prefix("csbox-cwd")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::write(dir.path().join("project.txt"), "p").unwrap();
+        std::fs::write("/tmp/csbox-outside-marker", "x").unwrap();
+        env.chown_all(dir.path());
+        let out = env
+            .csbox(&[
+                "run",
+                "--",
+                "sh",
+                "-c",
+                "cat project.txt; ls /tmp/csbox-outside-marker 2>&1 >/dev/null | wc -l",
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "p1\n",
+            "[{}] {}",
+            user.label(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

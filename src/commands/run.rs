@@ -1,6 +1,8 @@
-//! `csbox run`: create or re-enter a session, build its plan, launch and supervise it, and
-//! record how it ended.
+//! `csbox run`: resolve the profile, create or re-enter a session, build its plan, launch
+//! and supervise it, and record how it ended.
 
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -8,12 +10,15 @@ use crate::cli::RunArgs;
 use crate::error::{Error, Result, EXIT_CSBOX, EXIT_NOT_FOUND};
 use crate::paths::{find_on_path, Paths};
 use crate::plan::{self, Plan, PlanInput, StateMode};
+use crate::profile::{self, Isolation, Network, Profile};
 use crate::sandbox::{self, Launch};
-use crate::session::meta::boot_id;
+use crate::session::meta::{boot_id, format_time};
 use crate::session::{ExitStatus, LiveSession, Metadata, SessionId, Store};
 
 /// The real ~/.claude.json seeded into a new session is read at most this big.
 const CLAUDE_JSON_LIMIT: u64 = 64 << 20;
+/// Exit code when the wall-clock limit stopped the command, as timeout(1).
+pub const EXIT_TIMED_OUT: i32 = 124;
 
 pub fn run(args: RunArgs) -> Result<i32> {
     if std::env::var_os("CSBOX_SESSION_ID").is_some() {
@@ -22,13 +27,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
         ));
     }
     let paths = Paths::from_env()?;
-    if args.profile != "default" {
-        return Err(Error::Usage(format!(
-            "unknown profile {:?}: only \"default\" exists so far",
-            args.profile
-        )));
-    }
-    if paths.store_inside_claude_root() {
+    // A bad profile or flag fails here, before anything is created.
+    let mut profile = profile::load(&args.profile, &paths.user_profiles_dir())?;
+    apply_flags(&mut profile, &args)?;
+    if paths.store_inside_claude_root() && profile.isolation == Isolation::Namespaces {
         return Err(Error::Usage(format!(
             "SESSIONS_DIR ({}) lies inside CLAUDE_ROOT ({}): the session overlay uses CLAUDE_ROOT as its lower layer, \
 and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default ~/.local/share/csbox/sessions) or point it elsewhere",
@@ -66,7 +68,10 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
             uid,
             gid,
             state_mode: mode,
+            profile: &profile,
+            exe: exe.clone(),
         })
+        .map_err(Error::Usage)
     };
 
     if args.dry_run {
@@ -74,13 +79,29 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
         let plan = build_plan(
             id.as_str(),
             &store.dir.join(id.as_str()),
-            StateMode::Overlay,
-        );
+            profile.claude.state,
+        )?;
         println!(
             "{}",
             serde_json::to_string_pretty(&plan).expect("plan serialises")
         );
         return Ok(0);
+    }
+    // Check the plan can be built (paths expand, the working dir fits the profile) before
+    // a session is made for it.
+    build_plan("check", &store.dir.join("check"), profile.claude.state)?;
+    let mut status_sink = args
+        .json_status
+        .as_deref()
+        .map(StatusSink::open)
+        .transpose()?
+        .or_else(|| profile.json_status.then(StatusSink::stderr));
+    if profile.isolation == Isolation::None {
+        crate::warn!(
+            "profile {:?}: NO SANDBOX. Only CLAUDE_CONFIG_DIR is per session, as with the old launcher; this session can \
+read and write your real ~/.claude, your home and other sessions. Use it only where user namespaces are impossible (see `csbox doctor`).",
+            profile.name
+        );
     }
 
     prepare_claude_root(&paths, &store)?;
@@ -97,7 +118,7 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
             let meta = Metadata::new(
                 SessionId::new(),
                 args.name.clone(),
-                &args.profile,
+                &profile.name,
                 argv.clone(),
                 cwd.clone(),
             );
@@ -107,35 +128,77 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
     session.meta.started = Some(SystemTime::now());
     session.meta.ended = None;
     session.meta.exit = None;
+    session.meta.timed_out = false;
     session.meta.runs += 1;
     session.meta.supervisor_pid = Some(std::process::id());
     session.meta.boot_id = boot_id();
     if !is_new {
         session.meta.command = argv.clone();
         session.meta.cwd = cwd.clone();
+        session.meta.profile = profile.name.clone();
     }
     session.write_meta()?;
     session.link_active()?;
 
     let id = session.id.to_string();
-    let mut plan = build_plan(&id, &session.dir, StateMode::Overlay);
-    let mut result = sandbox::launch(&plan, &exe, |_| {});
-    if let Ok(Launch::SetupFailed(f)) = &result {
-        if sandbox::is_overlay_refusal(f, &plan) {
-            crate::warn!(
-                "overlayfs is refused here ({}): falling back to a fresh ~/.claude for this session, with your shared config read-only (see `csbox doctor`)",
-                f.errno
-            );
-            plan = build_plan(&id, &session.dir, StateMode::Fresh);
-            result = sandbox::launch(&plan, &exe, |_| {});
+    let mut plan = build_plan(&id, &session.dir, profile.claude.state)?;
+    let started = |sink: &mut Option<StatusSink>, pid: u32| {
+        if let Some(s) = sink {
+            s.line(serde_json::json!({"session": id, "pid": pid, "started": format_time(SystemTime::now())}));
         }
-    }
-    let code = finish(session, is_new, args.rm, &plan, result);
+    };
+    let result = if plan.isolation == Isolation::None {
+        link_shared_config(&paths, &profile, &session.state_dir());
+        sandbox::launch_unsandboxed(&plan, |pid| started(&mut status_sink, pid))
+    } else {
+        let mut r = sandbox::launch(&plan, |pid| started(&mut status_sink, pid));
+        if let Ok(Launch::SetupFailed(f)) = &r {
+            if plan.state_mode == StateMode::Overlay && sandbox::is_overlay_refusal(f, &plan) {
+                crate::warn!(
+                    "overlayfs is refused here ({}): falling back to a fresh ~/.claude for this session, with your shared config read-only (see `csbox doctor`)",
+                    f.errno
+                );
+                plan = build_plan(&id, &session.dir, StateMode::Fresh)?;
+                r = sandbox::launch(&plan, |pid| started(&mut status_sink, pid));
+            }
+        }
+        r
+    };
+    let rm = args.rm || (profile.remove_on_exit && !args.keep);
+    let code = finish(session, is_new, rm, &plan, result, status_sink.as_mut());
     // The periodic update check starts once this session has let go of the update lock:
     // started earlier, it would find this very session running and never install.
     drop(update_hold);
     crate::update::maybe_spawn_background_check(&paths);
     code
+}
+
+/// `--bind`, `--ro-bind`, `--hide`, `--net`, `--env` override the profile for one run.
+fn apply_flags(p: &mut Profile, a: &RunArgs) -> Result<()> {
+    for b in a.bind.iter().chain(&a.ro_bind) {
+        profile::expand::split_bind(b)
+            .map_err(|why| Error::Usage(format!("--bind/--ro-bind {b:?}: {why}")))?;
+    }
+    for h in &a.hide {
+        profile::expand::check_path_syntax(h)
+            .map_err(|why| Error::Usage(format!("--hide {h:?}: {why}")))?;
+    }
+    p.bind.extend(a.bind.iter().cloned());
+    p.ro_bind.extend(a.ro_bind.iter().cloned());
+    p.hide.extend(a.hide.iter().cloned());
+    match a.net.as_deref() {
+        Some("none") => p.network = Network::None,
+        Some("host") => p.network = Network::Host,
+        _ => {}
+    }
+    for kv in &a.env {
+        let (k, v) = kv
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| Error::Usage(format!("--env {kv:?}: expected K=V")))?;
+        p.env.set.insert(k.to_string(), v.to_string());
+    }
+    Ok(())
 }
 
 /// Record how the session ended, drop its active link, and delete it if asked (or if a
@@ -146,28 +209,115 @@ fn finish(
     rm: bool,
     plan: &Plan,
     result: Result<Launch>,
+    sink: Option<&mut StatusSink>,
 ) -> Result<i32> {
-    let _ = plan;
-    let (status, err) = match result {
-        Ok(Launch::Exited(st)) => (st, None),
-        Ok(Launch::SetupFailed(f)) => {
-            let code = f.error.exit_code();
-            (ExitStatus::Code(code), Some(f.error))
-        }
-        Err(e) => (ExitStatus::Code(EXIT_CSBOX), Some(e)),
+    let (status, timed_out, err) = match result {
+        Ok(Launch::Exited { status, timed_out }) => (status, timed_out, None),
+        Ok(Launch::SetupFailed(f)) => (ExitStatus::Code(f.error.exit_code()), false, Some(f.error)),
+        Err(e) => (
+            ExitStatus::Code(e.exit_code().max(EXIT_CSBOX)),
+            false,
+            Some(e),
+        ),
     };
-    session.meta.ended = Some(SystemTime::now());
+    let ended = SystemTime::now();
+    session.meta.ended = Some(ended);
     session.meta.exit = Some(status.clone());
+    session.meta.timed_out = timed_out;
     session.unlink_active();
+    if let Some(s) = sink {
+        let mut v =
+            serde_json::json!({"session": session.id.to_string(), "ended": format_time(ended)});
+        match status {
+            ExitStatus::Code(c) => v["exit_code"] = c.into(),
+            ExitStatus::Signal(n) => v["signal"] = n.into(),
+        }
+        if timed_out {
+            v["timed_out"] = true.into();
+        }
+        if let Some(e) = &err {
+            v["error"] = e.to_string().into();
+        }
+        s.line(v);
+    }
     let remove = rm || (is_new && err.is_some());
     if remove {
         session.remove()?;
     } else {
         session.write_meta()?;
     }
-    match err {
-        Some(e) => Err(e),
-        None => Ok(status.shell_code()),
+    if let Some(e) = err {
+        return Err(e);
+    }
+    if timed_out {
+        eprintln!(
+            "csbox: the wall-clock limit of {}s (profile {:?}) was reached: the command was stopped ({})",
+            plan.timeout_secs.unwrap_or_default(),
+            plan.profile,
+            status.describe()
+        );
+        return Ok(EXIT_TIMED_OUT);
+    }
+    Ok(status.shell_code())
+}
+
+/// Where `--json-status` lines go: a file, an fd the caller opened, or stderr (ci).
+struct StatusSink {
+    out: File,
+}
+
+impl StatusSink {
+    fn open(target: &str) -> Result<Self> {
+        use std::os::fd::FromRawFd;
+        if let Ok(fd) = target.parse::<i32>() {
+            // SAFETY: F_GETFD only inspects the fd.
+            if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                return Err(Error::Usage(format!(
+                    "--json-status {fd}: fd {fd} is not open"
+                )));
+            }
+            // Never inherited by the sandbox.
+            // SAFETY: setting FD_CLOEXEC on an open fd, then owning it.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            return Ok(StatusSink {
+                out: unsafe { File::from_raw_fd(fd) },
+            });
+        }
+        let out =
+            File::create(target).map_err(|e| Error::io("create --json-status file", target, e))?;
+        Ok(StatusSink { out })
+    }
+
+    fn stderr() -> Self {
+        use std::os::fd::FromRawFd;
+        // SAFETY: a dup of stderr that we own.
+        let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
+        StatusSink {
+            out: unsafe { File::from_raw_fd(fd) },
+        }
+    }
+
+    fn line(&mut self, v: serde_json::Value) {
+        let _ = writeln!(self.out, "{v}");
+        let _ = self.out.flush();
+    }
+}
+
+/// The compat profile has no overlay: link the shared config into the session's own dir
+/// so settings, skills and the login are there (Claude Code replaces a linked
+/// .credentials.json by a file when it refreshes, anthropics/claude-code#76561).
+fn link_shared_config(paths: &Paths, profile: &Profile, state: &Path) {
+    for name in profile
+        .claude
+        .read_only
+        .iter()
+        .chain(&profile.claude.read_write)
+    {
+        let real = paths.claude_root.join(name);
+        let link = state.join(name);
+        if real.exists() && link.symlink_metadata().is_err() {
+            let _ = std::os::unix::fs::symlink(&real, &link);
+        }
     }
 }
 
@@ -225,7 +375,6 @@ fn prepare_claude_root(paths: &Paths, store: &Store) -> Result<()> {
 }
 
 fn ensure_file(p: &Path, content: &[u8]) -> Result<()> {
-    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new()
         .write(true)
@@ -244,7 +393,7 @@ fn ensure_file(p: &Path, content: &[u8]) -> Result<()> {
 fn claude_json_seed(paths: &Paths) -> Result<Vec<u8>> {
     use std::io::Read;
     let p = &paths.claude_json;
-    match std::fs::File::open(p) {
+    match File::open(p) {
         Ok(f) => {
             let mut buf = Vec::new();
             f.take(CLAUDE_JSON_LIMIT)

@@ -17,6 +17,8 @@ pub const STEP_PRIVS: u32 = 0xFFFF_0003;
 pub const STEP_FORK: u32 = 0xFFFF_0004;
 pub const STEP_SECCOMP: u32 = 0xFFFF_0005;
 pub const STEP_EXEC: u32 = 0xFFFF_0006;
+pub const STEP_USERNS_LIMIT: u32 = 0xFFFF_0007;
+pub const STEP_RLIMIT: u32 = 0xFFFF_0008;
 /// Opening source k fails with step STEP_SOURCE + k.
 pub const STEP_SOURCE: u32 = 0xFFFE_0000;
 
@@ -30,12 +32,12 @@ pub struct Fds {
     pub wait_set: libc::sigset_t,
 }
 
-fn errno() -> i32 {
+pub(crate) fn errno() -> i32 {
     // SAFETY: reading the thread's errno.
     unsafe { *libc::__errno_location() }
 }
 
-unsafe fn fail(err_w: RawFd, step: u32, err: i32) -> ! {
+pub(crate) unsafe fn fail(err_w: RawFd, step: u32, err: i32) -> ! {
     let mut msg = [0u8; 8];
     msg[..4].copy_from_slice(&step.to_ne_bytes());
     msg[4..].copy_from_slice(&err.to_ne_bytes());
@@ -43,7 +45,7 @@ unsafe fn fail(err_w: RawFd, step: u32, err: i32) -> ! {
     libc::_exit(crate::error::EXIT_CSBOX);
 }
 
-unsafe fn write_file(path: &[u8], data: &[u8]) -> Result<(), i32> {
+pub(crate) unsafe fn write_file(path: &[u8], data: &[u8]) -> Result<(), i32> {
     let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
     if fd < 0 {
         return Err(errno());
@@ -160,9 +162,33 @@ unsafe fn apply(step: &Step) -> Result<(), i32> {
         }
         Step::Symlink { target, path } => libc::symlink(target.as_ptr(), path.as_ptr()),
         Step::Chmod { path, mode } => libc::chmod(path.as_ptr(), *mode),
+        Step::LoopbackUp => return loopback_up(),
     };
     if r != 0 {
         return Err(errno());
+    }
+    Ok(())
+}
+
+/// A new network namespace has only `lo`, and it is down.
+unsafe fn loopback_up() -> Result<(), i32> {
+    let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+    if fd < 0 {
+        return Err(errno());
+    }
+    let mut ifr: libc::ifreq = std::mem::zeroed();
+    for (i, b) in b"lo".iter().enumerate() {
+        ifr.ifr_name[i] = *b as libc::c_char;
+    }
+    let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut ifr);
+    if r == 0 {
+        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        r = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &ifr);
+    }
+    let e = errno();
+    libc::close(fd);
+    if r != 0 {
+        return Err(e);
     }
     Ok(())
 }
@@ -271,6 +297,13 @@ pub unsafe fn child_main(p: &Prepared, f: &Fds) -> ! {
             fail(f.err_w, i as u32, e);
         }
     }
+    // user.max_user_namespaces is per user namespace: 0 here means nothing inside can
+    // create one (nested unshare -U fails with ENOSPC), whatever the architecture.
+    if p.forbid_nested_userns {
+        if let Err(e) = write_file(b"/proc/sys/user/max_user_namespaces\0", b"0\n") {
+            fail(f.err_w, STEP_USERNS_LIMIT, e);
+        }
+    }
     if libc::chdir(p.cwd.as_ptr()) != 0 {
         fail(f.err_w, STEP_CHDIR, errno());
     }
@@ -288,6 +321,15 @@ pub unsafe fn child_main(p: &Prepared, f: &Fds) -> ! {
     }
     if pid == 0 {
         libc::close(f.status_w);
+        for &(res, v) in &p.rlimits {
+            let lim = libc::rlimit {
+                rlim_cur: v,
+                rlim_max: v,
+            };
+            if libc::setrlimit(res as _, &lim) != 0 {
+                fail(f.err_w, STEP_RLIMIT, errno());
+            }
+        }
         let prog = libc::sock_fprog {
             len: p.filter.len() as u16,
             filter: p.filter.as_ptr() as *mut _,

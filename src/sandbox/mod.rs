@@ -8,7 +8,7 @@ pub mod prepare;
 pub mod seccomp;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::os::unix::process::CommandExt;
 
 use nix::errno::Errno;
 
@@ -36,11 +36,14 @@ pub struct SetupFailure {
 }
 
 pub enum Launch {
-    Exited(ExitStatus),
+    Exited { status: ExitStatus, timed_out: bool },
     SetupFailed(SetupFailure),
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+/// After the wall-clock limit: SIGTERM, then this long before SIGKILL.
+const KILL_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 with a valid array.
     Errno::result(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })
@@ -49,7 +52,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
+pub(crate) fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
     let mut got = 0;
     while got < buf.len() {
         // SAFETY: reading into our buffer.
@@ -85,14 +88,17 @@ fn sigset(sigs: &[libc::c_int]) -> libc::sigset_t {
 
 /// What to tell the user when clone() itself fails: it is the user namespace that is refused.
 fn clone_hint(e: Errno) -> String {
+    use crate::doctor::{FIX_COMPAT, FIX_MAX_USERNS, FIX_UNPRIVILEGED_USERNS_CLONE};
     match e {
-        Errno::ENOSPC => "user namespaces are disabled or exhausted: user.max_user_namespaces is 0 or reached \
-(sysctl -w user.max_user_namespaces=15000); or run with --profile compat; see `csbox doctor`"
-            .into(),
-        Errno::EPERM | Errno::EACCES => "unprivileged user namespaces are refused: kernel.unprivileged_userns_clone=0 \
-(sysctl -w kernel.unprivileged_userns_clone=1), or AppArmor restricts them (Ubuntu ≥ 23.10: install \
-profiles/apparmor/csbox), or a seccomp policy of a container; or run with --profile compat; see `csbox doctor`"
-            .into(),
+        Errno::ENOSPC => format!(
+            "user namespaces are disabled or exhausted: user.max_user_namespaces is 0 or reached \
+({FIX_MAX_USERNS}); {FIX_COMPAT}; see `csbox doctor`"
+        ),
+        Errno::EPERM | Errno::EACCES => format!(
+            "unprivileged user namespaces are refused: kernel.unprivileged_userns_clone=0 \
+({FIX_UNPRIVILEGED_USERNS_CLONE}), or AppArmor restricts them (Ubuntu ≥ 23.10: install \
+profiles/apparmor/csbox), or a seccomp policy of a container; {FIX_COMPAT}; see `csbox doctor`"
+        ),
         Errno::EINVAL => "this kernel lacks a namespace csbox needs; see `csbox doctor`".into(),
         _ => "see `csbox doctor`".into(),
     }
@@ -100,8 +106,7 @@ profiles/apparmor/csbox), or a seccomp policy of a container; or run with --prof
 
 /// Start the plan's command in its sandbox and supervise it to the end. `started` is
 /// called once the command has been exec'd, with the host pid of the sandbox's pid 1.
-pub fn launch(plan: &Plan, exe: &Path, started: impl FnOnce(u32)) -> Result<Launch> {
-    let prepared = prepare::prepare(plan, exe)?;
+fn block_signals() -> (libc::sigset_t, libc::sigset_t) {
     let mut wait_sigs = FORWARDED.to_vec();
     wait_sigs.push(libc::SIGCHLD);
     let wait_set = sigset(&wait_sigs);
@@ -112,9 +117,110 @@ pub fn launch(plan: &Plan, exe: &Path, started: impl FnOnce(u32)) -> Result<Laun
         libc::signal(libc::SIGCHLD, libc::SIG_DFL);
         libc::sigprocmask(libc::SIG_BLOCK, &wait_set, &mut orig_mask);
     }
-    let restore = |m: &libc::sigset_t| unsafe {
-        libc::sigprocmask(libc::SIG_SETMASK, m, std::ptr::null_mut());
+    (wait_set, orig_mask)
+}
+
+fn restore(m: &libc::sigset_t) {
+    // SAFETY: restoring a mask we saved.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, m, std::ptr::null_mut()) };
+}
+
+/// Wait for our child `pid`, forwarding signals that processes send us (kill(2),
+/// si_code <= 0); terminal signals already reached the command's process group. Past the
+/// wall-clock limit: SIGTERM, then SIGKILL after a grace period. Returns the raw wait
+/// status and whether the limit struck.
+fn supervise(pid: libc::pid_t, wait_set: &libc::sigset_t, timeout: Option<u64>) -> (i32, bool) {
+    use std::time::{Duration, Instant};
+    let mut deadline = timeout.map(|s| Instant::now() + Duration::from_secs(s));
+    let mut timed_out = false;
+    loop {
+        // SAFETY: waiting for signals in our blocked set.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let sig = match deadline {
+            None => unsafe { libc::sigwaitinfo(wait_set, &mut info) },
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                let ts = libc::timespec {
+                    tv_sec: left.as_secs() as libc::time_t,
+                    tv_nsec: left.subsec_nanos() as libc::c_long,
+                };
+                let r = unsafe { libc::sigtimedwait(wait_set, &mut info, &ts) };
+                if r < 0 && Errno::last() == Errno::EAGAIN {
+                    let (sig, next) = if timed_out {
+                        (libc::SIGKILL, None)
+                    } else {
+                        (libc::SIGTERM, Some(Instant::now() + KILL_GRACE))
+                    };
+                    timed_out = true;
+                    crate::debug!(
+                        "wall-clock limit: sending {} to {pid}",
+                        crate::session::meta::signal_name(sig)
+                    );
+                    // SAFETY: signalling our child.
+                    unsafe { libc::kill(pid, sig) };
+                    deadline = next;
+                    continue;
+                }
+                r
+            }
+        };
+        if sig < 0 {
+            continue;
+        }
+        if sig == libc::SIGCHLD {
+            let mut st = 0;
+            // SAFETY: non-blocking reap of our only child.
+            if unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) } == pid {
+                return (st, timed_out);
+            }
+        } else if info.si_code <= 0 {
+            // SAFETY: signalling our child.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+}
+
+/// The compat profile: no namespaces at all, only the environment. Supervised the same way.
+pub fn launch_unsandboxed(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
+    let (wait_set, orig_mask) = block_signals();
+    // std resets the signal mask of the child before exec.
+    let child = std::process::Command::new(&plan.exe)
+        .arg0(plan.argv.first().map(String::as_str).unwrap_or_default())
+        .args(plan.argv.iter().skip(1))
+        .env_clear()
+        .envs(plan.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&plan.cwd)
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            restore(&orig_mask);
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                EXIT_NOT_FOUND
+            } else {
+                EXIT_NOT_EXECUTABLE
+            };
+            return Err(Error::Exec {
+                msg: format!("cannot run {}: {e}", plan.exe.display()),
+                code,
+            });
+        }
     };
+    let pid = child.id() as libc::pid_t;
+    started(pid as u32);
+    let (st, timed_out) = supervise(pid, &wait_set, plan.timeout_secs);
+    restore(&orig_mask);
+    Ok(Launch::Exited {
+        status: decode(st),
+        timed_out,
+    })
+}
+
+/// Start the plan's command in its sandbox and supervise it to the end. `started` is
+/// called once the command has been exec'd, with the host pid of the sandbox's pid 1.
+pub fn launch(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
+    let prepared = prepare::prepare(plan)?;
+    let (wait_set, orig_mask) = block_signals();
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     let fds = Fds {
@@ -173,36 +279,16 @@ pub fn launch(plan: &Plan, exe: &Path, started: impl FnOnce(u32)) -> Result<Laun
         }));
     }
     started(pid as u32);
-
-    // Supervise: wait for pid 1, forwarding signals sent to us by processes (kill(2));
-    // terminal signals already reached the command's process group.
-    loop {
-        // SAFETY: waiting for signals in our blocked set.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let sig = unsafe { libc::sigwaitinfo(&wait_set, &mut info) };
-        if sig < 0 {
-            continue;
-        }
-        if sig == libc::SIGCHLD {
-            let mut st = 0;
-            // SAFETY: non-blocking reap of our only child.
-            let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
-            if r == pid {
-                let mut raw = [0u8; 4];
-                let status = if read_full(&status_r, &mut raw) == 4 {
-                    decode(i32::from_ne_bytes(raw))
-                } else {
-                    // pid 1 itself died (killed from outside): report how.
-                    decode(st)
-                };
-                restore(&orig_mask);
-                return Ok(Launch::Exited(status));
-            }
-        } else if info.si_code <= 0 {
-            // SAFETY: signalling our child.
-            unsafe { libc::kill(pid, sig) };
-        }
-    }
+    let (st, timed_out) = supervise(pid, &wait_set, plan.timeout_secs);
+    let mut raw = [0u8; 4];
+    let status = if read_full(&status_r, &mut raw) == 4 {
+        decode(i32::from_ne_bytes(raw))
+    } else {
+        // pid 1 itself died (killed from outside, or by the wall-clock limit): report how.
+        decode(st)
+    };
+    restore(&orig_mask);
+    Ok(Launch::Exited { status, timed_out })
 }
 
 fn decode(st: i32) -> ExitStatus {

@@ -50,6 +50,8 @@ pub enum Step {
         path: CString,
         mode: u32,
     },
+    /// ioctl(SIOCSIFFLAGS) IFF_UP on "lo" in the new network namespace.
+    LoopbackUp,
 }
 
 pub struct Prepared {
@@ -68,6 +70,10 @@ pub struct Prepared {
     pub cwd: CString,
     pub filter: Vec<libc::sock_filter>,
     pub clone_flags: libc::c_int,
+    /// (resource, value) set soft and hard on the command before exec.
+    pub rlimits: Vec<(u32, u64)>,
+    /// Write 0 to /proc/sys/user/max_user_namespaces (per user namespace) once /proc is ours.
+    pub forbid_nested_userns: bool,
 }
 
 pub fn cstring(p: impl AsRef<OsStr>) -> Result<CString> {
@@ -190,7 +196,8 @@ impl Builder {
 
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
-pub fn prepare(plan: &Plan, exe: &Path) -> Result<Prepared> {
+pub fn prepare(plan: &Plan) -> Result<Prepared> {
+    let exe = &plan.exe;
     let mut b = Builder {
         steps: Vec::new(),
         descs: Vec::new(),
@@ -261,6 +268,12 @@ pub fn prepare(plan: &Plan, exe: &Path) -> Result<Prepared> {
                     }
                     Err(e) => return Err(Error::io("open bind source", src, e)),
                 };
+                if !*create_dst && std::fs::symlink_metadata(dst).is_err() {
+                    return Err(Error::Usage(format!(
+                        "bind destination {} does not exist: create it first (csbox makes mount points only inside its own tmpfs, never in your real file system)",
+                        dst.display()
+                    )));
+                }
                 if *create_dst {
                     if is_dir {
                         b.mkdir_p(dst, 0o755)?;
@@ -308,25 +321,49 @@ pub fn prepare(plan: &Plan, exe: &Path) -> Result<Prepared> {
             MountOp::Hide { dst } => {
                 // Already hidden when it lies under a tmpfs mounted earlier; nothing to do
                 // when it does not exist.
-                if tmpfs_roots.iter().any(|r| dst.starts_with(r))
-                    || std::fs::symlink_metadata(dst).is_err()
-                {
+                if tmpfs_roots.iter().any(|r| dst.starts_with(r)) {
                     continue;
                 }
-                let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-                let desc = format!(
-                    "mount(\"tmpfs\", {}, \"tmpfs\", MS_RDONLY) to hide it",
-                    dst.display()
-                );
-                b.mount(
-                    Some("tmpfs"),
-                    dst,
-                    Some("tmpfs"),
-                    flags,
-                    Some("mode=0755,size=4k"),
-                    desc,
-                )?;
+                let Ok(md) = std::fs::metadata(dst) else {
+                    continue;
+                };
+                if md.is_dir() {
+                    let flags =
+                        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+                    let desc = format!(
+                        "mount(\"tmpfs\", {}, \"tmpfs\", MS_RDONLY) to hide it",
+                        dst.display()
+                    );
+                    b.mount(
+                        Some("tmpfs"),
+                        dst,
+                        Some("tmpfs"),
+                        flags,
+                        Some("mode=0755,size=4k"),
+                        desc,
+                    )?;
+                } else {
+                    let (null, _) = b
+                        .source(Path::new("/dev/null"))
+                        .map_err(|e| Error::io("open", "/dev/null", e))?;
+                    let desc = format!("mount(/dev/null, {}, MS_BIND) to hide it", dst.display());
+                    b.mount(Some(&null), dst, None, libc::MS_BIND, None, desc)?;
+                    b.remount_ro(dst)?;
+                }
             }
+            MountOp::Mkdir { path } => b.mkdir_p(path, 0o755)?,
+            MountOp::Sysfs { dst } => b.mount(
+                Some("sysfs"),
+                dst,
+                Some("sysfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                None,
+                format!("mount(\"sysfs\", {}, \"sysfs\", MS_RDONLY)", dst.display()),
+            )?,
+            MountOp::LoopbackUp => b.push(
+                Step::LoopbackUp,
+                "ioctl(SIOCSIFFLAGS, \"lo\", IFF_UP)".into(),
+            ),
             MountOp::Dev { dst } => {
                 let mut nodes = Vec::new();
                 for n in DEV_NODES {
@@ -446,7 +483,25 @@ pub fn prepare(plan: &Plan, exe: &Path) -> Result<Prepared> {
         envp,
         envp_ptrs,
         cwd: cstring(&plan.cwd)?,
-        filter: super::seccomp::ioctl_deny_filter(&plan.seccomp.deny_ioctls, libc::EPERM),
+        filter: super::seccomp::build_filter(
+            &plan.seccomp.deny_ioctls,
+            &plan.seccomp.deny_syscalls,
+            plan.seccomp.deny_compat_abis,
+            libc::EPERM,
+        )
+        .map_err(Error::Usage)?,
         clone_flags,
+        rlimits: plan
+            .rlimits
+            .iter()
+            .map(|(name, v)| {
+                crate::profile::RLIMITS
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, r)| (*r, *v))
+                    .ok_or_else(|| Error::Usage(format!("unknown rlimit {name:?}")))
+            })
+            .collect::<Result<_>>()?,
+        forbid_nested_userns: !plan.nested_userns,
     })
 }

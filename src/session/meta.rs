@@ -70,6 +70,9 @@ pub struct Metadata {
     /// How many times the session was started (re-entered with --session).
     #[serde(default)]
     pub runs: u32,
+    /// The profile's wall-clock limit stopped the last run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
 }
 
 impl Metadata {
@@ -94,6 +97,7 @@ impl Metadata {
             supervisor_pid: None,
             boot_id: None,
             runs: 0,
+            timed_out: false,
         }
     }
 

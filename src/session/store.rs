@@ -482,7 +482,7 @@ fn state_is_empty(dfd: &OwnedFd) -> bool {
     let Ok(sfd) = open_dir_at(dfd, STATE_DIR) else {
         return true;
     };
-    let Some(names) = dir_names(dfd, STATE_DIR) else {
+    let Some(names) = dir_names(&sfd, ".") else {
         return false;
     };
     names

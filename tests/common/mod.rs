@@ -139,9 +139,15 @@ impl TestEnv {
     /// `csbox ARGS` as this env's user, with HOME pointing at the fake home and a minimal,
     /// predictable environment.
     pub fn csbox(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(CSBOX);
-        c.args(args)
-            .env_clear()
+        let mut c = self.command(CSBOX);
+        c.args(args);
+        c
+    }
+
+    /// `program` as this env's user, in the same environment as [`TestEnv::csbox`].
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.env_clear()
             .env("HOME", &self.home)
             .env(
                 "PATH",
