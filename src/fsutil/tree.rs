@@ -456,6 +456,14 @@ fn unlink_fixing_perms(pfd: RawFd, name: &CStr, is_dir: bool) -> Result<(), (&'s
 /// crossing into another mount. Refuses (EXDEV) when `parent/name` itself is a mount
 /// point. Returns what was removed; on failure the rest was still removed where possible.
 pub fn remove_tree_at(parent: &OwnedFd, name: &str) -> Result<TreeStats, TreeError> {
+    remove_tree_with(parent, name, &mut unlink_fixing_perms)
+}
+
+fn remove_tree_with(
+    parent: &OwnedFd,
+    name: &str,
+    unlink: &mut Visit,
+) -> Result<TreeStats, TreeError> {
     let cname = CString::new(name).map_err(|_| tree_err("remove", Errno::EINVAL))?;
     let pfd = parent.as_raw_fd();
     let meta = stat_at(pfd, &cname).map_err(|e| tree_err("statx", e))?;
@@ -466,19 +474,25 @@ pub fn remove_tree_at(parent: &OwnedFd, name: &str) -> Result<TreeStats, TreeErr
     }
     stats.newest_mtime = Some(meta.mtime);
     if !meta.is_dir() {
-        unlink_fixing_perms(pfd, &cname, false).map_err(|(op, e)| tree_err(op, e))?;
+        unlink(pfd, &cname, false).map_err(|(op, e)| tree_err(op, e))?;
         stats.files = 1;
         stats.bytes = meta.blocks * 512;
         return Ok(stats);
     }
-    let root = open_subdir(pfd, &cname, true).map_err(|e| tree_err("open", e))?;
-    let walked = walk(root, meta, true, &mut stats, &mut |pfd, n, is_dir| {
-        unlink_fixing_perms(pfd, n, is_dir)
-    });
-    walked?;
+    // A walk reads each directory's names once. Something that adds an entry meanwhile
+    // (`csbox run --session` creating the lock file of a session gc is removing) makes the
+    // last rmdir fail with ENOTEMPTY: walk again, a few times, then give up and say so.
+    for attempt in 1.. {
+        let root = open_subdir(pfd, &cname, true).map_err(|e| tree_err("open", e))?;
+        walk(root, meta, true, &mut stats, unlink)?;
+        match unlink(pfd, &cname, true) {
+            Err((_, Errno::ENOTEMPTY)) if attempt < 3 => continue,
+            r => r.map_err(|(op, e)| tree_err(op, e))?,
+        }
+        break;
+    }
     stats.dirs += 1;
     stats.bytes += meta.blocks * 512;
-    unlink_fixing_perms(pfd, &cname, true).map_err(|(op, e)| tree_err(op, e))?;
     Ok(stats)
 }
 
@@ -557,6 +571,26 @@ mod tests {
         let pfd = crate::fsutil::open_dir_nofollow(d.path()).unwrap();
         remove_tree_at(&pfd, "t").unwrap();
         assert!(!t.exists());
+    }
+
+    #[test]
+    fn entries_added_during_removal_are_removed_too() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("t");
+        std::fs::create_dir_all(t.join("a")).unwrap();
+        std::fs::write(t.join("a/f"), "x").unwrap();
+        let pfd = crate::fsutil::open_dir_nofollow(d.path()).unwrap();
+        // A file appears in the root after the walk has read the root's names.
+        let mut added = false;
+        remove_tree_with(&pfd, "t", &mut |p, n, dir| {
+            if !added {
+                std::fs::write(t.join("late"), "y").unwrap();
+                added = true;
+            }
+            unlink_fixing_perms(p, n, dir)
+        })
+        .unwrap();
+        assert!(added && !t.exists());
     }
 
     #[test]

@@ -188,21 +188,28 @@ impl Store {
             },
             _ => Error::io("open", &dir, e),
         })?;
+        let removed = || Error::BadSession {
+            msg: format!("session {id} was removed while csbox opened it"),
+        };
+        // ENOENT: gc removed the directory (and its lock file) after our open.
         let lock = try_lock_exclusive(&dfd, true)
-            .map_err(|e| Error::io("lock", dir.join(LOCK_FILE), e))?
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) => removed(),
+                _ => Error::io("lock", dir.join(LOCK_FILE), e),
+            })?
             .ok_or_else(|| Error::BadSession {
                 msg: format!("session {id} is active (or being removed by `csbox gc`): attach to it in its own terminal, or start a new one"),
             })?;
         // gc may have renamed the directory away between our open and our lock: make sure
         // the lock we hold is the one at `<id>/lock` now.
-        let now = nix::sys::stat::stat(&dir.join(LOCK_FILE))
-            .map_err(|e| Error::io("stat", dir.join(LOCK_FILE), e.into()))?;
+        let now = nix::sys::stat::stat(&dir.join(LOCK_FILE)).map_err(|e| match e {
+            Errno::ENOENT => removed(),
+            e => Error::io("stat", dir.join(LOCK_FILE), e.into()),
+        })?;
         let held = nix::sys::stat::fstat(lock.fd().as_raw_fd())
             .map_err(|e| Error::sys("fstat(lock)", e))?;
         if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino) {
-            return Err(Error::BadSession {
-                msg: format!("session {id} was removed while csbox opened it"),
-            });
+            return Err(removed());
         }
         let meta = read_meta(&dfd).map_err(|why| Error::BadSession {
             msg: format!(
