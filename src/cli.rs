@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::error::{report, Error, Result};
+use crate::error::{report, Result};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,7 +39,8 @@ pub enum Command {
     Show(ShowArgs),
     /// Remove old, empty and orphaned sessions, never an active one
     #[command(
-        after_help = "Examples:\n  csbox gc --dry-run\n  csbox gc --days 30\n  csbox gc --install-timer --calendar weekly"
+        long_about = "Remove old, empty and orphaned sessions, never an active one (one whose lock is held, checked at the moment of deletion).\n\nWithout --empty or --orphaned, gc removes every inactive session that is old (last activity more than --days N ago, default 7), empty (its state holds only what csbox made) or orphaned (no valid session.json, or it started and never ended). --empty and --orphaned restrict the run to the kinds named; add --days N to remove old ones too. Stale active/ links and .new-*/.trash-* leftovers older than an hour are always cleaned up.",
+        after_help = "Examples:\n  csbox gc --dry-run\n  csbox gc --days 30\n  csbox gc --empty                   only empty sessions\n  csbox gc --max-size 10G --json\n  csbox gc --install-timer --calendar weekly --days 30\n  csbox gc --print-units"
     )]
     Gc(GcArgs),
     /// Install a newer Claude Code when no session is running
@@ -135,33 +136,35 @@ pub struct ShowArgs {
 #[derive(Debug, Args)]
 pub struct GcArgs {
     /// Print what would be removed and why; change nothing
-    #[arg(long)]
+    #[arg(long, conflicts_with = "timer")]
     pub dry_run: bool,
-    /// Remove inactive sessions whose last activity is older than N days
-    #[arg(long, default_value_t = 7)]
-    pub days: u64,
-    /// Also remove empty sessions, whatever their age
+    /// A session is old when its last activity is more than N days ago [default: 7,
+    /// unless --empty or --orphaned restricts the run]
+    #[arg(long, value_name = "N")]
+    pub days: Option<u64>,
+    /// Remove only empty sessions (and old ones if --days is given)
     #[arg(long)]
     pub empty: bool,
-    /// Also remove orphaned sessions, whatever their age
+    /// Remove only orphaned sessions (and old ones if --days is given)
     #[arg(long)]
     pub orphaned: bool,
-    #[arg(long)]
+    /// Print the report as JSON
+    #[arg(long, conflicts_with = "timer")]
     pub json: bool,
-    /// Remove the oldest inactive sessions until the store is under SIZE (e.g. 10G)
-    #[arg(long)]
+    /// Then remove the oldest inactive sessions until the store is under SIZE (10G, 500M)
+    #[arg(long, value_name = "SIZE")]
     pub max_size: Option<String>,
-    /// Install a systemd user timer that runs gc
-    #[arg(long)]
+    /// Install a systemd user timer that runs gc with the rules given
+    #[arg(long, group = "timer")]
     pub install_timer: bool,
-    /// Remove the systemd user timer
-    #[arg(long)]
+    /// Disable and remove the systemd user timer
+    #[arg(long, group = "timer")]
     pub uninstall_timer: bool,
-    /// Print the systemd units instead of installing them
-    #[arg(long)]
+    /// Print the systemd units (for system-wide installs and packagers)
+    #[arg(long, group = "timer")]
     pub print_units: bool,
     /// OnCalendar= for the timer
-    #[arg(long, default_value = "weekly")]
+    #[arg(long, default_value = "weekly", requires = "timer")]
     pub calendar: String,
 }
 
@@ -254,7 +257,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             clap_complete::generate(shell, &mut Cli::command(), "csbox", &mut std::io::stdout());
             Ok(0)
         }
-        Command::Gc(_) => Err(Error::NotImplemented("gc")),
+        Command::Gc(a) => crate::gc::run(a),
         Command::Update(a) => crate::update::command(a),
         Command::Spec(a) => commands::spec::spec(a),
         Command::Doctor(a) => crate::doctor::command(a),

@@ -12,6 +12,7 @@ pub mod commands;
 pub mod doctor;
 pub mod error;
 pub mod fsutil;
+pub mod gc;
 pub mod oci;
 pub mod paths;
 pub mod plan;

@@ -1,12 +1,24 @@
 //! Walking and removing trees that a sandbox wrote. Everything goes through directory fds
 //! (openat/unlinkat with O_NOFOLLOW), never through built-up paths, so a symlink planted
 //! anywhere in the tree is removed as a link and never followed, and a file system mounted
-//! inside is never entered (st_dev is compared at every level).
+//! inside is never entered: every entry's device and mount id (statx `STATX_MNT_ID`, which
+//! also catches bind mounts of the same file system) are compared with the walk's root.
+//!
+//! Depth costs no stack and a bounded number of fds: a directory's names are read whole
+//! when it is entered, and only the innermost `MAX_OPEN` directories keep their fd. An
+//! ancestor whose fd was closed is reopened through `..` of its finished child and checked
+//! to be the same inode, so a 100 000-deep tree is removed with ~32 fds.
 
 use std::ffi::{CStr, CString};
+use std::fmt;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
+
+/// How many directory fds a walk keeps open at most.
+const MAX_OPEN: usize = 32;
 
 /// What a walk found or did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -14,188 +26,473 @@ pub struct TreeStats {
     pub files: u64,
     pub dirs: u64,
     pub bytes: u64,
-    /// Entries left alone because they lie on another file system.
+    /// Entries left alone because they lie on another file system or mount.
     pub skipped_mounts: u64,
+    /// Entries a read-only walk could not read (e.g. mode-000 dirs); not counted above.
+    pub unreadable: u64,
+    /// The newest mtime of anything in the tree, the root included.
+    pub newest_mtime: Option<SystemTime>,
 }
 
-struct Level {
-    fd: OwnedFd,
-    dir: *mut libc::DIR,
-    /// The name of this directory inside its parent (None for the root of the walk).
-    name: Option<CString>,
+/// The first failure of a walk, named by the call and the path below the walk's root
+/// (the path is for the message only: nothing is ever opened by path).
+#[derive(Debug, Clone)]
+pub struct TreeError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    pub errno: Errno,
+    /// How many entries failed in all (the walk goes on after a failure).
+    pub failures: u64,
 }
 
-impl Drop for Level {
-    fn drop(&mut self) {
-        // closedir closes the dup'ed fd that fdopendir took over.
-        // SAFETY: dir came from fdopendir and is closed once.
-        unsafe { libc::closedir(self.dir) };
-    }
-}
-
-fn fstatat(dirfd: RawFd, name: &CStr) -> nix::Result<libc::stat> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: valid fd and C string; st is written on success.
-    Errno::result(unsafe {
-        libc::fstatat(
-            dirfd,
-            name.as_ptr(),
-            st.as_mut_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })?;
-    Ok(unsafe { st.assume_init() })
-}
-
-fn open_subdir(parent: RawFd, name: &CStr) -> nix::Result<OwnedFd> {
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: valid fd and C string.
-    let mut fd = unsafe { libc::openat(parent, name.as_ptr(), flags) };
-    if fd < 0 && Errno::last() == Errno::EACCES {
-        // Overlay work dirs are left with mode 000 by the kernel; we own them, so make
-        // them readable (no-follow: fchmodat on the dir entry itself) and try again.
-        // SAFETY: as above.
-        unsafe {
-            libc::fchmodat(parent, name.as_ptr(), 0o700, 0);
-            fd = libc::openat(parent, name.as_ptr(), flags);
+impl fmt::Display for TreeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({}) => {}", self.op, self.path.display(), self.errno)?;
+        if self.errno == Errno::EXDEV {
+            write!(f, " (a file system is mounted there: unmount it first)")?;
         }
+        if self.failures > 1 {
+            write!(f, ", and {} more failures", self.failures - 1)?;
+        }
+        Ok(())
     }
-    Errno::result(fd)?;
+}
+
+impl std::error::Error for TreeError {}
+
+impl From<TreeError> for std::io::Error {
+    fn from(e: TreeError) -> Self {
+        let kind = std::io::Error::from_raw_os_error(e.errno as i32).kind();
+        std::io::Error::new(kind, e)
+    }
+}
+
+/// The lstat fields a walk needs.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    mode: u32,
+    dev: u64,
+    /// None on kernels before 5.8.
+    mnt_id: Option<u64>,
+    ino: u64,
+    blocks: u64,
+    mtime: SystemTime,
+}
+
+impl Meta {
+    fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    fn same_mount(&self, root: &Meta) -> bool {
+        self.dev == root.dev
+            && match (self.mnt_id, root.mnt_id) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+}
+
+fn timestamp(sec: i64, nsec: u32) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs())
+    }
+}
+
+/// statx(dirfd, name, AT_SYMLINK_NOFOLLOW); an empty name stats `dirfd` itself.
+fn stat_at(dirfd: RawFd, name: &CStr) -> nix::Result<Meta> {
+    let mut flags = libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT;
+    if name.is_empty() {
+        flags |= libc::AT_EMPTY_PATH;
+    }
+    let mask = libc::STATX_TYPE
+        | libc::STATX_MODE
+        | libc::STATX_INO
+        | libc::STATX_BLOCKS
+        | libc::STATX_MTIME
+        | libc::STATX_MNT_ID;
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: valid fd and C string; stx is written on success.
+    let r = unsafe { libc::statx(dirfd, name.as_ptr(), flags, mask, stx.as_mut_ptr()) };
+    if r == 0 {
+        // SAFETY: statx succeeded.
+        let s = unsafe { stx.assume_init() };
+        return Ok(Meta {
+            mode: s.stx_mode as u32,
+            dev: libc::makedev(s.stx_dev_major, s.stx_dev_minor),
+            mnt_id: (s.stx_mask & libc::STATX_MNT_ID != 0).then_some(s.stx_mnt_id),
+            ino: s.stx_ino,
+            blocks: s.stx_blocks,
+            mtime: timestamp(s.stx_mtime.tv_sec, s.stx_mtime.tv_nsec),
+        });
+    }
+    match Errno::last() {
+        // Kernels before 4.11, or a seccomp filter that refuses statx.
+        Errno::ENOSYS | Errno::EPERM => {}
+        e => return Err(e),
+    }
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: as above.
+    Errno::result(unsafe { libc::fstatat(dirfd, name.as_ptr(), st.as_mut_ptr(), flags) })?;
+    // SAFETY: fstatat succeeded.
+    let st = unsafe { st.assume_init() };
+    Ok(Meta {
+        mode: st.st_mode,
+        dev: st.st_dev,
+        mnt_id: None,
+        ino: st.st_ino,
+        blocks: st.st_blocks as u64,
+        mtime: timestamp(st.st_mtime, st.st_mtime_nsec as u32),
+    })
+}
+
+fn open_raw(parent: RawFd, name: &CStr, flags: libc::c_int) -> nix::Result<OwnedFd> {
+    // SAFETY: valid fd and C string.
+    let fd = Errno::result(unsafe { libc::openat(parent, name.as_ptr(), flags) })?;
     // SAFETY: fresh fd.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn open_level(fd: OwnedFd, name: Option<CString>) -> nix::Result<Level> {
-    // fdopendir takes ownership of its fd; give it a dup so `fd` stays usable for *at calls.
-    let dup = nix::unistd::dup(fd.as_raw_fd())?;
-    // SAFETY: dup is a valid directory fd.
-    let dir = unsafe { libc::fdopendir(dup) };
-    if dir.is_null() {
-        let e = Errno::last();
-        let _ = nix::unistd::close(dup);
-        return Err(e);
+const DIR_FLAGS: libc::c_int =
+    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+
+/// chmod a directory entry without following a symlink there. fchmodat() has no working
+/// AT_SYMLINK_NOFOLLOW before Linux 6.6 (fchmodat2), so pin the inode with an O_PATH fd
+/// (which needs no permission on it) and chmod it through /proc/self/fd; without /proc,
+/// fall back to fchmodat, which the O_NOFOLLOW|O_DIRECTORY open just proved is a dir.
+fn chmod_dir_nofollow(parent: RawFd, name: &CStr, mode: libc::mode_t) -> nix::Result<()> {
+    let pinned = open_raw(parent, name, libc::O_PATH | DIR_FLAGS)?;
+    let proc_path = CString::new(format!("/proc/self/fd/{}", pinned.as_raw_fd())).unwrap();
+    // SAFETY: valid C strings and fds.
+    let r = unsafe { libc::chmod(proc_path.as_ptr(), mode) };
+    if r == 0 {
+        return Ok(());
     }
-    Ok(Level { fd, dir, name })
+    match Errno::last() {
+        // SAFETY: as above.
+        Errno::ENOENT => {
+            Errno::result(unsafe { libc::fchmodat(parent, name.as_ptr(), mode, 0) }).map(drop)
+        }
+        e => Err(e),
+    }
 }
 
-/// Walk the tree below `root` (an open directory fd), depth first. For every entry the
-/// callback gets the parent's fd, the entry's name and its lstat, and for a directory it is
-/// called once more after its contents (`post = true`). Directories on another device are
-/// reported with `skipped_mounts` and not entered.
+/// Open `parent/name` as a directory, no-follow. With `fix_perms`, a directory we may not
+/// read (overlay work dirs are left mode 000 by the kernel; a sandbox may chmod its own
+/// dirs) is made 0700 first: we own it, or the chmod fails and so does the open.
+fn open_subdir(parent: RawFd, name: &CStr, fix_perms: bool) -> nix::Result<OwnedFd> {
+    match open_raw(parent, name, DIR_FLAGS) {
+        Err(Errno::EACCES) if fix_perms => {
+            chmod_dir_nofollow(parent, name, 0o700)?;
+            open_raw(parent, name, DIR_FLAGS)
+        }
+        r => r,
+    }
+}
+
+/// All names in the directory `fd` except `.` and `..`, read with getdents64(2) so no
+/// second fd (fdopendir) is needed.
+fn read_names(fd: RawFd) -> nix::Result<Vec<CString>> {
+    let mut buf = vec![0u64; 4096]; // 32 KiB, 8-byte aligned as dirents are
+    let mut names = Vec::new();
+    loop {
+        // SAFETY: buf is writable for its full length.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd,
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len() * 8,
+            )
+        };
+        let n = Errno::result(n)? as usize;
+        if n == 0 {
+            return Ok(names);
+        }
+        let bytes = buf.as_ptr() as *const u8;
+        let mut off = 0;
+        while off < n {
+            // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+            // SAFETY: the kernel wrote n bytes of whole records.
+            let (reclen, name) = unsafe {
+                let rec = bytes.add(off);
+                let reclen = (rec.add(16) as *const u16).read_unaligned() as usize;
+                (reclen, CStr::from_ptr(rec.add(19) as *const libc::c_char))
+            };
+            let b = name.to_bytes();
+            if b != b"." && b != b".." {
+                names.push(name.to_owned());
+            }
+            off += reclen;
+        }
+    }
+}
+
+struct Level {
+    /// None while closed to bound the fds held; reopened through `..` when needed.
+    fd: Option<OwnedFd>,
+    /// Names not yet visited, taken from the end.
+    names: Vec<CString>,
+    meta: Meta,
+    /// This directory's name in its parent (None for the root of the walk).
+    name: Option<CString>,
+}
+
+fn path_of(stack: &[Level], name: Option<&CStr>) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let mut p = PathBuf::from(".");
+    for n in stack.iter().filter_map(|l| l.name.as_deref()).chain(name) {
+        p.push(std::ffi::OsStr::from_bytes(n.to_bytes()));
+    }
+    p
+}
+
+#[derive(Default)]
+struct Failures {
+    first: Option<(&'static str, PathBuf, Errno)>,
+    count: u64,
+}
+
+impl Failures {
+    fn add(&mut self, op: &'static str, path: impl FnOnce() -> PathBuf, e: Errno) {
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some((op, path(), e));
+        }
+    }
+
+    fn into_result(self) -> Result<(), TreeError> {
+        match self.first {
+            None => Ok(()),
+            Some((op, path, errno)) => Err(TreeError {
+                op,
+                path,
+                errno,
+                failures: self.count,
+            }),
+        }
+    }
+}
+
+/// What a walk does to each entry: `f(parent_fd, name, is_dir)` is called for every
+/// non-directory, and for every directory after its contents were visited.
+type Visit<'a> = dyn FnMut(RawFd, &CStr, bool) -> Result<(), (&'static str, Errno)> + 'a;
+
+/// Walk the tree below `root`, depth first. Entries on another mount are counted in
+/// `skipped_mounts` and not visited. When `removing`, unreadable directories are chmodded
+/// and a skipped mount is a failure; otherwise unreadable dirs count as `unreadable`.
+/// Failures do not stop the walk; the first is returned.
 fn walk(
     root: OwnedFd,
+    root_meta: Meta,
+    removing: bool,
     stats: &mut TreeStats,
-    mut f: impl FnMut(RawFd, &CStr, &libc::stat, bool) -> nix::Result<()>,
-) -> nix::Result<()> {
-    let root_dev = nix::sys::stat::fstat(root.as_raw_fd())?.st_dev;
-    let mut stack = vec![open_level(root, None)?];
-    let mut first_err: Option<Errno> = None;
+    f: &mut Visit,
+) -> Result<(), TreeError> {
+    let mut fails = Failures::default();
+    let names = read_names(root.as_raw_fd()).map_err(|errno| TreeError {
+        op: "getdents64",
+        path: ".".into(),
+        errno,
+        failures: 1,
+    })?;
+    let mut stack = vec![Level {
+        fd: Some(root),
+        names,
+        meta: root_meta,
+        name: None,
+    }];
     while let Some(top) = stack.last_mut() {
-        // SAFETY: top.dir is a valid DIR*.
-        unsafe { *libc::__errno_location() = 0 };
-        let ent = unsafe { libc::readdir64(top.dir) };
-        if ent.is_null() {
-            let level = stack.pop().expect("non-empty");
-            let name = level.name.clone();
-            drop(level);
-            if let (Some(parent), Some(name)) = (stack.last(), name) {
-                let pfd = parent.fd.as_raw_fd();
-                if let Ok(st) = fstatat(pfd, &name) {
-                    if let Err(e) = f(pfd, &name, &st, true) {
-                        first_err.get_or_insert(e);
+        let Some(name) = top.names.pop() else {
+            let done = stack.pop().expect("non-empty");
+            let Some(parent) = stack.last_mut() else {
+                break;
+            };
+            if parent.fd.is_none() {
+                let child = done.fd.as_ref().expect("the innermost level is open");
+                match reopen_parent(child, &parent.meta) {
+                    Ok(fd) => parent.fd = Some(fd),
+                    Err(errno) => {
+                        fails.add("openat(\"..\")", || path_of(&stack, None), errno);
+                        return fails.into_result();
                     }
                 }
             }
+            drop(done.fd);
+            let pfd = parent.fd.as_ref().expect("reopened").as_raw_fd();
+            let name = done.name.expect("only the root has no name");
+            if let Err((op, e)) = f(pfd, &name, true) {
+                fails.add(op, || path_of(&stack, Some(&name)), e);
+            }
             continue;
-        }
-        // SAFETY: d_name is a NUL-terminated array inside the dirent.
-        let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
-        let b = name.to_bytes();
-        if b == b"." || b == b".." {
-            continue;
-        }
-        let name = name.to_owned();
-        let pfd = top.fd.as_raw_fd();
-        let st = match fstatat(pfd, &name) {
-            Ok(st) => st,
-            Err(Errno::ENOENT) => continue,
+        };
+        let pfd = top
+            .fd
+            .as_ref()
+            .expect("the innermost level is open")
+            .as_raw_fd();
+        let meta = match stat_at(pfd, &name) {
+            Ok(m) => m,
+            Err(Errno::ENOENT) => continue, // removed under us: nothing to do
             Err(e) => {
-                first_err.get_or_insert(e);
+                fails.add("statx", || path_of(&stack, Some(&name)), e);
                 continue;
             }
         };
-        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            if st.st_dev != root_dev {
-                stats.skipped_mounts += 1;
-                continue;
+        if !meta.same_mount(&root_meta) {
+            stats.skipped_mounts += 1;
+            if removing {
+                // Its parent cannot be removed then: name the mount, not the parent.
+                fails.add(
+                    "cross into mount",
+                    || path_of(&stack, Some(&name)),
+                    Errno::EXDEV,
+                );
             }
-            stats.dirs += 1;
-            stats.bytes += st.st_blocks as u64 * 512;
-            match open_subdir(pfd, &name).and_then(|fd| open_level(fd, Some(name.clone()))) {
-                Ok(level) => stack.push(level),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        } else {
+            continue;
+        }
+        if !meta.is_dir() {
             stats.files += 1;
-            stats.bytes += st.st_blocks as u64 * 512;
-            if let Err(e) = f(pfd, &name, &st, false) {
-                first_err.get_or_insert(e);
+            stats.bytes += meta.blocks * 512;
+            stats.newest_mtime = stats.newest_mtime.max(Some(meta.mtime));
+            if let Err((op, e)) = f(pfd, &name, false) {
+                fails.add(op, || path_of(&stack, Some(&name)), e);
             }
+            continue;
+        }
+        let opened = open_subdir(pfd, &name, removing).and_then(|fd| {
+            // The entry may have been swapped between statx and open: trust what we opened.
+            let got = stat_at(fd.as_raw_fd(), c"")?;
+            if (got.dev, got.ino) != (meta.dev, meta.ino) || !got.same_mount(&root_meta) {
+                return Err(Errno::EAGAIN);
+            }
+            Ok((read_names(fd.as_raw_fd())?, fd))
+        });
+        match opened {
+            Ok((names, fd)) => {
+                stats.dirs += 1;
+                stats.bytes += meta.blocks * 512;
+                stats.newest_mtime = stats.newest_mtime.max(Some(meta.mtime));
+                if let Some(i) = stack.len().checked_sub(MAX_OPEN) {
+                    stack[i].fd = None;
+                }
+                stack.push(Level {
+                    fd: Some(fd),
+                    names,
+                    meta,
+                    name: Some(name),
+                });
+            }
+            Err(Errno::ENOENT) => {}
+            Err(Errno::EACCES) if !removing => stats.unreadable += 1,
+            Err(e) => fails.add("open", || path_of(&stack, Some(&name)), e),
         }
     }
-    first_err.map_or(Ok(()), Err)
+    fails.into_result()
+}
+
+/// Reopen a closed ancestor through `..` of its child, and make sure it is the directory
+/// we left (the tree may have been moved meanwhile).
+fn reopen_parent(child: &OwnedFd, expect: &Meta) -> nix::Result<OwnedFd> {
+    let fd = open_raw(child.as_raw_fd(), c"..", DIR_FLAGS)?;
+    let got = stat_at(fd.as_raw_fd(), c"")?;
+    if (got.dev, got.ino) != (expect.dev, expect.ino) {
+        return Err(Errno::ESTALE);
+    }
+    Ok(fd)
+}
+
+fn tree_err(op: &'static str, errno: Errno) -> TreeError {
+    TreeError {
+        op,
+        path: ".".into(),
+        errno,
+        failures: 1,
+    }
 }
 
 /// Disk usage of the tree below `dir` (not counting `dir` itself), like `du -s -x`.
-pub fn disk_usage(dir: &OwnedFd) -> nix::Result<TreeStats> {
+/// Read-only: unreadable directories are counted in `unreadable`, never chmodded.
+pub fn disk_usage(dir: &OwnedFd) -> Result<TreeStats, TreeError> {
     let mut stats = TreeStats::default();
-    let fd = nix::unistd::dup(dir.as_raw_fd())?;
-    // SAFETY: fresh fd from dup.
-    walk(
-        unsafe { OwnedFd::from_raw_fd(fd) },
-        &mut stats,
-        |_, _, _, _| Ok(()),
-    )?;
+    let fd = open_raw(dir.as_raw_fd(), c".", DIR_FLAGS).map_err(|e| tree_err("open", e))?;
+    let meta = stat_at(fd.as_raw_fd(), c"").map_err(|e| tree_err("statx", e))?;
+    stats.newest_mtime = Some(meta.mtime);
+    // Failures below the root only make the numbers smaller; they are counted, not fatal.
+    if let Err(e) = walk(fd, meta, false, &mut stats, &mut |_, _, _| Ok(())) {
+        stats.unreadable += e.failures;
+    }
     Ok(stats)
 }
 
+/// unlinkat, and when the directory we unlink from refuses (a sandbox made it read-only,
+/// or it is an overlay work dir), make it 0700 once and try again.
+fn unlink_fixing_perms(pfd: RawFd, name: &CStr, is_dir: bool) -> Result<(), (&'static str, Errno)> {
+    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: valid fd and C string.
+    let unlink = || Errno::result(unsafe { libc::unlinkat(pfd, name.as_ptr(), flags) });
+    let op = if is_dir {
+        "unlinkat(AT_REMOVEDIR)"
+    } else {
+        "unlinkat"
+    };
+    match unlink() {
+        Ok(_) | Err(Errno::ENOENT) => Ok(()),
+        Err(Errno::EACCES) | Err(Errno::EPERM) => {
+            // SAFETY: fchmod on a directory fd we hold.
+            Errno::result(unsafe { libc::fchmod(pfd, 0o700) }).map_err(|e| ("fchmod", e))?;
+            match unlink() {
+                Ok(_) | Err(Errno::ENOENT) => Ok(()),
+                Err(e) => Err((op, e)),
+            }
+        }
+        Err(e) => Err((op, e)),
+    }
+}
+
 /// Remove `parent/name` and everything below it without following any symlink or
-/// crossing into another file system. Returns what was removed.
-pub fn remove_tree_at(parent: &OwnedFd, name: &str) -> nix::Result<TreeStats> {
-    let cname = CString::new(name).map_err(|_| Errno::EINVAL)?;
-    let st = fstatat(parent.as_raw_fd(), &cname)?;
+/// crossing into another mount. Refuses (EXDEV) when `parent/name` itself is a mount
+/// point. Returns what was removed; on failure the rest was still removed where possible.
+pub fn remove_tree_at(parent: &OwnedFd, name: &str) -> Result<TreeStats, TreeError> {
+    remove_tree_with(parent, name, &mut unlink_fixing_perms)
+}
+
+fn remove_tree_with(
+    parent: &OwnedFd,
+    name: &str,
+    unlink: &mut Visit,
+) -> Result<TreeStats, TreeError> {
+    let cname = CString::new(name).map_err(|_| tree_err("remove", Errno::EINVAL))?;
+    let pfd = parent.as_raw_fd();
+    let meta = stat_at(pfd, &cname).map_err(|e| tree_err("statx", e))?;
+    let parent_meta = stat_at(pfd, c"").map_err(|e| tree_err("statx", e))?;
     let mut stats = TreeStats::default();
-    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-        nix::unistd::unlinkat(
-            Some(parent.as_raw_fd()),
-            cname.as_c_str(),
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        )?;
+    if !meta.same_mount(&parent_meta) {
+        return Err(tree_err("remove", Errno::EXDEV));
+    }
+    stats.newest_mtime = Some(meta.mtime);
+    if !meta.is_dir() {
+        unlink(pfd, &cname, false).map_err(|(op, e)| tree_err(op, e))?;
         stats.files = 1;
+        stats.bytes = meta.blocks * 512;
         return Ok(stats);
     }
-    let root = open_subdir(parent.as_raw_fd(), &cname)?;
-    walk(root, &mut stats, |pfd, n, st, post| {
-        let flag = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            debug_assert!(post);
-            nix::unistd::UnlinkatFlags::RemoveDir
-        } else {
-            nix::unistd::UnlinkatFlags::NoRemoveDir
-        };
-        match nix::unistd::unlinkat(Some(pfd), n, flag) {
-            Ok(()) | Err(Errno::ENOENT) => Ok(()),
-            Err(e) => Err(e),
+    // A walk reads each directory's names once. Something that adds an entry meanwhile
+    // (`csbox run --session` creating the lock file of a session gc is removing) makes the
+    // last rmdir fail with ENOTEMPTY: walk again, a few times, then give up and say so.
+    for attempt in 1.. {
+        let root = open_subdir(pfd, &cname, true).map_err(|e| tree_err("open", e))?;
+        walk(root, meta, true, &mut stats, unlink)?;
+        match unlink(pfd, &cname, true) {
+            Err((_, Errno::ENOTEMPTY)) if attempt < 3 => continue,
+            r => r.map_err(|(op, e)| tree_err(op, e))?,
         }
-    })?;
+        break;
+    }
     stats.dirs += 1;
-    stats.bytes += st.st_blocks as u64 * 512;
-    nix::unistd::unlinkat(
-        Some(parent.as_raw_fd()),
-        cname.as_c_str(),
-        nix::unistd::UnlinkatFlags::RemoveDir,
-    )?;
+    stats.bytes += meta.blocks * 512;
     Ok(stats)
 }
 
@@ -235,5 +532,78 @@ mod tests {
         let st = disk_usage(&fd).unwrap();
         assert_eq!((st.files, st.dirs), (1, 1));
         assert!(st.bytes >= 10000);
+        assert!(st.newest_mtime.is_some());
+    }
+
+    /// Build `depth` nested dirs below `dir` through fds (a path would exceed PATH_MAX).
+    fn nest(dir: &std::path::Path, depth: usize) {
+        let mut fd = crate::fsutil::open_dir_nofollow(dir).unwrap();
+        for _ in 0..depth {
+            nix::sys::stat::mkdirat(Some(fd.as_raw_fd()), "d", nix::sys::stat::Mode::S_IRWXU)
+                .unwrap();
+            let f = std::fs::File::create(format!("/proc/self/fd/{}/f", fd.as_raw_fd()));
+            drop(f.unwrap());
+            fd = open_raw(fd.as_raw_fd(), c"d", DIR_FLAGS).unwrap();
+        }
+    }
+
+    #[test]
+    fn very_deep_trees_are_measured_and_removed() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("t")).unwrap();
+        nest(&d.path().join("t"), 1000);
+        let pfd = crate::fsutil::open_dir_nofollow(d.path()).unwrap();
+        let tfd = crate::fsutil::open_dir_nofollow(&d.path().join("t")).unwrap();
+        let du = disk_usage(&tfd).unwrap();
+        assert_eq!((du.dirs, du.files), (1000, 1000));
+        let st = remove_tree_at(&pfd, "t").unwrap();
+        assert_eq!((st.dirs, st.files), (1001, 1000));
+        assert!(!d.path().join("t").exists());
+    }
+
+    #[test]
+    fn read_only_dirs_are_made_writable_to_empty_them() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("t");
+        std::fs::create_dir_all(t.join("ro")).unwrap();
+        std::fs::write(t.join("ro/f"), "x").unwrap();
+        std::fs::set_permissions(t.join("ro"), std::fs::Permissions::from_mode(0o500)).unwrap();
+        let pfd = crate::fsutil::open_dir_nofollow(d.path()).unwrap();
+        remove_tree_at(&pfd, "t").unwrap();
+        assert!(!t.exists());
+    }
+
+    #[test]
+    fn entries_added_during_removal_are_removed_too() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("t");
+        std::fs::create_dir_all(t.join("a")).unwrap();
+        std::fs::write(t.join("a/f"), "x").unwrap();
+        let pfd = crate::fsutil::open_dir_nofollow(d.path()).unwrap();
+        // A file appears in the root after the walk has read the root's names.
+        let mut added = false;
+        remove_tree_with(&pfd, "t", &mut |p, n, dir| {
+            if !added {
+                std::fs::write(t.join("late"), "y").unwrap();
+                added = true;
+            }
+            unlink_fixing_perms(p, n, dir)
+        })
+        .unwrap();
+        assert!(added && !t.exists());
+    }
+
+    #[test]
+    fn tree_errors_name_the_call_and_the_path() {
+        let e = TreeError {
+            op: "unlinkat",
+            path: "./state/x".into(),
+            errno: Errno::EACCES,
+            failures: 3,
+        };
+        assert_eq!(
+            e.to_string(),
+            "unlinkat(./state/x) => EACCES: Permission denied, and 2 more failures"
+        );
     }
 }

@@ -114,7 +114,8 @@ impl Store {
         Ok(())
     }
 
-    fn open(&self) -> Result<OwnedFd> {
+    /// The store directory, opened without following a symlink.
+    pub fn open(&self) -> Result<OwnedFd> {
         open_dir_nofollow(&self.dir)
             .map_err(|e| Error::io("open session store", &self.dir, e).hint("run `csbox doctor`"))
     }
@@ -197,21 +198,28 @@ impl Store {
             },
             _ => Error::io("open", &dir, e),
         })?;
+        let removed = || Error::BadSession {
+            msg: format!("session {id} was removed while csbox opened it"),
+        };
+        // ENOENT: gc removed the directory (and its lock file) after our open.
         let lock = try_lock_exclusive(&dfd, true)
-            .map_err(|e| Error::io("lock", dir.join(LOCK_FILE), e))?
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) => removed(),
+                _ => Error::io("lock", dir.join(LOCK_FILE), e),
+            })?
             .ok_or_else(|| Error::BadSession {
                 msg: format!("session {id} is active (or being removed by `csbox gc`): attach to it in its own terminal, or start a new one"),
             })?;
         // gc may have renamed the directory away between our open and our lock: make sure
         // the lock we hold is the one at `<id>/lock` now.
-        let now = nix::sys::stat::stat(&dir.join(LOCK_FILE))
-            .map_err(|e| Error::io("stat", dir.join(LOCK_FILE), e.into()))?;
+        let now = nix::sys::stat::stat(&dir.join(LOCK_FILE)).map_err(|e| match e {
+            Errno::ENOENT => removed(),
+            e => Error::io("stat", dir.join(LOCK_FILE), e.into()),
+        })?;
         let held = nix::sys::stat::fstat(lock.fd().as_raw_fd())
             .map_err(|e| Error::sys("fstat(lock)", e))?;
         if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino) {
-            return Err(Error::BadSession {
-                msg: format!("session {id} was removed while csbox opened it"),
-            });
+            return Err(removed());
         }
         let meta = read_meta(&dfd).map_err(|why| Error::BadSession {
             msg: format!(
@@ -370,6 +378,24 @@ impl Store {
         })
     }
 
+    /// Names in `active/` whose session is not active (a stale view).
+    pub fn stale_active_links(&self) -> Result<Vec<String>> {
+        let links = self.active_links();
+        if links.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store_fd = self.open()?;
+        Ok(links
+            .into_iter()
+            .filter(|name| {
+                !SessionId::parse(name)
+                    .and_then(|id| open_dir_at(&store_fd, id.as_str()).ok())
+                    .map(|fd| is_locked(&fd))
+                    .unwrap_or(false)
+            })
+            .collect())
+    }
+
     /// Remove `active/` links whose session is not active (a view must not lie). Returns
     /// how many were pruned.
     pub fn prune_active_links(&self) -> Result<usize> {
@@ -377,26 +403,54 @@ impl Store {
         let Ok(afd) = open_dir_nofollow(&active_dir) else {
             return Ok(0);
         };
-        let store_fd = self.open()?;
         let mut pruned = 0;
-        for name in self.active_links() {
-            let alive = SessionId::parse(&name)
-                .and_then(|id| open_dir_at(&store_fd, id.as_str()).ok())
-                .map(|fd| is_locked(&fd))
-                .unwrap_or(false);
-            if !alive
-                && nix::unistd::unlinkat(
-                    Some(afd.as_raw_fd()),
-                    name.as_str(),
-                    nix::unistd::UnlinkatFlags::NoRemoveDir,
-                )
-                .is_ok()
+        for name in self.stale_active_links()? {
+            if nix::unistd::unlinkat(
+                Some(afd.as_raw_fd()),
+                name.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            )
+            .is_ok()
             {
                 pruned += 1;
             }
         }
         Ok(pruned)
     }
+
+    /// Delete a session whose lock the caller holds (`run --rm`, gc): rename it out of the
+    /// id namespace first (`.trash-<id>`) so `run --session` cannot re-enter it, then
+    /// remove the tree, and only then let go of the lock.
+    pub fn remove_locked(
+        &self,
+        store_fd: &OwnedFd,
+        id: &SessionId,
+        lock: HeldLock,
+    ) -> Result<TreeStats> {
+        let _ = std::fs::remove_file(self.dir.join(ACTIVE_DIR).join(id.as_str()));
+        let mut trash = format!(".trash-{id}");
+        // A crashed earlier removal may have left `.trash-<id>`: never rename onto it.
+        let mut renamed = rename_noreplace(store_fd, id.as_str(), &trash);
+        if renamed == Err(Errno::EEXIST) || renamed == Err(Errno::ENOTEMPTY) {
+            trash = format!(".trash-{id}-{}", std::process::id());
+            renamed = rename_noreplace(store_fd, id.as_str(), &trash);
+        }
+        renamed.map_err(|e| Error::io("rename", self.dir.join(id.as_str()), e.into()))?;
+        let stats = fsutil::remove_tree_at(store_fd, &trash)
+            .map_err(|e| Error::io("remove", self.dir.join(&trash), e.into()))?;
+        drop(lock);
+        Ok(stats)
+    }
+}
+
+fn rename_noreplace(dir: &OwnedFd, from: &str, to: &str) -> nix::Result<()> {
+    nix::fcntl::renameat2(
+        Some(dir.as_raw_fd()),
+        from,
+        Some(dir.as_raw_fd()),
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
 }
 
 fn open_dir_at(store_fd: &OwnedFd, name: &str) -> nix::Result<OwnedFd> {
@@ -490,24 +544,11 @@ impl LiveSession {
         let _ = std::fs::remove_file(self.store_dir.join(ACTIVE_DIR).join(self.id.as_str()));
     }
 
-    /// Delete the session (`--rm`) while still holding its lock: rename it out of the
-    /// id namespace first so nothing can re-enter it, then remove the tree.
+    /// Delete the session (`--rm`) while still holding its lock.
     pub fn remove(self) -> Result<TreeStats> {
-        self.unlink_active();
-        let store_fd = open_dir_nofollow(&self.store_dir)
-            .map_err(|e| Error::io("open", &self.store_dir, e))?;
-        let trash = format!(".trash-{}", self.id);
-        nix::fcntl::renameat(
-            Some(store_fd.as_raw_fd()),
-            self.id.as_str(),
-            Some(store_fd.as_raw_fd()),
-            trash.as_str(),
-        )
-        .map_err(|e| Error::io("rename", &self.dir, e.into()))?;
-        let stats = fsutil::remove_tree_at(&store_fd, &trash)
-            .map_err(|e| Error::io("remove", self.store_dir.join(&trash), e.into()))?;
-        drop(self.lock);
-        Ok(stats)
+        let store = Store::new(self.store_dir);
+        let store_fd = store.open()?;
+        store.remove_locked(&store_fd, &self.id, self.lock)
     }
 }
 
