@@ -687,3 +687,40 @@ fn a_working_directory_under_tmp_stays_visible_while_tmp_is_private() {
         );
     }
 }
+
+#[test]
+fn background_processes_die_when_the_command_exits() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        let marker = format!("2{}.{}", std::process::id(), user.uid);
+        // The command leaves a daemon behind and exits at once.
+        let out = env.run(&[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            &format!("(setsid sleep {marker} &); sleep {marker} & exit 5"),
+        ]);
+        assert_eq!(out.status.code(), Some(5));
+        let alive = || {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .map(|c| String::from_utf8_lossy(&c).contains(&marker))
+                        .unwrap_or(false)
+                })
+                .count()
+        };
+        let t = Instant::now();
+        while alive() > 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(2),
+                "[{}] sandboxed processes outlived the session",
+                user.label()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

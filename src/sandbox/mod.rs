@@ -127,55 +127,115 @@ fn restore(m: &libc::sigset_t) {
 
 /// Wait for our child `pid`, forwarding signals that processes send us (kill(2),
 /// si_code <= 0); terminal signals already reached the command's process group. Past the
-/// wall-clock limit: SIGTERM, then SIGKILL after a grace period. Returns the raw wait
-/// status and whether the limit struck.
-fn supervise(pid: libc::pid_t, wait_set: &libc::sigset_t, timeout: Option<u64>) -> (i32, bool) {
+/// wall-clock limit: SIGTERM, then SIGKILL after a grace period.
+///
+/// With `status`, pid 1 of the sandbox reports the command's wait status on that pipe just
+/// before it exits, and we return as soon as it arrives: the kernel tears the sandbox's
+/// namespaces down (its mounts, the overlay, ipc and pid namespaces) before it tells the
+/// parent that pid 1 exited, and nobody needs to wait for that. pid 1 is reaped by init
+/// once we are gone; the processes left inside are already being killed with it.
+///
+/// Returns the command's status and whether the limit struck.
+fn supervise(
+    pid: libc::pid_t,
+    wait_set: &libc::sigset_t,
+    timeout: Option<u64>,
+    status: Option<&OwnedFd>,
+) -> (ExitStatus, bool) {
     use std::time::{Duration, Instant};
     let mut deadline = timeout.map(|s| Instant::now() + Duration::from_secs(s));
     let mut timed_out = false;
+    // SAFETY: a signalfd for signals that are blocked in this thread.
+    let sfd = unsafe { libc::signalfd(-1, wait_set, libc::SFD_CLOEXEC) };
+    let sfd = (sfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(sfd) });
+    let mut status = status;
     loop {
-        // SAFETY: waiting for signals in our blocked set.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let sig = match deadline {
-            None => unsafe { libc::sigwaitinfo(wait_set, &mut info) },
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                let ts = libc::timespec {
-                    tv_sec: left.as_secs() as libc::time_t,
-                    tv_nsec: left.subsec_nanos() as libc::c_long,
-                };
-                let r = unsafe { libc::sigtimedwait(wait_set, &mut info, &ts) };
-                if r < 0 && Errno::last() == Errno::EAGAIN {
-                    let (sig, next) = if timed_out {
-                        (libc::SIGKILL, None)
-                    } else {
-                        (libc::SIGTERM, Some(Instant::now() + KILL_GRACE))
-                    };
-                    timed_out = true;
-                    crate::debug!(
-                        "wall-clock limit: sending {} to {pid}",
-                        crate::session::meta::signal_name(sig)
-                    );
-                    // SAFETY: signalling our child.
-                    unsafe { libc::kill(pid, sig) };
-                    deadline = next;
-                    continue;
-                }
-                r
-            }
+        let timeout_ms = deadline.map_or(-1, |d| {
+            d.saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32
+        });
+        let mut fds = [
+            libc::pollfd {
+                fd: sfd.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: status.map_or(-1, |f| f.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: polling two fds we own (-1 entries are ignored).
+        let n = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                2,
+                if sfd.is_some() { timeout_ms } else { 100 },
+            )
         };
-        if sig < 0 {
+        if n < 0 {
             continue;
         }
-        if sig == libc::SIGCHLD {
-            let mut st = 0;
-            // SAFETY: non-blocking reap of our only child.
-            if unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) } == pid {
-                return (st, timed_out);
-            }
-        } else if info.si_code <= 0 {
+        if n == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            let (sig, next) = if timed_out {
+                (libc::SIGKILL, None)
+            } else {
+                (libc::SIGTERM, Some(Instant::now() + KILL_GRACE))
+            };
+            timed_out = true;
+            crate::debug!(
+                "wall-clock limit: sending {} to {pid}",
+                crate::session::meta::signal_name(sig)
+            );
             // SAFETY: signalling our child.
             unsafe { libc::kill(pid, sig) };
+            deadline = next;
+            continue;
+        }
+        if let Some(st) = status.filter(|_| fds[1].revents != 0) {
+            let mut raw = [0u8; 4];
+            if read_full(st, &mut raw) == 4 {
+                return (decode(i32::from_ne_bytes(raw)), timed_out);
+            }
+            // EOF: pid 1 died without reporting (killed from outside); its own wait status
+            // says how, below.
+            status = None;
+        }
+        let mut forward = None;
+        if let Some(sfd) = sfd.as_ref().filter(|_| fds[0].revents & libc::POLLIN != 0) {
+            // SAFETY: reading one signalfd_siginfo into a zeroed struct of that size.
+            let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+            let sz = std::mem::size_of::<libc::signalfd_siginfo>();
+            if unsafe {
+                libc::read(
+                    sfd.as_raw_fd(),
+                    (&mut si as *mut libc::signalfd_siginfo).cast(),
+                    sz,
+                )
+            } == sz as isize
+                && si.ssi_signo as i32 != libc::SIGCHLD
+                && si.ssi_code <= 0
+            {
+                forward = Some(si.ssi_signo as i32);
+            }
+        }
+        if let Some(sig) = forward {
+            // SAFETY: signalling our child.
+            unsafe { libc::kill(pid, sig) };
+            continue;
+        }
+        let mut st = 0;
+        // SAFETY: non-blocking reap of our only child (also covers a missing signalfd).
+        if unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) } == pid {
+            let mut raw = [0u8; 4];
+            if let Some(s) = status {
+                if read_full(s, &mut raw) == 4 {
+                    return (decode(i32::from_ne_bytes(raw)), timed_out);
+                }
+            }
+            return (decode(st), timed_out);
         }
     }
 }
@@ -208,12 +268,9 @@ pub fn launch_unsandboxed(plan: &Plan, started: impl FnOnce(u32)) -> Result<Laun
     };
     let pid = child.id() as libc::pid_t;
     started(pid as u32);
-    let (st, timed_out) = supervise(pid, &wait_set, plan.timeout_secs);
+    let (status, timed_out) = supervise(pid, &wait_set, plan.timeout_secs, None);
     restore(&orig_mask);
-    Ok(Launch::Exited {
-        status: decode(st),
-        timed_out,
-    })
+    Ok(Launch::Exited { status, timed_out })
 }
 
 /// Start the plan's command in its sandbox and supervise it to the end. `started` is
@@ -287,14 +344,7 @@ pub fn launch(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
         }));
     }
     started(pid as u32);
-    let (st, timed_out) = supervise(pid, &wait_set, plan.timeout_secs);
-    let mut raw = [0u8; 4];
-    let status = if read_full(&status_r, &mut raw) == 4 {
-        decode(i32::from_ne_bytes(raw))
-    } else {
-        // pid 1 itself died (killed from outside, or by the wall-clock limit): report how.
-        decode(st)
-    };
+    let (status, timed_out) = supervise(pid, &wait_set, plan.timeout_secs, Some(&status_r));
     restore(&orig_mask);
     Ok(Launch::Exited { status, timed_out })
 }

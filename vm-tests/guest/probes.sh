@@ -195,9 +195,10 @@ p_gc_timer() {
   u=~/.config/systemd/user
   [ -f $u/csbox-gc.service ] && [ -f $u/csbox-gc.timer ] || { fail gc-timer "no user units in $u: $out"; return; }
   [ -d "$old" ] || { fail gc-timer "the old session went before the timer fired"; return; }
-  # The test drop-in: fire 2 s after the timer starts instead of weekly.
+  # The test drop-in: fire 2 s after the timer starts instead of weekly (RandomizedDelaySec
+  # applies to every trigger, OnActiveSec too: zero it).
   mkdir -p $u/csbox-gc.timer.d
-  printf '[Timer]\nOnActiveSec=2s\nAccuracySec=1s\n' >$u/csbox-gc.timer.d/vmtest.conf
+  printf '[Timer]\nOnActiveSec=2s\nAccuracySec=1s\nRandomizedDelaySec=0\n' >$u/csbox-gc.timer.d/vmtest.conf
   systemctl --user daemon-reload && systemctl --user restart csbox-gc.timer || { fail gc-timer "systemctl --user restart csbox-gc.timer failed"; return; }
   t=0
   while [ -d "$old" ]; do
