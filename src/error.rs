@@ -41,10 +41,6 @@ pub enum Error {
         hint: Option<String>,
     },
 
-    /// A subcommand that a later milestone implements.
-    #[error("`csbox {0}` is not implemented yet")]
-    NotImplemented(&'static str),
-
     /// The command to run inside could not be started.
     #[error("{msg}")]
     Exec { msg: String, code: i32 },
@@ -90,7 +86,7 @@ impl Error {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::BadSession { .. } | Error::NotImplemented(_) => EXIT_USAGE,
+            Error::Usage(_) | Error::BadSession { .. } => EXIT_USAGE,
             Error::Exec { code, .. } => *code,
             Error::Io { .. } | Error::Sys { .. } | Error::Other(_) => EXIT_CSBOX,
         }
@@ -112,7 +108,7 @@ mod tests {
     #[test]
     fn exit_codes_follow_env_and_docker() {
         assert_eq!(Error::Usage("x".into()).exit_code(), 2);
-        assert_eq!(Error::NotImplemented("spec").exit_code(), 2);
+        assert_eq!(Error::BadSession { msg: "x".into() }.exit_code(), 2);
         assert_eq!(Error::Other("x".into()).exit_code(), 125);
         let e = Error::io("open", "/x", io::Error::from_raw_os_error(libc::ENOENT));
         assert_eq!(e.exit_code(), 125);

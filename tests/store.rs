@@ -161,7 +161,7 @@ fn meta_writer_child() {
     let id = SessionId::parse(&std::env::var("CSBOX_TEST_ID").unwrap()).unwrap();
     let mut s = store.enter(&id).unwrap();
     println!("READY");
-    let big = |c: char| Some(std::iter::repeat(c).take(256 * 1024).collect::<String>());
+    let big = |c: char| Some(std::iter::repeat_n(c, 256 * 1024).collect::<String>());
     loop {
         s.meta.name = big('a');
         s.write_meta().unwrap();

@@ -505,7 +505,7 @@ fn state_is_empty(dfd: &OwnedFd) -> bool {
     names
         .iter()
         .all(|n| STATE_SKELETON.iter().any(|s| s.as_bytes() == n.as_slice()))
-        && dir_names(&sfd, "sessions").map_or(true, |v| v.is_empty())
+        && dir_names(&sfd, "sessions").is_none_or(|v| v.is_empty())
 }
 
 impl LiveSession {
