@@ -43,6 +43,19 @@ fn snapshot(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// Host pids whose command line contains `marker` (a unique number given to `sleep`).
+fn pids_with_marker(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(marker))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 fn session_dirs(env: &TestEnv) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(env.sessions_dir())
         .map(|rd| {
@@ -275,17 +288,7 @@ fn sigkill_to_the_supervisor_leaves_no_sandboxed_process_alive() {
             ])
             .spawn()
             .unwrap();
-        let find = || -> Vec<u32> {
-            std::fs::read_dir("/proc")
-                .unwrap()
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|pid| {
-                    std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .map(|c| String::from_utf8_lossy(&c).contains(&marker))
-                        .unwrap_or(false)
-                })
-                .collect()
-        };
+        let find = || pids_with_marker(&marker);
         let t = Instant::now();
         while find().len() < 3 {
             assert!(
@@ -702,17 +705,7 @@ fn background_processes_die_when_the_command_exits() {
             &format!("(setsid sleep {marker} &); sleep {marker} & exit 5"),
         ]);
         assert_eq!(out.status.code(), Some(5));
-        let alive = || {
-            std::fs::read_dir("/proc")
-                .unwrap()
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|pid| {
-                    std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .map(|c| String::from_utf8_lossy(&c).contains(&marker))
-                        .unwrap_or(false)
-                })
-                .count()
-        };
+        let alive = || pids_with_marker(&marker).len();
         let t = Instant::now();
         while alive() > 0 {
             assert!(
