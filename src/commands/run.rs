@@ -35,23 +35,22 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .map(|r| store.resolve(r))
         .transpose()?;
     let build_plan = |id: &str, dir: &Path, mode| r.plan(id, dir, mode);
-
+    // The id is chosen before anything exists, so the one plan built here is both the
+    // check (paths expand, the working dir fits the profile) made before a session is
+    // created, and the plan that is launched: a new session is created under this id.
+    let id = session_id.clone().unwrap_or_default();
+    let mut plan = build_plan(
+        id.as_str(),
+        &store.dir.join(id.as_str()),
+        profile.claude.state,
+    )?;
     if args.dry_run {
-        let id = session_id.clone().unwrap_or_default();
-        let plan = build_plan(
-            id.as_str(),
-            &store.dir.join(id.as_str()),
-            profile.claude.state,
-        )?;
         println!(
             "{}",
             serde_json::to_string_pretty(&plan).expect("plan serialises")
         );
         return Ok(0);
     }
-    // Check the plan can be built (paths expand, the working dir fits the profile) before
-    // a session is made for it.
-    build_plan("check", &store.dir.join("check"), profile.claude.state)?;
     let mut status_sink = args
         .json_status
         .as_deref()
@@ -96,13 +95,12 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
         None => {
             // A new session's record is written once, already marked started: it is
             // published under its id only after it is locked, so nobody sees it unlocked.
-            r.new_session(&store, args.name.clone(), mark_started)?
+            r.new_session(&store, id.clone(), args.name.clone(), mark_started)?
         }
     };
     session.link_active()?;
-
-    let id = session.id.to_string();
-    let mut plan = build_plan(&id, &session.dir, profile.claude.state)?;
+    debug_assert_eq!(session.dir, store.dir.join(id.as_str()));
+    let id = id.to_string();
     let started = |sink: &mut Option<StatusSink>, pid: u32| {
         if let Some(s) = sink {
             s.line(serde_json::json!({"session": id, "pid": pid, "started": format_time(SystemTime::now())}));
@@ -114,7 +112,7 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
     } else {
         let mut r = sandbox::launch(&plan, |pid| started(&mut status_sink, pid));
         if let Ok(Launch::SetupFailed(f)) = &r {
-            if plan.state_mode == StateMode::Overlay && sandbox::is_overlay_refusal(f, &plan) {
+            if plan.state_mode == StateMode::Overlay && sandbox::is_overlay_refusal(f) {
                 crate::warn!(
                     "overlayfs is refused here ({}): falling back to a fresh ~/.claude for this session, with your shared config read-only (see `csbox doctor`)",
                     f.errno
@@ -213,11 +211,12 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
     pub fn new_session(
         &self,
         store: &Store,
+        id: SessionId,
         name: Option<String>,
         edit: impl FnOnce(&mut Metadata),
     ) -> Result<LiveSession> {
         let mut meta = Metadata::new(
-            SessionId::new(),
+            id,
             name,
             &self.profile.name,
             self.argv.clone(),
@@ -417,7 +416,7 @@ pub(crate) fn prepare_claude_root(paths: &Paths, store: &Store) -> Result<()> {
             .create(&paths.claude_root)
             .map_err(|e| Error::io("create", &paths.claude_root, e))?;
     }
-    store.ensure()?;
+    // The store itself is made by `Store::create` (a re-entered session's store exists).
     ensure_file(&paths.claude_root.join(".credentials.json"), b"{}\n")?;
     ensure_file(&paths.claude_json, b"{}\n")?;
     let link = paths.legacy_sessions_link();

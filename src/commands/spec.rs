@@ -5,7 +5,7 @@ use crate::cli::SpecArgs;
 use crate::commands::run::{prepare_claude_root, Resolved};
 use crate::error::{Error, Result};
 use crate::oci::{self, Target};
-use crate::session::Store;
+use crate::session::{SessionId, Store};
 
 /// The session an exported spec names when none is asked for: a preview, not runnable.
 const PREVIEW_ID: &str = "PREVIEW";
@@ -16,7 +16,7 @@ pub fn spec(args: SpecArgs) -> Result<i32> {
     let mut notes = Vec::new();
     let (id, dir) = if args.new {
         prepare_claude_root(&r.paths, &store)?;
-        let s = r.new_session(&store, None, |_| {})?;
+        let s = r.new_session(&store, SessionId::new(), None, |_| {})?;
         eprintln!("csbox spec: created session {} for this spec", s.id);
         (s.id.to_string(), s.dir.clone())
     } else if let Some(reference) = &args.session {

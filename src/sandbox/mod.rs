@@ -418,8 +418,7 @@ fn describe_failure(
 
 /// True when a setup failure is the overlay mount being refused, so the caller may fall
 /// back to the fresh-state mode.
-pub fn is_overlay_refusal(f: &SetupFailure, plan: &Plan) -> bool {
-    let _ = plan;
+pub fn is_overlay_refusal(f: &SetupFailure) -> bool {
     matches!(&f.error, Error::Sys { what, .. } if what.starts_with("mount(\"overlay\""))
         && matches!(
             f.errno,
