@@ -280,6 +280,11 @@ pub unsafe fn child_main(p: &Prepared, f: &Fds) -> ! {
     }
     // 3. Every source, opened before any mount can hide or redirect it.
     for (k, (path, fd)) in p.sources.iter().enumerate() {
+        // The reserved numbers lie above every fd open when they were chosen, the pipes
+        // included; never let a source replace one of them.
+        if *fd == f.err_w || *fd == f.status_w {
+            fail(f.err_w, STEP_SOURCE + k as u32, libc::EBADF);
+        }
         let t = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
         if t < 0 {
             fail(f.err_w, STEP_SOURCE + k as u32, errno());

@@ -276,10 +276,13 @@ pub fn launch_unsandboxed(plan: &Plan, started: impl FnOnce(u32)) -> Result<Laun
 /// Start the plan's command in its sandbox and supervise it to the end. `started` is
 /// called once the command has been exec'd, with the host pid of the sandbox's pid 1.
 pub fn launch(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
-    let prepared = prepare::prepare(plan)?;
-    let (wait_set, orig_mask) = block_signals();
+    // The pipes first: prepare() reserves the fd numbers above every open fd for the
+    // sources the child opens, and a pipe made afterwards could take one of them (the
+    // child's dup3 would then replace it, and the command's status would be lost).
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
+    let prepared = prepare::prepare(plan)?;
+    let (wait_set, orig_mask) = block_signals();
     let fds = Fds {
         err_w: err_w.as_raw_fd(),
         status_w: status_w.as_raw_fd(),
