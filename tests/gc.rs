@@ -235,6 +235,31 @@ fn old_young_empty_and_orphaned_sessions_are_each_handled_right() {
     assert_eq!(removed_ids(&v), [young]);
 }
 
+/// `csbox spec --new` makes a session for a bundle that runc runs without csbox: nothing
+/// holds its lock and its layer starts empty, yet a gc timer firing before the job writes
+/// must not pull its layer away. It goes by age only.
+#[test]
+fn a_session_made_for_an_oci_bundle_is_not_removed_as_empty() {
+    let env = TestEnv::new(As::me());
+    let out = env.run(&["spec", "--new", "--", "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let exported = ids(&env).pop().expect("spec --new made a session");
+    assert_eq!(state_of(&env, &exported).as_deref(), Some("created"));
+    let empty = run_session(&env, &["true"]);
+
+    let (out, v) = gc(&env, &[]);
+    assert!(out.status.success());
+    assert_eq!(removed_ids(&v), std::slice::from_ref(&empty), "{v}");
+    assert!(list_has(&v, "kept_young", &exported), "{v}");
+    assert!(session_dir(&env, &exported).join("state").is_dir());
+    let (_, v) = gc(&env, &["--empty"]);
+    assert!(removed_ids(&v).is_empty(), "{v}");
+
+    backdate(&session_dir(&env, &exported), DAY * 8);
+    let (_, v) = gc(&env, &[]);
+    assert_eq!(reasons_of(&v, &exported), ["old"], "{v}");
+}
+
 #[test]
 fn empty_and_orphaned_flags_restrict_the_run_to_those_kinds() {
     let env = TestEnv::new(As::me());

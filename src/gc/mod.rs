@@ -209,6 +209,7 @@ fn candidate(store_fd: &OwnedFd, info: &SessionInfo, policy: &Policy) -> Candida
         id: info.id.clone(),
         active,
         empty: info.empty,
+        never_started: info.state == State::Created,
         orphaned,
         last_activity: ended
             .or(tree.and_then(|t| t.newest_mtime))

@@ -50,6 +50,10 @@ pub struct Candidate {
     pub active: bool,
     /// Its state holds nothing but the skeleton.
     pub empty: bool,
+    /// It was created and never started: `csbox spec --new` made it for a bundle that an
+    /// OCI runtime runs without csbox, so no lock shows that it is in use. Such a session
+    /// goes only by age (or `--max-size`), never as "empty".
+    pub never_started: bool,
     /// Why it is orphaned, if it is.
     pub orphaned: Option<String>,
     /// The end time in session.json, or else the newest mtime in the session.
@@ -111,7 +115,7 @@ pub fn select(cands: &[Candidate], policy: &Policy, now: SystemTime) -> Vec<Deci
                     idle_days: idle.as_secs() / DAY.as_secs(),
                 });
             }
-            if policy.empty && c.empty {
+            if policy.empty && c.empty && !c.never_started {
                 reasons.push(Reason::Empty);
             }
             if let (true, Some(why)) = (policy.orphaned, &c.orphaned) {
@@ -189,6 +193,7 @@ mod tests {
             id: SessionId::new(),
             active: false,
             empty: false,
+            never_started: false,
             orphaned: None,
             last_activity: now() - DAY * days_idle as u32 - Duration::from_secs(1),
             size: Some(100),
@@ -217,6 +222,24 @@ mod tests {
         assert_eq!(d[1], Decision::KeepYoung);
         assert_eq!(d[2], Decision::Remove(vec![Reason::Empty]));
         assert!(matches!(&d[3], Decision::Remove(r) if matches!(r[0], Reason::Orphaned { .. })));
+    }
+
+    #[test]
+    fn a_never_started_session_goes_by_age_not_as_empty() {
+        let p = default_policy();
+        let exported = |days| Candidate {
+            empty: true,
+            never_started: true,
+            ..cand(days)
+        };
+        let d = select(&[exported(0), exported(8)], &p, now());
+        assert_eq!(d[0], Decision::KeepYoung);
+        assert_eq!(d[1], Decision::Remove(vec![Reason::Old { idle_days: 8 }]));
+        let only_empty = Policy::from_flags(None, true, false, None);
+        assert_eq!(
+            select(&[exported(30)], &only_empty, now())[0],
+            Decision::KeepUnselected
+        );
     }
 
     #[test]
