@@ -130,7 +130,13 @@ fn script(path: &Path, body: &str) {
 
 impl Updater {
     fn npm_global(installed: &str, registry: Registry) -> Self {
-        let env = TestEnv::new(As::me());
+        Self::npm_global_as(As::me(), installed, registry)
+    }
+
+    /// The home belongs to `user`; the npm prefix, the stubs and their state to whoever
+    /// runs the test (root, when `user` is not: a system-wide npm).
+    fn npm_global_as(user: As, installed: &str, registry: Registry) -> Self {
+        let env = TestEnv::new(user);
         let dir = env.dir.path().to_path_buf();
         let state = dir.join("state");
         std::fs::create_dir_all(&state).unwrap();
@@ -878,4 +884,95 @@ fn a_due_background_check_waits_for_the_last_session_instead_of_a_whole_interval
     assert!(background_check(&u, name, &[]).0);
     let a = u.wait_for_attempts(1, Duration::from_secs(20));
     assert_eq!(a[0]["outcome"], "up-to-date");
+}
+
+/// A sudoers drop-in that is removed again when the test ends, however it ends.
+struct SudoersDropIn(PathBuf);
+
+impl SudoersDropIn {
+    fn install(line: &str) -> Self {
+        // sudo ignores drop-ins whose name contains a dot.
+        let path = PathBuf::from(format!(
+            "/etc/sudoers.d/csbox-test-update-{}",
+            std::process::id()
+        ));
+        std::fs::write(&path, format!("{line}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
+        let guard = SudoersDropIn(path);
+        let check = Command::new("visudo")
+            .arg("-cf")
+            .arg(&guard.0)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "visudo rejects {line:?}: {}",
+            stderr(&check)
+        );
+        guard
+    }
+}
+
+impl Drop for SudoersDropIn {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A system-wide npm (its prefix belongs to root) and an unprivileged user: csbox installs
+/// through `sudo -n` with exactly the command that the README's sudoers line allows. With
+/// the real sudo and no such line, the update fails cleanly and says what to add; with the
+/// README's line (its npm path adjusted, as the README says), the same update installs.
+#[test]
+fn a_root_owned_npm_prefix_installs_through_sudo_with_the_readme_sudoers_line() {
+    if As::me().uid != 0 {
+        cannot_run("writing a sudoers drop-in needs root");
+        return;
+    }
+    if !Path::new("/usr/bin/sudo").exists() || !Path::new("/usr/sbin/visudo").exists() {
+        cannot_run("sudo is not installed (.ci/run installs it: apt-get install sudo)");
+        return;
+    }
+    let user = users().into_iter().find(|u| u.uid != 0).unwrap();
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(user.uid))
+        .unwrap()
+        .unwrap()
+        .name;
+    let u = Updater::npm_global_as(user, OLD, Registry::recorded());
+    let npm = u.bin_dirs[1].join("npm");
+
+    let out = u.update(&["--yes"]);
+    assert!(!out.status.success(), "installed without a sudoers line?");
+    let err = stderr(&out);
+    // sudo clears the environment: the registry the version came from rides along as an
+    // argument, which the sudoers line's trailing `*` allows.
+    let command = format!(
+        "sudo -n {} install -g @anthropic-ai/claude-code@{LATEST} --registry={}",
+        npm.display(),
+        u.registry.url
+    );
+    assert!(err.contains(&command) && err.contains("sudoers"), "{err}");
+    assert_eq!(u.npm_args(), None, "npm never ran");
+    assert_eq!(u.installed(), OLD);
+    assert_eq!(u.last_attempt()["outcome"], "failed");
+
+    // The README's line, with `command -v npm` for /usr/bin/npm.
+    let _line = SudoersDropIn::install(&format!(
+        "{name} ALL=(ALL) NOPASSWD: {} install -g @anthropic-ai/claude-code@*",
+        npm.display()
+    ));
+    let out = u.update(&["--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        u.npm_args().as_deref(),
+        Some(
+            format!(
+                "install -g @anthropic-ai/claude-code@{LATEST} --registry={}\n",
+                u.registry.url
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(u.installed(), LATEST);
+    assert_eq!(u.last_attempt()["outcome"], "installed");
 }

@@ -78,12 +78,16 @@ pub fn detect_method(claude: &Path) -> Method {
 /// The argv that installs exactly `version` the way `method` did. `npm` is the npm to use;
 /// `prefix_writable` false means npm runs through `sudo -n`, which fails instead of asking
 /// for a password (the README shows the sudoers line that allows exactly this command).
+/// sudo resets the environment, so a `registry` other than npm's default (the one the
+/// version was found in) goes on the command line there; otherwise npm gets it through
+/// its environment.
 pub fn installer_argv(
     method: &Method,
     claude: &Path,
     npm: &Path,
     version: &Version,
     prefix_writable: bool,
+    registry: Option<&str>,
 ) -> Option<Vec<OsString>> {
     let v = version.to_string();
     match method {
@@ -98,6 +102,9 @@ pub fn installer_argv(
                 "-g".into(),
                 format!("{PACKAGE}@{v}").into(),
             ]);
+            if let (false, Some(r)) = (prefix_writable, registry) {
+                argv.push(format!("--registry={r}").into());
+            }
             Some(argv)
         }
         Method::Native => Some(vec![claude.into(), "install".into(), v.into()]),
@@ -262,6 +269,7 @@ mod tests {
                 "/usr/bin/npm".as_ref(),
                 &v,
                 w,
+                None,
             )
         };
         let line = |a: Option<Vec<OsString>>| {
@@ -285,5 +293,25 @@ mod tests {
             "/home/u/.local/bin/claude install 2.1.330"
         );
         assert_eq!(argv(&Method::Unknown, true), None);
+        // A registry other than npm's default survives sudo's cleared environment as an
+        // argument (the README's sudoers line ends in `*`, which allows it).
+        let with_registry = |w| {
+            installer_argv(
+                &npm,
+                "/u/claude".as_ref(),
+                "/usr/bin/npm".as_ref(),
+                &v,
+                w,
+                Some("https://npm.example/"),
+            )
+        };
+        assert_eq!(
+            line(with_registry(false)),
+            "sudo -n /usr/bin/npm install -g @anthropic-ai/claude-code@2.1.330 --registry=https://npm.example/"
+        );
+        assert_eq!(
+            line(with_registry(true)),
+            "/usr/bin/npm install -g @anthropic-ai/claude-code@2.1.330"
+        );
     }
 }

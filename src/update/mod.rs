@@ -174,7 +174,11 @@ fn check_and_install(
         return Ok(Outcome::Available);
     }
 
-    let argv = installer_for(&method, &claude, paths, &target)?;
+    let registry = env
+        .csbox_registry
+        .as_deref()
+        .or(env.npm_registry.as_deref());
+    let argv = installer_for(&method, &claude, paths, &target, registry)?;
     if !args.yes
         && std::io::stdin().is_terminal()
         && std::io::stderr().is_terminal()
@@ -223,6 +227,7 @@ fn installer_for(
     claude: &std::path::Path,
     paths: &Paths,
     target: &Version,
+    registry: Option<&str>,
 ) -> std::result::Result<Vec<std::ffi::OsString>, String> {
     let (npm, writable) = match method {
         Method::NpmGlobal { prefix } => {
@@ -233,7 +238,7 @@ fn installer_for(
         }
         _ => (Default::default(), true),
     };
-    install::installer_argv(method, claude, &npm, target, writable).ok_or_else(|| {
+    install::installer_argv(method, claude, &npm, target, writable, registry).ok_or_else(|| {
         format!(
             "cannot tell how {} was installed (it is neither under an npm global prefix nor in ~/.local/share/claude/versions); update it yourself",
             claude.display()
