@@ -976,3 +976,54 @@ fn a_root_owned_npm_prefix_installs_through_sudo_with_the_readme_sudoers_line() 
     assert_eq!(u.installed(), LATEST);
     assert_eq!(u.last_attempt()["outcome"], "installed");
 }
+
+/// The background check that `csbox run` starts at session end may run for minutes (here
+/// the registry hangs for its 5 s timeout). It must not hold the fds the caller inherited:
+/// a CI runner that reads a pipe until EOF would otherwise wait for the check too.
+#[test]
+fn the_background_check_holds_none_of_the_callers_fds() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let u = Updater::npm_global(OLD, Registry::always(Reply::Hang));
+    if !sessions_work(&u) {
+        return;
+    }
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 into a local array; both ends are owned below.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let w_fd = w.as_raw_fd();
+    let mut cmd = u.csbox(&["run", "--rm", "--", "true"]);
+    cmd.env_remove("CSBOX_NO_UPDATE")
+        .env("CSBOX_UPDATE_INTERVAL", "3600")
+        .env("NO_PROXY", "127.0.0.1");
+    // SAFETY: dup2 only, between fork and exec. dup2 clears CLOEXEC on fd 3: csbox
+    // inherits the write end as a shell or a runner would hand it over.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(w_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let exited = Instant::now();
+    assert!(out.status.success(), "{}", stderr(&out));
+    drop(w);
+    let mut reader = std::fs::File::from(r);
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    let eof_after = exited.elapsed();
+    // The check did start, and hung on the registry after csbox had gone.
+    let a = u.wait_for_attempts(1, Duration::from_secs(20));
+    assert_eq!(a.len(), 1, "no background check ran: {}", u.log());
+    assert!(
+        a[0]["reason"].as_str().unwrap_or("").contains("within 5 s"),
+        "{a:?}"
+    );
+    assert!(
+        eof_after < Duration::from_secs(2),
+        "the pipe csbox inherited stayed open {eof_after:?} after it exited"
+    );
+}

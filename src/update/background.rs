@@ -133,6 +133,17 @@ fn spawn_detached(exe: &Path, log: File) -> std::io::Result<()> {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Whatever the caller inherited beyond stdio (a CI runner's pipe, a shell's
+            // fds) closes at exec: the check may outlive the caller by minutes, and a
+            // reader waiting for EOF on such a pipe would wait for it too. CLOEXEC rather
+            // than close keeps std's exec-error pipe working. Before Linux 5.11 this
+            // fails (EINVAL) and nothing changes.
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             // Double fork: the intermediate exits at once and is reaped below, so the check
             // is adopted by init and never becomes a child that `csbox run` (which waits
             // for its own children) would see or have to reap.
