@@ -181,7 +181,7 @@ fn ci_wall_clock_limit_kills_and_reports() {
 fn compat_creates_no_namespace_and_sets_claude_config_dir() {
     for user in users() {
         let env = TestEnv::new(user);
-        let out = env.run(&["run", "--profile", "compat", "--keep", "--", "sh", "-c", "readlink /proc/self/ns/user /proc/self/ns/mnt /proc/self/ns/pid; echo $CLAUDE_CONFIG_DIR; echo h > $CLAUDE_CONFIG_DIR/history.jsonl"]);
+        let out = env.run(&["run", "--profile", "compat", "--keep", "--", "sh", "-c", "readlink /proc/self/ns/user /proc/self/ns/mnt /proc/self/ns/pid; echo $CLAUDE_CONFIG_DIR; echo h > $CLAUDE_CONFIG_DIR/history.jsonl; cd $CLAUDE_CONFIG_DIR && cat settings.json CLAUDE.md skills/x/SKILL.md && echo '{\"login\":1}' > .credentials.json"]);
         assert!(out.status.success());
         assert!(stderr(&out).contains("NO SANDBOX"), "it says so loudly");
         let o = stdout(&out);
@@ -207,6 +207,19 @@ fn compat_creates_no_namespace_and_sets_claude_config_dir() {
             std::fs::read_to_string(env.claude_root().join("history.jsonl")).unwrap(),
             "{\"display\":\"old\"}\n",
             "the real history is untouched"
+        );
+        // Like a sandboxed session, it has the user's settings, memory, skills and login.
+        assert_eq!(
+            lines[4..],
+            ["{\"hooks\":{}}", "be nice", "# skill x"],
+            "[{}] the shared config is there",
+            user.label()
+        );
+        assert_eq!(
+            std::fs::read_to_string(env.claude_root().join(".credentials.json")).unwrap(),
+            "{\"login\":1}\n",
+            "[{}] a login inside reaches the real ~/.claude",
+            user.label()
         );
     }
 }
