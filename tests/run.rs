@@ -775,3 +775,55 @@ fn background_processes_die_when_the_command_exits() {
         }
     }
 }
+
+/// `csbox run` with no command runs Claude Code: `CLAUDE_BIN`, else `claude` on PATH. When
+/// there is none, it says how to install it, exits 127, and makes no session.
+#[test]
+fn without_a_command_it_runs_claude_bin_or_says_how_to_install_claude() {
+    use std::os::unix::fs::PermissionsExt;
+    for user in users() {
+        let env = TestEnv::new(user);
+        let bin = env.home.join("bin/my-claude");
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\necho \"claude pid=$$ args=$# dir=$CLAUDE_CONFIG_DIR auto=$DISABLE_AUTOUPDATER\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        env.chown_all(&env.home);
+        let out = env
+            .csbox(&["run", "--rm"])
+            .env("CLAUDE_BIN", &bin)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "[{}] {}", user.label(), stderr(&out));
+        assert_eq!(
+            stdout(&out).trim(),
+            format!(
+                "claude pid=2 args=0 dir={} auto=1",
+                env.claude_root().display()
+            ),
+            "[{}] CLAUDE_BIN ran inside, as the command after pid 1",
+            user.label()
+        );
+
+        let empty = env.home.join("empty-path");
+        std::fs::create_dir_all(&empty).unwrap();
+        let out = env.csbox(&["run"]).env("PATH", &empty).output().unwrap();
+        assert_eq!(out.status.code(), Some(127), "[{}]", user.label());
+        let err = stderr(&out);
+        assert!(
+            err.contains("claude is not installed")
+                && err.contains("npm install -g @anthropic-ai/claude-code")
+                && err.contains("csbox run -- "),
+            "[{}] {err}",
+            user.label()
+        );
+        assert_eq!(
+            env.ls_json().as_array().unwrap().len(),
+            0,
+            "no session made"
+        );
+    }
+}
