@@ -337,7 +337,18 @@ fn a_read_only_claude_root_fails_for_an_unprivileged_user() {
 fn a_container_is_reported_with_its_evidence() {
     let env = TestEnv::new(As::me());
     let v = doctor(&env);
-    for f in ["/.dockerenv", "/run/.containerenv"] {
+    let markers = ["/.dockerenv", "/run/.containerenv"];
+    if !markers.iter().any(|f| Path::new(f).exists()) {
+        eprintln!("note: no container marker here; only checking that none is claimed");
+        for f in markers {
+            assert!(
+                !text(&v, "container").contains(f),
+                "{}",
+                text(&v, "container")
+            );
+        }
+    }
+    for f in markers {
         if Path::new(f).exists() {
             assert_eq!(status(&v, "container"), "warn");
             assert!(
