@@ -60,9 +60,10 @@ pub fn openat_nofollow(
 /// Replace `dir/name` with `bytes` so that a reader only ever sees the old or the new
 /// content, even if the writer is killed half-way: write a temp file, rename it over.
 /// `durable` also fsyncs the file before the rename and the directory after it, so the new
-/// content survives a power cut. Session records are written without it: they are on the
-/// launch path (each fsync costs about a millisecond), the rename alone keeps them whole
-/// against a killed writer, and ext4/btrfs flush a file replaced by rename anyway.
+/// content survives a power cut. A session's record is durable when it is created (a crash
+/// must not publish an empty one, which gc would take for an orphan) and when the session
+/// ends; the re-entry update replaces a valid record and goes without (the rename alone
+/// keeps it whole against a killed writer).
 pub fn atomic_write(dir: &Path, name: &str, bytes: &[u8], mode: u32, durable: bool) -> Result<()> {
     let dfd = open_dir_nofollow(dir).map_err(|e| Error::io("open directory", dir, e))?;
     atomic_write_at(&dfd, dir, name, bytes, mode, durable)

@@ -31,7 +31,7 @@ fn lock_holder_child() {
     let mut s = store.create(meta, None).unwrap();
     s.meta.started = Some(std::time::SystemTime::now());
     s.meta.supervisor_pid = Some(std::process::id());
-    s.write_meta().unwrap();
+    s.write_meta(false).unwrap();
     s.link_active().unwrap();
     println!("ID {}", s.id);
     std::thread::sleep(Duration::from_secs(600));
@@ -164,9 +164,9 @@ fn meta_writer_child() {
     let big = |c: char| Some(std::iter::repeat_n(c, 256 * 1024).collect::<String>());
     loop {
         s.meta.name = big('a');
-        s.write_meta().unwrap();
+        s.write_meta(false).unwrap();
         s.meta.name = big('b');
-        s.write_meta().unwrap();
+        s.write_meta(false).unwrap();
     }
 }
 
@@ -272,4 +272,52 @@ fn unimplemented_subcommands_say_so_with_exit_2_and_help_describes_them() {
     assert_eq!(out.status.code(), Some(2));
     let out = env.run(&["ls", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// session.json is written tmp + rename, and its data reaches the disk (fdatasync) before
+/// the rename when a session is created and when it ends: after a crash gc must never find
+/// an empty record, which would make a young session "orphaned". Nothing else on the
+/// launch path syncs (startup speed): `--rm` syncs only the creation record.
+#[test]
+fn session_records_are_synced_at_creation_and_at_the_end_only() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        cannot_run("strace is not installed (.ci/run installs it)");
+        return;
+    }
+    let env = TestEnv::new(As::me());
+    for (args, want) in [
+        (&["run", "--", "true"][..], 2),
+        (&["run", "--rm", "--", "true"][..], 1),
+    ] {
+        let trace = env.dir.path().join("trace");
+        let out = env
+            .command("strace")
+            .args([
+                "-f",
+                "-qq",
+                "-e",
+                "trace=fsync,fdatasync,sync_file_range",
+                "-e",
+                "signal=none",
+                "-o",
+            ])
+            .arg(&trace)
+            .arg(env!("CARGO_BIN_EXE_csbox"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let t = std::fs::read_to_string(&trace).unwrap();
+        // Each durable write: fdatasync of the record, then fsync of its directory (the
+        // rename).
+        let count = |call: &str| t.lines().filter(|l| l.contains(call)).count();
+        assert_eq!(count(" fdatasync("), want, "{args:?}: {t}");
+        assert_eq!(count(" fsync("), want, "{args:?}: {t}");
+        assert_eq!(count("sync"), 2 * want, "{args:?}: {t}");
+        assert!(t.lines().all(|l| l.ends_with("= 0")), "{t}");
+    }
 }

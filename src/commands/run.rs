@@ -89,7 +89,8 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
             s.meta.command = argv.clone();
             s.meta.cwd = cwd.clone();
             s.meta.profile = profile.name.clone();
-            s.write_meta()?;
+            // Replaces a valid record: after a crash the previous one is still there.
+            s.write_meta(false)?;
             s
         }
         None => {
@@ -298,7 +299,9 @@ fn finish(
     if remove {
         session.remove()?;
     } else {
-        session.write_meta()?;
+        // The end record is the one gc and `ls` go by; the command is over, so the
+        // fdatasync delays nobody's start.
+        session.write_meta(true)?;
     }
     if let Some(e) = err {
         return Err(e);

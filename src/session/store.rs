@@ -161,7 +161,10 @@ impl Store {
                     .map_err(|e| Error::io("create", &p, e))?;
                 std::io::Write::write_all(&mut f, seed).map_err(|e| Error::io("write", &p, e))?;
             }
-            fsutil::atomic_write_at(&dfd, &sdir, META_FILE, &meta.to_json(), 0o600, false)?;
+            // Durable: the staging dir is renamed into place right after, and a crash must
+            // not publish a session whose record is empty (gc removes a session without a
+            // valid record as orphaned, whatever its age).
+            fsutil::atomic_write_at(&dfd, &sdir, META_FILE, &meta.to_json(), 0o600, true)?;
             Ok((dfd, lock))
         })();
         let (dfd, lock) = match result {
@@ -521,14 +524,17 @@ impl LiveSession {
         self.lock.fd()
     }
 
-    pub fn write_meta(&self) -> Result<()> {
+    /// Replace session.json (tmp + rename: readers see the old or the new record). With
+    /// `durable`, the new record's data reaches the disk before the rename; without, a
+    /// crash may leave the previous (valid) record.
+    pub fn write_meta(&self, durable: bool) -> Result<()> {
         fsutil::atomic_write_at(
             &self.dir_fd,
             &self.dir,
             META_FILE,
             &self.meta.to_json(),
             0o600,
-            false,
+            durable,
         )
     }
 
