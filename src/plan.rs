@@ -250,6 +250,18 @@ pub fn build(input: &PlanInput) -> Result<Plan, String> {
             p.home.display()
         ));
     }
+    // A read-only project is a read-only bind of the working directory, mounted after the
+    // ~/.claude view: over the home (or the view itself) it would hide that view.
+    let project_ro = prof.project == Access::Ro;
+    if project_ro && (p.claude_root.starts_with(cwd) || cwd.starts_with(&p.claude_root)) {
+        return Err(format!(
+            "profile {:?} makes the project directory read-only, and the working directory {} {} {}: cd into a project first",
+            prof.name,
+            cwd.display(),
+            if cwd.starts_with(&p.claude_root) { "is inside" } else { "holds" },
+            p.claude_root.display()
+        ));
+    }
     let mut tmpfs_roots: Vec<PathBuf> = Vec::new();
     let in_tmpfs = |roots: &Vec<PathBuf>, d: &Path| roots.iter().any(|r| d.starts_with(r));
     let mut mounts = vec![MountOp::MakeSlave { path: "/".into() }];
@@ -322,17 +334,13 @@ pub fn build(input: &PlanInput) -> Result<Plan, String> {
         read_only: false,
     });
     tmpfs_roots.push("/tmp".into());
-    // 7. The project (and, under a hidden home, the command itself) stay visible.
+    // 7. The project (and, under a hidden home, the command itself) stay visible; a
+    //    read-only project is bound read-only wherever it is.
     if (cwd.starts_with("/tmp") && cwd != Path::new("/tmp"))
         || (hidden_home && cwd.starts_with(&p.home))
+        || project_ro
     {
-        mounts.push(bind(
-            cwd,
-            cwd,
-            hidden_home && prof.project == Access::Ro,
-            false,
-            true,
-        ));
+        mounts.push(bind(cwd, cwd, project_ro, false, true));
     }
     let exe_real = crate::paths::canonical_or_self(&input.exe);
     if hidden_home && exe_real.starts_with(&p.home) {
@@ -497,9 +505,13 @@ mod tests {
     }
 
     fn plan_with(profile: &str, mode: StateMode, cwd: &str) -> Result<Plan, String> {
+        let prof = crate::profile::load(profile, Path::new("/nonexistent")).unwrap();
+        plan_for(&prof, mode, cwd)
+    }
+
+    fn plan_for(prof: &Profile, mode: StateMode, cwd: &str) -> Result<Plan, String> {
         let p = paths();
         let dir = p.sessions_dir.join("0193");
-        let prof = crate::profile::load(profile, Path::new("/nonexistent")).unwrap();
         build(&PlanInput {
             paths: &p,
             session_id: "0193",
@@ -513,9 +525,27 @@ mod tests {
             uid: 1000,
             gid: 1000,
             state_mode: mode,
-            profile: &prof,
+            profile: prof,
             exe: "/usr/bin/claude".into(),
         })
+    }
+
+    #[test]
+    fn a_read_only_project_is_bound_read_only_also_with_the_home_visible() {
+        let mut prof = crate::profile::load("default", Path::new("/nonexistent")).unwrap();
+        prof.project = Access::Ro;
+        let build_in = |cwd: &str| plan_for(&prof, StateMode::Overlay, cwd);
+        let plan = build_in("/home/u/proj").unwrap();
+        let proj = pos(
+            &plan,
+            |m| matches!(m, MountOp::Bind { dst, read_only: true, .. } if dst == Path::new("/home/u/proj")),
+        );
+        let view = pos(&plan, |m| matches!(m, MountOp::Overlay { .. }));
+        assert!(proj > view, "bound after the ~/.claude view");
+        for cwd in ["/home/u", "/", "/home/u/.claude/skills"] {
+            let e = build_in(cwd).unwrap_err();
+            assert!(e.contains("cd into a project"), "{cwd}: {e}");
+        }
     }
 
     fn pos(plan: &Plan, f: impl Fn(&MountOp) -> bool) -> usize {

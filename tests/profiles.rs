@@ -528,3 +528,64 @@ fn fresh_state_mode_keeps_isolation_and_shared_config_read_only() {
         assert!(!env.claude_root().join("skills/x/n").exists());
     }
 }
+
+/// The profile fields no built-in shows off, in a user profile chosen by `CSBOX_PROFILE`:
+/// a read-only project, a tmpfs over a host dir, an rlimit, a shared entry made private
+/// again, and (from `default`) nested user namespaces allowed.
+#[test]
+fn profile_fields_take_effect_inside_a_session_chosen_by_csbox_profile() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        let proj = project(&env);
+        std::fs::create_dir_all(env.home.join("scratch")).unwrap();
+        std::fs::write(env.home.join("scratch/keep"), "host").unwrap();
+        user_profile(
+            &env,
+            "fields",
+            r#"{ "extends": "default", "project": "ro", "tmpfs": ["~/scratch"],
+                 "rlimits": { "nofile": 123 }, "claude": { "private": ["skills"] } }"#,
+        );
+        let out = env
+            .csbox(&[
+                "run",
+                "--",
+                "sh",
+                "-c",
+                "ulimit -n; unshare -U true; echo nested=$?; touch inproj; echo proj=$?; \
+                 ls -A ~/scratch | tr '\\n' ' '; echo; touch ~/scratch/new; echo scratch=$?; \
+                 touch ~/.claude/skills/x/new; echo skills=$?",
+            ])
+            .env("CSBOX_PROFILE", "fields")
+            .current_dir(&proj)
+            .output()
+            .unwrap();
+        let (o, e) = (stdout(&out), stderr(&out));
+        let who = user.label();
+        eprintln!("[{who}] {o}\n{e}");
+        assert!(out.status.success(), "[{who}] {e}");
+        let lines: Vec<&str> = o.lines().collect();
+        assert_eq!(
+            lines,
+            ["123", "nested=0", "proj=1", "", "scratch=0", "skills=0"],
+            "[{who}] rlimit, nested userns, ro project, empty tmpfs, private skills"
+        );
+        assert!(e.contains("Read-only file system"), "[{who}] {e}");
+        assert!(!proj.join("inproj").exists());
+        let scratch: Vec<_> = std::fs::read_dir(env.home.join("scratch"))
+            .unwrap()
+            .map(|d| d.unwrap().file_name())
+            .collect();
+        assert_eq!(scratch, ["keep"], "[{who}] the tmpfs hid the host dir");
+        assert!(!env.claude_root().join("skills/x/new").exists(), "[{who}]");
+        let v = env.ls_json();
+        assert_eq!(
+            v[0]["meta"]["profile"], "fields",
+            "[{who}] CSBOX_PROFILE chose it: {v}"
+        );
+        let dir = PathBuf::from(v[0]["dir"].as_str().unwrap());
+        assert!(
+            dir.join("state/skills/x/new").exists(),
+            "[{who}] the private skills write landed in the session layer"
+        );
+    }
+}
