@@ -8,7 +8,7 @@
 #
 # Environment: RUNS (default 100), WARMUP (default 10), BENCH_USER (default csbox-test).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+[ "${1:-}" = "--as-user" ] || cd "$(dirname "$0")/.."
 RUNS="${RUNS:-100}"
 WARMUP="${WARMUP:-10}"
 
@@ -17,6 +17,8 @@ need=()
 command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v hyperfine >/dev/null || need+=(hyperfine)
 command -v unshare >/dev/null || need+=(util-linux)
+command -v python3 >/dev/null || need+=(python3)
+command -v pgrep >/dev/null || need+=(procps)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -35,10 +37,13 @@ if [ "$(id -u)" = 0 ]; then
   WORK="$(mktemp -d /var/tmp/csbox-bench.XXXXXX)"
   chmod 755 "$WORK"
   chown "$BENCH_USER": "$WORK"
-  # the binary must be reachable by the user
+  # The binary and this script must be reachable by the user (a checkout under /root is not).
   cp "$BIN" "$WORK/csbox" && chmod 755 "$WORK/csbox"
+  cp "$0" "$WORK/startup.sh" && chmod 755 "$WORK/startup.sh"
   trap 'rm -rf "$WORK"' EXIT
-  exec runuser -u "$BENCH_USER" -- env RUNS="$RUNS" WARMUP="$WARMUP" CSBOX_BIN="$WORK/csbox" WORK="$WORK" bash "$0" --as-user
+  cd /
+  runuser -u "$BENCH_USER" -- env RUNS="$RUNS" WARMUP="$WARMUP" CSBOX_BIN="$WORK/csbox" WORK="$WORK" bash "$WORK/startup.sh" --as-user
+  exit
 fi
 
 if [ "${1:-}" != "--as-user" ]; then
@@ -107,3 +112,12 @@ cs = r["csbox run -- /bin/true"]["mean"]
 print()
 print(f"csbox/bwrap ratio: {cs/bw:.2f} (goal ≤ 0.80)")
 PY
+
+# Memory while a session runs: the supervisor outside and pid 1 inside (VmRSS).
+"$CSBOX_BIN" run --rm -- sleep 3 &
+SUP=$!
+for _ in $(seq 50); do PID1=$(pgrep -P "$SUP" | head -1 || true); [ -n "$PID1" ] && break; sleep 0.05; done
+sleep 0.5
+rss() { awk '/^VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$1/status"; }
+echo "RSS while a session runs: supervisor $(rss "$SUP"), pid 1 inside $(rss "$PID1")"
+wait "$SUP"

@@ -549,7 +549,13 @@ pub fn write_bundle(dir: &Path, export: &Export) -> Result<()> {
         std::os::unix::fs::symlink(to, &link).map_err(|e| Error::io("symlink", &link, e))?;
     }
     let json = to_json(&export.spec)?;
-    crate::fsutil::atomic_write(dir, "config.json", json.as_bytes(), 0o644, true)
+    crate::fsutil::atomic_write(
+        dir,
+        "config.json",
+        json.as_bytes(),
+        0o644,
+        crate::fsutil::Durability::Full,
+    )
 }
 
 pub fn to_json(spec: &Spec) -> Result<String> {

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use crate::cli::RunArgs;
 use crate::error::{Error, Result, EXIT_CSBOX, EXIT_NOT_FOUND};
+use crate::fsutil::Durability;
 use crate::paths::{find_on_path, Paths};
 use crate::plan::{self, Plan, PlanInput, StateMode};
 use crate::profile::{self, Isolation, Network, Profile};
@@ -89,14 +90,30 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
             s.meta.command = argv.clone();
             s.meta.cwd = cwd.clone();
             s.meta.profile = profile.name.clone();
-            // Replaces a valid record: after a crash the previous one is still there.
-            s.write_meta(false)?;
+            s.write_meta(Durability::Content)?;
             s
         }
         None => {
             // A new session's record is written once, already marked started: it is
             // published under its id only after it is locked, so nobody sees it unlocked.
-            r.new_session(&store, id.clone(), args.name.clone(), mark_started)?
+            // Its fdatasync waits until the child is setting the sandbox up (below).
+            r.new_session(
+                &store,
+                id.clone(),
+                args.name.clone(),
+                mark_started,
+                Durability::Rename,
+            )?
+        }
+    };
+    // A new record reaches the disk while the child sets the sandbox up, off the startup
+    // path: only a crash within those milliseconds could leave it empty.
+    let mut unsynced = is_new;
+    let mut sync_record = || {
+        if std::mem::take(&mut unsynced) {
+            if let Err(e) = session.sync_meta() {
+                crate::warn!("{e}");
+            }
         }
     };
     session.link_active()?;
@@ -109,9 +126,13 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
     };
     let result = if plan.isolation == Isolation::None {
         link_shared_config(paths, profile, &session.state_dir());
-        sandbox::launch_unsandboxed(&plan, |pid| started(&mut status_sink, pid))
+        sandbox::launch_unsandboxed(&plan, &mut sync_record, |pid| {
+            started(&mut status_sink, pid)
+        })
     } else {
-        let mut r = sandbox::launch(&plan, |pid| started(&mut status_sink, pid));
+        let mut r = sandbox::launch(&plan, &mut sync_record, |pid| {
+            started(&mut status_sink, pid)
+        });
         if let Ok(Launch::SetupFailed(f)) = &r {
             if plan.state_mode == StateMode::Overlay && sandbox::is_overlay_refusal(f) {
                 crate::warn!(
@@ -119,7 +140,9 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
                     f.errno
                 );
                 plan = build_plan(&id, &session.dir, StateMode::Fresh)?;
-                r = sandbox::launch(&plan, |pid| started(&mut status_sink, pid));
+                r = sandbox::launch(&plan, &mut sync_record, |pid| {
+                    started(&mut status_sink, pid)
+                });
             }
         }
         r
@@ -215,6 +238,7 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
         id: SessionId,
         name: Option<String>,
         edit: impl FnOnce(&mut Metadata),
+        durability: Durability,
     ) -> Result<LiveSession> {
         let mut meta = Metadata::new(
             id,
@@ -224,7 +248,7 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
             self.cwd.clone(),
         );
         edit(&mut meta);
-        store.create(meta, Some(&claude_json_seed(&self.paths)?))
+        store.create(meta, Some(&claude_json_seed(&self.paths)?), durability)
     }
 }
 
@@ -299,9 +323,8 @@ fn finish(
     if remove {
         session.remove()?;
     } else {
-        // The end record is the one gc and `ls` go by; the command is over, so the
-        // fdatasync delays nobody's start.
-        session.write_meta(true)?;
+        // The end record is the one gc and `ls` go by.
+        session.write_meta(Durability::Content)?;
     }
     if let Some(e) = err {
         return Err(e);

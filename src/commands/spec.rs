@@ -16,7 +16,13 @@ pub fn spec(args: SpecArgs) -> Result<i32> {
     let mut notes = Vec::new();
     let (id, dir) = if args.new {
         prepare_claude_root(&r.paths, &store)?;
-        let s = r.new_session(&store, SessionId::new(), None, |_| {})?;
+        let s = r.new_session(
+            &store,
+            SessionId::new(),
+            None,
+            |_| {},
+            crate::fsutil::Durability::Content,
+        )?;
         eprintln!("csbox spec: created session {} for this spec", s.id);
         (s.id.to_string(), s.dir.clone())
     } else if let Some(reference) = &args.session {

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::cli::GcArgs;
 use crate::error::{Error, Result};
-use crate::fsutil::atomic_write;
+use crate::fsutil::{atomic_write, Durability};
 use crate::paths::{find_on_path, Paths};
 
 pub const SERVICE: &str = "csbox-gc.service";
@@ -151,8 +151,14 @@ pub fn command(args: &GcArgs, paths: &Paths) -> Result<i32> {
         return Ok(0);
     }
     std::fs::create_dir_all(&unit_dir).map_err(|e| Error::io("create", &unit_dir, e))?;
-    atomic_write(&unit_dir, SERVICE, service.as_bytes(), 0o644, true)?;
-    atomic_write(&unit_dir, TIMER, timer.as_bytes(), 0o644, true)?;
+    atomic_write(
+        &unit_dir,
+        SERVICE,
+        service.as_bytes(),
+        0o644,
+        Durability::Full,
+    )?;
+    atomic_write(&unit_dir, TIMER, timer.as_bytes(), 0o644, Durability::Full)?;
     println!("wrote {}", unit_dir.join(SERVICE).display());
     println!("wrote {}", unit_dir.join(TIMER).display());
     systemctl_or_print(

@@ -4,6 +4,7 @@
 //! A new session is built under a dot-name (`.new-<id>`), locked, and only then renamed to
 //! `<id>`, so gc never sees an unlocked half-made session.
 
+use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -121,7 +122,14 @@ impl Store {
     }
 
     /// Make a new session: skeleton, metadata, lock, then publish it under its id.
-    pub fn create(&self, meta: Metadata, seed_claude_json: Option<&[u8]>) -> Result<LiveSession> {
+    /// `durability` is the record's: [`fsutil::Durability::Content`] unless the caller
+    /// syncs it itself soon after ([`LiveSession::sync_meta`]).
+    pub fn create(
+        &self,
+        meta: Metadata,
+        seed_claude_json: Option<&[u8]>,
+        durability: fsutil::Durability,
+    ) -> Result<LiveSession> {
         self.ensure()?;
         let store_fd = self.open()?;
         let id = meta.id.clone();
@@ -161,10 +169,10 @@ impl Store {
                     .map_err(|e| Error::io("create", &p, e))?;
                 std::io::Write::write_all(&mut f, seed).map_err(|e| Error::io("write", &p, e))?;
             }
-            // Durable: the staging dir is renamed into place right after, and a crash must
-            // not publish a session whose record is empty (gc removes a session without a
-            // valid record as orphaned, whatever its age).
-            fsutil::atomic_write_at(&dfd, &sdir, META_FILE, &meta.to_json(), 0o600, true)?;
+            // The staging dir is renamed into place right after, and a crash must not
+            // leave a session whose record is empty (gc removes a session without a valid
+            // record as orphaned, whatever its age).
+            fsutil::atomic_write_at(&dfd, &sdir, META_FILE, &meta.to_json(), 0o600, durability)?;
             Ok((dfd, lock))
         })();
         let (dfd, lock) = match result {
@@ -524,10 +532,22 @@ impl LiveSession {
         self.lock.fd()
     }
 
-    /// Replace session.json (tmp + rename: readers see the old or the new record). With
-    /// `durable`, the new record's data reaches the disk before the rename; without, a
-    /// crash may leave the previous (valid) record.
-    pub fn write_meta(&self, durable: bool) -> Result<()> {
+    /// fdatasync session.json as it is now (a record created without it).
+    pub fn sync_meta(&self) -> Result<()> {
+        let fd = fsutil::openat_nofollow(
+            &self.dir_fd,
+            META_FILE,
+            nix::fcntl::OFlag::O_RDONLY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::io("open", self.dir.join(META_FILE), e))?;
+        File::from(fd)
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync", self.dir.join(META_FILE), e))
+    }
+
+    /// Replace session.json (tmp + rename: readers see the old or the new record).
+    pub fn write_meta(&self, durable: fsutil::Durability) -> Result<()> {
         fsutil::atomic_write_at(
             &self.dir_fd,
             &self.dir,
