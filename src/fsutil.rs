@@ -74,12 +74,10 @@ pub enum Durability {
 
 /// Replace `dir/name` with `bytes` so that a reader only ever sees the old or the new
 /// content, even if the writer is killed half-way: write a temp file, rename it over.
-/// A session's record must survive a power cut whole (gc takes a session without a valid
-/// record for an orphan): it is fdatasync'd when created (by `csbox run` while the child
-/// sets the sandbox up, off the startup path) and written with [`Durability::Content`]
-/// when the session ends. A directory fsync on top would cost another 0.3–0.6 ms per
-/// launch and only narrow the window in which a just-ended session could come back as
-/// "never ended".
+/// `csbox run` makes only a session's end record [`Durability::Full`]: a crash during a
+/// session leaves it "never ended" (an orphan to gc) whatever its record says, so syncing
+/// the start record would protect nothing and cost a launch 0.3–1 ms; once `csbox run` has
+/// returned, though, the finished session's record is on disk.
 pub fn atomic_write(
     dir: &Path,
     name: &str,

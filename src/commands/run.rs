@@ -90,13 +90,14 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
             s.meta.command = argv.clone();
             s.meta.cwd = cwd.clone();
             s.meta.profile = profile.name.clone();
-            s.write_meta(Durability::Content)?;
+            // Not synced: a crash during the session leaves it "never ended" (an orphan to
+            // gc) whatever this record says.
+            s.write_meta(Durability::Rename)?;
             s
         }
         None => {
             // A new session's record is written once, already marked started: it is
             // published under its id only after it is locked, so nobody sees it unlocked.
-            // Its fdatasync waits until the child is setting the sandbox up (below).
             r.new_session(
                 &store,
                 id.clone(),
@@ -104,16 +105,6 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
                 mark_started,
                 Durability::Rename,
             )?
-        }
-    };
-    // A new record reaches the disk while the child sets the sandbox up, off the startup
-    // path: only a crash within those milliseconds could leave it empty.
-    let mut unsynced = is_new;
-    let mut sync_record = || {
-        if std::mem::take(&mut unsynced) {
-            if let Err(e) = session.sync_meta() {
-                crate::warn!("{e}");
-            }
         }
     };
     session.link_active()?;
@@ -126,13 +117,9 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
     };
     let result = if plan.isolation == Isolation::None {
         link_shared_config(paths, profile, &session.state_dir());
-        sandbox::launch_unsandboxed(&plan, &mut sync_record, |pid| {
-            started(&mut status_sink, pid)
-        })
+        sandbox::launch_unsandboxed(&plan, |pid| started(&mut status_sink, pid))
     } else {
-        let mut r = sandbox::launch(&plan, &mut sync_record, |pid| {
-            started(&mut status_sink, pid)
-        });
+        let mut r = sandbox::launch(&plan, |pid| started(&mut status_sink, pid));
         if let Ok(Launch::SetupFailed(f)) = &r {
             if plan.state_mode == StateMode::Overlay && sandbox::is_overlay_refusal(f) {
                 crate::warn!(
@@ -140,9 +127,7 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
                     f.errno
                 );
                 plan = build_plan(&id, &session.dir, StateMode::Fresh)?;
-                r = sandbox::launch(&plan, &mut sync_record, |pid| {
-                    started(&mut status_sink, pid)
-                });
+                r = sandbox::launch(&plan, |pid| started(&mut status_sink, pid));
             }
         }
         r
@@ -323,8 +308,9 @@ fn finish(
     if remove {
         session.remove()?;
     } else {
-        // The end record is the one gc and `ls` go by.
-        session.write_meta(Durability::Content)?;
+        // The end record is the one gc and `ls` go by: on disk before csbox returns, so a
+        // crash afterwards cannot turn a finished session into an orphan that gc removes.
+        session.write_meta(Durability::Full)?;
     }
     if let Some(e) = err {
         return Err(e);

@@ -21,7 +21,8 @@ pub fn spec(args: SpecArgs) -> Result<i32> {
             SessionId::new(),
             None,
             |_| {},
-            crate::fsutil::Durability::Content,
+            // No csbox process runs this session: its record must outlive a crash as it is.
+            crate::fsutil::Durability::Full,
         )?;
         eprintln!("csbox spec: created session {} for this spec", s.id);
         (s.id.to_string(), s.dir.clone())

@@ -241,11 +241,7 @@ fn supervise(
 }
 
 /// The compat profile: no namespaces at all, only the environment. Supervised the same way.
-pub fn launch_unsandboxed(
-    plan: &Plan,
-    meanwhile: &mut dyn FnMut(),
-    started: impl FnOnce(u32),
-) -> Result<Launch> {
+pub fn launch_unsandboxed(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
     let (wait_set, orig_mask) = block_signals();
     // std resets the signal mask of the child before exec.
     let child = std::process::Command::new(&plan.exe)
@@ -271,21 +267,15 @@ pub fn launch_unsandboxed(
         }
     };
     let pid = child.id() as libc::pid_t;
-    meanwhile();
     started(pid as u32);
     let (status, timed_out) = supervise(pid, &wait_set, plan.timeout_secs, None);
     restore(&orig_mask);
     Ok(Launch::Exited { status, timed_out })
 }
 
-/// Start the plan's command in its sandbox and supervise it to the end. `meanwhile` runs
-/// while the child sets the sandbox up (this process would only wait); `started` is called
-/// once the command has been exec'd, with the host pid of the sandbox's pid 1.
-pub fn launch(
-    plan: &Plan,
-    meanwhile: &mut dyn FnMut(),
-    started: impl FnOnce(u32),
-) -> Result<Launch> {
+/// Start the plan's command in its sandbox and supervise it to the end. `started` is
+/// called once the command has been exec'd, with the host pid of the sandbox's pid 1.
+pub fn launch(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
     // The pipes first: prepare() reserves the fd numbers above every open fd for the
     // sources the child opens, and a pipe made afterwards could take one of them (the
     // child's dup3 would then replace it, and the command's status would be lost).
@@ -339,7 +329,6 @@ pub fn launch(
     let pid = pid as libc::pid_t;
     drop(err_w);
     drop(status_w);
-    meanwhile();
 
     // EOF on the error pipe means the command was exec'd (its copy closed on exec).
     let mut msg = [0u8; 8];

@@ -4,7 +4,6 @@
 //! A new session is built under a dot-name (`.new-<id>`), locked, and only then renamed to
 //! `<id>`, so gc never sees an unlocked half-made session.
 
-use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -122,8 +121,7 @@ impl Store {
     }
 
     /// Make a new session: skeleton, metadata, lock, then publish it under its id.
-    /// `durability` is the record's: [`fsutil::Durability::Content`] unless the caller
-    /// syncs it itself soon after ([`LiveSession::sync_meta`]).
+    /// `durability` is the record's (`csbox run` syncs only the end record).
     pub fn create(
         &self,
         meta: Metadata,
@@ -169,9 +167,6 @@ impl Store {
                     .map_err(|e| Error::io("create", &p, e))?;
                 std::io::Write::write_all(&mut f, seed).map_err(|e| Error::io("write", &p, e))?;
             }
-            // The staging dir is renamed into place right after, and a crash must not
-            // leave a session whose record is empty (gc removes a session without a valid
-            // record as orphaned, whatever its age).
             fsutil::atomic_write_at(&dfd, &sdir, META_FILE, &meta.to_json(), 0o600, durability)?;
             Ok((dfd, lock))
         })();
@@ -530,20 +525,6 @@ impl LiveSession {
 
     pub fn lock_fd(&self) -> &OwnedFd {
         self.lock.fd()
-    }
-
-    /// fdatasync session.json as it is now (a record created without it).
-    pub fn sync_meta(&self) -> Result<()> {
-        let fd = fsutil::openat_nofollow(
-            &self.dir_fd,
-            META_FILE,
-            nix::fcntl::OFlag::O_RDONLY,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| Error::io("open", self.dir.join(META_FILE), e))?;
-        File::from(fd)
-            .sync_data()
-            .map_err(|e| Error::io("fdatasync", self.dir.join(META_FILE), e))
     }
 
     /// Replace session.json (tmp + rename: readers see the old or the new record).
