@@ -6,7 +6,11 @@
 #   bench/startup.sh            (as root it runs the measurement as user csbox-test,
 #                                creating it if needed; as a user it runs as you)
 #
-# Environment: RUNS (default 100), WARMUP (default 10), BENCH_USER (default csbox-test).
+# Environment: RUNS (default 100), WARMUP (default 10), BENCH_USER (default csbox-test),
+# BENCH_DIR (where the fake home and the session store live; default /var/tmp). A tmpfs
+# there takes the disk out of the csbox lines, which write session records and bwrap does
+# not: `mkdir -p /mnt/b && mount -t tmpfs tmpfs /mnt/b && BENCH_DIR=/mnt/b bench/startup.sh`
+# (not /tmp or /dev/shm: the sandbox has its own).
 set -euo pipefail
 [ "${1:-}" = "--as-user" ] || cd "$(dirname "$0")/.."
 RUNS="${RUNS:-100}"
@@ -34,7 +38,7 @@ fi
 if [ "$(id -u)" = 0 ]; then
   BENCH_USER="${BENCH_USER:-csbox-test}"
   id "$BENCH_USER" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$BENCH_USER"
-  WORK="$(mktemp -d /var/tmp/csbox-bench.XXXXXX)"
+  WORK="$(mktemp -d "${BENCH_DIR:-/var/tmp}/csbox-bench.XXXXXX")"
   chmod 755 "$WORK"
   chown "$BENCH_USER": "$WORK"
   # The binary and this script must be reachable by the user (a checkout under /root is not).
@@ -47,7 +51,7 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 if [ "${1:-}" != "--as-user" ]; then
-  WORK="$(mktemp -d /var/tmp/csbox-bench.XXXXXX)"
+  WORK="$(mktemp -d "${BENCH_DIR:-/var/tmp}/csbox-bench.XXXXXX")"
   trap 'rm -rf "$WORK"' EXIT
   CSBOX_BIN="$BIN"
 fi
