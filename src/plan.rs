@@ -250,17 +250,36 @@ pub fn build(input: &PlanInput) -> Result<Plan, String> {
             p.home.display()
         ));
     }
-    // A read-only project is a read-only bind of the working directory, mounted after the
-    // ~/.claude view: over the home (or the view itself) it would hide that view.
+    // Step 7 binds the working directory back over what steps 1-6 built: under /tmp (the
+    // host's, over the private tmpfs), under a hidden home, or anywhere for a read-only
+    // project. /tmp itself is never bound: the host's sockets there (tmux, ssh-agent, X11)
+    // would be reachable even read-only.
     let project_ro = prof.project == Access::Ro;
-    if project_ro && (p.claude_root.starts_with(cwd) || cwd.starts_with(&p.claude_root)) {
-        return Err(format!(
-            "profile {:?} makes the project directory read-only, and the working directory {} {} {}: cd into a project first",
-            prof.name,
-            cwd.display(),
-            if cwd.starts_with(&p.claude_root) { "is inside" } else { "holds" },
-            p.claude_root.display()
-        ));
+    let bind_cwd = cwd != Path::new("/tmp")
+        && (cwd.starts_with("/tmp") || (hidden_home && cwd.starts_with(&p.home)) || project_ro);
+    if bind_cwd {
+        // Such a bind must not cover the ~/.claude view or the home's tmpfs (nor reveal
+        // the session store): refuse a working directory that holds one of them or lies
+        // inside ~/.claude or the store. Compared as the kernel resolves them (getcwd is
+        // canonical; HOME may go through a symlink).
+        let canon = crate::paths::canonical_or_self;
+        for (what, dir) in [
+            ("your home", canon(&p.home)),
+            ("~/.claude", canon(root)),
+            ("the session store", canon(&p.sessions_dir)),
+        ] {
+            let holds = dir.starts_with(cwd);
+            if holds || (what != "your home" && cwd.starts_with(&dir)) {
+                return Err(format!(
+                    "profile {:?} binds the working directory {} into the sandbox{}, and it {} {what} ({}): cd into a project first",
+                    prof.name,
+                    cwd.display(),
+                    if project_ro { " read-only" } else { "" },
+                    if holds { "holds" } else { "lies inside" },
+                    dir.display()
+                ));
+            }
+        }
     }
     let mut tmpfs_roots: Vec<PathBuf> = Vec::new();
     let in_tmpfs = |roots: &Vec<PathBuf>, d: &Path| roots.iter().any(|r| d.starts_with(r));
@@ -336,10 +355,7 @@ pub fn build(input: &PlanInput) -> Result<Plan, String> {
     tmpfs_roots.push("/tmp".into());
     // 7. The project (and, under a hidden home, the command itself) stay visible; a
     //    read-only project is bound read-only wherever it is.
-    if (cwd.starts_with("/tmp") && cwd != Path::new("/tmp"))
-        || (hidden_home && cwd.starts_with(&p.home))
-        || project_ro
-    {
+    if bind_cwd {
         mounts.push(bind(cwd, cwd, project_ro, false, true));
     }
     let exe_real = crate::paths::canonical_or_self(&input.exe);
@@ -542,10 +558,27 @@ mod tests {
         );
         let view = pos(&plan, |m| matches!(m, MountOp::Overlay { .. }));
         assert!(proj > view, "bound after the ~/.claude view");
-        for cwd in ["/home/u", "/", "/home/u/.claude/skills"] {
+        for cwd in [
+            "/home/u",
+            "/",
+            "/home",
+            "/home/u/.claude/skills",
+            "/home/u/.local",
+            "/home/u/.local/share/csbox/sessions/x",
+        ] {
             let e = build_in(cwd).unwrap_err();
             assert!(e.contains("cd into a project"), "{cwd}: {e}");
         }
+        // /tmp itself stays the private tmpfs (the host's sockets live there).
+        let plan = build_in("/tmp").unwrap();
+        assert!(!plan
+            .mounts
+            .iter()
+            .any(|m| matches!(m, MountOp::Bind { dst, .. } if dst == Path::new("/tmp"))));
+        // A hidden home does not reveal the session store through the project bind.
+        let strict = crate::profile::load("strict", Path::new("/nonexistent")).unwrap();
+        let e = plan_for(&strict, StateMode::Overlay, "/home/u/.local").unwrap_err();
+        assert!(e.contains("the session store"), "{e}");
     }
 
     fn pos(plan: &Plan, f: impl Fn(&MountOp) -> bool) -> usize {
