@@ -181,7 +181,7 @@ fn ci_wall_clock_limit_kills_and_reports() {
 fn compat_creates_no_namespace_and_sets_claude_config_dir() {
     for user in users() {
         let env = TestEnv::new(user);
-        let out = env.run(&["run", "--profile", "compat", "--keep", "--", "sh", "-c", "readlink /proc/self/ns/user /proc/self/ns/mnt /proc/self/ns/pid; echo $CLAUDE_CONFIG_DIR; echo h > $CLAUDE_CONFIG_DIR/history.jsonl; cd $CLAUDE_CONFIG_DIR && cat settings.json CLAUDE.md skills/x/SKILL.md && echo '{\"login\":1}' > .credentials.json"]);
+        let out = env.run(&["run", "--profile", "compat", "--keep", "--", "sh", "-c", "readlink /proc/self/ns/user /proc/self/ns/mnt /proc/self/ns/pid; echo $CLAUDE_CONFIG_DIR; echo h > $CLAUDE_CONFIG_DIR/history.jsonl; cd $CLAUDE_CONFIG_DIR && cat settings.json CLAUDE.md skills/x/SKILL.md && echo '{\"login\":1}' > .c.tmp && mv .c.tmp .credentials.json"]);
         assert!(out.status.success());
         assert!(stderr(&out).contains("NO SANDBOX"), "it says so loudly");
         let o = stdout(&out);
@@ -218,7 +218,17 @@ fn compat_creates_no_namespace_and_sets_claude_config_dir() {
         assert_eq!(
             std::fs::read_to_string(env.claude_root().join(".credentials.json")).unwrap(),
             "{\"login\":1}\n",
-            "[{}] a login inside reaches the real ~/.claude",
+            "[{}] a login inside (tmp + rename, as Claude Code writes it) reaches the real ~/.claude",
+            user.label()
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "history.jsonl" && n != ".claude.json" && n != "sessions")
+            .collect();
+        assert!(
+            left.is_empty(),
+            "[{}] links and login taken out: {left:?}",
             user.label()
         );
     }

@@ -117,7 +117,9 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
     };
     let result = if plan.isolation == Isolation::None {
         link_shared_config(paths, profile, &session.state_dir());
-        sandbox::launch_unsandboxed(&plan, |pid| started(&mut status_sink, pid))
+        let r = sandbox::launch_unsandboxed(&plan, |pid| started(&mut status_sink, pid));
+        unlink_shared_config(paths, profile, &session.state_dir());
+        r
     } else {
         let mut r = sandbox::launch(&plan, |pid| started(&mut status_sink, pid));
         if let Ok(Launch::SetupFailed(f)) = &r {
@@ -373,16 +375,68 @@ impl StatusSink {
 /// so settings, skills and the login are there (Claude Code replaces a linked
 /// .credentials.json by a file when it refreshes, anthropics/claude-code#76561).
 fn link_shared_config(paths: &Paths, profile: &Profile, state: &Path) {
-    for name in profile
-        .claude
-        .read_only
-        .iter()
-        .chain(&profile.claude.read_write)
-    {
-        let real = paths.claude_root.join(name);
-        let link = state.join(name);
+    for (_, real, link) in shared_entries(paths, profile, state) {
         if real.exists() && link.symlink_metadata().is_err() {
             let _ = std::os::unix::fs::symlink(&real, &link);
+        }
+    }
+}
+
+/// Each shared `~/.claude` entry of the profile: (name, the real one, its place in `state`).
+fn shared_entries<'a>(
+    paths: &'a Paths,
+    profile: &'a Profile,
+    state: &'a Path,
+) -> impl Iterator<Item = (&'a str, PathBuf, PathBuf)> + 'a {
+    let c = &profile.claude;
+    c.read_only.iter().chain(&c.read_write).map(move |name| {
+        (
+            name.as_str(),
+            paths.claude_root.join(name),
+            state.join(name),
+        )
+    })
+}
+
+/// After a compat session: take the links out again (absolute links in the layer would
+/// point at themselves if the session were re-entered under a sandboxed profile), and
+/// bring a login or token refresh back to the real `.credentials.json`. Claude Code
+/// replaces the linked file by its own (tmp + rename) when it logs in or refreshes, so
+/// without this the next session would start with the stale token. The session's files
+/// are read without following links.
+fn unlink_shared_config(paths: &Paths, profile: &Profile, state: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(dir) = crate::fsutil::open_dir_nofollow(state) else {
+        return;
+    };
+    for (name, real, link) in shared_entries(paths, profile, state) {
+        let Ok(md) = link.symlink_metadata() else {
+            continue;
+        };
+        if md.file_type().is_symlink() {
+            if std::fs::read_link(&link).is_ok_and(|t| t == real) {
+                let _ = std::fs::remove_file(&link);
+            }
+        } else if name == ".credentials.json" && md.is_file() && !md.file_type().is_fifo() {
+            match crate::fsutil::read_small_at(&dir, name, 1 << 20) {
+                Ok(login) if !login.is_empty() => {
+                    match crate::fsutil::atomic_write(
+                        &paths.claude_root,
+                        name,
+                        &login,
+                        0o600,
+                        Durability::Full,
+                    ) {
+                        Ok(()) => {
+                            let _ = std::fs::remove_file(&link);
+                        }
+                        Err(e) => {
+                            crate::warn!("the session's login stays in {}: {e}", link.display());
+                        }
+                    }
+                }
+                _ => {}
+            }
         }
     }
 }
