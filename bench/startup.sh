@@ -12,7 +12,8 @@
 # not: `mkdir -p /mnt/b && mount -t tmpfs tmpfs /mnt/b && BENCH_DIR=/mnt/b bench/startup.sh`
 # (not /tmp or /dev/shm: the sandbox has its own).
 set -euo pipefail
-[ "${1:-}" = "--as-user" ] || cd "$(dirname "$0")/.."
+SCRIPT="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+[ "${1:-}" = "--as-user" ] || cd "$(dirname "$SCRIPT")/.."
 RUNS="${RUNS:-100}"
 WARMUP="${WARMUP:-10}"
 
@@ -43,7 +44,7 @@ if [ "$(id -u)" = 0 ]; then
   chown "$BENCH_USER": "$WORK"
   # The binary and this script must be reachable by the user (a checkout under /root is not).
   cp "$BIN" "$WORK/csbox" && chmod 755 "$WORK/csbox"
-  cp "$0" "$WORK/startup.sh" && chmod 755 "$WORK/startup.sh"
+  cp "$SCRIPT" "$WORK/startup.sh" && chmod 755 "$WORK/startup.sh"
   trap 'rm -rf "$WORK"' EXIT
   cd /
   runuser -u "$BENCH_USER" -- env RUNS="$RUNS" WARMUP="$WARMUP" CSBOX_BIN="$WORK/csbox" WORK="$WORK" bash "$WORK/startup.sh" --as-user
@@ -123,5 +124,9 @@ SUP=$!
 for _ in $(seq 50); do PID1=$(pgrep -P "$SUP" | head -1 || true); [ -n "$PID1" ] && break; sleep 0.05; done
 sleep 0.5
 rss() { awk '/^VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$1/status"; }
-echo "RSS while a session runs: supervisor $(rss "$SUP"), pid 1 inside $(rss "$PID1")"
+if [ -n "${PID1:-}" ]; then
+  echo "RSS while a session runs: supervisor $(rss "$SUP"), pid 1 inside $(rss "$PID1")"
+else
+  echo "RSS: pid 1 of the session was not found within 2.5 s" >&2
+fi
 wait "$SUP"

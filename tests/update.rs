@@ -896,9 +896,9 @@ impl SudoersDropIn {
             "/etc/sudoers.d/csbox-test-update-{}",
             std::process::id()
         ));
+        let guard = SudoersDropIn(path.clone());
         std::fs::write(&path, format!("{line}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
-        let guard = SudoersDropIn(path);
         let check = Command::new("visudo")
             .arg("-cf")
             .arg(&guard.0)
@@ -933,7 +933,10 @@ fn a_root_owned_npm_prefix_installs_through_sudo_with_the_readme_sudoers_line() 
         cannot_run("sudo is not installed (.ci/run installs it: apt-get install sudo)");
         return;
     }
-    let user = users().into_iter().find(|u| u.uid != 0).unwrap();
+    let Some(user) = users().into_iter().find(|u| u.uid != 0) else {
+        cannot_run("no unprivileged user to install as (.ci/run creates csbox-test)");
+        return;
+    };
     let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(user.uid))
         .unwrap()
         .unwrap()

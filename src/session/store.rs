@@ -185,6 +185,11 @@ impl Store {
             id.as_str(),
         )
         .map_err(|e| Error::io("rename", &dir, e.into()))?;
+        if durability == fsutil::Durability::Full {
+            // The publishing rename too, or a crash could leave only `.new-<id>`.
+            nix::unistd::fsync(store_fd.as_raw_fd())
+                .map_err(|e| Error::io("fsync", &self.dir, e.into()))?;
+        }
         Ok(LiveSession {
             id,
             dir,

@@ -102,7 +102,8 @@ pub fn installer_argv(
                 "-g".into(),
                 format!("{PACKAGE}@{v}").into(),
             ]);
-            if let (false, Some(r)) = (prefix_writable, registry) {
+            // Not a URL with credentials in it: every user can read a command line.
+            if let (false, Some(r)) = (prefix_writable, registry.filter(|r| !has_userinfo(r))) {
                 argv.push(format!("--registry={r}").into());
             }
             Some(argv)
@@ -110,6 +111,15 @@ pub fn installer_argv(
         Method::Native => Some(vec![claude.into(), "install".into(), v.into()]),
         Method::Unknown => None,
     }
+}
+
+/// `scheme://user:secret@host/…`: the URL carries credentials.
+pub fn has_userinfo(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?', '#'])
+        .next()
+        .unwrap_or("")
+        .contains('@')
 }
 
 /// npm writes the package under `<prefix>/lib/node_modules` and its link under `<prefix>/bin`.
@@ -308,6 +318,21 @@ mod tests {
         assert_eq!(
             line(with_registry(false)),
             "sudo -n /usr/bin/npm install -g @anthropic-ai/claude-code@2.1.330 --registry=https://npm.example/"
+        );
+        assert!(has_userinfo("https://u:tok@npm.example/"));
+        assert!(!has_userinfo("https://npm.example/@scope%2fpkg"));
+        let secret = installer_argv(
+            &npm,
+            "/u/claude".as_ref(),
+            "/usr/bin/npm".as_ref(),
+            &v,
+            false,
+            Some("https://u:tok@npm.example/"),
+        );
+        assert_eq!(
+            line(secret),
+            "sudo -n /usr/bin/npm install -g @anthropic-ai/claude-code@2.1.330",
+            "credentials never go on a command line"
         );
         assert_eq!(
             line(with_registry(true)),

@@ -179,6 +179,11 @@ fn check_and_install(
         .as_deref()
         .or(env.npm_registry.as_deref());
     let argv = installer_for(&method, &claude, paths, &target, registry)?;
+    if argv[0] == "sudo" && registry.is_some_and(install::has_userinfo) {
+        crate::warn!(
+            "the registry URL carries credentials, which are not put on sudo's command line: npm as root installs from its own configured registry"
+        );
+    }
     if !args.yes
         && std::io::stdin().is_terminal()
         && std::io::stderr().is_terminal()
