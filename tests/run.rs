@@ -827,3 +827,43 @@ fn without_a_command_it_runs_claude_bin_or_says_how_to_install_claude() {
         );
     }
 }
+
+/// vm-tests runs these shell probes on other kernels; here they run on this one, against
+/// the binary just built, so they cannot drift from what csbox does (or from the Rust
+/// tests above, which check the same promises).
+#[test]
+fn the_vm_test_isolation_probes_pass_here_too() {
+    let probes = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm-tests/guest/probes.sh");
+    for user in users() {
+        let env = TestEnv::new(user);
+        let out = env
+            .command("sh")
+            .arg(&probes)
+            .args(["history", "skills", "invisible", "caps", "pids", "exits"])
+            .env("CSBOX", CSBOX)
+            .env(
+                "PROFILES",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles"),
+            )
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let o = stdout(&out);
+        eprintln!("[{}] {o}{}", user.label(), stderr(&out));
+        let verdicts: Vec<&str> = o.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            verdicts,
+            [
+                "ok history",
+                "ok skills",
+                "ok invisible",
+                "ok caps",
+                "ok pids",
+                "ok exits"
+            ],
+            "[{}]",
+            user.label()
+        );
+        assert!(out.status.success(), "[{}]", user.label());
+    }
+}
