@@ -899,7 +899,7 @@ impl SudoersDropIn {
         let guard = SudoersDropIn(path.clone());
         std::fs::write(&path, format!("{line}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
-        let check = Command::new("visudo")
+        let check = Command::new("/usr/sbin/visudo")
             .arg("-cf")
             .arg(&guard.0)
             .output()
