@@ -453,10 +453,17 @@ fn terminal_size_and_sigwinch_reach_the_child_in_a_real_pty() {
     for user in users() {
         let env = TestEnv::new(user);
         let script = env.home.join("winch.sh");
-        std::fs::write(&script, "trap 'echo WINCH $(stty size)' WINCH\necho size $(stty size)\nwhile :; do sleep 0.05; done\n").unwrap();
+        std::fs::write(&script, "trap 'echo WINCH $(stty size)' WINCH\necho tty $(tty)\necho size $(stty size)\nwhile :; do sleep 0.05; done\n").unwrap();
         env.chown_all(&script);
         let t = Tmux::start(&env, "winch", &format!("{CSBOX} run -- sh winch.sh"));
-        t.wait_for("size 30 100");
+        let screen = t.wait_for("size 30 100");
+        // The terminal has a name inside (bound at /dev/console; the private devpts has
+        // none of the host's ptys), so `tty` and GPG_TTY=$(tty) work.
+        assert!(
+            screen.contains("tty /dev/console"),
+            "[{}] {screen}",
+            user.label()
+        );
         // tmux applies its own first resize of a new pane asynchronously (a SIGWINCH at
         // 30x100 may still arrive); let that settle, then resize and wait for ours.
         std::thread::sleep(Duration::from_millis(500));

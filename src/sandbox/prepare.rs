@@ -196,6 +196,17 @@ impl Builder {
 
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
+/// The terminal on stdin, stdout or stderr, if one is a terminal with a name under /dev/.
+fn controlling_tty() -> Option<PathBuf> {
+    (0..3)
+        .find_map(|fd| {
+            // SAFETY: 0, 1 and 2 stay open for the whole process; only borrowed here.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            nix::unistd::ttyname(fd).ok()
+        })
+        .filter(|p| p.starts_with("/dev/") && p.components().count() >= 3)
+}
+
 pub fn prepare(plan: &Plan) -> Result<Prepared> {
     let exe = &plan.exe;
     let mut b = Builder {
@@ -395,6 +406,25 @@ pub fn prepare(plan: &Plan) -> Result<Prepared> {
                         libc::MS_BIND,
                         None,
                         format!("mount(/dev/{n}, {}, MS_BIND)", node.display()),
+                    )?;
+                }
+                // The terminal csbox runs in, as /dev/console (as bubblewrap does): the
+                // private devpts below has none of the host's ptys, so without it `tty` and
+                // ttyname(3) find no name for the command's stdin (GPG_TTY=$(tty) breaks).
+                // The command holds that terminal open already; TIOCSTI stays denied.
+                // A terminal csbox cannot stat is left out, not an error.
+                if let Some((tty, (src, _))) =
+                    controlling_tty().and_then(|t| b.source(&t).ok().map(|s| (t, s)))
+                {
+                    let console = dst.join("console");
+                    b.touch(&console)?;
+                    b.mount(
+                        Some(&src),
+                        &console,
+                        None,
+                        libc::MS_BIND,
+                        None,
+                        format!("mount({}, {}, MS_BIND)", tty.display(), console.display()),
                     )?;
                 }
                 let pts = dst.join("pts");
