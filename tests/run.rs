@@ -476,8 +476,13 @@ fn terminal_size_and_sigwinch_reach_the_child_in_a_real_pty() {
         t.wait_for("WINCH 40 120");
         // Ctrl-C reaches the command through the terminal, once, and the session ends.
         let _ = t.cmd().args(["send-keys", "-t", "t", "C-c"]).status();
-        std::thread::sleep(Duration::from_millis(300));
-        let v = env.ls_json();
+        // The end record is written (and synced) as the session ends: wait for it.
+        let t0 = Instant::now();
+        let mut v = env.ls_json();
+        while v[0]["exit"].is_null() && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+            v = env.ls_json();
+        }
         assert_eq!(
             v[0]["exit"],
             serde_json::json!({"signal": 2}),
