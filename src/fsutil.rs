@@ -64,11 +64,8 @@ pub enum Durability {
     /// but after a power cut the new content may be lost or (outside ext4's rename
     /// heuristic) empty.
     Rename,
-    /// fdatasync before the rename: after a power cut the file holds the old or the new
-    /// content, never an empty one; the rename itself may be lost (the old content stays).
-    Content,
-    /// Also fsync the directory after the rename: the new content is on disk when the call
-    /// returns.
+    /// fdatasync before the rename and fsync of the directory after it: the new content
+    /// is on disk when the call returns.
     Full,
 }
 
@@ -110,10 +107,10 @@ pub fn atomic_write_at(
     let res = f
         .write_all(bytes)
         .and_then(|_| {
-            if durable == Durability::Rename {
-                Ok(())
-            } else {
+            if durable == Durability::Full {
                 f.sync_data()
+            } else {
+                Ok(())
             }
         })
         .map_err(|e| {

@@ -263,13 +263,14 @@ pub fn build(input: &PlanInput) -> Result<Plan, String> {
         // inside ~/.claude or the store. Compared as the kernel resolves them (getcwd is
         // canonical; HOME may go through a symlink).
         let canon = crate::paths::canonical_or_self;
-        for (what, dir) in [
-            ("your home", canon(&p.home)),
-            ("~/.claude", canon(root)),
-            ("the session store", canon(&p.sessions_dir)),
+        // (what, its dir, whether a working directory inside it is refused too)
+        for (what, dir, not_inside) in [
+            ("your home", canon(&p.home), false),
+            ("~/.claude", canon(root), true),
+            ("the session store", canon(&p.sessions_dir), true),
         ] {
             let holds = dir.starts_with(cwd);
-            if holds || (what != "your home" && cwd.starts_with(&dir)) {
+            if holds || (not_inside && cwd.starts_with(&dir)) {
                 return Err(format!(
                     "profile {:?} binds the working directory {} into the sandbox{}, and it {} {what} ({}): cd into a project first",
                     prof.name,

@@ -29,7 +29,7 @@ fn lock_holder_child() {
         "/".into(),
     );
     let mut s = store
-        .create(meta, None, csbox::fsutil::Durability::Content)
+        .create(meta, None, csbox::fsutil::Durability::Rename)
         .unwrap();
     s.meta.started = Some(std::time::SystemTime::now());
     s.meta.supervisor_pid = Some(std::process::id());
@@ -108,7 +108,7 @@ fn ls_json_parses_and_lists_newest_first() {
             "/".into(),
         );
         let s = store
-            .create(meta, None, csbox::fsutil::Durability::Content)
+            .create(meta, None, csbox::fsutil::Durability::Rename)
             .unwrap();
         ids.push(s.id.to_string());
         std::thread::sleep(Duration::from_millis(2));
@@ -189,7 +189,7 @@ fn session_json_is_never_half_written() {
         "/".into(),
     );
     let s = store
-        .create(meta, None, csbox::fsutil::Durability::Content)
+        .create(meta, None, csbox::fsutil::Durability::Rename)
         .unwrap();
     let id = s.id.clone();
     drop(s);

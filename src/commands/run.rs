@@ -405,7 +405,6 @@ fn shared_entries<'a>(
 /// without this the next session would start with the stale token. The session's files
 /// are read without following links.
 fn unlink_shared_config(paths: &Paths, profile: &Profile, state: &Path) {
-    use std::os::unix::fs::FileTypeExt;
     let Ok(dir) = crate::fsutil::open_dir_nofollow(state) else {
         return;
     };
@@ -417,7 +416,7 @@ fn unlink_shared_config(paths: &Paths, profile: &Profile, state: &Path) {
             if std::fs::read_link(&link).is_ok_and(|t| t == real) {
                 let _ = std::fs::remove_file(&link);
             }
-        } else if name == ".credentials.json" && md.is_file() && !md.file_type().is_fifo() {
+        } else if name == ".credentials.json" && md.is_file() {
             match crate::fsutil::read_small_at(&dir, name, 1 << 20) {
                 Ok(login) if !login.is_empty() => {
                     match crate::fsutil::atomic_write(
