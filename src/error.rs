@@ -48,6 +48,14 @@ pub enum Error {
     /// Anything else csbox itself failed at, already phrased for the user.
     #[error("{0}")]
     Other(String),
+
+    /// The plan cannot be built from this profile, these flags and this directory.
+    #[error(transparent)]
+    Plan(#[from] crate::plan::Error),
+
+    /// The sandbox could not be set up (the step, the call and the errno).
+    #[error(transparent)]
+    Setup(#[from] crate::sandbox::SetupError),
 }
 
 fn hint_suffix(hint: &Option<String>) -> String {
@@ -86,7 +94,8 @@ impl Error {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::BadSession { .. } => EXIT_USAGE,
+            Error::Usage(_) | Error::BadSession { .. } | Error::Plan(_) => EXIT_USAGE,
+            Error::Setup(e) => e.exit_code(),
             Error::Exec { code, .. } => *code,
             Error::Io { .. } | Error::Sys { .. } | Error::Other(_) => EXIT_CSBOX,
         }

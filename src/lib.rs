@@ -1,8 +1,9 @@
 //! csbox: a sandbox launcher for parallel Claude Code sessions.
 //!
-//! The path of `csbox run`: `cli` → `session` (store, lock, metadata) → `plan` (pure data)
-//! → `sandbox` (namespaces, mounts, capabilities, seccomp, supervision); `oci` exports the
-//! same plan as an OCI runtime spec.
+//! The path of `csbox run`: `cli` → `commands::run` → `resolve` (profile, flags, facts) →
+//! `plan` (pure data) → `sandbox` (namespaces, mounts, capabilities, seccomp,
+//! supervision), with `session` (store, lock, metadata) beside it; `oci` exports the same
+//! plan as an OCI runtime spec.
 
 #[macro_use]
 pub mod log;
@@ -13,10 +14,13 @@ pub mod doctor;
 pub mod error;
 pub mod fsutil;
 pub mod gc;
+pub mod hints;
+pub mod human;
 pub mod oci;
 pub mod paths;
 pub mod plan;
 pub mod profile;
+pub mod resolve;
 pub mod sandbox;
 pub mod session;
 pub mod update;

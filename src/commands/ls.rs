@@ -1,13 +1,41 @@
 //! `csbox ls` and `csbox show`.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use crate::cli::{LsArgs, ShowArgs};
+use clap::Args;
+
 use crate::error::{Error, Result};
+use crate::human::{human_age, human_size};
 use crate::paths::Paths;
 use crate::session::meta::format_time;
 use crate::session::{SessionInfo, Store};
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  csbox ls\n  csbox ls --active\n  csbox ls --json | jq '.[].id'\n  csbox ls --size"
+)]
+pub struct LsArgs {
+    /// Print all records as one JSON array
+    #[arg(long)]
+    pub json: bool,
+    /// Only active sessions
+    #[arg(long)]
+    pub active: bool,
+    /// Compute each session's size on disk (walks every file)
+    #[arg(long)]
+    pub size: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  csbox show 0193a1b2\n  csbox show fix-login --json")]
+pub struct ShowArgs {
+    /// Session id, unique id prefix, or name
+    pub id: String,
+    /// Print the record as JSON
+    #[arg(long)]
+    pub json: bool,
+}
 
 pub fn ls(args: LsArgs) -> Result<i32> {
     let paths = Paths::from_env()?;
@@ -121,44 +149,4 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         let _ = writeln!(out, "{:<15} {v}", format!("{k}:"));
     }
     Ok(0)
-}
-
-pub fn human_age(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86399 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86400),
-    }
-}
-
-pub fn human_size(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b}B")
-    } else {
-        format!("{v:.1}{}", UNITS[i])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ages_and_sizes_read_like_du_and_ps() {
-        assert_eq!(human_age(Duration::from_secs(5)), "5s");
-        assert_eq!(human_age(Duration::from_secs(7200)), "2h");
-        assert_eq!(human_age(Duration::from_secs(86400 * 9)), "9d");
-        assert_eq!(human_size(512), "512B");
-        assert_eq!(human_size(1536), "1.5K");
-        assert_eq!(human_size(3 << 30), "3.0G");
-    }
 }

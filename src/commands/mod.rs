@@ -1,6 +1,12 @@
-//! One file per subcommand: each turns parsed arguments into calls on the library.
+//! One file per subcommand: each owns its clap arguments (the only code that sees clap)
+//! and turns them into plain requests for the library.
 
+pub mod completions;
+pub mod doctor;
+pub mod gc;
 pub mod ls;
 pub mod profile;
 pub mod run;
+pub mod sandbox;
 pub mod spec;
+pub mod update;

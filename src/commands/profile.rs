@@ -1,9 +1,28 @@
 //! `csbox profile list` and `csbox profile show NAME`.
 
-use crate::cli::{ProfileArgs, ProfileCommand};
+use clap::{Args, Subcommand};
+
 use crate::error::Result;
 use crate::paths::Paths;
 use crate::profile;
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  csbox profile list\n  csbox profile show strict")]
+pub struct ProfileArgs {
+    #[command(subcommand)]
+    pub command: ProfileCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// List built-in and user profiles
+    List,
+    /// Print a resolved profile
+    Show {
+        /// A built-in or user profile name, or a path
+        name: String,
+    },
+}
 
 pub fn profile(args: ProfileArgs) -> Result<i32> {
     let paths = Paths::from_env()?;

@@ -1,29 +1,59 @@
-//! `csbox spec`: build the plan exactly as `csbox run` does (`run::Resolved`) and export
-//! it as an OCI runtime spec, printed or written as a bundle.
+//! `csbox spec`: build the plan exactly as `csbox run` does (`resolve`, with the same
+//! sandbox flags) and export it as an OCI runtime spec, printed or written as a bundle.
 
-use crate::cli::SpecArgs;
-use crate::commands::run::{prepare_claude_root, Resolved};
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::sandbox::SandboxArgs;
 use crate::error::{Error, Result};
 use crate::oci::{self, Target};
-use crate::session::{SessionId, Store};
+use crate::resolve::Resolved;
+use crate::session::setup::{new_session, prepare_claude_root};
+use crate::session::{Metadata, SessionId, Store};
 
 /// The session an exported spec names when none is asked for: a preview, not runnable.
 const PREVIEW_ID: &str = "PREVIEW";
 
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  csbox spec > config.json              preview (no session)\n  csbox spec --profile ci --new --bundle ./bundle -- claude -p 'run the tests'\n  sudo runc run -b ./bundle job1\n  csbox spec --session 0193a1b2 --rootless --bundle ./b\n  csbox spec --ro-bind ~/datasets --hide ~/notes --new --bundle ./b"
+)]
+pub struct SpecArgs {
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    /// Use an existing session's layer (id, id prefix or name)
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Create a new session for the bundle
+    #[arg(long, conflicts_with = "session")]
+    pub new: bool,
+    /// Write a complete bundle (config.json + rootfs/) to DIR
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+    /// A spec for an unprivileged runtime user (a user namespace maps your uid and gid)
+    #[arg(long)]
+    pub rootless: bool,
+    /// The command and its arguments (default: claude)
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
 pub fn spec(args: SpecArgs) -> Result<i32> {
-    let r = Resolved::resolve(&args.profile, |_| Ok(()), &args.command)?;
+    let r = Resolved::resolve(&args.sandbox.request(&args.command, None)?)?;
     let store = Store::new(r.paths.sessions_dir.clone());
     let mut notes = Vec::new();
     let (id, dir) = if args.new {
         prepare_claude_root(&r.paths, &store)?;
-        let s = r.new_session(
-            &store,
+        let meta = Metadata::new(
             SessionId::new(),
             None,
-            |_| {},
-            // No csbox process runs this session: its record must outlive a crash as it is.
-            crate::fsutil::Durability::Full,
-        )?;
+            &r.profile.name,
+            r.argv.clone(),
+            r.cwd.clone(),
+        );
+        // No csbox process runs this session: its record must outlive a crash as it is.
+        let s = new_session(&r.paths, &store, meta, crate::fsutil::Durability::Full)?;
         eprintln!("csbox spec: created session {} for this spec", s.id);
         (s.id.to_string(), s.dir.clone())
     } else if let Some(reference) = &args.session {
@@ -48,7 +78,6 @@ pub fn spec(args: SpecArgs) -> Result<i32> {
     };
     let plan = r.plan(&id, &dir, r.profile.claude.state)?;
     let target = Target {
-        home: r.paths.home.clone(),
         rootless: args.rootless.then_some((r.uid, r.gid)),
     };
     let export = oci::export(&plan, &target)?;

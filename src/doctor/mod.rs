@@ -9,17 +9,12 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use serde::Serialize;
 
-use crate::cli::DoctorArgs;
 use crate::error::Result;
 use crate::paths::Paths;
 use crate::update::install::{detect_method, installed_version, Method};
 use probe::{OverlayDirs, Probe};
 
-/// The fixes `csbox run` and `csbox doctor` both give when user namespaces are refused.
-pub const FIX_MAX_USERNS: &str = "sysctl -w user.max_user_namespaces=15000";
-pub const FIX_UNPRIVILEGED_USERNS_CLONE: &str = "sysctl -w kernel.unprivileged_userns_clone=1";
-pub const FIX_APPARMOR: &str = "sudo install -m 644 profiles/apparmor/csbox /etc/apparmor.d/csbox && sudo apparmor_parser -r /etc/apparmor.d/csbox";
-pub const FIX_COMPAT: &str = "or run with --profile compat (no namespaces)";
+use crate::hints::{FIX_APPARMOR, FIX_COMPAT, FIX_MAX_USERNS, FIX_UNPRIVILEGED_USERNS_CLONE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -59,10 +54,10 @@ impl Check {
     }
 }
 
-pub fn command(args: DoctorArgs) -> Result<i32> {
+pub fn command(json: bool) -> Result<i32> {
     let paths = Paths::from_env()?;
     let report = run_checks(&paths);
-    if args.json {
+    if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report).expect("report serialises")

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
-use crate::plan::{TIOCLINUX, TIOCSTI};
+use crate::plan::TIOCSTI;
 use crate::sandbox::child::{errno, fail, write_file};
 use crate::sandbox::{pipe, read_full};
 
@@ -258,7 +258,19 @@ pub fn proc_mount(target: &Path) -> Probe {
 /// Install csbox's own seccomp filter (the TIOCSTI/TIOCLINUX ioctl deny list) and check it
 /// answers: `ioctl(-1, TIOCSTI)` must fail with the filter's EPERM, not the kernel's EBADF.
 pub fn seccomp_filter() -> Probe {
-    let filter = crate::sandbox::seccomp::ioctl_deny_filter(&[TIOCSTI, TIOCLINUX], libc::EPERM);
+    let rules = crate::plan::Seccomp {
+        rules: crate::plan::terminal_rules(),
+        deny_compat_abis: false,
+    };
+    let filter = match crate::sandbox::seccomp::build_filter(&rules) {
+        Ok(f) => f,
+        Err(_) => {
+            return Err(Refused {
+                what: "building the seccomp filter (ioctl unknown on this architecture)".into(),
+                errno: Errno::ENOSYS,
+            })
+        }
+    };
     let steps = vec![
         "prctl(PR_SET_NO_NEW_PRIVS, 1)".to_string(),
         "prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)".to_string(),

@@ -20,10 +20,9 @@ use std::time::{Duration, SystemTime};
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::Mode;
 
-use crate::cli::GcArgs;
-use crate::commands::ls::human_size;
 use crate::error::{Error, Result};
 use crate::fsutil::{disk_usage, openat_nofollow, remove_tree_at, TreeStats};
+use crate::human::human_size;
 use crate::paths::Paths;
 use crate::session::lock::{is_locked, try_lock_exclusive, HeldLock, LOCK_FILE};
 use crate::session::meta::format_time;
@@ -69,21 +68,37 @@ pub struct GcError {
     pub error: String,
 }
 
-pub fn run(args: GcArgs) -> Result<i32> {
+/// What `csbox gc` was asked to do, as plain values.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub dry_run: bool,
+    pub days: Option<u64>,
+    pub empty: bool,
+    pub orphaned: bool,
+    pub json: bool,
+    /// `--max-size` as typed (`10G`).
+    pub max_size: Option<String>,
+    /// A timer to install, remove or print instead of a run.
+    pub timer: Option<units::Action>,
+    /// OnCalendar= for an installed timer.
+    pub calendar: String,
+}
+
+pub fn run(req: &Request) -> Result<i32> {
     let paths = Paths::from_env()?;
-    if args.print_units || args.install_timer || args.uninstall_timer {
-        return units::command(&args, &paths);
+    if let Some(action) = req.timer {
+        return units::command(action, req, &paths);
     }
-    let max_size = args.max_size.as_deref().map(parse_size).transpose()?;
-    let policy = Policy::from_flags(args.days, args.empty, args.orphaned, max_size);
+    let max_size = req.max_size.as_deref().map(parse_size).transpose()?;
+    let policy = Policy::from_flags(req.days, req.empty, req.orphaned, max_size);
     let report = gc(
         &Store::new(paths.sessions_dir),
         &policy,
-        args.dry_run,
+        req.dry_run,
         SystemTime::now(),
     )?;
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if req.json {
         serde_json::to_writer_pretty(&mut out, &report).map_err(|e| Error::Other(e.to_string()))?;
         let _ = writeln!(out);
     } else {

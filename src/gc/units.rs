@@ -5,13 +5,20 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cli::GcArgs;
 use crate::error::{Error, Result};
 use crate::fsutil::{atomic_write, Durability};
 use crate::paths::{find_on_path, Paths};
 
 pub const SERVICE: &str = "csbox-gc.service";
 pub const TIMER: &str = "csbox-gc.timer";
+
+/// What to do with the timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Install,
+    Uninstall,
+    Print,
+}
 
 /// What the two units are made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +35,7 @@ pub struct UnitSpec {
 impl UnitSpec {
     /// The units for this command line: the gc rules given are passed on to the timer's
     /// runs, the binary is the one running now.
-    pub fn from_args(args: &GcArgs, paths: &Paths) -> Result<Self> {
+    pub fn from_request(args: &super::Request, paths: &Paths) -> Result<Self> {
         if let Some(s) = &args.max_size {
             super::select::parse_size(s)?;
         }
@@ -139,14 +146,14 @@ fn quote(s: &str, exec: bool) -> String {
     format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-pub fn command(args: &GcArgs, paths: &Paths) -> Result<i32> {
+pub fn command(action: Action, args: &super::Request, paths: &Paths) -> Result<i32> {
     let unit_dir = paths.config_home.join("systemd/user");
-    if args.uninstall_timer {
+    if action == Action::Uninstall {
         return uninstall(&unit_dir, paths);
     }
-    let spec = UnitSpec::from_args(args, paths)?;
+    let spec = UnitSpec::from_request(args, paths)?;
     let (service, timer) = (spec.service()?, spec.timer());
-    if args.print_units {
+    if action == Action::Print {
         print!("### {SERVICE}\n{service}\n### {TIMER}\n{timer}");
         return Ok(0);
     }

@@ -1,19 +1,37 @@
 //! Paths in profiles and flags: `~`, `$HOME` and `$PWD` expand; relative paths are taken
-//! from the working directory; `..` is resolved lexically and then symlinks are resolved
-//! for paths that exist, so a mount lands where the path really points, never elsewhere.
+//! from the working directory; `..` is resolved lexically. This is pure: `resolve` then
+//! looks up where each expanded path really points (symlinks resolved), so a mount lands
+//! where the path points, never elsewhere.
 
 use std::path::{Component, Path, PathBuf};
 
+/// What is wrong with a path as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("empty path; expected an absolute path, ~/…, $HOME/…, $PWD/… or a path relative to the working directory")]
+    Empty,
+    #[error("contains a NUL byte")]
+    Nul,
+    #[error("~user is not supported; expected ~ or ~/…")]
+    TildeUser,
+    #[error("only $HOME and $PWD expand, at the start of a path")]
+    Variable,
+    #[error("more than one ':'; expected SRC or SRC:DST")]
+    TooManyColons,
+    #[error("the destination would cover the whole file system")]
+    RootDestination,
+}
+
 /// Syntax only (no expansion): what can be checked when a profile is parsed.
-pub fn check_path_syntax(p: &str) -> Result<(), String> {
+pub fn check_path_syntax(p: &str) -> Result<(), PathError> {
     if p.is_empty() {
-        return Err("empty path; expected an absolute path, ~/…, $HOME/…, $PWD/… or a path relative to the working directory".into());
+        return Err(PathError::Empty);
     }
     if p.contains('\0') {
-        return Err("contains a NUL byte".into());
+        return Err(PathError::Nul);
     }
     if p.starts_with('~') && !(p == "~" || p.starts_with("~/")) {
-        return Err("~user is not supported; expected ~ or ~/…".into());
+        return Err(PathError::TildeUser);
     }
     if p.contains('$')
         && !(p.starts_with("$HOME")
@@ -21,7 +39,7 @@ pub fn check_path_syntax(p: &str) -> Result<(), String> {
             || p.starts_with("${HOME}")
             || p.starts_with("${PWD}"))
     {
-        return Err("only $HOME and $PWD expand, at the start of a path".into());
+        return Err(PathError::Variable);
     }
     Ok(())
 }
@@ -32,25 +50,25 @@ pub fn is_root(p: &str) -> bool {
 }
 
 /// Split `SRC[:DST]` and check both halves.
-pub fn split_bind(spec: &str) -> Result<(String, Option<String>), String> {
+pub fn split_bind(spec: &str) -> Result<(String, Option<String>), PathError> {
     let mut parts = spec.splitn(3, ':');
     let src = parts.next().unwrap_or_default().to_string();
     let dst = parts.next().map(str::to_string);
     if parts.next().is_some() {
-        return Err("more than one ':'; expected SRC or SRC:DST".into());
+        return Err(PathError::TooManyColons);
     }
     check_path_syntax(&src)?;
     if let Some(d) = &dst {
         check_path_syntax(d)?;
         if is_root(d) {
-            return Err("the destination would cover the whole file system".into());
+            return Err(PathError::RootDestination);
         }
     }
     Ok((src, dst))
 }
 
-/// Expand and normalise a path (see the module doc).
-pub fn expand(p: &str, home: &Path, cwd: &Path) -> Result<PathBuf, String> {
+/// Expand and normalise a path lexically (see the module doc). Reads nothing.
+pub fn lexical(p: &str, home: &Path, cwd: &Path) -> Result<PathBuf, PathError> {
     check_path_syntax(p)?;
     let replaced: PathBuf = if p == "~" {
         home.to_path_buf()
@@ -76,7 +94,7 @@ pub fn expand(p: &str, home: &Path, cwd: &Path) -> Result<PathBuf, String> {
             _ => {}
         }
     }
-    Ok(crate::paths::canonical_or_self(&out))
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -87,23 +105,14 @@ mod tests {
     fn tilde_home_pwd_and_dotdot_expand() {
         let h = Path::new("/nonexistent/home/u");
         let c = Path::new("/nonexistent/p");
-        assert_eq!(expand("~", h, c).unwrap(), h);
-        assert_eq!(expand("~/.ssh", h, c).unwrap(), h.join(".ssh"));
-        assert_eq!(expand("$HOME/x", h, c).unwrap(), h.join("x"));
-        assert_eq!(expand("${PWD}/build", h, c).unwrap(), c.join("build"));
-        assert_eq!(expand("sub/../other", h, c).unwrap(), c.join("other"));
-        assert_eq!(expand("/../../etc", h, c).unwrap(), Path::new("/etc"));
-        assert!(expand("~root/x", h, c).is_err());
-        assert!(expand("$USER/x", h, c).is_err());
-    }
-
-    #[test]
-    fn symlinks_resolve_to_where_they_point() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir(d.path().join("real")).unwrap();
-        std::os::unix::fs::symlink(d.path().join("real"), d.path().join("link")).unwrap();
-        let got = expand("link/x", d.path(), d.path()).unwrap();
-        assert_eq!(got, d.path().canonicalize().unwrap().join("real/x"));
+        assert_eq!(lexical("~", h, c).unwrap(), h);
+        assert_eq!(lexical("~/.ssh", h, c).unwrap(), h.join(".ssh"));
+        assert_eq!(lexical("$HOME/x", h, c).unwrap(), h.join("x"));
+        assert_eq!(lexical("${PWD}/build", h, c).unwrap(), c.join("build"));
+        assert_eq!(lexical("sub/../other", h, c).unwrap(), c.join("other"));
+        assert_eq!(lexical("/../../etc", h, c).unwrap(), Path::new("/etc"));
+        assert_eq!(lexical("~root/x", h, c), Err(PathError::TildeUser));
+        assert_eq!(lexical("$USER/x", h, c), Err(PathError::Variable));
     }
 
     #[test]
@@ -113,8 +122,8 @@ mod tests {
             ("/a".into(), Some("/b".into()))
         );
         assert_eq!(split_bind("~/x").unwrap(), ("~/x".into(), None));
-        assert!(split_bind("/a:/b:/c").is_err());
-        assert!(split_bind("/a:/").is_err());
-        assert!(split_bind(":/b").is_err());
+        assert_eq!(split_bind("/a:/b:/c"), Err(PathError::TooManyColons));
+        assert_eq!(split_bind("/a:/"), Err(PathError::RootDestination));
+        assert_eq!(split_bind(":/b"), Err(PathError::Empty));
     }
 }

@@ -1,7 +1,9 @@
 //! The code between clone() and execve(). It runs in the new namespaces, single-threaded,
-//! and touches only what `Prepared` already holds: raw syscalls, no allocation, no Rust
-//! I/O. A failure is reported to the supervisor over a pipe as (step, errno), and the
-//! supervisor turns that into one line naming the step, the path and the errno.
+//! and touches only what `Prepared` already holds: raw syscalls, no Rust I/O, and no
+//! allocation except in the capability calls (the `caps` crate builds small sets; the
+//! process is a fresh single-threaded copy, so no allocator lock can be held). A failure
+//! is reported to the supervisor over a pipe as (where, errno), and the supervisor turns
+//! that into one line naming the step, the path and the errno.
 //!
 //! This process becomes pid 1 of the new pid namespace: after setup it forks the command,
 //! then reaps zombies and forwards signals until the command exits.
@@ -10,17 +12,74 @@ use std::os::fd::RawFd;
 
 use super::prepare::{Prepared, Step};
 
-pub const STEP_PARENT_GONE: u32 = 0xFFFF_0000;
-pub const STEP_ID_MAPS: u32 = 0xFFFF_0001;
-pub const STEP_CHDIR: u32 = 0xFFFF_0002;
-pub const STEP_PRIVS: u32 = 0xFFFF_0003;
-pub const STEP_FORK: u32 = 0xFFFF_0004;
-pub const STEP_SECCOMP: u32 = 0xFFFF_0005;
-pub const STEP_EXEC: u32 = 0xFFFF_0006;
-pub const STEP_USERNS_LIMIT: u32 = 0xFFFF_0007;
-pub const STEP_RLIMIT: u32 = 0xFFFF_0008;
-/// Opening source k fails with step STEP_SOURCE + k.
-pub const STEP_SOURCE: u32 = 0xFFFE_0000;
+/// Where the child failed. Sent over the error pipe as one u32 ([`FailedAt::code`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailedAt {
+    /// `Prepared::steps[i]`.
+    Step(u32),
+    /// Opening `Prepared::sources[k]`.
+    Source(u32),
+    /// Setting `Prepared::rlimits[k]`.
+    Rlimit(u32),
+    Phase(Phase),
+}
+
+/// The setup phases that are not a numbered step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Phase {
+    /// The supervisor died before the child could start.
+    ParentGone = 0,
+    IdMaps = 1,
+    UsernsLimit = 2,
+    Chdir = 3,
+    Capabilities = 4,
+    NoNewPrivs = 5,
+    Fork = 6,
+    Seccomp = 7,
+    Exec = 8,
+}
+
+const PHASES: [Phase; 9] = [
+    Phase::ParentGone,
+    Phase::IdMaps,
+    Phase::UsernsLimit,
+    Phase::Chdir,
+    Phase::Capabilities,
+    Phase::NoNewPrivs,
+    Phase::Fork,
+    Phase::Seccomp,
+    Phase::Exec,
+];
+
+const TAG_SHIFT: u32 = 24;
+const TAG_STEP: u32 = 0;
+const TAG_SOURCE: u32 = 1;
+const TAG_RLIMIT: u32 = 2;
+const TAG_PHASE: u32 = 3;
+
+impl FailedAt {
+    pub fn code(self) -> u32 {
+        let (tag, n) = match self {
+            FailedAt::Step(i) => (TAG_STEP, i),
+            FailedAt::Source(k) => (TAG_SOURCE, k),
+            FailedAt::Rlimit(k) => (TAG_RLIMIT, k),
+            FailedAt::Phase(p) => (TAG_PHASE, p as u32),
+        };
+        tag << TAG_SHIFT | (n & ((1 << TAG_SHIFT) - 1))
+    }
+
+    pub fn decode(code: u32) -> Option<FailedAt> {
+        let n = code & ((1 << TAG_SHIFT) - 1);
+        match code >> TAG_SHIFT {
+            TAG_STEP => Some(FailedAt::Step(n)),
+            TAG_SOURCE => Some(FailedAt::Source(n)),
+            TAG_RLIMIT => Some(FailedAt::Rlimit(n)),
+            TAG_PHASE => PHASES.get(n as usize).map(|p| FailedAt::Phase(*p)),
+            _ => None,
+        }
+    }
+}
 
 /// The supervisor's view of the signals it forwards; the child waits on the same set.
 pub struct Fds {
@@ -37,15 +96,28 @@ pub(crate) fn errno() -> i32 {
     unsafe { *libc::__errno_location() }
 }
 
-pub(crate) unsafe fn fail(err_w: RawFd, step: u32, err: i32) -> ! {
+/// Report `(code, err)` on `err_w` and exit.
+///
+/// # Safety
+/// Only for a forked or cloned child: it `_exit`s without running destructors.
+pub(crate) unsafe fn fail(err_w: RawFd, code: u32, err: i32) -> ! {
     let mut msg = [0u8; 8];
-    msg[..4].copy_from_slice(&step.to_ne_bytes());
+    msg[..4].copy_from_slice(&code.to_ne_bytes());
     msg[4..].copy_from_slice(&err.to_ne_bytes());
     libc::write(err_w, msg.as_ptr().cast(), 8);
     libc::_exit(crate::error::EXIT_CSBOX);
 }
 
+unsafe fn fail_at(err_w: RawFd, at: FailedAt, err: i32) -> ! {
+    fail(err_w, at.code(), err)
+}
+
+/// Write `data` to the NUL-terminated `path` in one write(2).
+///
+/// # Safety
+/// `path` must end with a NUL byte.
 pub(crate) unsafe fn write_file(path: &[u8], data: &[u8]) -> Result<(), i32> {
+    debug_assert_eq!(path.last(), Some(&0));
     let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
     if fd < 0 {
         return Err(errno());
@@ -63,6 +135,7 @@ fn ptr(c: &Option<std::ffi::CString>) -> *const libc::c_char {
     c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())
 }
 
+/// struct mount_attr of mount_setattr(2); libc has no binding for the call.
 #[repr(C)]
 struct MountAttr {
     attr_set: u64,
@@ -70,15 +143,15 @@ struct MountAttr {
     propagation: u64,
     userns_fd: u64,
 }
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const AT_RECURSIVE: libc::c_int = 0x8000;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
 
-/// Read-only, recursively (mount_setattr, Linux 5.12+), else a plain remount that keeps the
-/// flags the kernel locked on this mount (nosuid/nodev/noexec/atime): dropping a locked
-/// flag in a user namespace is EPERM.
-unsafe fn remount_ro(dst: *const libc::c_char) -> Result<(), i32> {
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
+/// Set mount attributes (mount_setattr, Linux 5.12+, hand-written: neither libc, nix nor
+/// rustix 1 wraps it), else a remount of `dst` alone that keeps the flags the kernel
+/// locked on it (nosuid/nodev/noexec/atime): dropping a locked flag in a user namespace
+/// is EPERM.
+unsafe fn set_attr(dst: *const libc::c_char, attr: u64, recursive: bool) -> Result<(), i32> {
+    let ma = MountAttr {
+        attr_set: attr,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
@@ -87,8 +160,8 @@ unsafe fn remount_ro(dst: *const libc::c_char) -> Result<(), i32> {
         libc::SYS_mount_setattr,
         libc::AT_FDCWD,
         dst,
-        AT_RECURSIVE as libc::c_uint,
-        &attr as *const MountAttr,
+        if recursive { AT_RECURSIVE } else { 0 },
+        &ma as *const MountAttr,
         std::mem::size_of::<MountAttr>(),
     );
     if r == 0 {
@@ -102,21 +175,26 @@ unsafe fn remount_ro(dst: *const libc::c_char) -> Result<(), i32> {
         return Err(errno());
     }
     let keep = st.f_flag
-        & (libc::ST_NOSUID
+        & (libc::ST_RDONLY
+            | libc::ST_NOSUID
             | libc::ST_NODEV
             | libc::ST_NOEXEC
             | libc::ST_NOATIME
             | libc::ST_NODIRATIME
             | libc::ST_RELATIME);
-    let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | keep as libc::c_ulong;
-    if libc::mount(
-        std::ptr::null(),
-        dst,
-        std::ptr::null(),
-        flags,
-        std::ptr::null(),
-    ) != 0
-    {
+    let mut flags = libc::MS_BIND | libc::MS_REMOUNT | keep as libc::c_ulong;
+    for (bit, ms) in [
+        (super::prepare::MOUNT_ATTR_RDONLY, libc::MS_RDONLY),
+        (super::prepare::MOUNT_ATTR_NOSUID, libc::MS_NOSUID),
+        (super::prepare::MOUNT_ATTR_NODEV, libc::MS_NODEV),
+        (super::prepare::MOUNT_ATTR_NOEXEC, libc::MS_NOEXEC),
+    ] {
+        if attr & bit != 0 {
+            flags |= ms;
+        }
+    }
+    let null = std::ptr::null();
+    if libc::mount(null, dst, null, flags, null.cast()) != 0 {
         return Err(errno());
     }
     Ok(())
@@ -130,6 +208,7 @@ unsafe fn apply(step: &Step) -> Result<(), i32> {
             fstype,
             flags,
             data,
+            ..
         } => libc::mount(
             ptr(src),
             dst.as_ptr(),
@@ -137,7 +216,11 @@ unsafe fn apply(step: &Step) -> Result<(), i32> {
             *flags,
             ptr(data).cast(),
         ),
-        Step::RemountRo { dst } => return remount_ro(dst.as_ptr()),
+        Step::SetAttr {
+            dst,
+            attr,
+            recursive,
+        } => return set_attr(dst.as_ptr(), *attr, *recursive),
         Step::Mkdir { path, mode } => {
             if libc::mkdir(path.as_ptr(), *mode) != 0 && errno() != libc::EEXIST {
                 return Err(errno());
@@ -193,36 +276,26 @@ unsafe fn loopback_up() -> Result<(), i32> {
     Ok(())
 }
 
-/// Drop every capability, including the bounding set, and forbid regaining any.
-unsafe fn drop_privileges() -> Result<(), i32> {
-    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-        return Err(errno());
-    }
-    for cap in 0..64 {
-        if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno() != libc::EINVAL {
-            return Err(errno());
-        }
-    }
-    libc::prctl(
-        libc::PR_CAP_AMBIENT,
-        libc::PR_CAP_AMBIENT_CLEAR_ALL,
-        0,
-        0,
-        0,
-    );
-    // capset(2), version 3: two 32-bit words of effective/permitted/inheritable, all zero.
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    let hdr = Header {
-        version: 0x2008_0522,
-        pid: 0,
+/// Keep only `p.keep_caps`, in every set: drop the rest from the bounding set (so no
+/// exec can regain them), then set effective, inheritable and permitted to the kept
+/// ones and raise them as ambient (so they survive the command's exec).
+fn set_capabilities(p: &Prepared) -> Result<(), i32> {
+    use caps::CapSet;
+    let os_err = |_| match errno() {
+        0 => libc::EPERM,
+        e => e,
     };
-    let data = [0u32; 6];
-    if libc::syscall(libc::SYS_capset, &hdr as *const Header, data.as_ptr()) != 0 {
-        return Err(errno());
+    for c in &p.drop_bounding {
+        caps::drop(None, CapSet::Bounding, *c).map_err(os_err)?;
+    }
+    caps::clear(None, CapSet::Ambient).map_err(os_err)?;
+    let keep: caps::CapsHashSet = p.keep_caps.iter().copied().collect();
+    // Effective first: capset(2) refuses an effective set that is not in the permitted one.
+    for set in [CapSet::Effective, CapSet::Inheritable, CapSet::Permitted] {
+        caps::set(None, set, &keep).map_err(os_err)?;
+    }
+    for c in &p.keep_caps {
+        caps::raise(None, CapSet::Ambient, *c).map_err(os_err)?;
     }
     Ok(())
 }
@@ -253,22 +326,20 @@ unsafe fn close_range(lo: u32, hi: u32) {
     }
 }
 
-/// The child's entry point after clone(). Never returns.
-///
-/// # Safety
-/// Must be called only in the fresh child of a clone(); `p` must stay valid (it is the
-/// child's copy of the parent's memory).
-pub unsafe fn child_main(p: &Prepared, f: &Fds) -> ! {
-    // 1. Die with the supervisor. If it is already gone, its end of our pipe is closed
-    //    and poll reports POLLERR on ours.
-    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+/// Steps 1-3: die with the supervisor, map our ids, open every source.
+unsafe fn enter(p: &Prepared, f: &Fds) {
+    // 1. Die with the supervisor, if the plan says so. If it is already gone, its end of
+    //    our pipe is closed and poll reports POLLERR on ours.
+    if p.die_with_parent {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    }
     let mut pfd = libc::pollfd {
         fd: f.err_w,
         events: 0,
         revents: 0,
     };
     if libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
-        libc::_exit(crate::error::EXIT_CSBOX);
+        fail_at(f.err_w, FailedAt::Phase(Phase::ParentGone), libc::ESRCH);
     }
     // 2. Map ourselves to our own uid/gid. Unprivileged, a process may map only its own
     //    ids, and must deny setgroups before writing gid_map (user_namespaces(7)).
@@ -276,94 +347,113 @@ pub unsafe fn child_main(p: &Prepared, f: &Fds) -> ! {
         .and_then(|_| write_file(b"/proc/self/uid_map\0", &p.uid_map))
         .and_then(|_| write_file(b"/proc/self/gid_map\0", &p.gid_map))
     {
-        fail(f.err_w, STEP_ID_MAPS, e);
+        fail_at(f.err_w, FailedAt::Phase(Phase::IdMaps), e);
     }
     // 3. Every source, opened before any mount can hide or redirect it.
     for (k, (path, fd)) in p.sources.iter().enumerate() {
+        let at = FailedAt::Source(k as u32);
         // The reserved numbers lie above every fd open when they were chosen, the pipes
         // included; never let a source replace one of them.
         if *fd == f.err_w || *fd == f.status_w {
-            fail(f.err_w, STEP_SOURCE + k as u32, libc::EBADF);
+            fail_at(f.err_w, at, libc::EBADF);
         }
         let t = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
         if t < 0 {
-            fail(f.err_w, STEP_SOURCE + k as u32, errno());
+            fail_at(f.err_w, at, errno());
         }
         if t != *fd {
             if libc::dup3(t, *fd, libc::O_CLOEXEC) < 0 {
-                fail(f.err_w, STEP_SOURCE + k as u32, errno());
+                fail_at(f.err_w, at, errno());
             }
             libc::close(t);
         }
     }
+}
+
+/// The child's entry point after clone(). Never returns.
+///
+/// # Safety
+/// Must be called only in the fresh child of a clone(); `p` must stay valid (it is the
+/// child's copy of the parent's memory).
+pub unsafe fn child_main(p: &Prepared, f: &Fds) -> ! {
+    enter(p, f);
     // 4. The mounts, in plan order.
     for (i, step) in p.steps.iter().enumerate() {
         if let Err(e) = apply(step) {
-            fail(f.err_w, i as u32, e);
+            fail_at(f.err_w, FailedAt::Step(i as u32), e);
         }
     }
     // user.max_user_namespaces is per user namespace: 0 here means nothing inside can
     // create one (nested unshare -U fails with ENOSPC), whatever the architecture.
-    if p.forbid_nested_userns {
-        if let Err(e) = write_file(b"/proc/sys/user/max_user_namespaces\0", b"0\n") {
-            fail(f.err_w, STEP_USERNS_LIMIT, e);
+    if let Some(limit) = &p.max_user_namespaces {
+        if let Err(e) = write_file(b"/proc/sys/user/max_user_namespaces\0", limit) {
+            fail_at(f.err_w, FailedAt::Phase(Phase::UsernsLimit), e);
         }
     }
     if libc::chdir(p.cwd.as_ptr()) != 0 {
-        fail(f.err_w, STEP_CHDIR, errno());
+        fail_at(f.err_w, FailedAt::Phase(Phase::Chdir), errno());
     }
     // 5. Nothing from outside stays open; pid 1 is not dumpable, so nothing inside can
     //    read its memory or open its fds through /proc/1.
     close_fds_except(&[f.err_w, f.status_w]);
     libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-    if let Err(e) = drop_privileges() {
-        fail(f.err_w, STEP_PRIVS, e);
+    if p.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+        fail_at(f.err_w, FailedAt::Phase(Phase::NoNewPrivs), errno());
+    }
+    if let Err(e) = set_capabilities(p) {
+        fail_at(f.err_w, FailedAt::Phase(Phase::Capabilities), e);
     }
     // 6. The command.
     let pid = libc::fork();
     if pid < 0 {
-        fail(f.err_w, STEP_FORK, errno());
+        fail_at(f.err_w, FailedAt::Phase(Phase::Fork), errno());
     }
     if pid == 0 {
-        libc::close(f.status_w);
-        for &(res, v) in &p.rlimits {
-            let lim = libc::rlimit {
-                rlim_cur: v,
-                rlim_max: v,
-            };
-            if libc::setrlimit(res as _, &lim) != 0 {
-                fail(f.err_w, STEP_RLIMIT, errno());
-            }
-        }
-        let prog = libc::sock_fprog {
-            len: p.filter.len() as u16,
-            filter: p.filter.as_ptr() as *mut _,
-        };
-        if libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
-            &prog as *const libc::sock_fprog,
-            0,
-            0,
-        ) != 0
-        {
-            fail(f.err_w, STEP_SECCOMP, errno());
-        }
-        libc::sigprocmask(libc::SIG_SETMASK, &f.orig_mask, std::ptr::null_mut());
-        libc::execve(p.exe.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
-        let e = errno();
-        let mut msg = [0u8; 8];
-        msg[..4].copy_from_slice(&STEP_EXEC.to_ne_bytes());
-        msg[4..].copy_from_slice(&e.to_ne_bytes());
-        libc::write(f.err_w, msg.as_ptr().cast(), 8);
-        libc::_exit(if e == libc::ENOENT {
-            crate::error::EXIT_NOT_FOUND
-        } else {
-            crate::error::EXIT_NOT_EXECUTABLE
-        });
+        exec_command(p, f);
     }
     libc::close(f.err_w);
     pid1_loop(pid, f)
+}
+
+/// In the command's process: its limits, the seccomp filter (last: nothing after it
+/// needs a refused call), the original signal mask, exec.
+unsafe fn exec_command(p: &Prepared, f: &Fds) -> ! {
+    libc::close(f.status_w);
+    for (k, &(res, v)) in p.rlimits.iter().enumerate() {
+        let lim = libc::rlimit {
+            rlim_cur: v,
+            rlim_max: v,
+        };
+        if libc::setrlimit(res as _, &lim) != 0 {
+            fail_at(f.err_w, FailedAt::Rlimit(k as u32), errno());
+        }
+    }
+    let prog = libc::sock_fprog {
+        len: p.filter.len() as u16,
+        filter: p.filter.as_ptr() as *mut _,
+    };
+    if libc::prctl(
+        libc::PR_SET_SECCOMP,
+        libc::SECCOMP_MODE_FILTER,
+        &prog as *const libc::sock_fprog,
+        0,
+        0,
+    ) != 0
+    {
+        fail_at(f.err_w, FailedAt::Phase(Phase::Seccomp), errno());
+    }
+    libc::sigprocmask(libc::SIG_SETMASK, &f.orig_mask, std::ptr::null_mut());
+    libc::execve(p.exe.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+    let e = errno();
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(&FailedAt::Phase(Phase::Exec).code().to_ne_bytes());
+    msg[4..].copy_from_slice(&e.to_ne_bytes());
+    libc::write(f.err_w, msg.as_ptr().cast(), 8);
+    libc::_exit(if e == libc::ENOENT {
+        crate::error::EXIT_NOT_FOUND
+    } else {
+        crate::error::EXIT_NOT_EXECUTABLE
+    });
 }
 
 /// pid 1: reap every child, forward signals that a process sent us (kill(2), si_code <= 0)
@@ -393,5 +483,25 @@ unsafe fn pid1_loop(cmd: libc::pid_t, f: &Fds) -> ! {
         } else if info.si_code <= 0 {
             libc::kill(cmd, sig);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_place_round_trips_through_its_code() {
+        let mut all: Vec<FailedAt> = PHASES.iter().map(|p| FailedAt::Phase(*p)).collect();
+        all.extend([
+            FailedAt::Step(0),
+            FailedAt::Step(77),
+            FailedAt::Source(3),
+            FailedAt::Rlimit(1),
+        ]);
+        for at in all {
+            assert_eq!(FailedAt::decode(at.code()), Some(at), "{at:?}");
+        }
+        assert_eq!(FailedAt::decode(0xFFFF_0008), None, "an old-style code");
     }
 }

@@ -1,5 +1,6 @@
-//! Turn a plan into what the child needs: every path as a C string, argv/envp as pointer
-//! arrays, the seccomp program, so the child runs without allocating.
+//! Turn a plan into what the child needs: a list of system-level steps with every path as
+//! a C string, argv/envp as pointer arrays, the seccomp program, so the child runs without
+//! allocating. This is a translation: every decision is the plan's.
 //!
 //! Every bind source and overlay layer is opened (O_PATH) by the child *before* any mount
 //! is made, at an fd number reserved here, and mounts name it as `/proc/self/fd/N`: later
@@ -16,21 +17,37 @@ use std::path::{Path, PathBuf};
 use libc::c_ulong;
 
 use crate::error::{Error, Result};
-use crate::plan::{MountOp, Plan};
+use crate::plan::{MountFlags, MountOp, NodeKind, Plan};
+
+/// What a mount step makes, for the error message and hints of a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountKind {
+    Propagation,
+    Overlay,
+    Bind,
+    Tmpfs,
+    Devpts,
+    Proc,
+    Sysfs,
+}
 
 /// One system-level step of the child's setup.
 #[derive(Debug)]
 pub enum Step {
     Mount {
+        kind: MountKind,
         src: Option<CString>,
         dst: CString,
         fstype: Option<CString>,
         flags: c_ulong,
         data: Option<CString>,
     },
-    /// Make the mount at `dst` (and its submounts) read-only, keeping its locked flags.
-    RemountRo {
+    /// mount_setattr(dst, MOUNT_ATTR_* in `attr`), recursively or not; without
+    /// mount_setattr (Linux < 5.12), a remount of `dst` alone that keeps its locked flags.
+    SetAttr {
         dst: CString,
+        attr: u64,
+        recursive: bool,
     },
     /// mkdir, EEXIST is fine.
     Mkdir {
@@ -54,6 +71,12 @@ pub enum Step {
     LoopbackUp,
 }
 
+/// mount_setattr(2) attribute bits.
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
 pub struct Prepared {
     pub steps: Vec<Step>,
     /// A human description of each step, for the one-line error.
@@ -72,8 +95,14 @@ pub struct Prepared {
     pub clone_flags: libc::c_int,
     /// (resource, value) set soft and hard on the command before exec.
     pub rlimits: Vec<(u32, u64)>,
-    /// Write 0 to /proc/sys/user/max_user_namespaces (per user namespace) once /proc is ours.
-    pub forbid_nested_userns: bool,
+    /// Written to /proc/sys/user/max_user_namespaces once /proc is ours.
+    pub max_user_namespaces: Option<Vec<u8>>,
+    pub no_new_privs: bool,
+    pub die_with_parent: bool,
+    /// Capabilities the command keeps; every other one is dropped.
+    pub keep_caps: Vec<caps::Capability>,
+    /// Every capability this kernel knows but the kept ones: dropped from the bounding set.
+    pub drop_bounding: Vec<caps::Capability>,
 }
 
 pub fn cstring(p: impl AsRef<OsStr>) -> Result<CString> {
@@ -99,6 +128,53 @@ fn fd_path(fd: RawFd) -> String {
     format!("/proc/self/fd/{fd}")
 }
 
+fn ms_flags(f: MountFlags) -> c_ulong {
+    let mut m = 0;
+    for (on, bit) in [
+        (f.read_only, libc::MS_RDONLY),
+        (f.nosuid, libc::MS_NOSUID),
+        (f.nodev, libc::MS_NODEV),
+        (f.noexec, libc::MS_NOEXEC),
+    ] {
+        if on {
+            m |= bit;
+        }
+    }
+    m
+}
+
+fn attr_bits(f: MountFlags) -> u64 {
+    let mut a = 0;
+    for (on, bit) in [
+        (f.read_only, MOUNT_ATTR_RDONLY),
+        (f.nosuid, MOUNT_ATTR_NOSUID),
+        (f.nodev, MOUNT_ATTR_NODEV),
+        (f.noexec, MOUNT_ATTR_NOEXEC),
+    ] {
+        if on {
+            a |= bit;
+        }
+    }
+    a
+}
+
+fn flag_names(f: MountFlags) -> String {
+    let names: Vec<&str> = [
+        (f.read_only, "MS_RDONLY"),
+        (f.nosuid, "MS_NOSUID"),
+        (f.nodev, "MS_NODEV"),
+        (f.noexec, "MS_NOEXEC"),
+    ]
+    .iter()
+    .filter_map(|(on, n)| on.then_some(*n))
+    .collect();
+    if names.is_empty() {
+        "0".into()
+    } else {
+        names.join("|")
+    }
+}
+
 struct Builder {
     steps: Vec<Step>,
     descs: Vec<String>,
@@ -112,20 +188,19 @@ impl Builder {
         self.descs.push(desc);
     }
 
-    /// Reserve a source; returns its /proc/self/fd path and whether it is a directory
-    /// (checked now, so an optional source that is missing can be skipped).
-    fn source(&mut self, p: &Path) -> std::io::Result<(String, bool)> {
-        let md = std::fs::metadata(p)?;
-        let c = CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    /// Reserve a source; returns its /proc/self/fd path.
+    fn source(&mut self, p: &Path) -> Result<String> {
+        let c = cstring(p)?;
         let fd = self.next_fd;
         self.next_fd += 1;
         self.sources.push((c, fd));
-        Ok((fd_path(fd), md.is_dir()))
+        Ok(fd_path(fd))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn mount(
         &mut self,
+        kind: MountKind,
         src: Option<&str>,
         dst: &Path,
         fstype: Option<&str>,
@@ -134,6 +209,7 @@ impl Builder {
         desc: String,
     ) -> Result<()> {
         let step = Step::Mount {
+            kind,
             src: src.map(cstring).transpose()?,
             dst: cstring(dst)?,
             fstype: fstype.map(cstring).transpose()?,
@@ -144,12 +220,21 @@ impl Builder {
         Ok(())
     }
 
-    fn remount_ro(&mut self, dst: &Path) -> Result<()> {
+    fn set_attr(&mut self, dst: &Path, flags: MountFlags, recursive: bool) -> Result<()> {
+        if flags.is_none() {
+            return Ok(());
+        }
         self.push(
-            Step::RemountRo { dst: cstring(dst)? },
+            Step::SetAttr {
+                dst: cstring(dst)?,
+                attr: attr_bits(flags),
+                recursive,
+            },
             format!(
-                "mount_setattr({}, MOUNT_ATTR_RDONLY, AT_RECURSIVE)",
-                dst.display()
+                "mount_setattr({}, {}{})",
+                dst.display(),
+                flag_names(flags).replace("MS_", "MOUNT_ATTR_"),
+                if recursive { ", AT_RECURSIVE" } else { "" }
             ),
         );
         Ok(())
@@ -182,335 +267,311 @@ impl Builder {
         Ok(())
     }
 
-    fn symlink(&mut self, target: &str, path: &str) -> Result<()> {
+    fn symlink(&mut self, target: &str, path: &Path) -> Result<()> {
         self.push(
             Step::Symlink {
                 target: cstring(target)?,
                 path: cstring(path)?,
             },
-            format!("symlink({target}, {path})"),
+            format!("symlink({target}, {})", path.display()),
         );
         Ok(())
     }
-}
 
-const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+    fn create_mount_point(&mut self, dst: &Path, kind: NodeKind) -> Result<()> {
+        match kind {
+            NodeKind::Dir => self.mkdir_p(dst, 0o755),
+            NodeKind::File => {
+                if let Some(parent) = dst.parent() {
+                    self.mkdir_p(parent, 0o755)?;
+                }
+                self.touch(dst)
+            }
+        }
+    }
 
-/// The terminal on stdin, stdout or stderr, if one is a terminal with a name under /dev/.
-fn controlling_tty() -> Option<PathBuf> {
-    (0..3)
-        .find_map(|fd| {
-            // SAFETY: 0, 1 and 2 stay open for the whole process; only borrowed here.
-            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            nix::unistd::ttyname(fd).ok()
-        })
-        .filter(|p| p.starts_with("/dev/") && p.components().count() >= 3)
-}
-
-pub fn prepare(plan: &Plan) -> Result<Prepared> {
-    let exe = &plan.exe;
-    let mut b = Builder {
-        steps: Vec::new(),
-        descs: Vec::new(),
-        sources: Vec::new(),
-        next_fd: first_free_fd(),
-    };
-    let mut tmpfs_roots: Vec<PathBuf> = Vec::new();
-    for op in &plan.mounts {
+    fn op(&mut self, op: &MountOp) -> Result<()> {
         match op {
-            MountOp::MakeSlave { path } => b.mount(
+            MountOp::MakeSlave { path } => self.mount(
+                MountKind::Propagation,
                 None,
                 path,
                 None,
                 libc::MS_REC | libc::MS_SLAVE,
                 None,
                 format!("mount(NULL, {}, MS_REC|MS_SLAVE)", path.display()),
-            )?,
+            ),
             MountOp::Overlay {
                 dst,
                 lower,
                 upper,
                 work,
-            } => {
-                let l = b
-                    .source(lower)
-                    .map_err(|e| Error::io("open overlay lower dir", lower, e))?
-                    .0;
-                let u = b
-                    .source(upper)
-                    .map_err(|e| Error::io("open overlay upper dir", upper, e))?
-                    .0;
-                let w = b
-                    .source(work)
-                    .map_err(|e| Error::io("open overlay work dir", work, e))?
-                    .0;
-                // Layers are named through /proc/self/fd: no escaping of ',' or ':' in
-                // paths, and no lookup that a mount made earlier could redirect.
-                // userxattr: in a user namespace overlayfs keeps its xattrs in user.*.
-                let data = format!("lowerdir={l},upperdir={u},workdir={w},userxattr");
-                let desc = format!(
-                    "mount(\"overlay\", {}, \"overlay\", MS_NOSUID|MS_NODEV, \"lowerdir={},upperdir={},workdir={},userxattr\")",
-                    dst.display(),
-                    lower.display(),
-                    upper.display(),
-                    work.display()
-                );
-                b.mount(
-                    Some("overlay"),
-                    dst,
-                    Some("overlay"),
-                    libc::MS_NOSUID | libc::MS_NODEV,
-                    Some(&data),
-                    desc,
-                )?;
-            }
+                flags,
+            } => self.overlay(dst, lower, upper, work, *flags),
             MountOp::Bind {
                 src,
                 dst,
-                read_only,
-                optional,
+                flags,
                 create_dst,
             } => {
-                let (s, is_dir) = match b.source(src) {
-                    Ok(v) => v,
-                    Err(e) if *optional && e.kind() == std::io::ErrorKind::NotFound => {
-                        crate::debug!("bind {}: source missing, skipped", src.display());
-                        continue;
-                    }
-                    Err(e) => return Err(Error::io("open bind source", src, e)),
-                };
-                if !*create_dst && std::fs::symlink_metadata(dst).is_err() {
-                    return Err(Error::Usage(format!(
-                        "bind destination {} does not exist: create it first (csbox makes mount points only inside its own tmpfs, never in your real file system)",
-                        dst.display()
-                    )));
-                }
-                if *create_dst {
-                    if is_dir {
-                        b.mkdir_p(dst, 0o755)?;
-                    } else {
-                        if let Some(parent) = dst.parent() {
-                            b.mkdir_p(parent, 0o755)?;
-                        }
-                        b.touch(dst)?;
-                    }
+                let s = self.source(src)?;
+                if let Some(kind) = create_dst {
+                    self.create_mount_point(dst, *kind)?;
                 }
                 let desc = format!(
                     "mount({}, {}, MS_BIND|MS_REC)",
                     src.display(),
                     dst.display()
                 );
-                b.mount(
-                    Some(&s),
-                    dst,
-                    None,
-                    libc::MS_BIND | libc::MS_REC,
-                    None,
-                    desc,
-                )?;
-                if *read_only {
-                    b.remount_ro(dst)?;
-                }
+                let bind = libc::MS_BIND | libc::MS_REC;
+                self.mount(MountKind::Bind, Some(&s), dst, None, bind, None, desc)?;
+                self.set_attr(dst, *flags, true)
             }
             MountOp::Tmpfs {
                 dst,
                 mode,
-                read_only,
+                size,
+                flags,
             } => {
-                let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
-                if *read_only {
-                    flags |= libc::MS_RDONLY;
+                let mut data = format!("mode={mode:o}");
+                if let Some(s) = size {
+                    data.push_str(&format!(",size={s}"));
                 }
-                let data = format!("mode={mode:o}");
-                let desc = format!(
-                    "mount(\"tmpfs\", {}, \"tmpfs\", MS_NOSUID|MS_NODEV, \"{data}\")",
-                    dst.display()
+                self.tmpfs(dst, *flags, &data)
+            }
+            MountOp::Hide { dst, kind } => self.hide(dst, *kind),
+            MountOp::Mkdir { path } => self.mkdir_p(path, 0o755),
+            MountOp::Sysfs { dst, flags } => self.pseudo(MountKind::Sysfs, "sysfs", dst, *flags),
+            MountOp::Proc { dst, flags } => self.pseudo(MountKind::Proc, "proc", dst, *flags),
+            MountOp::LoopbackUp => {
+                self.push(
+                    Step::LoopbackUp,
+                    "ioctl(SIOCSIFFLAGS, \"lo\", IFF_UP)".into(),
                 );
-                b.mount(Some("tmpfs"), dst, Some("tmpfs"), flags, Some(&data), desc)?;
-                tmpfs_roots.push(dst.clone());
+                Ok(())
             }
-            MountOp::Hide { dst } => {
-                // Already hidden when it lies under a tmpfs mounted earlier; nothing to do
-                // when it does not exist.
-                if tmpfs_roots.iter().any(|r| dst.starts_with(r)) {
-                    continue;
-                }
-                let Ok(md) = std::fs::metadata(dst) else {
-                    continue;
-                };
-                if md.is_dir() {
-                    let flags =
-                        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-                    let desc = format!(
-                        "mount(\"tmpfs\", {}, \"tmpfs\", MS_RDONLY) to hide it",
-                        dst.display()
-                    );
-                    b.mount(
-                        Some("tmpfs"),
-                        dst,
-                        Some("tmpfs"),
-                        flags,
-                        Some("mode=0755,size=4k"),
-                        desc,
-                    )?;
-                } else {
-                    let (null, _) = b
-                        .source(Path::new("/dev/null"))
-                        .map_err(|e| Error::io("open", "/dev/null", e))?;
-                    let desc = format!("mount(/dev/null, {}, MS_BIND) to hide it", dst.display());
-                    b.mount(Some(&null), dst, None, libc::MS_BIND, None, desc)?;
-                    b.remount_ro(dst)?;
-                }
-            }
-            MountOp::Mkdir { path } => b.mkdir_p(path, 0o755)?,
-            MountOp::Sysfs { dst } => b.mount(
-                Some("sysfs"),
+            MountOp::Dev {
                 dst,
-                Some("sysfs"),
-                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                None,
-                format!("mount(\"sysfs\", {}, \"sysfs\", MS_RDONLY)", dst.display()),
-            )?,
-            MountOp::LoopbackUp => b.push(
-                Step::LoopbackUp,
-                "ioctl(SIOCSIFFLAGS, \"lo\", IFF_UP)".into(),
-            ),
-            MountOp::Dev { dst } => {
-                let mut nodes = Vec::new();
-                for n in DEV_NODES {
-                    let host = Path::new("/dev").join(n);
-                    nodes.push((
-                        n,
-                        b.source(&host).map_err(|e| Error::io("open", &host, e))?.0,
-                    ));
-                }
-                let desc = format!(
-                    "mount(\"tmpfs\", {}, \"tmpfs\", MS_NOSUID|MS_NOEXEC, \"mode=755\")",
-                    dst.display()
-                );
-                b.mount(
-                    Some("tmpfs"),
-                    dst,
-                    Some("tmpfs"),
-                    libc::MS_NOSUID | libc::MS_NOEXEC,
-                    Some("mode=755"),
-                    desc,
-                )?;
-                for (n, src) in nodes {
-                    let node = dst.join(n);
-                    b.touch(&node)?;
-                    b.mount(
-                        Some(&src),
-                        &node,
-                        None,
-                        libc::MS_BIND,
-                        None,
-                        format!("mount(/dev/{n}, {}, MS_BIND)", node.display()),
-                    )?;
-                }
-                // The terminal csbox runs in, as /dev/console (as bubblewrap does): the
-                // private devpts below has none of the host's ptys, so without it `tty` and
-                // ttyname(3) find no name for the command's stdin (GPG_TTY=$(tty) breaks).
-                // The command holds that terminal open already; TIOCSTI stays denied.
-                // A terminal csbox cannot stat is left out, not an error.
-                if let Some((tty, (src, _))) =
-                    controlling_tty().and_then(|t| b.source(&t).ok().map(|s| (t, s)))
-                {
-                    let console = dst.join("console");
-                    b.touch(&console)?;
-                    b.mount(
-                        Some(&src),
-                        &console,
-                        None,
-                        libc::MS_BIND,
-                        None,
-                        format!("mount({}, {}, MS_BIND)", tty.display(), console.display()),
-                    )?;
-                }
-                let pts = dst.join("pts");
-                b.mkdir_p(&pts, 0o755)?;
-                // A private devpts instance: the sandbox can open new ptys, and sees none of
-                // the host's.
-                b.mount(
-                    Some("devpts"),
-                    &pts,
-                    Some("devpts"),
-                    libc::MS_NOSUID | libc::MS_NOEXEC,
-                    Some("newinstance,ptmxmode=0666,mode=620"),
-                    format!(
-                        "mount(\"devpts\", {}, \"devpts\", \"newinstance,ptmxmode=0666,mode=620\")",
-                        pts.display()
-                    ),
-                )?;
-                let d = dst.display().to_string();
-                b.symlink("pts/ptmx", &format!("{d}/ptmx"))?;
-                b.symlink("/proc/self/fd", &format!("{d}/fd"))?;
-                for (i, n) in ["stdin", "stdout", "stderr"].iter().enumerate() {
-                    b.symlink(&format!("/proc/self/fd/{i}"), &format!("{d}/{n}"))?;
-                }
-                let shm = dst.join("shm");
-                b.mkdir_p(&shm, 0o755)?;
-                b.push(
-                    Step::Chmod {
-                        path: cstring(&shm)?,
-                        mode: 0o1777,
-                    },
-                    format!("chmod({}, 01777)", shm.display()),
-                );
-            }
-            MountOp::Proc { dst } => b.mount(
-                Some("proc"),
-                dst,
-                Some("proc"),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                None,
-                format!("mount(\"proc\", {}, \"proc\")", dst.display()),
-            )?,
+                nodes,
+                console,
+            } => self.dev(dst, nodes, console.as_deref()),
         }
     }
 
+    fn overlay(
+        &mut self,
+        dst: &Path,
+        lower: &Path,
+        upper: &Path,
+        work: &Path,
+        flags: MountFlags,
+    ) -> Result<()> {
+        let (l, u, w) = (self.source(lower)?, self.source(upper)?, self.source(work)?);
+        // Layers are named through /proc/self/fd: no escaping of ',' or ':' in paths, and
+        // no lookup that a mount made earlier could redirect. userxattr: in a user
+        // namespace overlayfs keeps its xattrs in user.*.
+        let data = format!("lowerdir={l},upperdir={u},workdir={w},userxattr");
+        let desc = format!(
+            "mount(\"overlay\", {}, \"overlay\", {}, \"lowerdir={},upperdir={},workdir={},userxattr\")",
+            dst.display(),
+            flag_names(flags),
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        let f = ms_flags(flags);
+        self.mount(
+            MountKind::Overlay,
+            Some("overlay"),
+            dst,
+            Some("overlay"),
+            f,
+            Some(&data),
+            desc,
+        )
+    }
+
+    fn tmpfs(&mut self, dst: &Path, flags: MountFlags, data: &str) -> Result<()> {
+        let desc = format!(
+            "mount(\"tmpfs\", {}, \"tmpfs\", {}, \"{data}\")",
+            dst.display(),
+            flag_names(flags)
+        );
+        let f = ms_flags(flags);
+        self.mount(
+            MountKind::Tmpfs,
+            Some("tmpfs"),
+            dst,
+            Some("tmpfs"),
+            f,
+            Some(data),
+            desc,
+        )
+    }
+
+    fn pseudo(&mut self, kind: MountKind, fs: &str, dst: &Path, flags: MountFlags) -> Result<()> {
+        let desc = format!(
+            "mount(\"{fs}\", {}, \"{fs}\", {})",
+            dst.display(),
+            flag_names(flags)
+        );
+        self.mount(kind, Some(fs), dst, Some(fs), ms_flags(flags), None, desc)
+    }
+
+    /// What hiding means (plan::MountOp::Hide): an empty read-only tmpfs over a
+    /// directory, a read-only bind of /dev/null over a file.
+    fn hide(&mut self, dst: &Path, kind: NodeKind) -> Result<()> {
+        match kind {
+            NodeKind::Dir => self.tmpfs(dst, MountFlags::SEALED, "mode=0755,size=4k"),
+            NodeKind::File => {
+                let null = self.source(Path::new("/dev/null"))?;
+                let desc = format!("mount(/dev/null, {}, MS_BIND) to hide it", dst.display());
+                self.mount(
+                    MountKind::Bind,
+                    Some(&null),
+                    dst,
+                    None,
+                    libc::MS_BIND,
+                    None,
+                    desc,
+                )?;
+                self.set_attr(dst, MountFlags::NONE.read_only(true), true)
+            }
+        }
+    }
+
+    /// The minimal /dev the plan describes (plan::MountOp::Dev).
+    fn dev(&mut self, dst: &Path, nodes: &[String], console: Option<&Path>) -> Result<()> {
+        let mut srcs = Vec::new();
+        for n in nodes {
+            srcs.push((n, self.source(&Path::new("/dev").join(n))?));
+        }
+        let dev_flags = MountFlags {
+            nosuid: true,
+            noexec: true,
+            ..MountFlags::NONE
+        };
+        self.tmpfs(dst, dev_flags, "mode=755")?;
+        let console = match console {
+            Some(tty) => Some((tty, self.source(tty)?)),
+            None => None,
+        };
+        let binds = srcs
+            .iter()
+            .map(|(n, s)| (Path::new("/dev").join(n), dst.join(n), s.clone()));
+        let console = console.map(|(tty, s)| (tty.to_path_buf(), dst.join("console"), s));
+        for (from, node, src) in binds.chain(console) {
+            self.touch(&node)?;
+            let desc = format!("mount({}, {}, MS_BIND)", from.display(), node.display());
+            self.mount(
+                MountKind::Bind,
+                Some(&src),
+                &node,
+                None,
+                libc::MS_BIND,
+                None,
+                desc,
+            )?;
+        }
+        // A private devpts instance: the sandbox can open new ptys, and sees none of the
+        // host's.
+        let pts = dst.join("pts");
+        self.mkdir_p(&pts, 0o755)?;
+        let opts = "newinstance,ptmxmode=0666,mode=620";
+        self.mount(
+            MountKind::Devpts,
+            Some("devpts"),
+            &pts,
+            Some("devpts"),
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            Some(opts),
+            format!(
+                "mount(\"devpts\", {}, \"devpts\", \"{opts}\")",
+                pts.display()
+            ),
+        )?;
+        self.symlink("pts/ptmx", &dst.join("ptmx"))?;
+        self.symlink("/proc/self/fd", &dst.join("fd"))?;
+        for (i, n) in ["stdin", "stdout", "stderr"].iter().enumerate() {
+            self.symlink(&format!("/proc/self/fd/{i}"), &dst.join(n))?;
+        }
+        let shm = dst.join("shm");
+        self.mkdir_p(&shm, 0o755)?;
+        self.push(
+            Step::Chmod {
+                path: cstring(&shm)?,
+                mode: 0o1777,
+            },
+            format!("chmod({}, 01777)", shm.display()),
+        );
+        Ok(())
+    }
+}
+
+fn pointers(v: &[CString]) -> Vec<*const libc::c_char> {
+    v.iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+pub fn prepare(plan: &Plan) -> Result<Prepared> {
+    prepare_with_first_fd(plan, first_free_fd())
+}
+
+/// As [`prepare`], with the first fd number for sources given (tests).
+pub fn prepare_with_first_fd(plan: &Plan, first_fd: RawFd) -> Result<Prepared> {
+    let mut b = Builder {
+        steps: Vec::new(),
+        descs: Vec::new(),
+        sources: Vec::new(),
+        next_fd: first_fd,
+    };
+    for op in &plan.mounts {
+        b.op(op)?;
+    }
     let argv: Vec<CString> = plan.argv.iter().map(cstring).collect::<Result<_>>()?;
     let envp: Vec<CString> = plan
         .env
         .iter()
         .map(|(k, v)| cstring(format!("{k}={v}")))
         .collect::<Result<_>>()?;
-    let argv_ptrs = argv
-        .iter()
-        .map(|c| c.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp_ptrs = envp
-        .iter()
-        .map(|c| c.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-
     let clone_flags = plan
         .namespaces
         .kinds()
         .iter()
         .fold(0, |f, k| f | k.clone_flag());
-
+    let keep_caps: Vec<caps::Capability> = plan
+        .capabilities
+        .iter()
+        .map(|name| {
+            name.parse::<caps::Capability>()
+                .map_err(|_| Error::Usage(format!("unknown capability {name:?} in the plan")))
+        })
+        .collect::<Result<_>>()?;
+    // /proc/sys/kernel/cap_last_cap says what this kernel has (the caps crate knows more
+    // than old kernels do, and dropping an unknown one is EINVAL).
+    let supported = caps::runtime::procfs_all_supported(None)
+        .unwrap_or_else(|_| caps::runtime::thread_all_supported());
+    let mut drop_bounding: Vec<caps::Capability> = supported
+        .into_iter()
+        .filter(|c| !keep_caps.contains(c))
+        .collect();
+    drop_bounding.sort_by_key(|c| c.index());
     Ok(Prepared {
         steps: b.steps,
         descs: b.descs,
         sources: b.sources,
         uid_map: format!("{} {} 1\n", plan.uid, plan.uid).into_bytes(),
         gid_map: format!("{} {} 1\n", plan.gid, plan.gid).into_bytes(),
-        exe: cstring(exe)?,
+        exe: cstring(&plan.exe)?,
+        argv_ptrs: pointers(&argv),
         argv,
-        argv_ptrs,
+        envp_ptrs: pointers(&envp),
         envp,
-        envp_ptrs,
         cwd: cstring(&plan.cwd)?,
-        filter: super::seccomp::build_filter(
-            &plan.seccomp.deny_ioctls,
-            &plan.seccomp.deny_syscalls,
-            plan.seccomp.deny_compat_abis,
-            libc::EPERM,
-        )
-        .map_err(Error::Usage)?,
+        filter: super::seccomp::build_filter(&plan.seccomp)
+            .map_err(|e| Error::Usage(e.to_string()))?,
         clone_flags,
         rlimits: plan
             .rlimits
@@ -523,6 +584,12 @@ pub fn prepare(plan: &Plan) -> Result<Prepared> {
                     .ok_or_else(|| Error::Usage(format!("unknown rlimit {name:?}")))
             })
             .collect::<Result<_>>()?,
-        forbid_nested_userns: !plan.nested_userns,
+        max_user_namespaces: plan
+            .max_user_namespaces
+            .map(|n| format!("{n}\n").into_bytes()),
+        no_new_privs: plan.no_new_privs,
+        die_with_parent: plan.die_with_parent,
+        keep_caps,
+        drop_bounding,
     })
 }

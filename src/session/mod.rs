@@ -4,6 +4,7 @@
 pub mod id;
 pub mod lock;
 pub mod meta;
+pub mod setup;
 pub mod store;
 
 pub use id::SessionId;

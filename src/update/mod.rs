@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use semver::Version;
 
-use crate::cli::UpdateArgs;
 use crate::error::{Error, Result};
 use crate::paths::Paths;
 use crate::session::lock::lock_path;
@@ -118,9 +117,21 @@ impl UpdateEnv {
     }
 }
 
+/// What `csbox update` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Only check, install nothing.
+    pub check: bool,
+    /// The dist-tag to follow.
+    pub channel: String,
+    pub json: bool,
+    /// Install without asking.
+    pub yes: bool,
+}
+
 /// `csbox update`. Without a terminal and without `--yes` it installs: the background
 /// check runs detached, and a script that wants only a check says `--check`.
-pub fn command(args: UpdateArgs) -> Result<i32> {
+pub fn command(args: Request) -> Result<i32> {
     let env = UpdateEnv::from_process();
     if env.in_session {
         return Err(Error::Usage(
@@ -149,7 +160,7 @@ pub fn command(args: UpdateArgs) -> Result<i32> {
 }
 
 fn check_and_install(
-    args: &UpdateArgs,
+    args: &Request,
     paths: &Paths,
     env: &UpdateEnv,
     attempt: &mut Attempt,
@@ -272,7 +283,7 @@ fn installer_stdio(paths: &Paths) -> std::result::Result<(Stdio, Stdio), String>
     Ok((open()?.into(), open()?.into()))
 }
 
-fn print_result(args: &UpdateArgs, a: &Attempt, outcome: Outcome) {
+fn print_result(args: &Request, a: &Attempt, outcome: Outcome) {
     // Every outcome but up-to-date was reached because a newer version exists.
     let available = outcome != Outcome::UpToDate;
     let from = a.from.as_deref().unwrap_or("?");

@@ -1,0 +1,43 @@
+//! Sizes and ages as people read them (`du -h`, `ps`), for every command that prints them.
+
+use std::time::Duration;
+
+pub fn human_age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+pub fn human_size(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b}B")
+    } else {
+        format!("{v:.1}{}", UNITS[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_and_sizes_read_like_du_and_ps() {
+        assert_eq!(human_age(Duration::from_secs(5)), "5s");
+        assert_eq!(human_age(Duration::from_secs(7200)), "2h");
+        assert_eq!(human_age(Duration::from_secs(86400 * 9)), "9d");
+        assert_eq!(human_size(512), "512B");
+        assert_eq!(human_size(1536), "1.5K");
+        assert_eq!(human_size(3 << 30), "3.0G");
+    }
+}

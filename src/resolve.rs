@@ -1,0 +1,207 @@
+//! From what the user asked for to the inputs of a plan: the profile with the command
+//! line's overrides, the command and where it runs, and the facts about every host path
+//! the plan will name (where it really points, whether it exists). This is where the file
+//! system is read, once, so that `plan::build` stays pure. `csbox run` and `csbox spec`
+//! both start here, so an exported sandbox is the one `run` would launch.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result, EXIT_NOT_FOUND};
+use crate::paths::{canonical_or_self, find_on_path, Paths};
+use crate::plan::{self, Facts, NodeKind, Overrides, PathFact, Plan, PlanInput, StateMode};
+use crate::profile::{self, Isolation, Network, Profile};
+
+/// What the command line asks for, as plain values (the clap types stay in `commands/`).
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// A built-in name, a user profile name, or a path.
+    pub profile: String,
+    pub overrides: Overrides,
+    pub net: Option<Network>,
+    /// `--env K=V`, already split.
+    pub env: Vec<(String, String)>,
+    /// The command and its arguments; empty: claude.
+    pub command: Vec<String>,
+    /// `--rm` (Some(true)) or `--keep` (Some(false)); None: the profile decides.
+    pub remove_on_exit: Option<bool>,
+}
+
+/// Everything decided before any session exists.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub paths: Paths,
+    pub profile: Profile,
+    pub overrides: Overrides,
+    pub argv: Vec<String>,
+    pub exe: PathBuf,
+    pub cwd: PathBuf,
+    pub host_env: Vec<(String, String)>,
+    pub uid: u32,
+    pub gid: u32,
+    pub facts: Facts,
+    pub tty: Option<PathBuf>,
+    pub remove_on_exit: bool,
+}
+
+impl Resolved {
+    /// Load the profile, apply the overrides, check the store's place, resolve the
+    /// command (default: claude), look up the host paths. Nothing is created.
+    pub fn resolve(req: &Request) -> Result<Resolved> {
+        let paths = Paths::from_env()?;
+        // A bad profile or flag fails here, before anything is created.
+        let mut profile = profile::load(&req.profile, &paths.user_profiles_dir())?;
+        if let Some(n) = req.net {
+            profile.network = n;
+        }
+        profile
+            .env
+            .set
+            .extend(req.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if paths.store_inside_claude_root() && profile.isolation == Isolation::Namespaces {
+            return Err(Error::Usage(format!(
+                "SESSIONS_DIR ({}) lies inside CLAUDE_ROOT ({}): the session overlay uses CLAUDE_ROOT as its lower layer, \
+and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default ~/.local/share/csbox/sessions) or point it elsewhere",
+                paths.sessions_dir.display(),
+                paths.claude_root.display()
+            )));
+        }
+        let argv = if req.command.is_empty() {
+            vec!["claude".to_string()]
+        } else {
+            req.command.clone()
+        };
+        let cwd = std::env::current_dir().map_err(|e| Error::io("getcwd", ".", e))?;
+        let exe = resolve_command(&paths, &argv, req.command.is_empty(), &cwd)?;
+        let host_env: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        let wanted = plan::wanted_paths(&paths, &profile, &req.overrides, &cwd, &exe);
+        let facts = look_up(wanted);
+        let remove_on_exit = req.remove_on_exit.unwrap_or(profile.remove_on_exit);
+        Ok(Resolved {
+            paths,
+            profile,
+            overrides: req.overrides.clone(),
+            argv,
+            exe,
+            cwd,
+            host_env,
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            facts,
+            tty: controlling_tty(),
+            remove_on_exit,
+        })
+    }
+
+    /// The plan for session `id` (its directory `dir`) in the given state mode.
+    pub fn plan(&self, id: &str, dir: &Path, mode: StateMode) -> Result<Plan> {
+        Ok(plan::build(&PlanInput {
+            paths: &self.paths,
+            session_id: id,
+            session_dir: dir,
+            argv: self.argv.clone(),
+            cwd: self.cwd.clone(),
+            host_env: self.host_env.clone(),
+            uid: self.uid,
+            gid: self.gid,
+            state_mode: mode,
+            profile: &self.profile,
+            overrides: &self.overrides,
+            exe: self.exe.clone(),
+            facts: &self.facts,
+            tty: self.tty.clone(),
+            remove_on_exit: self.remove_on_exit,
+        })?)
+    }
+}
+
+/// Where each path really points, and what is there (following symlinks, as a mount
+/// does).
+pub fn look_up(paths: impl IntoIterator<Item = PathBuf>) -> Facts {
+    let mut facts = Facts::default();
+    for p in paths {
+        if facts.contains(&p) {
+            continue;
+        }
+        let real = canonical_or_self(&p);
+        let kind = std::fs::metadata(&p).ok().map(|m| {
+            if m.is_dir() {
+                NodeKind::Dir
+            } else {
+                NodeKind::File
+            }
+        });
+        facts.insert(
+            real.clone(),
+            PathFact {
+                real: real.clone(),
+                kind,
+            },
+        );
+        facts.insert(p, PathFact { real, kind });
+    }
+    facts
+}
+
+/// The terminal on stdin, stdout or stderr, if one is a terminal with a name under /dev/.
+fn controlling_tty() -> Option<PathBuf> {
+    (0..3)
+        .find_map(|fd| {
+            // SAFETY: 0, 1 and 2 stay open for the whole process; only borrowed here.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            nix::unistd::ttyname(fd).ok()
+        })
+        .filter(|p| p.starts_with("/dev/") && p.components().count() >= 3)
+}
+
+/// The command must exist before a session is made for it.
+fn resolve_command(paths: &Paths, argv: &[String], default: bool, cwd: &Path) -> Result<PathBuf> {
+    if default {
+        return paths.find_claude().ok_or_else(|| Error::Exec {
+            msg: "claude is not installed (not on PATH, CLAUDE_BIN unset): install it with \
+`npm install -g @anthropic-ai/claude-code`, set CLAUDE_BIN, or run another command: csbox run -- bash"
+                .into(),
+            code: EXIT_NOT_FOUND,
+        });
+    }
+    let cmd = &argv[0];
+    if cmd.contains('/') {
+        let p = cwd.join(cmd);
+        return if p.exists() {
+            Ok(p)
+        } else {
+            Err(Error::Exec {
+                msg: format!("{cmd}: no such file"),
+                code: EXIT_NOT_FOUND,
+            })
+        };
+    }
+    find_on_path(cmd.as_ref(), paths.path_var.as_deref()).ok_or_else(|| Error::Exec {
+        msg: format!("{cmd}: command not found on PATH"),
+        code: EXIT_NOT_FOUND,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_resolve_to_where_they_point_and_kinds_are_known() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("real")).unwrap();
+        std::fs::write(d.path().join("real/f"), "x").unwrap();
+        std::os::unix::fs::symlink(d.path().join("real"), d.path().join("link")).unwrap();
+        let link = d.path().join("link");
+        let facts = look_up([link.clone(), link.join("f"), link.join("nope")]);
+        let real = d.path().canonicalize().unwrap().join("real");
+        assert_eq!(facts.real(&link), real);
+        assert_eq!(facts.kind(&link), Some(NodeKind::Dir));
+        assert_eq!(facts.kind(&link.join("f")), Some(NodeKind::File));
+        assert_eq!(facts.kind(&link.join("nope")), None);
+        assert_eq!(facts.real(&link.join("nope")), real.join("nope"));
+        // The real spelling is known too: a plan step may look either up.
+        assert_eq!(facts.kind(&real), Some(NodeKind::Dir));
+    }
+}
