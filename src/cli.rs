@@ -7,7 +7,7 @@ use crate::commands::{
     completions::CompletionsArgs, doctor::DoctorArgs, gc::GcArgs, ls::LsArgs, ls::ShowArgs,
     profile::ProfileArgs, run::RunArgs, spec::SpecArgs, update::UpdateArgs,
 };
-use crate::error::{report, Result};
+use crate::exit::{report, Result};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -78,6 +78,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Spec(a) => spec::spec(a),
         Command::Doctor(a) => doctor::doctor(a),
         Command::Profile(a) => profile::profile(a),
-        Command::Completions(a) => completions::completions(a),
+        Command::Completions(a) => {
+            use clap::CommandFactory;
+            completions::completions(a, Cli::command())
+        }
     }
 }

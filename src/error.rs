@@ -1,4 +1,8 @@
-//! The one place that maps a failure to an exit code and a message a user can act on.
+//! The error every layer below the commands returns: what failed (the operation and
+//! path, or the system call and its arguments), its errno, and what to do. It names no
+//! other module of csbox, so any module may use it; typed errors of single modules
+//! (`plan::Error`, `sandbox::SetupError`, `profile::Error`) and this one roll up in
+//! `exit`, which maps each to an exit code.
 //!
 //! Exit codes follow `env(1)` and docker: 0 success, 2 usage or bad input, 125 a csbox
 //! failure, 126 the command is not executable, 127 it is not found, otherwise the
@@ -48,14 +52,6 @@ pub enum Error {
     /// Anything else csbox itself failed at, already phrased for the user.
     #[error("{0}")]
     Other(String),
-
-    /// The plan cannot be built from this profile, these flags and this directory.
-    #[error(transparent)]
-    Plan(#[from] crate::plan::Error),
-
-    /// The sandbox could not be set up (the step, the call and the errno).
-    #[error(transparent)]
-    Setup(#[from] crate::sandbox::SetupError),
 }
 
 fn hint_suffix(hint: &Option<String>) -> String {
@@ -91,37 +87,19 @@ impl Error {
         }
         self
     }
-
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::Usage(_) | Error::BadSession { .. } | Error::Plan(_) => EXIT_USAGE,
-            Error::Setup(e) => e.exit_code(),
-            Error::Exec { code, .. } => *code,
-            Error::Io { .. } | Error::Sys { .. } | Error::Other(_) => EXIT_CSBOX,
-        }
-    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Print an error as one line on stderr and return its exit code.
-pub fn report(err: &Error) -> i32 {
-    eprintln!("csbox: {err}");
-    err.exit_code()
+impl From<nix::errno::Errno> for Error {
+    fn from(e: nix::errno::Errno) -> Self {
+        Error::sys("system call", e)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exit_codes_follow_env_and_docker() {
-        assert_eq!(Error::Usage("x".into()).exit_code(), 2);
-        assert_eq!(Error::BadSession { msg: "x".into() }.exit_code(), 2);
-        assert_eq!(Error::Other("x".into()).exit_code(), 125);
-        let e = Error::io("open", "/x", io::Error::from_raw_os_error(libc::ENOENT));
-        assert_eq!(e.exit_code(), 125);
-    }
 
     #[test]
     fn io_error_names_op_path_and_hint() {

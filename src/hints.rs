@@ -3,8 +3,6 @@
 
 use nix::errno::Errno;
 
-use crate::sandbox::prepare::MountKind;
-
 pub const FIX_MAX_USERNS: &str = "sysctl -w user.max_user_namespaces=15000";
 pub const FIX_UNPRIVILEGED_USERNS_CLONE: &str = "sysctl -w kernel.unprivileged_userns_clone=1";
 pub const FIX_APPARMOR: &str = "sudo install -m 644 profiles/apparmor/csbox /etc/apparmor.d/csbox && sudo apparmor_parser -r /etc/apparmor.d/csbox";
@@ -28,10 +26,7 @@ profiles/apparmor/csbox), or a seccomp policy of a container; {FIX_COMPAT}; see 
 }
 
 /// What to tell the user when a mount step fails.
-pub fn mount(kind: MountKind, errno: Errno) -> &'static str {
-    match (kind, errno) {
-        (MountKind::Proc, Errno::EPERM) => "a fresh /proc cannot be mounted here: csbox is probably inside a container that masks /proc; see `csbox doctor`",
-        (MountKind::Overlay, _) => "this kernel refuses overlayfs in a user namespace (Linux ≥ 5.11 needed); see `csbox doctor`",
-        _ => "see `csbox doctor`",
-    }
-}
+pub const PROC_MASKED: &str = "a fresh /proc cannot be mounted here: csbox is probably inside a container that masks /proc; see `csbox doctor`";
+pub const OVERLAY_REFUSED: &str =
+    "this kernel refuses overlayfs in a user namespace (Linux ≥ 5.11 needed); see `csbox doctor`";
+pub const SEE_DOCTOR: &str = "see `csbox doctor`";

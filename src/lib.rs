@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod doctor;
 pub mod error;
+pub mod exit;
 pub mod fsutil;
 pub mod gc;
 pub mod hints;

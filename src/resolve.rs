@@ -6,7 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result, EXIT_NOT_FOUND};
+use crate::error::{Error, EXIT_NOT_FOUND};
+use crate::exit::Result;
 use crate::paths::{canonical_or_self, find_on_path, Paths};
 use crate::plan::{self, Facts, NodeKind, Overrides, PathFact, Plan, PlanInput, StateMode};
 use crate::profile::{self, Isolation, Network, Profile};
@@ -63,7 +64,8 @@ impl Resolved {
 and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default ~/.local/share/csbox/sessions) or point it elsewhere",
                 paths.sessions_dir.display(),
                 paths.claude_root.display()
-            )));
+            ))
+            .into());
         }
         let argv = if req.command.is_empty() {
             vec!["claude".to_string()]
@@ -95,8 +97,8 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
     }
 
     /// The plan for session `id` (its directory `dir`) in the given state mode.
-    pub fn plan(&self, id: &str, dir: &Path, mode: StateMode) -> Result<Plan> {
-        Ok(plan::build(&PlanInput {
+    pub fn plan(&self, id: &str, dir: &Path, mode: StateMode) -> Result<Plan, plan::Error> {
+        plan::build(&PlanInput {
             paths: &self.paths,
             session_id: id,
             session_dir: dir,
@@ -112,7 +114,7 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
             facts: &self.facts,
             tty: self.tty.clone(),
             remove_on_exit: self.remove_on_exit,
-        })?)
+        })
     }
 }
 
@@ -156,7 +158,12 @@ fn controlling_tty() -> Option<PathBuf> {
 }
 
 /// The command must exist before a session is made for it.
-fn resolve_command(paths: &Paths, argv: &[String], default: bool, cwd: &Path) -> Result<PathBuf> {
+fn resolve_command(
+    paths: &Paths,
+    argv: &[String],
+    default: bool,
+    cwd: &Path,
+) -> Result<PathBuf, Error> {
     if default {
         return paths.find_claude().ok_or_else(|| Error::Exec {
             msg: "claude is not installed (not on PATH, CLAUDE_BIN unset): install it with \

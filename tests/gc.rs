@@ -579,6 +579,7 @@ fn a_very_deep_state_tree_is_removed_under_a_low_fd_limit() {
             nix::sys::stat::Mode::empty(),
         )
         .unwrap();
+        // SAFETY: openat just returned this fd; it is owned from here on.
         fd = unsafe { OwnedFd::from_raw_fd(raw) };
     }
     drop(fd);

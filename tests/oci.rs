@@ -285,3 +285,59 @@ fn spec_refuses_compat_and_a_bundle_without_a_session() {
     assert!(stderr(&out).contains("--new"), "{}", stderr(&out));
     assert!(!Path::new(&b).exists());
 }
+
+#[test]
+fn spec_takes_the_same_sandbox_flags_as_run() {
+    let env = TestEnv::new(As::me());
+    let data = env.home.join("data");
+    let notes = env.home.join("notes");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&notes).unwrap();
+    let out = env.run(&[
+        "spec",
+        "--bind",
+        &format!("{}:{}", data.display(), env.home.join("notes").display()),
+        "--ro-bind",
+        &data.display().to_string(),
+        "--hide",
+        "~/notes",
+        "--env",
+        "GREETING=hi",
+        "--net",
+        "none",
+        "--",
+        "true",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mounts = doc["mounts"].as_array().unwrap();
+    let bind = |dst: &Path, ro: bool| {
+        mounts.iter().any(|m| {
+            m["type"] == "bind"
+                && m["destination"] == dst.display().to_string()
+                && m["source"] == data.display().to_string()
+                && m["options"].as_array().unwrap().iter().any(|o| o == "ro") == ro
+        })
+    };
+    assert!(bind(&notes, false), "--bind in the mounts: {mounts:#?}");
+    assert!(bind(&data, true), "--ro-bind in the mounts: {mounts:#?}");
+    let masked = doc["linux"]["maskedPaths"].as_array().unwrap();
+    assert!(
+        masked
+            .iter()
+            .any(|p| p == &serde_json::Value::from(notes.display().to_string())),
+        "--hide in maskedPaths: {masked:?}"
+    );
+    let env_list = doc["process"]["env"].as_array().unwrap();
+    assert!(env_list.iter().any(|e| e == "GREETING=hi"), "{env_list:?}");
+    let ns: Vec<&str> = doc["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].as_str().unwrap())
+        .collect();
+    assert!(ns.contains(&"network"), "--net none: {ns:?}");
+    // A bad flag is refused by spec as by run.
+    let bad = env.run(&["spec", "--bind", "/a:/b:/c", "--", "true"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -244,17 +244,27 @@ const BAD_PROFILES: &[(&str, &str, &[&str])] = &[
     (
         "unknown field",
         "{\n  \"netwrok\": \"none\"\n}",
-        &[":2:", "unknown field `netwrok`", "network"],
+        &[
+            ":2:",
+            "field \"netwrok\"",
+            "unknown field",
+            "did you mean \"network\"",
+        ],
     ),
     (
         "wrong type",
         "{\n  \"hide\": \"~/.ssh\"\n}",
-        &[":2:", "invalid type", "sequence"],
+        &[":2:", "field \"hide\"", "list of strings"],
     ),
     (
         "bad enum value",
         "{\n  \"network\": \"maybe\"\n}",
-        &[":2:", "unknown variant `maybe`", "none"],
+        &[
+            ":2:",
+            "field \"network\"",
+            "\"maybe\"",
+            "\"host\", \"none\"",
+        ],
     ),
     (
         "unknown extends",
@@ -284,17 +294,17 @@ const BAD_PROFILES: &[(&str, &str, &[&str])] = &[
     (
         "zero timeout",
         "{\n  \"timeoutSecs\": 0\n}",
-        &[":2:", "field \"timeoutSecs\"", "≥ 1"],
+        &[":2:", "field \"timeoutSecs\"", "from 1 to"],
     ),
     (
         "claude entry with a slash",
         "{\n  \"claude\": {\"readOnly\": [\"../.ssh\"]}\n}",
-        &[":2:", "field \"readOnly\"", "entry name"],
+        &[":2:", "field \"claude.readOnly\"", "entry name"],
     ),
     (
         "entry in two lists",
         "{\n  \"claude\": {\"readOnly\": [\"x\"],\n   \"readWrite\": [\"x\"]}\n}",
-        &[":3:", "field \"readWrite\"", "one list"],
+        &[":3:", "field \"claude.readWrite\"", "one list"],
     ),
     (
         "~user path",
@@ -304,9 +314,34 @@ const BAD_PROFILES: &[(&str, &str, &[&str])] = &[
     (
         "negative number",
         "{\n  \"timeoutSecs\": -5\n}",
-        &[":2:", "invalid value", "u64"],
+        &[":2:", "field \"timeoutSecs\"", "out of range"],
     ),
     ("empty file", "", &[":1:1", "empty"]),
+    (
+        "a number for an enum",
+        "{\n  \"network\": 5\n}",
+        &[
+            ":2:3",
+            "field \"network\"",
+            "5 (a number)",
+            "\"host\", \"none\"",
+        ],
+    ),
+    (
+        "a list for an object",
+        "{\n  \"claude\": []\n}",
+        &[":2:3", "field \"claude\"", "not an object", "readOnly"],
+    ),
+    (
+        "a timeout that overflows a clock",
+        "{\n  \"timeoutSecs\": 9223372036854775807\n}",
+        &[":2:", "field \"timeoutSecs\"", "out of range", "31536000"],
+    ),
+    (
+        "an rlimit above the hard limit",
+        "{\n  \"rlimits\": {\"nofile\": 18446744073709551614}\n}",
+        &[":2:", "field \"rlimits.nofile\"", "hard limit"],
+    ),
 ];
 
 #[test]
@@ -598,4 +633,55 @@ fn profile_fields_take_effect_inside_a_session_chosen_by_csbox_profile() {
             "[{who}] the private skills write landed in the session layer"
         );
     }
+}
+
+#[test]
+fn a_profile_path_that_is_no_regular_utf8_file_is_exit_2_without_hanging() {
+    let env = TestEnv::new(As::me());
+    let dir = env.dir.path().join("p");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo.json");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let latin1 = dir.join("latin1.json");
+    std::fs::write(&latin1, b"{\"description\": \"caf\xe9\"}").unwrap();
+    let bom = dir.join("bom.json");
+    std::fs::write(&bom, "\u{feff}{\"extends\": \"default\"}").unwrap();
+    for (path, words) in [
+        (fifo.clone(), "not a regular file"),
+        (dir.clone(), "is a directory"),
+        (dir.join("missing.json"), "no such file"),
+        (latin1.clone(), "not UTF-8"),
+        ("/dev/zero".into(), "not a regular file"),
+    ] {
+        let t = Instant::now();
+        let out = env.run(&["run", "--profile", path.to_str().unwrap(), "--", "true"]);
+        let err = stderr(&out);
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{}: took {:?}",
+            path.display(),
+            t.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", path.display());
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains(words),
+            "{}: {err}",
+            path.display()
+        );
+        // The same through CSBOX_PROFILE.
+        let out = env
+            .csbox(&["run", "--", "true"])
+            .env("CSBOX_PROFILE", &path)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "CSBOX_PROFILE={}",
+            path.display()
+        );
+    }
+    // A byte-order mark is not an error.
+    let out = env.run(&["profile", "show", bom.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

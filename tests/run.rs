@@ -879,3 +879,66 @@ fn the_vm_test_isolation_probes_pass_here_too() {
         assert!(out.status.success(), "[{}]", user.label());
     }
 }
+
+#[test]
+fn the_launcher_follows_the_plans_no_new_privs_and_die_with_parent() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        let nnp = |patch: Option<&str>| {
+            let mut c = env.csbox(&["run", "--", "grep", "NoNewPrivs", "/proc/self/status"]);
+            if let Some(p) = patch {
+                c.env("CSBOX_TEST_PLAN_PATCH", p);
+            }
+            let out = c.output().unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+            stdout(&out)
+        };
+        assert!(nnp(None).contains("NoNewPrivs:\t1"), "{}", nnp(None));
+        // Without no_new_privs and with no capability left, a seccomp filter cannot be
+        // loaded: the patched plan has no rules either.
+        let off = nnp(Some(r#"{"no_new_privs": false, "seccomp": {"rules": []}}"#));
+        assert!(off.contains("NoNewPrivs:\t0"), "[{}] {off}", user.label());
+
+        // die_with_parent false: a SIGKILL to the supervisor leaves the sandbox running.
+        let marker = format!("2{}.{}", std::process::id(), user.uid);
+        let mut c = env
+            .csbox(&["run", "--", "sleep", &marker])
+            .env("CSBOX_TEST_PLAN_PATCH", r#"{"die_with_parent": false}"#)
+            .spawn()
+            .unwrap();
+        // The supervisor's and pid 1's command lines hold the marker too: wait for the
+        // sleep itself.
+        let sleeps = || {
+            pids_with_marker(&marker)
+                .into_iter()
+                .filter(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.trim() == "sleep")
+                })
+                .collect::<Vec<_>>()
+        };
+        let t = Instant::now();
+        while sleeps().is_empty() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the sleep never started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c.kill().unwrap();
+        c.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let alive = sleeps();
+        for pid in pids_with_marker(&marker) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        assert!(
+            !alive.is_empty(),
+            "[{}] without die_with_parent the sandbox outlives its supervisor",
+            user.label()
+        );
+    }
+}

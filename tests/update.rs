@@ -994,6 +994,7 @@ fn the_background_check_holds_none_of_the_callers_fds() {
     let mut fds = [0; 2];
     // SAFETY: pipe2 into a local array; both ends are owned below.
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: the two fds pipe2 just made, each owned once.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let w_fd = w.as_raw_fd();
     let mut cmd = u.csbox(&["run", "--rm", "--", "true"]);

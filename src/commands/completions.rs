@@ -1,8 +1,8 @@
 //! `csbox completions SHELL`: shell completions generated from the command line itself.
 
-use clap::{Args, CommandFactory};
+use clap::Args;
 
-use crate::error::Result;
+use crate::exit::Result;
 
 #[derive(Debug, Args)]
 #[command(
@@ -13,8 +13,8 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
-pub fn completions(a: CompletionsArgs) -> Result<i32> {
-    let mut cmd = crate::cli::Cli::command();
+/// `cmd` is the whole command line (`Cli::command()`), passed in by the dispatcher.
+pub fn completions(a: CompletionsArgs, mut cmd: clap::Command) -> Result<i32> {
     clap_complete::generate(a.shell, &mut cmd, "csbox", &mut std::io::stdout());
     Ok(0)
 }

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::error::Result;
+use crate::exit::Result;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  csbox doctor\n  csbox doctor --json")]
@@ -13,5 +13,5 @@ pub struct DoctorArgs {
 }
 
 pub fn doctor(a: DoctorArgs) -> Result<i32> {
-    crate::doctor::command(a.json)
+    Ok(crate::doctor::command(a.json)?)
 }

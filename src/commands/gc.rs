@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::error::Result;
+use crate::exit::Result;
 use crate::gc::{self, units::Action};
 
 #[derive(Debug, Args)]
@@ -51,7 +51,7 @@ pub fn gc(a: GcArgs) -> Result<i32> {
         (_, _, true) => Some(Action::Print),
         _ => None,
     };
-    gc::run(&gc::Request {
+    Ok(gc::run(&gc::Request {
         dry_run: a.dry_run,
         days: a.days,
         empty: a.empty,
@@ -60,5 +60,5 @@ pub fn gc(a: GcArgs) -> Result<i32> {
         max_size: a.max_size,
         timer,
         calendar: a.calendar,
-    })
+    })?)
 }

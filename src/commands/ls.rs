@@ -5,7 +5,8 @@ use std::time::SystemTime;
 
 use clap::Args;
 
-use crate::error::{Error, Result};
+use crate::error::Error;
+use crate::exit::Result;
 use crate::human::{human_age, human_size};
 use crate::paths::Paths;
 use crate::session::meta::format_time;

@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 
-use crate::error::Result;
+use crate::exit::Result;
 use crate::paths::Paths;
 use crate::profile;
 

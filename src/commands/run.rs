@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use clap::Args;
 
 use super::sandbox::SandboxArgs;
-use crate::error::{Error, Result, EXIT_CSBOX};
+use crate::error::Error as BaseError;
+use crate::exit::{Error, Result, EXIT_CSBOX};
 use crate::fsutil::Durability;
 use crate::plan::{Plan, StateMode};
 use crate::profile::Isolation;
@@ -53,9 +54,10 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<i32> {
     if std::env::var_os("CSBOX_SESSION_ID").is_some() {
-        return Err(Error::Usage(
+        return Err(BaseError::Usage(
             "csbox run inside a csbox session is not supported: the session store is hidden in here".into(),
-        ));
+        )
+        .into());
     }
     let remove = match (args.rm, args.keep) {
         (true, _) => Some(true),
@@ -132,7 +134,7 @@ fn open_session(
     existing: Option<SessionId>,
     id: SessionId,
     name: Option<String>,
-) -> Result<LiveSession> {
+) -> crate::error::Result<LiveSession> {
     match existing {
         Some(id) => {
             let mut s = store.enter(&id)?;
@@ -164,13 +166,14 @@ fn launch(
     sink: &mut Option<StatusSink>,
 ) -> Result<Launch> {
     let id = session.id.to_string();
+    test_patch(plan)?;
     let mut started = |pid: u32| {
         if let Some(s) = sink.as_mut() {
             s.line(serde_json::json!({"session": id, "pid": pid, "started": format_time(SystemTime::now())}));
         }
     };
     if plan.isolation == Isolation::None {
-        return sandbox::launch_unsandboxed(plan, &mut started);
+        return Ok(sandbox::launch_unsandboxed(plan, &mut started)?);
     }
     let result = sandbox::launch(plan, &mut started)?;
     match result {
@@ -181,10 +184,48 @@ fn launch(
                 "overlayfs is refused here ({f}): falling back to a fresh ~/.claude for this session, with your shared config read-only (see `csbox doctor`)"
             );
             *plan = r.plan(&id, &session.dir, StateMode::Fresh)?;
-            sandbox::launch(plan, &mut started)
+            test_patch(plan)?;
+            Ok(sandbox::launch(plan, &mut started)?)
         }
         other => Ok(other),
     }
+}
+
+/// Test builds only: `CSBOX_TEST_PLAN_PATCH` is a JSON merge patch (RFC 7386) applied to
+/// the plan just before launch, so a test can show the launcher follows a field the
+/// built-in profiles never vary (no_new_privs, die_with_parent, a deliberately writable
+/// bind). Release builds have no such hook.
+fn test_patch(plan: &mut Plan) -> crate::error::Result<()> {
+    if !cfg!(debug_assertions) {
+        return Ok(());
+    }
+    let Some(patch) = std::env::var_os("CSBOX_TEST_PLAN_PATCH") else {
+        return Ok(());
+    };
+    fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+        match patch {
+            serde_json::Value::Object(p) => {
+                if !target.is_object() {
+                    *target = serde_json::json!({});
+                }
+                let t = target.as_object_mut().expect("an object");
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge(t.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                    }
+                }
+            }
+            other => *target = other.clone(),
+        }
+    }
+    let bad = |e: serde_json::Error| BaseError::Usage(format!("CSBOX_TEST_PLAN_PATCH: {e}"));
+    let patch: serde_json::Value = serde_json::from_str(&patch.to_string_lossy()).map_err(bad)?;
+    let mut v = serde_json::to_value(&*plan).map_err(bad)?;
+    merge(&mut v, &patch);
+    *plan = serde_json::from_value(v).map_err(bad)?;
+    Ok(())
 }
 
 /// Record how the session ended, drop its active link, and delete it if the plan says
@@ -256,12 +297,12 @@ struct StatusSink {
 }
 
 impl StatusSink {
-    fn open(target: &str) -> Result<Self> {
+    fn open(target: &str) -> crate::error::Result<Self> {
         use std::os::fd::FromRawFd;
         if let Ok(fd) = target.parse::<i32>() {
             // SAFETY: F_GETFD only inspects the fd.
             if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-                return Err(Error::Usage(format!(
+                return Err(BaseError::Usage(format!(
                     "--json-status {fd}: fd {fd} is not open"
                 )));
             }
@@ -274,8 +315,8 @@ impl StatusSink {
                 out: unsafe { File::from_raw_fd(fd) },
             });
         }
-        let out =
-            File::create(target).map_err(|e| Error::io("create --json-status file", target, e))?;
+        let out = File::create(target)
+            .map_err(|e| BaseError::io("create --json-status file", target, e))?;
         Ok(StatusSink { out })
     }
 

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::sandbox::SandboxArgs;
-use crate::error::{Error, Result};
+use crate::error::Error;
+use crate::exit::Result;
 use crate::oci::{self, Target};
 use crate::resolve::Resolved;
 use crate::session::setup::{new_session, prepare_claude_root};
@@ -69,7 +70,8 @@ pub fn spec(args: SpecArgs) -> Result<i32> {
     } else if args.bundle.is_some() {
         return Err(Error::Usage(
             "--bundle writes a spec a runtime will run, and that needs a session layer: add --new, or --session ID".into(),
-        ));
+        )
+        .into());
     } else {
         notes.push(format!(
             "no session: the overlay names a session {PREVIEW_ID} that does not exist; use --new or --session ID for a runnable spec"

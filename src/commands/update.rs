@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::error::Result;
+use crate::exit::Result;
 use crate::update;
 
 #[derive(Debug, Args)]
@@ -25,10 +25,10 @@ pub struct UpdateArgs {
 }
 
 pub fn update(a: UpdateArgs) -> Result<i32> {
-    update::command(update::Request {
+    Ok(update::command(update::Request {
         check: a.check,
         channel: a.channel,
         json: a.json,
         yes: a.yes,
-    })
+    })?)
 }

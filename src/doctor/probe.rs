@@ -113,6 +113,10 @@ fn id_maps() -> IdMaps {
     }
 }
 
+/// Enter a new user namespace (and `flags`), mapped to our own ids.
+///
+/// # Safety
+/// Only in a forked probe child: it changes the calling process's namespaces.
 unsafe fn enter(flags: libc::c_int, maps: &IdMaps) -> Result<(), (u32, i32)> {
     check(libc::unshare(libc::CLONE_NEWUSER | flags), 0)?;
     write_file(b"/proc/self/setgroups\0", b"deny")
@@ -123,6 +127,7 @@ unsafe fn enter(flags: libc::c_int, maps: &IdMaps) -> Result<(), (u32, i32)> {
 
 /// unshare(CLONE_NEWUSER), exactly what `csbox run` needs first.
 pub fn user_namespace() -> Probe {
+    // SAFETY: in the forked probe child; unshare only changes that process.
     in_child(&["unshare(CLONE_NEWUSER)".into()], |_| unsafe {
         check(libc::unshare(libc::CLONE_NEWUSER), 0)
     })
@@ -193,6 +198,7 @@ pub fn overlay(dirs: &OverlayDirs) -> Probe {
     let maps = id_maps();
     let (cm, cdata) = (c(&merged), CString::new(data).unwrap_or_default());
     let cfile = c(&merged.join(".csbox-doctor-probe"));
+    // SAFETY: in the forked probe child, with C strings that outlive the calls.
     in_child(&steps, |_| unsafe {
         enter(libc::CLONE_NEWNS, &maps)?;
         check(
@@ -228,6 +234,7 @@ pub fn proc_mount(target: &Path) -> Probe {
     ));
     let maps = id_maps();
     let ct = c(target);
+    // SAFETY: in the forked probe child; its own fork is reaped before it exits.
     in_child(&steps, |wfd| unsafe {
         enter(libc::CLONE_NEWNS | libc::CLONE_NEWPID, &maps)?;
         // Only a process inside the new pid namespace may mount a proc for it.
@@ -276,6 +283,7 @@ pub fn seccomp_filter() -> Probe {
         "prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)".to_string(),
         "ioctl(-1, TIOCSTI) under the filter (EPERM expected)".to_string(),
     ];
+    // SAFETY: in the forked probe child; the filter outlives the prctl that loads it.
     in_child(&steps, |_| unsafe {
         check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0)?;
         let prog = libc::sock_fprog {

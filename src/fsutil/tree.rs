@@ -101,43 +101,42 @@ fn timestamp(sec: i64, nsec: u32) -> SystemTime {
     }
 }
 
-/// statx(dirfd, name, AT_SYMLINK_NOFOLLOW); an empty name stats `dirfd` itself.
+fn errno(e: rustix::io::Errno) -> Errno {
+    Errno::from_raw(e.raw_os_error())
+}
+
+/// statx(dirfd, name, AT_SYMLINK_NOFOLLOW) through rustix; an empty name stats `dirfd`
+/// itself. Kernels before 4.11 (or a seccomp policy that refuses statx) get fstatat,
+/// without the mount id.
 fn stat_at(dirfd: RawFd, name: &CStr) -> nix::Result<Meta> {
-    let mut flags = libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT;
+    use rustix::fs::{AtFlags, StatxFlags};
+    // SAFETY: the caller's fd stays open for this call.
+    let dir = unsafe { std::os::fd::BorrowedFd::borrow_raw(dirfd) };
+    let mut flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT;
     if name.is_empty() {
-        flags |= libc::AT_EMPTY_PATH;
+        flags |= AtFlags::EMPTY_PATH;
     }
-    let mask = libc::STATX_TYPE
-        | libc::STATX_MODE
-        | libc::STATX_INO
-        | libc::STATX_BLOCKS
-        | libc::STATX_MTIME
-        | libc::STATX_MNT_ID;
-    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
-    // SAFETY: valid fd and C string; stx is written on success.
-    let r = unsafe { libc::statx(dirfd, name.as_ptr(), flags, mask, stx.as_mut_ptr()) };
-    if r == 0 {
-        // SAFETY: statx succeeded.
-        let s = unsafe { stx.assume_init() };
-        return Ok(Meta {
-            mode: s.stx_mode as u32,
-            dev: libc::makedev(s.stx_dev_major, s.stx_dev_minor),
-            mnt_id: (s.stx_mask & libc::STATX_MNT_ID != 0).then_some(s.stx_mnt_id),
-            ino: s.stx_ino,
-            blocks: s.stx_blocks,
-            mtime: timestamp(s.stx_mtime.tv_sec, s.stx_mtime.tv_nsec),
-        });
+    let mask = StatxFlags::TYPE
+        | StatxFlags::MODE
+        | StatxFlags::INO
+        | StatxFlags::BLOCKS
+        | StatxFlags::MTIME
+        | StatxFlags::MNT_ID;
+    match rustix::fs::statx(dir, name, flags, mask) {
+        Ok(s) => {
+            return Ok(Meta {
+                mode: s.stx_mode as u32,
+                dev: libc::makedev(s.stx_dev_major, s.stx_dev_minor),
+                mnt_id: (s.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(s.stx_mnt_id),
+                ino: s.stx_ino,
+                blocks: s.stx_blocks,
+                mtime: timestamp(s.stx_mtime.tv_sec, s.stx_mtime.tv_nsec),
+            })
+        }
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {}
+        Err(e) => return Err(errno(e)),
     }
-    match Errno::last() {
-        // Kernels before 4.11, or a seccomp filter that refuses statx.
-        Errno::ENOSYS | Errno::EPERM => {}
-        e => return Err(e),
-    }
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: as above.
-    Errno::result(unsafe { libc::fstatat(dirfd, name.as_ptr(), st.as_mut_ptr(), flags) })?;
-    // SAFETY: fstatat succeeded.
-    let st = unsafe { st.assume_init() };
+    let st = rustix::fs::statat(dir, name, flags).map_err(errno)?;
     Ok(Meta {
         mode: st.st_mode,
         dev: st.st_dev,
@@ -171,8 +170,8 @@ fn chmod_dir_nofollow(parent: RawFd, name: &CStr, mode: libc::mode_t) -> nix::Re
         return Ok(());
     }
     match Errno::last() {
-        // SAFETY: as above.
         Errno::ENOENT => {
+            // SAFETY: valid fd and C string.
             Errno::result(unsafe { libc::fchmodat(parent, name.as_ptr(), mode, 0) }).map(drop)
         }
         e => Err(e),
@@ -192,42 +191,22 @@ fn open_subdir(parent: RawFd, name: &CStr, fix_perms: bool) -> nix::Result<Owned
     }
 }
 
-/// All names in the directory `fd` except `.` and `..`, read with getdents64(2) so no
-/// second fd (fdopendir) is needed.
+/// All names in the directory `fd` except `.` and `..`, read with getdents64(2)
+/// (rustix's `RawDir`) so no second fd (fdopendir) is needed.
 fn read_names(fd: RawFd) -> nix::Result<Vec<CString>> {
-    let mut buf = vec![0u64; 4096]; // 32 KiB, 8-byte aligned as dirents are
+    // SAFETY: the caller's fd stays open for this call.
+    let dir = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 * 1024];
+    let mut raw = rustix::fs::RawDir::new(dir, &mut buf);
     let mut names = Vec::new();
-    loop {
-        // SAFETY: buf is writable for its full length.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_getdents64,
-                fd,
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len() * 8,
-            )
-        };
-        let n = Errno::result(n)? as usize;
-        if n == 0 {
-            return Ok(names);
-        }
-        let bytes = buf.as_ptr() as *const u8;
-        let mut off = 0;
-        while off < n {
-            // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
-            // SAFETY: the kernel wrote n bytes of whole records.
-            let (reclen, name) = unsafe {
-                let rec = bytes.add(off);
-                let reclen = (rec.add(16) as *const u16).read_unaligned() as usize;
-                (reclen, CStr::from_ptr(rec.add(19) as *const libc::c_char))
-            };
-            let b = name.to_bytes();
-            if b != b"." && b != b".." {
-                names.push(name.to_owned());
-            }
-            off += reclen;
+    while let Some(entry) = raw.next() {
+        let name = entry.map_err(errno)?.file_name().to_owned();
+        let b = name.to_bytes();
+        if b != b"." && b != b".." {
+            names.push(name);
         }
     }
+    Ok(names)
 }
 
 struct Level {

@@ -87,7 +87,14 @@ pub struct Request {
 pub fn run(req: &Request) -> Result<i32> {
     let paths = Paths::from_env()?;
     if let Some(action) = req.timer {
-        return units::command(action, req, &paths);
+        let rules = units::TimerRules {
+            days: req.days,
+            empty: req.empty,
+            orphaned: req.orphaned,
+            max_size: req.max_size.clone(),
+            calendar: req.calendar.clone(),
+        };
+        return units::command(action, &rules, &paths);
     }
     let max_size = req.max_size.as_deref().map(parse_size).transpose()?;
     let policy = Policy::from_flags(req.days, req.empty, req.orphaned, max_size);

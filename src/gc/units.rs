@@ -12,6 +12,17 @@ use crate::paths::{find_on_path, Paths};
 pub const SERVICE: &str = "csbox-gc.service";
 pub const TIMER: &str = "csbox-gc.timer";
 
+/// The gc rules a timer's runs get, as `csbox gc --install-timer` was given them.
+#[derive(Debug, Clone, Default)]
+pub struct TimerRules {
+    pub days: Option<u64>,
+    pub empty: bool,
+    pub orphaned: bool,
+    pub max_size: Option<String>,
+    /// OnCalendar= (systemd.time(7)).
+    pub calendar: String,
+}
+
 /// What to do with the timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -35,7 +46,7 @@ pub struct UnitSpec {
 impl UnitSpec {
     /// The units for this command line: the gc rules given are passed on to the timer's
     /// runs, the binary is the one running now.
-    pub fn from_request(args: &super::Request, paths: &Paths) -> Result<Self> {
+    pub fn from_rules(args: &TimerRules, paths: &Paths) -> Result<Self> {
         if let Some(s) = &args.max_size {
             super::select::parse_size(s)?;
         }
@@ -146,12 +157,12 @@ fn quote(s: &str, exec: bool) -> String {
     format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-pub fn command(action: Action, args: &super::Request, paths: &Paths) -> Result<i32> {
+pub fn command(action: Action, args: &TimerRules, paths: &Paths) -> Result<i32> {
     let unit_dir = paths.config_home.join("systemd/user");
     if action == Action::Uninstall {
         return uninstall(&unit_dir, paths);
     }
-    let spec = UnitSpec::from_request(args, paths)?;
+    let spec = UnitSpec::from_rules(args, paths)?;
     let (service, timer) = (spec.service()?, spec.timer());
     if action == Action::Print {
         print!("### {SERVICE}\n{service}\n### {TIMER}\n{timer}");

@@ -8,6 +8,7 @@
 //! plan fields; whatever the runtime spec has no words for is returned as a note, and
 //! `csbox spec` prints every note: nothing is dropped silently.
 
+mod build;
 mod mounts;
 mod seccomp;
 #[cfg(test)]
@@ -24,6 +25,7 @@ use oci_spec::runtime::{
 
 use crate::error::{Error, Result};
 use crate::plan::{NsKind, Plan};
+use build::oci;
 
 /// The runtime-spec version written: the one runc 1.1 (Debian 12) implements.
 pub const OCI_VERSION: &str = "1.0.2";
@@ -44,10 +46,6 @@ pub struct Export {
     pub rootfs_links: Vec<(String, PathBuf)>,
     /// What the runtime spec cannot say of the native sandbox, one sentence each.
     pub notes: Vec<String>,
-}
-
-pub(crate) fn oci<T>(r: std::result::Result<T, oci_spec::OciSpecError>) -> Result<T> {
-    r.map_err(|e| Error::Other(format!("building the OCI spec: {e}")))
 }
 
 /// Convert a plan. Pure but for `stat`s of the host's top-level system directories (which

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Mount, MountBuilder};
 
-use super::oci;
+use super::build::oci;
 use crate::error::{Error, Result};
 use crate::plan::{MountFlags, MountOp, Plan, DEV_NODES};
 

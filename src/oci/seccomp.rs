@@ -6,7 +6,7 @@ use oci_spec::runtime::{
     LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder,
 };
 
-use super::oci;
+use super::build::oci;
 use crate::error::Result;
 use crate::plan::Seccomp;
 

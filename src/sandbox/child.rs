@@ -108,6 +108,10 @@ pub(crate) unsafe fn fail(err_w: RawFd, code: u32, err: i32) -> ! {
     libc::_exit(crate::error::EXIT_CSBOX);
 }
 
+/// [`fail`] with a typed place.
+///
+/// # Safety
+/// As [`fail`].
 unsafe fn fail_at(err_w: RawFd, at: FailedAt, err: i32) -> ! {
     fail(err_w, at.code(), err)
 }
@@ -149,6 +153,10 @@ const AT_RECURSIVE: libc::c_uint = 0x8000;
 /// rustix 1 wraps it), else a remount of `dst` alone that keeps the flags the kernel
 /// locked on it (nosuid/nodev/noexec/atime): dropping a locked flag in a user namespace
 /// is EPERM.
+///
+/// # Safety
+/// `dst` must be a valid NUL-terminated path; only in the sandbox's child, where the
+/// mounts are its own.
 unsafe fn set_attr(dst: *const libc::c_char, attr: u64, recursive: bool) -> Result<(), i32> {
     let ma = MountAttr {
         attr_set: attr,
@@ -200,6 +208,11 @@ unsafe fn set_attr(dst: *const libc::c_char, attr: u64, recursive: bool) -> Resu
     Ok(())
 }
 
+/// One step of the setup.
+///
+/// # Safety
+/// Only in the sandbox's child, after the sources are open; the step's C strings
+/// live in `Prepared`, which outlives the call.
 unsafe fn apply(step: &Step) -> Result<(), i32> {
     let r = match step {
         Step::Mount {
@@ -254,6 +267,9 @@ unsafe fn apply(step: &Step) -> Result<(), i32> {
 }
 
 /// A new network namespace has only `lo`, and it is down.
+///
+/// # Safety
+/// Only in the sandbox's child, in its own network namespace.
 unsafe fn loopback_up() -> Result<(), i32> {
     let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
     if fd < 0 {
@@ -302,6 +318,10 @@ fn set_capabilities(p: &Prepared) -> Result<(), i32> {
 
 /// Close every fd from 3 up except `keep` (sources, inherited fds of the user's shell, the
 /// supervisor's lock: nothing from outside leaks into the sandbox).
+///
+/// # Safety
+/// Closes descriptors other code may hold: only in the sandbox's child, where nothing
+/// but `keep` is still needed.
 unsafe fn close_fds_except(keep: &[RawFd]) {
     let mut lo: u32 = 3;
     let mut sorted = [0 as RawFd; 4];
@@ -317,6 +337,8 @@ unsafe fn close_fds_except(keep: &[RawFd]) {
     close_range(lo, u32::MAX);
 }
 
+/// # Safety
+/// As [`close_fds_except`].
 unsafe fn close_range(lo: u32, hi: u32) {
     if libc::syscall(libc::SYS_close_range, lo, hi, 0) != 0 {
         let end = hi.min(4096);
@@ -326,10 +348,58 @@ unsafe fn close_range(lo: u32, hi: u32) {
     }
 }
 
-/// Steps 1-3: die with the supervisor, map our ids, open every source.
-unsafe fn enter(p: &Prepared, f: &Fds) {
-    // 1. Die with the supervisor, if the plan says so. If it is already gone, its end of
-    //    our pipe is closed and poll reports POLLERR on ours.
+/// The stages of a sandbox's setup, in the order [`RECIPE`] gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// PR_SET_PDEATHSIG (if the plan says so), and leave if the supervisor is gone.
+    DieWithParent,
+    /// setgroups deny, uid_map, gid_map: our own ids, nothing else.
+    IdMaps,
+    /// Every source, opened O_PATH at its reserved number before any mount.
+    Sources,
+    /// The plan's mounts, in order.
+    Mounts,
+    /// /proc/sys/user/max_user_namespaces inside.
+    UsernsLimit,
+    Chdir,
+    /// Close every inherited fd but the two pipes; pid 1 becomes non-dumpable.
+    CloseFds,
+    NoNewPrivs,
+    Capabilities,
+    /// pid 1 forks the command and stays behind to reap and forward signals.
+    Fork,
+    Rlimits,
+    /// The seccomp filter: after the last mount and every privileged call.
+    Seccomp,
+    Exec,
+}
+
+/// The setup, in order. Everything before [`Stage::Fork`] runs in pid 1, the rest in the
+/// command's process. The order is the security argument: the ids are mapped before the
+/// sources are opened (the opens happen as the mapped user), the sources before any
+/// mount (nothing can redirect them), the capabilities dropped after the last mount, and
+/// the seccomp filter installed last, just before exec.
+pub const RECIPE: &[Stage] = &[
+    Stage::DieWithParent,
+    Stage::IdMaps,
+    Stage::Sources,
+    Stage::Mounts,
+    Stage::UsernsLimit,
+    Stage::Chdir,
+    Stage::CloseFds,
+    Stage::NoNewPrivs,
+    Stage::Capabilities,
+    Stage::Fork,
+    Stage::Rlimits,
+    Stage::Seccomp,
+    Stage::Exec,
+];
+
+/// # Safety
+/// Only in the fresh child of the clone.
+unsafe fn die_with_parent(p: &Prepared, f: &Fds) {
+    // If the supervisor is already gone, its end of our pipe is closed and poll reports
+    // POLLERR on ours.
     if p.die_with_parent {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
     }
@@ -341,15 +411,11 @@ unsafe fn enter(p: &Prepared, f: &Fds) {
     if libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
         fail_at(f.err_w, FailedAt::Phase(Phase::ParentGone), libc::ESRCH);
     }
-    // 2. Map ourselves to our own uid/gid. Unprivileged, a process may map only its own
-    //    ids, and must deny setgroups before writing gid_map (user_namespaces(7)).
-    if let Err(e) = write_file(b"/proc/self/setgroups\0", b"deny")
-        .and_then(|_| write_file(b"/proc/self/uid_map\0", &p.uid_map))
-        .and_then(|_| write_file(b"/proc/self/gid_map\0", &p.gid_map))
-    {
-        fail_at(f.err_w, FailedAt::Phase(Phase::IdMaps), e);
-    }
-    // 3. Every source, opened before any mount can hide or redirect it.
+}
+
+/// # Safety
+/// Only in the fresh child of the clone, before any mount.
+unsafe fn open_sources(p: &Prepared, f: &Fds) {
     for (k, (path, fd)) in p.sources.iter().enumerate() {
         let at = FailedAt::Source(k as u32);
         // The reserved numbers lie above every fd open when they were chosen, the pipes
@@ -370,63 +436,112 @@ unsafe fn enter(p: &Prepared, f: &Fds) {
     }
 }
 
-/// The child's entry point after clone(). Never returns.
+/// One stage (all but Fork and Exec, which never return the same way).
+///
+/// # Safety
+/// Only in the sandbox's child, in [`RECIPE`] order.
+unsafe fn run_stage(stage: Stage, p: &Prepared, f: &Fds) {
+    let phase = |ph: Phase, e: i32| fail_at(f.err_w, FailedAt::Phase(ph), e);
+    match stage {
+        Stage::DieWithParent => die_with_parent(p, f),
+        // Unprivileged, a process may map only its own ids, and must deny setgroups
+        // before writing gid_map (user_namespaces(7)).
+        Stage::IdMaps => {
+            if let Err(e) = write_file(b"/proc/self/setgroups\0", b"deny")
+                .and_then(|_| write_file(b"/proc/self/uid_map\0", &p.uid_map))
+                .and_then(|_| write_file(b"/proc/self/gid_map\0", &p.gid_map))
+            {
+                phase(Phase::IdMaps, e);
+            }
+        }
+        Stage::Sources => open_sources(p, f),
+        Stage::Mounts => {
+            for (i, step) in p.steps.iter().enumerate() {
+                if let Err(e) = apply(step) {
+                    fail_at(f.err_w, FailedAt::Step(i as u32), e);
+                }
+            }
+        }
+        // user.max_user_namespaces is per user namespace: 0 here means nothing inside
+        // can create one (nested unshare -U fails with ENOSPC), whatever the architecture.
+        Stage::UsernsLimit => {
+            if let Some(limit) = &p.max_user_namespaces {
+                if let Err(e) = write_file(b"/proc/sys/user/max_user_namespaces\0", limit) {
+                    phase(Phase::UsernsLimit, e);
+                }
+            }
+        }
+        Stage::Chdir => {
+            if libc::chdir(p.cwd.as_ptr()) != 0 {
+                phase(Phase::Chdir, errno());
+            }
+        }
+        // Nothing from outside stays open; pid 1 is not dumpable, so nothing inside can
+        // read its memory or open its fds through /proc/1.
+        Stage::CloseFds => {
+            close_fds_except(&[f.err_w, f.status_w]);
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        }
+        Stage::NoNewPrivs => {
+            if p.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                phase(Phase::NoNewPrivs, errno());
+            }
+        }
+        Stage::Capabilities => {
+            if let Err(e) = set_capabilities(p) {
+                phase(Phase::Capabilities, e);
+            }
+        }
+        Stage::Rlimits => {
+            for (k, &(res, v)) in p.rlimits.iter().enumerate() {
+                let lim = libc::rlimit {
+                    rlim_cur: v,
+                    rlim_max: v,
+                };
+                if libc::setrlimit(res as _, &lim) != 0 {
+                    fail_at(f.err_w, FailedAt::Rlimit(k as u32), errno());
+                }
+            }
+        }
+        Stage::Seccomp => install_filter(p, f),
+        Stage::Fork | Stage::Exec => {}
+    }
+}
+
+/// The child's entry point after clone(): the [`RECIPE`]. Never returns.
 ///
 /// # Safety
 /// Must be called only in the fresh child of a clone(); `p` must stay valid (it is the
 /// child's copy of the parent's memory).
 pub unsafe fn child_main(p: &Prepared, f: &Fds) -> ! {
-    enter(p, f);
-    // 4. The mounts, in plan order.
-    for (i, step) in p.steps.iter().enumerate() {
-        if let Err(e) = apply(step) {
-            fail_at(f.err_w, FailedAt::Step(i as u32), e);
+    for &stage in RECIPE {
+        match stage {
+            Stage::Fork => {
+                let pid = libc::fork();
+                if pid < 0 {
+                    fail_at(f.err_w, FailedAt::Phase(Phase::Fork), errno());
+                }
+                if pid > 0 {
+                    libc::close(f.err_w);
+                    pid1_loop(pid, f)
+                }
+                libc::close(f.status_w);
+            }
+            Stage::Exec => exec(p, f),
+            s => run_stage(s, p, f),
         }
     }
-    // user.max_user_namespaces is per user namespace: 0 here means nothing inside can
-    // create one (nested unshare -U fails with ENOSPC), whatever the architecture.
-    if let Some(limit) = &p.max_user_namespaces {
-        if let Err(e) = write_file(b"/proc/sys/user/max_user_namespaces\0", limit) {
-            fail_at(f.err_w, FailedAt::Phase(Phase::UsernsLimit), e);
-        }
-    }
-    if libc::chdir(p.cwd.as_ptr()) != 0 {
-        fail_at(f.err_w, FailedAt::Phase(Phase::Chdir), errno());
-    }
-    // 5. Nothing from outside stays open; pid 1 is not dumpable, so nothing inside can
-    //    read its memory or open its fds through /proc/1.
-    close_fds_except(&[f.err_w, f.status_w]);
-    libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-    if p.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-        fail_at(f.err_w, FailedAt::Phase(Phase::NoNewPrivs), errno());
-    }
-    if let Err(e) = set_capabilities(p) {
-        fail_at(f.err_w, FailedAt::Phase(Phase::Capabilities), e);
-    }
-    // 6. The command.
-    let pid = libc::fork();
-    if pid < 0 {
-        fail_at(f.err_w, FailedAt::Phase(Phase::Fork), errno());
-    }
-    if pid == 0 {
-        exec_command(p, f);
-    }
-    libc::close(f.err_w);
-    pid1_loop(pid, f)
+    libc::_exit(crate::error::EXIT_CSBOX)
 }
 
-/// In the command's process: its limits, the seccomp filter (last: nothing after it
-/// needs a refused call), the original signal mask, exec.
-unsafe fn exec_command(p: &Prepared, f: &Fds) -> ! {
-    libc::close(f.status_w);
-    for (k, &(res, v)) in p.rlimits.iter().enumerate() {
-        let lim = libc::rlimit {
-            rlim_cur: v,
-            rlim_max: v,
-        };
-        if libc::setrlimit(res as _, &lim) != 0 {
-            fail_at(f.err_w, FailedAt::Rlimit(k as u32), errno());
-        }
+/// A plan without rules gets no filter at all (loading one also needs no_new_privs or
+/// CAP_SYS_ADMIN, which such a plan may not have).
+///
+/// # Safety
+/// Only in the command's process.
+unsafe fn install_filter(p: &Prepared, f: &Fds) {
+    if p.filter.len() <= 1 {
+        return;
     }
     let prog = libc::sock_fprog {
         len: p.filter.len() as u16,
@@ -442,6 +557,13 @@ unsafe fn exec_command(p: &Prepared, f: &Fds) -> ! {
     {
         fail_at(f.err_w, FailedAt::Phase(Phase::Seccomp), errno());
     }
+}
+
+/// The original signal mask, then the command.
+///
+/// # Safety
+/// Only in the command's process, after the rest of the [`RECIPE`]; never returns.
+unsafe fn exec(p: &Prepared, f: &Fds) -> ! {
     libc::sigprocmask(libc::SIG_SETMASK, &f.orig_mask, std::ptr::null_mut());
     libc::execve(p.exe.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
     let e = errno();
@@ -461,6 +583,9 @@ unsafe fn exec_command(p: &Prepared, f: &Fds) -> ! {
 /// kernel then kills whatever is left in the namespace. Signals the terminal sends
 /// (Ctrl-C, SIGWINCH: si_code SI_KERNEL) already reached the command's process group and
 /// are not sent twice (a second Ctrl-C makes Claude Code exit).
+///
+/// # Safety
+/// Only in pid 1 of the sandbox, with the wait set blocked; never returns.
 unsafe fn pid1_loop(cmd: libc::pid_t, f: &Fds) -> ! {
     loop {
         let mut info: libc::siginfo_t = std::mem::zeroed();

@@ -4,8 +4,8 @@
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
+use super::outcome::Launch;
 use super::supervise::{supervise, Blocked};
-use super::Launch;
 use crate::error::{Error, Result, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
 use crate::fsutil::Durability;
 use crate::plan::{CompatLink, Plan};

@@ -123,7 +123,7 @@ mod rfc3339 {
     use std::time::SystemTime;
 
     pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_time(*t))
+        s.serialize_str(&crate::session::meta::format_time(*t))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
@@ -138,7 +138,7 @@ mod rfc3339_opt {
 
     pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
         match t {
-            Some(t) => super::rfc3339::serialize(t, s),
+            Some(t) => crate::session::meta::rfc3339::serialize(t, s),
             None => s.serialize_none(),
         }
     }

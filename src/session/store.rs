@@ -563,9 +563,3 @@ impl LiveSession {
         store.remove_locked(&store_fd, &self.id, self.lock)
     }
 }
-
-impl From<Errno> for Error {
-    fn from(e: Errno) -> Self {
-        Error::sys("system call", e)
-    }
-}

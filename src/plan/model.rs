@@ -1,0 +1,318 @@
+//! The plan's types: what a sandbox is, as data.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use super::facts::NodeKind;
+use crate::profile::Isolation;
+pub use crate::profile::StateMode;
+
+pub const PLAN_VERSION: u32 = 2;
+
+/// `~/.claude` entries that hold configuration every session runs (hooks live in
+/// settings.json): shared, but read-only inside.
+pub const SHARED_READ_ONLY: &[&str] = &[
+    "skills",
+    "agents",
+    "commands",
+    "plugins",
+    "output-styles",
+    "settings.json",
+    "CLAUDE.md",
+];
+
+/// ioctls that push input into a terminal (CVE-2017-5226) or drive the console.
+pub const TIOCSTI: u64 = 0x5412;
+pub const TIOCLINUX: u64 = 0x541C;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub version: u32,
+    /// The profile this plan was built from.
+    pub profile: String,
+    /// `none`: no sandbox at all (the compat profile).
+    pub isolation: Isolation,
+    pub session: PlanSession,
+    pub namespaces: Namespaces,
+    /// Map the user to their own uid/gid inside (not root: Claude Code refuses
+    /// --dangerously-skip-permissions as uid 0).
+    pub uid: u32,
+    pub gid: u32,
+    pub state_mode: StateMode,
+    /// What the sandbox shows of the user's home and project: facts an exporter needs to
+    /// rebuild the host's view without re-deriving them from the mount list.
+    pub view: View,
+    /// Mount operations, applied in this order.
+    pub mounts: Vec<MountOp>,
+    /// The resolved executable (argv[0] looked up on PATH outside).
+    pub exe: PathBuf,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    /// Capabilities kept inside (names as in capabilities(7), e.g. `CAP_NET_BIND_SERVICE`);
+    /// every other one is dropped from every set, the bounding set included.
+    pub capabilities: Vec<String>,
+    /// prctl(PR_SET_NO_NEW_PRIVS): exec can never gain privileges (setuid, file caps).
+    pub no_new_privs: bool,
+    pub seccomp: Seccomp,
+    /// Kill everything inside when the supervisor dies (PR_SET_PDEATHSIG).
+    pub die_with_parent: bool,
+    /// Written to `/proc/sys/user/max_user_namespaces` inside (the limit is per user
+    /// namespace): `Some(0)` means nothing inside can create a user namespace of its own.
+    pub max_user_namespaces: Option<u64>,
+    /// Resource limits set on the command (name, value), soft and hard.
+    pub rlimits: Vec<(String, u64)>,
+    /// Wall-clock limit: SIGTERM, then SIGKILL 10 s later.
+    pub timeout_secs: Option<u64>,
+    /// Without a sandbox (compat): the shared `~/.claude` entries linked into the
+    /// session's config dir for the session's lifetime.
+    pub compat_links: Vec<CompatLink>,
+    /// Remove the session when the command exits (`--rm`, or the profile's
+    /// `removeOnExit` unless `--keep`).
+    pub remove_on_exit: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSession {
+    pub id: String,
+    pub dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub work_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct View {
+    /// The user's home as the host has it.
+    pub home: PathBuf,
+    /// True when the home is an empty tmpfs inside, with only the project and the
+    /// `~/.claude` view bound back.
+    pub home_hidden: bool,
+    /// The working directory when the plan binds it (back) into the sandbox itself:
+    /// under /tmp, under a hidden home, or read-only. None: it is visible as part of the
+    /// host's tree.
+    pub project: Option<ProjectView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectView {
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Namespaces {
+    pub user: bool,
+    pub mount: bool,
+    pub pid: bool,
+    pub ipc: bool,
+    pub uts: bool,
+    pub net: bool,
+}
+
+/// One kind of namespace; `Namespaces::kinds` lists those a plan unshares, for the
+/// launcher (clone flags), its error messages and the OCI export alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NsKind {
+    User,
+    Mount,
+    Pid,
+    Ipc,
+    Uts,
+    Net,
+}
+
+impl NsKind {
+    pub fn clone_flag(self) -> libc::c_int {
+        match self {
+            NsKind::User => libc::CLONE_NEWUSER,
+            NsKind::Mount => libc::CLONE_NEWNS,
+            NsKind::Pid => libc::CLONE_NEWPID,
+            NsKind::Ipc => libc::CLONE_NEWIPC,
+            NsKind::Uts => libc::CLONE_NEWUTS,
+            NsKind::Net => libc::CLONE_NEWNET,
+        }
+    }
+
+    pub fn clone_flag_name(self) -> &'static str {
+        match self {
+            NsKind::User => "CLONE_NEWUSER",
+            NsKind::Mount => "CLONE_NEWNS",
+            NsKind::Pid => "CLONE_NEWPID",
+            NsKind::Ipc => "CLONE_NEWIPC",
+            NsKind::Uts => "CLONE_NEWUTS",
+            NsKind::Net => "CLONE_NEWNET",
+        }
+    }
+}
+
+impl Namespaces {
+    pub fn kinds(&self) -> Vec<NsKind> {
+        [
+            (self.user, NsKind::User),
+            (self.mount, NsKind::Mount),
+            (self.pid, NsKind::Pid),
+            (self.ipc, NsKind::Ipc),
+            (self.uts, NsKind::Uts),
+            (self.net, NsKind::Net),
+        ]
+        .into_iter()
+        .filter_map(|(on, k)| on.then_some(k))
+        .collect()
+    }
+}
+
+/// Per-mount flags, applied to the mount an operation creates (and, for a recursive
+/// bind, to every mount below it). A flag the kernel locked on a source mount (a
+/// read-only host mount seen from a user namespace) stays set whatever this says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountFlags {
+    pub read_only: bool,
+    pub nosuid: bool,
+    pub nodev: bool,
+    pub noexec: bool,
+}
+
+impl MountFlags {
+    pub const NONE: MountFlags = MountFlags {
+        read_only: false,
+        nosuid: false,
+        nodev: false,
+        noexec: false,
+    };
+    pub const NOSUID_NODEV: MountFlags = MountFlags {
+        read_only: false,
+        nosuid: true,
+        nodev: true,
+        noexec: false,
+    };
+    /// What a hidden directory's empty tmpfs and a pseudo file system get.
+    pub const SEALED: MountFlags = MountFlags {
+        read_only: true,
+        nosuid: true,
+        nodev: true,
+        noexec: true,
+    };
+
+    pub fn read_only(mut self, ro: bool) -> Self {
+        self.read_only = ro;
+        self
+    }
+
+    pub fn is_none(&self) -> bool {
+        *self == MountFlags::NONE
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MountOp {
+    /// Make every mount a slave of the host's, so nothing we mount propagates out.
+    MakeSlave { path: PathBuf },
+    Overlay {
+        dst: PathBuf,
+        lower: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+        flags: MountFlags,
+    },
+    /// Bind `src` (opened before any mount is made, so no mount can redirect it) onto
+    /// `dst`, recursively (submounts come along).
+    Bind {
+        src: PathBuf,
+        dst: PathBuf,
+        flags: MountFlags,
+        /// Create the mount point, a directory or an empty file like `src`, first. Only
+        /// ever inside a tmpfs of this plan: csbox never creates a mount point in the
+        /// user's real file system.
+        create_dst: Option<NodeKind>,
+    },
+    Tmpfs {
+        dst: PathBuf,
+        /// Mode of the tmpfs root, e.g. 0o1777.
+        mode: u32,
+        /// Size limit in bytes (None: the kernel's default, half of RAM).
+        size: Option<u64>,
+        flags: MountFlags,
+    },
+    /// Cover a directory with an empty read-only tmpfs (mode 0755, 4 KiB, nosuid, nodev,
+    /// noexec), or a file with a read-only bind of /dev/null: what OCI runtimes do for a
+    /// `maskedPaths` entry.
+    Hide { dst: PathBuf, kind: NodeKind },
+    /// A mount point inside a tmpfs of this plan, with its missing parents (mode 0755).
+    Mkdir { path: PathBuf },
+    /// Bring the loopback interface of a new network namespace up.
+    LoopbackUp,
+    /// A fresh sysfs, so /sys/class/net shows the new network namespace.
+    Sysfs { dst: PathBuf, flags: MountFlags },
+    /// A minimal /dev: a tmpfs (mode 0755, nosuid, noexec) holding binds of the host's
+    /// `nodes`, the terminal csbox runs in as `console`, a private devpts at `pts` (new
+    /// instance: the sandbox sees none of the host's ptys), `ptmx`, `fd`, `stdin`,
+    /// `stdout`, `stderr` links, and `shm` (mode 1777).
+    Dev {
+        dst: PathBuf,
+        /// Device nodes bound from the host's /dev, by name.
+        nodes: Vec<String>,
+        /// The host terminal bound at `dst/console` (as bubblewrap does), so tty(1) and
+        /// ttyname(3) name the command's terminal.
+        console: Option<PathBuf>,
+    },
+    /// A fresh /proc for the new pid namespace.
+    Proc { dst: PathBuf, flags: MountFlags },
+}
+
+/// The seccomp filter: everything not listed is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seccomp {
+    /// Refused calls, each failing with its own errno (never a kill).
+    pub rules: Vec<SyscallRule>,
+    /// Refuse every call through a 32-bit entry point (i386, x32, arm32) with EPERM.
+    pub deny_compat_abis: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyscallRule {
+    pub names: Vec<String>,
+    pub errno: i32,
+    /// Refused only when the argument matches; None: always.
+    pub arg: Option<ArgMatch>,
+}
+
+/// `(args[index] & mask) == value`, compared on the low 32 bits only (the kernel reads
+/// an ioctl request and clone/unshare flags as 32-bit values, so the high bits are
+/// ignored on purpose: CVE-2019-10063, `TIOCSTI | 1<<32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgMatch {
+    pub index: u8,
+    pub mask: u32,
+    pub value: u32,
+}
+
+/// A link from the session's own config dir to a shared `~/.claude` entry (compat).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompatLink {
+    /// The entry's name inside `~/.claude`.
+    pub name: String,
+    pub link: PathBuf,
+    pub target: PathBuf,
+    /// The shared login: Claude Code replaces the link by a file when it logs in or
+    /// refreshes its token, and that file is copied back to `target` at exit.
+    pub copy_back: bool,
+}
+
+impl Plan {
+    /// True when the plan creates namespaces (everything but compat).
+    pub fn sandboxed(&self) -> bool {
+        self.isolation == Isolation::Namespaces
+    }
+}

@@ -1,0 +1,302 @@
+//! The profile model: every field as a file writes it ([`ProfileFile`]) and resolved
+//! ([`Profile`]), and how a file applies over the profile it extends.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub const BUILTINS: &[(&str, &str)] = &[
+    ("default", include_str!("../../profiles/default.json")),
+    ("strict", include_str!("../../profiles/strict.json")),
+    ("ci", include_str!("../../profiles/ci.json")),
+    ("compat", include_str!("../../profiles/compat.json")),
+];
+
+/// rlimit names a profile may set.
+pub const RLIMITS: &[(&str, u32)] = &[
+    ("as", libc::RLIMIT_AS),
+    ("core", libc::RLIMIT_CORE),
+    ("cpu", libc::RLIMIT_CPU),
+    ("data", libc::RLIMIT_DATA),
+    ("fsize", libc::RLIMIT_FSIZE),
+    ("memlock", libc::RLIMIT_MEMLOCK),
+    ("nofile", libc::RLIMIT_NOFILE),
+    ("nproc", libc::RLIMIT_NPROC),
+    ("stack", libc::RLIMIT_STACK),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateMode {
+    /// `~/.claude` is an overlay: the real one below, the session's layer on top.
+    Overlay,
+    /// The old launcher's behaviour: the session's own dir, settings copied in.
+    Fresh,
+}
+
+/// A resource limit as a profile writes it: a number, or "unlimited".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Limit {
+    Value(u64),
+    Word(LimitWord),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LimitWord {
+    Unlimited,
+}
+
+impl Limit {
+    /// The value setrlimit(2) gets.
+    pub fn value(self) -> u64 {
+        match self {
+            Limit::Value(v) => v,
+            Limit::Word(LimitWord::Unlimited) => libc::RLIM_INFINITY,
+        }
+    }
+
+    /// A limit above this user's hard limit would fail in the sandbox (only root may
+    /// raise a hard limit): refuse it when the profile is loaded.
+    pub fn check(self, name: &str) -> Result<(), String> {
+        let Some((_, res)) = RLIMITS.iter().find(|(n, _)| *n == name) else {
+            return Err(format!("unknown limit {name:?}"));
+        };
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct we pass.
+        if unsafe { libc::getrlimit(*res as _, &mut cur) } != 0 {
+            return Ok(());
+        }
+        let hard = cur.rlim_max;
+        if hard != libc::RLIM_INFINITY && self.value() > hard {
+            return Err(format!(
+                "{} is above this user's hard limit {hard} (`ulimit -H`); only root can raise a hard limit, so lower it",
+                match self {
+                    Limit::Value(v) => v.to_string(),
+                    Limit::Word(_) => "\"unlimited\"".into(),
+                }
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Isolation {
+    Namespaces,
+    /// No sandbox at all: the old launcher's per-session CLAUDE_CONFIG_DIR.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Network {
+    Host,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Home {
+    Visible,
+    /// An empty tmpfs over $HOME; only the project dir and the ~/.claude view come back.
+    Hidden,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Access {
+    Rw,
+    Ro,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EnvPolicyKind {
+    Pass,
+    Allowlist,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SeccompLevel {
+    /// TIOCSTI/TIOCLINUX denied.
+    Default,
+    /// Also kernel keyring, bpf, perf, userfaultfd, module and kexec calls, and every
+    /// 32-bit entry point.
+    Strict,
+}
+
+/// A profile file as written: every field optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProfileFile {
+    #[serde(rename = "$schema")]
+    pub schema: Option<String>,
+    pub description: Option<String>,
+    pub extends: Option<String>,
+    pub isolation: Option<Isolation>,
+    pub network: Option<Network>,
+    pub home: Option<Home>,
+    pub project: Option<Access>,
+    pub bind: Option<Vec<String>>,
+    pub ro_bind: Option<Vec<String>>,
+    pub tmpfs: Option<Vec<String>>,
+    pub hide: Option<Vec<String>>,
+    pub claude: Option<ClaudeFile>,
+    pub env: Option<EnvFile>,
+    pub rlimits: Option<BTreeMap<String, Limit>>,
+    pub timeout_secs: Option<u64>,
+    pub seccomp: Option<SeccompLevel>,
+    pub nested_userns: Option<bool>,
+    pub json_status: Option<bool>,
+    pub remove_on_exit: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClaudeFile {
+    pub state: Option<StateMode>,
+    pub read_only: Option<Vec<String>>,
+    pub read_write: Option<Vec<String>>,
+    /// Entries inherited as shared that this profile makes private (copy-on-write) again.
+    pub private: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvFile {
+    pub policy: Option<EnvPolicyKind>,
+    pub allow: Option<Vec<String>>,
+    pub set: Option<BTreeMap<String, String>>,
+}
+
+/// A resolved profile: every field decided. Serialises in the profile file format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Profile {
+    pub name: String,
+    pub source: String,
+    pub description: String,
+    pub isolation: Isolation,
+    pub network: Network,
+    pub home: Home,
+    pub project: Access,
+    pub bind: Vec<String>,
+    pub ro_bind: Vec<String>,
+    pub tmpfs: Vec<String>,
+    pub hide: Vec<String>,
+    pub claude: ClaudeView,
+    pub env: EnvPolicy,
+    pub rlimits: BTreeMap<String, u64>,
+    pub timeout_secs: Option<u64>,
+    pub seccomp: SeccompLevel,
+    pub nested_userns: bool,
+    pub json_status: bool,
+    pub remove_on_exit: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaudeView {
+    pub state: StateMode,
+    pub read_only: Vec<String>,
+    pub read_write: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvPolicy {
+    pub policy: EnvPolicyKind,
+    pub allow: Vec<String>,
+    pub set: BTreeMap<String, String>,
+}
+
+impl Profile {
+    pub(super) fn base(name: &str, source: &str) -> Self {
+        Profile {
+            name: name.into(),
+            source: source.into(),
+            description: String::new(),
+            isolation: Isolation::Namespaces,
+            network: Network::Host,
+            home: Home::Visible,
+            project: Access::Rw,
+            bind: vec![],
+            ro_bind: vec![],
+            tmpfs: vec![],
+            hide: vec![],
+            claude: ClaudeView {
+                state: StateMode::Overlay,
+                read_only: vec![],
+                read_write: vec![],
+            },
+            env: EnvPolicy {
+                policy: EnvPolicyKind::Pass,
+                allow: vec![],
+                set: BTreeMap::new(),
+            },
+            rlimits: BTreeMap::new(),
+            timeout_secs: None,
+            seccomp: SeccompLevel::Default,
+            nested_userns: true,
+            json_status: false,
+            remove_on_exit: false,
+        }
+    }
+
+    pub(super) fn apply(&mut self, f: ProfileFile) {
+        fn set<T>(dst: &mut T, v: Option<T>) {
+            if let Some(v) = v {
+                *dst = v;
+            }
+        }
+        fn add(dst: &mut Vec<String>, v: Option<Vec<String>>) {
+            for x in v.unwrap_or_default() {
+                if !dst.contains(&x) {
+                    dst.push(x);
+                }
+            }
+        }
+        set(&mut self.description, f.description);
+        set(&mut self.isolation, f.isolation);
+        set(&mut self.network, f.network);
+        set(&mut self.home, f.home);
+        set(&mut self.project, f.project);
+        add(&mut self.bind, f.bind);
+        add(&mut self.ro_bind, f.ro_bind);
+        add(&mut self.tmpfs, f.tmpfs);
+        add(&mut self.hide, f.hide);
+        if let Some(c) = f.claude {
+            set(&mut self.claude.state, c.state);
+            add(&mut self.claude.read_only, c.read_only);
+            add(&mut self.claude.read_write, c.read_write);
+            let private = c.private.unwrap_or_default();
+            self.claude.read_only.retain(|e| !private.contains(e));
+            self.claude.read_write.retain(|e| !private.contains(e));
+        }
+        if let Some(e) = f.env {
+            set(&mut self.env.policy, e.policy);
+            add(&mut self.env.allow, e.allow);
+            self.env.set.extend(e.set.unwrap_or_default());
+        }
+        self.rlimits.extend(
+            f.rlimits
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.value())),
+        );
+        if f.timeout_secs.is_some() {
+            self.timeout_secs = f.timeout_secs;
+        }
+        set(&mut self.seccomp, f.seccomp);
+        set(&mut self.nested_userns, f.nested_userns);
+        set(&mut self.json_status, f.json_status);
+        set(&mut self.remove_on_exit, f.remove_on_exit);
+    }
+}

@@ -1,0 +1,144 @@
+//! The clone into new namespaces, and the supervisor's side of setup: the child's report
+//! of a failed step, turned into the error that names it.
+
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+
+use super::child::{child_main, FailedAt, Fds, Phase};
+use super::outcome::{Launch, SetupError};
+use super::prepare::{self, MountKind, Prepared, Step};
+use super::supervise::{pipe, read_full, supervise, Blocked};
+use crate::error::{Error, Result};
+use crate::hints;
+use crate::plan::Plan;
+
+/// Start the plan's command in its sandbox and supervise it to the end. `started` is
+/// called once the command has been exec'd, with the host pid of the sandbox's pid 1.
+pub fn launch(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
+    // The pipes first: prepare() reserves the fd numbers above every open fd for the
+    // sources the child opens, and a pipe made afterwards could take one of them (the
+    // child's dup3 would then replace it, and the command's status would be lost).
+    let (err_r, err_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    let prepared = prepare::prepare(plan)?;
+    let blocked = Blocked::new();
+    let fds = Fds {
+        err_w: err_w.as_raw_fd(),
+        status_w: status_w.as_raw_fd(),
+        orig_mask: *blocked.orig_mask.as_ref(),
+        wait_set: *blocked.wait_set.as_ref(),
+    };
+
+    // clone(2) with fork semantics (no new stack): the child gets a copy of this
+    // single-threaded process, already inside the new namespaces, as pid 1 of its own
+    // pid namespace. A fork would need a second fork for CLONE_NEWPID; a re-exec would
+    // cost an execve.
+    // SAFETY: raw clone without CLONE_VM; the child only runs child_main, which never returns.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (prepared.clone_flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid == 0 {
+        // SAFETY: we are the fresh child.
+        unsafe { child_main(&prepared, &fds) }
+    }
+    if pid < 0 {
+        let e = Errno::last();
+        let flags: Vec<&str> = plan
+            .namespaces
+            .kinds()
+            .iter()
+            .map(|k| k.clone_flag_name())
+            .collect();
+        return Err(Error::sys(format!("clone({})", flags.join("|")), e).hint(hints::clone(e)));
+    }
+    let pid = pid as libc::pid_t;
+    drop(err_w);
+    drop(status_w);
+
+    // EOF on the error pipe means the command was exec'd (its copy closed on exec).
+    let mut msg = [0u8; 8];
+    if read_full(&err_r, &mut msg) == 8 {
+        let code = u32::from_ne_bytes(msg[..4].try_into().expect("4 bytes"));
+        let errno = Errno::from_raw(i32::from_ne_bytes(msg[4..].try_into().expect("4 bytes")));
+        let mut st = 0;
+        // SAFETY: reaping our child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        return Ok(Launch::SetupFailed(describe(code, errno, &prepared, plan)));
+    }
+    started(pid as u32);
+    let (status, timed_out) = supervise(pid, &blocked, plan.timeout_secs, Some(&status_r));
+    drop(blocked);
+    Ok(Launch::Exited { status, timed_out })
+}
+
+fn mount_hint(kind: MountKind, errno: Errno) -> &'static str {
+    match (kind, errno) {
+        (MountKind::Proc, Errno::EPERM) => hints::PROC_MASKED,
+        (MountKind::Overlay, _) => hints::OVERLAY_REFUSED,
+        _ => hints::SEE_DOCTOR,
+    }
+}
+
+/// Turn the child's (code, errno) into the error that names the step.
+fn describe(code: u32, errno: Errno, p: &Prepared, plan: &Plan) -> SetupError {
+    let Some(at) = FailedAt::decode(code) else {
+        return SetupError::Unknown { code, errno };
+    };
+    match at {
+        FailedAt::Phase(phase) => match phase {
+            Phase::ParentGone => SetupError::ParentGone,
+            Phase::IdMaps => SetupError::IdMaps {
+                uid: plan.uid,
+                errno,
+            },
+            Phase::UsernsLimit => SetupError::UsernsLimit { errno },
+            Phase::Chdir => SetupError::Chdir {
+                cwd: plan.cwd.clone(),
+                errno,
+            },
+            Phase::Capabilities => SetupError::Capabilities { errno },
+            Phase::NoNewPrivs => SetupError::NoNewPrivs { errno },
+            Phase::Fork => SetupError::Fork { errno },
+            Phase::Seccomp => SetupError::Seccomp { errno },
+            Phase::Exec => SetupError::Exec {
+                cmd: plan.argv.first().cloned().unwrap_or_default(),
+                errno,
+            },
+        },
+        FailedAt::Source(k) => SetupError::Source {
+            path: p
+                .sources
+                .get(k as usize)
+                .map(|(c, _)| PathBuf::from(c.to_string_lossy().into_owned()))
+                .unwrap_or_default(),
+            errno,
+        },
+        FailedAt::Rlimit(k) => {
+            let (name, value) = plan.rlimits.get(k as usize).cloned().unwrap_or_default();
+            SetupError::Rlimit { name, value, errno }
+        }
+        FailedAt::Step(i) => {
+            let i = i as usize;
+            let desc = p.descs.get(i).cloned().unwrap_or_default();
+            match p.steps.get(i) {
+                Some(Step::Mount { kind, .. }) => SetupError::Mount {
+                    desc,
+                    kind: *kind,
+                    errno,
+                    hint: mount_hint(*kind, errno),
+                },
+                Some(_) => SetupError::Step { desc, errno },
+                None => SetupError::Unknown { code, errno },
+            }
+        }
+    }
+}

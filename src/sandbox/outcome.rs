@@ -1,0 +1,67 @@
+//! How a launch ended: the command's status, or the setup step that failed.
+
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+
+use super::prepare::MountKind;
+use crate::session::ExitStatus;
+
+/// Why a launch failed inside the child: the step, what it did, and the errno.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("write /proc/self/uid_map \"{uid} {uid} 1\" => {errno} (the kernel refused the user namespace's id mapping; see `csbox doctor`)")]
+    IdMaps { uid: u32, errno: Errno },
+    #[error("open({}, O_PATH) in the new mount namespace => {errno} (a path the plan mounts from is not there; see `csbox run --dry-run`)", path.display())]
+    Source { path: PathBuf, errno: Errno },
+    #[error("{desc} => {errno} ({hint})")]
+    Mount {
+        desc: String,
+        kind: MountKind,
+        errno: Errno,
+        hint: &'static str,
+    },
+    #[error("{desc} => {errno} (see `csbox doctor`)")]
+    Step { desc: String, errno: Errno },
+    #[error("write /proc/sys/user/max_user_namespaces => {errno} (csbox could not forbid nested user namespaces; see `csbox doctor`)")]
+    UsernsLimit { errno: Errno },
+    #[error("chdir({}) => {errno} (the working directory is not visible inside the sandbox; cd elsewhere)", cwd.display())]
+    Chdir { cwd: PathBuf, errno: Errno },
+    #[error("dropping capabilities (prctl(PR_CAPBSET_DROP)/capset) => {errno}")]
+    Capabilities { errno: Errno },
+    #[error("prctl(PR_SET_NO_NEW_PRIVS) => {errno}")]
+    NoNewPrivs { errno: Errno },
+    #[error("fork() in the sandbox => {errno} (the process limit is reached?)")]
+    Fork { errno: Errno },
+    #[error("setrlimit(RLIMIT_{}, {value}) => {errno} (the profile's rlimits.{name} is above what this user may set: lower it to the hard limit, `ulimit -H`)", name.to_uppercase())]
+    Rlimit {
+        name: String,
+        value: u64,
+        errno: Errno,
+    },
+    #[error("prctl(PR_SET_SECCOMP) => {errno} (seccomp is unavailable; see `csbox doctor`)")]
+    Seccomp { errno: Errno },
+    #[error("cannot run {cmd:?} inside the sandbox: execve => {errno}")]
+    Exec { cmd: String, errno: Errno },
+    #[error("the supervisor went away during setup")]
+    ParentGone,
+    #[error("sandbox setup failed at an unknown step (code {code:#x}) => {errno}")]
+    Unknown { code: u32, errno: Errno },
+}
+
+impl SetupError {
+    /// The overlay mount of `~/.claude` was refused: the caller may fall back to the
+    /// fresh-state mode.
+    pub fn is_overlay_refusal(&self) -> bool {
+        matches!(
+            self,
+            SetupError::Mount { kind: MountKind::Overlay, errno, .. }
+                if matches!(errno, Errno::EINVAL | Errno::EPERM | Errno::ENODEV | Errno::EOPNOTSUPP | Errno::ELOOP)
+        )
+    }
+}
+
+pub enum Launch {
+    Exited { status: ExitStatus, timed_out: bool },
+    SetupFailed(SetupError),
+}
