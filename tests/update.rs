@@ -284,7 +284,11 @@ fn update_reports_up_to_date_when_the_installed_version_is_latest() {
 fn check_json_reports_a_newer_version_and_installs_nothing() {
     let u = Updater::npm_global(OLD, Registry::recorded());
     let out = u.update(&["--check", "--json"]);
-    assert!(out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(10),
+        "--check: an update is available"
+    );
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(
         v,
@@ -609,7 +613,11 @@ fn a_registry_without_the_dist_tags_endpoint_is_asked_for_the_package_document()
         }),
     );
     let out = u.update(&["--check", "--json"]);
-    assert!(out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(10),
+        "--check: an update is available"
+    );
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["latest"], LATEST);
 }
@@ -1028,5 +1036,47 @@ fn the_background_check_holds_none_of_the_callers_fds() {
     assert!(
         eof_after < Duration::from_secs(2),
         "the pipe csbox inherited stayed open {eof_after:?} after it exited"
+    );
+}
+
+#[test]
+fn check_exit_codes_tell_up_to_date_available_and_failed_apart() {
+    let u = Updater::npm_global(LATEST, Registry::recorded());
+    assert_eq!(u.update(&["--check"]).status.code(), Some(0));
+    let u = Updater::npm_global(OLD, Registry::recorded());
+    assert_eq!(u.update(&["--check"]).status.code(), Some(10));
+    assert_eq!(
+        u.update(&["--check", "--channel", "stable"]).status.code(),
+        Some(125)
+    );
+    // Installing is not a check: success is 0.
+    assert_eq!(u.update(&["--yes"]).status.code(), Some(0));
+}
+
+#[test]
+fn a_failed_check_with_json_prints_an_error_object_on_stdout() {
+    let u = Updater::npm_global(OLD, Registry::always(Reply::Status(500, "oops")));
+    let out = u.update(&["--check", "--json"]);
+    assert_eq!(out.status.code(), Some(125));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["installed"], OLD);
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains("answered 500"), "{v}");
+    assert_eq!(v.as_object().unwrap().len(), 2, "{v}");
+    // The message stays on stderr too, the same one line.
+    assert_eq!(one_line(&stderr(&out)), format!("csbox: {error}"));
+
+    // Before the installed version is known, `installed` is null.
+    let out = u
+        .csbox(&["update", "--check", "--json"])
+        .env("PATH", u.env.dir.path().join("empty"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["installed"], serde_json::Value::Null);
+    assert!(
+        v["error"].as_str().unwrap().contains("claude not found"),
+        "{v}"
     );
 }

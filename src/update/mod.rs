@@ -34,6 +34,11 @@ use journal::{Attempt, Outcome};
 /// How long a starting session waits for an install to finish before starting anyway.
 pub const SESSION_WAIT: Duration = Duration::from_secs(60);
 
+/// `csbox update --check` exits with this when a newer version is available; 0 means up
+/// to date and 125 that the check failed. A script can tell the three apart without
+/// parsing output, as with cargo-nextest's `self update --check` (which uses 80).
+pub const EXIT_UPDATE_AVAILABLE: i32 = 10;
+
 /// Take the shared lock on `update.lock` for a session's whole life (keep the fd; it is
 /// O_CLOEXEC, so the sandboxed command does not inherit it). While an install holds the
 /// lock, wait up to [`SESSION_WAIT`], then start anyway with a warning (`Ok(None)`).
@@ -119,8 +124,19 @@ impl UpdateEnv {
 }
 
 /// `csbox update`. Without a terminal and without `--yes` it installs: the background
-/// check runs detached, and a script that wants only a check says `--check`.
+/// check runs detached, and a script that wants only a check says `--check`. With
+/// `--json`, a failure is also a JSON object on stdout (the message stays on stderr).
 pub fn command(args: UpdateArgs) -> Result<i32> {
+    let mut installed = None;
+    let result = update(&args, &mut installed);
+    if let (Err(e), true) = (&result, args.json) {
+        let v = serde_json::json!({ "error": e.to_string(), "installed": installed });
+        let _ = writeln!(std::io::stdout().lock(), "{v}");
+    }
+    result
+}
+
+fn update(args: &UpdateArgs, installed: &mut Option<String>) -> Result<i32> {
     let env = UpdateEnv::from_process();
     if env.in_session {
         return Err(Error::Usage(
@@ -132,7 +148,8 @@ pub fn command(args: UpdateArgs) -> Result<i32> {
 
     let mut attempt = Attempt::new(&args.channel, Outcome::Failed);
     let mut lock = None;
-    let result = check_and_install(&args, &paths, &env, &mut attempt, &mut lock);
+    let result = check_and_install(args, &paths, &env, &mut attempt, &mut lock);
+    installed.clone_from(&attempt.from);
     match &result {
         Ok(outcome) => attempt.outcome = *outcome,
         Err(reason) => attempt.reason = Some(reason.clone()),
@@ -144,8 +161,11 @@ pub fn command(args: UpdateArgs) -> Result<i32> {
     }
     drop(lock);
     let outcome = result.map_err(Error::Other)?;
-    print_result(&args, &attempt, outcome);
-    Ok(0)
+    print_result(args, &attempt, outcome);
+    Ok(match outcome {
+        Outcome::Available => EXIT_UPDATE_AVAILABLE,
+        _ => 0,
+    })
 }
 
 fn check_and_install(
