@@ -95,12 +95,12 @@ pub fn hold_for_session_within(paths: &Paths, max_wait: Duration) -> Result<Opti
     }
 }
 
-/// What the environment says about the registry and proxies.
+/// What the environment says about the registry, proxies and trusted CAs.
 #[derive(Debug, Default, Clone)]
 pub struct UpdateEnv {
     pub csbox_registry: Option<String>,
     pub npm_registry: Option<String>,
-    pub proxy: registry::ProxyEnv,
+    pub net: registry::NetEnv,
     pub in_session: bool,
 }
 
@@ -112,12 +112,7 @@ impl UpdateEnv {
         UpdateEnv {
             csbox_registry: var("CSBOX_REGISTRY"),
             npm_registry: either("npm_config_registry", "NPM_CONFIG_REGISTRY"),
-            proxy: registry::ProxyEnv {
-                https: either("HTTPS_PROXY", "https_proxy"),
-                http: either("HTTP_PROXY", "http_proxy"),
-                all: either("ALL_PROXY", "all_proxy"),
-                no_proxy: either("NO_PROXY", "no_proxy"),
-            },
+            net: registry::NetEnv::from_process(),
             in_session: var("CSBOX_SESSION_ID").is_some(),
         }
     }
@@ -184,7 +179,7 @@ fn check_and_install(
     attempt.method = Some(method.name());
 
     let base = registry::registry_base(env.csbox_registry.as_deref(), env.npm_registry.as_deref())?;
-    let tags = registry::fetch_dist_tags(&base, &env.proxy)?;
+    let tags = registry::fetch_dist_tags(&base, &env.net)?;
     let target = version::choose_target(&tags, &args.channel)?;
     attempt.to = Some(target.to_string());
     if !version::is_update(&installed, &target) {
@@ -330,4 +325,37 @@ fn print_result(args: &UpdateArgs, a: &Attempt, outcome: Outcome) {
         Outcome::Installed => writeln!(out, "Installed Claude Code {to} (was {from})."),
         Outcome::Failed => Ok(()),
     };
+}
+
+/// Open a file csbox reads but does not own (an npmrc, a CA bundle, the update log):
+/// non-blocking, because a FIFO in its place would hang a blocking open, and only if it
+/// is a regular file. Symlinks are followed: these are the user's own dotfiles.
+pub(crate) fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
+}
+
+/// The whole of such a file, refused when larger than `cap` bytes.
+pub(crate) fn read_regular(path: &std::path::Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = open_regular(path)?;
+    let mut buf = Vec::new();
+    f.take(cap + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > cap {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {} KiB", cap / 1024),
+        ));
+    }
+    Ok(buf)
 }
