@@ -171,6 +171,48 @@ pub fn read_small_at(dir: impl AsFd, name: &str, limit: u64) -> std::io::Result<
     Ok(buf)
 }
 
+/// Open a file for reading that must be a regular file: opened non-blocking (a FIFO
+/// planted where a config file should be must not hang the caller), then checked with
+/// fstat. For files csbox reads but does not own (a profile, an npmrc, a CA bundle, the
+/// update log): symlinks are followed, these are the user's own files; files in session
+/// dirs go through [`read_small_at`] instead. A directory is `IsADirectory`; a FIFO, socket or device `InvalidInput`.
+pub fn open_regular(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let md = f.metadata()?;
+    if md.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "is a directory",
+        ));
+    }
+    if !md.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, a socket or a device)",
+        ));
+    }
+    Ok(f)
+}
+
+/// The whole of such a file, refused (`InvalidData`) when larger than `cap` bytes.
+pub fn read_regular(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = open_regular(path)?;
+    let mut buf = Vec::new();
+    f.take(cap + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > cap {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {cap} bytes"),
+        ));
+    }
+    Ok(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

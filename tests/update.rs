@@ -1,5 +1,6 @@
 //! `csbox update` through the real binary, against a real HTTP server on 127.0.0.1 that
-//! serves recorded npm documents (tests/fixtures/npm), with stub `claude` and `npm`.
+//! serves recorded npm documents (tests/fixtures/npm), with stub `claude` and `npm`; over
+//! TLS with a test CA made here, and through a CONNECT proxy started here.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -39,6 +40,9 @@ enum Reply {
     Unsized(Vec<u8>),
     /// Accept the connection and never answer.
     Hang,
+    /// A 200 whose body comes one byte per interval: each read succeeds, the whole never
+    /// arrives in time.
+    Drip(Vec<u8>, Duration),
 }
 
 type Routes = Arc<dyn Fn(&str) -> Reply + Send + Sync>;
@@ -62,6 +66,35 @@ impl Registry {
         Registry { url }
     }
 
+    /// The same over HTTPS, with a certificate for 127.0.0.1 that `ca` signed.
+    fn start_tls(ca: &TestCa, routes: impl Fn(&str) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let routes: Routes = Arc::new(routes);
+        let config = ca.server_config();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (routes, config) = (routes.clone(), config.clone());
+                std::thread::spawn(move || {
+                    let tls = rustls::ServerConnection::new(config).unwrap();
+                    let mut stream = rustls::StreamOwned::new(tls, conn);
+                    serve(&mut stream, &routes);
+                    stream.conn.send_close_notify();
+                    let _ = stream.flush();
+                });
+            }
+        });
+        Registry { url }
+    }
+
+    /// The recorded registry over HTTPS.
+    fn recorded_tls(ca: &TestCa) -> Self {
+        Self::start_tls(ca, |path| match path {
+            TAGS_PATH => Reply::Ok("application/json", fixture("dist-tags.json")),
+            _ => Reply::Status(404, "{\"error\":\"Not found\"}"),
+        })
+    }
+
     /// The registry as npmjs.org answered when the fixtures were recorded.
     fn recorded() -> Self {
         Self::start(|path| match path {
@@ -77,7 +110,7 @@ impl Registry {
     }
 }
 
-fn serve(mut conn: TcpStream, routes: &Routes) {
+fn serve(mut conn: impl Read + Write, routes: &Routes) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -87,7 +120,13 @@ fn serve(mut conn: TcpStream, routes: &Routes) {
         }
     }
     let head = String::from_utf8_lossy(&head);
-    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let target = head.split_whitespace().nth(1).unwrap_or("/");
+    // Servers must accept the absolute form (RFC 9112 3.2.2); ureq 2 sends it whenever a
+    // proxy is set, inside a CONNECT tunnel too.
+    let path = match target.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_string(),
+        None => target.to_string(),
+    };
     let (status, ctype, body) = match routes(&path) {
         Reply::Ok(ctype, body) => (200, ctype, body),
         Reply::Unsized(body) => {
@@ -102,6 +141,20 @@ fn serve(mut conn: TcpStream, routes: &Routes) {
             std::thread::sleep(Duration::from_secs(60));
             return;
         }
+        Reply::Drip(body, every) => {
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            for b in body {
+                if conn.write_all(&[b]).and_then(|_| conn.flush()).is_err() {
+                    return;
+                }
+                std::thread::sleep(every);
+            }
+            return;
+        }
     };
     let _ = write!(
         conn,
@@ -109,6 +162,119 @@ fn serve(mut conn: TcpStream, routes: &Routes) {
         body.len()
     );
     let _ = conn.write_all(&body);
+}
+
+/// A CA made for one test, and a server certificate for 127.0.0.1 that it signed. Not in
+/// any trust store: csbox trusts it only when told to.
+struct TestCa {
+    pem: String,
+    leaf: rustls::pki_types::CertificateDer<'static>,
+    leaf_key: Vec<u8>,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca.distinguished_name
+            .push(DnType::CommonName, "csbox test interception CA");
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .unwrap();
+        TestCa {
+            pem: ca.pem(),
+            leaf: leaf.der().clone(),
+            leaf_key: leaf_key.serialize_der(),
+        }
+    }
+
+    fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let key = rustls::pki_types::PrivateKeyDer::try_from(self.leaf_key.clone()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![self.leaf.clone()], key)
+        .unwrap();
+        Arc::new(config)
+    }
+
+    /// The CA as a PEM file readable by whoever runs csbox.
+    fn write_pem(&self, path: &Path) -> String {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, &self.pem).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        path.display().to_string()
+    }
+}
+
+/// An HTTP proxy on 127.0.0.1 that only tunnels (CONNECT), as corporate proxies do for
+/// https:// URLs, and records each request line it gets.
+struct ConnectProxy {
+    url: String,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl ConnectProxy {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let log = log.clone();
+                std::thread::spawn(move || tunnel(conn, &log));
+            }
+        });
+        ConnectProxy { url, requests }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn tunnel(mut client: TcpStream, log: &Mutex<Vec<String>>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let line = head.lines().next().unwrap_or("").to_string();
+    log.lock().unwrap().push(line.clone());
+    let target = match line.split_whitespace().collect::<Vec<_>>()[..] {
+        ["CONNECT", target, _] => target.to_string(),
+        _ => {
+            let _ = client.write_all(b"HTTP/1.1 405 Only CONNECT\r\nContent-Length: 0\r\n\r\n");
+            return;
+        }
+    };
+    let Ok(mut upstream) = TcpStream::connect(&target) else {
+        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+        return;
+    };
+    let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+    let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c2, &mut u2);
+        let _ = u2.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut upstream, &mut client);
+    let _ = client.shutdown(std::net::Shutdown::Write);
+    let _ = up.join();
 }
 
 /// A fake home with Claude Code "installed" with npm under `<dir>/npm-prefix` (the real
@@ -189,9 +355,19 @@ impl Updater {
     }
 
     fn update(&self, args: &[&str]) -> Output {
+        self.update_with(&[], args)
+    }
+
+    /// `csbox update ARGS` with these variables added to the test environment.
+    fn update_with(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
         let mut all = vec!["update"];
         all.extend_from_slice(args);
-        let out = self.csbox(&all).stdin(Stdio::null()).output().unwrap();
+        let out = self
+            .csbox(&all)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
         eprintln!(
             "csbox {all:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
             out.status,
@@ -284,7 +460,11 @@ fn update_reports_up_to_date_when_the_installed_version_is_latest() {
 fn check_json_reports_a_newer_version_and_installs_nothing() {
     let u = Updater::npm_global(OLD, Registry::recorded());
     let out = u.update(&["--check", "--json"]);
-    assert!(out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(10),
+        "--check: an update is available"
+    );
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(
         v,
@@ -609,7 +789,11 @@ fn a_registry_without_the_dist_tags_endpoint_is_asked_for_the_package_document()
         }),
     );
     let out = u.update(&["--check", "--json"]);
-    assert!(out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(10),
+        "--check: an update is available"
+    );
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["latest"], LATEST);
 }
@@ -1029,5 +1213,266 @@ fn the_background_check_holds_none_of_the_callers_fds() {
     assert!(
         eof_after < Duration::from_secs(2),
         "the pipe csbox inherited stayed open {eof_after:?} after it exited"
+    );
+}
+
+/// A home whose Claude Code is `installed`, asking an HTTPS registry that `ca` signed.
+fn over_tls(installed: &str) -> (Updater, TestCa) {
+    let ca = TestCa::new();
+    let u = Updater::npm_global(installed, Registry::recorded_tls(&ca));
+    (u, ca)
+}
+
+#[test]
+fn an_https_registry_signed_by_an_unknown_ca_fails_naming_the_certificate_problem() {
+    let (u, _ca) = over_tls(LATEST);
+    // The test environment has no SSL_CERT_FILE: only the system store, without the CA.
+    assert_fails_cleanly(&u, &["--check"], "not signed by a CA csbox trusts");
+    let reason = u.last_attempt()["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("UnknownIssuer")
+            && reason.contains("the system store")
+            && reason.contains("NODE_EXTRA_CA_CERTS"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn ssl_cert_file_makes_an_intercepting_ca_trusted() {
+    let (u, ca) = over_tls(LATEST);
+    let pem = ca.write_pem(&u.env.dir.path().join("ca/corp.pem"));
+    let out = u.update_with(&[("SSL_CERT_FILE", &pem)], &["--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("Claude Code {LATEST} is up to date (latest: {LATEST})")
+    );
+}
+
+#[test]
+fn ssl_cert_dir_makes_an_intercepting_ca_trusted() {
+    let (u, ca) = over_tls(LATEST);
+    let dir = u.env.dir.path().join("ca-dir");
+    ca.write_pem(&dir.join("corp.pem"));
+    let out = u.update_with(&[("SSL_CERT_DIR", dir.to_str().unwrap())], &["--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn node_extra_ca_certs_adds_the_ca_to_the_system_store() {
+    let (u, ca) = over_tls(OLD);
+    let pem = ca.write_pem(&u.env.dir.path().join("ca/corp.pem"));
+    let out = u.update_with(&[("NODE_EXTRA_CA_CERTS", &pem)], &["--check", "--json"]);
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["latest"], LATEST);
+}
+
+#[test]
+fn npm_cafile_from_the_npmrc_or_the_environment_is_trusted() {
+    let (u, ca) = over_tls(LATEST);
+    let pem = ca.write_pem(&u.env.dir.path().join("ca/corp.pem"));
+    let out = u.update_with(&[("npm_config_cafile", &pem)], &["--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // `~/` expands, as npm expands it in path settings.
+    ca.write_pem(&u.env.home.join(".config/corp.pem"));
+    std::fs::write(
+        u.env.home.join(".npmrc"),
+        "//registry.npmjs.org/:_authToken=npm_NOT_READ\ncafile=~/.config/corp.pem\n",
+    )
+    .unwrap();
+    u.env.chown_all(&u.env.home);
+    let out = u.update(&["--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // NPM_CONFIG_USERCONFIG names another npmrc, which has no cafile.
+    let other = u.env.dir.path().join("other-npmrc");
+    std::fs::write(&other, "fund=false\n").unwrap();
+    let out = u.update_with(
+        &[("NPM_CONFIG_USERCONFIG", other.to_str().unwrap())],
+        &["--check"],
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+}
+
+#[test]
+fn a_bad_ca_file_is_one_line_naming_the_variable_and_the_path() {
+    let (u, _ca) = over_tls(LATEST);
+    let missing = u.env.dir.path().join("nope.pem");
+    let missing = missing.to_str().unwrap();
+    let out = u.update_with(&[("NODE_EXTRA_CA_CERTS", missing)], &["--check"]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        one_line(&err).contains(&format!("NODE_EXTRA_CA_CERTS={missing}: No such file")),
+        "{err}"
+    );
+
+    let junk = u.env.dir.path().join("junk.pem");
+    std::fs::write(
+        &junk,
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&junk, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = u.update_with(&[("SSL_CERT_FILE", junk.to_str().unwrap())], &["--check"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        one_line(&stderr(&out)).contains(&format!("SSL_CERT_FILE={}: ", junk.display())),
+        "{}",
+        stderr(&out)
+    );
+
+    // A FIFO is refused at once, not waited on.
+    let fifo = u.env.dir.path().join("ca.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let t0 = Instant::now();
+    let out = u.update_with(
+        &[("npm_config_cafile", fifo.to_str().unwrap())],
+        &["--check"],
+    );
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        one_line(&stderr(&out)).contains(&format!(
+            "npm_config_cafile={}: not a regular file",
+            fifo.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn https_proxy_tunnels_the_check_with_connect_and_tls_end_to_end() {
+    let (u, ca) = over_tls(OLD);
+    let pem = ca.write_pem(&u.env.dir.path().join("ca/corp.pem"));
+    let proxy = ConnectProxy::start();
+    let out = u.update_with(
+        &[("HTTPS_PROXY", &proxy.url), ("SSL_CERT_FILE", &pem)],
+        &["--check"],
+    );
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    let authority = u.registry.url.trim_start_matches("https://");
+    assert_eq!(
+        proxy.requests(),
+        vec![format!("CONNECT {authority} HTTP/1.1")]
+    );
+    // NO_PROXY sends it direct.
+    let out = u.update_with(
+        &[
+            ("HTTPS_PROXY", &proxy.url),
+            ("NO_PROXY", "localhost,127.0.0.1"),
+            ("SSL_CERT_FILE", &pem),
+        ],
+        &["--check"],
+    );
+    assert_eq!(out.status.code(), Some(10));
+    assert_eq!(proxy.requests().len(), 1, "NO_PROXY was ignored");
+}
+
+#[test]
+fn npm_https_proxy_config_is_used_when_the_environment_names_no_proxy() {
+    let (u, ca) = over_tls(LATEST);
+    let pem = ca.write_pem(&u.env.dir.path().join("ca/corp.pem"));
+    let authority = u.registry.url.trim_start_matches("https://").to_string();
+    let connect = format!("CONNECT {authority} HTTP/1.1");
+
+    let npm_env = ConnectProxy::start();
+    let out = u.update_with(
+        &[
+            ("npm_config_https_proxy", &npm_env.url),
+            ("SSL_CERT_FILE", &pem),
+        ],
+        &["--check"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(npm_env.requests(), vec![connect.clone()]);
+
+    // The npmrc's https-proxy, unless the environment says otherwise.
+    let npmrc = ConnectProxy::start();
+    std::fs::write(
+        u.env.home.join(".npmrc"),
+        format!("https-proxy = {}\n", npmrc.url),
+    )
+    .unwrap();
+    u.env.chown_all(&u.env.home);
+    let out = u.update_with(&[("SSL_CERT_FILE", &pem)], &["--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(npmrc.requests(), vec![connect.clone()]);
+    let env_wins = ConnectProxy::start();
+    let out = u.update_with(
+        &[("HTTPS_PROXY", &env_wins.url), ("SSL_CERT_FILE", &pem)],
+        &["--check"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(env_wins.requests(), vec![connect]);
+    assert_eq!(npmrc.requests().len(), 1, "HTTPS_PROXY wins over the npmrc");
+}
+
+#[test]
+fn a_dripping_fallback_document_still_ends_the_check_within_one_deadline() {
+    let body = fixture("claude-code.json");
+    let u = Updater::npm_global(
+        OLD,
+        Registry::start(move |path| match path {
+            // A slow 404 uses up most of the budget, then the fallback drips: with 5 s per
+            // request this took 9 s.
+            TAGS_PATH => {
+                std::thread::sleep(Duration::from_secs(4));
+                Reply::Status(404, "{}")
+            }
+            _ => Reply::Drip(body.clone(), Duration::from_millis(100)),
+        }),
+    );
+    let t0 = Instant::now();
+    assert_fails_cleanly(&u, &["--check"], "within 5 s");
+    let took = t0.elapsed();
+    eprintln!("LATENCY 404 then a dripping document: {took:?}");
+    assert!(
+        took >= Duration::from_millis(4500) && took < Duration::from_secs(7),
+        "took {took:?}: one 5 s deadline for both requests, not 5 s each"
+    );
+}
+
+#[test]
+fn check_exit_codes_tell_up_to_date_available_and_failed_apart() {
+    let u = Updater::npm_global(LATEST, Registry::recorded());
+    assert_eq!(u.update(&["--check"]).status.code(), Some(0));
+    let u = Updater::npm_global(OLD, Registry::recorded());
+    assert_eq!(u.update(&["--check"]).status.code(), Some(10));
+    assert_eq!(
+        u.update(&["--check", "--channel", "stable"]).status.code(),
+        Some(125)
+    );
+    // Installing is not a check: success is 0.
+    assert_eq!(u.update(&["--yes"]).status.code(), Some(0));
+}
+
+#[test]
+fn a_failed_check_with_json_prints_an_error_object_on_stdout() {
+    let u = Updater::npm_global(OLD, Registry::always(Reply::Status(500, "oops")));
+    let out = u.update(&["--check", "--json"]);
+    assert_eq!(out.status.code(), Some(125));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["installed"], OLD);
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains("answered 500"), "{v}");
+    assert_eq!(v.as_object().unwrap().len(), 2, "{v}");
+    // The message stays on stderr too, the same one line.
+    assert_eq!(one_line(&stderr(&out)), format!("csbox: {error}"));
+
+    // Before the installed version is known, `installed` is null.
+    let out = u
+        .csbox(&["update", "--check", "--json"])
+        .env("PATH", u.env.dir.path().join("empty"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["installed"], serde_json::Value::Null);
+    assert!(
+        v["error"].as_str().unwrap().contains("claude not found"),
+        "{v}"
     );
 }

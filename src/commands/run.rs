@@ -99,6 +99,13 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
         );
     }
     prepare_claude_root(&r.paths, &store)?;
+    // A background update check that keeps failing says so once per interactive start
+    // (detached, it has no terminal of its own).
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        if let Some(notice) = crate::update::background::failure_notice(&r.paths) {
+            crate::warn!("{notice}");
+        }
+    }
     // Held shared until this function returns, so `csbox update` never installs under a
     // running session; waits (bounded) while an install runs.
     let update_hold = crate::update::hold_for_session(&r.paths).unwrap_or_else(|e| {

@@ -5,8 +5,6 @@
 //!
 //! Every error has one form: `profile FILE:LINE:COL: field "X": what is wrong; what to do`.
 
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::expand;
@@ -111,38 +109,16 @@ fn read_file(path: &Path) -> Result<String, Error> {
         path: path.to_path_buf(),
         problem,
     };
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => bad("no such file; give a profile name (see `csbox profile list`) or the path of a .json file".into()),
-            _ => bad(format!("cannot open it: {e}")),
-        })?;
-    let md = f.metadata().map_err(|e| bad(format!("fstat: {e}")))?;
-    if md.is_dir() {
-        return Err(bad("is a directory; expected a .json file".into()));
-    }
-    if !md.is_file() {
-        return Err(bad(
-            "is not a regular file (a FIFO, a socket or a device); expected a .json file".into(),
-        ));
-    }
-    if md.len() > MAX_PROFILE_BYTES {
-        return Err(bad(format!(
-            "is {} bytes; a profile is at most {MAX_PROFILE_BYTES} bytes",
-            md.len()
-        )));
-    }
-    let mut bytes = Vec::new();
-    f.take(MAX_PROFILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| bad(format!("read: {e}")))?;
-    if bytes.len() as u64 > MAX_PROFILE_BYTES {
-        return Err(bad(format!(
-            "is larger than {MAX_PROFILE_BYTES} bytes; a profile is at most that"
-        )));
-    }
+    use std::io::ErrorKind as K;
+    let bytes = crate::fsutil::read_regular(path, MAX_PROFILE_BYTES).map_err(|e| {
+        bad(match e.kind() {
+            K::NotFound => "no such file; give a profile name (see `csbox profile list`) or the path of a .json file".into(),
+            K::IsADirectory => "is a directory; expected a .json file".into(),
+            K::InvalidInput => format!("is {e}; expected a .json file"),
+            K::InvalidData => format!("is {e}; a profile is at most {MAX_PROFILE_BYTES} bytes"),
+            _ => format!("cannot read it: {e}"),
+        })
+    })?;
     String::from_utf8(bytes).map_err(|e| {
         bad(format!(
             "is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",

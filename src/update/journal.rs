@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -55,6 +55,25 @@ impl Attempt {
         s.push('\n');
         s
     }
+}
+
+/// An attempt line read back from the log: only what a summary needs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LoggedAttempt {
+    pub ts: String,
+    /// An [`Outcome`] in kebab-case; kept as text, so a newer csbox's outcome still reads.
+    pub outcome: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The attempt lines of `text` (a log, or its tail cut at a line start), oldest first;
+/// installer output and lines that do not parse are skipped.
+pub fn parse_attempts(text: &str) -> Vec<LoggedAttempt> {
+    text.lines()
+        .filter(|l| l.starts_with("{\"ts\""))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// Open the log for appending (the installers' and the background check's output).
@@ -107,6 +126,27 @@ mod tests {
         a.reason = Some("line one\nline two".into());
         let line = a.line();
         assert_eq!(line.matches('\n').count(), 1, "{line}");
+    }
+
+    #[test]
+    fn attempts_read_back_between_installer_output() {
+        let mut failed = Attempt::new("latest", Outcome::Failed);
+        failed.reason = Some("no answer".into());
+        let text = format!(
+            "npm WARN something\n{}added 1 package\n{{\"ts\": broken\n{}",
+            failed.line(),
+            Attempt::new("latest", Outcome::UpToDate).line()
+        );
+        let a = parse_attempts(&text);
+        assert_eq!(a.len(), 2);
+        assert_eq!(
+            (a[0].outcome.as_str(), a[0].reason.as_deref()),
+            ("failed", Some("no answer"))
+        );
+        assert_eq!(
+            (a[1].outcome.as_str(), a[1].reason.as_deref()),
+            ("up-to-date", None)
+        );
     }
 
     #[test]

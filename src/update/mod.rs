@@ -33,6 +33,11 @@ use journal::{Attempt, Outcome};
 /// How long a starting session waits for an install to finish before starting anyway.
 pub const SESSION_WAIT: Duration = Duration::from_secs(60);
 
+/// `csbox update --check` exits with this when a newer version is available; 0 means up
+/// to date and 125 that the check failed. A script can tell the three apart without
+/// parsing output, as with cargo-nextest's `self update --check` (which uses 80).
+pub const EXIT_UPDATE_AVAILABLE: i32 = 10;
+
 /// Take the shared lock on `update.lock` for a session's whole life (keep the fd; it is
 /// O_CLOEXEC, so the sandboxed command does not inherit it). While an install holds the
 /// lock, wait up to [`SESSION_WAIT`], then start anyway with a warning (`Ok(None)`).
@@ -89,12 +94,12 @@ pub fn hold_for_session_within(paths: &Paths, max_wait: Duration) -> Result<Opti
     }
 }
 
-/// What the environment says about the registry and proxies.
+/// What the environment says about the registry, proxies and trusted CAs.
 #[derive(Debug, Default, Clone)]
 pub struct UpdateEnv {
     pub csbox_registry: Option<String>,
     pub npm_registry: Option<String>,
-    pub proxy: registry::ProxyEnv,
+    pub net: registry::NetEnv,
     pub in_session: bool,
 }
 
@@ -106,12 +111,7 @@ impl UpdateEnv {
         UpdateEnv {
             csbox_registry: var("CSBOX_REGISTRY"),
             npm_registry: either("npm_config_registry", "NPM_CONFIG_REGISTRY"),
-            proxy: registry::ProxyEnv {
-                https: either("HTTPS_PROXY", "https_proxy"),
-                http: either("HTTP_PROXY", "http_proxy"),
-                all: either("ALL_PROXY", "all_proxy"),
-                no_proxy: either("NO_PROXY", "no_proxy"),
-            },
+            net: registry::NetEnv::from_process(),
             in_session: var("CSBOX_SESSION_ID").is_some(),
         }
     }
@@ -130,8 +130,19 @@ pub struct Request {
 }
 
 /// `csbox update`. Without a terminal and without `--yes` it installs: the background
-/// check runs detached, and a script that wants only a check says `--check`.
+/// check runs detached, and a script that wants only a check says `--check`. With
+/// `--json`, a failure is also a JSON object on stdout (the message stays on stderr).
 pub fn command(args: Request) -> Result<i32> {
+    let mut installed = None;
+    let result = update(&args, &mut installed);
+    if let (Err(e), true) = (&result, args.json) {
+        let v = serde_json::json!({ "error": e.to_string(), "installed": installed });
+        let _ = writeln!(std::io::stdout().lock(), "{v}");
+    }
+    result
+}
+
+fn update(args: &Request, installed: &mut Option<String>) -> Result<i32> {
     let env = UpdateEnv::from_process();
     if env.in_session {
         return Err(Error::Usage(
@@ -143,7 +154,8 @@ pub fn command(args: Request) -> Result<i32> {
 
     let mut attempt = Attempt::new(&args.channel, Outcome::Failed);
     let mut lock = None;
-    let result = check_and_install(&args, &paths, &env, &mut attempt, &mut lock);
+    let result = check_and_install(args, &paths, &env, &mut attempt, &mut lock);
+    installed.clone_from(&attempt.from);
     match &result {
         Ok(outcome) => attempt.outcome = *outcome,
         Err(reason) => attempt.reason = Some(reason.clone()),
@@ -155,8 +167,11 @@ pub fn command(args: Request) -> Result<i32> {
     }
     drop(lock);
     let outcome = result.map_err(Error::Other)?;
-    print_result(&args, &attempt, outcome);
-    Ok(0)
+    print_result(args, &attempt, outcome);
+    Ok(match outcome {
+        Outcome::Available => EXIT_UPDATE_AVAILABLE,
+        _ => 0,
+    })
 }
 
 fn check_and_install(
@@ -175,7 +190,7 @@ fn check_and_install(
     attempt.method = Some(method.name());
 
     let base = registry::registry_base(env.csbox_registry.as_deref(), env.npm_registry.as_deref())?;
-    let tags = registry::fetch_dist_tags(&base, &env.proxy)?;
+    let tags = registry::fetch_dist_tags(&base, &env.net)?;
     let target = version::choose_target(&tags, &args.channel)?;
     attempt.to = Some(target.to_string());
     if !version::is_update(&installed, &target) {
