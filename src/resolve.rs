@@ -126,24 +126,43 @@ pub fn look_up(paths: impl IntoIterator<Item = PathBuf>) -> Facts {
         if facts.contains(&p) {
             continue;
         }
-        let real = canonical_or_self(&p);
-        let kind = std::fs::metadata(&p).ok().map(|m| {
+        let fact = fact_of(&p);
+        facts.insert(fact.real.clone(), fact.clone());
+        facts.insert(p, fact);
+    }
+    facts
+}
+
+/// One path's fact in three system calls when it exists: open(O_PATH) follows every
+/// symlink as a mount would, fstat says what is there, and /proc/self/fd names where it
+/// really is (realpath(3) would readlink every component). A missing path is its
+/// longest existing prefix, resolved, with the rest as written.
+fn fact_of(p: &Path) -> PathFact {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(p);
+    if let Ok(f) = opened {
+        let kind = f.metadata().ok().map(|m| {
             if m.is_dir() {
                 NodeKind::Dir
             } else {
                 NodeKind::File
             }
         });
-        facts.insert(
-            real.clone(),
-            PathFact {
-                real: real.clone(),
-                kind,
-            },
-        );
-        facts.insert(p, PathFact { real, kind });
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        let real = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .ok()
+            .filter(|r| r.is_absolute())
+            .unwrap_or_else(|| canonical_or_self(p));
+        return PathFact { real, kind };
     }
-    facts
+    let real = match (p.parent(), p.file_name()) {
+        (Some(parent), Some(name)) if parent != p => fact_of(parent).real.join(name),
+        _ => p.to_path_buf(),
+    };
+    PathFact { real, kind: None }
 }
 
 /// The terminal on stdin, stdout or stderr, if one is a terminal with a name under /dev/.
