@@ -708,10 +708,13 @@ fn a_setup_failure_is_one_line_with_exit_125_and_leaves_nothing_behind() {
     for user in users() {
         let env = TestEnv::new(user);
         assert!(sh(&env, "true").status.success());
-        // The store is hidden inside, so a working directory in it cannot be entered.
+        // A working directory the sandbox does not have (a test-only plan edit).
         let out = env
             .csbox(&["run", "--", "true"])
-            .current_dir(env.sessions_dir().join("active"))
+            .env(
+                "CSBOX_TEST_PLAN_PATCH",
+                r#"{"cwd": "/nonexistent-csbox-test"}"#,
+            )
             .output()
             .unwrap();
         let err = stderr(&out);

@@ -208,7 +208,12 @@ fn session_json_is_never_half_written() {
         .spawn()
         .unwrap();
         wait_for_marker(&mut child, "READY");
-        std::thread::sleep(Duration::from_micros(500 + (round * 997 % 20000) as u64));
+        // Mostly short and varied, to kill the writer at every point of a write; every
+        // tenth round long, so a loaded machine still lets it write at all.
+        let long = if round % 10 == 9 { 300_000 } else { 0 };
+        std::thread::sleep(Duration::from_micros(
+            500 + (round * 997 % 20000) as u64 + long,
+        ));
         child.kill().unwrap();
         child.wait().unwrap();
         let bytes = std::fs::read(&file).unwrap();

@@ -174,6 +174,14 @@ fn launch(
 ) -> Result<Launch> {
     let id = session.id.to_string();
     test_patch(plan)?;
+    // Notes help a person at a terminal; a script reads exit codes and --json-status.
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        for note in &plan.notes {
+            eprintln!("csbox: note: {note}");
+        }
+    }
+    let seed = || crate::session::setup::claude_json_seed(&r.paths);
+    crate::session::layers::prepare(session, &plan.session_sources(), seed)?;
     let mut started = |pid: u32| {
         if let Some(s) = sink.as_mut() {
             s.line(serde_json::json!({"session": id, "pid": pid, "started": format_time(SystemTime::now())}));
@@ -191,6 +199,7 @@ fn launch(
                 "overlayfs is refused here ({f}): falling back to a fresh ~/.claude for this session, with your shared config read-only (see `csbox doctor`)"
             );
             *plan = r.plan(&id, &session.dir, StateMode::Fresh)?;
+            crate::session::layers::prepare(session, &plan.session_sources(), seed)?;
             test_patch(plan)?;
             Ok(sandbox::launch(plan, &mut started)?)
         }

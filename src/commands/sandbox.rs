@@ -22,6 +22,9 @@ pub struct SandboxArgs {
     /// Hide a file or directory inside the sandbox, for this run
     #[arg(long, value_name = "PATH")]
     pub hide: Vec<String>,
+    /// Show a path the profile hides (e.g. ~/.ssh), for this run
+    #[arg(long, value_name = "PATH")]
+    pub unhide: Vec<String>,
     /// Network: `none` (only lo) or `host`
     #[arg(long, value_name = "none|host", value_parser = ["none", "host"])]
     pub net: Option<String>,
@@ -50,6 +53,7 @@ impl SandboxArgs {
                 bind: self.bind.clone(),
                 ro_bind: self.ro_bind.clone(),
                 hide: self.hide.clone(),
+                unhide: self.unhide.clone(),
             },
             net: match self.net.as_deref() {
                 Some("none") => Some(Network::None),

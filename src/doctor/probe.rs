@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 
 use crate::plan::TIOCSTI;
-use crate::sandbox::child::{errno, fail, write_file};
+use crate::sandbox::syscalls::{errno, fail, write_file};
 use crate::sandbox::{pipe, read_full};
 
 /// What went wrong in a probe: the call that failed, with its arguments, and its errno.

@@ -2,9 +2,9 @@
 //! containerd, built with the `oci-spec` crate.
 //!
 //! The plan was written for a launcher that starts from the host's own root; an OCI
-//! runtime starts from a bundle's `rootfs/` (pivot_root refuses `/`). So the spec first
-//! rebuilds the host's view ([`mounts::host_view`]), then lists the plan's mount
-//! operations in the plan's order ([`mounts::plan_mounts`]). Everything here translates
+//! runtime starts from a bundle's `rootfs/` (pivot_root refuses `/`). So the plan's
+//! HostRoot becomes binds of the host's top-level directories, and every other
+//! operation follows in the plan's order ([`mounts::plan_mounts`]). Everything here translates
 //! plan fields; whatever the runtime spec has no words for is returned as a note, and
 //! `csbox spec` prints every note: nothing is dropped silently.
 
@@ -59,11 +59,17 @@ use a profile with namespaces: default, strict or ci",
         )));
     }
     let mut notes = Vec::new();
-    let host = mounts::host_view(plan, &mut notes)?;
     let ops = mounts::plan_mounts(plan, &mut notes)?;
-    let mut list = host.mounts;
-    list.extend(ops.mounts);
-    let (linux, uid, gid) = linux(plan, target, ops.masked, &mut notes)?;
+    if !plan
+        .mounts
+        .iter()
+        .any(|m| matches!(m, crate::plan::MountOp::HostRoot { .. }))
+    {
+        return Err(Error::Other(
+            "the plan has no root (HostRoot): a bundle needs one; this is a csbox bug".into(),
+        ));
+    }
+    let (linux, uid, gid) = linux(plan, target, ops.masked.clone(), &mut notes)?;
     let process = process(plan, uid, gid, &mut notes)?;
     let mut spec = oci(SpecBuilder::default()
         .version(OCI_VERSION)
@@ -71,7 +77,7 @@ use a profile with namespaces: default, strict or ci",
             .path("rootfs")
             .readonly(true)
             .build())?)
-        .mounts(list)
+        .mounts(ops.mounts)
         .process(process)
         .linux(linux)
         .annotations(HashMap::from([
@@ -84,7 +90,7 @@ use a profile with namespaces: default, strict or ci",
     spec.set_hostname(None);
     Ok(Export {
         spec,
-        rootfs_links: host.rootfs_links,
+        rootfs_links: ops.rootfs_links,
         notes,
     })
 }

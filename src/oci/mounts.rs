@@ -9,11 +9,9 @@ use super::build::oci;
 use crate::error::{Error, Result};
 use crate::plan::{MountFlags, MountOp, Plan, DEV_NODES};
 
-/// Host directories bound read-only into the bundle's root: what programs need to run.
-/// Symbolic links among them (merged /usr: `/bin -> usr/bin`) are recreated in `rootfs/`.
-pub const SYSTEM_DIRS: &[&str] = &[
-    "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt", "var",
-];
+/// Top-level host directories the runtime provides itself, or that are no part of a
+/// root: not bound from the host.
+const NOT_BOUND: &[&str] = &["proc", "sys", "dev", "tmp", "lost+found"];
 
 /// The paths every runtime masks or makes read-only in /proc and /sys (runc's and
 /// containerd's defaults): the native sandbox does not, the bundle may as well.
@@ -44,6 +42,8 @@ pub struct HostView {
 
 pub struct PlanMounts {
     pub mounts: Vec<Mount>,
+    /// Symbolic links the bundle's `rootfs/` holds, as the host's `/` has them.
+    pub rootfs_links: Vec<(String, PathBuf)>,
     /// `linux.maskedPaths`: the runtime's defaults and the plan's hidden paths.
     pub masked: Vec<String>,
 }
@@ -60,25 +60,41 @@ fn flag_options(f: MountFlags) -> Vec<&'static str> {
     .collect()
 }
 
-/// What a bundle needs so that the plan's operations find the host's tree as the native
-/// launcher does: the system directories read-only, /sys, the home (unless the plan hides
-/// it) and the working directory read-write.
-pub fn host_view(plan: &Plan, notes: &mut Vec<String>) -> Result<HostView> {
+/// The host's tree as the bundle's root (plan::MountOp::HostRoot): every top-level
+/// directory of `/` bound with the plan's flags (read-only all the way down: "rro"), its
+/// top-level symbolic links (merged /usr: `/bin -> usr/bin`) recreated in `rootfs/`, and
+/// the private /tmp; /sys the host's, read-only, unless the plan mounts a fresh one.
+fn host_root(
+    plan: &Plan,
+    flags: MountFlags,
+    tmp_mode: u32,
+    notes: &mut Vec<String>,
+) -> Result<HostView> {
     let mut mounts = Vec::new();
     let mut rootfs_links = Vec::new();
-    for name in SYSTEM_DIRS {
+    let mut names: Vec<String> = std::fs::read_dir("/")
+        .map_err(|e| Error::io("read", "/", e))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    let mut opts = vec!["rbind"];
+    opts.extend(flag_options(flags));
+    if flags.read_only {
+        opts.push("rro");
+    }
+    for name in &names {
         let host = Path::new("/").join(name);
         match std::fs::symlink_metadata(&host) {
             Ok(md) if md.file_type().is_symlink() => {
                 let to = std::fs::read_link(&host).map_err(|e| Error::io("readlink", &host, e))?;
                 rootfs_links.push((name.to_string(), to));
             }
-            Ok(md) if md.is_dir() => mounts.push(bind(&host, &host, &["rbind", "ro", "nosuid"])?),
+            Ok(md) if md.is_dir() && !NOT_BOUND.contains(&name.as_str()) => {
+                mounts.push(bind(&host, &host, &opts)?)
+            }
             _ => {}
         }
     }
-    // /sys: a fresh sysfs needs a network namespace of the container's own (the plan asks
-    // for one then); otherwise the host's, read-only, as the native sandbox sees it.
     if !plan
         .mounts
         .iter()
@@ -90,31 +106,21 @@ pub fn host_view(plan: &Plan, notes: &mut Vec<String>) -> Result<HostView> {
             &["rbind", "ro", "nosuid", "nodev", "noexec"],
         )?);
     }
-    let view = &plan.view;
-    if !view.home_hidden {
-        mounts.push(bind(&view.home, &view.home, &["rbind"])?);
-    }
-    // The working directory is visible read-write natively; the plan binds it itself when
-    // it must (under /tmp, a hidden home, read-only), else it comes from the host here.
-    let cwd = &plan.cwd;
-    let with_home = !view.home_hidden && cwd.starts_with(&view.home);
-    if view.project.is_none() && !with_home && cwd != Path::new("/") {
-        mounts.push(bind(cwd, cwd, &["rbind"])?);
-    }
+    mounts.push(fs_mount(
+        "tmpfs",
+        Path::new("/tmp"),
+        &["nosuid", "nodev"],
+        Some(format!("mode={tmp_mode:o}")),
+    )?);
     notes.push(format!(
-        "file system: the bundle's root holds the host's {} read-only, {} and the working directory; \
-the rest of the host file system, visible natively, is not there",
-        SYSTEM_DIRS
+        "file system: the bundle's root binds each of the host's top-level directories ({}) {}, as the native sandbox's root is the host's",
+        names
             .iter()
-            .map(|d| format!("/{d}"))
-            .filter(|d| Path::new(d).exists())
+            .filter(|n| !NOT_BOUND.contains(&n.as_str()))
+            .map(|n| format!("/{n}"))
             .collect::<Vec<_>>()
             .join(" "),
-        if view.home_hidden {
-            "no home (the profile hides it)".to_string()
-        } else {
-            format!("{} read-write", view.home.display())
-        }
+        if flags.read_only { "read-only" } else { "read-write" }
     ));
     Ok(HostView {
         mounts,
@@ -125,9 +131,16 @@ the rest of the host file system, visible natively, is not there",
 /// The plan's operations, in its order.
 pub fn plan_mounts(plan: &Plan, notes: &mut Vec<String>) -> Result<PlanMounts> {
     let mut mounts = Vec::new();
+    let mut rootfs_links = Vec::new();
     let mut masked: Vec<String> = MASKED.iter().map(|s| s.to_string()).collect();
+    let sd = &plan.session.dir;
     for op in &plan.mounts {
         match op {
+            MountOp::HostRoot { flags, tmp_mode } => {
+                let host = host_root(plan, *flags, *tmp_mode, notes)?;
+                mounts.extend(host.mounts);
+                rootfs_links.extend(host.rootfs_links);
+            }
             // Nothing to say: the schema allows only the non-recursive "slave" for
             // rootfsPropagation, and runc's default when it is unset is MS_SLAVE|MS_REC on
             // /, the native operation itself.
@@ -138,7 +151,13 @@ pub fn plan_mounts(plan: &Plan, notes: &mut Vec<String>) -> Result<PlanMounts> {
                 upper,
                 work,
                 flags,
-            } => mounts.push(overlay(dst, lower, upper, work, *flags)?),
+            } => mounts.push(overlay(
+                dst,
+                &lower.path(sd),
+                &upper.path(sd),
+                &work.path(sd),
+                *flags,
+            )?),
             MountOp::Bind {
                 src, dst, flags, ..
             } => {
@@ -149,7 +168,7 @@ pub fn plan_mounts(plan: &Plan, notes: &mut Vec<String>) -> Result<PlanMounts> {
                     // mount_setattr(AT_RECURSIVE).
                     opts.push("rro");
                 }
-                mounts.push(bind(src, dst, &opts)?);
+                mounts.push(bind(&src.path(sd), dst, &opts)?);
             }
             MountOp::Tmpfs {
                 dst,
@@ -185,7 +204,11 @@ pub fn plan_mounts(plan: &Plan, notes: &mut Vec<String>) -> Result<PlanMounts> {
             }
         }
     }
-    Ok(PlanMounts { mounts, masked })
+    Ok(PlanMounts {
+        mounts,
+        masked,
+        rootfs_links,
+    })
 }
 
 fn overlay(

@@ -151,7 +151,7 @@ fn the_claude_dir_is_an_overlay_on_the_session_layer() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|m| m["type"] == "overlay")
+        .find(|m| m["type"] == "overlay" && m["destination"] == "/home/u/.claude")
         .unwrap();
     assert_eq!(ov["destination"], "/home/u/.claude");
     let opts: Vec<&str> = ov["options"]

@@ -9,7 +9,7 @@ use super::model::*;
 use super::mounts::Mounts;
 use crate::paths::Paths;
 use crate::profile::expand::{lexical, split_bind};
-use crate::profile::{Access, EnvPolicyKind, Home, Isolation, Network, Profile, SeccompLevel};
+use crate::profile::{Isolation, Network, Profile, SeccompLevel};
 use crate::session::store::{STATE_DIR, WORK_DIR};
 
 const OVERRIDDEN_ENV: &[&str] = &[
@@ -17,6 +17,16 @@ const OVERRIDDEN_ENV: &[&str] = &[
     "DISABLE_AUTOUPDATER",
     "CLAUDE_CODE_TMPDIR",
     "CSBOX_SESSION_ID",
+];
+
+/// Variables that point at host sockets a sandbox cannot reach (and must not be pointed
+/// at): not passed in. `SSH_AUTH_SOCK` comes back when the profile passes the agent.
+const HOST_SOCKET_ENV: &[&str] = &[
+    "DBUS_SESSION_BUS_ADDRESS",
+    "SSH_AUTH_SOCK",
+    "SSH_AGENT_PID",
+    "GPG_AGENT_INFO",
+    "DOCKER_HOST",
 ];
 
 /// Every host path whose fact [`build`] consults, spelled as it spells them: `resolve`
@@ -27,6 +37,7 @@ pub fn wanted_paths(
     overrides: &Overrides,
     cwd: &Path,
     exe: &Path,
+    host: &super::facts::HostLayout,
 ) -> Vec<PathBuf> {
     let mut out = vec![
         paths.home.clone(),
@@ -35,7 +46,22 @@ pub fn wanted_paths(
         paths.claude_json.clone(),
         cwd.to_path_buf(),
         exe.to_path_buf(),
+        "/var/tmp".into(),
+        host.runtime_dir.clone(),
     ];
+    out.extend(super::view::wanted(cwd, profile, host.git.as_ref()));
+    out.extend(
+        super::mounts::CACHES
+            .iter()
+            .map(|c| paths.home.join(c))
+            .chain(
+                profile
+                    .sockets
+                    .iter()
+                    .filter(|s| s.starts_with('/'))
+                    .map(PathBuf::from),
+            ),
+    );
     let c = &profile.claude;
     out.extend(
         c.read_only
@@ -64,7 +90,7 @@ pub fn wanted_paths(
 pub fn build(input: &PlanInput) -> Result<Plan, Error> {
     let prof = input.profile;
     let sandboxed = prof.isolation == Isolation::Namespaces;
-    let view = view(input)?;
+    let (view, notes) = super::view::view(input)?;
     let mounts = if sandboxed {
         Mounts::new(input).build(&view)?
     } else {
@@ -111,60 +137,8 @@ pub fn build(input: &PlanInput) -> Result<Plan, Error> {
             compat_links(input, &state)
         },
         remove_on_exit: input.remove_on_exit,
-    })
-}
-
-/// Step 0: what the sandbox shows of the home and the project, and whether the working
-/// directory fits the profile.
-fn view(input: &PlanInput) -> Result<View, Error> {
-    let p = input.paths;
-    let prof = input.profile;
-    let cwd = &input.cwd;
-    let hidden_home = prof.home == Home::Hidden && prof.isolation == Isolation::Namespaces;
-    if hidden_home && (cwd == &p.home || !cwd.starts_with("/")) {
-        return Err(Error::WorkingDirIsHome {
-            profile: prof.name.clone(),
-            home: p.home.clone(),
-        });
-    }
-    // The working directory is bound back over what the other steps build: under /tmp
-    // (the host's, over the private tmpfs), under a hidden home, or anywhere for a
-    // read-only project. /tmp itself is never bound: the host's sockets there (tmux,
-    // ssh-agent, X11) would be reachable even read-only.
-    let read_only = prof.project == Access::Ro;
-    let bound = cwd != Path::new("/tmp")
-        && (cwd.starts_with("/tmp") || (hidden_home && cwd.starts_with(&p.home)) || read_only);
-    if bound {
-        // Such a bind must not cover the ~/.claude view or the home's tmpfs (nor reveal
-        // the session store): refuse a working directory that holds one of them or lies
-        // inside ~/.claude or the store. Compared as the kernel resolves them (getcwd is
-        // canonical; HOME may go through a symlink).
-        let facts = input.facts;
-        for (what, dir, not_inside) in [
-            ("your home", facts.real(&p.home), false),
-            ("~/.claude", facts.real(&p.claude_root), true),
-            ("the session store", facts.real(&p.sessions_dir), true),
-        ] {
-            let holds = dir.starts_with(cwd);
-            if holds || (not_inside && cwd.starts_with(&dir)) {
-                return Err(Error::WorkingDirOverlaps {
-                    profile: prof.name.clone(),
-                    cwd: cwd.clone(),
-                    read_only,
-                    holds,
-                    what,
-                    dir,
-                });
-            }
-        }
-    }
-    Ok(View {
-        home: p.home.clone(),
-        home_hidden: hidden_home,
-        project: bound.then(|| ProjectView {
-            path: cwd.clone(),
-            read_only,
-        }),
+        new_session_keyring: sandboxed,
+        notes,
     })
 }
 
@@ -172,20 +146,20 @@ fn view(input: &PlanInput) -> Result<View, Error> {
 /// profile's own variables, then what csbox sets.
 fn env(input: &PlanInput, state: &Path) -> Vec<(String, String)> {
     let prof = input.profile;
+    let sandboxed = prof.isolation == Isolation::Namespaces;
     let mut env: Vec<(String, String)> = input
         .host_env
         .iter()
         .filter(|(k, _)| !OVERRIDDEN_ENV.contains(&k.as_str()))
         .filter(|(k, _)| {
-            prof.env.policy == EnvPolicyKind::Pass
-                || prof.env.allow.contains(k)
-                || prof.env.set.contains_key(k)
+            !(sandboxed && HOST_SOCKET_ENV.contains(&k.as_str()))
+                || (k == "SSH_AUTH_SOCK" && prof.sockets.iter().any(|s| s == "ssh-agent"))
         })
+        .filter(|(k, _)| prof.env.passes(k) || prof.env.set.contains_key(k))
         .filter(|(k, _)| !prof.env.set.contains_key(k))
         .cloned()
         .collect();
     env.extend(prof.env.set.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let sandboxed = prof.isolation == Isolation::Namespaces;
     let config_dir = if sandboxed {
         input.paths.claude_root.clone()
     } else {

@@ -22,10 +22,49 @@ pub struct PathFact {
     pub kind: Option<NodeKind>,
 }
 
-/// Facts keyed by the path as the plan spells it (expanded, lexically normalised).
+/// Facts keyed by the path as the plan spells it (expanded, lexically normalised), and
+/// what resolve found out about the host's layout.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
     map: BTreeMap<PathBuf, PathFact>,
+    pub host: HostLayout,
+}
+
+/// The host beyond single paths.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostLayout {
+    /// Mount points strictly below the home (another file system, a bind mount): an
+    /// overlay of the home does not show what is mounted there, so they are bound back.
+    pub home_submounts: Vec<PathBuf>,
+    /// The git worktree the working directory lies in.
+    pub git: Option<GitLayout>,
+    /// The file /etc/resolv.conf points to when it lies under /run (systemd-resolved,
+    /// NetworkManager): bound back read-only into the sandbox's private /run.
+    pub resolv_conf: Option<PathBuf>,
+    /// `$SSH_AUTH_SOCK` when it names a socket.
+    pub ssh_agent: Option<PathBuf>,
+    /// gpg-agent's socket (`$XDG_RUNTIME_DIR/gnupg/S.gpg-agent` or
+    /// `~/.gnupg/S.gpg-agent`) when there is one.
+    pub gpg_agent: Option<PathBuf>,
+    /// `$XDG_RUNTIME_DIR` (default /run/user/UID): an empty private tmpfs inside.
+    pub runtime_dir: PathBuf,
+}
+
+/// Where a git worktree keeps what its commits write, found by reading `.git` files (git
+/// itself is never run: it would run the project's config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitLayout {
+    /// The top of the worktree (where `.git` is).
+    pub top: PathBuf,
+    /// The worktree's own git dir (`top/.git`, or `<common>/worktrees/<name>`).
+    pub gitdir: PathBuf,
+    /// The common dir: objects, refs, hooks, config (the same as `gitdir` unless this is
+    /// a linked worktree).
+    pub common: PathBuf,
+    /// Submodules' git dirs (`<common>/modules/*`), each with hooks and a config.
+    pub modules: Vec<PathBuf>,
+    /// `config.worktree` files (per-worktree config, which can set hooksPath).
+    pub worktree_configs: Vec<PathBuf>,
 }
 
 impl Facts {

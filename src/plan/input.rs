@@ -56,6 +56,7 @@ pub struct Overrides {
     pub bind: Vec<String>,
     pub ro_bind: Vec<String>,
     pub hide: Vec<String>,
+    pub unhide: Vec<String>,
 }
 
 /// What the plan is built from. Everything here is data; nothing is read from the system.

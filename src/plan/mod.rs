@@ -16,8 +16,11 @@ mod model;
 mod mounts;
 #[cfg(test)]
 mod tests;
+mod view;
 
 pub use build::{build, terminal_rules, wanted_paths};
-pub use facts::{Facts, PathFact};
+pub use facts::{Facts, GitLayout, HostLayout, PathFact};
 pub use input::{Error, Overrides, PlanInput, DEV_NODES, STRICT_DENY};
 pub use model::*;
+pub use mounts::{CACHES, CACHE_DIR, HOME_UPPER, HOME_WORK};
+pub use view::PROTECTED;

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use super::facts::NodeKind;
-use crate::profile::Isolation;
 pub use crate::profile::StateMode;
+use crate::profile::{Home, Isolation};
 
-pub const PLAN_VERSION: u32 = 2;
+pub const PLAN_VERSION: u32 = 3;
 
 /// `~/.claude` entries that hold configuration every session runs (hooks live in
 /// settings.json): shared, but read-only inside.
@@ -72,6 +72,12 @@ pub struct Plan {
     /// Remove the session when the command exits (`--rm`, or the profile's
     /// `removeOnExit` unless `--keep`).
     pub remove_on_exit: bool,
+    /// Give the sandbox a new, empty session keyring (keyctl(KEYCTL_JOIN_SESSION_KEYRING)),
+    /// as runc does: the invoking shell's keys are not reachable.
+    pub new_session_keyring: bool,
+    /// Things the user should know before the launch (a socket asked for that is not
+    /// there, a working directory that is the home), printed once on stderr.
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,14 +92,18 @@ pub struct PlanSession {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct View {
-    /// The user's home as the host has it.
+    /// The user's home as the host has it (symlinks resolved).
     pub home: PathBuf,
-    /// True when the home is an empty tmpfs inside, with only the project and the
-    /// `~/.claude` view bound back.
-    pub home_hidden: bool,
-    /// The working directory when the plan binds it (back) into the sandbox itself:
-    /// under /tmp, under a hidden home, or read-only. None: it is visible as part of the
-    /// host's tree.
+    /// What the sandbox makes of it: copy-on-write, read-only, hidden (an empty tmpfs
+    /// with only the project and the `~/.claude` view bound back) or, opted out, the
+    /// host's own read-write.
+    pub home_mode: Home,
+    /// True when the host's file system is the sandbox's root read-only (every
+    /// sandboxed profile; an exporter rebuilds it from the host's top-level dirs).
+    pub host_read_only: bool,
+    /// The project the plan binds writable (or read-only): the working directory, or the
+    /// top of the git worktree it lies in. None: nothing of the host is writable but
+    /// what the profile binds (the working directory is the home, or compat).
     pub project: Option<ProjectView>,
 }
 
@@ -102,6 +112,14 @@ pub struct View {
 pub struct ProjectView {
     pub path: PathBuf,
     pub read_only: bool,
+    /// The git directories the project's commits write to, when they lie outside it (a
+    /// linked worktree's common dir).
+    pub git_dirs: Vec<PathBuf>,
+    /// Paths that run code on the host later, read-only inside.
+    pub protected: Vec<PathBuf>,
+    /// Paths of the same list that did not exist when the session started: csbox reports
+    /// any the session creates.
+    pub watched: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +210,13 @@ impl MountFlags {
         nodev: true,
         noexec: false,
     };
+    /// What the host's tree and read-only binds get.
+    pub const RO_NOSUID_NODEV: MountFlags = MountFlags {
+        read_only: true,
+        nosuid: true,
+        nodev: true,
+        noexec: false,
+    };
     /// What a hidden directory's empty tmpfs and a pseudo file system get.
     pub const SEALED: MountFlags = MountFlags {
         read_only: true,
@@ -210,22 +235,49 @@ impl MountFlags {
     }
 }
 
+/// Where a bind or an overlay layer comes from. Host paths are the user's (resolved by
+/// `resolve`); session paths are written by the sandbox and so are hostile: the launcher
+/// opens them beneath the session directory, following no symlink, and checks their
+/// type, so a link planted in a layer can never make it bind a host path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Source {
+    Host(PathBuf),
+    /// Relative to the session directory (`state`, `state/sessions`, `home/upper`).
+    Session(PathBuf),
+}
+
+impl Source {
+    /// The path on the host: a session path joined to the session directory.
+    pub fn path(&self, session_dir: &std::path::Path) -> PathBuf {
+        match self {
+            Source::Host(p) => p.clone(),
+            Source::Session(rel) => session_dir.join(rel),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum MountOp {
     /// Make every mount a slave of the host's, so nothing we mount propagates out.
     MakeSlave { path: PathBuf },
+    /// The sandbox's root: a recursive bind of the host's `/` with `flags` on every mount
+    /// in it (read-only, nosuid, nodev), and a private tmpfs at `/tmp` (mode `tmp_mode`).
+    /// The launcher pivots into it before the next operation and detaches the host's tree
+    /// after the last, so every later path is resolved inside the sandbox's root.
+    HostRoot { flags: MountFlags, tmp_mode: u32 },
     Overlay {
         dst: PathBuf,
-        lower: PathBuf,
-        upper: PathBuf,
-        work: PathBuf,
+        lower: Source,
+        upper: Source,
+        work: Source,
         flags: MountFlags,
     },
     /// Bind `src` (opened before any mount is made, so no mount can redirect it) onto
     /// `dst`, recursively (submounts come along).
     Bind {
-        src: PathBuf,
+        src: Source,
         dst: PathBuf,
         flags: MountFlags,
         /// Create the mount point, a directory or an empty file like `src`, first. Only
@@ -245,8 +297,9 @@ pub enum MountOp {
     /// noexec), or a file with a read-only bind of /dev/null: what OCI runtimes do for a
     /// `maskedPaths` entry.
     Hide { dst: PathBuf, kind: NodeKind },
-    /// A mount point inside a tmpfs of this plan, with its missing parents (mode 0755).
-    Mkdir { path: PathBuf },
+    /// A directory inside a tmpfs of this plan, with its missing parents (mode 0755);
+    /// the last one gets `mode`.
+    Mkdir { path: PathBuf, mode: u32 },
     /// Bring the loopback interface of a new network namespace up.
     LoopbackUp,
     /// A fresh sysfs, so /sys/class/net shows the new network namespace.
@@ -314,5 +367,27 @@ impl Plan {
     /// True when the plan creates namespaces (everything but compat).
     pub fn sandboxed(&self) -> bool {
         self.isolation == Isolation::Namespaces
+    }
+
+    /// Every session-relative source the mounts name, in order, each once.
+    pub fn session_sources(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        for op in &self.mounts {
+            let srcs: Vec<&Source> = match op {
+                MountOp::Overlay {
+                    lower, upper, work, ..
+                } => vec![lower, upper, work],
+                MountOp::Bind { src, .. } => vec![src],
+                _ => vec![],
+            };
+            for s in srcs {
+                if let Source::Session(rel) = s {
+                    if !out.contains(rel) {
+                        out.push(rel.clone());
+                    }
+                }
+            }
+        }
+        out
     }
 }

@@ -1,5 +1,12 @@
 //! The mount list of a plan, step by step: each step is a method that appends its
 //! operations, in the order the launcher applies them.
+//!
+//! The shape: the host's root, read-only, nosuid, nodev, with a private /tmp; private
+//! /var/tmp, /run and $XDG_RUNTIME_DIR; the home (copy-on-write, read-only, hidden, or
+//! opted out); the `~/.claude` view; the project writable with its hook files read-only;
+//! the profile's binds and sockets; hidden paths; /dev and /proc last. Every destination
+//! is a path with its symlinks resolved on the host, so it means the same place in the
+//! sandbox's copy of the host's tree.
 
 use std::path::{Path, PathBuf};
 
@@ -7,15 +14,40 @@ use super::facts::PathFact;
 use super::input::{profile_binds, Error, PlanInput, DEV_NODES};
 use super::model::*;
 use crate::profile::expand::{lexical, split_bind};
-use crate::profile::Network;
+use crate::profile::{Home, Network};
+pub use crate::session::store::{HOME_UPPER, HOME_WORK};
 use crate::session::store::{STATE_DIR, WORK_DIR};
 
-/// The mount list, step by step, and the tmpfs roots made so far (a mount point inside
-/// one of them may be created; anywhere else it must exist).
+/// Under a read-only home, private dirs over these caches (those the host has), so
+/// builds and package managers still work; each starts empty.
+pub const CACHES: &[&str] = &[
+    ".cache",
+    ".npm",
+    ".cargo/registry",
+    ".cargo/git",
+    ".gradle/caches",
+    ".m2/repository",
+    "go/pkg/mod",
+    ".yarn",
+    ".pnpm-store",
+    ".bun/install/cache",
+];
+/// Where the private cache dirs of a read-only home live in the session dir.
+pub const CACHE_DIR: &str = "home/caches";
+
+/// The mount list, step by step, and what each mount point made so far shows: a tmpfs
+/// of the sandbox's own (where a mount point may be created, and where a host path is
+/// already out of sight) or host content (where nothing may be created: it would be made
+/// in the user's real file system).
 pub(super) struct Mounts<'a> {
     input: &'a PlanInput<'a>,
     ops: Vec<MountOp>,
-    tmpfs_roots: Vec<PathBuf>,
+    /// (mount point, is one of our tmpfs), in the order they were mounted.
+    points: Vec<(PathBuf, bool)>,
+}
+
+fn session(rel: impl AsRef<Path>) -> Source {
+    Source::Session(rel.as_ref().to_path_buf())
 }
 
 impl<'a> Mounts<'a> {
@@ -23,25 +55,52 @@ impl<'a> Mounts<'a> {
         Mounts {
             input,
             ops: vec![MountOp::MakeSlave { path: "/".into() }],
-            tmpfs_roots: Vec::new(),
+            points: Vec::new(),
         }
     }
 
     pub(super) fn build(mut self, view: &View) -> Result<Vec<MountOp>, Error> {
-        self.hidden_home(view);
+        self.root();
+        self.private_dirs();
+        self.home(view);
         self.claude_view();
         self.shared_entries();
-        self.private_tmp();
         self.project(view);
         self.profile_paths()?;
+        self.sockets();
         self.hidden_paths()?;
         self.network();
         self.dev_and_proc();
         Ok(self.ops)
     }
 
+    fn real(&self, p: &Path) -> PathBuf {
+        self.input.facts.real(p)
+    }
+
+    /// Whether `d` lies in one of the sandbox's own tmpfs: the deepest mount point
+    /// above it (the latest, among equals) is one.
     fn in_tmpfs(&self, d: &Path) -> bool {
-        self.tmpfs_roots.iter().any(|r| d.starts_with(r))
+        let mut best: Option<(usize, bool)> = None;
+        for (p, tmpfs) in &self.points {
+            if d.starts_with(p) {
+                let depth = p.components().count();
+                if best.is_none_or(|(b, _)| depth >= b) {
+                    best = Some((depth, *tmpfs));
+                }
+            }
+        }
+        best.is_some_and(|(_, t)| t)
+    }
+
+    fn push(&mut self, op: MountOp) {
+        let point = match &op {
+            MountOp::Tmpfs { dst, .. } | MountOp::Hide { dst, .. } => Some((dst.clone(), true)),
+            MountOp::Bind { dst, .. } | MountOp::Overlay { dst, .. } => Some((dst.clone(), false)),
+            _ => None,
+        };
+        self.points.extend(point);
+        self.ops.push(op);
     }
 
     /// Paths csbox itself makes sure exist before the launch (`prepare_claude_root` and
@@ -62,134 +121,219 @@ impl<'a> Mounts<'a> {
     fn may_create(&self, d: &Path) -> bool {
         self.in_tmpfs(d)
             || (self.input.state_mode == StateMode::Fresh
-                && d.starts_with(&self.input.paths.claude_root))
+                && d.starts_with(self.real(&self.input.paths.claude_root)))
     }
 
-    fn bind(&mut self, src: &Path, dst: &Path, flags: MountFlags, create: Option<NodeKind>) {
-        self.ops.push(MountOp::Bind {
-            src: src.to_path_buf(),
+    fn bind(&mut self, src: Source, dst: &Path, flags: MountFlags, create: Option<NodeKind>) {
+        self.push(MountOp::Bind {
+            src,
             dst: dst.to_path_buf(),
             flags,
             create_dst: create,
         });
     }
 
-    /// 1. Under the strict profiles, an empty home: only what is bound back is there.
-    fn hidden_home(&mut self, view: &View) {
-        if !view.home_hidden {
-            return;
+    /// A host path bound at the same place, read-only.
+    fn bind_back(&mut self, p: &Path, kind: NodeKind) {
+        let create = self.in_tmpfs(p).then_some(kind);
+        self.bind(
+            Source::Host(p.to_path_buf()),
+            p,
+            MountFlags::RO_NOSUID_NODEV,
+            create,
+        );
+    }
+
+    fn tmpfs(&mut self, dst: &Path, mode: u32) {
+        if self.in_tmpfs(dst) {
+            self.push(MountOp::Mkdir {
+                path: dst.to_path_buf(),
+                mode: 0o755,
+            });
         }
-        let p = self.input.paths;
-        self.ops.push(MountOp::Tmpfs {
-            dst: p.home.clone(),
-            mode: 0o700,
+        self.push(MountOp::Tmpfs {
+            dst: dst.to_path_buf(),
+            mode,
             size: None,
             flags: MountFlags::NOSUID_NODEV,
         });
-        self.tmpfs_roots.push(p.home.clone());
-        if p.claude_root.starts_with(&p.home) {
-            self.ops.push(MountOp::Mkdir {
-                path: p.claude_root.clone(),
+    }
+
+    /// 1. The host's tree, read-only, nosuid, nodev, with a private /tmp.
+    fn root(&mut self) {
+        self.push(MountOp::HostRoot {
+            flags: MountFlags::RO_NOSUID_NODEV,
+            tmp_mode: 0o1777,
+        });
+        self.points.push(("/".into(), false));
+        self.points.push(("/tmp".into(), true));
+    }
+
+    /// 2. Private /var/tmp, /run and runtime dir: no host socket (D-Bus, systemd, the
+    ///    agents, docker.sock) is there, and nothing is shared with other sessions. Only
+    ///    what name resolution needs comes back.
+    fn private_dirs(&mut self) {
+        let host = &self.input.facts.host;
+        if self.input.facts.kind(Path::new("/var/tmp")).is_some() {
+            self.tmpfs(Path::new("/var/tmp"), 0o1777);
+        }
+        self.tmpfs(Path::new("/run"), 0o755);
+        self.push(MountOp::Mkdir {
+            path: "/run/lock".into(),
+            mode: 0o1777,
+        });
+        let runtime = host.runtime_dir.clone();
+        if self.in_tmpfs(&runtime) || self.input.facts.kind(&runtime).is_some() {
+            self.tmpfs(&runtime, 0o700);
+        }
+        if let Some(r) = host.resolv_conf.clone() {
+            self.bind_back(&r, NodeKind::File);
+        }
+    }
+
+    /// 3. The home: copy-on-write over the host's, read-only with private caches,
+    ///    hidden, or (opted out) the host's own read-write. What is mounted below the home
+    ///    on the host comes back read-only (an overlay shows only the home's own file
+    ///    system).
+    fn home(&mut self, view: &View) {
+        let home = view.home.clone();
+        if self.in_tmpfs(&home) {
+            self.push(MountOp::Mkdir {
+                path: home.clone(),
+                mode: 0o755,
             });
         }
-    }
-
-    /// 2. ~/.claude: the session's layer over the real config (or, without overlayfs,
-    ///    the session's own dir in its place).
-    fn claude_view(&mut self) {
-        let input = self.input;
-        let root = &input.paths.claude_root;
-        let state = input.session_dir.join(STATE_DIR);
-        match input.state_mode {
-            StateMode::Overlay => self.ops.push(MountOp::Overlay {
-                dst: root.clone(),
-                lower: root.clone(),
-                upper: state,
-                work: input.session_dir.join(WORK_DIR),
+        match view.home_mode {
+            Home::Overlay => self.push(MountOp::Overlay {
+                dst: home.clone(),
+                lower: Source::Host(home.clone()),
+                upper: session(HOME_UPPER),
+                work: session(HOME_WORK),
                 flags: MountFlags::NOSUID_NODEV,
             }),
-            StateMode::Fresh => self.bind(&state, root, MountFlags::NONE, None),
+            Home::ReadOnly => {
+                for c in CACHES {
+                    let dst = home.join(c);
+                    if self.input.facts.kind(&dst) == Some(NodeKind::Dir) {
+                        let src = session(Path::new(CACHE_DIR).join(c.replace('/', "_")));
+                        self.bind(src, &dst, MountFlags::NOSUID_NODEV, None);
+                    }
+                }
+            }
+            Home::Hidden => {
+                self.tmpfs(&home, 0o700);
+                return;
+            }
+            Home::Visible => self.bind(
+                Source::Host(home.clone()),
+                &home,
+                MountFlags::NOSUID_NODEV,
+                None,
+            ),
+        }
+        if view.home_mode == Home::Overlay {
+            let subs = self.input.facts.host.home_submounts.clone();
+            for m in subs {
+                self.bind_back(&m, NodeKind::Dir);
+            }
         }
     }
 
-    /// 3. Shared configuration, read-only, and shared writable entries (the login);
+    /// 4. ~/.claude: the session's layer over the real config (or, without overlayfs,
+    ///    the session's own dir in its place).
+    fn claude_view(&mut self) {
+        let root = self.real(&self.input.paths.claude_root);
+        if self.in_tmpfs(&root) {
+            self.push(MountOp::Mkdir {
+                path: root.clone(),
+                mode: 0o700,
+            });
+        }
+        match self.input.state_mode {
+            StateMode::Overlay => self.push(MountOp::Overlay {
+                dst: root.clone(),
+                lower: Source::Host(root.clone()),
+                upper: session(STATE_DIR),
+                work: session(WORK_DIR),
+                flags: MountFlags::NOSUID_NODEV,
+            }),
+            StateMode::Fresh => {
+                self.bind(session(STATE_DIR), &root, MountFlags::NOSUID_NODEV, None)
+            }
+        }
+    }
+
+    /// 5. Shared configuration, read-only, and shared writable entries (the login);
     ///    then the session's own `sessions/` and `~/.claude.json`. Sources are the real
     ///    entries, opened before the overlay hides them. Claude Code writes
     ///    .credentials.json by tmp+rename and falls back to writing in place on EBUSY.
     fn shared_entries(&mut self) {
         let input = self.input;
-        let root = &input.paths.claude_root;
+        let lexical_root = &input.paths.claude_root;
+        let root = self.real(lexical_root);
         let c = &input.profile.claude;
         let entries = c.read_only.iter().map(|n| (n, true));
         for (name, ro) in entries.chain(c.read_write.iter().map(|n| (n, false))) {
-            let e = root.join(name);
             // An entry the user does not have is simply not there.
-            let Some(kind) = self.ensured(&e) else {
+            let Some(kind) = self.ensured(&lexical_root.join(name)) else {
                 continue;
             };
+            let e = root.join(name);
             let create = self.may_create(&e).then_some(kind);
-            self.bind(&e, &e, MountFlags::NONE.read_only(ro), create);
+            let flags = MountFlags::NOSUID_NODEV.read_only(ro);
+            self.bind(Source::Host(e.clone()), &e, flags, create);
         }
         // Claude Code keeps sessions/<pid>.json in its config dir: that must be this
         // session's own, whatever the lower layer has there (the old store, or a link
         // to ours).
-        let state = input.session_dir.join(STATE_DIR);
+        let sessions = Path::new(STATE_DIR).join("sessions");
         self.bind(
-            &state.join("sessions"),
+            session(sessions),
             &root.join("sessions"),
-            MountFlags::NONE,
+            MountFlags::NOSUID_NODEV,
             None,
         );
         // Tools that hard-code ~/.claude.json see the session's copy.
-        let cj = &input.paths.claude_json;
-        let create = self.may_create(cj).then_some(NodeKind::File);
-        self.bind(&state.join(".claude.json"), cj, MountFlags::NONE, create);
+        let cj = self.real(&input.paths.claude_json);
+        let create = self.may_create(&cj).then_some(NodeKind::File);
+        let src = session(Path::new(STATE_DIR).join(".claude.json"));
+        self.bind(src, &cj, MountFlags::NOSUID_NODEV, create);
     }
 
-    /// 4. A private /tmp.
-    fn private_tmp(&mut self) {
-        self.ops.push(MountOp::Tmpfs {
-            dst: "/tmp".into(),
-            mode: 0o1777,
-            size: None,
-            flags: MountFlags::NOSUID_NODEV,
-        });
-        self.tmpfs_roots.push("/tmp".into());
-    }
-
-    /// 5. The project (and, under a hidden home, the command itself) stay visible; a
-    ///    read-only project is bound read-only wherever it is.
+    /// 6. The project, writable (or read-only), with the git dirs its commits write to;
+    ///    then its hook files read-only over it. Under a hidden home, the command itself
+    ///    is bound too.
     fn project(&mut self, view: &View) {
         let input = self.input;
         if let Some(proj) = &view.project {
+            let flags = MountFlags::NOSUID_NODEV.read_only(proj.read_only);
             let create = self.in_tmpfs(&proj.path).then_some(NodeKind::Dir);
             let path = proj.path.clone();
-            self.bind(
-                &path,
-                &path,
-                MountFlags::NONE.read_only(proj.read_only),
-                create,
-            );
+            self.bind(Source::Host(path.clone()), &path, flags, create);
+            for g in proj.git_dirs.clone() {
+                let create = self.in_tmpfs(&g).then_some(NodeKind::Dir);
+                self.bind(Source::Host(g.clone()), &g, flags, create);
+            }
+            for p in proj.protected.clone() {
+                let kind = input.facts.kind(&p).unwrap_or(NodeKind::File);
+                let create = self.in_tmpfs(&p).then_some(kind);
+                self.bind(
+                    Source::Host(p.clone()),
+                    &p,
+                    MountFlags::RO_NOSUID_NODEV,
+                    create,
+                );
+            }
         }
-        let exe_real = input.facts.real(&input.exe);
-        if view.home_hidden && exe_real.starts_with(&input.paths.home) {
+        let exe_real = self.real(&input.exe);
+        if view.home_mode == Home::Hidden && exe_real.starts_with(&view.home) {
             self.bind(
+                Source::Host(exe_real.clone()),
                 &exe_real,
-                &exe_real,
-                MountFlags::NONE.read_only(true),
+                MountFlags::RO_NOSUID_NODEV,
                 Some(NodeKind::File),
             );
         }
-    }
-
-    fn expand(&self, origin: &str, spec: &str, p: &str) -> Result<PathBuf, Error> {
-        let input = self.input;
-        let lex = lexical(p, &input.paths.home, &input.cwd).map_err(|why| Error::BadPath {
-            origin: origin.to_string(),
-            spec: spec.to_string(),
-            why,
-        })?;
-        Ok(input.facts.real(&lex))
     }
 
     fn fact_of(&self, origin: &str, spec: &str, p: &str) -> Result<PathFact, Error> {
@@ -202,7 +346,7 @@ impl<'a> Mounts<'a> {
         Ok(input.facts.get(&lex))
     }
 
-    /// 6. The profile's and the command line's own binds and tmpfs.
+    /// 7. The profile's and the command line's own binds and tmpfs.
     fn profile_paths(&mut self) -> Result<(), Error> {
         let input = self.input;
         for (origin, spec, ro) in profile_binds(input.profile, input.overrides) {
@@ -231,36 +375,66 @@ impl<'a> Mounts<'a> {
                     path: dst.real,
                 });
             }
-            self.bind(&src.real, &dst.real, MountFlags::NONE.read_only(ro), create);
+            let flags = MountFlags::NOSUID_NODEV.read_only(ro);
+            self.bind(Source::Host(src.real), &dst.real, flags, create);
         }
         for t in &input.profile.tmpfs {
-            let dst = self.expand("profile field \"tmpfs\"", t, t)?;
-            if self.in_tmpfs(&dst) {
-                self.ops.push(MountOp::Mkdir { path: dst.clone() });
-            } else if input.facts.kind(&dst).is_none() {
+            let f = self.fact_of("profile field \"tmpfs\"", t, t)?;
+            if !self.in_tmpfs(&f.real) && f.kind.is_none() {
                 return Err(Error::MissingDestination {
                     origin: "profile field \"tmpfs\"".into(),
                     spec: t.clone(),
-                    path: dst,
+                    path: f.real,
                 });
             }
-            self.ops.push(MountOp::Tmpfs {
-                dst: dst.clone(),
-                mode: 0o755,
-                size: None,
-                flags: MountFlags::NOSUID_NODEV,
-            });
-            self.tmpfs_roots.push(dst);
+            self.tmpfs(&f.real, 0o755);
         }
         Ok(())
     }
 
-    /// 7. Other sessions are invisible; so is whatever the profile hides. A path that
-    ///    does not exist, or already lies under a tmpfs of this plan, needs nothing.
+    /// 8. Host sockets the profile passes in on purpose, each at its own path.
+    fn sockets(&mut self) {
+        let host = &self.input.facts.host;
+        let mut want: Vec<(PathBuf, PathBuf)> = Vec::new();
+        for s in &self.input.profile.sockets {
+            match s.as_str() {
+                "ssh-agent" => want.extend(host.ssh_agent.clone().map(|p| (p.clone(), p))),
+                // GnuPG looks in $XDG_RUNTIME_DIR/gnupg first when that dir exists.
+                "gpg-agent" => want.extend(
+                    host.gpg_agent
+                        .clone()
+                        .map(|p| (p, host.runtime_dir.join("gnupg/S.gpg-agent"))),
+                ),
+                path => {
+                    let p = PathBuf::from(path);
+                    if self.input.facts.kind(&p).is_some() {
+                        let real = self.real(&p);
+                        want.push((real.clone(), real));
+                    }
+                }
+            }
+        }
+        for (src, dst) in want {
+            let create = self.in_tmpfs(&dst).then_some(NodeKind::File);
+            self.bind(Source::Host(src), &dst, MountFlags::NOSUID_NODEV, create);
+        }
+    }
+
+    /// 9. Other sessions are invisible; so is whatever the profile hides, but what it
+    ///    unhides. A path that does not exist, or already lies under a tmpfs of this
+    ///    plan, needs nothing. Hiding follows symlinks: the place a link points to is
+    ///    what is covered.
     fn hidden_paths(&mut self) -> Result<(), Error> {
         let input = self.input;
-        let store = input.paths.sessions_dir.clone();
-        self.hide(&store, self.ensured(&store));
+        let store = self.real(&input.paths.sessions_dir);
+        self.hide(&store, self.ensured(&input.paths.sessions_dir));
+        let mut unhidden = Vec::new();
+        for u in &input.profile.unhide {
+            unhidden.push(self.fact_of("profile field \"unhide\"", u, u)?.real);
+        }
+        for u in &input.overrides.unhide {
+            unhidden.push(self.fact_of("--unhide", u, u)?.real);
+        }
         let hides = input
             .profile
             .hide
@@ -268,6 +442,9 @@ impl<'a> Mounts<'a> {
             .map(|h| ("profile field \"hide\"", h));
         for (origin, h) in hides.chain(input.overrides.hide.iter().map(|h| ("--hide", h))) {
             let f = self.fact_of(origin, h, h)?;
+            if unhidden.contains(&f.real) && origin != "--hide" {
+                continue;
+            }
             self.hide(&f.real, f.kind);
         }
         Ok(())
@@ -275,32 +452,32 @@ impl<'a> Mounts<'a> {
 
     fn hide(&mut self, dst: &Path, kind: Option<NodeKind>) {
         if let Some(kind) = kind.filter(|_| !self.in_tmpfs(dst)) {
-            self.ops.push(MountOp::Hide {
+            self.push(MountOp::Hide {
                 dst: dst.to_path_buf(),
                 kind,
             });
         }
     }
 
-    /// 8. Without the host's network: `lo` up, and a sysfs that shows this namespace.
+    /// 10. Without the host's network: `lo` up, and a sysfs that shows this namespace.
     fn network(&mut self) {
         if self.input.profile.network == Network::None {
-            self.ops.push(MountOp::LoopbackUp);
-            self.ops.push(MountOp::Sysfs {
+            self.push(MountOp::LoopbackUp);
+            self.push(MountOp::Sysfs {
                 dst: "/sys".into(),
                 flags: MountFlags::SEALED,
             });
         }
     }
 
-    /// 9. /dev and /proc last: /proc/self/fd is how earlier binds reach their sources.
+    /// 11. /dev and /proc last: /proc/self/fd is how earlier binds reach their sources.
     fn dev_and_proc(&mut self) {
-        self.ops.push(MountOp::Dev {
+        self.push(MountOp::Dev {
             dst: "/dev".into(),
             nodes: DEV_NODES.iter().map(|s| s.to_string()).collect(),
             console: self.input.tty.clone(),
         });
-        self.ops.push(MountOp::Proc {
+        self.push(MountOp::Proc {
             dst: "/proc".into(),
             flags: MountFlags {
                 read_only: false,

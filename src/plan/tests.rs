@@ -1,25 +1,25 @@
 //! The plan as data: each step's operations, their order and flags, the environment, the
 //! seccomp rules, and the checks on the working directory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::paths::{EnvInput, Paths};
-use crate::profile::{Access, Profile};
+use crate::profile::{Access, Home, Profile};
 
-fn paths() -> Paths {
+fn paths_for(home: &str) -> Paths {
     Paths::resolve(&EnvInput {
-        home: Some("/home/u".into()),
+        home: Some(home.into()),
         cwd: "/".into(),
         ..Default::default()
     })
     .unwrap()
 }
 
-/// Facts for a home where the user has every shared entry.
+/// A host where the user has every shared entry, a project, a few secrets, /var/tmp.
 fn facts(p: &Paths) -> Facts {
     let mut f = Facts::default();
-    let mut add = |path: std::path::PathBuf, kind| {
+    let mut add = |path: PathBuf, kind| {
         f.insert(
             path.clone(),
             PathFact {
@@ -30,6 +30,12 @@ fn facts(p: &Paths) -> Facts {
     };
     add(p.home.clone(), NodeKind::Dir);
     add(p.home.join("proj"), NodeKind::Dir);
+    add(p.home.join("proj/.vscode"), NodeKind::Dir);
+    add(p.home.join(".ssh"), NodeKind::Dir);
+    add(p.home.join(".netrc"), NodeKind::File);
+    add(p.home.join(".cache"), NodeKind::Dir);
+    add("/var/tmp".into(), NodeKind::Dir);
+    add("/run/user/1000".into(), NodeKind::Dir);
     for name in SHARED_READ_ONLY {
         let kind = if name.contains('.') {
             NodeKind::File
@@ -38,223 +44,492 @@ fn facts(p: &Paths) -> Facts {
         };
         add(p.claude_root.join(name), kind);
     }
+    f.host.runtime_dir = "/run/user/1000".into();
     f
 }
 
-fn plan(mode: StateMode, cwd: &str) -> Plan {
-    plan_with("default", mode, cwd).unwrap()
+fn profile(name: &str) -> Profile {
+    crate::profile::load(name, Path::new("/nonexistent")).unwrap()
 }
 
-fn plan_with(profile: &str, mode: StateMode, cwd: &str) -> Result<Plan, Error> {
-    let prof = crate::profile::load(profile, Path::new("/nonexistent")).unwrap();
-    plan_for(&prof, mode, cwd, &Overrides::default())
+struct Case {
+    paths: Paths,
+    prof: Profile,
+    facts: Facts,
+    cwd: String,
+    mode: StateMode,
+    ov: Overrides,
+    env: Vec<(String, String)>,
 }
 
-fn plan_for(prof: &Profile, mode: StateMode, cwd: &str, ov: &Overrides) -> Result<Plan, Error> {
-    let p = paths();
-    let dir = p.sessions_dir.join("0193");
-    build(&PlanInput {
-        paths: &p,
-        session_id: "0193",
-        session_dir: &dir,
-        argv: vec!["claude".into()],
-        cwd: cwd.into(),
-        host_env: vec![
-            ("PATH".into(), "/usr/bin".into()),
-            ("CLAUDE_CONFIG_DIR".into(), "/elsewhere".into()),
-        ],
-        uid: 1000,
-        gid: 1000,
-        state_mode: mode,
-        profile: prof,
-        overrides: ov,
-        exe: "/usr/bin/claude".into(),
-        facts: &facts(&p),
-        tty: None,
-        remove_on_exit: false,
-    })
+impl Case {
+    fn new(prof: &str, cwd: &str) -> Case {
+        let paths = paths_for("/home/u");
+        let facts = facts(&paths);
+        Case {
+            paths,
+            prof: profile(prof),
+            facts,
+            cwd: cwd.into(),
+            mode: StateMode::Overlay,
+            ov: Overrides::default(),
+            env: vec![
+                ("PATH".into(), "/usr/bin".into()),
+                ("CLAUDE_CONFIG_DIR".into(), "/elsewhere".into()),
+                (
+                    "DBUS_SESSION_BUS_ADDRESS".into(),
+                    "unix:path=/run/user/1000/bus".into(),
+                ),
+                ("SSH_AUTH_SOCK".into(), "/tmp/ssh-x/agent.1".into()),
+                ("GITHUB_TOKEN".into(), "ghp_x".into()),
+                ("ANTHROPIC_API_KEY".into(), "sk-x".into()),
+            ],
+        }
+    }
+
+    fn build(&self) -> Result<Plan, Error> {
+        let dir = self.paths.sessions_dir.join("0193");
+        build(&PlanInput {
+            paths: &self.paths,
+            session_id: "0193",
+            session_dir: &dir,
+            argv: vec!["claude".into()],
+            cwd: self.cwd.clone().into(),
+            host_env: self.env.clone(),
+            uid: 1000,
+            gid: 1000,
+            state_mode: self.mode,
+            profile: &self.prof,
+            overrides: &self.ov,
+            exe: "/usr/bin/claude".into(),
+            facts: &self.facts,
+            tty: None,
+            remove_on_exit: false,
+        })
+    }
+
+    fn plan(&self) -> Plan {
+        self.build().unwrap()
+    }
 }
 
 fn pos(plan: &Plan, f: impl Fn(&MountOp) -> bool) -> usize {
-    plan.mounts.iter().position(f).expect("op present")
+    plan.mounts
+        .iter()
+        .position(f)
+        .unwrap_or_else(|| panic!("op missing in {:#?}", plan.mounts))
+}
+
+fn has(plan: &Plan, f: impl Fn(&MountOp) -> bool) -> bool {
+    plan.mounts.iter().any(f)
+}
+
+fn bind_at<'a>(plan: &'a Plan, at: &str) -> Option<&'a MountOp> {
+    plan.mounts
+        .iter()
+        .rev()
+        .find(|m| matches!(m, MountOp::Bind { dst, .. } if dst == Path::new(at)))
+}
+
+fn session(rel: &str) -> Source {
+    Source::Session(rel.into())
 }
 
 #[test]
-fn a_read_only_project_is_bound_read_only_also_with_the_home_visible() {
-    let mut prof = crate::profile::load("default", Path::new("/nonexistent")).unwrap();
-    prof.project = Access::Ro;
-    let build_in = |cwd: &str| plan_for(&prof, StateMode::Overlay, cwd, &Overrides::default());
-    let plan = build_in("/home/u/proj").unwrap();
-    let proj = pos(
-        &plan,
-        |m| matches!(m, MountOp::Bind { dst, flags, .. } if dst == Path::new("/home/u/proj") && flags.read_only),
-    );
-    let view = pos(&plan, |m| matches!(m, MountOp::Overlay { .. }));
-    assert!(proj > view, "bound after the ~/.claude view");
+fn the_host_is_the_read_only_root_with_private_tmp_var_tmp_run_and_runtime_dir() {
+    let p = Case::new("default", "/home/u/proj").plan();
+    assert_eq!(p.mounts[0], MountOp::MakeSlave { path: "/".into() });
     assert_eq!(
-        plan.view.project,
-        Some(ProjectView {
-            path: "/home/u/proj".into(),
-            read_only: true
-        })
+        p.mounts[1],
+        MountOp::HostRoot {
+            flags: MountFlags::RO_NOSUID_NODEV,
+            tmp_mode: 0o1777
+        }
+    );
+    for (dst, mode) in [
+        ("/var/tmp", 0o1777),
+        ("/run", 0o755),
+        ("/run/user/1000", 0o700),
+    ] {
+        assert!(
+            has(
+                &p,
+                |m| matches!(m, MountOp::Tmpfs { dst: d, mode: md, .. } if d == Path::new(dst) && *md == mode)
+            ),
+            "{dst}"
+        );
+    }
+    assert!(p.view.host_read_only);
+    assert!(p.new_session_keyring);
+}
+
+#[test]
+fn the_home_is_copy_on_write_and_the_claude_view_is_over_it() {
+    let p = Case::new("default", "/home/u/proj").plan();
+    let home = pos(
+        &p,
+        |m| matches!(m, MountOp::Overlay { dst, .. } if dst == Path::new("/home/u")),
+    );
+    let MountOp::Overlay {
+        lower, upper, work, ..
+    } = &p.mounts[home]
+    else {
+        unreachable!()
+    };
+    assert_eq!(lower, &Source::Host("/home/u".into()));
+    assert_eq!((upper, work), (&session(HOME_UPPER), &session(HOME_WORK)));
+    let claude = pos(
+        &p,
+        |m| matches!(m, MountOp::Overlay { dst, .. } if dst == Path::new("/home/u/.claude")),
+    );
+    assert!(claude > home);
+    let MountOp::Overlay { lower, upper, .. } = &p.mounts[claude] else {
+        unreachable!()
+    };
+    assert_eq!(lower, &Source::Host("/home/u/.claude".into()));
+    assert_eq!(upper, &session("state"));
+    for name in SHARED_READ_ONLY {
+        let i = pos(
+            &p,
+            |m| matches!(m, MountOp::Bind { dst, flags, .. } if dst.ends_with(name) && flags.read_only && flags.nosuid && flags.nodev),
+        );
+        assert!(i > claude, "{name} is bound over the view");
+    }
+    assert!(
+        matches!(bind_at(&p, "/home/u/.claude/sessions"), Some(MountOp::Bind { src, .. }) if *src == session("state/sessions"))
+    );
+    assert!(
+        matches!(bind_at(&p, "/home/u/.claude.json"), Some(MountOp::Bind { src, .. }) if *src == session("state/.claude.json"))
+    );
+    assert_eq!(p.view.home_mode, Home::Overlay);
+}
+
+#[test]
+fn every_bind_is_nosuid_and_nodev() {
+    for prof in ["default", "strict", "ci"] {
+        let p = Case::new(prof, "/home/u/proj").plan();
+        for m in &p.mounts {
+            if let MountOp::Bind { flags, dst, .. } = m {
+                assert!(flags.nosuid && flags.nodev, "{prof}: {}", dst.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_store_is_hidden_even_where_the_home_overlay_shows_it() {
+    let p = Case::new("default", "/home/u/proj").plan();
+    let overlay = pos(
+        &p,
+        |m| matches!(m, MountOp::Overlay { dst, .. } if dst == Path::new("/home/u")),
+    );
+    let hide = pos(
+        &p,
+        |m| matches!(m, MountOp::Hide { dst, .. } if dst == Path::new("/home/u/.local/share/csbox/sessions")),
+    );
+    assert!(hide > overlay);
+}
+
+#[test]
+fn a_home_under_tmp_keeps_its_view_and_its_store_hidden() {
+    let mut c = Case::new("default", "/tmp/ci/home/proj");
+    c.paths = paths_for("/tmp/ci/home");
+    c.facts = facts(&c.paths);
+    let p = c.plan();
+    let mk = pos(
+        &p,
+        |m| matches!(m, MountOp::Mkdir { path, .. } if path == Path::new("/tmp/ci/home")),
+    );
+    let ov = pos(
+        &p,
+        |m| matches!(m, MountOp::Overlay { dst, .. } if dst == Path::new("/tmp/ci/home")),
+    );
+    assert!(mk < ov);
+    assert!(has(
+        &p,
+        |m| matches!(m, MountOp::Hide { dst, .. } if dst == Path::new("/tmp/ci/home/.local/share/csbox/sessions"))
+    ));
+    // No mount point is created inside the home overlay (host content).
+    let made: Vec<_> = p.mounts.iter().filter(|m| matches!(m, MountOp::Mkdir { path, .. } if path.starts_with("/tmp/ci/home") && path != Path::new("/tmp/ci/home"))).collect();
+    assert!(made.is_empty(), "{made:?}");
+}
+
+#[test]
+fn the_project_is_writable_and_its_hook_files_read_only_or_watched() {
+    let p = Case::new("default", "/home/u/proj").plan();
+    let proj = pos(
+        &p,
+        |m| matches!(m, MountOp::Bind { dst, flags, .. } if dst == Path::new("/home/u/proj") && !flags.read_only),
+    );
+    let vscode = pos(
+        &p,
+        |m| matches!(m, MountOp::Bind { dst, flags, .. } if dst == Path::new("/home/u/proj/.vscode") && flags.read_only),
+    );
+    assert!(vscode > proj);
+    let v = p.view.project.as_ref().unwrap();
+    assert_eq!(v.protected, vec![PathBuf::from("/home/u/proj/.vscode")]);
+    assert!(v.watched.contains(&"/home/u/proj/.git/hooks".into()));
+    assert!(v.watched.contains(&"/home/u/proj/.envrc".into()));
+}
+
+#[test]
+fn a_linked_worktree_makes_its_common_dir_writable_but_hooks_and_config_read_only() {
+    let mut c = Case::new("default", "/home/u/wt/src");
+    let main = PathBuf::from("/srv/repo/.git");
+    for (p, k) in [
+        ("/home/u/wt", NodeKind::Dir),
+        ("/home/u/wt/src", NodeKind::Dir),
+        ("/srv/repo/.git", NodeKind::Dir),
+        ("/srv/repo/.git/hooks", NodeKind::Dir),
+        ("/srv/repo/.git/config", NodeKind::File),
+        (
+            "/srv/repo/.git/worktrees/wt/config.worktree",
+            NodeKind::File,
+        ),
+    ] {
+        c.facts.insert(
+            p.into(),
+            PathFact {
+                real: p.into(),
+                kind: Some(k),
+            },
+        );
+    }
+    c.facts.host.git = Some(GitLayout {
+        top: "/home/u/wt".into(),
+        gitdir: main.join("worktrees/wt"),
+        common: main.clone(),
+        modules: vec![],
+        worktree_configs: vec![main.join("worktrees/wt/config.worktree")],
+    });
+    let p = c.plan();
+    let v = p.view.project.as_ref().unwrap();
+    assert_eq!(
+        v.path,
+        PathBuf::from("/home/u/wt"),
+        "the worktree's top, not the cwd"
+    );
+    assert_eq!(v.git_dirs, vec![main.clone()]);
+    let common = pos(
+        &p,
+        |m| matches!(m, MountOp::Bind { dst, flags, .. } if *dst == main && !flags.read_only),
+    );
+    for ro in ["hooks", "config", "worktrees/wt/config.worktree"] {
+        let i = pos(
+            &p,
+            |m| matches!(m, MountOp::Bind { dst, flags, .. } if *dst == main.join(ro) && flags.read_only),
+        );
+        assert!(i > common, "{ro}");
+    }
+    c.prof.allow_git_config = true;
+    let p = c.plan();
+    assert!(!has(
+        &p,
+        |m| matches!(m, MountOp::Bind { dst, .. } if *dst == main.join("config"))
+    ));
+}
+
+#[test]
+fn the_home_as_working_directory_binds_nothing_and_says_so() {
+    let p = Case::new("default", "/home/u").plan();
+    assert!(p.view.project.is_none());
+    assert!(
+        p.notes.iter().any(|n| n.contains("your home")),
+        "{:?}",
+        p.notes
+    );
+    let p = Case::new("default", "/").plan();
+    assert!(p.view.project.is_none());
+    assert!(!has(
+        &p,
+        |m| matches!(m, MountOp::Bind { dst, .. } if dst == Path::new("/"))
+    ));
+}
+
+#[test]
+fn a_read_only_project_is_bound_read_only_and_overlaps_are_refused() {
+    let mut c = Case::new("default", "/home/u/proj");
+    c.prof.project = Access::Ro;
+    assert!(
+        matches!(bind_at(&c.plan(), "/home/u/proj"), Some(MountOp::Bind { flags, .. }) if flags.read_only)
     );
     for cwd in [
         "/home/u",
         "/",
         "/home",
         "/home/u/.claude/skills",
-        "/home/u/.local",
         "/home/u/.local/share/csbox/sessions/x",
     ] {
-        let e = build_in(cwd).unwrap_err();
+        c.cwd = cwd.into();
+        let e = c.build().unwrap_err();
         assert!(e.to_string().contains("cd into a project"), "{cwd}: {e}");
     }
-    // /tmp itself stays the private tmpfs (the host's sockets live there).
-    let plan = build_in("/tmp").unwrap();
-    assert!(!plan
-        .mounts
-        .iter()
-        .any(|m| matches!(m, MountOp::Bind { dst, .. } if dst == Path::new("/tmp"))));
-    // A hidden home does not reveal the session store through the project bind.
-    let strict = crate::profile::load("strict", Path::new("/nonexistent")).unwrap();
-    let e = plan_for(
-        &strict,
-        StateMode::Overlay,
-        "/home/u/.local",
-        &Overrides::default(),
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("the session store"), "{e}");
+    // Even writable, a project inside ~/.claude or the store is refused.
+    c.prof.project = Access::Rw;
+    c.cwd = "/home/u/.claude/skills".into();
+    assert!(c.build().is_err());
+    c.cwd = "/tmp".into();
+    assert!(
+        c.plan().view.project.is_none(),
+        "/tmp itself stays the private tmpfs"
+    );
 }
 
 #[test]
-fn overlay_puts_the_session_layer_over_the_real_config() {
-    let p = plan(StateMode::Overlay, "/home/u/proj");
-    let MountOp::Overlay {
-        dst,
-        lower,
-        upper,
-        work,
-        flags,
-    } = &p.mounts[1]
-    else {
-        panic!("{:?}", p.mounts[1])
+fn secrets_are_hidden_unhide_shows_one_and_hiding_follows_links() {
+    let mut c = Case::new("default", "/home/u/proj");
+    // ~/.aws is a link to /srv/secrets/aws on this host.
+    c.facts.insert(
+        "/home/u/.aws".into(),
+        PathFact {
+            real: "/srv/secrets/aws".into(),
+            kind: Some(NodeKind::Dir),
+        },
+    );
+    let p = c.plan();
+    let hidden = |p: &Plan, at: &str| {
+        has(
+            p,
+            |m| matches!(m, MountOp::Hide { dst, .. } if dst == Path::new(at)),
+        )
     };
-    assert_eq!(dst, Path::new("/home/u/.claude"));
-    assert_eq!(lower, dst);
-    assert_eq!(
-        upper,
-        Path::new("/home/u/.local/share/csbox/sessions/0193/state")
-    );
-    assert_eq!(
-        work,
-        Path::new("/home/u/.local/share/csbox/sessions/0193/work")
-    );
-    assert_eq!(*flags, MountFlags::NOSUID_NODEV);
-    assert_eq!(p.mounts[0], MountOp::MakeSlave { path: "/".into() });
-}
-
-#[test]
-fn shared_config_is_bound_read_only_after_the_overlay() {
-    let p = plan(StateMode::Overlay, "/home/u");
-    let overlay = pos(&p, |m| matches!(m, MountOp::Overlay { .. }));
-    for name in SHARED_READ_ONLY {
-        let i = pos(
-            &p,
-            |m| matches!(m, MountOp::Bind { dst, flags, .. } if dst.ends_with(name) && flags.read_only),
-        );
-        assert!(i > overlay, "{name} must be bound over the overlay");
-    }
-    let creds = pos(
+    assert!(hidden(&p, "/home/u/.ssh"));
+    assert!(has(
         &p,
-        |m| matches!(m, MountOp::Bind { dst, flags, .. } if dst.ends_with(".credentials.json") && !flags.read_only),
-    );
-    assert!(creds > overlay);
-}
-
-#[test]
-fn a_shared_entry_the_user_does_not_have_is_left_out() {
-    let p = paths();
-    let prof = crate::profile::load("default", Path::new("/nonexistent")).unwrap();
-    let dir = p.sessions_dir.join("0193");
-    let plan = build(&PlanInput {
-        paths: &p,
-        session_id: "0193",
-        session_dir: &dir,
-        argv: vec!["true".into()],
-        cwd: "/home/u".into(),
-        host_env: vec![],
-        uid: 1,
-        gid: 1,
-        state_mode: StateMode::Overlay,
-        profile: &prof,
-        overrides: &Overrides::default(),
-        exe: "/bin/true".into(),
-        facts: &Facts::default(),
-        tty: None,
-        remove_on_exit: false,
-    })
-    .unwrap();
-    assert!(!plan
-        .mounts
-        .iter()
-        .any(|m| matches!(m, MountOp::Bind { dst, .. } if dst.ends_with("skills"))));
-    // The login file is csbox's own to create: always bound.
-    assert!(plan
-        .mounts
-        .iter()
-        .any(|m| matches!(m, MountOp::Bind { dst, .. } if dst.ends_with(".credentials.json"))));
-}
-
-#[test]
-fn store_is_hidden_and_sessions_dir_is_private() {
-    let p = plan(StateMode::Overlay, "/home/u");
-    assert!(p.mounts.contains(&MountOp::Hide {
-        dst: "/home/u/.local/share/csbox/sessions".into(),
-        kind: NodeKind::Dir,
-    }));
-    assert!(p
-        .mounts
-        .iter()
-        .any(|m| matches!(m, MountOp::Bind { src, dst, .. }
-        if src.ends_with("0193/state/sessions") && dst == Path::new("/home/u/.claude/sessions"))));
-}
-
-#[test]
-fn dev_and_proc_come_last_and_tmp_is_private() {
-    let p = plan(StateMode::Overlay, "/home/u");
-    let n = p.mounts.len();
+        |m| matches!(m, MountOp::Hide { dst, kind: NodeKind::File } if dst == Path::new("/home/u/.netrc"))
+    ));
+    assert!(hidden(&p, "/srv/secrets/aws"), "the link's target");
     assert!(
-        matches!(&p.mounts[n - 2], MountOp::Dev { nodes, .. } if nodes.len() == DEV_NODES.len())
+        !hidden(&p, "/home/u/.gnupg"),
+        "a path the host does not have needs nothing"
+    );
+    c.ov.unhide = vec!["~/.ssh".into()];
+    assert!(!hidden(&c.plan(), "/home/u/.ssh"));
+}
+
+#[test]
+fn host_sockets_and_their_variables_stay_out_unless_the_profile_passes_one() {
+    let mut c = Case::new("default", "/home/u/proj");
+    c.facts.host.ssh_agent = Some("/tmp/ssh-x/agent.1".into());
+    let p = c.plan();
+    let var = |p: &Plan, k: &str| p.env.iter().any(|(a, _)| a == k);
+    assert!(!var(&p, "DBUS_SESSION_BUS_ADDRESS") && !var(&p, "SSH_AUTH_SOCK"));
+    assert!(bind_at(&p, "/tmp/ssh-x/agent.1").is_none());
+    c.prof.sockets = vec!["ssh-agent".into()];
+    let p = c.plan();
+    assert!(var(&p, "SSH_AUTH_SOCK"));
+    assert!(matches!(
+        bind_at(&p, "/tmp/ssh-x/agent.1"),
+        Some(MountOp::Bind {
+            create_dst: Some(NodeKind::File),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn strict_hides_the_home_and_filters_credential_variables() {
+    let p = Case::new("strict", "/home/u/proj").plan();
+    assert!(has(
+        &p,
+        |m| matches!(m, MountOp::Tmpfs { dst, mode: 0o700, .. } if dst == Path::new("/home/u"))
+    ));
+    assert!(has(
+        &p,
+        |m| matches!(m, MountOp::Mkdir { path, .. } if path == Path::new("/home/u/.claude"))
+    ));
+    assert!(matches!(
+        bind_at(&p, "/home/u/proj"),
+        Some(MountOp::Bind {
+            create_dst: Some(NodeKind::Dir),
+            ..
+        })
+    ));
+    let var = |k: &str| p.env.iter().any(|(a, _)| a == k);
+    assert!(!var("GITHUB_TOKEN"), "a credential-like variable");
+    assert!(var("ANTHROPIC_API_KEY") && var("PATH"));
+    assert_eq!(p.view.home_mode, Home::Hidden);
+    assert!(p.namespaces.net);
+}
+
+#[test]
+fn strict_refuses_nested_user_namespaces_by_limit_and_by_seccomp() {
+    let p = Case::new("strict", "/home/u/proj").plan();
+    assert_eq!(p.max_user_namespaces, Some(0));
+    let rule = |name: &str| p.seccomp.rules.iter().find(|r| r.names == [name]).cloned();
+    assert_eq!(
+        rule("unshare").unwrap().arg.unwrap().mask,
+        libc::CLONE_NEWUSER as u32
+    );
+    assert_eq!(rule("clone3").unwrap().errno, libc::ENOSYS);
+    assert!(p.seccomp.deny_compat_abis);
+}
+
+#[test]
+fn a_read_only_home_gets_private_caches_only_where_the_host_has_them() {
+    let mut c = Case::new("default", "/home/u/proj");
+    c.prof.home = Home::ReadOnly;
+    let p = c.plan();
+    assert!(
+        matches!(bind_at(&p, "/home/u/.cache"), Some(MountOp::Bind { src, flags, .. }) if *src == session("home/caches/.cache") && !flags.read_only)
     );
     assert!(
-        matches!(&p.mounts[n - 1], MountOp::Proc { dst, flags } if dst == Path::new("/proc") && flags.noexec && !flags.read_only)
+        bind_at(&p, "/home/u/.npm").is_none(),
+        "the host has no ~/.npm"
     );
-    assert!(p.mounts.contains(&MountOp::Tmpfs {
-        dst: "/tmp".into(),
-        mode: 0o1777,
-        size: None,
-        flags: MountFlags::NOSUID_NODEV,
-    }));
+    assert!(!has(
+        &p,
+        |m| matches!(m, MountOp::Overlay { dst, .. } if dst == Path::new("/home/u"))
+    ));
+    assert!(p.session_sources().contains(&"home/caches/.cache".into()));
 }
 
 #[test]
-fn a_working_dir_under_tmp_stays_visible() {
-    let p = plan(StateMode::Overlay, "/tmp/proj");
-    let tmp = pos(
-        &p,
-        |m| matches!(m, MountOp::Tmpfs { dst, .. } if dst == Path::new("/tmp")),
+fn a_missing_mount_point_is_never_made_in_the_users_file_system() {
+    let mut c = Case::new("default", "/home/u/proj");
+    c.ov.bind = vec!["/home/u/proj:/home/u/proj/nowhere".into()];
+    let e = c.build().unwrap_err();
+    assert!(
+        e.to_string().contains("does not exist: create it first"),
+        "{e}"
     );
-    let keep = pos(
-        &p,
-        |m| matches!(m, MountOp::Bind { dst, create_dst: Some(NodeKind::Dir), .. } if dst == Path::new("/tmp/proj")),
+    c.ov.bind = vec!["/nowhere/src".into()];
+    assert!(
+        matches!(c.build().unwrap_err(), Error::MissingSource { origin, .. } if origin == "--bind")
     );
-    assert!(keep > tmp);
+    c.ov.bind = vec![];
+    c.ov.hide = vec!["~root/x".into()];
+    assert!(c
+        .build()
+        .unwrap_err()
+        .to_string()
+        .starts_with("--hide \"~root/x\""));
+}
+
+#[test]
+fn fresh_mode_binds_the_state_dir_and_makes_mount_points_only_in_it() {
+    let mut c = Case::new("default", "/home/u/proj");
+    c.mode = StateMode::Fresh;
+    let p = c.plan();
+    assert!(
+        matches!(bind_at(&p, "/home/u/.claude"), Some(MountOp::Bind { src, .. }) if *src == session("state"))
+    );
+    assert!(!has(
+        &p,
+        |m| matches!(m, MountOp::Overlay { dst, .. } if dst == Path::new("/home/u/.claude"))
+    ));
+    assert!(matches!(
+        bind_at(&p, "/home/u/.claude/skills"),
+        Some(MountOp::Bind {
+            create_dst: Some(NodeKind::Dir),
+            ..
+        })
+    ));
 }
 
 #[test]
 fn env_points_claude_at_the_view_and_disables_its_updater() {
-    let p = plan(StateMode::Overlay, "/home/u");
+    let p = Case::new("default", "/home/u").plan();
     let get = |k: &str| {
         p.env
             .iter()
@@ -265,7 +540,7 @@ fn env_points_claude_at_the_view_and_disables_its_updater() {
     assert_eq!(
         get("CLAUDE_CONFIG_DIR"),
         vec!["/home/u/.claude"],
-        "host value replaced, not duplicated"
+        "replaced, not duplicated"
     );
     assert_eq!(get("DISABLE_AUTOUPDATER"), vec!["1"]);
     assert_eq!(get("CSBOX_SESSION_ID"), vec!["0193"]);
@@ -274,7 +549,7 @@ fn env_points_claude_at_the_view_and_disables_its_updater() {
 
 #[test]
 fn privileges_are_dropped_and_tiocsti_denied() {
-    let p = plan(StateMode::Overlay, "/home/u");
+    let p = Case::new("default", "/home/u").plan();
     assert!(p.capabilities.is_empty() && p.no_new_privs && p.die_with_parent);
     let ioctls: Vec<u32> = p
         .seccomp
@@ -285,82 +560,42 @@ fn privileges_are_dropped_and_tiocsti_denied() {
         .collect();
     assert_eq!(ioctls, vec![TIOCSTI as u32, TIOCLINUX as u32]);
     assert!(p.namespaces.user && p.namespaces.mount && p.namespaces.pid && !p.namespaces.net);
-    assert_eq!((p.uid, p.gid), (1000, 1000));
     assert_eq!(p.max_user_namespaces, None, "default keeps nested bwrap");
 }
 
 #[test]
-fn strict_refuses_nested_user_namespaces_by_limit_and_by_seccomp() {
-    let p = plan_with("strict", StateMode::Overlay, "/home/u/proj").unwrap();
-    assert_eq!(p.max_user_namespaces, Some(0));
-    let rule = |name: &str| p.seccomp.rules.iter().find(|r| r.names == [name]).cloned();
-    let unshare = rule("unshare").expect("an unshare rule");
-    assert_eq!(unshare.arg.unwrap().mask, libc::CLONE_NEWUSER as u32);
-    assert_eq!(rule("clone3").unwrap().errno, libc::ENOSYS);
-    assert!(p.seccomp.deny_compat_abis);
-    assert!(p.view.home_hidden);
-}
-
-#[test]
-fn fresh_mode_binds_the_state_dir_and_creates_mount_points() {
-    let p = plan(StateMode::Fresh, "/home/u");
-    assert!(matches!(&p.mounts[1], MountOp::Bind { src, dst, flags, .. }
-        if src.ends_with("0193/state") && dst == Path::new("/home/u/.claude") && !flags.read_only));
-    assert!(p
-        .mounts
-        .iter()
-        .all(|m| !matches!(m, MountOp::Overlay { .. })));
-    assert!(p.mounts.iter().any(|m| matches!(m, MountOp::Bind { dst, create_dst: Some(NodeKind::Dir), .. } if dst.ends_with(".claude/skills"))));
-}
-
-#[test]
-fn flag_binds_name_the_flag_when_a_path_is_missing() {
-    let prof = crate::profile::load("default", Path::new("/nonexistent")).unwrap();
-    let ov = Overrides {
-        bind: vec!["/nowhere/src".into()],
-        ..Default::default()
-    };
-    let e = plan_for(&prof, StateMode::Overlay, "/home/u", &ov).unwrap_err();
+fn dev_and_proc_come_last() {
+    let p = Case::new("default", "/home/u").plan();
+    let n = p.mounts.len();
     assert!(
-        matches!(&e, Error::MissingSource { origin, .. } if origin == "--bind"),
-        "{e}"
+        matches!(&p.mounts[n - 2], MountOp::Dev { nodes, .. } if nodes.len() == DEV_NODES.len())
     );
-    let ov = Overrides {
-        ro_bind: vec!["/home/u/proj:/home/u/nowhere".into()],
-        ..Default::default()
-    };
-    let e = plan_for(&prof, StateMode::Overlay, "/home/u", &ov).unwrap_err();
     assert!(
-        e.to_string().contains("does not exist: create it first"),
-        "{e}"
+        matches!(&p.mounts[n - 1], MountOp::Proc { flags, .. } if flags.noexec && !flags.read_only)
     );
-    let ov = Overrides {
-        hide: vec!["~root/x".into()],
-        ..Default::default()
-    };
-    let e = plan_for(&prof, StateMode::Overlay, "/home/u", &ov).unwrap_err();
-    assert!(e.to_string().starts_with("--hide \"~root/x\""), "{e}");
 }
 
 #[test]
 fn compat_has_no_mounts_but_its_links() {
-    let p = plan_with("compat", StateMode::Fresh, "/home/u").unwrap();
-    assert!(p.mounts.is_empty() && !p.sandboxed() && !p.no_new_privs);
+    let mut c = Case::new("compat", "/home/u");
+    c.mode = StateMode::Fresh;
+    let p = c.plan();
+    assert!(p.mounts.is_empty() && !p.sandboxed() && !p.no_new_privs && !p.new_session_keyring);
     let creds = p
         .compat_links
         .iter()
         .find(|l| l.name == ".credentials.json")
         .unwrap();
     assert!(creds.copy_back && creds.link.ends_with("0193/state/.credentials.json"));
-    assert!(p
-        .compat_links
-        .iter()
-        .any(|l| l.name == "skills" && !l.copy_back));
+    assert!(
+        p.env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK"),
+        "compat changes nothing"
+    );
 }
 
 #[test]
 fn plan_round_trips_through_json() {
-    let p = plan(StateMode::Overlay, "/tmp/x");
+    let p = Case::new("default", "/tmp/x").plan();
     let back: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
     assert_eq!(back, p);
 }

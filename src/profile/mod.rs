@@ -8,6 +8,7 @@
 pub mod expand;
 mod load;
 mod model;
+mod schema;
 
 pub use load::{list, load, Error, MAX_PROFILE_BYTES, MAX_TIMEOUT_SECS};
 pub use model::*;

@@ -103,9 +103,17 @@ pub enum Network {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Home {
-    Visible,
+    /// Copy-on-write: the host's home is the lower layer of an overlay whose upper layer
+    /// is the session's own (`SESSIONS_DIR/<id>/home/`); no write reaches the host.
+    Overlay,
+    /// Read-only, with private per-session dirs over the usual caches: the fallback
+    /// where overlayfs on the home cannot be had.
+    ReadOnly,
     /// An empty tmpfs over $HOME; only the project dir and the ~/.claude view come back.
     Hidden,
+    /// The host's home, read-write: an explicit opt-out that `csbox doctor` and
+    /// `--dry-run` flag. Anything the session writes there persists.
+    Visible,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +156,15 @@ pub struct ProfileFile {
     pub ro_bind: Option<Vec<String>>,
     pub tmpfs: Option<Vec<String>>,
     pub hide: Option<Vec<String>>,
+    /// Paths taken out of `hide` (inherited or built in), e.g. `~/.ssh`.
+    pub unhide: Option<Vec<String>>,
+    /// Host sockets passed in on purpose: `ssh-agent`, `gpg-agent`, or a path.
+    pub sockets: Option<Vec<String>>,
+    /// Paths in the project that run code on the host later (`.git/hooks`, `.vscode`):
+    /// read-only inside, and reported when a session creates one.
+    pub protect: Option<Vec<String>>,
+    /// Lift the protection of `.git/config`.
+    pub allow_git_config: Option<bool>,
     pub claude: Option<ClaudeFile>,
     pub env: Option<EnvFile>,
     pub rlimits: Option<BTreeMap<String, Limit>>,
@@ -173,6 +190,8 @@ pub struct ClaudeFile {
 pub struct EnvFile {
     pub policy: Option<EnvPolicyKind>,
     pub allow: Option<Vec<String>>,
+    /// Variable name patterns (`*` anywhere) not passed in unless `allow` names them.
+    pub deny: Option<Vec<String>>,
     pub set: Option<BTreeMap<String, String>>,
 }
 
@@ -191,6 +210,10 @@ pub struct Profile {
     pub ro_bind: Vec<String>,
     pub tmpfs: Vec<String>,
     pub hide: Vec<String>,
+    pub unhide: Vec<String>,
+    pub sockets: Vec<String>,
+    pub protect: Vec<String>,
+    pub allow_git_config: bool,
     pub claude: ClaudeView,
     pub env: EnvPolicy,
     pub rlimits: BTreeMap<String, u64>,
@@ -214,7 +237,42 @@ pub struct ClaudeView {
 pub struct EnvPolicy {
     pub policy: EnvPolicyKind,
     pub allow: Vec<String>,
+    pub deny: Vec<String>,
     pub set: BTreeMap<String, String>,
+}
+
+impl EnvPolicy {
+    /// Whether the host's variable `k` is passed in: `set` always wins (it is replaced),
+    /// then `allow` by name, then `deny` by pattern, then the policy.
+    pub fn passes(&self, k: &str) -> bool {
+        if self.allow.iter().any(|a| a == k) {
+            return true;
+        }
+        if self.deny.iter().any(|p| glob(p, k)) {
+            return false;
+        }
+        self.policy == EnvPolicyKind::Pass
+    }
+}
+
+/// `*` matches any run of characters (none included); everything else is literal.
+pub fn glob(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 impl Profile {
@@ -225,12 +283,16 @@ impl Profile {
             description: String::new(),
             isolation: Isolation::Namespaces,
             network: Network::Host,
-            home: Home::Visible,
+            home: Home::Overlay,
             project: Access::Rw,
             bind: vec![],
             ro_bind: vec![],
             tmpfs: vec![],
             hide: vec![],
+            unhide: vec![],
+            sockets: vec![],
+            protect: vec![],
+            allow_git_config: false,
             claude: ClaudeView {
                 state: StateMode::Overlay,
                 read_only: vec![],
@@ -239,6 +301,7 @@ impl Profile {
             env: EnvPolicy {
                 policy: EnvPolicyKind::Pass,
                 allow: vec![],
+                deny: vec![],
                 set: BTreeMap::new(),
             },
             rlimits: BTreeMap::new(),
@@ -272,6 +335,10 @@ impl Profile {
         add(&mut self.ro_bind, f.ro_bind);
         add(&mut self.tmpfs, f.tmpfs);
         add(&mut self.hide, f.hide);
+        add(&mut self.unhide, f.unhide);
+        add(&mut self.sockets, f.sockets);
+        add(&mut self.protect, f.protect);
+        set(&mut self.allow_git_config, f.allow_git_config);
         if let Some(c) = f.claude {
             set(&mut self.claude.state, c.state);
             add(&mut self.claude.read_only, c.read_only);
@@ -283,6 +350,7 @@ impl Profile {
         if let Some(e) = f.env {
             set(&mut self.env.policy, e.policy);
             add(&mut self.env.allow, e.allow);
+            add(&mut self.env.deny, e.deny);
             self.env.set.extend(e.set.unwrap_or_default());
         }
         self.rlimits.extend(

@@ -10,76 +10,8 @@
 
 use std::os::fd::RawFd;
 
-use super::prepare::{Prepared, Step};
-
-/// Where the child failed. Sent over the error pipe as one u32 ([`FailedAt::code`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailedAt {
-    /// `Prepared::steps[i]`.
-    Step(u32),
-    /// Opening `Prepared::sources[k]`.
-    Source(u32),
-    /// Setting `Prepared::rlimits[k]`.
-    Rlimit(u32),
-    Phase(Phase),
-}
-
-/// The setup phases that are not a numbered step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Phase {
-    /// The supervisor died before the child could start.
-    ParentGone = 0,
-    IdMaps = 1,
-    UsernsLimit = 2,
-    Chdir = 3,
-    Capabilities = 4,
-    NoNewPrivs = 5,
-    Fork = 6,
-    Seccomp = 7,
-    Exec = 8,
-}
-
-const PHASES: [Phase; 9] = [
-    Phase::ParentGone,
-    Phase::IdMaps,
-    Phase::UsernsLimit,
-    Phase::Chdir,
-    Phase::Capabilities,
-    Phase::NoNewPrivs,
-    Phase::Fork,
-    Phase::Seccomp,
-    Phase::Exec,
-];
-
-const TAG_SHIFT: u32 = 24;
-const TAG_STEP: u32 = 0;
-const TAG_SOURCE: u32 = 1;
-const TAG_RLIMIT: u32 = 2;
-const TAG_PHASE: u32 = 3;
-
-impl FailedAt {
-    pub fn code(self) -> u32 {
-        let (tag, n) = match self {
-            FailedAt::Step(i) => (TAG_STEP, i),
-            FailedAt::Source(k) => (TAG_SOURCE, k),
-            FailedAt::Rlimit(k) => (TAG_RLIMIT, k),
-            FailedAt::Phase(p) => (TAG_PHASE, p as u32),
-        };
-        tag << TAG_SHIFT | (n & ((1 << TAG_SHIFT) - 1))
-    }
-
-    pub fn decode(code: u32) -> Option<FailedAt> {
-        let n = code & ((1 << TAG_SHIFT) - 1);
-        match code >> TAG_SHIFT {
-            TAG_STEP => Some(FailedAt::Step(n)),
-            TAG_SOURCE => Some(FailedAt::Source(n)),
-            TAG_RLIMIT => Some(FailedAt::Rlimit(n)),
-            TAG_PHASE => PHASES.get(n as usize).map(|p| FailedAt::Phase(*p)),
-            _ => None,
-        }
-    }
-}
+use super::steps::{FailedAt, Phase, Prepared};
+use super::syscalls::{apply, close_fds_except, errno, fail_at, open_source, write_file};
 
 /// The supervisor's view of the signals it forwards; the child waits on the same set.
 pub struct Fds {
@@ -89,207 +21,6 @@ pub struct Fds {
     pub orig_mask: libc::sigset_t,
     /// Signals blocked and waited for by pid 1.
     pub wait_set: libc::sigset_t,
-}
-
-pub(crate) fn errno() -> i32 {
-    // SAFETY: reading the thread's errno.
-    unsafe { *libc::__errno_location() }
-}
-
-/// Report `(code, err)` on `err_w` and exit.
-///
-/// # Safety
-/// Only for a forked or cloned child: it `_exit`s without running destructors.
-pub(crate) unsafe fn fail(err_w: RawFd, code: u32, err: i32) -> ! {
-    let mut msg = [0u8; 8];
-    msg[..4].copy_from_slice(&code.to_ne_bytes());
-    msg[4..].copy_from_slice(&err.to_ne_bytes());
-    libc::write(err_w, msg.as_ptr().cast(), 8);
-    libc::_exit(crate::error::EXIT_CSBOX);
-}
-
-/// [`fail`] with a typed place.
-///
-/// # Safety
-/// As [`fail`].
-unsafe fn fail_at(err_w: RawFd, at: FailedAt, err: i32) -> ! {
-    fail(err_w, at.code(), err)
-}
-
-/// Write `data` to the NUL-terminated `path` in one write(2).
-///
-/// # Safety
-/// `path` must end with a NUL byte.
-pub(crate) unsafe fn write_file(path: &[u8], data: &[u8]) -> Result<(), i32> {
-    debug_assert_eq!(path.last(), Some(&0));
-    let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
-    if fd < 0 {
-        return Err(errno());
-    }
-    let r = libc::write(fd, data.as_ptr().cast(), data.len());
-    let e = errno();
-    libc::close(fd);
-    if r != data.len() as isize {
-        return Err(e);
-    }
-    Ok(())
-}
-
-fn ptr(c: &Option<std::ffi::CString>) -> *const libc::c_char {
-    c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())
-}
-
-/// struct mount_attr of mount_setattr(2); libc has no binding for the call.
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-const AT_RECURSIVE: libc::c_uint = 0x8000;
-
-/// Set mount attributes (mount_setattr, Linux 5.12+, hand-written: neither libc, nix nor
-/// rustix 1 wraps it), else a remount of `dst` alone that keeps the flags the kernel
-/// locked on it (nosuid/nodev/noexec/atime): dropping a locked flag in a user namespace
-/// is EPERM.
-///
-/// # Safety
-/// `dst` must be a valid NUL-terminated path; only in the sandbox's child, where the
-/// mounts are its own.
-unsafe fn set_attr(dst: *const libc::c_char, attr: u64, recursive: bool) -> Result<(), i32> {
-    let ma = MountAttr {
-        attr_set: attr,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let r = libc::syscall(
-        libc::SYS_mount_setattr,
-        libc::AT_FDCWD,
-        dst,
-        if recursive { AT_RECURSIVE } else { 0 },
-        &ma as *const MountAttr,
-        std::mem::size_of::<MountAttr>(),
-    );
-    if r == 0 {
-        return Ok(());
-    }
-    if errno() != libc::ENOSYS {
-        return Err(errno());
-    }
-    let mut st: libc::statvfs = std::mem::zeroed();
-    if libc::statvfs(dst, &mut st) != 0 {
-        return Err(errno());
-    }
-    let keep = st.f_flag
-        & (libc::ST_RDONLY
-            | libc::ST_NOSUID
-            | libc::ST_NODEV
-            | libc::ST_NOEXEC
-            | libc::ST_NOATIME
-            | libc::ST_NODIRATIME
-            | libc::ST_RELATIME);
-    let mut flags = libc::MS_BIND | libc::MS_REMOUNT | keep as libc::c_ulong;
-    for (bit, ms) in [
-        (super::prepare::MOUNT_ATTR_RDONLY, libc::MS_RDONLY),
-        (super::prepare::MOUNT_ATTR_NOSUID, libc::MS_NOSUID),
-        (super::prepare::MOUNT_ATTR_NODEV, libc::MS_NODEV),
-        (super::prepare::MOUNT_ATTR_NOEXEC, libc::MS_NOEXEC),
-    ] {
-        if attr & bit != 0 {
-            flags |= ms;
-        }
-    }
-    let null = std::ptr::null();
-    if libc::mount(null, dst, null, flags, null.cast()) != 0 {
-        return Err(errno());
-    }
-    Ok(())
-}
-
-/// One step of the setup.
-///
-/// # Safety
-/// Only in the sandbox's child, after the sources are open; the step's C strings
-/// live in `Prepared`, which outlives the call.
-unsafe fn apply(step: &Step) -> Result<(), i32> {
-    let r = match step {
-        Step::Mount {
-            src,
-            dst,
-            fstype,
-            flags,
-            data,
-            ..
-        } => libc::mount(
-            ptr(src),
-            dst.as_ptr(),
-            ptr(fstype),
-            *flags,
-            ptr(data).cast(),
-        ),
-        Step::SetAttr {
-            dst,
-            attr,
-            recursive,
-        } => return set_attr(dst.as_ptr(), *attr, *recursive),
-        Step::Mkdir { path, mode } => {
-            if libc::mkdir(path.as_ptr(), *mode) != 0 && errno() != libc::EEXIST {
-                return Err(errno());
-            }
-            0
-        }
-        Step::Touch { path } => {
-            let fd = libc::open(
-                path.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-                0o644,
-            );
-            if fd < 0 {
-                return if errno() == libc::EEXIST {
-                    Ok(())
-                } else {
-                    Err(errno())
-                };
-            }
-            libc::close(fd);
-            0
-        }
-        Step::Symlink { target, path } => libc::symlink(target.as_ptr(), path.as_ptr()),
-        Step::Chmod { path, mode } => libc::chmod(path.as_ptr(), *mode),
-        Step::LoopbackUp => return loopback_up(),
-    };
-    if r != 0 {
-        return Err(errno());
-    }
-    Ok(())
-}
-
-/// A new network namespace has only `lo`, and it is down.
-///
-/// # Safety
-/// Only in the sandbox's child, in its own network namespace.
-unsafe fn loopback_up() -> Result<(), i32> {
-    let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-    if fd < 0 {
-        return Err(errno());
-    }
-    let mut ifr: libc::ifreq = std::mem::zeroed();
-    for (i, b) in b"lo".iter().enumerate() {
-        ifr.ifr_name[i] = *b as libc::c_char;
-    }
-    let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut ifr);
-    if r == 0 {
-        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        r = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &ifr);
-    }
-    let e = errno();
-    libc::close(fd);
-    if r != 0 {
-        return Err(e);
-    }
-    Ok(())
 }
 
 /// Keep only `p.keep_caps`, in every set: drop the rest from the bounding set (so no
@@ -316,38 +47,6 @@ fn set_capabilities(p: &Prepared) -> Result<(), i32> {
     Ok(())
 }
 
-/// Close every fd from 3 up except `keep` (sources, inherited fds of the user's shell, the
-/// supervisor's lock: nothing from outside leaks into the sandbox).
-///
-/// # Safety
-/// Closes descriptors other code may hold: only in the sandbox's child, where nothing
-/// but `keep` is still needed.
-unsafe fn close_fds_except(keep: &[RawFd]) {
-    let mut lo: u32 = 3;
-    let mut sorted = [0 as RawFd; 4];
-    let n = keep.len().min(4);
-    sorted[..n].copy_from_slice(&keep[..n]);
-    sorted[..n].sort_unstable();
-    for &k in &sorted[..n] {
-        if k as u32 > lo {
-            close_range(lo, k as u32 - 1);
-        }
-        lo = lo.max(k as u32 + 1);
-    }
-    close_range(lo, u32::MAX);
-}
-
-/// # Safety
-/// As [`close_fds_except`].
-unsafe fn close_range(lo: u32, hi: u32) {
-    if libc::syscall(libc::SYS_close_range, lo, hi, 0) != 0 {
-        let end = hi.min(4096);
-        for fd in lo..=end {
-            libc::close(fd as RawFd);
-        }
-    }
-}
-
 /// The stages of a sandbox's setup, in the order [`RECIPE`] gives them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -357,6 +56,8 @@ pub enum Stage {
     IdMaps,
     /// Every source, opened O_PATH at its reserved number before any mount.
     Sources,
+    /// A new, empty session keyring (the invoking shell's keys stay out of reach).
+    Keyring,
     /// The plan's mounts, in order.
     Mounts,
     /// /proc/sys/user/max_user_namespaces inside.
@@ -383,6 +84,7 @@ pub const RECIPE: &[Stage] = &[
     Stage::DieWithParent,
     Stage::IdMaps,
     Stage::Sources,
+    Stage::Keyring,
     Stage::Mounts,
     Stage::UsernsLimit,
     Stage::Chdir,
@@ -416,17 +118,17 @@ unsafe fn die_with_parent(p: &Prepared, f: &Fds) {
 /// # Safety
 /// Only in the fresh child of the clone, before any mount.
 unsafe fn open_sources(p: &Prepared, f: &Fds) {
-    for (k, (path, fd)) in p.sources.iter().enumerate() {
+    for (k, (spec, fd)) in p.sources.iter().enumerate() {
         let at = FailedAt::Source(k as u32);
         // The reserved numbers lie above every fd open when they were chosen, the pipes
         // included; never let a source replace one of them.
         if *fd == f.err_w || *fd == f.status_w {
             fail_at(f.err_w, at, libc::EBADF);
         }
-        let t = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
-        if t < 0 {
-            fail_at(f.err_w, at, errno());
-        }
+        let t = match open_source(spec, p) {
+            Ok(t) => t,
+            Err(e) => fail_at(f.err_w, at, e),
+        };
         if t != *fd {
             if libc::dup3(t, *fd, libc::O_CLOEXEC) < 0 {
                 fail_at(f.err_w, at, errno());
@@ -455,6 +157,16 @@ unsafe fn run_stage(stage: Stage, p: &Prepared, f: &Fds) {
             }
         }
         Stage::Sources => open_sources(p, f),
+        // keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL): an anonymous keyring of our own, as
+        // runc gives every container. A kernel without keys (ENOSYS) has none to leak.
+        Stage::Keyring => {
+            if p.new_session_keyring
+                && libc::syscall(libc::SYS_keyctl, 1 as libc::c_long, 0 as libc::c_long) < 0
+                && errno() != libc::ENOSYS
+            {
+                phase(Phase::Keyring, errno());
+            }
+        }
         Stage::Mounts => {
             for (i, step) in p.steps.iter().enumerate() {
                 if let Err(e) = apply(step) {
@@ -608,25 +320,5 @@ unsafe fn pid1_loop(cmd: libc::pid_t, f: &Fds) -> ! {
         } else if info.si_code <= 0 {
             libc::kill(cmd, sig);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_failure_place_round_trips_through_its_code() {
-        let mut all: Vec<FailedAt> = PHASES.iter().map(|p| FailedAt::Phase(*p)).collect();
-        all.extend([
-            FailedAt::Step(0),
-            FailedAt::Step(77),
-            FailedAt::Source(3),
-            FailedAt::Rlimit(1),
-        ]);
-        for at in all {
-            assert_eq!(FailedAt::decode(at.code()), Some(at), "{at:?}");
-        }
-        assert_eq!(FailedAt::decode(0xFFFF_0008), None, "an old-style code");
     }
 }

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use nix::errno::Errno;
 
-use super::child::{child_main, FailedAt, Fds, Phase};
+use super::child::{child_main, Fds};
 use super::outcome::{Launch, SetupError};
-use super::prepare::{self, MountKind, Prepared, Step};
+use super::prepare::{self, MountKind, Prepared, SourceSpec, Step};
+use super::steps::{FailedAt, Phase};
 use super::supervise::{pipe, read_full, supervise, Blocked};
 use crate::error::{Error, Result};
 use crate::hints;
@@ -109,6 +110,7 @@ fn describe(code: u32, errno: Errno, p: &Prepared, plan: &Plan) -> SetupError {
             Phase::NoNewPrivs => SetupError::NoNewPrivs { errno },
             Phase::Fork => SetupError::Fork { errno },
             Phase::Seccomp => SetupError::Seccomp { errno },
+            Phase::Keyring => SetupError::Keyring { errno },
             Phase::Exec => SetupError::Exec {
                 cmd: plan.argv.first().cloned().unwrap_or_default(),
                 errno,
@@ -118,7 +120,12 @@ fn describe(code: u32, errno: Errno, p: &Prepared, plan: &Plan) -> SetupError {
             path: p
                 .sources
                 .get(k as usize)
-                .map(|(c, _)| PathBuf::from(c.to_string_lossy().into_owned()))
+                .map(|(spec, _)| match spec {
+                    SourceSpec::Host(c) => PathBuf::from(c.to_string_lossy().into_owned()),
+                    SourceSpec::Beneath { rel, .. } => {
+                        plan.session.dir.join(rel.to_string_lossy().into_owned())
+                    }
+                })
                 .unwrap_or_default(),
             errno,
         },

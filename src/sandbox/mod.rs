@@ -12,7 +12,9 @@ pub mod launch;
 pub mod outcome;
 pub mod prepare;
 pub mod seccomp;
+pub mod steps;
 pub mod supervise;
+pub(crate) mod syscalls;
 
 pub use compat::launch_unsandboxed;
 pub use launch::launch;

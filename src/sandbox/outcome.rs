@@ -25,6 +25,8 @@ pub enum SetupError {
     Step { desc: String, errno: Errno },
     #[error("write /proc/sys/user/max_user_namespaces => {errno} (csbox could not forbid nested user namespaces; see `csbox doctor`)")]
     UsernsLimit { errno: Errno },
+    #[error("keyctl(KEYCTL_JOIN_SESSION_KEYRING) => {errno} (the sandbox could not get a keyring of its own; see `csbox doctor`)")]
+    Keyring { errno: Errno },
     #[error("chdir({}) => {errno} (the working directory is not visible inside the sandbox; cd elsewhere)", cwd.display())]
     Chdir { cwd: PathBuf, errno: Errno },
     #[error("dropping capabilities (prctl(PR_CAPBSET_DROP)/capset) => {errno}")]

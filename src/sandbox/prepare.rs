@@ -16,94 +16,9 @@ use std::path::{Path, PathBuf};
 
 use libc::c_ulong;
 
+pub use super::steps::*;
 use crate::error::{Error, Result};
-use crate::plan::{MountFlags, MountOp, NodeKind, Plan};
-
-/// What a mount step makes, for the error message and hints of a failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MountKind {
-    Propagation,
-    Overlay,
-    Bind,
-    Tmpfs,
-    Devpts,
-    Proc,
-    Sysfs,
-}
-
-/// One system-level step of the child's setup.
-#[derive(Debug)]
-pub enum Step {
-    Mount {
-        kind: MountKind,
-        src: Option<CString>,
-        dst: CString,
-        fstype: Option<CString>,
-        flags: c_ulong,
-        data: Option<CString>,
-    },
-    /// mount_setattr(dst, MOUNT_ATTR_* in `attr`), recursively or not; without
-    /// mount_setattr (Linux < 5.12), a remount of `dst` alone that keeps its locked flags.
-    SetAttr {
-        dst: CString,
-        attr: u64,
-        recursive: bool,
-    },
-    /// mkdir, EEXIST is fine.
-    Mkdir {
-        path: CString,
-        mode: u32,
-    },
-    /// Create an empty file as a mount point, EEXIST is fine (O_EXCL: never opens, and so
-    /// never copies up, an existing overlay file).
-    Touch {
-        path: CString,
-    },
-    Symlink {
-        target: CString,
-        path: CString,
-    },
-    Chmod {
-        path: CString,
-        mode: u32,
-    },
-    /// ioctl(SIOCSIFFLAGS) IFF_UP on "lo" in the new network namespace.
-    LoopbackUp,
-}
-
-/// mount_setattr(2) attribute bits.
-pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
-pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
-pub const MOUNT_ATTR_NODEV: u64 = 0x4;
-pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-
-pub struct Prepared {
-    pub steps: Vec<Step>,
-    /// A human description of each step, for the one-line error.
-    pub descs: Vec<String>,
-    /// (path, fd number): opened by the child first, O_PATH, at exactly that number.
-    pub sources: Vec<(CString, RawFd)>,
-    pub uid_map: Vec<u8>,
-    pub gid_map: Vec<u8>,
-    pub exe: CString,
-    pub argv: Vec<CString>,
-    pub argv_ptrs: Vec<*const libc::c_char>,
-    pub envp: Vec<CString>,
-    pub envp_ptrs: Vec<*const libc::c_char>,
-    pub cwd: CString,
-    pub filter: Vec<libc::sock_filter>,
-    pub clone_flags: libc::c_int,
-    /// (resource, value) set soft and hard on the command before exec.
-    pub rlimits: Vec<(u32, u64)>,
-    /// Written to /proc/sys/user/max_user_namespaces once /proc is ours.
-    pub max_user_namespaces: Option<Vec<u8>>,
-    pub no_new_privs: bool,
-    pub die_with_parent: bool,
-    /// Capabilities the command keeps; every other one is dropped.
-    pub keep_caps: Vec<caps::Capability>,
-    /// Every capability this kernel knows but the kept ones: dropped from the bounding set.
-    pub drop_bounding: Vec<caps::Capability>,
-}
+use crate::plan::{MountFlags, MountOp, NodeKind, Plan, Source};
 
 pub fn cstring(p: impl AsRef<OsStr>) -> Result<CString> {
     CString::new(p.as_ref().as_bytes())
@@ -178,8 +93,13 @@ fn flag_names(f: MountFlags) -> String {
 struct Builder {
     steps: Vec<Step>,
     descs: Vec<String>,
-    sources: Vec<(CString, RawFd)>,
+    sources: Vec<(SourceSpec, RawFd)>,
     next_fd: RawFd,
+    /// The session directory's source, opened on the first session source.
+    session_base: Option<usize>,
+    session_dir: PathBuf,
+    /// A HostRoot was applied: the host's tree must be detached after the last step.
+    pivoted: bool,
 }
 
 impl Builder {
@@ -188,13 +108,50 @@ impl Builder {
         self.descs.push(desc);
     }
 
-    /// Reserve a source; returns its /proc/self/fd path.
-    fn source(&mut self, p: &Path) -> Result<String> {
-        let c = cstring(p)?;
+    fn reserve(&mut self, spec: SourceSpec) -> usize {
         let fd = self.next_fd;
         self.next_fd += 1;
-        self.sources.push((c, fd));
-        Ok(fd_path(fd))
+        self.sources.push((spec, fd));
+        self.sources.len() - 1
+    }
+
+    /// Reserve a host source; returns its /proc/self/fd path.
+    fn host_source(&mut self, p: &Path) -> Result<String> {
+        let k = self.reserve(SourceSpec::Host(cstring(p)?));
+        Ok(fd_path(self.sources[k].1))
+    }
+
+    /// Reserve a source; returns its /proc/self/fd path.
+    fn source(&mut self, src: &Source) -> Result<String> {
+        let rel = match src {
+            Source::Host(p) => return self.host_source(p),
+            Source::Session(rel) => rel,
+        };
+        let base = match self.session_base {
+            Some(b) => b,
+            None => {
+                let dir = self.session_dir.clone();
+                let b = self.reserve(SourceSpec::Host(cstring(&dir)?));
+                self.session_base = Some(b);
+                b
+            }
+        };
+        let components = rel
+            .components()
+            .map(|c| match c {
+                std::path::Component::Normal(n) => cstring(n),
+                _ => Err(Error::Usage(format!(
+                    "session source {} is not a plain relative path",
+                    rel.display()
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let k = self.reserve(SourceSpec::Beneath {
+            base,
+            rel: cstring(rel)?,
+            components,
+        });
+        Ok(fd_path(self.sources[k].1))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -320,7 +277,7 @@ impl Builder {
                 }
                 let desc = format!(
                     "mount({}, {}, MS_BIND|MS_REC)",
-                    src.display(),
+                    src.path(&self.session_dir).display(),
                     dst.display()
                 );
                 let bind = libc::MS_BIND | libc::MS_REC;
@@ -340,7 +297,21 @@ impl Builder {
                 self.tmpfs(dst, *flags, &data)
             }
             MountOp::Hide { dst, kind } => self.hide(dst, *kind),
-            MountOp::Mkdir { path } => self.mkdir_p(path, 0o755),
+            MountOp::Mkdir { path, mode } => {
+                self.mkdir_p(path, 0o755)?;
+                if *mode != 0o755 {
+                    // mkdir(2) applies the umask; the mode the plan asks for is exact.
+                    self.push(
+                        Step::Chmod {
+                            path: cstring(path)?,
+                            mode: *mode,
+                        },
+                        format!("chmod({}, {mode:o})", path.display()),
+                    );
+                }
+                Ok(())
+            }
+            MountOp::HostRoot { flags, tmp_mode } => self.host_root(*flags, *tmp_mode),
             MountOp::Sysfs { dst, flags } => self.pseudo(MountKind::Sysfs, "sysfs", dst, *flags),
             MountOp::Proc { dst, flags } => self.pseudo(MountKind::Proc, "proc", dst, *flags),
             MountOp::LoopbackUp => {
@@ -358,15 +329,48 @@ impl Builder {
         }
     }
 
+    /// The host's tree, read-only, as the sandbox's root (plan::MountOp::HostRoot): a
+    /// staging tmpfs on the host's /tmp holds a recursive bind of `/`, made read-only
+    /// (and nosuid, nodev) all the way down, with the sandbox's private /tmp in it; then
+    /// pivot_root into it, with the host's tree kept at /tmp/.csbox-host until the end.
+    fn host_root(&mut self, flags: MountFlags, tmp_mode: u32) -> Result<()> {
+        let (staging, root) = (Path::new(STAGING), Path::new(NEW_ROOT));
+        self.tmpfs(staging, MountFlags::NOSUID_NODEV, "mode=0700")?;
+        self.mkdir_p(root, 0o700)?;
+        let rec = libc::MS_BIND | libc::MS_REC;
+        let desc = format!("mount(/, {NEW_ROOT}, MS_BIND|MS_REC)");
+        self.mount(MountKind::Bind, Some("/"), root, None, rec, None, desc)?;
+        self.set_attr(root, flags, true)?;
+        let tmp = root.join("tmp");
+        self.tmpfs(
+            &tmp,
+            MountFlags::NOSUID_NODEV,
+            &format!("mode={tmp_mode:o}"),
+        )?;
+        let put_old = tmp.join(".csbox-host");
+        self.mkdir_p(&put_old, 0o700)?;
+        self.push(
+            Step::PivotRoot {
+                new_root: cstring(root)?,
+                put_old: cstring(&put_old)?,
+            },
+            format!("pivot_root({NEW_ROOT}, {})", put_old.display()),
+        );
+        self.pivoted = true;
+        Ok(())
+    }
+
     fn overlay(
         &mut self,
         dst: &Path,
-        lower: &Path,
-        upper: &Path,
-        work: &Path,
+        lower: &Source,
+        upper: &Source,
+        work: &Source,
         flags: MountFlags,
     ) -> Result<()> {
         let (l, u, w) = (self.source(lower)?, self.source(upper)?, self.source(work)?);
+        let sd = self.session_dir.clone();
+        let (lower, upper, work) = (lower.path(&sd), upper.path(&sd), work.path(&sd));
         // Layers are named through /proc/self/fd: no escaping of ',' or ':' in paths, and
         // no lookup that a mount made earlier could redirect. userxattr: in a user
         // namespace overlayfs keeps its xattrs in user.*.
@@ -424,7 +428,7 @@ impl Builder {
         match kind {
             NodeKind::Dir => self.tmpfs(dst, MountFlags::SEALED, "mode=0755,size=4k"),
             NodeKind::File => {
-                let null = self.source(Path::new("/dev/null"))?;
+                let null = self.host_source(Path::new("/dev/null"))?;
                 let desc = format!("mount(/dev/null, {}, MS_BIND) to hide it", dst.display());
                 self.mount(
                     MountKind::Bind,
@@ -444,7 +448,7 @@ impl Builder {
     fn dev(&mut self, dst: &Path, nodes: &[String], console: Option<&Path>) -> Result<()> {
         let mut srcs = Vec::new();
         for n in nodes {
-            srcs.push((n, self.source(&Path::new("/dev").join(n))?));
+            srcs.push((n, self.host_source(&Path::new("/dev").join(n))?));
         }
         let dev_flags = MountFlags {
             nosuid: true,
@@ -453,7 +457,7 @@ impl Builder {
         };
         self.tmpfs(dst, dev_flags, "mode=755")?;
         let console = match console {
-            Some(tty) => Some((tty, self.source(tty)?)),
+            Some(tty) => Some((tty, self.host_source(tty)?)),
             None => None,
         };
         let binds = srcs
@@ -526,9 +530,20 @@ pub fn prepare_with_first_fd(plan: &Plan, first_fd: RawFd) -> Result<Prepared> {
         descs: Vec::new(),
         sources: Vec::new(),
         next_fd: first_fd,
+        session_base: None,
+        session_dir: plan.session.dir.clone(),
+        pivoted: false,
     };
     for op in &plan.mounts {
         b.op(op)?;
+    }
+    if b.pivoted {
+        b.push(
+            Step::DetachHost {
+                path: cstring(HOST_AT)?,
+            },
+            format!("umount2({HOST_AT}, MNT_DETACH)"),
+        );
     }
     let argv: Vec<CString> = plan.argv.iter().map(cstring).collect::<Result<_>>()?;
     let envp: Vec<CString> = plan
@@ -591,5 +606,6 @@ pub fn prepare_with_first_fd(plan: &Plan, first_fd: RawFd) -> Result<Prepared> {
         die_with_parent: plan.die_with_parent,
         keep_caps,
         drop_bounding,
+        new_session_keyring: plan.new_session_keyring,
     })
 }

@@ -2,6 +2,7 @@
 //! contents of session directories as hostile.
 
 pub mod id;
+pub mod layers;
 pub mod lock;
 pub mod meta;
 pub mod setup;

@@ -54,7 +54,7 @@ fn ensure_file(p: &Path, content: &[u8]) -> Result<()> {
 
 /// What a new session's `.claude.json` starts as: the user's own, so onboarding and trust
 /// answers carry over.
-fn claude_json_seed(paths: &Paths) -> Result<Vec<u8>> {
+pub fn claude_json_seed(paths: &Paths) -> Result<Vec<u8>> {
     use std::io::Read;
     let p = &paths.claude_json;
     match File::open(p) {

@@ -19,6 +19,11 @@ use crate::fsutil::{self, open_dir_nofollow, read_small_at, TreeStats};
 pub const ACTIVE_DIR: &str = "active";
 pub const STATE_DIR: &str = "state";
 pub const WORK_DIR: &str = "work";
+/// The copy-on-write home's layers: `home/upper` (what the session wrote to its home)
+/// and `home/work` (overlayfs's work dir).
+pub const HOME_DIR: &str = "home";
+pub const HOME_UPPER: &str = "home/upper";
+pub const HOME_WORK: &str = "home/work";
 /// Entries csbox itself puts into a fresh state dir. A state holding only these is "empty".
 pub const STATE_SKELETON: &[&str] = &["sessions", ".claude.json"];
 
@@ -146,7 +151,7 @@ impl Store {
                 .ok_or_else(|| {
                     Error::Other(format!("{} is locked by another process", sdir.display()))
                 })?;
-            for d in [STATE_DIR, WORK_DIR] {
+            for d in [STATE_DIR, WORK_DIR, HOME_DIR, HOME_UPPER, HOME_WORK] {
                 let p = sdir.join(d);
                 std::fs::create_dir(&p).map_err(|e| Error::io("create", &p, e))?;
             }
@@ -507,6 +512,14 @@ fn dir_names(parent: &OwnedFd, name: &str) -> Option<Vec<Vec<u8>>> {
 
 /// True when the session's state holds nothing but what csbox put there.
 fn state_is_empty(dfd: &OwnedFd) -> bool {
+    // Anything the session wrote to its home counts as much as its ~/.claude.
+    let home_written = open_dir_at(dfd, HOME_DIR)
+        .ok()
+        .and_then(|h| dir_names(&h, "upper"))
+        .is_some_and(|v| !v.is_empty());
+    if home_written {
+        return false;
+    }
     let Ok(sfd) = open_dir_at(dfd, STATE_DIR) else {
         return true;
     };
@@ -530,6 +543,11 @@ impl LiveSession {
 
     pub fn lock_fd(&self) -> &OwnedFd {
         self.lock.fd()
+    }
+
+    /// The session directory, opened without following a link.
+    pub fn dir_fd(&self) -> &OwnedFd {
+        &self.dir_fd
     }
 
     /// Replace session.json (tmp + rename: readers see the old or the new record).

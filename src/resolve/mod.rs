@@ -4,6 +4,8 @@
 //! system is read, once, so that `plan::build` stays pure. `csbox run` and `csbox spec`
 //! both start here, so an exported sandbox is the one `run` would launch.
 
+mod host;
+
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, EXIT_NOT_FOUND};
@@ -77,8 +79,11 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
         let host_env: Vec<(String, String)> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
-        let wanted = plan::wanted_paths(&paths, &profile, &req.overrides, &cwd, &exe);
-        let facts = look_up(wanted);
+        let uid = nix::unistd::getuid().as_raw();
+        let layout = host::layout(&paths.home, &paths.sessions_dir, &cwd, uid, &host_env);
+        let wanted = plan::wanted_paths(&paths, &profile, &req.overrides, &cwd, &exe, &layout);
+        let mut facts = look_up(wanted);
+        facts.host = layout;
         let remove_on_exit = req.remove_on_exit.unwrap_or(profile.remove_on_exit);
         Ok(Resolved {
             paths,
@@ -88,7 +93,7 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
             exe,
             cwd,
             host_env,
-            uid: nix::unistd::getuid().as_raw(),
+            uid,
             gid: nix::unistd::getgid().as_raw(),
             facts,
             tty: controlling_tty(),

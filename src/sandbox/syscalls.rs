@@ -1,0 +1,326 @@
+//! The system calls the child makes for each step and source: raw, allocation-free,
+//! errors as errno values (the child reports them, it never prints).
+
+use std::os::fd::RawFd;
+
+use super::steps::{
+    Prepared, SourceSpec, Step, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID,
+    MOUNT_ATTR_RDONLY,
+};
+
+pub(crate) fn errno() -> i32 {
+    // SAFETY: reading the thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Report `(code, err)` on `err_w` and exit.
+///
+/// # Safety
+/// Only for a forked or cloned child: it `_exit`s without running destructors.
+pub(crate) unsafe fn fail(err_w: RawFd, code: u32, err: i32) -> ! {
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(&code.to_ne_bytes());
+    msg[4..].copy_from_slice(&err.to_ne_bytes());
+    libc::write(err_w, msg.as_ptr().cast(), 8);
+    libc::_exit(crate::error::EXIT_CSBOX);
+}
+
+/// [`fail`] with a typed place.
+///
+/// # Safety
+/// As [`fail`].
+pub(super) unsafe fn fail_at(err_w: RawFd, at: super::steps::FailedAt, err: i32) -> ! {
+    fail(err_w, at.code(), err)
+}
+
+/// Write `data` to the NUL-terminated `path` in one write(2).
+///
+/// # Safety
+/// `path` must end with a NUL byte.
+pub(crate) unsafe fn write_file(path: &[u8], data: &[u8]) -> Result<(), i32> {
+    debug_assert_eq!(path.last(), Some(&0));
+    let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
+    if fd < 0 {
+        return Err(errno());
+    }
+    let r = libc::write(fd, data.as_ptr().cast(), data.len());
+    let e = errno();
+    libc::close(fd);
+    if r != data.len() as isize {
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn ptr(c: &Option<std::ffi::CString>) -> *const libc::c_char {
+    c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())
+}
+
+/// struct mount_attr of mount_setattr(2); libc has no binding for the call.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+/// Set mount attributes (mount_setattr, Linux 5.12+, hand-written: neither libc, nix nor
+/// rustix 1 wraps it), else a remount of `dst` alone that keeps the flags the kernel
+/// locked on it (nosuid/nodev/noexec/atime): dropping a locked flag in a user namespace
+/// is EPERM.
+///
+/// # Safety
+/// `dst` must be a valid NUL-terminated path; only in the sandbox's child, where the
+/// mounts are its own.
+unsafe fn set_attr(dst: *const libc::c_char, attr: u64, recursive: bool) -> Result<(), i32> {
+    let ma = MountAttr {
+        attr_set: attr,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let r = libc::syscall(
+        libc::SYS_mount_setattr,
+        libc::AT_FDCWD,
+        dst,
+        if recursive { AT_RECURSIVE } else { 0 },
+        &ma as *const MountAttr,
+        std::mem::size_of::<MountAttr>(),
+    );
+    if r == 0 {
+        return Ok(());
+    }
+    if errno() != libc::ENOSYS {
+        return Err(errno());
+    }
+    let mut st: libc::statvfs = std::mem::zeroed();
+    if libc::statvfs(dst, &mut st) != 0 {
+        return Err(errno());
+    }
+    let keep = st.f_flag
+        & (libc::ST_RDONLY
+            | libc::ST_NOSUID
+            | libc::ST_NODEV
+            | libc::ST_NOEXEC
+            | libc::ST_NOATIME
+            | libc::ST_NODIRATIME
+            | libc::ST_RELATIME);
+    let mut flags = libc::MS_BIND | libc::MS_REMOUNT | keep as libc::c_ulong;
+    for (bit, ms) in [
+        (MOUNT_ATTR_RDONLY, libc::MS_RDONLY),
+        (MOUNT_ATTR_NOSUID, libc::MS_NOSUID),
+        (MOUNT_ATTR_NODEV, libc::MS_NODEV),
+        (MOUNT_ATTR_NOEXEC, libc::MS_NOEXEC),
+    ] {
+        if attr & bit != 0 {
+            flags |= ms;
+        }
+    }
+    let null = std::ptr::null();
+    if libc::mount(null, dst, null, flags, null.cast()) != 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
+/// One step of the setup.
+///
+/// # Safety
+/// Only in the sandbox's child, after the sources are open; the step's C strings
+/// live in `Prepared`, which outlives the call.
+pub(super) unsafe fn apply(step: &Step) -> Result<(), i32> {
+    let r = match step {
+        Step::Mount {
+            src,
+            dst,
+            fstype,
+            flags,
+            data,
+            ..
+        } => libc::mount(
+            ptr(src),
+            dst.as_ptr(),
+            ptr(fstype),
+            *flags,
+            ptr(data).cast(),
+        ),
+        Step::SetAttr {
+            dst,
+            attr,
+            recursive,
+        } => return set_attr(dst.as_ptr(), *attr, *recursive),
+        Step::Mkdir { path, mode } => {
+            if libc::mkdir(path.as_ptr(), *mode) != 0 && errno() != libc::EEXIST {
+                return Err(errno());
+            }
+            0
+        }
+        Step::Touch { path } => {
+            let fd = libc::open(
+                path.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                0o644,
+            );
+            if fd < 0 {
+                return if errno() == libc::EEXIST {
+                    Ok(())
+                } else {
+                    Err(errno())
+                };
+            }
+            libc::close(fd);
+            0
+        }
+        Step::Symlink { target, path } => libc::symlink(target.as_ptr(), path.as_ptr()),
+        Step::Chmod { path, mode } => libc::chmod(path.as_ptr(), *mode),
+        Step::LoopbackUp => return loopback_up(),
+        Step::PivotRoot { new_root, put_old } => {
+            if libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) != 0 {
+                return Err(errno());
+            }
+            libc::chdir(c"/".as_ptr())
+        }
+        Step::DetachHost { path } => {
+            if libc::umount2(path.as_ptr(), libc::MNT_DETACH) != 0 {
+                return Err(errno());
+            }
+            // The empty mount point goes too (it lies in the sandbox's own /tmp).
+            libc::rmdir(path.as_ptr());
+            0
+        }
+    };
+    if r != 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
+/// A new network namespace has only `lo`, and it is down.
+///
+/// # Safety
+/// Only in the sandbox's child, in its own network namespace.
+unsafe fn loopback_up() -> Result<(), i32> {
+    let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+    if fd < 0 {
+        return Err(errno());
+    }
+    let mut ifr: libc::ifreq = std::mem::zeroed();
+    for (i, b) in b"lo".iter().enumerate() {
+        ifr.ifr_name[i] = *b as libc::c_char;
+    }
+    let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut ifr);
+    if r == 0 {
+        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        r = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &ifr);
+    }
+    let e = errno();
+    libc::close(fd);
+    if r != 0 {
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Close every fd from 3 up except `keep` (sources, inherited fds of the user's shell, the
+/// supervisor's lock: nothing from outside leaks into the sandbox).
+///
+/// # Safety
+/// Closes descriptors other code may hold: only in the sandbox's child, where nothing
+/// but `keep` is still needed.
+pub(super) unsafe fn close_fds_except(keep: &[RawFd]) {
+    let mut lo: u32 = 3;
+    let mut sorted = [0 as RawFd; 4];
+    let n = keep.len().min(4);
+    sorted[..n].copy_from_slice(&keep[..n]);
+    sorted[..n].sort_unstable();
+    for &k in &sorted[..n] {
+        if k as u32 > lo {
+            close_range(lo, k as u32 - 1);
+        }
+        lo = lo.max(k as u32 + 1);
+    }
+    close_range(lo, u32::MAX);
+}
+
+/// # Safety
+/// As [`close_fds_except`].
+unsafe fn close_range(lo: u32, hi: u32) {
+    if libc::syscall(libc::SYS_close_range, lo, hi, 0) != 0 {
+        let end = hi.min(4096);
+        for fd in lo..=end {
+            libc::close(fd as RawFd);
+        }
+    }
+}
+
+/// Open one source O_PATH: a host path as the kernel resolves it; a session path
+/// beneath the session directory's fd with no symlink followed (openat2; where it is
+/// missing, one O_NOFOLLOW component at a time), and only a directory or a regular file.
+///
+/// # Safety
+/// Only in the sandbox's child; an earlier source's fd is open at its reserved number.
+pub(super) unsafe fn open_source(spec: &SourceSpec, p: &Prepared) -> Result<i32, i32> {
+    let (base, rel, components) = match spec {
+        SourceSpec::Host(path) => {
+            let t = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+            return if t < 0 { Err(errno()) } else { Ok(t) };
+        }
+        SourceSpec::Beneath {
+            base,
+            rel,
+            components,
+        } => (p.sources[*base].1, rel, components),
+    };
+    use rustix::fs::{OFlags, ResolveFlags};
+    // SAFETY: the base source was opened at its reserved number before this one.
+    let dir = std::os::fd::BorrowedFd::borrow_raw(base);
+    let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let flags = OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let fd = match rustix::fs::openat2(dir, rel.as_c_str(), flags, rustix::fs::Mode::empty(), how) {
+        Ok(fd) => std::os::fd::IntoRawFd::into_raw_fd(fd),
+        Err(rustix::io::Errno::NOSYS) => open_components(base, components)?,
+        Err(e) => return Err(e.raw_os_error()),
+    };
+    let mut st: libc::stat = std::mem::zeroed();
+    if libc::fstat(fd, &mut st) != 0 {
+        let e = errno();
+        libc::close(fd);
+        return Err(e);
+    }
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR | libc::S_IFREG => Ok(fd),
+        _ => {
+            libc::close(fd);
+            Err(libc::ELOOP)
+        }
+    }
+}
+
+/// openat2's RESOLVE_NO_SYMLINKS by hand (Linux < 5.6): every component O_NOFOLLOW,
+/// each but the last a directory (O_DIRECTORY fails on a symlink with ENOTDIR), the
+/// last checked by the caller (O_PATH|O_NOFOLLOW on a symlink opens the link itself).
+///
+/// # Safety
+/// `base` is an open directory fd.
+unsafe fn open_components(base: i32, components: &[std::ffi::CString]) -> Result<i32, i32> {
+    let mut cur = base;
+    for (i, c) in components.iter().enumerate() {
+        let last = i + 1 == components.len();
+        let mut fl = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        if !last {
+            fl |= libc::O_DIRECTORY;
+        }
+        let next = libc::openat(cur, c.as_ptr(), fl);
+        let e = errno();
+        if cur != base {
+            libc::close(cur);
+        }
+        if next < 0 {
+            return Err(e);
+        }
+        cur = next;
+    }
+    Ok(cur)
+}

@@ -1,0 +1,161 @@
+//! A session's layers, made ready for a launch by the supervisor, outside the sandbox.
+//!
+//! The sandbox wrote these directories, so they are hostile: every entry is opened
+//! beneath the session directory without following a link and must be what csbox
+//! expects. A directory csbox needs is made when an older session lacks it; a link, a
+//! FIFO or a file where a directory must be fails the launch with a clear error; a
+//! `.claude.json` that is not a regular file is replaced by a fresh copy of the user's.
+//! The launcher checks the same again when it opens the sources (openat2 beneath), so
+//! nothing changed in between can make it bind a host path.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::{Mode, SFlag};
+
+use super::store::{LiveSession, HOME_DIR, HOME_UPPER, HOME_WORK, STATE_DIR, WORK_DIR};
+use crate::error::{Error, Result};
+use crate::fsutil::openat_nofollow;
+
+/// The one file a launch mounts from a session: its own `~/.claude.json`.
+pub const CLAUDE_JSON: &str = "state/.claude.json";
+
+/// Directories every session has (older sessions get the newer ones here).
+const SKELETON: &[&str] = &[
+    STATE_DIR,
+    "state/sessions",
+    WORK_DIR,
+    HOME_DIR,
+    HOME_UPPER,
+    HOME_WORK,
+];
+
+/// Open `rel` (a/b/c) beneath `base`, each component a directory reached without
+/// following a link; create what is missing when `create`.
+fn open_dir_beneath(base: &OwnedFd, rel: &str, create: bool) -> std::io::Result<OwnedFd> {
+    let mut cur: Option<OwnedFd> = None;
+    for c in rel.split('/') {
+        let parent = cur.as_ref().unwrap_or(base);
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+        let next = match openat_nofollow(parent, c, flags, Mode::empty()) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
+                nix::sys::stat::mkdirat(
+                    Some(parent.as_raw_fd()),
+                    c,
+                    Mode::from_bits_truncate(0o700),
+                )
+                .or_else(|e| {
+                    if e == nix::errno::Errno::EEXIST {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })?;
+                openat_nofollow(parent, c, flags, Mode::empty())?
+            }
+            r => r?,
+        };
+        cur = Some(next);
+    }
+    cur.ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// What is at `name` in `dir`, not following a link.
+fn kind_at(dir: &OwnedFd, name: &str) -> Option<SFlag> {
+    nix::sys::stat::fstatat(
+        Some(dir.as_raw_fd()),
+        name,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .ok()
+    .map(|st| SFlag::from_bits_truncate(st.st_mode & libc::S_IFMT))
+}
+
+/// Make the layers of `s` ready (see the module doc) for a plan whose session sources are
+/// `sources` (all directories but [`CLAUDE_JSON`]); `seed` gives a fresh `.claude.json`.
+pub fn prepare(
+    s: &LiveSession,
+    sources: &[std::path::PathBuf],
+    seed: impl FnOnce() -> Result<Vec<u8>>,
+) -> Result<()> {
+    let base = s.dir_fd();
+    let mut dirs: Vec<String> = SKELETON.iter().map(|d| d.to_string()).collect();
+    for rel in sources {
+        let rel = rel.to_string_lossy().into_owned();
+        if rel != CLAUDE_JSON && !dirs.contains(&rel) {
+            dirs.push(rel);
+        }
+    }
+    for rel in dirs {
+        open_dir_beneath(base, &rel, true).map_err(|e| {
+            let why = match e.raw_os_error() {
+                Some(libc::ELOOP | libc::ENOTDIR) => {
+                    "it is not a directory (a link or a file planted by the session?)"
+                }
+                _ => "it cannot be opened",
+            };
+            Error::io("open", s.dir.join(&rel), e).hint(format!(
+                "{why}; the session cannot be run again safely: look at it, then `rm -r {}`",
+                s.dir.display()
+            ))
+        })?;
+    }
+    let state = open_dir_beneath(base, STATE_DIR, false)
+        .map_err(|e| Error::io("open", s.dir.join(STATE_DIR), e))?;
+    match kind_at(&state, ".claude.json") {
+        Some(SFlag::S_IFREG) => Ok(()),
+        None => write_seed(&state, s, seed),
+        Some(other) => {
+            crate::warn!(
+                "session {}: state/.claude.json was not a regular file ({other:?}, planted by the session?); it is replaced by a fresh copy of your ~/.claude.json",
+                s.id
+            );
+            nix::unistd::unlinkat(
+                Some(state.as_raw_fd()),
+                ".claude.json",
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            )
+            .map_err(|e| Error::io("remove", s.dir.join("state/.claude.json"), e.into()))?;
+            write_seed(&state, s, seed)
+        }
+    }
+}
+
+fn write_seed(
+    state: &OwnedFd,
+    s: &LiveSession,
+    seed: impl FnOnce() -> Result<Vec<u8>>,
+) -> Result<()> {
+    let bytes = seed()?;
+    crate::fsutil::atomic_write_at(
+        state,
+        &s.dir.join(STATE_DIR),
+        ".claude.json",
+        &bytes,
+        0o600,
+        crate::fsutil::Durability::Rename,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_planted_link_is_never_followed_and_missing_dirs_are_made() {
+        let d = tempfile::tempdir().unwrap();
+        let base = crate::fsutil::open_dir_nofollow(d.path()).unwrap();
+        std::fs::create_dir(d.path().join("home")).unwrap();
+        std::os::unix::fs::symlink("/etc", d.path().join("home/upper")).unwrap();
+        let e = open_dir_beneath(&base, "home/upper", true).unwrap_err();
+        // O_DIRECTORY|O_NOFOLLOW on a link: ENOTDIR (or ELOOP), never the target.
+        assert!(
+            matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)),
+            "{e}"
+        );
+        open_dir_beneath(&base, "home/work", true).unwrap();
+        assert!(d.path().join("home/work").is_dir());
+        open_dir_beneath(&base, "state/sessions", true).unwrap();
+        assert!(d.path().join("state/sessions").is_dir());
+    }
+}
