@@ -4,8 +4,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    completions::CompletionsArgs, doctor::DoctorArgs, gc::GcArgs, ls::LsArgs, ls::ShowArgs,
-    profile::ProfileArgs, run::RunArgs, spec::SpecArgs, update::UpdateArgs,
+    completions::CompletionsArgs, diff::DiffArgs, doctor::DoctorArgs, gc::GcArgs, ls::LsArgs,
+    ls::ShowArgs, profile::ProfileArgs, run::RunArgs, spec::SpecArgs, update::UpdateArgs,
 };
 use crate::exit::{report, Result};
 
@@ -32,6 +32,8 @@ pub enum Command {
     Ls(LsArgs),
     /// Show one session, all its fields
     Show(ShowArgs),
+    /// What a session changed outside its project (its home and ~/.claude layers)
+    Diff(DiffArgs),
     /// Remove old, empty and orphaned sessions, never an active one
     Gc(GcArgs),
     /// Install a newer Claude Code when no session is running
@@ -73,6 +75,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Run(a) => run::run(a),
         Command::Ls(a) => ls::ls(a),
         Command::Show(a) => ls::show(a),
+        Command::Diff(a) => diff::diff_cmd(a),
         Command::Gc(a) => gc::gc(a),
         Command::Update(a) => update::update(a),
         Command::Spec(a) => spec::spec(a),

@@ -15,7 +15,7 @@ use nix::sys::stat::Mode;
 use crate::error::{Error, Result};
 
 mod tree;
-pub use tree::{disk_usage, remove_tree_at, TreeStats};
+pub use tree::{disk_usage, read_names, remove_tree_at, TreeStats};
 
 fn cstr(p: &Path) -> std::io::Result<CString> {
     CString::new(p.as_os_str().as_bytes())
@@ -213,9 +213,34 @@ pub fn read_regular(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// A path as /proc/self/mountinfo writes it (space, tab, newline and backslash as
+/// `\ooo`), unescaped.
+pub fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    let oct = |b: u8| (b'0'..=b'7').contains(&b);
+    while i < s.len() {
+        if s[i] == b'\\' && s.len() - i >= 4 && s[i + 1..i + 4].iter().all(|b| oct(*b)) {
+            out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mountinfo_paths_are_unescaped() {
+        assert_eq!(unescape_mountinfo(b"/home/u/a\\040b"), b"/home/u/a b");
+        assert_eq!(unescape_mountinfo(b"/x\\134y"), b"/x\\y");
+        assert_eq!(unescape_mountinfo(b"/end\\04"), b"/end\\04");
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {

@@ -27,6 +27,20 @@ pub fn human_size(b: u64) -> String {
     }
 }
 
+/// Text from an untrusted place (a session record, a file name a session made) as it may
+/// be printed: control characters (a terminal escape, a newline) escaped as `\u{..}`.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

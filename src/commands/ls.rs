@@ -94,9 +94,10 @@ pub fn ls(args: LsArgs) -> Result<i32> {
 
 pub fn show(args: ShowArgs) -> Result<i32> {
     let paths = Paths::from_env()?;
-    let store = Store::new(paths.sessions_dir);
+    let store = Store::new(paths.sessions_dir.clone());
     let id = store.resolve(&args.id)?;
     let info = store.info(&id, true)?;
+    let changes = super::diff::session_diff(&paths, &store, &id).ok();
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &info).map_err(|e| Error::Other(e.to_string()))?;
@@ -145,6 +146,23 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         ));
         kv.push(("boot id", m.boot_id.clone().unwrap_or_else(|| "-".into())));
         kv.push(("runs", m.runs.to_string()));
+        for p in &m.created_protected {
+            kv.push((
+                "made in project",
+                format!("{} (runs code on the host later: review it)", p.display()),
+            ));
+        }
+    }
+    if let Some(d) = changes {
+        let more = if d.truncated { "+" } else { "" };
+        kv.push((
+            "changes",
+            format!(
+                "{}{more} outside the project (csbox diff {})",
+                d.entries.len(),
+                info.id.short()
+            ),
+        ));
     }
     for (k, v) in kv {
         let _ = writeln!(out, "{:<15} {v}", format!("{k}:"));

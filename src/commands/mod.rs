@@ -2,6 +2,7 @@
 //! and turns them into plain requests for the library.
 
 pub mod completions;
+pub mod diff;
 pub mod doctor;
 pub mod gc;
 pub mod ls;

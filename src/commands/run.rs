@@ -190,21 +190,44 @@ fn launch(
     if plan.isolation == Isolation::None {
         return Ok(sandbox::launch_unsandboxed(plan, &mut started)?);
     }
-    let result = sandbox::launch(plan, &mut started)?;
-    match result {
-        Launch::SetupFailed(f)
-            if plan.state_mode == StateMode::Overlay && f.is_overlay_refusal() =>
-        {
+    // Without unprivileged overlayfs (Linux < 5.11), or where it refuses a home whose
+    // layers overlap (an upper dir inside its own lower dir), fall back one overlay at a
+    // time: the home to read-only with private caches, ~/.claude to a fresh dir.
+    let mut fallback = Fallback {
+        state: plan.state_mode,
+        home_read_only: false,
+    };
+    loop {
+        let result = sandbox::launch(plan, &mut started)?;
+        let Launch::SetupFailed(f) = &result else {
+            return Ok(result);
+        };
+        let Some(dst) = f.refused_overlay() else {
+            return Ok(result);
+        };
+        if dst == plan.view.home && !fallback.home_read_only {
+            crate::warn!(
+                "overlayfs is refused on your home here ({f}): this session's home is read-only instead, with private cache dirs (see `csbox doctor`)"
+            );
+            fallback.home_read_only = true;
+        } else if fallback.state == StateMode::Overlay {
             crate::warn!(
                 "overlayfs is refused here ({f}): falling back to a fresh ~/.claude for this session, with your shared config read-only (see `csbox doctor`)"
             );
-            *plan = r.plan(&id, &session.dir, StateMode::Fresh)?;
-            crate::session::layers::prepare(session, &plan.session_sources(), seed)?;
-            test_patch(plan)?;
-            Ok(sandbox::launch(plan, &mut started)?)
+            fallback.state = StateMode::Fresh;
+        } else {
+            return Ok(result);
         }
-        other => Ok(other),
+        *plan = r.plan_with(&id, &session.dir, fallback.state, fallback.home_read_only)?;
+        crate::session::layers::prepare(session, &plan.session_sources(), seed)?;
+        test_patch(plan)?;
     }
+}
+
+/// What a launch has fallen back to so far.
+struct Fallback {
+    state: StateMode,
+    home_read_only: bool,
 }
 
 /// Test builds only: `CSBOX_TEST_PLAN_PATCH` is a JSON merge patch (RFC 7386) applied to
@@ -266,6 +289,14 @@ fn finish(
         ),
     };
     let ended = SystemTime::now();
+    let created = created_protected(plan);
+    for p in &created {
+        crate::warn!(
+            "this session created {} in the project: such files run code on your host later (hooks, editor tasks); review it before you use the project outside a sandbox",
+            p.display()
+        );
+    }
+    session.meta.created_protected.extend(created);
     session.meta.ended = Some(ended);
     session.meta.exit = Some(status.clone());
     session.meta.timed_out = timed_out;
@@ -305,6 +336,38 @@ fn finish(
         return Ok(EXIT_TIMED_OUT);
     }
     Ok(status.shell_code())
+}
+
+/// The plan's watched project paths (protected, absent at the start) that exist now, and
+/// what a directory among them holds (a few entries). Looked at with lstat: a link the
+/// session made is reported, not followed.
+fn created_protected(plan: &Plan) -> Vec<std::path::PathBuf> {
+    let Some(proj) = &plan.view.project else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for w in &proj.watched {
+        let Ok(md) = std::fs::symlink_metadata(w) else {
+            continue;
+        };
+        if md.is_dir() {
+            let inside: Vec<_> = std::fs::read_dir(w)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .take(20)
+                        .map(|e| e.path())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if inside.is_empty() {
+                out.push(w.clone());
+            }
+            out.extend(inside);
+        } else {
+            out.push(w.clone());
+        }
+    }
+    out
 }
 
 /// Where `--json-status` lines go: a file, an fd the caller opened, or stderr (ci).

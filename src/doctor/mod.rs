@@ -2,6 +2,7 @@
 //! of detail and the fix. Kernel features are tried for real in forked children
 //! ([`probe`]); sysctls only explain why a try failed.
 
+mod containment;
 pub mod probe;
 
 use std::path::{Path, PathBuf};
@@ -38,7 +39,7 @@ pub struct Report {
     pub ok: bool,
 }
 
-fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check {
+pub(super) fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check {
     Check {
         name,
         status,
@@ -144,6 +145,7 @@ pub fn run_checks(paths: &Paths) -> Report {
         legacy_sessions_check(paths),
         container_check(),
     ];
+    checks.extend(containment::checks(paths, userns.is_ok()));
     checks.push(match proc {
         None => not_tried("proc"),
         Some(Err(e)) => check(
@@ -352,7 +354,7 @@ fn claude_check(paths: &Paths) -> Check {
 }
 
 /// The nearest existing directory at or above `p`: where csbox would create `p`.
-fn existing_ancestor(p: &Path) -> Option<PathBuf> {
+pub(super) fn existing_ancestor(p: &Path) -> Option<PathBuf> {
     p.ancestors().find(|a| a.is_dir()).map(Path::to_path_buf)
 }
 

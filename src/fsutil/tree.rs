@@ -193,7 +193,7 @@ fn open_subdir(parent: RawFd, name: &CStr, fix_perms: bool) -> nix::Result<Owned
 
 /// All names in the directory `fd` except `.` and `..`, read with getdents64(2)
 /// (rustix's `RawDir`) so no second fd (fdopendir) is needed.
-fn read_names(fd: RawFd) -> nix::Result<Vec<CString>> {
+pub fn read_names(fd: RawFd) -> nix::Result<Vec<CString>> {
     // SAFETY: the caller's fd stays open for this call.
     let dir = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 * 1024];

@@ -58,7 +58,10 @@ fn submounts(home: &Path, store: &Path) -> Vec<PathBuf> {
     let mut points: Vec<PathBuf> = String::from_utf8_lossy(&text)
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape(p)))
+        .map(|p| {
+            let raw = crate::fsutil::unescape_mountinfo(p.as_bytes());
+            PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(raw))
+        })
         .filter(|p| p.starts_with(home) && p != home && !p.starts_with(store))
         .collect();
     points.sort();
@@ -70,27 +73,6 @@ fn submounts(home: &Path, store: &Path) -> Vec<PathBuf> {
         }
     }
     outer
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len() + 0
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn read_line(p: &Path) -> Option<String> {
@@ -180,11 +162,5 @@ mod tests {
         let m = git_layout(&main).unwrap();
         assert_eq!((m.top, m.gitdir.clone()), (main.clone(), main.join(".git")));
         assert_eq!(m.common, m.gitdir);
-    }
-
-    #[test]
-    fn mountinfo_paths_are_unescaped() {
-        assert_eq!(unescape("/home/u/a\\040b"), "/home/u/a b");
-        assert_eq!(unescape("/x\\134y"), "/x\\y");
     }
 }

@@ -103,6 +103,22 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
 
     /// The plan for session `id` (its directory `dir`) in the given state mode.
     pub fn plan(&self, id: &str, dir: &Path, mode: StateMode) -> Result<Plan, plan::Error> {
+        self.plan_with(id, dir, mode, false)
+    }
+
+    /// As [`Resolved::plan`]; with `home_read_only`, a copy-on-write home falls back to a
+    /// read-only one (where overlayfs refuses the home).
+    pub fn plan_with(
+        &self,
+        id: &str,
+        dir: &Path,
+        mode: StateMode,
+        home_read_only: bool,
+    ) -> Result<Plan, plan::Error> {
+        let mut profile = self.profile.clone();
+        if home_read_only && profile.home == crate::profile::Home::Overlay {
+            profile.home = crate::profile::Home::ReadOnly;
+        }
         plan::build(&PlanInput {
             paths: &self.paths,
             session_id: id,
@@ -113,7 +129,7 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
             uid: self.uid,
             gid: self.gid,
             state_mode: mode,
-            profile: &self.profile,
+            profile: &profile,
             overrides: &self.overrides,
             exe: self.exe.clone(),
             facts: &self.facts,

@@ -2,6 +2,7 @@
 //! of a failed step, turned into the error that names it.
 
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use nix::errno::Errno;
@@ -137,9 +138,10 @@ fn describe(code: u32, errno: Errno, p: &Prepared, plan: &Plan) -> SetupError {
             let i = i as usize;
             let desc = p.descs.get(i).cloned().unwrap_or_default();
             match p.steps.get(i) {
-                Some(Step::Mount { kind, .. }) => SetupError::Mount {
+                Some(Step::Mount { kind, dst, .. }) => SetupError::Mount {
                     desc,
                     kind: *kind,
+                    dst: PathBuf::from(std::ffi::OsStr::from_bytes(dst.to_bytes())),
                     errno,
                     hint: mount_hint(*kind, errno),
                 },

@@ -18,6 +18,8 @@ pub enum SetupError {
     Mount {
         desc: String,
         kind: MountKind,
+        /// Where it was to be mounted.
+        dst: PathBuf,
         errno: Errno,
         hint: &'static str,
     },
@@ -52,14 +54,24 @@ pub enum SetupError {
 }
 
 impl SetupError {
-    /// The overlay mount of `~/.claude` was refused: the caller may fall back to the
-    /// fresh-state mode.
-    pub fn is_overlay_refusal(&self) -> bool {
-        matches!(
-            self,
-            SetupError::Mount { kind: MountKind::Overlay, errno, .. }
-                if matches!(errno, Errno::EINVAL | Errno::EPERM | Errno::ENODEV | Errno::EOPNOTSUPP | Errno::ELOOP)
-        )
+    /// Where an overlay mount was refused (the kernel has no unprivileged overlayfs, or
+    /// refuses these layers): the caller may fall back to a plan without that overlay.
+    pub fn refused_overlay(&self) -> Option<&std::path::Path> {
+        match self {
+            SetupError::Mount {
+                kind: MountKind::Overlay,
+                errno,
+                dst,
+                ..
+            } if matches!(
+                errno,
+                Errno::EINVAL | Errno::EPERM | Errno::ENODEV | Errno::EOPNOTSUPP | Errno::ELOOP
+            ) =>
+            {
+                Some(dst)
+            }
+            _ => None,
+        }
     }
 }
 

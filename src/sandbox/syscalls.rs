@@ -95,6 +95,28 @@ unsafe fn set_attr(dst: *const libc::c_char, attr: u64, recursive: bool) -> Resu
     if errno() != libc::ENOSYS {
         return Err(errno());
     }
+    remount(dst, attr)?;
+    if recursive {
+        // Linux < 5.12: every mount below, one by one, as bubblewrap does (a mount
+        // left writable below a read-only root would be a way out).
+        for sub in submounts_below(dst) {
+            // A mount that vanished meanwhile is nothing to protect.
+            match remount(sub.as_ptr(), attr) {
+                Ok(()) => {}
+                Err(e) if e == libc::ENOENT || e == libc::EINVAL => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A bind remount of `dst` alone with `attr` added to the flags it has (and so to those
+/// the kernel locked on it).
+///
+/// # Safety
+/// `dst` is a valid NUL-terminated path.
+unsafe fn remount(dst: *const libc::c_char, attr: u64) -> Result<(), i32> {
     let mut st: libc::statvfs = std::mem::zeroed();
     if libc::statvfs(dst, &mut st) != 0 {
         return Err(errno());
@@ -123,6 +145,29 @@ unsafe fn set_attr(dst: *const libc::c_char, attr: u64, recursive: bool) -> Resu
         return Err(errno());
     }
     Ok(())
+}
+
+/// Mount points strictly below `dst`, from /proc/self/mountinfo, outermost first. Only
+/// on kernels without mount_setattr; this allocates (the child is a fresh
+/// single-threaded copy, so no allocator lock can be held).
+///
+/// # Safety
+/// `dst` is a valid NUL-terminated path.
+unsafe fn submounts_below(dst: *const libc::c_char) -> Vec<std::ffi::CString> {
+    let dst = std::ffi::CStr::from_ptr(dst).to_bytes();
+    let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out: Vec<Vec<u8>> = info
+        .split(|b| *b == b'\n')
+        .filter_map(|l| l.split(|b| *b == b' ').nth(4))
+        .map(crate::fsutil::unescape_mountinfo)
+        .filter(|p| p.len() > dst.len() && p.starts_with(dst) && p[dst.len()] == b'/')
+        .collect();
+    out.sort_by_key(|p| p.iter().filter(|b| **b == b'/').count());
+    out.into_iter()
+        .filter_map(|p| std::ffi::CString::new(p).ok())
+        .collect()
 }
 
 /// One step of the setup.

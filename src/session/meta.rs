@@ -73,6 +73,10 @@ pub struct Metadata {
     /// The profile's wall-clock limit stopped the last run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub timed_out: bool,
+    /// Project files that run code on the host later (hooks, editor tasks) that did not
+    /// exist when a run started and did when it ended: the session made them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created_protected: Vec<PathBuf>,
 }
 
 impl Metadata {
@@ -98,6 +102,7 @@ impl Metadata {
             boot_id: None,
             runs: 0,
             timed_out: false,
+            created_protected: Vec::new(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The session store and its records. Code here runs outside the sandbox and treats the
 //! contents of session directories as hostile.
 
+pub mod diff;
 pub mod id;
 pub mod layers;
 pub mod lock;

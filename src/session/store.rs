@@ -205,6 +205,12 @@ impl Store {
         })
     }
 
+    /// A session's directory, opened without following a link.
+    pub fn open_session_dir(&self, id: &SessionId) -> Result<OwnedFd> {
+        let dir = self.dir.join(id.as_str());
+        open_dir_nofollow(&dir).map_err(|e| Error::io("open", &dir, e))
+    }
+
     /// Lock an existing, inactive session to run it again (`csbox run --session`).
     pub fn enter(&self, id: &SessionId) -> Result<LiveSession> {
         let dir = self.dir.join(id.as_str());

@@ -1,0 +1,168 @@
+//! The checks behind the containment: the copy-on-write home, openat2 for session
+//! sources, mount_setattr for the read-only root, and the supplementary groups that
+//! grant host resources a user namespace cannot drop.
+
+use super::probe::{self, OverlayDirs};
+use super::{check, existing_ancestor, Check, Status};
+use crate::paths::Paths;
+
+/// Groups whose members reach host resources through a socket or a device: inside a
+/// user namespace setgroups is denied, so the sandbox keeps them (the kernel checks the
+/// real groups), and csbox can only keep what they grant out of reach.
+const POWERFUL_GROUPS: &[(&str, &str)] = &[
+    (
+        "docker",
+        "the Docker socket (/run/docker.sock): root on the host",
+    ),
+    ("podman", "the Podman socket under /run/podman"),
+    ("libvirt", "libvirtd's socket under /run/libvirt"),
+    (
+        "lxd",
+        "the LXD socket (/var/snap/lxd/common/lxd, /var/lib/lxd)",
+    ),
+    ("incus-admin", "the Incus socket (/var/lib/incus)"),
+    ("incus", "the Incus socket (/var/lib/incus)"),
+    ("kvm", "/dev/kvm"),
+    ("disk", "raw disks under /dev"),
+];
+
+pub fn checks(paths: &Paths, userns_ok: bool) -> Vec<Check> {
+    vec![
+        home_overlay_check(paths, userns_ok),
+        openat2_check(),
+        mount_setattr_check(),
+        groups_check(),
+    ]
+}
+
+fn home_overlay_check(paths: &Paths, userns_ok: bool) -> Check {
+    const NAME: &str = "home_overlay";
+    if !userns_ok {
+        return check(NAME, Status::Warn, "not tried: user namespaces are refused");
+    }
+    let Some(base) = existing_ancestor(&paths.sessions_dir) else {
+        return check(
+            NAME,
+            Status::Warn,
+            "not tried: no existing directory for SESSIONS_DIR",
+        );
+    };
+    let home = &paths.home;
+    let probe = match OverlayDirs::new(&base, Some(home.as_path())) {
+        Ok(d) => probe::overlay(&d),
+        Err(e) => {
+            return check(
+                NAME,
+                Status::Warn,
+                format!(
+                    "not tried: cannot create a scratch dir in {}: {e}",
+                    base.display()
+                ),
+            )
+        }
+    };
+    match probe {
+        Ok(()) => check(
+            NAME,
+            Status::Ok,
+            format!(
+                "a copy-on-write home works: an overlay over {} with its upper layer in {}",
+                home.display(),
+                base.display()
+            ),
+        ),
+        Err(r) => check(
+            NAME,
+            Status::Warn,
+            format!("{r}: sessions get a read-only home with private cache dirs instead (writes to other dotfiles fail)"),
+        )
+        .fix("Linux ≥ 5.11 with the session store on a local file system (ext4, xfs, btrfs, tmpfs); or SESSIONS_DIR outside your home"),
+    }
+}
+
+fn openat2_check() -> Check {
+    const NAME: &str = "openat2";
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let r = rustix::fs::openat2(
+        rustix::fs::CWD,
+        "/",
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS,
+    );
+    match r {
+        Ok(_) => check(
+            NAME,
+            Status::Ok,
+            "openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) opens session layers without following a link",
+        ),
+        Err(rustix::io::Errno::NOSYS) => check(
+            NAME,
+            Status::Warn,
+            "openat2 => ENOSYS (Linux < 5.6): session layers are opened one O_NOFOLLOW component at a time instead (as safe, a little slower)",
+        ),
+        Err(e) => check(NAME, Status::Warn, format!("openat2 => {e}: csbox falls back to O_NOFOLLOW per component")),
+    }
+}
+
+fn mount_setattr_check() -> Check {
+    const NAME: &str = "mount_setattr";
+    // SAFETY: an invalid call (fd -1, no path, no attr) that only says whether the
+    // system call exists: ENOSYS or EBADF/EINVAL.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            -1,
+            std::ptr::null::<u8>(),
+            0,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    };
+    let e = std::io::Error::last_os_error().raw_os_error();
+    if r == -1 && e == Some(libc::ENOSYS) {
+        check(
+            NAME,
+            Status::Warn,
+            "mount_setattr => ENOSYS (Linux < 5.12): the read-only host is made by remounting each of its mounts one by one (as safe; slower with many mounts)",
+        )
+    } else {
+        check(
+            NAME,
+            Status::Ok,
+            "mount_setattr(AT_RECURSIVE) makes the host read-only in one call",
+        )
+    }
+}
+
+fn groups_check() -> Check {
+    const NAME: &str = "groups";
+    let groups = nix::unistd::getgroups().unwrap_or_default();
+    let mine: Vec<(String, &str)> = groups
+        .iter()
+        .filter_map(|g| nix::unistd::Group::from_gid(*g).ok().flatten())
+        .filter_map(|g| {
+            POWERFUL_GROUPS
+                .iter()
+                .find(|(n, _)| *n == g.name)
+                .map(|(_, what)| (g.name.clone(), *what))
+        })
+        .collect();
+    if mine.is_empty() {
+        return check(
+            NAME,
+            Status::Ok,
+            "no supplementary group that grants host resources",
+        );
+    }
+    let list: Vec<String> = mine.iter().map(|(g, w)| format!("{g} ({w})")).collect();
+    check(
+        NAME,
+        Status::Warn,
+        format!(
+            "you are in {}: a user namespace cannot drop supplementary groups (setgroups is denied), so sessions keep them; csbox keeps what they grant out of reach (a private /run, the lxd/incus paths hidden, a minimal /dev)",
+            list.join(", ")
+        ),
+    )
+    .fix("a profile that binds such a socket or device back gives that access to the session: do not, or leave the group")
+}
