@@ -145,6 +145,11 @@ fn absolute(cwd: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// The nearest existing directory at or above `p`: where csbox would create `p`.
+pub fn existing_ancestor(p: &Path) -> Option<PathBuf> {
+    p.ancestors().find(|a| a.is_dir()).map(Path::to_path_buf)
+}
+
 /// Resolve symlinks of the longest existing prefix, keep the rest as written.
 pub fn canonical_or_self(p: &Path) -> PathBuf {
     if let Ok(c) = p.canonicalize() {

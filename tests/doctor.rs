@@ -21,6 +21,10 @@ const CHECKS: &[&str] = &[
     "sessions_dir",
     "old_sessions_store",
     "container",
+    "home_overlay",
+    "openat2",
+    "mount_setattr",
+    "groups",
     "proc",
 ];
 

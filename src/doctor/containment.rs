@@ -2,8 +2,9 @@
 //! sources, mount_setattr for the read-only root, and the supplementary groups that
 //! grant host resources a user namespace cannot drop.
 
+use super::check::{check, Check, Status};
 use super::probe::{self, OverlayDirs};
-use super::{check, existing_ancestor, Check, Status};
+use crate::paths::existing_ancestor;
 use crate::paths::Paths;
 
 /// Groups whose members reach host resources through a socket or a device: inside a

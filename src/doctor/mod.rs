@@ -2,13 +2,16 @@
 //! of detail and the fix. Kernel features are tried for real in forked children
 //! ([`probe`]); sysctls only explain why a try failed.
 
+mod check;
 mod containment;
 pub mod probe;
 
-use std::path::{Path, PathBuf};
+use check::check;
+pub use check::{Check, Report, Status};
+
+use std::path::Path;
 
 use nix::errno::Errno;
-use serde::Serialize;
 
 use crate::error::Result;
 use crate::paths::Paths;
@@ -16,44 +19,6 @@ use crate::update::install::{detect_method, installed_version, Method};
 use probe::{OverlayDirs, Probe};
 
 use crate::hints::{FIX_APPARMOR, FIX_COMPAT, FIX_MAX_USERNS, FIX_UNPRIVILEGED_USERNS_CLONE};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ok,
-    Warn,
-    Fail,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub name: &'static str,
-    pub status: Status,
-    pub detail: String,
-    pub fix: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Report {
-    pub checks: Vec<Check>,
-    pub ok: bool,
-}
-
-pub(super) fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check {
-    Check {
-        name,
-        status,
-        detail: detail.into(),
-        fix: None,
-    }
-}
-
-impl Check {
-    fn fix(mut self, fix: impl Into<String>) -> Self {
-        self.fix = Some(fix.into());
-        self
-    }
-}
 
 pub fn command(json: bool) -> Result<i32> {
     let paths = Paths::from_env()?;
@@ -353,11 +318,6 @@ fn claude_check(paths: &Paths) -> Check {
     }
 }
 
-/// The nearest existing directory at or above `p`: where csbox would create `p`.
-pub(super) fn existing_ancestor(p: &Path) -> Option<PathBuf> {
-    p.ancestors().find(|a| a.is_dir()).map(Path::to_path_buf)
-}
-
 /// Writable, or else the fix. `label` is the variable's name (`CLAUDE_ROOT`).
 fn writable(label: &str, p: &Path) -> std::result::Result<String, Check> {
     use nix::unistd::{access, AccessFlags};
@@ -370,7 +330,7 @@ fn writable(label: &str, p: &Path) -> std::result::Result<String, Check> {
         )
         .fix(format!("move it aside or point {label} at a directory")));
     }
-    let Some(dir) = existing_ancestor(p) else {
+    let Some(dir) = crate::paths::existing_ancestor(p) else {
         return Err(check(
             name,
             Status::Fail,
@@ -457,7 +417,7 @@ fn sessions_dir_check(paths: &Paths, userns_ok: bool) -> Check {
         Ok(d) => d,
         Err(c) => return fail(c),
     };
-    let Some(dir) = existing_ancestor(&paths.sessions_dir) else {
+    let Some(dir) = crate::paths::existing_ancestor(&paths.sessions_dir) else {
         return check(NAME, Status::Fail, detail);
     };
     let bad = fs_type(&dir).and_then(bad_upper_fs);

@@ -60,16 +60,11 @@ impl SetupError {
         match self {
             SetupError::Mount {
                 kind: MountKind::Overlay,
-                errno,
+                errno:
+                    Errno::EINVAL | Errno::EPERM | Errno::ENODEV | Errno::EOPNOTSUPP | Errno::ELOOP,
                 dst,
                 ..
-            } if matches!(
-                errno,
-                Errno::EINVAL | Errno::EPERM | Errno::ENODEV | Errno::EOPNOTSUPP | Errno::ELOOP
-            ) =>
-            {
-                Some(dst)
-            }
+            } => Some(dst),
             _ => None,
         }
     }
