@@ -184,7 +184,12 @@ pub fn plan_mounts(plan: &Plan, notes: &mut Vec<String>) -> Result<PlanMounts> {
             }
             // The runtime masks a directory with an empty read-only tmpfs and a file with
             // /dev/null: what the plan's Hide means.
-            MountOp::Hide { dst, .. } => masked.push(dst.display().to_string()),
+            MountOp::Hide { dst, .. } => {
+                let d = dst.display().to_string();
+                if !masked.contains(&d) {
+                    masked.push(d);
+                }
+            }
             // The runtime creates every mount point itself.
             MountOp::Mkdir { .. } => {}
             MountOp::LoopbackUp => notes.push(

@@ -50,6 +50,7 @@ pub fn wanted_paths(
         host.runtime_dir.clone(),
     ];
     out.extend(super::view::wanted(cwd, profile, host.git.as_ref()));
+    out.extend(super::mounts::PROC_MASKED.iter().map(|(p, _)| PathBuf::from(p)));
     out.extend(
         super::mounts::CACHES
             .iter()

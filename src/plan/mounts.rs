@@ -32,6 +32,18 @@ pub const CACHES: &[&str] = &[
     ".pnpm-store",
     ".bun/install/cache",
 ];
+/// Paths of the sandbox's fresh /proc hidden as OCI runtimes hide them.
+pub const PROC_MASKED: &[(&str, NodeKind)] = &[
+    ("/proc/keys", NodeKind::File),
+    ("/proc/key-users", NodeKind::File),
+    ("/proc/kcore", NodeKind::File),
+    ("/proc/timer_list", NodeKind::File),
+    ("/proc/sched_debug", NodeKind::File),
+    ("/proc/latency_stats", NodeKind::File),
+    ("/proc/acpi", NodeKind::Dir),
+    ("/proc/scsi", NodeKind::Dir),
+];
+
 /// Where the private cache dirs of a read-only home live in the session dir.
 pub const CACHE_DIR: &str = "home/caches";
 
@@ -484,5 +496,16 @@ impl<'a> Mounts<'a> {
                 ..MountFlags::SEALED
             },
         });
+        // What every OCI runtime masks in /proc: the keys the user can view (another
+        // session keyring's descriptions), kernel memory and timers, ACPI and SCSI.
+        for (p, kind) in PROC_MASKED {
+            // Only what this kernel has (the host's /proc is the same kernel's).
+            if self.input.facts.kind(Path::new(p)) == Some(*kind) {
+                self.push(MountOp::Hide {
+                    dst: p.into(),
+                    kind: *kind,
+                });
+            }
+        }
     }
 }

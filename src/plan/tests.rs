@@ -564,15 +564,17 @@ fn privileges_are_dropped_and_tiocsti_denied() {
 }
 
 #[test]
-fn dev_and_proc_come_last() {
-    let p = Case::new("default", "/home/u").plan();
-    let n = p.mounts.len();
-    assert!(
-        matches!(&p.mounts[n - 2], MountOp::Dev { nodes, .. } if nodes.len() == DEV_NODES.len())
-    );
-    assert!(
-        matches!(&p.mounts[n - 1], MountOp::Proc { flags, .. } if flags.noexec && !flags.read_only)
-    );
+fn dev_and_proc_come_last_and_proc_is_masked_as_runtimes_do() {
+    let mut c = Case::new("default", "/home/u");
+    c.facts.insert("/proc/keys".into(), PathFact { real: "/proc/keys".into(), kind: Some(NodeKind::File) });
+    let p = c.plan();
+    let dev = pos(&p, |m| matches!(m, MountOp::Dev { nodes, .. } if nodes.len() == DEV_NODES.len()));
+    let proc = pos(&p, |m| matches!(m, MountOp::Proc { flags, .. } if flags.noexec && !flags.read_only));
+    assert_eq!(proc, dev + 1);
+    let rest = &p.mounts[proc + 1..];
+    assert!(rest.iter().all(|m| matches!(m, MountOp::Hide { dst, .. } if dst.starts_with("/proc"))));
+    assert!(rest.contains(&MountOp::Hide { dst: "/proc/keys".into(), kind: NodeKind::File }));
+    assert!(!rest.iter().any(|m| matches!(m, MountOp::Hide { dst, .. } if dst == Path::new("/proc/acpi"))), "only what the host has");
 }
 
 #[test]

@@ -106,8 +106,15 @@ pub fn prepare(
         Some(SFlag::S_IFREG) => Ok(()),
         None => write_seed(&state, s, seed),
         Some(other) => {
+            let what = match other {
+                SFlag::S_IFLNK => "a symbolic link",
+                SFlag::S_IFIFO => "a FIFO",
+                SFlag::S_IFDIR => "a directory",
+                SFlag::S_IFSOCK => "a socket",
+                _ => "a device",
+            };
             crate::warn!(
-                "session {}: state/.claude.json was not a regular file ({other:?}, planted by the session?); it is replaced by a fresh copy of your ~/.claude.json",
+                "session {}: state/.claude.json was {what}, not a regular file (planted by the session?); it is replaced by a fresh copy of your ~/.claude.json",
                 s.id
             );
             nix::unistd::unlinkat(

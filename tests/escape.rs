@@ -1,0 +1,618 @@
+//! Escape attempts, in the style of bubblewrap's tests: each probe is a named test that
+//! tries to reach something outside its session from inside (persist a file on the
+//! host, reach a host socket, read a secret, loosen csbox itself, re-enter through a
+//! planted link) as the unprivileged user, under `default` and `strict`, and must be
+//! contained. Every run first proves the sandbox ran (the command prints a nonce), and
+//! every probe is shown to report the escape when the protection is off (`--profile
+//! compat`, or for what compat does not exercise, a test-only plan patch), so no probe
+//! can pass because nothing ran.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::*;
+
+/// What a probe's setup and checks see.
+struct Ctx {
+    env: TestEnv,
+    nonce: String,
+    /// The project: a git repository in the home, the working directory.
+    proj: PathBuf,
+    /// A directory of the user's outside the home, /tmp and /var/tmp.
+    out: PathBuf,
+    /// Host paths the run gets as environment variables.
+    vars: Vec<(String, String)>,
+    /// Listening sockets kept alive for the run.
+    listeners: Vec<UnixListener>,
+    /// Host paths to remove after the run (outside the test's own dir).
+    cleanup: Vec<PathBuf>,
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        for p in &self.cleanup {
+            let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
+        }
+    }
+}
+
+impl Ctx {
+    fn home(&self, rel: &str) -> PathBuf {
+        self.env.home.join(rel)
+    }
+
+    fn write(&self, p: &Path, text: &str) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+        self.env.chown_all(self.env.dir.path());
+    }
+
+    /// Whether the host file at `p` holds the nonce (the escape reached the host).
+    fn has_nonce(&self, p: &Path) -> bool {
+        std::fs::read_to_string(p).is_ok_and(|s| s.contains(&self.nonce))
+    }
+
+    /// A listening socket at `p`, connectable by the test user.
+    fn listen(&mut self, p: &Path) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let _ = std::fs::remove_file(p);
+        let l = UnixListener::bind(p).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666)).unwrap();
+        self.listeners.push(l);
+    }
+}
+
+#[derive(Clone, Copy)]
+enum FailsWith {
+    /// `--profile compat` (no sandbox) reports the escape.
+    Compat,
+    /// `default` with this plan patch (the protection taken out) reports it; the
+    /// function gets the run's arguments (to read its `--dry-run` plan).
+    Patch(fn(&Ctx, &[&str]) -> String),
+}
+
+#[derive(Clone, Copy)]
+struct Probe {
+    setup: fn(&mut Ctx),
+    /// Run inside with `sh -c`; prints ESCAPED when it got through. `$NONCE`, `$PROJ`,
+    /// `$OUT` and the probe's variables are set.
+    inside: &'static str,
+    /// Host side, after the run: whether the attempt left its mark on the host.
+    escaped: fn(&Ctx) -> bool,
+    strict: bool,
+    fails_with: FailsWith,
+    /// Runs a second time on the same session (`--session`), after `setup_again`.
+    reenter: Option<fn(&Ctx, &str)>,
+}
+
+const P: Probe = Probe {
+    setup: |_| {},
+    inside: "",
+    escaped: |_| false,
+    strict: true,
+    fails_with: FailsWith::Compat,
+    reenter: None,
+};
+
+/// The user the probes run as: the unprivileged one when the tests run as root.
+fn user() -> As {
+    *users().last().unwrap()
+}
+
+fn ctx() -> Ctx {
+    let env = TestEnv::new(user());
+    let nonce = format!("csbox-probe-{}-{}", std::process::id(), rand_u32());
+    let proj = env.home.join("proj");
+    for d in [".git/hooks", ".claude/commands", ".claude/agents", ".vscode", ".idea"] {
+        std::fs::create_dir_all(proj.join(d)).unwrap();
+    }
+    for f in [".git/config", ".gitmodules", ".claude/settings.json", ".claude/settings.local.json", ".mcp.json", ".envrc"] {
+        std::fs::write(proj.join(f), "orig\n").unwrap();
+    }
+    std::fs::write(proj.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    let out = env.dir.path().join("outside");
+    std::fs::create_dir_all(&out).unwrap();
+    let run_user = env.dir.path().join("run-user");
+    std::fs::create_dir_all(&run_user).unwrap();
+    std::fs::set_permissions(&run_user, std::fs::Permissions::from_mode(0o700)).unwrap();
+    env.chown_all(env.dir.path());
+    let vars = vec![("XDG_RUNTIME_DIR".to_string(), run_user.display().to_string())];
+    Ctx {
+        env,
+        nonce,
+        proj,
+        out,
+        vars,
+        listeners: Vec::new(),
+        cleanup: Vec::new(),
+    }
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .unwrap();
+    u32::from_ne_bytes(b)
+}
+
+fn run_in(c: &Ctx, args: &[&str], script: &str, patch: Option<&str>) -> Output {
+    let full = format!("echo RAN=$NONCE\n{script}");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--", "sh", "-c", &full]);
+    let mut cmd = c.env.csbox(&all);
+    if let Some((_, key)) = c.vars.iter().find(|(k, _)| k == "CSBOX_PROBE_KEY") {
+        // A session keyring of csbox's invoking "shell" holding a secret, as a login
+        // shell's would: keyctl(JOIN_SESSION_KEYRING), add_key("user", …, @s).
+        let desc = std::ffi::CString::new(key.clone()).unwrap();
+        use std::os::unix::process::CommandExt;
+        // SAFETY: two raw system calls between fork and exec, no allocation.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::syscall(libc::SYS_keyctl, 1 as libc::c_long, c"probe-shell".as_ptr());
+                let r = libc::syscall(
+                    libc::SYS_add_key,
+                    c"user".as_ptr(),
+                    desc.as_ptr(),
+                    b"secret".as_ptr(),
+                    6usize,
+                    -3 as libc::c_long,
+                );
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.current_dir(&c.proj)
+        .env("NONCE", &c.nonce)
+        .env("PROJ", &c.proj)
+        .env("OUT", &c.out)
+        .env("STORE", c.env.sessions_dir());
+    for (k, v) in &c.vars {
+        cmd.env(k, v);
+    }
+    if let Some(p) = patch {
+        cmd.env("CSBOX_TEST_PLAN_PATCH", p);
+    }
+    let out = cmd.output().unwrap();
+    eprintln!(
+        "csbox {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+/// One attempt: true when it escaped. Panics when the command did not run.
+fn attempt(p: &Probe, args: &[&str], patch: Option<fn(&Ctx, &[&str]) -> String>) -> bool {
+    let mut c = ctx();
+    (p.setup)(&mut c);
+    let patched = |c: &Ctx, a: &[&str]| patch.map(|f| f(c, a));
+    let base_args: Vec<&str> = args.to_vec();
+    let mut first_args = base_args.clone();
+    if p.reenter.is_some() {
+        first_args.extend(["--name", "victim"]);
+    }
+    let out = run_in(&c, &first_args, p.inside, patched(&c, &first_args).as_deref());
+    let ran = stdout(&out).contains(&format!("RAN={}", c.nonce));
+    let mut escaped = stdout(&out).contains("ESCAPED") || (p.escaped)(&c);
+    if let Some(again) = p.reenter {
+        assert!(ran, "the first run did not run: {}", stderr(&out));
+        again(&c, "victim");
+        let mut re = base_args.clone();
+        re.extend(["--session", "victim"]);
+        // The planted link makes a plain dry run of the re-entry fail too: the patch
+        // (when there is one) showed the escape on the first run already.
+        let out = run_in(&c, &re, p.inside, None);
+        // A planted link may make re-entry fail cleanly: that is contained too.
+        let ran2 = stdout(&out).contains(&format!("RAN={}", c.nonce));
+        if !ran2 {
+            assert!(
+                matches!(out.status.code(), Some(2 | 125)),
+                "re-entry neither ran nor failed cleanly: {}",
+                stderr(&out)
+            );
+        }
+        escaped |= stdout(&out).contains("ESCAPED") || (p.escaped)(&c);
+        return escaped;
+    }
+    assert!(ran, "the sandbox did not run the probe: {}", stderr(&out));
+    escaped
+}
+
+fn run(p: Probe) {
+    let profiles: &[&str] = if p.strict { &["default", "strict"] } else { &["default"] };
+    for prof in profiles {
+        assert!(
+            !attempt(&p, &["run", "--profile", prof], None),
+            "ESCAPE under {prof}"
+        );
+    }
+    let shown = match p.fails_with {
+        FailsWith::Compat => attempt(&p, &["run", "--profile", "compat"], None),
+        FailsWith::Patch(f) => attempt(&p, &["run", "--profile", "default"], Some(f)),
+    };
+    assert!(shown, "the probe cannot report an escape: it would pass vacuously");
+}
+
+/// A probe script that connects to the Unix socket at `$SOCK`.
+const CONNECT: &str = r#"python3 -c '
+import socket, os, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(os.environ["SOCK"]); print("ESCAPED")
+except OSError as e:
+    print("contained:", e)
+'"#;
+
+/// Reads `$SECRET` and prints ESCAPED if it holds the nonce.
+const READ: &str = r#"grep -q "$NONCE" "$SECRET" 2>/dev/null && echo ESCAPED; cat "$SECRET" 2>&1 | head -c 200; true"#;
+
+macro_rules! probe {
+    ($name:ident { $($field:ident: $val:expr),* $(,)? }) => {
+        #[test]
+        fn $name() {
+            run(Probe { $($field: $val,)* ..P });
+        }
+    };
+}
+
+/// A probe that appends the nonce to a host file under the home (relative path).
+macro_rules! persist {
+    ($name:ident, $rel:expr) => {
+        probe!($name {
+            setup: |c| {
+                let p = c.home($rel);
+                c.write(&p, "orig\n");
+            },
+            inside: concat!("f=\"$HOME/", $rel, "\"; mkdir -p \"$(dirname \"$f\")\" 2>/dev/null; echo \"$NONCE\" >> \"$f\""),
+            escaped: |c| c.has_nonce(&c.home($rel)),
+        });
+    };
+}
+
+// --- Persistence in the home: writes land in the session's layer, never on the host.
+persist!(bashrc_is_not_persisted, ".bashrc");
+persist!(profile_is_not_persisted, ".profile");
+persist!(bash_profile_is_not_persisted, ".bash_profile");
+persist!(zshrc_is_not_persisted, ".zshrc");
+persist!(gitconfig_is_not_persisted, ".gitconfig");
+persist!(autostart_entry_is_not_persisted, ".config/autostart/evil.desktop");
+persist!(systemd_user_unit_is_not_persisted, ".config/systemd/user/evil.service");
+persist!(local_bin_git_is_not_persisted, ".local/bin/git");
+persist!(ssh_authorized_keys_are_not_persisted, ".ssh/authorized_keys");
+persist!(ssh_config_is_not_persisted, ".ssh/config");
+persist!(pip_config_is_not_persisted, ".config/pip/pip.conf");
+persist!(cargo_config_is_not_persisted, ".cargo/config.toml");
+persist!(git_hooks_of_another_repository_are_not_persisted, "other/.git/hooks/pre-commit");
+persist!(vim_plugin_is_not_persisted, ".vim/plugin/evil.vim");
+persist!(emacs_init_is_not_persisted, ".emacs.d/init.el");
+
+// --- csbox itself: its profiles, units, store and binary stay as they are.
+/// A profile that turns the sandbox off, planted where csbox looks for user profiles.
+macro_rules! plant_profile {
+    ($name:ident, $file:expr) => {
+        probe!($name {
+            inside: concat!(
+                "d=\"$HOME/.config/csbox/profiles\"; mkdir -p \"$d\" && echo \"{\\\"description\\\": \\\"$NONCE\\\", \\\"isolation\\\": \\\"none\\\"}\" > \"$d/",
+                $file,
+                "\""
+            ),
+            escaped: |c| c.has_nonce(&c.home(concat!(".config/csbox/profiles/", $file))),
+        });
+    };
+}
+plant_profile!(a_user_profile_cannot_be_planted, "default.json");
+plant_profile!(the_strict_profile_cannot_be_shadowed, "strict.json");
+persist!(the_gc_unit_cannot_be_rewritten, ".config/systemd/user/csbox-gc.service");
+persist!(the_csbox_binary_under_home_cannot_be_replaced, ".local/bin/csbox");
+
+probe!(another_session_cannot_be_written {
+    setup: |c| {
+        let out = c.env.run(&["run", "--name", "other", "--", "true"]);
+        assert!(out.status.success());
+    },
+    inside: r#"for d in "$STORE"/*/; do echo "$NONCE" > "$d/state/x" 2>&1; done; ls -A "$STORE" 2>&1 | head"#,
+    escaped: |c| std::fs::read_dir(c.env.sessions_dir()).unwrap().flatten().any(|e| c.has_nonce(&e.path().join("state/x"))),
+});
+
+probe!(a_session_cannot_be_planted_in_the_store {
+    inside: r#"mkdir -p "$STORE/0193e4a0-0000-7000-8000-000000000000/state" 2>&1"#,
+    escaped: |c| c.env.sessions_dir().join("0193e4a0-0000-7000-8000-000000000000").exists(),
+});
+
+// --- The host outside the home: read-only.
+probe!(a_user_writable_dir_outside_home_is_read_only {
+    inside: r#"echo "$NONCE" > "$OUT/x""#,
+    escaped: |c| c.has_nonce(&c.out.join("x")),
+});
+
+probe!(a_file_in_var_tmp_is_not_shared_with_the_host {
+    inside: r#"echo "$NONCE" > "/var/tmp/$NONCE""#,
+    escaped: |c| Path::new("/var/tmp").join(&c.nonce).exists(),
+    setup: |c| c.cleanup.push(Path::new("/var/tmp").join(&c.nonce)),
+});
+
+probe!(a_file_in_tmp_is_not_shared_with_the_host {
+    inside: r#"echo "$NONCE" > "/tmp/$NONCE""#,
+    escaped: |c| Path::new("/tmp").join(&c.nonce).exists(),
+    setup: |c| c.cleanup.push(Path::new("/tmp").join(&c.nonce)),
+});
+
+probe!(a_file_in_dev_shm_is_not_shared_with_the_host {
+    inside: r#"echo "$NONCE" > "/dev/shm/$NONCE""#,
+    escaped: |c| Path::new("/dev/shm").join(&c.nonce).exists(),
+    setup: |c| c.cleanup.push(Path::new("/dev/shm").join(&c.nonce)),
+});
+
+probe!(a_file_in_run_lock_is_not_shared_with_the_host {
+    inside: r#"echo "$NONCE" > "/run/lock/$NONCE" && test -e "/run/lock/$NONCE""#,
+    escaped: |c| Path::new("/run/lock").join(&c.nonce).exists(),
+    setup: |c| {
+        let writable = nix::unistd::access("/run/lock", nix::unistd::AccessFlags::W_OK).is_ok();
+        if !writable {
+            cannot_run("/run/lock is not writable on this host (the probe needs it world-writable)");
+        }
+        c.cleanup.push(Path::new("/run/lock").join(&c.nonce));
+    },
+});
+
+probe!(the_runtime_dir_is_not_shared_with_the_host {
+    inside: r#"echo "$NONCE" > "$XDG_RUNTIME_DIR/$NONCE""#,
+    escaped: |c| c.has_nonce(&c.env.dir.path().join("run-user").join(&c.nonce)),
+});
+
+// --- The project: writable, but not its files that run code on the host later.
+macro_rules! project_file {
+    ($name:ident, $rel:expr) => {
+        probe!($name {
+            inside: concat!("f=\"$PROJ/", $rel, "\"; echo \"$NONCE\" >> \"$f\""),
+            escaped: |c| c.has_nonce(&c.proj.join($rel)),
+        });
+    };
+}
+project_file!(a_project_git_hook_cannot_be_written, ".git/hooks/pre-commit");
+project_file!(the_project_git_config_cannot_be_written, ".git/config");
+project_file!(gitmodules_cannot_be_written, ".gitmodules");
+project_file!(project_claude_settings_cannot_be_written, ".claude/settings.json");
+project_file!(project_claude_local_settings_cannot_be_written, ".claude/settings.local.json");
+project_file!(a_project_claude_command_cannot_be_added, ".claude/commands/evil.md");
+project_file!(a_project_claude_agent_cannot_be_added, ".claude/agents/evil.md");
+project_file!(the_mcp_config_cannot_be_written, ".mcp.json");
+project_file!(vscode_tasks_cannot_be_added, ".vscode/tasks.json");
+project_file!(idea_config_cannot_be_added, ".idea/workspace.xml");
+project_file!(envrc_cannot_be_written, ".envrc");
+
+// --- ~/.claude: shared configuration read-only, the rest in the session's layer.
+macro_rules! claude_file {
+    ($name:ident, $rel:expr) => {
+        probe!($name {
+            setup: |c| {
+                let p = c.home(concat!(".claude/", $rel));
+                c.write(&p, "orig\n");
+            },
+            inside: concat!("echo \"$NONCE\" >> \"$HOME/.claude/", $rel, "\""),
+            escaped: |c| c.has_nonce(&c.home(concat!(".claude/", $rel))),
+        });
+    };
+}
+claude_file!(shared_settings_and_their_hooks_cannot_be_written, "settings.json");
+claude_file!(a_shared_skill_cannot_be_written, "skills/x/SKILL.md");
+claude_file!(the_shared_claude_md_cannot_be_written, "CLAUDE.md");
+claude_file!(a_shared_agent_cannot_be_added, "agents/evil.md");
+claude_file!(a_shared_command_cannot_be_added, "commands/evil.md");
+claude_file!(history_lands_in_the_session_layer, "history.jsonl");
+
+probe!(the_real_claude_json_is_not_written {
+    inside: r#"echo "{\"n\":\"$NONCE\"}" > "$HOME/.claude.json""#,
+    escaped: |c| c.has_nonce(&c.home(".claude.json")),
+});
+
+// --- Host sockets: none is reachable.
+macro_rules! socket {
+    ($name:ident, $path:expr) => {
+        probe!($name {
+            setup: |c| {
+                let p = PathBuf::from($path(c));
+                c.listen(&p);
+                if !p.starts_with(c.env.dir.path()) {
+                    c.cleanup.push(p.parent().unwrap().to_path_buf());
+                }
+                c.vars.push(("SOCK".into(), p.display().to_string()));
+            },
+            inside: CONNECT,
+        });
+    };
+}
+socket!(the_session_bus_is_unreachable, |c: &Ctx| c.env.dir.path().join("run-user/bus"));
+socket!(systemd_user_manager_is_unreachable, |c: &Ctx| c.env.dir.path().join("run-user/systemd/private"));
+socket!(the_gpg_agent_is_unreachable, |c: &Ctx| c.env.dir.path().join("run-user/gnupg/S.gpg-agent"));
+socket!(a_docker_socket_in_the_runtime_dir_is_unreachable, |c: &Ctx| c.env.dir.path().join("run-user/docker.sock"));
+socket!(an_x11_socket_in_tmp_is_unreachable, |c: &Ctx| format!("/tmp/.X11-unix-{}/X0", c.nonce));
+socket!(an_ssh_agent_in_tmp_is_unreachable, |c: &Ctx| format!("/tmp/ssh-{}/agent.1", c.nonce));
+socket!(a_socket_in_var_tmp_is_unreachable, |c: &Ctx| format!("/var/tmp/{}/s.sock", c.nonce));
+socket!(a_socket_in_the_lower_home_is_unreachable, |c: &Ctx| c.env.home.join(".colima/default/docker.sock"));
+
+/// A root-owned socket under /run that only the user's group may use (as docker.sock
+/// is for the docker group): needs root to make.
+fn run_socket(c: &mut Ctx) {
+    if !nix::unistd::getuid().is_root() {
+        cannot_run("making a socket under /run needs root");
+        return;
+    }
+    let dir = PathBuf::from(format!("/run/csbox-probe-{}", c.nonce));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("docker.sock");
+    c.listen(&p);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o660)).unwrap();
+    std::os::unix::fs::chown(&p, Some(0), Some(c.env.user.gid)).unwrap();
+    c.cleanup.push(dir);
+    c.vars.push(("SOCK".into(), p.display().to_string()));
+}
+
+probe!(a_group_only_socket_under_run_is_unreachable {
+    setup: run_socket,
+    inside: CONNECT,
+});
+
+// --- Secrets: the usual credential stores are not readable.
+macro_rules! secret {
+    ($name:ident, $rel:expr) => {
+        probe!($name {
+            setup: |c| {
+                let p = c.home($rel);
+                let n = c.nonce.clone();
+                c.write(&p, &format!("secret {n}\n"));
+                c.vars.push(("SECRET".into(), p.display().to_string()));
+            },
+            inside: READ,
+        });
+    };
+}
+secret!(an_ssh_private_key_is_unreadable, ".ssh/id_ed25519");
+secret!(aws_credentials_are_unreadable, ".aws/credentials");
+secret!(a_gpg_private_key_is_unreadable, ".gnupg/private-keys-v1.d/key.key");
+secret!(the_github_cli_token_is_unreadable, ".config/gh/hosts.yml");
+secret!(the_kube_config_is_unreadable, ".kube/config");
+secret!(the_docker_config_is_unreadable, ".docker/config.json");
+secret!(netrc_is_unreadable, ".netrc");
+secret!(git_credentials_are_unreadable, ".git-credentials");
+secret!(the_npm_token_is_unreadable, ".npmrc");
+secret!(the_pypi_token_is_unreadable, ".pypirc");
+secret!(gcloud_credentials_are_unreadable, ".config/gcloud/credentials.db");
+secret!(the_password_store_is_unreadable, ".password-store/bank.gpg");
+secret!(a_shell_history_is_unreadable, ".bash_history");
+secret!(a_browser_profile_is_unreadable, ".mozilla/firefox/x.default/logins.json");
+
+probe!(a_symlinked_secret_dir_is_unreadable_through_its_target_too {
+    setup: |c| {
+        let target = c.env.dir.path().join("srv-secrets/aws");
+        let n = c.nonce.clone();
+        c.write(&target.join("credentials"), &format!("secret {n}\n"));
+        std::os::unix::fs::symlink(&target, c.home(".aws")).unwrap();
+        c.env.chown_all(c.env.dir.path());
+        c.vars.push(("SECRET".into(), target.join("credentials").display().to_string()));
+    },
+    inside: r#"grep -q "$NONCE" "$HOME/.aws/credentials" 2>/dev/null && echo ESCAPED; grep -q "$NONCE" "$SECRET" 2>/dev/null && echo ESCAPED; true"#,
+});
+
+probe!(the_invoking_shells_keyring_is_unreachable {
+    setup: |c| {
+        // The key goes into the session keyring csbox inherits (added just before exec
+        // in the csbox process itself: see the pre_exec below).
+        c.vars.push(("CSBOX_PROBE_KEY".into(), c.nonce.clone()));
+    },
+    inside: r#"grep -q "$NONCE" /proc/keys 2>/dev/null && echo ESCAPED; grep -c . /proc/keys 2>&1"#,
+});
+
+// --- Processes of the host: not visible, not signalled.
+probe!(a_host_process_environment_is_unreadable {
+    setup: |c| {
+        let child = c
+            .env
+            .command("sleep")
+            .arg("30")
+            .env("CSBOX_PROBE", &c.nonce)
+            .spawn()
+            .unwrap();
+        c.vars.push(("HOSTPID".into(), child.id().to_string()));
+        std::mem::forget(child);
+    },
+    inside: r#"tr '\0' '\n' < /proc/$HOSTPID/environ 2>/dev/null | grep -q "$NONCE" && echo ESCAPED; ls /proc | grep -c '^[0-9]'"#,
+});
+
+// --- Planted links on re-entry: a link a session left in its own layer is never
+//     followed to a host path when the session is entered again.
+fn plant(c: &Ctx, session: &str, rel: &str, target: &Path) {
+    let out = c.env.run(&["show", session, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dir = PathBuf::from(v["dir"].as_str().unwrap());
+    let p = dir.join(rel);
+    let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+    std::os::unix::fs::symlink(target, &p).unwrap();
+    let _ = std::os::unix::fs::lchown(&p, Some(c.env.user.uid), Some(c.env.user.gid));
+}
+
+probe!(a_claude_json_link_planted_in_the_layer_binds_no_host_file {
+    setup: |c| {
+        let p = c.home(".bashrc");
+        c.write(&p, "orig\n");
+    },
+    inside: r#"echo "$NONCE" >> "$HOME/.claude.json" 2>/dev/null; echo "$NONCE" >> "$CLAUDE_CONFIG_DIR/.claude.json" 2>/dev/null; true"#,
+    escaped: |c| c.has_nonce(&c.home(".bashrc")),
+    reenter: Some(|c, s| plant(c, s, "state/.claude.json", &c.home(".bashrc"))),
+    fails_with: FailsWith::Patch(|c, a| follow_link(c, a, "state/.claude.json", &c.home(".bashrc"))),
+});
+
+probe!(a_sessions_dir_link_planted_in_the_layer_binds_no_host_dir {
+    setup: |c| {
+        std::fs::create_dir_all(c.home(".config/victim")).unwrap();
+        c.env.chown_all(c.env.dir.path());
+    },
+    inside: r#"echo "$NONCE" > "$CLAUDE_CONFIG_DIR/sessions/x" 2>/dev/null; true"#,
+    escaped: |c| c.has_nonce(&c.home(".config/victim/x")),
+    reenter: Some(|c, s| plant(c, s, "state/sessions", &c.home(".config/victim"))),
+    fails_with: FailsWith::Patch(|c, a| follow_link(c, a, "state/sessions", &c.home(".config/victim"))),
+});
+
+/// This run's plan (`--dry-run`), changed by `edit`, as a patch of its mounts.
+fn mounts_patch(c: &Ctx, args: &[&str], edit: impl FnOnce(&mut Vec<serde_json::Value>)) -> String {
+    let mut dry: Vec<&str> = args.iter().copied().filter(|a| *a != "--name" && *a != "victim").collect();
+    dry.push("--dry-run");
+    dry.extend(["--", "true"]);
+    let out = c.env.csbox(&dry).current_dir(&c.proj).output().unwrap();
+    assert!(out.status.success(), "dry run: {}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut mounts = plan["mounts"].as_array().unwrap().clone();
+    edit(&mut mounts);
+    serde_json::json!({ "mounts": mounts }).to_string()
+}
+
+/// What following a link planted at the session source `rel` would give: the source
+/// opened as the host path it points to.
+fn follow_link(c: &Ctx, args: &[&str], rel: &str, target: &Path) -> String {
+    mounts_patch(c, args, |mounts| {
+        for m in mounts.iter_mut() {
+            if m["src"]["session"] == rel {
+                m["src"] = serde_json::json!({ "host": target });
+            }
+        }
+    })
+}
+
+/// The victim directory bound writable where the home's files are: what following a link
+/// planted at the home layer's upper dir would give (over ~/.cache, which the probe
+/// writes too, so the working directory stays).
+fn bind_victim(c: &Ctx, args: &[&str]) -> String {
+    let home = c.env.home.canonicalize().unwrap().join(".cache");
+    let victim = c.home(".config/victim");
+    mounts_patch(c, args, |mounts| {
+        let at = mounts.iter().position(|m| m["op"] == "dev").unwrap();
+        mounts.insert(
+            at,
+            serde_json::json!({"op": "bind", "src": {"host": victim}, "dst": home,
+                "flags": {"read_only": false, "nosuid": true, "nodev": true, "noexec": false}, "create_dst": null}),
+        );
+    })
+}
+
+probe!(a_home_layer_link_planted_in_the_session_binds_no_host_dir {
+    setup: |c| {
+        std::fs::create_dir_all(c.home(".config/victim")).unwrap();
+        std::fs::create_dir_all(c.home(".cache")).unwrap();
+        c.env.chown_all(c.env.dir.path());
+    },
+    inside: r#"echo "$NONCE" > "$HOME/x" 2>/dev/null; echo "$NONCE" > "$HOME/.cache/x" 2>/dev/null; true"#,
+    escaped: |c| c.has_nonce(&c.home(".config/victim/x")),
+    reenter: Some(|c, s| plant(c, s, "home/upper", &c.home(".config/victim"))),
+    strict: false,
+    fails_with: FailsWith::Patch(bind_victim),
+});
+
