@@ -12,7 +12,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Output, Stdio};
 
 use common::*;
 
@@ -140,11 +140,17 @@ fn rand_u32() -> u32 {
     u32::from_ne_bytes(b)
 }
 
-fn run_in(c: &Ctx, args: &[&str], script: &str, patch: Option<&str>) -> Output {
-    let full = format!("echo RAN=$NONCE\n{script}");
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--", "sh", "-c", &full]);
-    let mut cmd = c.env.csbox(&all);
+/// Where a probe runs: csbox's own launcher, or the bundle `csbox spec` exports for it
+/// under runc (as root, or rootless as the test user).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Runner {
+    Native,
+    Runc { rootless: bool },
+}
+
+/// The probe's environment on `cmd`: its variables, the working directory (the project)
+/// and, for the keyring probe, a key in the session keyring the command inherits.
+fn probe_env(c: &Ctx, cmd: &mut std::process::Command) {
     if let Some((_, key)) = c.vars.iter().find(|(k, _)| k == "CSBOX_PROBE_KEY") {
         // A session keyring of csbox's invoking "shell" holding a secret, as a login
         // shell's would: keyctl(JOIN_SESSION_KEYRING), add_key("user", …, @s).
@@ -177,67 +183,169 @@ fn run_in(c: &Ctx, args: &[&str], script: &str, patch: Option<&str>) -> Output {
     for (k, v) in &c.vars {
         cmd.env(k, v);
     }
+}
+
+fn show(what: &str, out: &Output) {
+    eprintln!(
+        "{what} -> {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// `csbox ARGS -- sh -c SCRIPT` (after a line that proves it ran).
+fn run_in(c: &Ctx, args: &[&str], script: &str, patch: Option<&str>) -> Output {
+    let full = format!("echo RAN=$NONCE\n{script}");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--", "sh", "-c", &full]);
+    let mut cmd = c.env.csbox(&all);
+    probe_env(c, &mut cmd);
     if let Some(p) = patch {
         cmd.env("CSBOX_TEST_PLAN_PATCH", p);
     }
     let out = cmd.output().unwrap();
-    eprintln!(
-        "csbox {args:?} -> {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
+    show(&format!("csbox {args:?}"), &out);
     out
 }
 
+/// The same under runc: `csbox spec ARGS --bundle B` with the probe's environment, then
+/// `runc run B`. The session's id (from spec) comes back too; `Err` is spec's own refusal.
+fn runc_in(c: &Ctx, args: &[&str], script: &str, rootless: bool) -> Result<(String, Output), Output> {
+    let n = rand_u32();
+    let bundle = c.env.dir.path().join(format!("bundle-{n}"));
+    let b = bundle.display().to_string();
+    let mut spec: Vec<&str> = args.to_vec();
+    spec.extend(["--bundle", &b]);
+    if rootless {
+        spec.push("--rootless");
+    }
+    let out = run_in(c, &spec, script, None);
+    if !out.status.success() {
+        return Err(out);
+    }
+    let err = stderr(&out);
+    let id = match args.iter().position(|a| *a == "--session") {
+        Some(i) => args[i + 1].to_string(),
+        None => err
+            .split("created session ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .expect("spec names the session it created")
+            .to_string(),
+    };
+    let mut cmd = runc_run(&c.env, &bundle, &format!("csbox-probe-{n}"), rootless);
+    cmd.stdin(Stdio::null());
+    probe_env(c, &mut cmd);
+    let out = cmd.output().unwrap();
+    show(&format!("runc (rootless {rootless}) {args:?}"), &out);
+    Ok((id, out))
+}
+
+/// Run the probe's first attempt: its output, and the session to re-enter.
+fn first_run(c: &Ctx, p: &Probe, profile: &str, runner: Runner, patch: Option<String>) -> (Output, String) {
+    match runner {
+        Runner::Native => {
+            let mut args = vec!["run", "--profile", profile];
+            if p.reenter.is_some() {
+                args.extend(["--name", "victim"]);
+            }
+            (run_in(c, &args, p.inside, patch.as_deref()), "victim".to_string())
+        }
+        Runner::Runc { rootless } => {
+            let args = ["spec", "--profile", profile, "--new"];
+            match runc_in(c, &args, p.inside, rootless) {
+                Ok((id, out)) => (out, id),
+                Err(out) => panic!("csbox spec failed: {}", stderr(&out)),
+            }
+        }
+    }
+}
+
+/// Enter the session again (after the probe planted something in its layer): the output
+/// of the run, or `None` when csbox refused it cleanly (contained too).
+fn reentry(c: &Ctx, p: &Probe, profile: &str, runner: Runner, session: &str) -> Option<Output> {
+    let out = match runner {
+        Runner::Native => run_in(c, &["run", "--profile", profile, "--session", session], p.inside, None),
+        Runner::Runc { rootless } => {
+            let args = ["spec", "--profile", profile, "--session", session];
+            match runc_in(c, &args, p.inside, rootless) {
+                Ok((_, out)) => out,
+                Err(out) => {
+                    assert!(matches!(out.status.code(), Some(2 | 125)), "spec failed unclearly: {}", stderr(&out));
+                    return None;
+                }
+            }
+        }
+    };
+    let ran = stdout(&out).contains(&format!("RAN={}", c.nonce));
+    if !ran {
+        // A planted link may make re-entry fail cleanly: that is contained too.
+        assert!(
+            runner != Runner::Native || matches!(out.status.code(), Some(2 | 125)),
+            "re-entry neither ran nor failed cleanly: {}",
+            stderr(&out)
+        );
+        return None;
+    }
+    Some(out)
+}
+
 /// One attempt: true when it escaped. Panics when the command did not run.
-fn attempt(p: &Probe, args: &[&str], patch: Option<fn(&Ctx, &[&str]) -> String>) -> bool {
+fn attempt(p: &Probe, profile: &str, runner: Runner, patch: Option<fn(&Ctx, &[&str]) -> String>) -> bool {
     let mut c = ctx();
     (p.setup)(&mut c);
-    let patched = |c: &Ctx, a: &[&str]| patch.map(|f| f(c, a));
-    let base_args: Vec<&str> = args.to_vec();
-    let mut first_args = base_args.clone();
-    if p.reenter.is_some() {
-        first_args.extend(["--name", "victim"]);
-    }
-    let out = run_in(&c, &first_args, p.inside, patched(&c, &first_args).as_deref());
-    let ran = stdout(&out).contains(&format!("RAN={}", c.nonce));
+    let patch = patch.map(|f| {
+        let mut a = vec!["run", "--profile", profile];
+        if p.reenter.is_some() {
+            a.extend(["--name", "victim"]);
+        }
+        f(&c, &a)
+    });
+    let (out, session) = first_run(&c, p, profile, runner, patch);
+    assert!(
+        stdout(&out).contains(&format!("RAN={}", c.nonce)),
+        "the sandbox did not run the probe: {}",
+        stderr(&out)
+    );
     let mut escaped = stdout(&out).contains("ESCAPED") || (p.escaped)(&c);
     if let Some(again) = p.reenter {
-        assert!(ran, "the first run did not run: {}", stderr(&out));
-        again(&c, "victim");
-        let mut re = base_args.clone();
-        re.extend(["--session", "victim"]);
+        again(&c, &session);
         // The planted link makes a plain dry run of the re-entry fail too: the patch
         // (when there is one) showed the escape on the first run already.
-        let out = run_in(&c, &re, p.inside, None);
-        // A planted link may make re-entry fail cleanly: that is contained too.
-        let ran2 = stdout(&out).contains(&format!("RAN={}", c.nonce));
-        if !ran2 {
-            assert!(
-                matches!(out.status.code(), Some(2 | 125)),
-                "re-entry neither ran nor failed cleanly: {}",
-                stderr(&out)
-            );
+        if let Some(out) = reentry(&c, p, profile, runner, &session) {
+            escaped |= stdout(&out).contains("ESCAPED");
         }
-        escaped |= stdout(&out).contains("ESCAPED") || (p.escaped)(&c);
-        return escaped;
+        escaped |= (p.escaped)(&c);
     }
-    assert!(ran, "the sandbox did not run the probe: {}", stderr(&out));
     escaped
+}
+
+/// The runc runs of a probe: rootless always, as root too when the tests are root.
+fn runc_runners() -> Vec<Runner> {
+    if runc().is_none() {
+        cannot_run("runc is not installed (apt-get install runc): the probes do not run under it");
+        return Vec::new();
+    }
+    let mut r = vec![Runner::Runc { rootless: true }];
+    if As::me().uid == 0 {
+        r.push(Runner::Runc { rootless: false });
+    }
+    r
 }
 
 fn run(p: Probe) {
     let profiles: &[&str] = if p.strict { &["default", "strict"] } else { &["default"] };
     for prof in profiles {
-        assert!(
-            !attempt(&p, &["run", "--profile", prof], None),
-            "ESCAPE under {prof}"
-        );
+        assert!(!attempt(&p, prof, Runner::Native, None), "ESCAPE under {prof}");
+    }
+    // The same containment from the exported bundle (csbox spec) under an OCI runtime.
+    for runner in runc_runners() {
+        assert!(!attempt(&p, "default", runner, None), "ESCAPE under default, {runner:?}");
     }
     let shown = match p.fails_with {
-        FailsWith::Compat => attempt(&p, &["run", "--profile", "compat"], None),
-        FailsWith::Patch(f) => attempt(&p, &["run", "--profile", "default"], Some(f)),
+        FailsWith::Compat => attempt(&p, "compat", Runner::Native, None),
+        FailsWith::Patch(f) => attempt(&p, "default", Runner::Native, Some(f)),
     };
     assert!(shown, "the probe cannot report an escape: it would pass vacuously");
 }
@@ -616,3 +724,50 @@ probe!(a_home_layer_link_planted_in_the_session_binds_no_host_dir {
     fails_with: FailsWith::Patch(bind_victim),
 });
 
+
+/// What following a link planted at an overlay's `field` ("upper" or "work") whose
+/// session source is `rel` would give: that layer dir on the host path it points to.
+fn follow_layer_link(c: &Ctx, args: &[&str], field: &str, rel: &str, target: &Path) -> String {
+    mounts_patch(c, args, |mounts| {
+        for m in mounts.iter_mut() {
+            if m["op"] == "overlay" && m[field]["session"] == rel {
+                m[field] = serde_json::json!({ "host": target });
+            }
+        }
+    })
+}
+
+/// Whether the victim dir holds anything now (an overlay used it as a layer).
+fn victim_touched(c: &Ctx) -> bool {
+    std::fs::read_dir(c.home(".config/victim")).is_ok_and(|mut d| d.next().is_some())
+}
+
+fn victim_dir(c: &mut Ctx) {
+    std::fs::create_dir_all(c.home(".config/victim")).unwrap();
+    c.env.chown_all(c.env.dir.path());
+}
+
+probe!(a_claude_layer_link_planted_in_the_session_binds_no_host_dir {
+    setup: victim_dir,
+    inside: r#"echo "$NONCE" > "$HOME/.claude/x" 2>/dev/null; true"#,
+    escaped: victim_touched,
+    reenter: Some(|c, s| plant(c, s, "state", &c.home(".config/victim"))),
+    fails_with: FailsWith::Patch(|c, a| follow_layer_link(c, a, "upper", "state", &c.home(".config/victim"))),
+});
+
+probe!(a_claude_work_dir_link_planted_in_the_session_binds_no_host_dir {
+    setup: victim_dir,
+    inside: r#"echo "$NONCE" > "$HOME/.claude/x" 2>/dev/null; true"#,
+    escaped: victim_touched,
+    reenter: Some(|c, s| plant(c, s, "work", &c.home(".config/victim"))),
+    fails_with: FailsWith::Patch(|c, a| follow_layer_link(c, a, "work", "work", &c.home(".config/victim"))),
+});
+
+probe!(a_home_work_dir_link_planted_in_the_session_binds_no_host_dir {
+    setup: victim_dir,
+    inside: r#"echo "$NONCE" > "$HOME/x" 2>/dev/null; true"#,
+    escaped: victim_touched,
+    reenter: Some(|c, s| plant(c, s, "home/work", &c.home(".config/victim"))),
+    strict: false,
+    fails_with: FailsWith::Patch(|c, a| follow_layer_link(c, a, "work", "home/work", &c.home(".config/victim"))),
+});

@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use common::*;
 
@@ -35,13 +35,6 @@ fn answers(out: &Output) -> Vec<(String, String)> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-fn runc() -> Option<PathBuf> {
-    ["/usr/sbin/runc", "/usr/bin/runc"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
 }
 
 /// Whether the session layers under the store hold `marker` in history.jsonl, and the
@@ -130,26 +123,10 @@ impl Probe<'_> {
     }
 
     fn in_runc(&self, profile: &str, rootless: bool) -> Vec<(String, String)> {
-        let runc = runc().unwrap();
         let marker = format!("runc-{profile}-{rootless}-{}", std::process::id());
         let bundle = self.export(profile, rootless, &marker);
         let id = format!("csbox-test-{}-{profile}-{rootless}", std::process::id());
-        let mut cmd = Command::new(&runc);
-        if rootless {
-            // A state dir of the user's own; runc's default (/run/user/UID) may not exist.
-            let state = self.env.dir.path().join("runc-state");
-            std::fs::create_dir_all(&state).unwrap();
-            self.env.chown_all(&state);
-            cmd.arg("--root").arg(&state).env("HOME", &self.env.home);
-            if As::me() != self.env.user {
-                use std::os::unix::process::CommandExt;
-                cmd.uid(self.env.user.uid).gid(self.env.user.gid);
-            }
-        }
-        let out = cmd
-            .args(["run", "--bundle"])
-            .arg(&bundle)
-            .arg(&id)
+        let out = runc_run(self.env, &bundle, &id, rootless)
             .stdin(Stdio::null())
             .output()
             .unwrap();

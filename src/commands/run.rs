@@ -181,7 +181,7 @@ fn launch(
         }
     }
     let seed = || crate::session::setup::claude_json_seed(&r.paths);
-    crate::session::layers::prepare(session, &plan.session_sources(), seed)?;
+    crate::session::layers::prepare(session.into(), &plan.session_sources(), seed)?;
     let mut started = |pid: u32| {
         if let Some(s) = sink.as_mut() {
             s.line(serde_json::json!({"session": id, "pid": pid, "started": format_time(SystemTime::now())}));
@@ -219,7 +219,7 @@ fn launch(
             return Ok(result);
         }
         *plan = r.plan_with(&id, &session.dir, fallback.state, fallback.home_read_only)?;
-        crate::session::layers::prepare(session, &plan.session_sources(), seed)?;
+        crate::session::layers::prepare(session.into(), &plan.session_sources(), seed)?;
         test_patch(plan)?;
     }
 }

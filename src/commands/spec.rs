@@ -79,6 +79,17 @@ pub fn spec(args: SpecArgs) -> Result<i32> {
         (PREVIEW_ID.to_string(), store.dir.join(PREVIEW_ID))
     };
     let plan = r.plan(&id, &dir, r.profile.claude.state)?;
+    if id != PREVIEW_ID {
+        // The runtime will mount these paths as they are then: check the session's own
+        // layer now, as `csbox run` does before each launch (a link planted by the session
+        // fails here, a planted .claude.json is replaced), not following any link.
+        let fd = crate::fsutil::open_dir_nofollow(&dir).map_err(|e| {
+            Error::io("open", dir.clone(), e).hint("a session directory must be a directory, not a link")
+        })?;
+        let seed = || crate::session::setup::claude_json_seed(&r.paths);
+        let s = crate::session::layers::SessionDir { fd: &fd, path: &dir, id: &id };
+        crate::session::layers::prepare(s, &plan.session_sources(), seed)?;
+    }
     let target = Target {
         rootless: args.rootless.then_some((r.uid, r.gid)),
     };

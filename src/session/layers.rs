@@ -9,6 +9,7 @@
 //! nothing changed in between can make it bind a host path.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::{Mode, SFlag};
@@ -71,14 +72,33 @@ fn kind_at(dir: &OwnedFd, name: &str) -> Option<SFlag> {
     .map(|st| SFlag::from_bits_truncate(st.st_mode & libc::S_IFMT))
 }
 
+/// A session directory as the host side opened it (not following a link), for [`prepare`].
+pub struct SessionDir<'a> {
+    pub fd: &'a OwnedFd,
+    pub path: &'a Path,
+    pub id: &'a str,
+}
+
+impl<'a> From<&'a LiveSession> for SessionDir<'a> {
+    fn from(s: &'a LiveSession) -> Self {
+        SessionDir {
+            fd: s.dir_fd(),
+            path: &s.dir,
+            id: s.id.as_str(),
+        }
+    }
+}
+
 /// Make the layers of `s` ready (see the module doc) for a plan whose session sources are
 /// `sources` (all directories but [`CLAUDE_JSON`]); `seed` gives a fresh `.claude.json`.
+/// `csbox run` calls it before each launch, `csbox spec --session|--new` before it writes
+/// a bundle whose mounts name these paths.
 pub fn prepare(
-    s: &LiveSession,
+    s: SessionDir<'_>,
     sources: &[std::path::PathBuf],
     seed: impl FnOnce() -> Result<Vec<u8>>,
 ) -> Result<()> {
-    let base = s.dir_fd();
+    let base = s.fd;
     let mut dirs: Vec<String> = SKELETON.iter().map(|d| d.to_string()).collect();
     for rel in sources {
         let rel = rel.to_string_lossy().into_owned();
@@ -94,17 +114,17 @@ pub fn prepare(
                 }
                 _ => "it cannot be opened",
             };
-            Error::io("open", s.dir.join(&rel), e).hint(format!(
+            Error::io("open", s.path.join(&rel), e).hint(format!(
                 "{why}; the session cannot be run again safely: look at it, then `rm -r {}`",
-                s.dir.display()
+                s.path.display()
             ))
         })?;
     }
     let state = open_dir_beneath(base, STATE_DIR, false)
-        .map_err(|e| Error::io("open", s.dir.join(STATE_DIR), e))?;
+        .map_err(|e| Error::io("open", s.path.join(STATE_DIR), e))?;
     match kind_at(&state, ".claude.json") {
         Some(SFlag::S_IFREG) => Ok(()),
-        None => write_seed(&state, s, seed),
+        None => write_seed(&state, &s, seed),
         Some(other) => {
             let what = match other {
                 SFlag::S_IFLNK => "a symbolic link",
@@ -122,21 +142,21 @@ pub fn prepare(
                 ".claude.json",
                 nix::unistd::UnlinkatFlags::NoRemoveDir,
             )
-            .map_err(|e| Error::io("remove", s.dir.join("state/.claude.json"), e.into()))?;
-            write_seed(&state, s, seed)
+            .map_err(|e| Error::io("remove", s.path.join(CLAUDE_JSON), e.into()))?;
+            write_seed(&state, &s, seed)
         }
     }
 }
 
 fn write_seed(
     state: &OwnedFd,
-    s: &LiveSession,
+    s: &SessionDir<'_>,
     seed: impl FnOnce() -> Result<Vec<u8>>,
 ) -> Result<()> {
     let bytes = seed()?;
     crate::fsutil::atomic_write_at(
         state,
-        &s.dir.join(STATE_DIR),
+        &s.path.join(STATE_DIR),
         ".claude.json",
         &bytes,
         0o600,

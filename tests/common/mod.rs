@@ -2,6 +2,9 @@
 //! binary, and a way to run it as root and as an unprivileged uid.
 #![allow(dead_code)]
 
+pub mod runc;
+pub use runc::{runc, runc_run};
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
