@@ -24,6 +24,7 @@ const CHECKS: &[&str] = &[
     "home_overlay",
     "openat2",
     "mount_setattr",
+    "landlock",
     "groups",
     "proc",
 ];

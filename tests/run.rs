@@ -899,7 +899,7 @@ fn the_launcher_follows_the_plans_no_new_privs_and_die_with_parent() {
         assert!(nnp(None).contains("NoNewPrivs:\t1"), "{}", nnp(None));
         // Without no_new_privs and with no capability left, a seccomp filter cannot be
         // loaded: the patched plan has no rules either.
-        let off = nnp(Some(r#"{"no_new_privs": false, "seccomp": {"rules": []}}"#));
+        let off = nnp(Some(r#"{"no_new_privs": false, "seccomp": {"rules": []}, "landlock": null}"#));
         assert!(off.contains("NoNewPrivs:\t0"), "[{}] {off}", user.label());
 
         // die_with_parent false: a SIGKILL to the supervisor leaves the sandbox running.

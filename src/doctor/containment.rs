@@ -1,5 +1,5 @@
 //! The checks behind the containment: the copy-on-write home, openat2 for session
-//! sources, mount_setattr for the read-only root, and the supplementary groups that
+//! sources, mount_setattr for the read-only root, Landlock, and the supplementary groups that
 //! grant host resources a user namespace cannot drop.
 
 use super::check::{check, Check, Status};
@@ -32,8 +32,33 @@ pub fn checks(paths: &Paths, userns_ok: bool) -> Vec<Check> {
         home_overlay_check(paths, userns_ok),
         openat2_check(),
         mount_setattr_check(),
+        landlock_check(),
         groups_check(),
     ]
+}
+
+fn landlock_check() -> Check {
+    const NAME: &str = "landlock";
+    let abi = crate::sandbox::landlock::abi();
+    match abi {
+        0 => check(
+            NAME,
+            Status::Warn,
+            "Landlock is not available (Linux < 5.13, or not in the boot's lsm= list): strict's second layer under the mounts is off, and abstract Unix sockets of the host network are reachable where a profile shares it",
+        )
+        .fix("boot with landlock in lsm= (e.g. lsm=landlock,lockdown,yama,apparmor,bpf), or use a newer kernel"),
+        1..=5 => check(
+            NAME,
+            Status::Warn,
+            format!("Landlock ABI {abi}: strict's file-system rules apply, but the abstract-socket and signal scopes need ABI 6 (Linux 6.12): abstract Unix sockets of the host network are reachable where a profile shares it"),
+        )
+        .fix("Linux ≥ 6.12 for the scopes; until then prefer a profile without the host network"),
+        _ => check(
+            NAME,
+            Status::Ok,
+            format!("Landlock ABI {abi}: strict allows writes only beneath its writable mounts (a second layer), and every sandbox is scoped: no connect to an abstract Unix socket or signal outside it"),
+        ),
+    }
 }
 
 fn home_overlay_check(paths: &Paths, userns_ok: bool) -> Check {

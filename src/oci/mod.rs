@@ -136,6 +136,17 @@ fn linux(
                 .collect::<Vec<_>>(),
         )
         .seccomp(seccomp::translate(&plan.seccomp, notes)?);
+    if let Some(ll) = &plan.landlock {
+        notes.push(format!(
+            "landlock: the OCI runtime spec has no Landlock; natively the command also gets {}{}",
+            if ll.writable.is_some() { "Landlock rules allowing writes only beneath the writable mounts" } else { "" },
+            match (ll.writable.is_some(), ll.scope_ipc) {
+                (true, true) => ", and the abstract-socket and signal scopes",
+                (false, true) => "the Landlock abstract-socket and signal scopes",
+                _ => "",
+            }
+        ));
+    }
     if let Some(n) = plan.max_user_namespaces {
         notes.push(format!(
             "nested user namespaces: natively user.max_user_namespaces is {n} inside; a runtime may not set that sysctl, so only the plan's seccomp rules refuse them here"

@@ -4,12 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::input::{profile_binds, Error, Overrides, PlanInput, STRICT_DENY};
+use super::input::{profile_binds, Error, Overrides, PlanInput};
 use super::model::*;
 use super::mounts::Mounts;
 use crate::paths::Paths;
 use crate::profile::expand::{lexical, split_bind};
-use crate::profile::{Isolation, Network, Profile, SeccompLevel};
+use crate::profile::{Isolation, Network, Profile};
 use crate::session::store::{STATE_DIR, WORK_DIR};
 
 const OVERRIDDEN_ENV: &[&str] = &[
@@ -98,6 +98,7 @@ pub fn build(input: &PlanInput) -> Result<Plan, Error> {
         Vec::new()
     };
     let state = input.session_dir.join(STATE_DIR);
+    let landlock = landlock(prof, sandboxed, &mounts);
     Ok(Plan {
         version: PLAN_VERSION,
         profile: prof.name.clone(),
@@ -127,7 +128,8 @@ pub fn build(input: &PlanInput) -> Result<Plan, Error> {
         cwd: input.cwd.clone(),
         capabilities: Vec::new(),
         no_new_privs: sandboxed,
-        seccomp: seccomp(prof, sandboxed),
+        seccomp: super::seccomp::rules(prof, sandboxed),
+        landlock,
         die_with_parent: true,
         max_user_namespaces: (sandboxed && !prof.nested_userns).then_some(0),
         rlimits: prof.rlimits.iter().map(|(k, v)| (k.clone(), *v)).collect(),
@@ -177,67 +179,35 @@ fn env(input: &PlanInput, state: &Path) -> Vec<(String, String)> {
     env
 }
 
-/// The seccomp rules of a profile: TIOCSTI/TIOCLINUX everywhere a sandbox runs, the
-/// strict list, and no new user namespaces where the profile forbids them.
-fn seccomp(prof: &Profile, sandboxed: bool) -> Seccomp {
+/// Landlock for a sandbox: the IPC scopes always; file-system rules mirroring the
+/// writable mounts where the profile allows no nested namespaces (Landlock forbids
+/// mounting to a restricted process, and bubblewrap inside needs to).
+fn landlock(prof: &Profile, sandboxed: bool, mounts: &[MountOp]) -> Option<Landlock> {
     if !sandboxed {
-        return Seccomp {
-            rules: Vec::new(),
-            deny_compat_abis: false,
-        };
+        return None;
     }
-    let eperm = libc::EPERM;
-    let mut rules = terminal_rules();
-    let strict = prof.seccomp == SeccompLevel::Strict;
-    if strict {
-        rules.push(SyscallRule {
-            names: STRICT_DENY.iter().map(|s| s.to_string()).collect(),
-            errno: eperm,
-            arg: None,
-        });
-    }
-    if !prof.nested_userns {
-        let newuser = libc::CLONE_NEWUSER as u32;
-        for name in ["unshare", "clone"] {
-            rules.push(SyscallRule {
-                names: vec![name.into()],
-                errno: eperm,
-                arg: Some(ArgMatch {
-                    index: 0,
-                    mask: newuser,
-                    value: newuser,
-                }),
-            });
+    let writable = (!prof.nested_userns).then(|| {
+        let mut out: Vec<PathBuf> = Vec::new();
+        for m in mounts {
+            let dst: &Path = match m {
+                MountOp::Bind { dst, flags, .. } | MountOp::Overlay { dst, flags, .. } | MountOp::Tmpfs { dst, flags, .. }
+                    if !flags.read_only => dst,
+                MountOp::Dev { dst, .. } | MountOp::Proc { dst, .. } => dst,
+                // The root comes with its private /tmp.
+                MountOp::HostRoot { .. } => Path::new("/tmp"),
+                _ => continue,
+            };
+            if !out.iter().any(|p| dst.starts_with(p)) {
+                out.retain(|p| !p.starts_with(dst));
+                out.push(dst.to_path_buf());
+            }
         }
-        // clone3 passes its flags in memory seccomp cannot read: ENOSYS makes libc fall
-        // back to clone, which the rule above sees.
-        rules.push(SyscallRule {
-            names: vec!["clone3".into()],
-            errno: libc::ENOSYS,
-            arg: None,
-        });
-    }
-    Seccomp {
-        rules,
-        deny_compat_abis: strict,
-    }
-}
-
-/// ioctl(fd, TIOCSTI | TIOCLINUX) refused with EPERM, on the low 32 bits of the request:
-/// nothing inside can type into the user's terminal (CVE-2017-5226).
-pub fn terminal_rules() -> Vec<SyscallRule> {
-    [TIOCSTI, TIOCLINUX]
-        .iter()
-        .map(|req| SyscallRule {
-            names: vec!["ioctl".into()],
-            errno: libc::EPERM,
-            arg: Some(ArgMatch {
-                index: 1,
-                mask: u32::MAX,
-                value: *req as u32,
-            }),
-        })
-        .collect()
+        out
+    });
+    Some(Landlock {
+        writable,
+        scope_ipc: true,
+    })
 }
 
 /// Without a sandbox: the profile's shared entries, linked into the session's own

@@ -80,27 +80,6 @@ pub struct PlanInput<'a> {
     pub remove_on_exit: bool,
 }
 
-/// Calls strict seccomp refuses: kernel keyrings, bpf, perf, userfaultfd, modules, kexec,
-/// swap, reboot, accounting, handle-based opens.
-pub const STRICT_DENY: &[&str] = &[
-    "keyctl",
-    "add_key",
-    "request_key",
-    "bpf",
-    "perf_event_open",
-    "userfaultfd",
-    "kexec_load",
-    "kexec_file_load",
-    "init_module",
-    "finit_module",
-    "delete_module",
-    "acct",
-    "swapon",
-    "swapoff",
-    "reboot",
-    "open_by_handle_at",
-];
-
 /// Host device nodes a sandbox's /dev holds.
 pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 

@@ -7,20 +7,22 @@
 //! call, whether the home is hidden, are all fields here.
 //!
 //! `model` holds the types, `input` what a plan is built from, `build` the top of the
-//! build and `mounts` its mount steps; `facts` what resolve found out about host paths.
+//! build, `mounts` its mount steps and `seccomp` the refused system calls; `facts` what resolve found out about host paths.
 
 mod build;
 mod facts;
 mod input;
 mod model;
 mod mounts;
+mod seccomp;
 #[cfg(test)]
 mod tests;
 mod view;
 
-pub use build::{build, terminal_rules, wanted_paths};
+pub use build::{build, wanted_paths};
+pub use seccomp::{rules as seccomp_rules, terminal_rules, DEFAULT_ENOSYS, DEFAULT_EPERM, STRICT_ENOSYS, STRICT_EPERM};
 pub use facts::{Facts, GitLayout, HostLayout, PathFact};
-pub use input::{Error, Overrides, PlanInput, DEV_NODES, STRICT_DENY};
+pub use input::{Error, Overrides, PlanInput, DEV_NODES};
 pub use model::*;
 pub use mounts::{CACHES, CACHE_DIR, HOME_UPPER, HOME_WORK};
 pub use view::PROTECTED;

@@ -57,6 +57,9 @@ pub struct Plan {
     /// prctl(PR_SET_NO_NEW_PRIVS): exec can never gain privileges (setuid, file caps).
     pub no_new_privs: bool,
     pub seccomp: Seccomp,
+    /// None: no Landlock (no sandbox, or a profile without it); the launcher applies what
+    /// the kernel supports and `csbox doctor` reports the ABI.
+    pub landlock: Option<Landlock>,
     /// Kill everything inside when the supervisor dies (PR_SET_PDEATHSIG).
     pub die_with_parent: bool,
     /// Written to `/proc/sys/user/max_user_namespaces` inside (the limit is per user
@@ -339,15 +342,42 @@ pub struct SyscallRule {
     pub arg: Option<ArgMatch>,
 }
 
-/// `(args[index] & mask) == value`, compared on the low 32 bits only (the kernel reads
-/// an ioctl request and clone/unshare flags as 32-bit values, so the high bits are
-/// ignored on purpose: CVE-2019-10063, `TIOCSTI | 1<<32`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// When a call's argument makes the rule refuse it. Arguments are compared on their low
+/// 32 bits only: the kernel reads an ioctl request, clone/unshare flags, a socket family
+/// and a persona as 32-bit values, so the high bits are ignored on purpose
+/// (CVE-2019-10063: `TIOCSTI | 1<<32` is still TIOCSTI; Docker's 64-bit socket compare
+/// lets `socket(0x1_0000_0028)` create an AF_VSOCK socket).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "test", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ArgMatch {
+    /// `(args[index] & mask) == value`.
+    MaskedEq { index: u8, mask: u32, value: u32 },
+    /// `args[index] & mask != 0`: any of these bits (e.g. any `CLONE_NEW*` flag).
+    AnyBit { index: u8, mask: u32 },
+    /// `args[index]` is none of `values`: an allow list (personalities, socket families).
+    NotIn { index: u8, values: Vec<u32> },
+}
+
+impl ArgMatch {
+    pub fn index(&self) -> u8 {
+        match self {
+            ArgMatch::MaskedEq { index, .. } | ArgMatch::AnyBit { index, .. } | ArgMatch::NotIn { index, .. } => *index,
+        }
+    }
+}
+
+/// Landlock, a second layer under the mounts: the writes the plan means to allow, and
+/// nothing else, even if a mount were left writable by mistake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ArgMatch {
-    pub index: u8,
-    pub mask: u32,
-    pub value: u32,
+pub struct Landlock {
+    /// Restrict file-system writes to beneath these paths (as the sandbox sees them).
+    /// None: no file-system rules, because Landlock then also forbids every mount, and a
+    /// profile that keeps nested namespaces for bubblewrap needs mounts.
+    pub writable: Option<Vec<PathBuf>>,
+    /// Landlock ABI 6 scopes: no connect to an abstract Unix socket made outside the
+    /// sandbox, no signal to a process outside it.
+    pub scope_ipc: bool,
 }
 
 /// A link from the session's own config dir to a shared `~/.claude` entry (compat).

@@ -456,13 +456,39 @@ fn strict_hides_the_home_and_filters_credential_variables() {
 fn strict_refuses_nested_user_namespaces_by_limit_and_by_seccomp() {
     let p = Case::new("strict", "/home/u/proj").plan();
     assert_eq!(p.max_user_namespaces, Some(0));
-    let rule = |name: &str| p.seccomp.rules.iter().find(|r| r.names == [name]).cloned();
+    let refused = |name: &str| p.seccomp.rules.iter().filter(|r| r.names.iter().any(|n| n == name)).cloned().collect::<Vec<_>>();
+    assert!(refused("unshare").iter().any(|r| r.arg.is_none()), "unshare refused whole");
+    assert!(refused("setns").iter().any(|r| r.arg.is_none()));
     assert_eq!(
-        rule("unshare").unwrap().arg.unwrap().mask,
-        libc::CLONE_NEWUSER as u32
+        refused("clone").last().unwrap().arg,
+        Some(ArgMatch::AnyBit { index: 0, mask: 0x7E02_0000 }),
+        "clone with any CLONE_NEW* flag"
     );
-    assert_eq!(rule("clone3").unwrap().errno, libc::ENOSYS);
+    assert_eq!(refused("clone3")[0].errno, libc::ENOSYS);
     assert!(p.seccomp.deny_compat_abis);
+    // Landlock: the writable mounts, and nothing else, as a second layer.
+    let ll = p.landlock.clone().unwrap();
+    let w = ll.writable.unwrap();
+    let covered = |p: &str| w.iter().any(|d| Path::new(p).starts_with(d));
+    assert!(covered("/home/u/proj") && covered("/tmp/x") && covered("/var/tmp") && covered("/dev/null"), "{w:?}");
+    assert!(!covered("/usr/bin") && !covered("/etc") && !covered("/"), "{w:?}");
+    assert!(ll.scope_ipc);
+}
+
+#[test]
+fn default_refuses_dockers_list_but_keeps_what_nested_bwrap_and_debuggers_need() {
+    let p = Case::new("default", "/home/u/proj").plan();
+    let refused = |name: &str| p.seccomp.rules.iter().any(|r| r.names.iter().any(|n| n == name) && r.arg.is_none());
+    for name in ["keyctl", "add_key", "request_key", "io_uring_setup", "userfaultfd", "perf_event_open", "kcmp", "pidfd_getfd", "mbind", "setns", "fsopen"] {
+        assert!(refused(name), "{name}");
+    }
+    for name in ["mount", "umount2", "pivot_root", "unshare", "clone", "ptrace", "process_vm_readv"] {
+        assert!(!refused(name), "{name} stays for bwrap and debuggers");
+    }
+    assert!(!p.seccomp.deny_compat_abis);
+    let ll = p.landlock.unwrap();
+    assert_eq!(ll.writable, None, "no Landlock file rules where bwrap must mount");
+    assert!(ll.scope_ipc);
 }
 
 #[test]
@@ -556,7 +582,10 @@ fn privileges_are_dropped_and_tiocsti_denied() {
         .rules
         .iter()
         .filter(|r| r.names == ["ioctl"])
-        .map(|r| r.arg.unwrap().value)
+        .map(|r| match r.arg.clone().unwrap() {
+            ArgMatch::MaskedEq { value, .. } => value,
+            other => panic!("{other:?}"),
+        })
         .collect();
     assert_eq!(ioctls, vec![TIOCSTI as u32, TIOCLINUX as u32]);
     assert!(p.namespaces.user && p.namespaces.mount && p.namespaces.pid && !p.namespaces.net);

@@ -133,10 +133,10 @@ pub enum EnvPolicyKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum SeccompLevel {
-    /// TIOCSTI/TIOCLINUX denied.
+    /// What Docker's default profile refuses without added capabilities, but what nested
+    /// bubblewrap and debuggers need (see `plan::seccomp`).
     Default,
-    /// Also kernel keyring, bpf, perf, userfaultfd, module and kexec calls, and every
-    /// 32-bit entry point.
+    /// Also no namespaces, mounts, tracing or 32-bit entry points.
     Strict,
 }
 

@@ -70,6 +70,8 @@ pub enum Stage {
     /// pid 1 forks the command and stays behind to reap and forward signals.
     Fork,
     Rlimits,
+    /// Landlock: writes only beneath the plan's writable paths, no IPC out of the sandbox.
+    Landlock,
     /// The seccomp filter: after the last mount and every privileged call.
     Seccomp,
     Exec,
@@ -93,6 +95,7 @@ pub const RECIPE: &[Stage] = &[
     Stage::Capabilities,
     Stage::Fork,
     Stage::Rlimits,
+    Stage::Landlock,
     Stage::Seccomp,
     Stage::Exec,
 ];
@@ -212,6 +215,16 @@ unsafe fn run_stage(stage: Stage, p: &Prepared, f: &Fds) {
                 };
                 if libc::setrlimit(res as _, &lim) != 0 {
                     fail_at(f.err_w, FailedAt::Rlimit(k as u32), errno());
+                }
+            }
+        }
+        Stage::Landlock => {
+            if let Some(ll) = &p.landlock {
+                if let Err((e, path)) = super::landlock::restrict_self(ll) {
+                    match path {
+                        Some(k) => fail_at(f.err_w, FailedAt::LandlockPath(k as u32), e),
+                        None => phase(Phase::Landlock, e),
+                    }
                 }
             }
         }

@@ -112,6 +112,7 @@ fn describe(code: u32, errno: Errno, p: &Prepared, plan: &Plan) -> SetupError {
             Phase::Fork => SetupError::Fork { errno },
             Phase::Seccomp => SetupError::Seccomp { errno },
             Phase::Keyring => SetupError::Keyring { errno },
+            Phase::Landlock => SetupError::Landlock { errno },
             Phase::Exec => SetupError::Exec {
                 cmd: plan.argv.first().cloned().unwrap_or_default(),
                 errno,
@@ -127,6 +128,15 @@ fn describe(code: u32, errno: Errno, p: &Prepared, plan: &Plan) -> SetupError {
                         plan.session.dir.join(rel.to_string_lossy().into_owned())
                     }
                 })
+                .unwrap_or_default(),
+            errno,
+        },
+        FailedAt::LandlockPath(k) => SetupError::LandlockPath {
+            path: plan
+                .landlock
+                .as_ref()
+                .and_then(|l| l.writable.as_ref())
+                .and_then(|w| w.get(k as usize).cloned())
                 .unwrap_or_default(),
             errno,
         },

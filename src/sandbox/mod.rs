@@ -8,6 +8,7 @@
 
 pub mod child;
 pub mod compat;
+pub mod landlock;
 pub mod launch;
 pub mod outcome;
 pub mod prepare;

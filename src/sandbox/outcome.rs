@@ -43,6 +43,10 @@ pub enum SetupError {
         value: u64,
         errno: Errno,
     },
+    #[error("landlock_add_rule(LANDLOCK_RULE_PATH_BENEATH, {}) => {errno} (a writable path of the plan is not there inside; see `csbox run --dry-run`)", path.display())]
+    LandlockPath { path: PathBuf, errno: Errno },
+    #[error("landlock_create_ruleset/landlock_restrict_self => {errno} (Landlock refused the sandbox's rules; see `csbox doctor`)")]
+    Landlock { errno: Errno },
     #[error("prctl(PR_SET_SECCOMP) => {errno} (seccomp is unavailable; see `csbox doctor`)")]
     Seccomp { errno: Errno },
     #[error("cannot run {cmd:?} inside the sandbox: execve => {errno}")]

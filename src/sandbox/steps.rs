@@ -113,6 +113,8 @@ pub struct Prepared {
     pub envp_ptrs: Vec<*const libc::c_char>,
     pub cwd: CString,
     pub filter: Vec<libc::sock_filter>,
+    /// Landlock rules the command's process restricts itself with, if the kernel has it.
+    pub landlock: Option<super::landlock::Prepared>,
     pub clone_flags: libc::c_int,
     /// (resource, value) set soft and hard on the command before exec.
     pub rlimits: Vec<(u32, u64)>,
@@ -136,6 +138,8 @@ pub enum FailedAt {
     Source(u32),
     /// Setting `Prepared::rlimits[k]`.
     Rlimit(u32),
+    /// The Landlock rule for `Prepared::landlock.writable[k]`.
+    LandlockPath(u32),
     Phase(Phase),
 }
 
@@ -154,9 +158,11 @@ pub enum Phase {
     Seccomp = 7,
     Exec = 8,
     Keyring = 9,
+    /// Creating or applying the Landlock ruleset.
+    Landlock = 10,
 }
 
-pub(crate) const PHASES: [Phase; 10] = [
+pub(crate) const PHASES: [Phase; 11] = [
     Phase::ParentGone,
     Phase::IdMaps,
     Phase::UsernsLimit,
@@ -167,6 +173,7 @@ pub(crate) const PHASES: [Phase; 10] = [
     Phase::Seccomp,
     Phase::Exec,
     Phase::Keyring,
+    Phase::Landlock,
 ];
 
 const TAG_SHIFT: u32 = 24;
@@ -174,6 +181,7 @@ const TAG_STEP: u32 = 0;
 const TAG_SOURCE: u32 = 1;
 const TAG_RLIMIT: u32 = 2;
 const TAG_PHASE: u32 = 3;
+const TAG_LANDLOCK: u32 = 4;
 
 impl FailedAt {
     pub fn code(self) -> u32 {
@@ -182,6 +190,7 @@ impl FailedAt {
             FailedAt::Source(k) => (TAG_SOURCE, k),
             FailedAt::Rlimit(k) => (TAG_RLIMIT, k),
             FailedAt::Phase(p) => (TAG_PHASE, p as u32),
+            FailedAt::LandlockPath(k) => (TAG_LANDLOCK, k),
         };
         tag << TAG_SHIFT | (n & ((1 << TAG_SHIFT) - 1))
     }
@@ -193,6 +202,7 @@ impl FailedAt {
             TAG_SOURCE => Some(FailedAt::Source(n)),
             TAG_RLIMIT => Some(FailedAt::Rlimit(n)),
             TAG_PHASE => PHASES.get(n as usize).map(|p| FailedAt::Phase(*p)),
+            TAG_LANDLOCK => Some(FailedAt::LandlockPath(n)),
             _ => None,
         }
     }
@@ -210,6 +220,7 @@ mod tests {
             FailedAt::Step(77),
             FailedAt::Source(3),
             FailedAt::Rlimit(1),
+            FailedAt::LandlockPath(2),
         ]);
         for at in all {
             assert_eq!(FailedAt::decode(at.code()), Some(at), "{at:?}");

@@ -5,6 +5,20 @@
 pub mod runc;
 pub use runc::{runc, runc_run};
 
+/// The syscall probe (tests/probe/syscall_probe.rs, built as an example), copied into
+/// `dir` (a test's project: visible under every profile and in an exported bundle, where
+/// the target dir may not be, e.g. under a private /var/tmp).
+pub fn probe_in(dir: &Path) -> Option<PathBuf> {
+    let built = Path::new(CSBOX).parent()?.join("examples/syscall-probe");
+    if !built.exists() {
+        cannot_run("the syscall probe is not built: run the whole `cargo test` (it builds examples), or `cargo build --example syscall-probe`");
+        return None;
+    }
+    let p = dir.join("syscall-probe");
+    std::fs::copy(&built, &p).unwrap();
+    Some(p)
+}
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
