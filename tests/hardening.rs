@@ -242,3 +242,105 @@ fn real_workloads_still_run_under_default_and_strict() {
         }
     }
 }
+
+#[test]
+fn a_status_line_the_command_forges_never_reaches_the_status_channel() {
+    for profile in ["ci", "default", "compat"] {
+        let env = TestEnv::new(user());
+        let proj = project(&env);
+        let status = env.dir.path().join("status.jsonl");
+        env.chown_all(env.dir.path());
+        // The command prints a fake end line to stderr and tries every fd above 2.
+        let forge = r#"f='{"session":"x","exit_code":0,"ended":"now"}'; echo "$f" >&2; for fd in 3 4 5 6 7 8 9; do (echo "$f" >&$fd) 2>/dev/null; done; echo ran; exit 7"#;
+        let sh = format!(
+            "exec 3>'{}'; exec '{CSBOX}' run --profile {profile} --json-status fd:3 -- sh -c '{}'",
+            status.display(),
+            forge.replace('\'', r#"'\''"#)
+        );
+        let out = env.command("sh").args(["-c", &sh]).current_dir(&proj).output().unwrap();
+        eprintln!("[{profile}] {}{}", stdout(&out), stderr(&out));
+        assert!(stdout(&out).contains("ran"), "[{profile}] the command ran");
+        assert_eq!(out.status.code(), Some(7), "[{profile}]");
+        assert!(stderr(&out).contains(r#""exit_code":0"#), "[{profile}] the forged line is on the command's stderr");
+        let text = std::fs::read_to_string(&status).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2, "[{profile}] only csbox's two lines: {text}");
+        assert_eq!(lines[1]["exit_code"], 7, "[{profile}] {text}");
+        assert!(!text.contains(r#""session":"x""#), "[{profile}] {text}");
+    }
+}
+
+/// The processes whose command line holds `marker`.
+fn pids_with(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+        .collect()
+}
+
+#[test]
+fn a_command_starts_with_no_signal_blocked_or_ignored_whatever_csbox_inherited() {
+    use std::os::unix::process::CommandExt;
+    for profile in ["default", "strict", "compat"] {
+        let env = TestEnv::new(user());
+        let proj = project(&env);
+        env.chown_all(env.dir.path());
+        let mut c = env.csbox(&["run", "--profile", profile, "--", "grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]);
+        c.current_dir(&proj);
+        // SAFETY: signal and sigprocmask between fork and exec, as a careless parent
+        // (nohup, a CI agent) leaves them.
+        unsafe {
+            c.pre_exec(|| {
+                for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
+                    libc::signal(s, libc::SIG_IGN);
+                }
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGUSR1);
+                libc::sigaddset(&mut set, libc::SIGCHLD);
+                libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "[{profile}] {}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+            "[{profile}] the command's own mask and ignored set"
+        );
+    }
+}
+
+#[test]
+fn a_sigterm_in_csbox_s_first_milliseconds_leaves_no_half_made_session_and_no_process() {
+    let env = TestEnv::new(user());
+    let proj = project(&env);
+    env.chown_all(env.dir.path());
+    let marker = format!("3{}{}", std::process::id(), 17);
+    let mut died = 0;
+    for i in 0..40u64 {
+        let mut child = env.csbox(&["run", "--", "sleep", &marker]).current_dir(&proj).spawn().unwrap();
+        // From before csbox has blocked anything to after the sandbox exists.
+        std::thread::sleep(std::time::Duration::from_micros(i * 150));
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let st = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        let by_term = st.signal() == Some(libc::SIGTERM) || st.code() == Some(128 + libc::SIGTERM);
+        assert!(by_term, "run {i}: csbox ended by the SIGTERM, or reported it: {st:?}");
+        died += 1;
+    }
+    assert_eq!(died, 40);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(pids_with(&marker), Vec::<u32>::new(), "no sandboxed process left");
+    let leftovers: Vec<String> = std::fs::read_dir(env.sessions_dir())
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "no half-made session dir: {leftovers:?}");
+    let ls = env.run(&["ls", "--json"]);
+    assert!(ls.status.success());
+}

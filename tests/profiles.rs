@@ -79,11 +79,15 @@ fn strict_hides_secrets_keeps_the_project_writable_and_has_only_lo() {
 fn ci_clears_the_environment_to_its_allowlist_and_reports_json() {
     for user in users() {
         let env = TestEnv::new(user);
+        let status = env.dir.path().join("status.jsonl");
+        env.chown_all(env.dir.path());
         let out = env
             .csbox(&[
                 "run",
                 "--profile",
                 "ci",
+                "--json-status",
+                status.to_str().unwrap(),
                 "--",
                 "sh",
                 "-c",
@@ -121,8 +125,9 @@ fn ci_clears_the_environment_to_its_allowlist_and_reports_json() {
             );
         }
         assert!(names.contains(&"ANTHROPIC_API_KEY") && !names.contains(&"SECRET_TOKEN"));
-        // Status as JSON lines on stderr; the session is gone (removeOnExit).
-        let lines: Vec<serde_json::Value> = stderr(&out)
+        // Status as JSON lines in the caller's file; the session is gone (removeOnExit).
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&status)
+            .unwrap()
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
@@ -144,11 +149,15 @@ fn ci_wall_clock_limit_kills_and_reports() {
     for user in users() {
         let env = TestEnv::new(user);
         user_profile(&env, "quick", r#"{"extends": "ci", "timeoutSecs": 1}"#);
+        let status = env.dir.path().join("status.jsonl");
+        env.chown_all(env.dir.path());
         let t = Instant::now();
         let out = env.run(&[
             "run",
             "--profile",
             "quick",
+            "--json-status",
+            status.to_str().unwrap(),
             "--",
             "sh",
             "-c",
@@ -167,7 +176,8 @@ fn ci_wall_clock_limit_kills_and_reports() {
         );
         let err = stderr(&out);
         assert!(err.contains("wall-clock limit of 1s"), "{err}");
-        let end: serde_json::Value = err
+        let end: serde_json::Value = std::fs::read_to_string(&status)
+            .unwrap()
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .next_back()
@@ -494,6 +504,10 @@ fn json_status_goes_to_a_file_or_an_fd() {
     // (Without an fd 3 open, it is a clear usage error.)
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("fd 3 is not open"));
+    // stderr is the command's: refused as a status channel.
+    let err = env.run(&["run", "--json-status", "fd:2", "--", "true"]);
+    assert_eq!(err.status.code(), Some(2));
+    assert!(stderr(&err).contains("could write a forged line"), "{}", stderr(&err));
     let sh = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!("exec 3>{}; HOME={} CSBOX_NO_UPDATE=1 {CSBOX} run --json-status 3 -- sh -c 'ls /proc/self/fd | tr \"\\n\" \" \"'", file.display(), env.home.display()))

@@ -24,7 +24,7 @@ pub const EXIT_TIMED_OUT: i32 = 124;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  csbox run\n  csbox run --name review -- claude --resume\n  csbox run --session 0193a1b2      re-enter an inactive session with its state\n  csbox run --rm -- bash -c 'make test'\n  csbox run --dry-run               print the sandbox plan as JSON\n  csbox run --profile strict        home hidden but the project, no network\n  csbox run --profile ci --json-status 3 -- claude -p 'fix the build' 3>status.json\n  csbox run --ro-bind ~/datasets --net none -- bash"
+    after_help = "Examples:\n  csbox run\n  csbox run --name review -- claude --resume\n  csbox run --session 0193a1b2      re-enter an inactive session with its state\n  csbox run --rm -- bash -c 'make test'\n  csbox run --dry-run               print the sandbox plan as JSON\n  csbox run --profile strict        home hidden but the project, no network\n  csbox run --profile ci --json-status fd:3 -- claude -p 'fix the build' 3>status.jsonl\n  csbox run --ro-bind ~/datasets --net none -- bash"
 )]
 pub struct RunArgs {
     /// A human label for the new session
@@ -41,8 +41,8 @@ pub struct RunArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
-    /// Write {session,pid,started} at start and {exit_code|signal,ended} at end as JSON lines to a file or an open fd
-    #[arg(long, value_name = "PATH|FD")]
+    /// Write {session,pid,started} at start and {exit_code|signal,ended} at end as JSON lines to FILE or to the open fd N (never inherited by the sandbox, so the command cannot forge a line)
+    #[arg(long, value_name = "FILE|fd:N")]
     pub json_status: Option<String>,
     /// Keep the session at exit even if the profile removes it (ci)
     #[arg(long, conflicts_with = "rm")]
@@ -59,6 +59,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         )
         .into());
     }
+    let deferred = crate::sandbox::supervise::Deferred::block();
     let remove = match (args.rm, args.keep) {
         (true, _) => Some(true),
         (_, true) => Some(false),
@@ -87,10 +88,15 @@ pub fn run(args: RunArgs) -> Result<i32> {
         );
         return Ok(0);
     }
-    let mut sink = match &args.json_status {
-        Some(t) => Some(StatusSink::open(t)?),
-        None => r.profile.json_status.then(StatusSink::stderr),
-    };
+    // Status goes only where the caller says: stderr is the command's too, and a line it
+    // printed there would read as csbox's.
+    let mut sink = args.json_status.as_deref().map(StatusSink::open).transpose()?;
+    if r.profile.json_status && sink.is_none() {
+        crate::warn!(
+            "profile {:?} asks for JSON status, which no longer goes to stderr (the command shares it and could forge a line): add --json-status FILE or --json-status fd:N",
+            r.profile.name
+        );
+    }
     if !plan.sandboxed() {
         crate::warn!(
             "profile {:?}: NO SANDBOX. Only CLAUDE_CONFIG_DIR is per session, as with the old launcher; this session can \
@@ -98,6 +104,7 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
             plan.profile
         );
     }
+    deferred.die_if_pending();
     prepare_claude_root(&r.paths, &store)?;
     // A background update check that keeps failing says so once per interactive start
     // (detached, it has no terminal of its own).
@@ -376,13 +383,20 @@ struct StatusSink {
 }
 
 impl StatusSink {
+    /// `fd:N` (or a bare N): an fd the caller opened; anything else: a file, created.
     fn open(target: &str) -> crate::error::Result<Self> {
         use std::os::fd::FromRawFd;
-        if let Ok(fd) = target.parse::<i32>() {
+        let fd = target.strip_prefix("fd:").unwrap_or(target);
+        if let Ok(fd) = fd.parse::<i32>() {
             // SAFETY: F_GETFD only inspects the fd.
-            if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            if fd <= 2 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                let why = if (0..=2).contains(&fd) {
+                    "is the command's stdin, stdout or stderr, which it could write a forged line to"
+                } else {
+                    "is not open"
+                };
                 return Err(BaseError::Usage(format!(
-                    "--json-status {fd}: fd {fd} is not open"
+                    "--json-status {target}: fd {fd} {why}; open one for csbox, e.g. `--json-status fd:3 3>status.jsonl`"
                 )));
             }
             // Never inherited by the sandbox.
@@ -397,16 +411,6 @@ impl StatusSink {
         let out = File::create(target)
             .map_err(|e| BaseError::io("create --json-status file", target, e))?;
         Ok(StatusSink { out })
-    }
-
-    fn stderr() -> Self {
-        use std::os::fd::FromRawFd;
-        // SAFETY: a dup of stderr that we own.
-        let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
-        StatusSink {
-            // SAFETY: fd is the fresh duplicate.
-            out: unsafe { File::from_raw_fd(fd) },
-        }
     }
 
     fn line(&mut self, v: serde_json::Value) {

@@ -40,7 +40,7 @@ mod tests {
         assert_eq!(compat.isolation, Isolation::None);
         let ci = load("ci", none()).unwrap();
         assert_eq!(ci.env.policy, EnvPolicyKind::Allowlist);
-        assert!(ci.remove_on_exit && ci.json_status && ci.timeout_secs.is_some());
+        assert!(ci.remove_on_exit && !ci.json_status && ci.timeout_secs.is_some());
     }
 
     #[test]

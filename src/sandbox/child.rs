@@ -17,8 +17,6 @@ use super::syscalls::{apply, close_fds_except, errno, fail_at, open_source, writ
 pub struct Fds {
     pub err_w: RawFd,
     pub status_w: RawFd,
-    /// The signal mask to restore before exec (the supervisor's mask at start).
-    pub orig_mask: libc::sigset_t,
     /// Signals blocked and waited for by pid 1.
     pub wait_set: libc::sigset_t,
 }
@@ -284,12 +282,12 @@ unsafe fn install_filter(p: &Prepared, f: &Fds) {
     }
 }
 
-/// The original signal mask, then the command.
+/// Default signal dispositions and an empty mask, then the command.
 ///
 /// # Safety
 /// Only in the command's process, after the rest of the [`RECIPE`]; never returns.
 unsafe fn exec(p: &Prepared, f: &Fds) -> ! {
-    libc::sigprocmask(libc::SIG_SETMASK, &f.orig_mask, std::ptr::null_mut());
+    super::syscalls::reset_signals();
     libc::execve(p.exe.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
     let e = errno();
     let mut msg = [0u8; 8];

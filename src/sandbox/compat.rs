@@ -19,8 +19,15 @@ pub fn launch_unsandboxed(plan: &Plan, started: impl FnOnce(u32)) -> Result<Laun
 
 fn run(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
     let blocked = Blocked::new();
-    // std resets the signal mask of the child before exec.
-    let child = std::process::Command::new(&plan.exe)
+    let mut cmd = std::process::Command::new(&plan.exe);
+    // SAFETY: reset_signals makes raw system calls only, fit between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            crate::sandbox::syscalls::reset_signals();
+            Ok(())
+        });
+    }
+    let child = cmd
         .arg0(plan.argv.first().map(String::as_str).unwrap_or_default())
         .args(plan.argv.iter().skip(1))
         .env_clear()

@@ -29,7 +29,6 @@ pub fn launch(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
     let fds = Fds {
         err_w: err_w.as_raw_fd(),
         status_w: status_w.as_raw_fd(),
-        orig_mask: *blocked.orig_mask.as_ref(),
         wait_set: *blocked.wait_set.as_ref(),
     };
 

@@ -82,6 +82,52 @@ impl Drop for Blocked {
     }
 }
 
+/// The forwarded signals, blocked from the start of `csbox run`: one that arrives while
+/// a session is being created waits until the supervisor forwards it (no half-made
+/// session dir, no process left behind), and one that arrived before anything exists
+/// ends csbox as it would have ([`Deferred::die_if_pending`]).
+pub struct Deferred {
+    orig: SigSet,
+}
+
+impl Deferred {
+    pub fn block() -> Deferred {
+        let mut set = SigSet::empty();
+        for s in FORWARDED {
+            set.add(*s);
+        }
+        let mut orig = SigSet::empty();
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut orig));
+        Deferred { orig }
+    }
+
+    /// A forwarded signal is pending and nothing was made yet: die of it now, with its
+    /// default action, as if it had not been blocked.
+    pub fn die_if_pending(&self) {
+        // SAFETY: an all-zero sigset_t is a valid (empty) set.
+        let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: sigpending writes the set we pass.
+        if unsafe { libc::sigpending(&mut pending) } != 0 {
+            return;
+        }
+        for s in FORWARDED {
+            // SAFETY: reads the set sigpending filled.
+            let is_pending = unsafe { libc::sigismember(&pending, *s as libc::c_int) } == 1;
+            if is_pending && !self.orig.contains(*s) {
+                // SAFETY: restoring the default disposition installs no handler.
+                let _ = unsafe { nix::sys::signal::signal(*s, nix::sys::signal::SigHandler::SigDfl) };
+                let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.orig), None);
+            }
+        }
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.orig), None);
+    }
+}
+
 pub(crate) fn decode(st: i32) -> ExitStatus {
     if libc::WIFSIGNALED(st) {
         ExitStatus::Signal(libc::WTERMSIG(st))

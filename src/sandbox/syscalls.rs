@@ -268,6 +268,25 @@ unsafe fn loopback_up() -> Result<(), i32> {
     Ok(())
 }
 
+/// A command starts as from a fresh login: every signal at its default disposition
+/// (exec resets handlers, but a signal csbox's parent ignored would stay ignored), none
+/// blocked (the supervisor and pid 1 block the ones they forward).
+///
+/// # Safety
+/// Raw system calls only; for a child between fork and exec.
+pub(crate) unsafe fn reset_signals() {
+    // The raw call: glibc's signal() refuses the two signals it reserves (32, 33).
+    let dfl: [usize; 4] = [libc::SIG_DFL, 0, 0, 0]; // handler, flags, restorer, mask
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), std::ptr::null::<u8>(), 8usize);
+        }
+    }
+    // An all-zero sigset_t is the empty set.
+    let empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+}
+
 /// Close every fd from 3 up except `keep` (sources, inherited fds of the user's shell, the
 /// supervisor's lock: nothing from outside leaks into the sandbox).
 ///
