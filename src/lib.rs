@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod error;
 pub mod fsutil;
 pub mod gc;
+pub mod net;
 pub mod oci;
 pub mod paths;
 pub mod plan;

@@ -1,0 +1,701 @@
+//! The proxy end to end over real loopback sockets: servers started here, on 127.0.0.1.
+
+use super::*;
+use crate::net::{bind_loopback_listeners, fd_socketpair, StaticResolver};
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, TcpListener};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// Echoes what it reads until EOF, then says "bye" and closes: shows both directions and
+/// the half-close. Returns its port.
+fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0; 8192];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if c.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = c.write_all(b"bye");
+            });
+        }
+    });
+    port
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn fast() -> ProxyConfig {
+    ProxyConfig {
+        head_timeout: Duration::from_millis(400),
+        connect_timeout: Duration::from_secs(2),
+        ..ProxyConfig::default()
+    }
+}
+
+fn policy(allow: &[&str], deny: &[&str]) -> Policy {
+    Policy::new("default", allow, deny).unwrap()
+}
+
+/// Serve `proxy` on a loopback listener of its own; returns its port.
+fn start(proxy: Proxy) -> u16 {
+    let proxy = Arc::new(proxy);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let _ = proxy.spawn(c);
+        }
+    });
+    port
+}
+
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Send `request`, read the answer's head; returns the head and the stream.
+fn ask(port: u16, request: &[u8]) -> (String, BufReader<TcpStream>) {
+    let mut s = connect(port);
+    s.write_all(request).unwrap();
+    let mut r = BufReader::new(s);
+    let head = read_head_lines(&mut r);
+    (head, r)
+}
+
+fn read_head_lines(r: &mut BufReader<TcpStream>) -> String {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    head
+}
+
+fn body(mut r: BufReader<TcpStream>) -> String {
+    let mut b = String::new();
+    r.read_to_string(&mut b).unwrap();
+    b
+}
+
+fn connect_req(target: &str) -> Vec<u8> {
+    format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").into_bytes()
+}
+
+/// Through an open tunnel: echo, half-close, "bye", EOF.
+fn check_echo_and_half_close(mut r: BufReader<TcpStream>) {
+    r.get_mut().write_all(b"hello").unwrap();
+    let mut buf = [0; 5];
+    r.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello");
+    r.get_mut().shutdown(Shutdown::Write).unwrap();
+    assert_eq!(body(r), "bye");
+}
+
+type Blocked = Arc<Mutex<Vec<(String, u16, String)>>>;
+
+fn recording(p: Proxy) -> (Proxy, Blocked) {
+    let seen: Blocked = Arc::default();
+    let s = seen.clone();
+    (
+        p.on_blocked(move |h, port, why| s.lock().unwrap().push((h.into(), port, why.into()))),
+        seen,
+    )
+}
+
+#[test]
+fn allowed_connect_relays_both_ways_with_half_close() {
+    let echo = echo_server();
+    let p = start(Proxy::new(policy(&[&format!("127.0.0.1:{echo}")], &[])).config(fast()));
+    let (head, r) = ask(p, &connect_req(&format!("127.0.0.1:{echo}")));
+    assert_eq!(head, "HTTP/1.1 200 Connection established\r\n\r\n");
+    check_echo_and_half_close(r);
+}
+
+#[test]
+fn bytes_sent_with_the_connect_head_are_not_lost() {
+    let echo = echo_server();
+    let p = start(Proxy::new(policy(&[&format!("127.0.0.1:{echo}")], &[])).config(fast()));
+    let mut req = connect_req(&format!("127.0.0.1:{echo}"));
+    req.extend_from_slice(b"early");
+    let (head, mut r) = ask(p, &req);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut buf = [0; 5];
+    r.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"early");
+}
+
+#[test]
+fn a_port_not_allowed_gets_403_naming_rule_and_profile() {
+    let echo = echo_server();
+    let other = echo_server();
+    let (proxy, seen) =
+        recording(Proxy::new(policy(&[&format!("127.0.0.1:{echo}")], &[])).config(fast()));
+    let p = start(proxy);
+    let (head, r) = ask(p, &connect_req(&format!("127.0.0.1:{other}")));
+    assert!(head.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{head}");
+    assert!(head.contains("\r\nContent-Type: text/plain\r\n"), "{head}");
+    assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
+    let b = body(r);
+    assert_eq!(
+        b,
+        format!(
+            "csbox: blocked connection to 127.0.0.1:{other} (a private address, not in profile \"default\"'s \
+             network.allow (only an exact rule reaches it); add --allow-host 127.0.0.1:{other})\n"
+        )
+    );
+    assert_eq!(b.lines().count(), 1);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!((seen[0].0.as_str(), seen[0].1), ("127.0.0.1", other));
+}
+
+#[test]
+fn a_refused_name_gets_the_documented_one_line_body() {
+    let p = start(Proxy::new(policy(&["*.example.test"], &[])).config(fast()));
+    let (head, r) = ask(p, &connect_req("evil.example:443"));
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert_eq!(
+        body(r),
+        "csbox: blocked connection to evil.example:443 (not in profile \"default\"'s network.allow; \
+         add --allow-host evil.example)\n"
+    );
+}
+
+#[test]
+fn deny_beats_allow_through_the_proxy() {
+    let echo = echo_server();
+    let rule = format!("127.0.0.1:{echo}");
+    let p = start(Proxy::new(policy(&[&rule], &["127.0.0.1"])).config(fast()));
+    let (head, r) = ask(p, &connect_req(&rule));
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(body(r).contains("network.deny"));
+}
+
+fn resolving(allow: &[&str], name: &str) -> Proxy {
+    Proxy::new(policy(allow, &[]))
+        .resolver(Arc::new(StaticResolver::new().with(name, &[LOCALHOST])))
+        .config(fast())
+}
+
+#[test]
+fn wildcard_reaches_subdomains_only_and_never_a_private_address() {
+    let echo = echo_server();
+    let rule = format!("*.example.test:{echo}");
+    let proxy = Proxy::new(policy(&[&rule], &[]))
+        .resolver(Arc::new(
+            StaticResolver::new()
+                .with("a.example.test", &[LOCALHOST])
+                .with("example.test", &[LOCALHOST]),
+        ))
+        .config(fast());
+    let p = start(proxy);
+    let (head, r) = ask(p, &connect_req(&format!("example.test:{echo}")));
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(body(r).contains("not in profile"));
+    let (head, r) = ask(p, &connect_req(&format!("a.example.test:{echo}")));
+    assert!(
+        head.starts_with("HTTP/1.1 403"),
+        "matched, but resolves to loopback: {head}"
+    );
+    let b = body(r);
+    assert!(
+        b.contains("resolves to 127.0.0.1, a private address"),
+        "{b}"
+    );
+}
+
+#[test]
+fn a_name_resolving_to_loopback_is_refused_unless_named_exactly() {
+    let echo = echo_server();
+    let p = start(resolving(&[&format!("*.test:{echo}")], "evil.test"));
+    let (head, r) = ask(p, &connect_req(&format!("evil.test:{echo}")));
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let b = body(r);
+    assert!(
+        b.contains(&format!("add --allow-host evil.test:{echo}")),
+        "{b}"
+    );
+
+    let p = start(resolving(&[&format!("evil.test:{echo}")], "evil.test"));
+    let (head, r) = ask(p, &connect_req(&format!("evil.test:{echo}")));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    check_echo_and_half_close(r);
+}
+
+/// An HTTP server that records the request head it got and answers "ok".
+fn http_server() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let h = heads.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let mut r = BufReader::new(c);
+            let head = read_head_lines(&mut r);
+            let mut body = vec![0; 4];
+            if head.contains("Content-Length: 4") {
+                r.read_exact(&mut body).unwrap();
+            }
+            h.lock().unwrap().push(head);
+            let _ = r
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (port, heads)
+}
+
+#[test]
+fn plain_http_is_forwarded_in_origin_form_without_proxy_headers() {
+    let (srv, heads) = http_server();
+    let p = start(Proxy::new(policy(&[&format!("127.0.0.1:{srv}")], &[])).config(fast()));
+    let req = format!(
+        "POST http://127.0.0.1:{srv}/a/b?c=d HTTP/1.1\r\nHost: elsewhere.test\r\n\
+         Proxy-Connection: keep-alive\r\nProxy-Authorization: Basic c2VjcmV0\r\n\
+         Connection: X-Hop\r\nX-Hop: 1\r\nContent-Length: 4\r\nAccept: */*\r\n\r\nbody"
+    );
+    let (head, r) = ask(p, req.as_bytes());
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body(r), "ok");
+    let got = heads.lock().unwrap()[0].clone();
+    assert_eq!(
+        got,
+        format!(
+            "POST /a/b?c=d HTTP/1.1\r\nHost: 127.0.0.1:{srv}\r\nContent-Length: 4\r\nAccept: */*\r\n\
+             Connection: close\r\n\r\n"
+        )
+    );
+}
+
+#[test]
+fn plain_http_to_a_refused_host_gets_403_and_https_urls_get_400() {
+    let p = start(Proxy::new(policy(&["*.example.test"], &[])).config(fast()));
+    let (head, r) = ask(
+        p,
+        b"GET http://evil.example/ HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(body(r).contains("blocked connection to evil.example:80"));
+    let (head, r) = ask(p, b"GET https://a.example.test/ HTTP/1.1\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(body(r).contains("CONNECT"));
+    let (head, _) = ask(p, b"GET / HTTP/1.1\r\nHost: a.example.test\r\n\r\n");
+    assert!(
+        head.starts_with("HTTP/1.1 400"),
+        "origin form is not a proxy request: {head}"
+    );
+}
+
+fn socks(port: u16, request: &[u8]) -> (u8, TcpStream) {
+    let mut s = connect(port);
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut m = [0; 2];
+    s.read_exact(&mut m).unwrap();
+    assert_eq!(m, [5, 0]);
+    s.write_all(request).unwrap();
+    let mut rep = [0; 10];
+    s.read_exact(&mut rep).unwrap();
+    assert_eq!((rep[0], rep[2], rep[3]), (5, 0, 1));
+    (rep[1], s)
+}
+
+fn socks_domain(name: &str, port: u16) -> Vec<u8> {
+    let mut r = vec![5, 1, 0, 3, name.len() as u8];
+    r.extend_from_slice(name.as_bytes());
+    r.extend_from_slice(&port.to_be_bytes());
+    r
+}
+
+#[test]
+fn socks5_connect_by_name_and_by_address() {
+    let echo = echo_server();
+    let p = start(resolving(
+        &[&format!("svc.test:{echo}"), &format!("127.0.0.1:{echo}")],
+        "svc.test",
+    ));
+    let (code, s) = socks(p, &socks_domain("svc.test", echo));
+    assert_eq!(code, 0);
+    check_echo_and_half_close(BufReader::new(s));
+    let mut v4 = vec![5, 1, 0, 1, 127, 0, 0, 1];
+    v4.extend_from_slice(&echo.to_be_bytes());
+    let (code, s) = socks(p, &v4);
+    assert_eq!(code, 0);
+    check_echo_and_half_close(BufReader::new(s));
+}
+
+#[test]
+fn socks5_refusals_and_unsupported_requests_get_their_reply_codes() {
+    let echo = echo_server();
+    let (proxy, seen) = recording(resolving(&["*.test"], "svc.test"));
+    let p = start(proxy);
+    assert_eq!(socks(p, &socks_domain("other.example", 443)).0, 0x02);
+    assert_eq!(
+        socks(p, &socks_domain("svc.test", 443)).0,
+        0x02,
+        "rebinding guard"
+    );
+    let mut bind = socks_domain("svc.test", echo);
+    bind[1] = 2; // BIND
+    assert_eq!(socks(p, &bind).0, 0x07);
+    assert_eq!(socks(p, &[5, 1, 0, 9, 0, 0]).0, 0x08);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    // A client offering only username/password auth is told no method is acceptable.
+    let mut s = connect(p);
+    s.write_all(&[5, 1, 2]).unwrap();
+    let mut m = [0; 2];
+    s.read_exact(&mut m).unwrap();
+    assert_eq!(m, [5, 0xff]);
+}
+
+#[test]
+fn socks5_connection_refused_is_reply_5() {
+    let port = closed_port();
+    let p = start(Proxy::new(policy(&[&format!("127.0.0.1:{port}")], &[])).config(fast()));
+    let mut v4 = vec![5, 1, 0, 1, 127, 0, 0, 1];
+    v4.extend_from_slice(&port.to_be_bytes());
+    assert_eq!(socks(p, &v4).0, 0x05);
+}
+
+#[test]
+fn an_unreachable_destination_gets_a_one_line_502() {
+    let port = closed_port();
+    let p = start(
+        Proxy::new(policy(&[&format!("127.0.0.1:{port}"), "nx.test"], &[]))
+            .resolver(Arc::new(StaticResolver::new()))
+            .config(fast()),
+    );
+    let (head, r) = ask(p, &connect_req(&format!("127.0.0.1:{port}")));
+    assert!(head.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{head}");
+    let b = body(r);
+    assert_eq!(b.lines().count(), 1);
+    assert!(b.contains("connection refused"), "{b}");
+    let (head, r) = ask(p, &connect_req("nx.test:443"));
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert!(body(r).contains("cannot resolve nx.test"));
+}
+
+/// A tiny upstream proxy: records each request head, answers `answer`, and after a 200
+/// to CONNECT echoes like [`echo_server`]; to a plain request it answers "ok" itself.
+fn upstream_proxy(answer: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let h = heads.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(c);
+                let head = read_head_lines(&mut r);
+                let connect = head.starts_with("CONNECT ");
+                h.lock().unwrap().push(head);
+                if !connect {
+                    let _ = r.get_mut().write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    );
+                    return;
+                }
+                let _ = r.get_mut().write_all(answer.as_bytes());
+                if !answer.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+                let mut buf = [0; 4096];
+                loop {
+                    match r.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let _ = r.get_mut().write_all(&buf[..n]);
+                        }
+                    }
+                }
+                let _ = r.get_mut().write_all(b"bye");
+            });
+        }
+    });
+    (port, heads)
+}
+
+#[test]
+fn allowed_connects_chain_through_the_upstream_with_its_credentials() {
+    let (up, heads) = upstream_proxy("HTTP/1.1 200 Connection established\r\n\r\n");
+    let upstream = Upstream::from_url(&format!("http://user:s3cret@127.0.0.1:{up}")).unwrap();
+    let p = start(
+        Proxy::new(policy(&["api.example.test", "localhost"], &[]))
+            .resolver(Arc::new(StaticResolver::new()))
+            .upstream(Some(upstream))
+            .config(fast()),
+    );
+    // No resolver entry for api.example.test: csbox does not resolve it, the upstream does.
+    let (head, r) = ask(p, &connect_req("api.example.test:443"));
+    assert_eq!(head, "HTTP/1.1 200 Connection established\r\n\r\n");
+    let mut s = r.into_inner();
+    s.write_all(b"hello").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    assert_eq!(all, "hellobye");
+    let auth = format!("Basic {}", crate::net::upstream::base64(b"user:s3cret"));
+    let got = heads.lock().unwrap()[0].clone();
+    assert_eq!(
+        got,
+        format!("CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443\r\nProxy-Authorization: {auth}\r\n\r\n")
+    );
+    assert!(!all.contains("s3cret") && !all.contains(&auth[6..]));
+
+    // Policy still applies first: nothing reaches the upstream for a refused host.
+    let (head, _) = ask(p, &connect_req("evil.example:443"));
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert_eq!(heads.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn plain_http_goes_to_the_upstream_in_absolute_form() {
+    let (up, heads) = upstream_proxy("unused");
+    let upstream = Upstream::from_url(&format!("http://u:pw@127.0.0.1:{up}")).unwrap();
+    let p = start(
+        Proxy::new(policy(&["api.example.test"], &[]))
+            .upstream(Some(upstream))
+            .config(fast()),
+    );
+    let (head, r) = ask(
+        p,
+        b"GET http://api.example.test/x HTTP/1.1\r\nProxy-Authorization: Basic Y2xpZW50\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert_eq!(body(r), "ok");
+    let got = heads.lock().unwrap()[0].clone();
+    assert_eq!(
+        got,
+        format!(
+            "GET http://api.example.test/x HTTP/1.1\r\nHost: api.example.test\r\nProxy-Authorization: Basic {}\r\nConnection: close\r\n\r\n",
+            crate::net::upstream::base64(b"u:pw")
+        )
+    );
+}
+
+#[test]
+fn an_upstream_refusal_is_a_502_without_credentials() {
+    let (up, _) = upstream_proxy(
+        "HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 6\r\n\r\nsecret",
+    );
+    let upstream = Upstream::from_url(&format!("http://user:s3cret@127.0.0.1:{up}")).unwrap();
+    let p = start(
+        Proxy::new(policy(&["api.example.test"], &[]))
+            .upstream(Some(upstream))
+            .config(fast()),
+    );
+    let (head, r) = ask(p, &connect_req("api.example.test:443"));
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    let b = body(r);
+    assert!(
+        b.contains("answered \"407 Proxy Authentication Required\""),
+        "{b}"
+    );
+    assert!(!b.contains("s3cret") && !b.contains("secret"), "{b}");
+}
+
+#[test]
+fn no_proxy_destinations_go_direct() {
+    let echo = echo_server();
+    let (up, heads) = upstream_proxy("HTTP/1.1 200 Connection established\r\n\r\n");
+    let upstream = Upstream::from_url(&format!("http://127.0.0.1:{up}"))
+        .unwrap()
+        .with_no_proxy("127.0.0.1");
+    let p = start(
+        Proxy::new(policy(&[&format!("127.0.0.1:{echo}")], &[]))
+            .upstream(Some(upstream))
+            .config(fast()),
+    );
+    let (head, r) = ask(p, &connect_req(&format!("127.0.0.1:{echo}")));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    check_echo_and_half_close(r);
+    assert!(heads.lock().unwrap().is_empty());
+}
+
+#[test]
+fn garbage_and_malformed_requests_get_400() {
+    let p = start(Proxy::new(policy(&["*.example.test"], &[])).config(fast()));
+    for req in [
+        &b"\x16\x03\x01\x02\x00garbage"[..],
+        b"GET\r\n\r\n",
+        b"CONNECT a.example.test HTTP/1.1\r\n\r\n",
+        b"CONNECT a.example.test:443 HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"GET http://a.example.test/ HTTP/1.1\r\nX: 1\r\n folded\r\n\r\n",
+    ] {
+        let (head, r) = ask(p, req);
+        assert!(
+            head.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{req:?}: {head}"
+        );
+        assert!(body(r).starts_with("csbox: bad proxy request: "));
+    }
+}
+
+#[test]
+fn an_oversized_head_gets_400() {
+    let p = start(Proxy::new(policy(&["*.example.test"], &[])).config(fast()));
+    let mut req = b"GET http://a.example.test/ HTTP/1.1\r\n".to_vec();
+    while req.len() < 20 * 1024 {
+        req.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+    }
+    let (head, r) = ask(p, &req);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(body(r).contains("over 16384 bytes"));
+}
+
+#[test]
+fn a_slow_or_silent_client_times_out_with_408() {
+    let p = start(Proxy::new(policy(&["*.example.test"], &[])).config(fast()));
+    let t = Instant::now();
+    let (head, _) = ask(p, b"");
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    // Dribbling bytes does not extend the deadline: it is for the whole head.
+    let mut s = connect(p);
+    for _ in 0..6 {
+        if s.write_all(b"G").is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut r = BufReader::new(s);
+    let head = read_head_lines(&mut r);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // A half-finished SOCKS5 handshake is dropped the same way.
+    let mut s = connect(p);
+    s.write_all(&[5, 1]).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+}
+
+#[test]
+fn past_max_clients_a_client_gets_503() {
+    let mut cfg = fast();
+    cfg.max_clients = 1;
+    cfg.head_timeout = Duration::from_secs(5);
+    let proxy = Arc::new(Proxy::new(policy(&["*.example.test"], &[])).config(cfg));
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let first = connect(port);
+    let (a, _) = l.accept().unwrap();
+    proxy.spawn(a).unwrap();
+    let mut second = connect(port);
+    let (b, _) = l.accept().unwrap();
+    assert!(proxy.spawn(b).is_err());
+    let mut got = String::new();
+    second.read_to_string(&mut got).unwrap();
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    drop(first);
+    let t = Instant::now();
+    while proxy.active() > 0 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        proxy.active(),
+        0,
+        "the counter falls back when a client ends"
+    );
+}
+
+#[test]
+fn connections_accepted_inside_are_passed_out_and_served() {
+    let echo = echo_server();
+    let proxy = Arc::new(Proxy::new(policy(&[&format!("127.0.0.1:{echo}")], &[])).config(fast()));
+    let listeners = bind_loopback_listeners(0).unwrap();
+    let port = listeners.port;
+    let (inside, outside) = fd_socketpair().unwrap();
+    let inside_dup = inside.try_clone().unwrap();
+    let accept: JoinHandle<io::Result<()>> =
+        std::thread::spawn(move || listeners.relay_accept_loop(inside.as_fd()));
+    let serve = std::thread::spawn(move || proxy.serve_passed_fds(outside));
+    let (head, r) = ask(port, &connect_req(&format!("127.0.0.1:{echo}")));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    check_echo_and_half_close(r);
+    if let Ok(mut s) = TcpStream::connect(("::1", port)) {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&connect_req(&format!("127.0.0.1:{echo}")))
+            .unwrap();
+        let head = read_head_lines(&mut BufReader::new(s));
+        assert!(head.starts_with("HTTP/1.1 200"), "over ::1: {head}");
+    }
+    // When pid 1 goes, its end of the socket closes: serve_passed_fds sees EOF and
+    // returns, and the accept loop sees the hang-up. Shutting the socket down stands in.
+    // SAFETY: shutdown of a socket we hold a duplicate of.
+    unsafe { libc::shutdown(inside_dup.as_raw_fd(), libc::SHUT_RDWR) };
+    assert!(serve.join().unwrap().is_ok());
+    assert!(accept.join().unwrap().is_ok());
+}
+
+#[test]
+fn the_audit_log_records_allowed_and_refused_connections() {
+    let echo = echo_server();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.jsonl");
+    let log = Arc::new(AuditLog::open(&path).unwrap());
+    let p = start(
+        Proxy::new(policy(&[&format!("127.0.0.1:{echo}")], &[]))
+            .audit(log)
+            .config(fast()),
+    );
+    let (_, r) = ask(p, &connect_req(&format!("127.0.0.1:{echo}")));
+    check_echo_and_half_close(r);
+    let (_, r) = ask(p, &connect_req("evil.example:443"));
+    body(r);
+    let (_, r) = ask(p, b"NOT A REQUEST\r\n\r\n");
+    body(r);
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let t = Instant::now();
+    while lines().len() < 3 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let v = lines();
+    assert_eq!(v.len(), 3, "{v:?}");
+    let find = |d: &str| v.iter().find(|l| l["decision"] == d).unwrap().clone();
+    let a = find("allowed");
+    assert_eq!(a["host"], "127.0.0.1");
+    assert_eq!(a["port"], echo);
+    assert_eq!(a["rule"], format!("127.0.0.1:{echo}"));
+    assert_eq!(a["protocol"], "connect");
+    assert_eq!(a["bytes_up"], 5);
+    assert_eq!(a["bytes_down"], 8, "hello + bye");
+    assert!(a["duration_ms"].is_u64());
+    let r = find("refused");
+    assert_eq!(r["host"], "evil.example");
+    assert_eq!(r["port"], 443);
+    assert_eq!(r["rule"], "not in network.allow");
+    assert_eq!(r["bytes_up"], 0);
+    let f = find("failed");
+    assert!(f["error"].as_str().unwrap().contains("HTTP/1.1"), "{f}");
+}
