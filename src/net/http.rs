@@ -3,7 +3,7 @@
 //! read a status line. Pure code over bytes; strict, because whatever it accepts is
 //! relayed to a server on the sandbox's behalf.
 
-use super::policy::{parse_port, split_host_port};
+use super::policy::{parse_port, printable, split_host_port};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and the proxy's own: never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -224,21 +224,6 @@ pub(crate) fn parse_status(head: &[u8]) -> Result<(u16, String), String> {
         .parse()
         .map_err(|_| "the status code is not a number")?;
     Ok((code, printable(parts.next().unwrap_or(""), 80)))
-}
-
-/// `s` cut to `max` characters, anything but printable ASCII as '?': text from the
-/// sandbox or the network that reaches a terminal or a one-line reply.
-pub(crate) fn printable(s: &str, max: usize) -> String {
-    s.chars()
-        .take(max)
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -35,6 +35,9 @@
 //!   by a rule naming it exactly: wildcards never reach them. A destination host in an
 //!   unusual numeric form (`2130706433`, `127.1`, `0x7f.1`: getaddrinfo reads them as
 //!   IPv4) is refused as invalid.
+//! - The proxy connects from the host's namespace: `127.0.0.1:5432` or `localhost:3000`
+//!   in a rule is the *host's* loopback (a database or dev server there), never the
+//!   sandbox's own.
 //!
 //! # Private addresses and DNS rebinding
 //! "Private" means: IPv4 0/8, 10/8, 100.64/10, 127/8, 169.254/16, 172.16/12, 192.168/16,
@@ -71,9 +74,10 @@
 //! # Resources
 //! One thread per client (128 KiB stack by default, of which a relaying connection
 //! touches a few pages), both directions relayed by splice(2) through two pipes in one
-//! poll loop, so no user-space buffer per connection. At most
-//! [`ProxyConfig::max_clients`] at once. splice can raise SIGPIPE, which the client
-//! threads block (see [`Proxy::serve`]).
+//! poll loop, so no user-space buffer per connection: relayed data stays in the kernel.
+//! At most [`ProxyConfig::max_clients`] at once, six descriptors each (the caller should
+//! raise `RLIMIT_NOFILE`'s soft limit to the hard one). splice can raise SIGPIPE, which
+//! the client threads block (see [`Proxy::serve`]).
 
 pub mod audit;
 pub mod fdpass;

@@ -31,6 +31,8 @@ impl Dest {
     /// a name no rule author thinks of as an address.
     pub fn parse(host: &str) -> Result<Dest, String> {
         let h = host.strip_suffix('.').unwrap_or(host);
+        // Errors quote the host; it may come from the sandbox and end up on a terminal.
+        let host = printable(host, 255);
         if let Some(inner) = h.strip_prefix('[') {
             let inner = inner
                 .strip_suffix(']')
@@ -61,6 +63,21 @@ impl std::fmt::Display for Dest {
             Dest::Name(n) => f.write_str(n),
         }
     }
+}
+
+/// `s` cut to `max` characters, anything but printable ASCII as '?': text from the
+/// sandbox or the network that reaches a terminal or a one-line reply.
+pub(crate) fn printable(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 fn check_name(h: &str) -> Result<(), &'static str> {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::audit::{AuditLog, Outcome, Protocol, Record};
 use super::fdpass::recv_fd;
-use super::http::{self, printable};
-use super::policy::{Decision, Dest, Policy, Resolver, SystemResolver};
+use super::http;
+use super::policy::{printable, Decision, Dest, Policy, Resolver, SystemResolver};
 use super::relay::{relay, Pipes};
 use super::upstream::Upstream;
 
@@ -27,7 +27,9 @@ pub struct ProxyConfig {
     /// Largest request head accepted (request line and headers).
     pub max_head: usize,
     /// Connections served at once; more are answered 503 and closed. Each costs a thread,
-    /// two sockets and two pipes (six descriptors).
+    /// two sockets and two pipes: six descriptors, and 2 × 16 pages of the user's pipe
+    /// quota (`fs.pipe-user-pages-soft`, 16384 pages: past it every new pipe of the user,
+    /// the sandbox's included, gets a single page). 256 stays at half the quota.
     pub max_clients: usize,
     /// Stack of each client thread. Its work is shallow (resolution runs on its own
     /// thread, see [`SystemResolver`]) and untouched stack pages cost no memory.
@@ -40,7 +42,7 @@ impl Default for ProxyConfig {
             head_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             max_head: 16 * 1024,
-            max_clients: 512,
+            max_clients: 256,
             stack_size: 128 * 1024,
         }
     }
@@ -203,20 +205,23 @@ impl Client {
     }
 }
 
-/// Connect to the first address that answers within `timeout` overall. The error keeps
-/// the last errno (for the SOCKS5 reply) and names every address tried.
+/// Connect to the first address that answers within `timeout` overall. Each address gets
+/// an equal share of the time left, so a black-holed first address (often IPv6 on a host
+/// without a v6 route) cannot use it all. The error keeps the last errno (for the SOCKS5
+/// reply) and names every address tried.
 fn connect_any(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, (io::Error, String)> {
     let deadline = Instant::now() + timeout;
     let mut tried = Vec::new();
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-    for a in addrs {
+    for (i, a) in addrs.iter().enumerate() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             last = timed_out();
             tried.push(format!("{a}: not tried, out of time"));
             break;
         }
-        match TcpStream::connect_timeout(a, left) {
+        let share = left / (addrs.len() - i) as u32;
+        match TcpStream::connect_timeout(a, share.max(Duration::from_millis(1))) {
             Ok(s) => return Ok(s),
             Err(e) => {
                 tried.push(format!("{a}: {}", strip_os_error(&e)));
@@ -1001,3 +1006,6 @@ fn shown_host(host: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod bench;

