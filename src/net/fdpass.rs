@@ -1,6 +1,6 @@
 //! Moving accepted connections out of the sandbox's network namespace.
 //!
-//! Inside, pid 1 listens on 127.0.0.1:PORT and [::1]:PORT ([`bind_loopback_listeners`]),
+//! Inside, pid 1 listens on `127.0.0.1:PORT` and `[::1]:PORT` ([`bind_loopback_listeners`]),
 //! accepts, and sends each connection's descriptor over a Unix socket to the supervisor
 //! ([`relay_accept_loop`]); the supervisor serves it ([`Proxy::serve_passed_fds`]). A
 //! socket keeps the namespace it was created in, so the proxy's *upstream* sockets, made
@@ -136,7 +136,7 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
     }
 }
 
-/// The listeners pid 1 holds inside the sandbox: 127.0.0.1:`port` always, [::1]:`port`
+/// The listeners pid 1 holds inside the sandbox: `127.0.0.1:port` always, `[::1]:port`
 /// when the namespace has IPv6. Both are non-blocking and close-on-exec.
 #[derive(Debug)]
 pub struct LoopbackListeners {
@@ -156,7 +156,7 @@ impl LoopbackListeners {
     }
 }
 
-/// Listen on 127.0.0.1:`port` and [::1]:`port` (IPV6_V6ONLY). Port 0 picks a free port for
+/// Listen on `127.0.0.1:port` and `[::1]:port` (IPV6_V6ONLY). Port 0 picks a free port for
 /// 127.0.0.1 and takes the same one on ::1, retrying if ::1 has it taken. A namespace
 /// without IPv6 (EAFNOSUPPORT, EADDRNOTAVAIL) gets the IPv4 listener alone. `lo` must be
 /// up. Allocates nothing.

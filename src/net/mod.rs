@@ -1,12 +1,39 @@
 //! The sandbox's only way out: a filtering HTTP/SOCKS5 proxy run by the supervisor.
 //!
 //! A sandbox with a network policy gets a network namespace of its own holding only `lo`.
-//! Inside, pid 1 listens on 127.0.0.1:PORT and [::1]:PORT and passes every accepted
+//! Inside, pid 1 listens on `127.0.0.1:PORT` and `[::1]:PORT` and passes every accepted
 //! connection out over a Unix socket ([`fdpass`]); outside, the supervisor's [`Proxy`]
 //! serves it: reads the request, applies the profile's [`Policy`], connects from the
 //! host's namespace, relays bytes, and appends a line to `net.jsonl` ([`AuditLog`]). The
 //! command inside is assumed hostile, so everything it sends is bounded, validated and
 //! never trusted for a decision the proxy can make itself.
+//!
+//! ```no_run
+//! use std::os::fd::AsFd;
+//! use std::sync::Arc;
+//! use csbox::net::{self, AuditLog, Policy, Proxy, Upstream};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (inside, outside) = net::fd_socketpair()?;
+//!
+//! // Pid 1, in the new network namespace with `lo` up (no allocation from here on):
+//! let listeners = net::bind_loopback_listeners(0)?; // the command gets
+//! // HTTPS_PROXY=http://127.0.0.1:{listeners.port}, ALL_PROXY=socks5h://…
+//! let _ = listeners.relay_accept_loop(inside.as_fd()); // returns when the supervisor goes
+//!
+//! // The supervisor, on the host side:
+//! let policy = Policy::new("default", &["api.anthropic.com", "*.npmjs.org"], &[] as &[&str])?;
+//! let upstream = match std::env::var("HTTPS_PROXY") {
+//!     Ok(url) => Some(Upstream::from_url(&url)?
+//!         .with_no_proxy(&std::env::var("NO_PROXY").unwrap_or_default())),
+//!     Err(_) => None,
+//! };
+//! let proxy = Proxy::new(policy)
+//!     .upstream(upstream)
+//!     .audit(AuditLog::open("sessions/ID/net.jsonl".as_ref())?)
+//!     .on_blocked(|host, port, why| eprintln!("csbox: blocked {host}:{port}: {why}"));
+//! std::thread::spawn(move || Arc::new(proxy).serve_passed_fds(outside));
+//! # Ok(()) }
+//! ```
 //!
 //! # What the proxy speaks
 //! - `CONNECT host:port` (HTTPS_PROXY): a byte tunnel; TLS is never terminated, so the
