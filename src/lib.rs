@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod gc;
 pub mod hints;
 pub mod human;
+pub mod net;
 pub mod oci;
 pub mod paths;
 pub mod plan;
