@@ -117,6 +117,11 @@ fn ci_clears_the_environment_to_its_allowlist_and_reports_json() {
             "CSBOX_SESSION_ID",
             "_",
         ];
+        // csbox's own proxy, not the host's (its variables are always set under proxy).
+        let allowed: Vec<&str> = allowed
+            .into_iter()
+            .chain(csbox::plan::PROXY_ENV.iter().copied())
+            .collect();
         for n in &names {
             assert!(
                 allowed.contains(n),
@@ -273,7 +278,7 @@ const BAD_PROFILES: &[(&str, &str, &[&str])] = &[
             ":2:",
             "field \"network\"",
             "\"maybe\"",
-            "\"host\", \"none\"",
+            "\"proxy\", \"none\", \"host\"",
         ],
     ),
     (
@@ -334,7 +339,7 @@ const BAD_PROFILES: &[(&str, &str, &[&str])] = &[
             ":2:3",
             "field \"network\"",
             "5 (a number)",
-            "\"host\", \"none\"",
+            "\"proxy\", \"none\", \"host\"",
         ],
     ),
     (
@@ -542,7 +547,9 @@ fn profile_list_and_show_include_user_profiles() {
     assert!(o.contains("my strict"));
     let out = env.run(&["profile", "show", "mine"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["network"], "none", "inherited from strict");
+    assert_eq!(v["network"]["mode"], "proxy", "inherited from strict");
+    assert_eq!(v["network"]["allow"][0], "api.anthropic.com", "strict's own list: {}", v["network"]);
+    assert!(!v["network"]["allow"].as_array().unwrap().iter().any(|h| h == "pypi.org"), "not default's");
     let hide: Vec<&str> = v["hide"]
         .as_array()
         .unwrap()

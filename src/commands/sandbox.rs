@@ -25,9 +25,15 @@ pub struct SandboxArgs {
     /// Show a path the profile hides (e.g. ~/.ssh), for this run
     #[arg(long, value_name = "PATH")]
     pub unhide: Vec<String>,
-    /// Network: `none` (only lo) or `host`
-    #[arg(long, value_name = "none|host", value_parser = ["none", "host"])]
+    /// Network: `proxy` (own namespace, out only through csbox's filtering proxy), `none` (only lo) or `host` (the host's network: no isolation)
+    #[arg(long, value_name = "proxy|none|host", value_parser = ["proxy", "none", "host"])]
     pub net: Option<String>,
+    /// Let the proxy reach HOST[:PORT] (also *.domain), for this run
+    #[arg(long = "allow-host", value_name = "HOST[:PORT]")]
+    pub allow_host: Vec<String>,
+    /// Refuse HOST[:PORT] (also *.domain) even if the profile allows it, for this run
+    #[arg(long = "deny-host", value_name = "HOST[:PORT]")]
+    pub deny_host: Vec<String>,
     /// Set an environment variable inside
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
@@ -56,10 +62,13 @@ impl SandboxArgs {
                 unhide: self.unhide.clone(),
             },
             net: match self.net.as_deref() {
+                Some("proxy") => Some(Network::Proxy),
                 Some("none") => Some(Network::None),
                 Some("host") => Some(Network::Host),
                 _ => None,
             },
+            allow_hosts: self.allow_host.clone(),
+            deny_hosts: self.deny_host.clone(),
             env,
             command: command.to_vec(),
             remove_on_exit,

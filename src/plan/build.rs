@@ -115,7 +115,7 @@ pub fn build(input: &PlanInput) -> Result<Plan, Error> {
             pid: sandboxed,
             ipc: sandboxed,
             uts: sandboxed,
-            net: sandboxed && prof.network == Network::None,
+            net: sandboxed && prof.network.mode != Network::Host,
         },
         uid: input.uid,
         gid: input.gid,
@@ -129,6 +129,7 @@ pub fn build(input: &PlanInput) -> Result<Plan, Error> {
         capabilities: Vec::new(),
         no_new_privs: sandboxed,
         seccomp: super::seccomp::rules(prof, sandboxed),
+        network: super::network::plan(input),
         landlock,
         die_with_parent: true,
         max_user_namespaces: (sandboxed && !prof.nested_userns).then_some(0),
@@ -150,6 +151,7 @@ pub fn build(input: &PlanInput) -> Result<Plan, Error> {
 fn env(input: &PlanInput, state: &Path) -> Vec<(String, String)> {
     let prof = input.profile;
     let sandboxed = prof.isolation == Isolation::Namespaces;
+    let own_net = sandboxed && prof.network.mode != Network::Host;
     let mut env: Vec<(String, String)> = input
         .host_env
         .iter()
@@ -158,6 +160,7 @@ fn env(input: &PlanInput, state: &Path) -> Vec<(String, String)> {
             !(sandboxed && HOST_SOCKET_ENV.contains(&k.as_str()))
                 || (k == "SSH_AUTH_SOCK" && prof.sockets.iter().any(|s| s == "ssh-agent"))
         })
+        .filter(|(k, _)| !(own_net && super::network::PROXY_ENV.contains(&k.as_str())))
         .filter(|(k, _)| prof.env.passes(k) || prof.env.set.contains_key(k))
         .filter(|(k, _)| !prof.env.set.contains_key(k))
         .cloned()
@@ -175,6 +178,11 @@ fn env(input: &PlanInput, state: &Path) -> Vec<(String, String)> {
     env.push(var("CSBOX_SESSION_ID", input.session_id.to_string()));
     if sandboxed {
         env.push(var("CLAUDE_CODE_TMPDIR", "/tmp".into()));
+    }
+    if sandboxed && prof.network.mode == Network::Proxy {
+        let proxy = super::network::proxy_env(super::network::PROXY_PORT);
+        env.retain(|(k, _)| !proxy.iter().any(|(p, _)| p == k));
+        env.extend(proxy);
     }
     env
 }

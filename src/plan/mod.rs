@@ -14,6 +14,7 @@ mod facts;
 mod input;
 mod model;
 mod mounts;
+mod network;
 mod seccomp;
 #[cfg(test)]
 mod tests;
@@ -24,5 +25,6 @@ pub use seccomp::{rules as seccomp_rules, terminal_rules, DEFAULT_ENOSYS, DEFAUL
 pub use facts::{Facts, GitLayout, HostLayout, PathFact};
 pub use input::{Error, Overrides, PlanInput, DEV_NODES};
 pub use model::*;
+pub use network::{elide_password, PROXY_ENV, PROXY_PORT};
 pub use mounts::{CACHES, CACHE_DIR, HOME_UPPER, HOME_WORK};
 pub use view::PROTECTED;

@@ -57,6 +57,7 @@ pub struct Plan {
     /// prctl(PR_SET_NO_NEW_PRIVS): exec can never gain privileges (setuid, file caps).
     pub no_new_privs: bool,
     pub seccomp: Seccomp,
+    pub network: NetPlan,
     /// None: no Landlock (no sandbox, or a profile without it); the launcher applies what
     /// the kernel supports and `csbox doctor` reports the ABI.
     pub landlock: Option<Landlock>,
@@ -364,6 +365,32 @@ impl ArgMatch {
             ArgMatch::MaskedEq { index, .. } | ArgMatch::AnyBit { index, .. } | ArgMatch::NotIn { index, .. } => *index,
         }
     }
+}
+
+/// How the sandbox reaches the network (see `profile::network`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetPlan {
+    pub mode: crate::profile::Network,
+    /// Proxy mode: the relay listens on 127.0.0.1 and ::1 at this port inside, and the
+    /// supervisor's proxy decides each connection by these rules.
+    pub proxy_port: Option<u16>,
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    /// The host's own proxy the supervisor's chains through.
+    pub upstream: Option<Upstream>,
+    /// The connection log, relative to the session dir.
+    pub audit: Option<PathBuf>,
+}
+
+/// A proxy the host itself must use: read from `var` at launch (so no credential is in
+/// the plan); `shown` is its URL with the password elided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub var: String,
+    pub shown: String,
+    pub no_proxy: String,
 }
 
 /// Landlock, a second layer under the mounts: the writes the plan means to allow, and

@@ -473,7 +473,7 @@ impl<'a> Mounts<'a> {
 
     /// 10. Without the host's network: `lo` up, and a sysfs that shows this namespace.
     fn network(&mut self) {
-        if self.input.profile.network == Network::None {
+        if self.input.profile.network.mode != Network::Host {
             self.push(MountOp::LoopbackUp);
             self.push(MountOp::Sysfs {
                 dst: "/sys".into(),

@@ -588,7 +588,7 @@ fn privileges_are_dropped_and_tiocsti_denied() {
         })
         .collect();
     assert_eq!(ioctls, vec![TIOCSTI as u32, TIOCLINUX as u32]);
-    assert!(p.namespaces.user && p.namespaces.mount && p.namespaces.pid && !p.namespaces.net);
+    assert!(p.namespaces.user && p.namespaces.mount && p.namespaces.pid && p.namespaces.net);
     assert_eq!(p.max_user_namespaces, None, "default keeps nested bwrap");
 }
 

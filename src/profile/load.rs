@@ -288,6 +288,15 @@ fn validate(f: &ProfileFile, src: &Source) -> Result<(), Error> {
             }
         }
     }
+    if let Some(super::model::NetworkFile::Policy(p)) = &f.network {
+        for (field, list) in [("network.allow", &p.allow), ("network.deny", &p.deny)] {
+            for r in list.iter().flatten() {
+                if let Err(why) = super::network::check_rule(r) {
+                    return err(field, why);
+                }
+            }
+        }
+    }
     for s in f.sockets.iter().flatten() {
         if !matches!(s.as_str(), "ssh-agent" | "gpg-agent") && !s.starts_with('/') {
             return err(
@@ -416,7 +425,7 @@ mod tests {
         for (text, words) in [
             (
                 "{\"network\": 5}",
-                &["field \"network\"", "5 (a number)", "\"host\", \"none\""][..],
+                &["field \"network\"", "5 (a number)", "\"proxy\", \"none\", \"host\""][..],
             ),
             (
                 "{\"claude\": []}",

@@ -6,6 +6,7 @@
 //! `$XDG_CONFIG_HOME/csbox/profiles/NAME.json` and shadow a built-in of the same name.
 
 pub mod expand;
+pub mod network;
 mod load;
 mod model;
 mod schema;
@@ -29,7 +30,8 @@ mod tests {
             assert!(!p.description.is_empty(), "{n}");
         }
         let strict = load("strict", none()).unwrap();
-        assert_eq!(strict.network, Network::None);
+        assert_eq!(strict.network.mode, Network::Proxy);
+        assert_eq!(strict.network.allow, crate::profile::network::CLAUDE_HOSTS.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "strict replaces default's list");
         assert_eq!(strict.home, Home::Hidden);
         assert!(!strict.nested_userns);
         assert!(

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::network::{Network, NetworkFile, NetworkPolicy};
+
 pub const BUILTINS: &[(&str, &str)] = &[
     ("default", include_str!("../../profiles/default.json")),
     ("strict", include_str!("../../profiles/strict.json")),
@@ -95,13 +97,6 @@ pub enum Isolation {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub enum Network {
-    Host,
-    None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub enum Home {
     /// Copy-on-write: the host's home is the lower layer of an overlay whose upper layer
     /// is the session's own (`SESSIONS_DIR/<id>/home/`); no write reaches the host.
@@ -149,7 +144,7 @@ pub struct ProfileFile {
     pub description: Option<String>,
     pub extends: Option<String>,
     pub isolation: Option<Isolation>,
-    pub network: Option<Network>,
+    pub network: Option<NetworkFile>,
     pub home: Option<Home>,
     pub project: Option<Access>,
     pub bind: Option<Vec<String>>,
@@ -203,7 +198,7 @@ pub struct Profile {
     pub source: String,
     pub description: String,
     pub isolation: Isolation,
-    pub network: Network,
+    pub network: NetworkPolicy,
     pub home: Home,
     pub project: Access,
     pub bind: Vec<String>,
@@ -282,7 +277,7 @@ impl Profile {
             source: source.into(),
             description: String::new(),
             isolation: Isolation::Namespaces,
-            network: Network::Host,
+            network: NetworkPolicy::host(),
             home: Home::Overlay,
             project: Access::Rw,
             bind: vec![],
@@ -328,7 +323,9 @@ impl Profile {
         }
         set(&mut self.description, f.description);
         set(&mut self.isolation, f.isolation);
-        set(&mut self.network, f.network);
+        if let Some(n) = f.network {
+            self.network.apply(n);
+        }
         set(&mut self.home, f.home);
         set(&mut self.project, f.project);
         add(&mut self.bind, f.bind);

@@ -7,6 +7,8 @@ use super::model::RLIMITS;
 /// nobody.
 pub const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
 
+const NET_MODES: &[&str] = &["proxy", "none", "host"];
+
 /// The JSON shape of a profile field.
 #[derive(Debug, Clone, Copy)]
 pub enum Shape {
@@ -24,6 +26,8 @@ pub enum Shape {
     StringMap,
     /// An object of resource limits: a whole number or "unlimited" each.
     Limits,
+    /// Either shape.
+    Or(&'static Shape, &'static Shape),
 }
 
 /// Every field a profile file may have, and its shape.
@@ -32,7 +36,17 @@ pub const SCHEMA: &[(&str, Shape)] = &[
     ("description", Shape::Str),
     ("extends", Shape::Str),
     ("isolation", Shape::Choice(&["namespaces", "none"])),
-    ("network", Shape::Choice(&["host", "none"])),
+    (
+        "network",
+        Shape::Or(
+            &Shape::Choice(NET_MODES),
+            &Shape::Object(&[
+                ("mode", Shape::Choice(NET_MODES)),
+                ("allow", Shape::Strings),
+                ("deny", Shape::Strings),
+            ]),
+        ),
+    ),
     (
         "home",
         Shape::Choice(&["overlay", "readOnly", "hidden", "visible"]),
@@ -168,6 +182,16 @@ fn check(path: &str, v: &serde_json::Value, shape: Shape) -> Result<(), (String,
             Ok(())
         }
         (Shape::Limits, _) => wrong("an object of limits, like {\"nofile\": 4096}"),
+        (Shape::Or(a, b), _) => check(path, v, *a).or_else(|ea| {
+            check(path, v, *b).map_err(|eb| {
+                // An object was meant as the object form: its own error says more.
+                if v.is_object() {
+                    eb
+                } else {
+                    (ea.0, format!("{}; or an object {{\"mode\", \"allow\", \"deny\"}}", ea.1))
+                }
+            })
+        }),
         (Shape::Object(fields), Value::Object(m)) => check_object(path, m, fields),
         (Shape::Object(fields), _) => wrong(&format!(
             "an object with the fields {}",

@@ -21,6 +21,9 @@ pub struct Request {
     pub profile: String,
     pub overrides: Overrides,
     pub net: Option<Network>,
+    /// `--allow-host`, `--deny-host`: rules added to the profile's network policy.
+    pub allow_hosts: Vec<String>,
+    pub deny_hosts: Vec<String>,
     /// `--env K=V`, already split.
     pub env: Vec<(String, String)>,
     /// The command and its arguments; empty: claude.
@@ -54,8 +57,14 @@ impl Resolved {
         // A bad profile or flag fails here, before anything is created.
         let mut profile = profile::load(&req.profile, &paths.user_profiles_dir())?;
         if let Some(n) = req.net {
-            profile.network = n;
+            profile.network.mode = n;
         }
+        for (flag, list) in [("--allow-host", &req.allow_hosts), ("--deny-host", &req.deny_hosts)] {
+            for h in list.iter() {
+                crate::profile::network::check_rule(h).map_err(|why| Error::Usage(format!("{flag} {h:?}: {why}")))?;
+            }
+        }
+        profile.network.add(req.allow_hosts.clone(), req.deny_hosts.clone());
         profile
             .env
             .set

@@ -8,18 +8,11 @@
 //! This process becomes pid 1 of the new pid namespace: after setup it forks the command,
 //! then reaps zombies and forwards signals until the command exits.
 
-use std::os::fd::RawFd;
 
-use super::steps::{FailedAt, Phase, Prepared};
+use super::relay::{on_signal, pid1_relay_loop, Relay};
+use super::steps::{FailedAt, Fds, Phase, Prepared};
 use super::syscalls::{apply, close_fds_except, errno, fail_at, open_source, write_file};
 
-/// The supervisor's view of the signals it forwards; the child waits on the same set.
-pub struct Fds {
-    pub err_w: RawFd,
-    pub status_w: RawFd,
-    /// Signals blocked and waited for by pid 1.
-    pub wait_set: libc::sigset_t,
-}
 
 /// Keep only `p.keep_caps`, in every set: drop the rest from the bounding set (so no
 /// exec can regain them), then set effective, inheritable and permitted to the kept
@@ -58,6 +51,8 @@ pub enum Stage {
     Keyring,
     /// The plan's mounts, in order.
     Mounts,
+    /// Pid 1 listens for the proxy (a proxied network only), once lo is up.
+    Relay,
     /// /proc/sys/user/max_user_namespaces inside.
     UsernsLimit,
     Chdir,
@@ -86,6 +81,7 @@ pub const RECIPE: &[Stage] = &[
     Stage::Sources,
     Stage::Keyring,
     Stage::Mounts,
+    Stage::Relay,
     Stage::UsernsLimit,
     Stage::Chdir,
     Stage::CloseFds,
@@ -189,12 +185,6 @@ unsafe fn run_stage(stage: Stage, p: &Prepared, f: &Fds) {
                 phase(Phase::Chdir, errno());
             }
         }
-        // Nothing from outside stays open; pid 1 is not dumpable, so nothing inside can
-        // read its memory or open its fds through /proc/1.
-        Stage::CloseFds => {
-            close_fds_except(&[f.err_w, f.status_w]);
-            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-        }
         Stage::NoNewPrivs => {
             if p.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 phase(Phase::NoNewPrivs, errno());
@@ -227,7 +217,7 @@ unsafe fn run_stage(stage: Stage, p: &Prepared, f: &Fds) {
             }
         }
         Stage::Seccomp => install_filter(p, f),
-        Stage::Fork | Stage::Exec => {}
+        Stage::Fork | Stage::Exec | Stage::Relay | Stage::CloseFds => {}
     }
 }
 
@@ -237,8 +227,20 @@ unsafe fn run_stage(stage: Stage, p: &Prepared, f: &Fds) {
 /// Must be called only in the fresh child of a clone(); `p` must stay valid (it is the
 /// child's copy of the parent's memory).
 pub unsafe fn child_main(p: &Prepared, f: &Fds) -> ! {
+    let mut relay = Relay::NONE;
     for &stage in RECIPE {
         match stage {
+            Stage::Relay => {
+                if let Some(port) = p.relay_port {
+                    relay = Relay::listen(f.relay, port, f);
+                }
+            }
+            // Nothing from outside stays open; pid 1 is not dumpable, so nothing inside
+            // can read its memory or open its fds through /proc/1.
+            Stage::CloseFds => {
+                close_fds_except(&[f.err_w, f.status_w, relay.sock, relay.v4, relay.v6]);
+                libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+            }
             Stage::Fork => {
                 let pid = libc::fork();
                 if pid < 0 {
@@ -246,6 +248,9 @@ pub unsafe fn child_main(p: &Prepared, f: &Fds) -> ! {
                 }
                 if pid > 0 {
                     libc::close(f.err_w);
+                    if relay.sock >= 0 {
+                        pid1_relay_loop(pid, f, relay)
+                    }
                     pid1_loop(pid, f)
                 }
                 libc::close(f.status_w);
@@ -313,23 +318,9 @@ unsafe fn pid1_loop(cmd: libc::pid_t, f: &Fds) -> ! {
     loop {
         let mut info: libc::siginfo_t = std::mem::zeroed();
         let sig = libc::sigwaitinfo(&f.wait_set, &mut info);
-        if sig < 0 {
-            continue;
-        }
-        if sig == libc::SIGCHLD {
-            loop {
-                let mut status = 0;
-                let r = libc::waitpid(-1, &mut status, libc::WNOHANG);
-                if r <= 0 {
-                    break;
-                }
-                if r == cmd {
-                    libc::write(f.status_w, (&status as *const i32).cast(), 4);
-                    libc::_exit(0);
-                }
-            }
-        } else if info.si_code <= 0 {
-            libc::kill(cmd, sig);
+        if sig >= 0 {
+            on_signal(cmd, f, sig, info.si_code);
         }
     }
 }
+

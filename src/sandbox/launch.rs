@@ -7,10 +7,10 @@ use std::path::PathBuf;
 
 use nix::errno::Errno;
 
-use super::child::{child_main, Fds};
+use super::child::child_main;
 use super::outcome::{Launch, SetupError};
 use super::prepare::{self, MountKind, Prepared, SourceSpec, Step};
-use super::steps::{FailedAt, Phase};
+use super::steps::{FailedAt, Fds, Phase};
 use super::supervise::{pipe, read_full, supervise, Blocked};
 use crate::error::{Error, Result};
 use crate::hints;
@@ -24,11 +24,13 @@ pub fn launch(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
     // child's dup3 would then replace it, and the command's status would be lost).
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
+    let egress = super::egress::Egress::new(plan)?;
     let prepared = prepare::prepare(plan)?;
     let blocked = Blocked::new();
     let fds = Fds {
         err_w: err_w.as_raw_fd(),
         status_w: status_w.as_raw_fd(),
+        relay: egress.as_ref().map_or(-1, |e| e.inside_fd()),
         wait_set: *blocked.wait_set.as_ref(),
     };
 
@@ -64,6 +66,19 @@ pub fn launch(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
     let pid = pid as libc::pid_t;
     drop(err_w);
     drop(status_w);
+    // Threads only now: the clone above copied a single-threaded process.
+    let report = egress.map(|e| e.serve(plan)).transpose();
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            // SAFETY: ending and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            return Err(e);
+        }
+    };
 
     // EOF on the error pipe means the command was exec'd (its copy closed on exec).
     let mut msg = [0u8; 8];
@@ -78,6 +93,9 @@ pub fn launch(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
     started(pid as u32);
     let (status, timed_out) = supervise(pid, &blocked, plan.timeout_secs, Some(&status_r));
     drop(blocked);
+    if let Some(r) = report {
+        r.finish();
+    }
     Ok(Launch::Exited { status, timed_out })
 }
 
@@ -112,6 +130,10 @@ fn describe(code: u32, errno: Errno, p: &Prepared, plan: &Plan) -> SetupError {
             Phase::Seccomp => SetupError::Seccomp { errno },
             Phase::Keyring => SetupError::Keyring { errno },
             Phase::Landlock => SetupError::Landlock { errno },
+            Phase::Relay => SetupError::Relay {
+                port: plan.network.proxy_port.unwrap_or_default(),
+                errno,
+            },
             Phase::Exec => SetupError::Exec {
                 cmd: plan.argv.first().cloned().unwrap_or_default(),
                 errno,

@@ -8,10 +8,12 @@
 
 pub mod child;
 pub mod compat;
+pub mod egress;
 pub mod landlock;
 pub mod launch;
 pub mod outcome;
 pub mod prepare;
+mod relay;
 pub mod seccomp;
 pub mod steps;
 pub mod supervise;

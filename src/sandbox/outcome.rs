@@ -47,6 +47,8 @@ pub enum SetupError {
     LandlockPath { path: PathBuf, errno: Errno },
     #[error("landlock_create_ruleset/landlock_restrict_self => {errno} (Landlock refused the sandbox's rules; see `csbox doctor`)")]
     Landlock { errno: Errno },
+    #[error("listen on 127.0.0.1:{port} and [::1]:{port} inside the sandbox for its proxy => {errno} (see `csbox doctor`)")]
+    Relay { port: u16, errno: Errno },
     #[error("prctl(PR_SET_SECCOMP) => {errno} (seccomp is unavailable; see `csbox doctor`)")]
     Seccomp { errno: Errno },
     #[error("cannot run {cmd:?} inside the sandbox: execve => {errno}")]

@@ -113,6 +113,8 @@ pub struct Prepared {
     pub envp_ptrs: Vec<*const libc::c_char>,
     pub cwd: CString,
     pub filter: Vec<libc::sock_filter>,
+    /// The port pid 1's relay listens on, for a proxied network.
+    pub relay_port: Option<u16>,
     /// Landlock rules the command's process restricts itself with, if the kernel has it.
     pub landlock: Option<super::landlock::Prepared>,
     pub clone_flags: libc::c_int,
@@ -160,9 +162,11 @@ pub enum Phase {
     Keyring = 9,
     /// Creating or applying the Landlock ruleset.
     Landlock = 10,
+    /// Listening for the proxy on 127.0.0.1/::1 inside.
+    Relay = 11,
 }
 
-pub(crate) const PHASES: [Phase; 11] = [
+pub(crate) const PHASES: [Phase; 12] = [
     Phase::ParentGone,
     Phase::IdMaps,
     Phase::UsernsLimit,
@@ -174,6 +178,7 @@ pub(crate) const PHASES: [Phase; 11] = [
     Phase::Exec,
     Phase::Keyring,
     Phase::Landlock,
+    Phase::Relay,
 ];
 
 const TAG_SHIFT: u32 = 24;
@@ -206,6 +211,16 @@ impl FailedAt {
             _ => None,
         }
     }
+}
+
+/// The supervisor's view of the signals it forwards; the child waits on the same set.
+pub struct Fds {
+    pub err_w: RawFd,
+    pub status_w: RawFd,
+    /// Pid 1's end of the proxy's socket pair; -1 without a proxied network.
+    pub relay: RawFd,
+    /// Signals blocked and waited for by pid 1.
+    pub wait_set: libc::sigset_t,
 }
 
 #[cfg(test)]

@@ -295,9 +295,12 @@ pub(crate) unsafe fn reset_signals() {
 /// but `keep` is still needed.
 pub(super) unsafe fn close_fds_except(keep: &[RawFd]) {
     let mut lo: u32 = 3;
-    let mut sorted = [0 as RawFd; 4];
-    let n = keep.len().min(4);
-    sorted[..n].copy_from_slice(&keep[..n]);
+    let mut sorted = [0 as RawFd; 8];
+    let mut n = 0;
+    for &k in keep.iter().filter(|k| **k >= 0).take(8) {
+        sorted[n] = k;
+        n += 1;
+    }
     sorted[..n].sort_unstable();
     for &k in &sorted[..n] {
         if k as u32 > lo {
