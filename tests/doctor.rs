@@ -25,6 +25,7 @@ const CHECKS: &[&str] = &[
     "openat2",
     "mount_setattr",
     "landlock",
+    "network",
     "groups",
     "proc",
 ];

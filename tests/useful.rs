@@ -330,8 +330,11 @@ fn claude_code_reaches_its_first_screen_under_a_pty_and_changes_nothing_of_the_h
                 .output()
                 .unwrap()
         };
+        // Whatever it asks for goes to a loopback upstream that refuses it: nothing leaves
+        // the machine.
+        let (up, _log) = common::net::upstream_proxy(common::net::Upstream::Refuse);
         let cmd = format!(
-            "cd {} && ANTHROPIC_API_KEY={key} DISABLE_TELEMETRY=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 {} run -- {}",
+            "cd {} && HTTPS_PROXY=http://127.0.0.1:{up} ANTHROPIC_API_KEY={key} DISABLE_TELEMETRY=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 {} run -- {}",
             proj.display(),
             CSBOX,
             claude.display()

@@ -36,6 +36,9 @@ pub struct ShowArgs {
     /// Print the record as JSON
     #[arg(long)]
     pub json: bool,
+    /// Summarise the session's network log (net.jsonl): each destination, allowed and refused counts, bytes
+    #[arg(long)]
+    pub net: bool,
 }
 
 pub fn ls(args: LsArgs) -> Result<i32> {
@@ -97,6 +100,9 @@ pub fn show(args: ShowArgs) -> Result<i32> {
     let store = Store::new(paths.sessions_dir.clone());
     let id = store.resolve(&args.id)?;
     let info = store.info(&id, true)?;
+    if args.net {
+        return Ok(super::netlog::show(&info.dir, args.json)?);
+    }
     let changes = super::diff::session_diff(&paths, &store, &id).ok();
     let mut out = std::io::stdout().lock();
     if args.json {

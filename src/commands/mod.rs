@@ -6,6 +6,7 @@ pub mod diff;
 pub mod doctor;
 pub mod gc;
 pub mod ls;
+pub mod netlog;
 pub mod profile;
 pub mod run;
 pub mod sandbox;

@@ -33,8 +33,32 @@ pub fn checks(paths: &Paths, userns_ok: bool) -> Vec<Check> {
         openat2_check(),
         mount_setattr_check(),
         landlock_check(),
+        network_check(paths),
         groups_check(),
     ]
+}
+
+/// Profiles that share the host's network: the opt-out is explicit, and said here.
+fn network_check(paths: &Paths) -> Check {
+    const NAME: &str = "network";
+    let dir = paths.user_profiles_dir();
+    let host: Vec<String> = crate::profile::list(&dir)
+        .into_iter()
+        .filter_map(|(name, _, _)| {
+            let p = crate::profile::load(&name, &dir).ok()?;
+            (p.isolation == crate::profile::Isolation::Namespaces && p.network.mode == crate::profile::Network::Host).then_some(name)
+        })
+        .collect();
+    if host.is_empty() {
+        check(NAME, Status::Ok, "every sandboxed profile has a network namespace of its own (out only through csbox's proxy, or none)")
+    } else {
+        check(
+            NAME,
+            Status::Warn,
+            format!("profile(s) {} share the host's network: their sessions reach every host, the host's loopback services and abstract Unix sockets", host.join(", ")),
+        )
+        .fix("\"network\": \"proxy\" with an allow list, or --net proxy for one run")
+    }
 }
 
 fn landlock_check() -> Check {

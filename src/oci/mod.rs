@@ -136,6 +136,12 @@ fn linux(
                 .collect::<Vec<_>>(),
         )
         .seccomp(seccomp::translate(&plan.seccomp, notes)?);
+    if plan.network.proxy_port.is_some() {
+        notes.push(format!(
+            "network: natively the sandbox reaches {} allowed host(s) through csbox's proxy (a relay in pid 1, the proxy in csbox); the bundle has its own network namespace with only lo, so nothing inside reaches the network (its HTTPS_PROXY points at nothing)",
+            plan.network.allow.len()
+        ));
+    }
     if let Some(ll) = &plan.landlock {
         notes.push(format!(
             "landlock: the OCI runtime spec has no Landlock; natively the command also gets {}{}",

@@ -91,7 +91,13 @@ pub fn wanted_paths(
 pub fn build(input: &PlanInput) -> Result<Plan, Error> {
     let prof = input.profile;
     let sandboxed = prof.isolation == Isolation::Namespaces;
-    let (view, notes) = super::view::view(input)?;
+    let (view, mut notes) = super::view::view(input)?;
+    if sandboxed && prof.network.mode == Network::Host {
+        notes.push(format!(
+            "profile {:?} shares the host's network: the session reaches every host, the host's loopback services (databases, dev servers, 169.254.169.254) and its abstract Unix sockets; `network: \"proxy\"` keeps it to an allow list",
+            prof.name
+        ));
+    }
     let mounts = if sandboxed {
         Mounts::new(input).build(&view)?
     } else {

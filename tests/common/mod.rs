@@ -2,6 +2,7 @@
 //! binary, and a way to run it as root and as an unprivileged uid.
 #![allow(dead_code)]
 
+pub mod net;
 pub mod runc;
 pub use runc::{runc, runc_run};
 
