@@ -68,14 +68,7 @@ fn client(env: &TestEnv, args: &[&str], what: &str, arg: &str) -> String {
 }
 
 fn net_log(env: &TestEnv) -> Vec<serde_json::Value> {
-    let mut dirs: Vec<_> = std::fs::read_dir(env.sessions_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("session.json").exists())
-        .collect();
-    dirs.sort();
-    let text = std::fs::read_to_string(dirs.last().unwrap().join("net.jsonl")).unwrap_or_default();
+    let text = std::fs::read_to_string(latest_session(env).join("net.jsonl")).unwrap_or_default();
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 

@@ -74,17 +74,6 @@ fn run_in(env: &TestEnv, dir: &Path, script: &str) -> std::process::Output {
     out
 }
 
-fn latest_session(env: &TestEnv) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(env.sessions_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("session.json").exists())
-        .collect();
-    dirs.sort();
-    dirs.pop().unwrap()
-}
-
 fn have(tool: &str) -> Option<PathBuf> {
     csbox::paths::find_on_path(tool.as_ref(), std::env::var_os("PATH").as_deref())
 }

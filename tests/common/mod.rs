@@ -6,6 +6,18 @@ pub mod net;
 pub mod runc;
 pub use runc::{runc, runc_run};
 
+/// The newest session's dir (ids are time-ordered).
+pub fn latest_session(env: &TestEnv) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(env.sessions_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("session.json").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop().unwrap()
+}
+
 /// The syscall probe (tests/probe/syscall_probe.rs, built as an example), copied into
 /// `dir` (a test's project: visible under every profile and in an exported bundle, where
 /// the target dir may not be, e.g. under a private /var/tmp).
