@@ -203,7 +203,7 @@ fn claude_code_under_strict_reaches_its_api_through_the_proxy() {
     let proj = env.home.join("proj");
     std::fs::create_dir_all(&proj).unwrap();
     env.chown_all(env.dir.path());
-    let mut c = env
+    let c = env
         .csbox(&["run", "--profile", "strict", "--", claude.to_str().unwrap(), "-p", "hi"])
         .current_dir(&proj)
         .env("ANTHROPIC_API_KEY", "sk-ant-api03-csbox-test")

@@ -4,6 +4,7 @@
 
 pub mod net;
 pub mod runc;
+#[allow(unused_imports)]
 pub use runc::{runc, runc_run};
 
 /// The newest session's dir (ids are time-ordered).
