@@ -25,4 +25,5 @@ pub mod profile;
 pub mod resolve;
 pub mod sandbox;
 pub mod session;
+pub mod trace;
 pub mod update;

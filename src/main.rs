@@ -1,3 +1,4 @@
 fn main() {
+    csbox::trace::start();
     std::process::exit(csbox::cli::main());
 }

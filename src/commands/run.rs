@@ -66,6 +66,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         _ => None,
     };
     let r = Resolved::resolve(&args.sandbox.request(&args.command, remove)?)?;
+    crate::trace::mark("resolve (profile, flags, host facts)");
     let store = Store::new(r.paths.sessions_dir.clone());
     let existing = args
         .session
@@ -122,8 +123,12 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
     let is_new = existing.is_none();
     let session = open_session(&r, &store, existing, id, args.name.clone())?;
     session.link_active()?;
+    crate::trace::mark("session (create or enter, lock, active link)");
     let result = launch(&r, &mut plan, &session, &mut sink);
     let code = finish(session, is_new, &plan, result, sink.as_mut());
+    crate::trace::mark("end record, teardown");
+    let stages: Vec<&'static str> = crate::sandbox::child::RECIPE.iter().map(|s| s.name()).collect();
+    crate::trace::report(&stages);
     // The periodic update check starts once this session has let go of the update lock:
     // started earlier, it would find this very session running and never install.
     drop(update_hold);
@@ -189,6 +194,7 @@ fn launch(
     }
     let seed = || crate::session::setup::claude_json_seed(&r.paths);
     crate::session::layers::prepare(session.into(), &plan.session_sources(), seed)?;
+    crate::trace::mark("layers (checked beneath the session dir)");
     let mut started = |pid: u32| {
         if let Some(s) = sink.as_mut() {
             s.line(serde_json::json!({"session": id, "pid": pid, "started": format_time(SystemTime::now())}));

@@ -38,6 +38,30 @@ fn set_capabilities(p: &Prepared) -> Result<(), i32> {
     Ok(())
 }
 
+impl Stage {
+    /// Its name in CSBOX_TRACE's report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::DieWithParent => "child: die-with-parent",
+            Stage::IdMaps => "child: uid/gid maps",
+            Stage::Sources => "child: open sources",
+            Stage::Keyring => "child: keyring",
+            Stage::Mounts => "child: mounts",
+            Stage::Relay => "child: relay listen",
+            Stage::UsernsLimit => "child: userns limit",
+            Stage::Chdir => "child: chdir",
+            Stage::CloseFds => "child: close fds",
+            Stage::NoNewPrivs => "child: no_new_privs",
+            Stage::Capabilities => "child: capabilities",
+            Stage::Fork => "child: fork the command",
+            Stage::Rlimits => "command: rlimits",
+            Stage::Landlock => "command: landlock",
+            Stage::Seccomp => "command: seccomp",
+            Stage::Exec => "command: signals reset, execve starts",
+        }
+    }
+}
+
 /// The stages of a sandbox's setup, in the order [`RECIPE`] gives them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -228,7 +252,10 @@ unsafe fn run_stage(stage: Stage, p: &Prepared, f: &Fds) {
 /// child's copy of the parent's memory).
 pub unsafe fn child_main(p: &Prepared, f: &Fds) -> ! {
     let mut relay = Relay::NONE;
-    for &stage in RECIPE {
+    for (i, &stage) in RECIPE.iter().enumerate() {
+        if stage == Stage::Exec {
+            crate::trace::child_mark(p.trace_page, i);
+        }
         match stage {
             Stage::Relay => {
                 if let Some(port) = p.relay_port {
@@ -258,6 +285,7 @@ pub unsafe fn child_main(p: &Prepared, f: &Fds) -> ! {
             Stage::Exec => exec(p, f),
             s => run_stage(s, p, f),
         }
+        crate::trace::child_mark(p.trace_page, i);
     }
     libc::_exit(crate::error::EXIT_CSBOX)
 }

@@ -26,6 +26,7 @@ pub fn launch(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
     let (status_r, status_w) = pipe()?;
     let egress = super::egress::Egress::new(plan)?;
     let prepared = prepare::prepare(plan)?;
+    crate::trace::mark("prepare (plan to syscalls, seccomp filter)");
     let blocked = Blocked::new();
     let fds = Fds {
         err_w: err_w.as_raw_fd(),
@@ -64,6 +65,7 @@ pub fn launch(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
         return Err(Error::sys(format!("clone({})", flags.join("|")), e).hint(hints::clone(e)));
     }
     let pid = pid as libc::pid_t;
+    crate::trace::mark("clone (new namespaces)");
     drop(err_w);
     drop(status_w);
     // Threads only now: the clone above copied a single-threaded process.
@@ -90,9 +92,11 @@ pub fn launch(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
         unsafe { libc::waitpid(pid, &mut st, 0) };
         return Ok(Launch::SetupFailed(describe(code, errno, &prepared, plan)));
     }
+    crate::trace::mark("exec seen (error pipe closed)");
     started(pid as u32);
     let (status, timed_out) = supervise(pid, &blocked, plan.timeout_secs, Some(&status_r));
     drop(blocked);
+    crate::trace::mark("the command ran");
     if let Some(r) = report {
         r.finish();
     }

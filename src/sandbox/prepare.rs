@@ -587,6 +587,7 @@ pub fn prepare_with_first_fd(plan: &Plan, first_fd: RawFd) -> Result<Prepared> {
         cwd: cstring(&plan.cwd)?,
         filter: super::seccomp::build_filter(&plan.seccomp)
             .map_err(|e| Error::Usage(e.to_string()))?,
+        trace_page: crate::trace::child_page(),
         relay_port: plan.network.proxy_port.filter(|_| plan.namespaces.net),
         landlock: super::landlock::prepare(plan.landlock.as_ref(), super::landlock::abi())?,
         clone_flags,

@@ -113,6 +113,8 @@ pub struct Prepared {
     pub envp_ptrs: Vec<*const libc::c_char>,
     pub cwd: CString,
     pub filter: Vec<libc::sock_filter>,
+    /// CSBOX_TRACE's page shared with the supervisor (null when tracing is off).
+    pub trace_page: *mut u64,
     /// The port pid 1's relay listens on, for a proxied network.
     pub relay_port: Option<u16>,
     /// Landlock rules the command's process restricts itself with, if the kernel has it.
