@@ -22,6 +22,19 @@ fn cstr(p: &Path) -> std::io::Result<CString> {
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
 }
 
+/// A directory csbox would create, refused (exit 2, naming it) when something that is not
+/// a directory is already there: `mkdir -p` would only say "File exists".
+pub fn refuse_non_dir(path: &Path, what: &str) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(md) if !md.is_dir() => Err(Error::Usage(format!(
+            "{what} {} is not a directory but {}: point the variable at a directory, or move that file away",
+            path.display(),
+            if md.is_file() { "a regular file" } else { "a special file" }
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Open a directory without following a symlink in its last component.
 pub fn open_dir_nofollow(path: &Path) -> std::io::Result<OwnedFd> {
     let c = cstr(path)?;
@@ -71,10 +84,10 @@ pub enum Durability {
 
 /// Replace `dir/name` with `bytes` so that a reader only ever sees the old or the new
 /// content, even if the writer is killed half-way: write a temp file, rename it over.
-/// `csbox run` makes only a session's end record [`Durability::Full`]: a crash during a
-/// session leaves it "never ended" (an orphan to gc) whatever its record says, so syncing
-/// the start record would protect nothing and cost a launch 0.3–1 ms; once `csbox run` has
-/// returned, though, the finished session's record is on disk.
+/// `csbox run` syncs none of a session's records: a crash during a session, or a power
+/// cut that loses the end record, leaves it "crashed", which gc keeps and ages like an
+/// exited session, so a sync would protect nothing and cost every launch. Records that
+/// nothing else vouches for (`spec --new`, a login copied back) are [`Durability::Full`].
 pub fn atomic_write(
     dir: &Path,
     name: &str,
@@ -118,6 +131,7 @@ pub fn atomic_write_at(
             Error::io("write", dir.join(&tmp), e).hint(hint)
         });
     drop(f);
+    crate::fault::point("atomic-write:tmp-written");
     if let Err(e) = res {
         let _ = nix::unistd::unlinkat(
             Some(dfd.as_raw_fd()),
@@ -148,25 +162,37 @@ fn disk_hint(e: &std::io::Error) -> String {
     }
 }
 
+/// Open the regular file `dir/name` for a session-dir reader: never following a link,
+/// never blocking (a FIFO planted as `lock` or `session.json` would hang `ls`, `gc` and
+/// the timer's gc on a plain open), and checked with fstat before anything reads it. A
+/// link is ELOOP, a directory EISDIR, any other type [`NOT_REGULAR`]'s kind.
+pub fn open_regular_at(dir: impl AsFd, name: &str, flags: OFlag) -> std::io::Result<OwnedFd> {
+    let fd = openat_nofollow(dir, name, flags | OFlag::O_NONBLOCK, Mode::empty())?;
+    let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => Ok(fd),
+        libc::S_IFDIR => Err(std::io::Error::from_raw_os_error(libc::EISDIR)),
+        _ => Err(not_regular()),
+    }
+}
+
+/// What a FIFO, socket or device where a file should be is reported as.
+pub const NOT_REGULAR: &str = "not a regular file (a FIFO, a socket or a device)";
+
+fn not_regular() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, NOT_REGULAR)
+}
+
 /// Read a small regular file relative to `dir` without following symlinks, at most `limit`
 /// bytes (session files are hostile input: a sandbox may plant a FIFO or a huge file).
 pub fn read_small_at(dir: impl AsFd, name: &str, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let fd = openat_nofollow(
-        dir,
-        name,
-        OFlag::O_RDONLY | OFlag::O_NONBLOCK,
-        Mode::empty(),
-    )?;
-    let f = File::from(fd);
-    let md = f.metadata()?;
-    if !md.is_file() {
-        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    if md.len() > limit {
+    let f = File::from(open_regular_at(dir, name, OFlag::O_RDONLY)?);
+    let len = f.metadata()?.len();
+    if len > limit {
         return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
     }
-    let mut buf = Vec::with_capacity(md.len() as usize);
+    let mut buf = Vec::with_capacity(len as usize);
     f.take(limit).read_to_end(&mut buf)?;
     Ok(buf)
 }
@@ -190,10 +216,7 @@ pub fn open_regular(path: &Path) -> std::io::Result<File> {
         ));
     }
     if !md.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file (a FIFO, a socket or a device)",
-        ));
+        return Err(not_regular());
     }
     Ok(f)
 }
@@ -211,6 +234,35 @@ pub fn read_regular(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
         ));
     }
     Ok(buf)
+}
+
+/// /proc/self/mountinfo is read at most this big.
+const MOUNTINFO_CAP: u64 = 8 << 20;
+
+/// Every mount point in this mount namespace, as /proc/self/mountinfo names them
+/// (unescaped; empty when it cannot be read).
+pub fn mount_points() -> Vec<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let Ok(text) = read_regular(Path::new("/proc/self/mountinfo"), MOUNTINFO_CAP) else {
+        return Vec::new();
+    };
+    text.split(|b| *b == b'\n')
+        .filter_map(|l| l.split(|b| *b == b' ').nth(4))
+        .map(|p| std::ffi::OsString::from_vec(unescape_mountinfo(p)).into())
+        .collect()
+}
+
+/// Mount points at the directory `dir` or below it, found by its real path (through
+/// /proc/self/fd, so the caller's way there does not matter) in /proc/self/mountinfo,
+/// which also lists mounts inside directories nobody may read.
+pub fn mounts_at_or_below(dir: &OwnedFd) -> Vec<std::path::PathBuf> {
+    let Ok(real) = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
+        return Vec::new();
+    };
+    mount_points()
+        .into_iter()
+        .filter(|p| p.starts_with(&real))
+        .collect()
 }
 
 /// A path as /proc/self/mountinfo writes it (space, tab, newline and backslash as

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod doctor;
 pub mod error;
 pub mod exit;
+pub mod fault;
 pub mod fsutil;
 pub mod gc;
 pub mod hints;

@@ -46,7 +46,7 @@ pub struct EnvInput {
 impl EnvInput {
     pub fn from_process() -> Result<Self> {
         let get = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-        Ok(EnvInput {
+        let mut env = EnvInput {
             home: get("HOME"),
             claude_root: get("CLAUDE_ROOT"),
             sessions_dir: get("SESSIONS_DIR"),
@@ -54,8 +54,32 @@ impl EnvInput {
             xdg_data_home: get("XDG_DATA_HOME"),
             xdg_config_home: get("XDG_CONFIG_HOME"),
             path: get("PATH"),
-            cwd: std::env::current_dir().map_err(|e| Error::io("getcwd", ".", e))?,
-        })
+            cwd: PathBuf::new(),
+        };
+        // The working directory only makes relative variables absolute: `ls`, `gc` and
+        // `show` run from a deleted one (getcwd ENOENT) as long as none is relative.
+        env.cwd = match std::env::current_dir() {
+            Ok(cwd) => cwd,
+            Err(e) => {
+                let vars = [
+                    ("HOME", &env.home),
+                    ("CLAUDE_ROOT", &env.claude_root),
+                    ("SESSIONS_DIR", &env.sessions_dir),
+                    ("XDG_DATA_HOME", &env.xdg_data_home),
+                    ("XDG_CONFIG_HOME", &env.xdg_config_home),
+                ];
+                if let Some((k, _)) = vars
+                    .iter()
+                    .find(|(_, v)| v.as_ref().is_some_and(|v| Path::new(v).is_relative()))
+                {
+                    return Err(Error::io("getcwd", ".", e).hint(format!(
+                        "{k} is a relative path and the working directory is gone: cd to an existing directory, or make {k} absolute"
+                    )));
+                }
+                PathBuf::from("/")
+            }
+        };
+        Ok(env)
     }
 }
 

@@ -171,8 +171,8 @@ fn start_active(env: &TestEnv, cmd: &[&str]) -> (Child, String) {
 }
 
 /// A session whose supervisor was SIGKILLed: started, never ended, lock free, stale link.
-/// Its state is not empty.
-fn orphaned_session(env: &TestEnv) -> String {
+/// Its state is not empty. It is crashed, not orphaned: it has a valid record.
+fn crashed_session(env: &TestEnv) -> String {
     let (mut child, id) = start_active(
         env,
         &["sh", "-c", "echo x >> ~/.claude/history.jsonl; sleep 30"],
@@ -188,22 +188,32 @@ fn orphaned_session(env: &TestEnv) -> String {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    assert_eq!(state_of(env, &id).as_deref(), Some("crashed"));
+    id
+}
+
+/// A session whose record is not JSON (an orphan), unchanged for two hours.
+fn orphaned_session(env: &TestEnv) -> String {
+    let id = busy_session(env);
+    std::fs::write(session_dir(env, &id).join("session.json"), "{not json").unwrap();
+    backdate(&session_dir(env, &id), Duration::from_secs(7200));
     assert_eq!(state_of(env, &id).as_deref(), Some("orphaned"));
     id
 }
 
 #[test]
-fn old_young_empty_and_orphaned_sessions_are_each_handled_right() {
+fn old_young_empty_orphaned_and_crashed_sessions_are_each_handled_right() {
     let env = TestEnv::new(As::me());
     let old = busy_session(&env);
     age_session(&env, &old, 10);
     let young = busy_session(&env);
     age_session(&env, &young, 3);
     let empty = run_session(&env, &["true"]);
-    let orphan = orphaned_session(&env);
-    let broken = busy_session(&env);
-    std::fs::write(session_dir(&env, &broken).join("session.json"), "{not json").unwrap();
-    let link = env.sessions_dir().join("active").join(&orphan);
+    let crashed = crashed_session(&env);
+    let broken = orphaned_session(&env);
+    let fresh_broken = busy_session(&env);
+    std::fs::write(session_dir(&env, &fresh_broken).join("session.json"), "{not json").unwrap();
+    let link = env.sessions_dir().join("active").join(&crashed);
     assert!(
         link.symlink_metadata().is_ok(),
         "a killed run leaves its active/ link"
@@ -213,26 +223,35 @@ fn old_young_empty_and_orphaned_sessions_are_each_handled_right() {
     assert!(out.status.success());
     assert_eq!(reasons_of(&v, &old), ["old"]);
     assert_eq!(reasons_of(&v, &empty), ["empty"]);
-    assert_eq!(reasons_of(&v, &orphan), ["orphaned"]);
     assert_eq!(reasons_of(&v, &broken), ["orphaned"]);
     assert!(list_has(&v, "kept_young", &young), "{v}");
-    assert_eq!(v["removed"].as_array().unwrap().len(), 4);
+    assert!(list_has(&v, "kept_young", &crashed), "a crashed session is kept: {v}");
+    assert!(list_has(&v, "kept_young", &fresh_broken), "an orphan younger than an hour: {v}");
+    assert_eq!(v["removed"].as_array().unwrap().len(), 3);
     assert!(v["bytes_reclaimed"].as_u64().unwrap() > 0);
-    for id in [&old, &empty, &orphan, &broken] {
+    for id in [&old, &empty, &broken] {
         assert!(!session_dir(&env, id).exists(), "{id} removed");
     }
     assert!(session_dir(&env, &young)
+        .join("state/history.jsonl")
+        .exists());
+    assert!(session_dir(&env, &crashed)
         .join("state/history.jsonl")
         .exists());
     assert!(
         link.symlink_metadata().is_err(),
         "stale active/ link pruned"
     );
-    assert_eq!(ids(&env), std::slice::from_ref(&young));
+    assert_eq!(ids(&env).len(), 3);
 
-    // --days 2 makes the 3-day-old one old
+    // --days 2 makes the 3-day-old one old; the crashed one ages the same way.
+    backdate(&session_dir(&env, &crashed), DAY * 3);
     let (_, v) = gc(&env, &["--days", "2"]);
-    assert_eq!(removed_ids(&v), [young]);
+    let mut gone = removed_ids(&v);
+    gone.sort();
+    let mut want = vec![young, crashed];
+    want.sort();
+    assert_eq!(gone, want);
 }
 
 /// `csbox spec --new` makes a session for a bundle that runc runs without csbox: nothing
@@ -267,14 +286,19 @@ fn empty_and_orphaned_flags_restrict_the_run_to_those_kinds() {
     age_session(&env, &old, 30);
     let empty = run_session(&env, &["true"]);
     let orphan = orphaned_session(&env);
+    let crashed = crashed_session(&env);
 
     let (_, v) = gc(&env, &["--empty"]);
     assert_eq!(removed_ids(&v), [empty]);
     assert!(list_has(&v, "kept_unselected", &old), "{v}");
     assert!(list_has(&v, "kept_unselected", &orphan), "{v}");
+    assert!(list_has(&v, "kept_unselected", &crashed), "{v}");
 
     let (_, v) = gc(&env, &["--orphaned"]);
     assert_eq!(removed_ids(&v), [orphan]);
+
+    let (_, v) = gc(&env, &["--crashed"]);
+    assert_eq!(removed_ids(&v), [crashed]);
 
     let (_, v) = gc(&env, &["--empty", "--days", "7"]);
     assert_eq!(removed_ids(&v), [old]);
@@ -426,6 +450,7 @@ fn dry_run_changes_nothing() {
     age_session(&env, &old, 10);
     let empty = run_session(&env, &["true"]);
     let orphan = orphaned_session(&env);
+    let crashed = crashed_session(&env);
     let leftover = env
         .sessions_dir()
         .join(".trash-0193ffff-0000-7000-8000-000000000000");
@@ -446,6 +471,7 @@ fn dry_run_changes_nothing() {
         (&old, "old (idle 10 days)"),
         (&empty, "empty"),
         (&orphan, "orphaned"),
+        (&crashed, "old (idle 0 days)"),
     ] {
         assert!(
             text.lines()
@@ -455,13 +481,13 @@ fn dry_run_changes_nothing() {
     }
     assert!(text.contains("would remove .trash-0193ffff"), "{text}");
     assert!(
-        text.contains(&format!("would prune active/{orphan}")),
+        text.contains(&format!("would prune active/{crashed}")),
         "{text}"
     );
     let (out, v) = gc(&env, &["--dry-run", "--days", "0"]);
     assert!(out.status.success());
     assert_eq!(v["dry_run"], true);
-    assert_eq!(v["removed"].as_array().unwrap().len(), 3);
+    assert_eq!(v["removed"].as_array().unwrap().len(), 4);
 
     let after = listing(env.dir.path());
     assert_eq!(before.len(), after.len());
@@ -676,8 +702,11 @@ fn max_size_removes_the_oldest_inactive_sessions_until_under() {
     assert!(stderr(&out).contains("invalid size"));
 }
 
+/// The README says a session with a mount inside is "left in place": before anything is
+/// renamed or removed (1423042 renamed it to `.trash-<id>` and deleted all around the
+/// mount). A bind mount of the same file system: only the mount id tells it apart.
 #[test]
-fn a_mount_inside_a_session_is_never_entered() {
+fn a_session_with_a_mount_inside_is_left_whole_and_named() {
     if As::me().uid != 0 {
         return cannot_run("mounting needs root");
     }
@@ -688,7 +717,6 @@ fn a_mount_inside_a_session_is_never_entered() {
     let s = busy_session(&env);
     let mnt = session_dir(&env, &s).join("state/mnt");
     std::fs::create_dir(&mnt).unwrap();
-    // A bind mount of the same file system: only the mount id tells it apart.
     let st = std::process::Command::new("mount")
         .args(["--bind"])
         .arg(&victim)
@@ -697,26 +725,34 @@ fn a_mount_inside_a_session_is_never_entered() {
     if !st.is_ok_and(|s| s.success()) {
         return cannot_run("mount --bind failed");
     }
+    let (dry, dv) = gc(&env, &["--dry-run", "--days", "0"]);
     let (out, v) = gc(&env, &["--days", "0"]);
-    let _ = std::process::Command::new("umount")
-        .arg("-l")
-        .arg(&mnt)
-        .status();
-    let _ = std::process::Command::new("umount")
-        .arg("-l")
-        .arg(env.sessions_dir().join(format!(".trash-{s}/state/mnt")))
-        .status();
+    let whole = session_dir(&env, &s).join("state/history.jsonl").exists();
+    for m in [mnt.clone(), env.sessions_dir().join(format!(".trash-{s}/state/mnt"))] {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&m).status();
+    }
     assert_eq!(out.status.code(), Some(125), "a mount inside is an error");
+    assert_eq!(dry.status.code(), Some(125), "the dry run says so too: {dv}");
     let err = v["errors"][0]["error"].as_str().unwrap();
     assert!(
-        err.contains("./state/mnt") && err.contains("EXDEV"),
+        err.contains(&format!("{s}/state/mnt")) && err.contains("left whole") && err.contains("umount"),
         "{err}"
     );
     assert!(stderr(&out).contains(&s), "the error names the session");
+    assert!(removed_ids(&v).is_empty(), "{v}");
+    assert!(whole, "the session is left whole, its history included");
+    assert!(
+        !env.sessions_dir().join(format!(".trash-{s}")).exists(),
+        "not renamed to .trash"
+    );
     assert_eq!(
         std::fs::read_to_string(victim.join("precious")).unwrap(),
         "keep"
     );
+    // Unmounted, the next gc removes it.
+    let (out, v) = gc(&env, &["--days", "0"]);
+    assert!(out.status.success(), "{v}");
+    assert_eq!(removed_ids(&v), [s]);
 }
 
 #[test]

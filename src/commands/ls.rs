@@ -120,8 +120,8 @@ pub fn show(args: ShowArgs) -> Result<i32> {
             if info.active_link { "yes" } else { "no" }.into(),
         ),
     ];
-    if let crate::session::State::Orphaned { reason } = &info.state {
-        kv.push(("orphaned", reason.clone()));
+    if let Some(reason) = info.reason() {
+        kv.push(("why", reason.to_string()));
     }
     if let Some(m) = &info.meta {
         kv.push(("name", m.name.clone().unwrap_or_else(|| "-".into())));

@@ -124,6 +124,7 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
     let session = open_session(&r, &store, existing, id, args.name.clone())?;
     session.link_active()?;
     crate::trace::mark("session (create or enter, lock, active link)");
+    crate::fault::point("run:linked");
     let result = launch(&r, &mut plan, &session, &mut sink);
     let code = finish(session, is_new, &plan, result, sink.as_mut());
     crate::trace::mark("end record, teardown");
@@ -141,7 +142,8 @@ fn mark_started(m: &mut Metadata) {
     m.ended = None;
     m.exit = None;
     m.timed_out = false;
-    m.runs += 1;
+    // A record is untrusted input: a planted `runs: 4294967295` must not overflow.
+    m.runs = m.runs.saturating_add(1);
     m.supervisor_pid = Some(std::process::id());
     m.boot_id = boot_id();
 }
@@ -195,10 +197,12 @@ fn launch(
     let seed = || crate::session::setup::claude_json_seed(&r.paths);
     crate::session::layers::prepare(session.into(), &plan.session_sources(), seed)?;
     crate::trace::mark("layers (checked beneath the session dir)");
+    crate::fault::point("run:prepared");
     let mut started = |pid: u32| {
         if let Some(s) = sink.as_mut() {
             s.line(serde_json::json!({"session": id, "pid": pid, "started": format_time(SystemTime::now())}));
         }
+        crate::fault::point("run:started");
     };
     if plan.isolation == Isolation::None {
         return Ok(sandbox::launch_unsandboxed(plan, &mut started)?);
@@ -289,6 +293,7 @@ fn finish(
     result: Result<Launch>,
     sink: Option<&mut StatusSink>,
 ) -> Result<i32> {
+    crate::fault::point("end:exited");
     let (status, timed_out, err) = match result {
         Ok(Launch::Exited { status, timed_out }) => (status, timed_out, None),
         Ok(Launch::SetupFailed(f)) => {
@@ -314,6 +319,7 @@ fn finish(
     session.meta.exit = Some(status.clone());
     session.meta.timed_out = timed_out;
     session.unlink_active();
+    crate::fault::point("end:unlinked");
     if let Some(s) = sink {
         let mut v =
             serde_json::json!({"session": session.id.to_string(), "ended": format_time(ended)});
@@ -331,11 +337,17 @@ fn finish(
     }
     if plan.remove_on_exit || (is_new && err.is_some()) {
         session.remove()?;
-    } else {
-        // The end record is the one gc and `ls` go by: on disk before csbox returns, so a
-        // crash afterwards cannot turn a finished session into an orphan that gc removes.
-        session.write_meta(Durability::Full)?;
+    } else if let Err(e) = session.write_meta(Durability::Rename) {
+        // Not synced: lost on power loss, "exited" becomes "crashed", which gc keeps and
+        // ages the same way. Not written at all (ENOSPC, EIO): the same, and the
+        // command's own status still comes back, with this one warning.
+        crate::warn!(
+            "session {}: its end record could not be written ({e}); it is kept and listed as crashed, its work is in {}",
+            session.id,
+            session.dir.display()
+        );
     }
+    crate::fault::point("end:recorded");
     if let Some(e) = err {
         return Err(e);
     }

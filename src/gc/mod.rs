@@ -1,4 +1,5 @@
-//! `csbox gc`: remove old, empty and orphaned sessions, never an active one.
+//! `csbox gc`: remove old, empty and orphaned sessions, never an active one, and a
+//! crashed one (started, never ended) only when it is old: it holds the user's work.
 //!
 //! 1. Scan the store: each session's state, emptiness and last activity.
 //! 2. Decide (`select`, pure): which sessions go and why.
@@ -21,7 +22,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::Mode;
 
 use crate::error::{Error, Result};
-use crate::fsutil::{disk_usage, openat_nofollow, remove_tree_at, TreeStats};
+use crate::fsutil::{disk_usage, mounts_at_or_below, openat_nofollow, remove_tree_at, TreeStats};
 use crate::human::human_size;
 use crate::paths::Paths;
 use crate::session::lock::{is_locked, try_lock_exclusive, HeldLock, LOCK_FILE};
@@ -39,6 +40,7 @@ pub struct Report {
     pub old_after_days: Option<u64>,
     pub empty: bool,
     pub orphaned: bool,
+    pub crashed: bool,
     pub max_size: Option<u64>,
     /// Sessions removed (or, in a dry run, that would be).
     pub removed: Vec<Removed>,
@@ -75,6 +77,7 @@ pub struct Request {
     pub days: Option<u64>,
     pub empty: bool,
     pub orphaned: bool,
+    pub crashed: bool,
     pub json: bool,
     /// `--max-size` as typed (`10G`).
     pub max_size: Option<String>,
@@ -91,13 +94,14 @@ pub fn run(req: &Request) -> Result<i32> {
             days: req.days,
             empty: req.empty,
             orphaned: req.orphaned,
+            crashed: req.crashed,
             max_size: req.max_size.clone(),
             calendar: req.calendar.clone(),
         };
         return units::command(action, &rules, &paths);
     }
     let max_size = req.max_size.as_deref().map(parse_size).transpose()?;
-    let policy = Policy::from_flags(req.days, req.empty, req.orphaned, max_size);
+    let policy = Policy::from_flags(req.days, req.empty, req.orphaned, req.crashed, max_size);
     let report = gc(
         &Store::new(paths.sessions_dir),
         &policy,
@@ -130,6 +134,7 @@ pub fn gc(store: &Store, policy: &Policy, dry_run: bool, now: SystemTime) -> Res
         old_after_days: policy.older_than_days,
         empty: policy.empty,
         orphaned: policy.orphaned,
+        crashed: policy.crashed,
         max_size: policy.max_size,
         ..Default::default()
     };
@@ -139,7 +144,19 @@ pub fn gc(store: &Store, policy: &Policy, dry_run: bool, now: SystemTime) -> Res
         return Ok(report); // no store yet: nothing to do
     }
     let store_fd = store.open()?;
-    let infos = store.list(false)?;
+    let mut infos = store.list(false)?;
+    // A session gc cannot open, or whose lock is no regular file, is never removed (nobody
+    // can tell whether it runs, or what it holds): it is named, every run, until fixed.
+    infos.retain(|info| match &info.state {
+        State::Unreadable { reason } | State::Corrupt { reason } => {
+            report.errors.push(GcError {
+                entry: info.id.to_string(),
+                error: format!("{} ({}): kept; {reason}", info.state_word(), info.dir.display()),
+            });
+            false
+        }
+        _ => true,
+    });
     let cands: Vec<Candidate> = infos
         .iter()
         .map(|info| candidate(&store_fd, info, policy))
@@ -167,7 +184,7 @@ pub fn gc(store: &Store, policy: &Policy, dry_run: bool, now: SystemTime) -> Res
             let bytes = c
                 .size
                 .unwrap_or_else(|| entry_usage(&store_fd, c.id.as_str()).bytes);
-            Ok(Outcome::Removed(bytes))
+            refuse_mounts(store, &store_fd, &c.id).map(|()| Outcome::Removed(bytes))
         } else {
             remove_session(store, &store_fd, &c.id)
         };
@@ -214,14 +231,13 @@ pub fn gc(store: &Store, policy: &Policy, dry_run: bool, now: SystemTime) -> Res
 }
 
 /// What `select` needs to know about one listed session. Walks the session's tree only
-/// when its size is needed (`--max-size`) or session.json has no end time.
+/// when its size is needed (`--max-size`) or session.json has no end time (a crashed
+/// session's last activity is the newest mtime in its layers). A stale `active/` link
+/// says only that a supervisor died: the session is crashed, not orphaned.
 fn candidate(store_fd: &OwnedFd, info: &SessionInfo, policy: &Policy) -> Candidate {
     let active = info.is_active();
     let orphaned = match &info.state {
         State::Orphaned { reason } => Some(reason.clone()),
-        _ if info.active_link && !active => {
-            Some("its active/ link is stale: no process holds its lock".into())
-        }
         _ => None,
     };
     let ended = info.meta.as_ref().and_then(|m| m.ended);
@@ -233,6 +249,7 @@ fn candidate(store_fd: &OwnedFd, info: &SessionInfo, policy: &Policy) -> Candida
         empty: info.empty,
         never_started: info.state == State::Created,
         orphaned,
+        crashed: matches!(info.state, State::Crashed { .. }),
         last_activity: ended
             .or(tree.and_then(|t| t.newest_mtime))
             .unwrap_or(info.created),
@@ -291,8 +308,29 @@ fn remove_session(store: &Store, store_fd: &OwnedFd, id: &SessionId) -> Result<O
     if !here.is_ok_and(|h| (h.st_dev, h.st_ino) == (ours.st_dev, ours.st_ino)) {
         return Ok(Outcome::Gone);
     }
+    refuse_mounts(store, store_fd, id)?;
     let stats = store.remove_locked(store_fd, id, lock)?;
     Ok(Outcome::Removed(stats.bytes))
+}
+
+/// A session with a file system mounted inside is left whole, before anything of it is
+/// renamed or removed (the walk would stop at the mount, but only after deleting all
+/// around it): the error names the mounts.
+fn refuse_mounts(store: &Store, store_fd: &OwnedFd, id: &SessionId) -> Result<()> {
+    let Some(dfd) = open_entry(store_fd, id.as_str()).ok().flatten() else {
+        return Ok(());
+    };
+    let mounts = mounts_at_or_below(&dfd);
+    if mounts.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = mounts.iter().map(|m| m.display().to_string()).collect();
+    Err(Error::Other(format!(
+        "{} is left whole: a file system is mounted at {}; unmount it (`umount {}`), then run gc again",
+        store.dir.join(id.as_str()).display(),
+        list.join(", "),
+        list[0]
+    )))
 }
 
 /// Open a store entry as a directory, no-follow. None when it is gone or is not a

@@ -9,6 +9,9 @@ use crate::session::SessionId;
 
 pub const DEFAULT_DAYS: u64 = 7;
 const DAY: Duration = Duration::from_secs(86_400);
+/// An orphan (a directory with no valid record) younger than this is kept, like a
+/// `.new-*` dir: it may be a session some other csbox is making or mending right now.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(3600);
 
 /// The rules of one gc run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,26 +20,30 @@ pub struct Policy {
     pub older_than_days: Option<u64>,
     pub empty: bool,
     pub orphaned: bool,
+    /// Remove crashed sessions whatever their age (only when asked: `--crashed`).
+    pub crashed: bool,
     /// Then remove the oldest inactive sessions until the store is at most this big.
     pub max_size: Option<u64>,
 }
 
 impl Policy {
-    /// The command line's meaning. With neither `--empty` nor `--orphaned`, all three
-    /// kinds go (old after `--days`, default 7), as with cleanup-sessions.py. Naming
-    /// `--empty` and/or `--orphaned` restricts gc to those kinds; old sessions then go
-    /// only if `--days` is also given.
+    /// The command line's meaning. With none of `--empty`, `--orphaned`, `--crashed`,
+    /// old, empty and orphaned sessions go (old after `--days`, default 7), as with
+    /// cleanup-sessions.py; a crashed session goes only when old. Naming any of the three
+    /// restricts gc to those kinds; old sessions then go only if `--days` is also given.
     pub fn from_flags(
         days: Option<u64>,
         empty: bool,
         orphaned: bool,
+        crashed: bool,
         max_size: Option<u64>,
     ) -> Self {
-        let restricted = empty || orphaned;
+        let restricted = empty || orphaned || crashed;
         Policy {
             older_than_days: days.or((!restricted).then_some(DEFAULT_DAYS)),
             empty: empty || !restricted,
             orphaned: orphaned || !restricted,
+            crashed,
             max_size,
         }
     }
@@ -54,8 +61,10 @@ pub struct Candidate {
     /// OCI runtime runs without csbox, so no lock shows that it is in use. Such a session
     /// goes only by age (or `--max-size`), never as "empty".
     pub never_started: bool,
-    /// Why it is orphaned, if it is.
+    /// Why it is orphaned (no valid record), if it is.
     pub orphaned: Option<String>,
+    /// It started, never ended, and nothing holds its lock.
+    pub crashed: bool,
     /// The end time in session.json, or else the newest mtime in the session.
     pub last_activity: SystemTime,
     /// Bytes on disk (known when the policy has a `max_size`).
@@ -72,6 +81,8 @@ pub enum Reason {
     Orphaned {
         why: String,
     },
+    /// Crashed, and `--crashed` was given.
+    Crashed,
     /// Removed, oldest first, to bring the store under `--max-size`.
     OverSize,
 }
@@ -82,6 +93,7 @@ impl std::fmt::Display for Reason {
             Reason::Old { idle_days } => write!(f, "old (idle {idle_days} days)"),
             Reason::Empty => write!(f, "empty"),
             Reason::Orphaned { why } => write!(f, "orphaned ({why})"),
+            Reason::Crashed => write!(f, "crashed (--crashed)"),
             Reason::OverSize => write!(f, "over --max-size (oldest first)"),
         }
     }
@@ -115,11 +127,18 @@ pub fn select(cands: &[Candidate], policy: &Policy, now: SystemTime) -> Vec<Deci
                     idle_days: idle.as_secs() / DAY.as_secs(),
                 });
             }
-            if policy.empty && c.empty && !c.never_started {
+            // A crashed session is the user's unfinished work, empty or not: it goes by
+            // age (or --crashed), never as "empty".
+            if policy.empty && c.empty && !c.never_started && !c.crashed {
                 reasons.push(Reason::Empty);
             }
             if let (true, Some(why)) = (policy.orphaned, &c.orphaned) {
-                reasons.push(Reason::Orphaned { why: why.clone() });
+                if idle > ORPHAN_GRACE {
+                    reasons.push(Reason::Orphaned { why: why.clone() });
+                }
+            }
+            if policy.crashed && c.crashed {
+                reasons.push(Reason::Crashed);
             }
             match (reasons.is_empty(), policy.older_than_days) {
                 (false, _) => Decision::Remove(reasons),
@@ -195,13 +214,14 @@ mod tests {
             empty: false,
             never_started: false,
             orphaned: None,
+            crashed: false,
             last_activity: now() - DAY * days_idle as u32 - Duration::from_secs(1),
             size: Some(100),
         }
     }
 
     fn default_policy() -> Policy {
-        Policy::from_flags(None, false, false, None)
+        Policy::from_flags(None, false, false, false, None)
     }
 
     #[test]
@@ -214,7 +234,7 @@ mod tests {
             ..cand(0)
         };
         let young_orphan = Candidate {
-            orphaned: Some("never ended".into()),
+            orphaned: Some("session.json: missing".into()),
             ..cand(1)
         };
         let d = select(&[cand(8), cand(6), young_empty, young_orphan], &p, now());
@@ -222,6 +242,46 @@ mod tests {
         assert_eq!(d[1], Decision::KeepYoung);
         assert_eq!(d[2], Decision::Remove(vec![Reason::Empty]));
         assert!(matches!(&d[3], Decision::Remove(r) if matches!(r[0], Reason::Orphaned { .. })));
+    }
+
+    #[test]
+    fn a_crashed_session_goes_only_by_age_or_when_crashed_is_asked_for() {
+        let crashed = |days| Candidate {
+            crashed: true,
+            empty: true,
+            ..cand(days)
+        };
+        let d = select(&[crashed(0), crashed(8)], &default_policy(), now());
+        assert_eq!(d[0], Decision::KeepYoung, "empty, but crashed: kept");
+        assert_eq!(d[1], Decision::Remove(vec![Reason::Old { idle_days: 8 }]));
+        let only_orphans = Policy::from_flags(None, false, true, false, None);
+        assert_eq!(
+            select(&[crashed(30)], &only_orphans, now())[0],
+            Decision::KeepUnselected,
+            "a crashed session is not an orphan"
+        );
+        let asked = Policy::from_flags(None, false, false, true, None);
+        assert_eq!(
+            select(&[crashed(0), cand(30)], &asked, now()),
+            vec![Decision::Remove(vec![Reason::Crashed]), Decision::KeepUnselected]
+        );
+    }
+
+    #[test]
+    fn an_orphan_younger_than_an_hour_is_kept() {
+        let orphan = |ago: Duration| Candidate {
+            orphaned: Some("session.json: missing".into()),
+            last_activity: now() - ago,
+            ..cand(0)
+        };
+        let p = default_policy();
+        let d = select(
+            &[orphan(Duration::from_secs(60)), orphan(ORPHAN_GRACE * 2)],
+            &p,
+            now(),
+        );
+        assert_eq!(d[0], Decision::KeepYoung);
+        assert!(matches!(&d[1], Decision::Remove(r) if matches!(r[0], Reason::Orphaned { .. })));
     }
 
     #[test]
@@ -235,7 +295,7 @@ mod tests {
         let d = select(&[exported(0), exported(8)], &p, now());
         assert_eq!(d[0], Decision::KeepYoung);
         assert_eq!(d[1], Decision::Remove(vec![Reason::Old { idle_days: 8 }]));
-        let only_empty = Policy::from_flags(None, true, false, None);
+        let only_empty = Policy::from_flags(None, true, false, false, None);
         assert_eq!(
             select(&[exported(30)], &only_empty, now())[0],
             Decision::KeepUnselected
@@ -244,7 +304,7 @@ mod tests {
 
     #[test]
     fn age_is_strictly_more_than_n_days() {
-        let p = Policy::from_flags(Some(3), false, false, None);
+        let p = Policy::from_flags(Some(3), false, false, false, None);
         let exactly = Candidate {
             last_activity: now() - DAY * 3,
             ..cand(0)
@@ -261,7 +321,7 @@ mod tests {
 
     #[test]
     fn an_active_session_is_kept_whatever_else_is_true() {
-        let p = Policy::from_flags(Some(0), true, true, Some(0));
+        let p = Policy::from_flags(Some(0), true, true, true, Some(0));
         let c = Candidate {
             active: true,
             empty: true,
@@ -273,7 +333,7 @@ mod tests {
 
     #[test]
     fn empty_or_orphaned_flags_restrict_to_those_kinds() {
-        let p = Policy::from_flags(None, true, false, None);
+        let p = Policy::from_flags(None, true, false, false, None);
         assert_eq!(
             (p.older_than_days, p.empty, p.orphaned),
             (None, true, false)
@@ -291,7 +351,7 @@ mod tests {
         assert_eq!(d[1], Decision::KeepUnselected);
         assert_eq!(d[2], Decision::Remove(vec![Reason::Empty]));
         // --days adds old ones back
-        let p = Policy::from_flags(Some(7), false, true, None);
+        let p = Policy::from_flags(Some(7), false, true, false, None);
         let d = select(&[cand(30), orphan], &p, now());
         assert!(matches!(&d[0], Decision::Remove(r) if r == &[Reason::Old { idle_days: 30 }]));
         assert!(matches!(&d[1], Decision::Remove(r) if r.len() == 2));
@@ -299,13 +359,13 @@ mod tests {
 
     #[test]
     fn huge_day_counts_do_not_overflow() {
-        let p = Policy::from_flags(Some(u64::MAX), false, false, None);
+        let p = Policy::from_flags(Some(u64::MAX), false, false, false, None);
         assert_eq!(select(&[cand(9000)], &p, now()), vec![Decision::KeepYoung]);
     }
 
     #[test]
     fn future_activity_is_never_old() {
-        let p = Policy::from_flags(Some(0), false, false, None);
+        let p = Policy::from_flags(Some(0), false, false, false, None);
         let c = Candidate {
             last_activity: now() + DAY,
             ..cand(0)
@@ -315,7 +375,7 @@ mod tests {
 
     #[test]
     fn max_size_removes_oldest_inactive_until_under() {
-        let p = Policy::from_flags(Some(30), false, false, Some(250));
+        let p = Policy::from_flags(Some(30), false, false, false, Some(250));
         let active = Candidate {
             active: true,
             ..cand(10)
@@ -332,7 +392,7 @@ mod tests {
 
     #[test]
     fn max_size_counts_what_other_rules_already_remove() {
-        let p = Policy::from_flags(Some(7), false, false, Some(100));
+        let p = Policy::from_flags(Some(7), false, false, false, Some(100));
         let d = select(&[cand(9), cand(1)], &p, now());
         assert_eq!(d[0], Decision::Remove(vec![Reason::Old { idle_days: 9 }]));
         assert_eq!(d[1], Decision::KeepYoung, "100 bytes left is not over 100");

@@ -18,6 +18,7 @@ pub struct TimerRules {
     pub days: Option<u64>,
     pub empty: bool,
     pub orphaned: bool,
+    pub crashed: bool,
     pub max_size: Option<String>,
     /// OnCalendar= (systemd.time(7)).
     pub calendar: String,
@@ -61,6 +62,9 @@ impl UnitSpec {
         }
         if args.orphaned {
             gc_args.push("--orphaned".into());
+        }
+        if args.crashed {
+            gc_args.push("--crashed".into());
         }
         if let Some(s) = &args.max_size {
             gc_args.extend(["--max-size".into(), s.clone()]);

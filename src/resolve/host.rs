@@ -10,8 +10,6 @@ use crate::fsutil::read_regular;
 use crate::paths::canonical_or_self;
 use crate::plan::{GitLayout, HostLayout};
 
-/// /proc/self/mountinfo is read at most this big.
-const MOUNTINFO_CAP: u64 = 8 << 20;
 /// A `.git` file or `commondir` is one line.
 const GIT_FILE_CAP: u64 = 4096;
 /// Submodules and linked worktrees looked at, at most.
@@ -52,16 +50,8 @@ fn is_socket(p: &Path) -> bool {
 /// Mount points strictly below `home` (not below the store), outermost only: a
 /// recursive bind of each brings what is mounted deeper.
 fn submounts(home: &Path, store: &Path) -> Vec<PathBuf> {
-    let Ok(text) = read_regular(Path::new("/proc/self/mountinfo"), MOUNTINFO_CAP) else {
-        return Vec::new();
-    };
-    let mut points: Vec<PathBuf> = String::from_utf8_lossy(&text)
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| {
-            let raw = crate::fsutil::unescape_mountinfo(p.as_bytes());
-            PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(raw))
-        })
+    let mut points: Vec<PathBuf> = crate::fsutil::mount_points()
+        .into_iter()
         .filter(|p| p.starts_with(home) && p != home && !p.starts_with(store))
         .collect();
     points.sort();

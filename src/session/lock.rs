@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-use crate::fsutil::openat_nofollow;
+use crate::fsutil::{open_regular_at, openat_nofollow};
 
 pub const LOCK_FILE: &str = "lock";
 
@@ -31,12 +31,24 @@ fn flock(fd: &impl AsRawFd, op: libc::c_int) -> nix::Result<()> {
 
 /// Take the exclusive lock on `dir/lock`, creating the file if needed. Probes by `ls`/`gc`
 /// hold a shared lock for microseconds, so a conflict is retried briefly before it counts.
+/// A lock that is not a regular file (a FIFO, a link) is an error: nobody can be known
+/// to hold it, so neither a run nor gc may take the session.
 pub fn try_lock_exclusive(dir: impl AsFd, create: bool) -> std::io::Result<Option<HeldLock>> {
-    let mut flags = OFlag::O_RDWR;
+    let dir = dir.as_fd();
     if create {
-        flags |= OFlag::O_CREAT;
+        // O_CREAT|O_EXCL never opens what is there; the open below checks what is.
+        match openat_nofollow(
+            dir,
+            LOCK_FILE,
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
+            Mode::from_bits_truncate(0o600),
+        ) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
     }
-    let fd = openat_nofollow(dir, LOCK_FILE, flags, Mode::from_bits_truncate(0o600))?;
+    let fd = open_regular_at(dir, LOCK_FILE, OFlag::O_RDWR)?;
     for attempt in 0..20 {
         match flock(&fd, libc::LOCK_EX | libc::LOCK_NB) {
             Ok(()) => return Ok(Some(HeldLock { fd })),
@@ -50,17 +62,40 @@ pub fn try_lock_exclusive(dir: impl AsFd, create: bool) -> std::io::Result<Optio
     Ok(None)
 }
 
-/// Is the session whose directory is `dir` active? Takes a shared lock for an instant: if
-/// that fails, someone holds the exclusive one. A missing lock file means not active.
-pub fn is_locked(dir: impl AsFd) -> bool {
-    let fd = match openat_nofollow(dir, LOCK_FILE, OFlag::O_RDONLY, Mode::empty()) {
+/// What a session's lock says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockState {
+    /// Someone holds it exclusively: the session is active.
+    Held,
+    /// Free, or there is no lock file (nothing holds it).
+    Free,
+    /// `lock` is no regular file (a FIFO, a socket, a link, a directory) or cannot be
+    /// opened: nobody can tell whether the session runs. Corrupt: never removed by gc.
+    Corrupt(String),
+}
+
+/// The state of the lock of the session whose directory is `dir`, without blocking (the
+/// open is O_NONBLOCK|O_NOFOLLOW and type-checked). Takes a shared lock for an instant:
+/// if that fails, someone holds the exclusive one.
+pub fn lock_state(dir: impl AsFd) -> LockState {
+    let fd = match open_regular_at(dir, LOCK_FILE, OFlag::O_RDONLY) {
         Ok(fd) => fd,
-        Err(_) => return false,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return LockState::Free,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return LockState::Corrupt("its lock is a symbolic link, not a regular file".into())
+        }
+        Err(e) => return LockState::Corrupt(format!("its lock cannot be used: {e}")),
     };
-    matches!(
-        flock(&fd, libc::LOCK_SH | libc::LOCK_NB),
-        Err(Errno::EWOULDBLOCK)
-    )
+    match flock(&fd, libc::LOCK_SH | libc::LOCK_NB) {
+        Err(Errno::EWOULDBLOCK) => LockState::Held,
+        _ => LockState::Free,
+    }
+}
+
+/// Is the session whose directory is `dir` active? Never blocks; a missing or corrupt
+/// lock means no.
+pub fn is_locked(dir: impl AsFd) -> bool {
+    lock_state(dir) == LockState::Held
 }
 
 /// A shared lock on a file path (used for `CLAUDE_ROOT/update.lock`: every running session

@@ -3,6 +3,7 @@
 
 pub mod diff;
 pub mod id;
+pub mod info;
 pub mod layers;
 pub mod lock;
 pub mod meta;
@@ -11,4 +12,5 @@ pub mod store;
 
 pub use id::SessionId;
 pub use meta::{ExitStatus, Metadata};
-pub use store::{LiveSession, SessionInfo, State, Store};
+pub use info::{SessionInfo, State};
+pub use store::{LiveSession, Store};

@@ -19,6 +19,7 @@ const CLAUDE_JSON_LIMIT: u64 = 64 << 20;
 /// session's copy), and the `~/.claude/sessions` link to the store.
 pub fn prepare_claude_root(paths: &Paths, store: &Store) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
+    crate::fsutil::refuse_non_dir(&paths.claude_root, "CLAUDE_ROOT (your Claude config dir)")?;
     if !paths.claude_root.is_dir() {
         std::fs::DirBuilder::new()
             .recursive(true)

@@ -6,13 +6,13 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use nix::errno::Errno;
 
 use super::id::{validate_reference, SessionId};
+use super::info::{info_at, SessionInfo};
 use super::lock::{is_locked, try_lock_exclusive, HeldLock, LOCK_FILE};
-use super::meta::{ExitStatus, Metadata, META_FILE, META_LIMIT};
+use super::meta::{Metadata, META_FILE, META_LIMIT};
 use crate::error::{Error, Result};
 use crate::fsutil::{self, open_dir_nofollow, read_small_at, TreeStats};
 
@@ -43,55 +43,6 @@ pub struct LiveSession {
     lock: HeldLock,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
-pub enum State {
-    /// Its lock is held: a supervisor is running it.
-    Active,
-    /// It ran and ended.
-    Exited { exit: ExitStatus },
-    /// Not active, and its record is missing, unreadable, or says it never ended (the
-    /// supervisor was killed or the machine rebooted).
-    Orphaned { reason: String },
-    /// Never started.
-    Created,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SessionInfo {
-    pub id: SessionId,
-    #[serde(flatten)]
-    pub state: State,
-    /// The state layer holds nothing but the skeleton csbox made.
-    pub empty: bool,
-    pub dir: PathBuf,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub meta: Option<Metadata>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub size_bytes: Option<u64>,
-    /// `active/<id>` exists (a view only; `state` says what is true).
-    pub active_link: bool,
-    #[serde(skip)]
-    pub created: SystemTime,
-}
-
-impl SessionInfo {
-    pub fn is_active(&self) -> bool {
-        self.state == State::Active
-    }
-
-    /// The word `csbox ls` shows.
-    pub fn state_word(&self) -> String {
-        match &self.state {
-            State::Active => "active".into(),
-            State::Orphaned { .. } => "orphaned".into(),
-            _ if self.empty => "empty".into(),
-            State::Exited { exit } => exit.describe(),
-            State::Created => "created".into(),
-        }
-    }
-}
-
 impl Store {
     pub fn new(dir: PathBuf) -> Self {
         Store { dir }
@@ -100,6 +51,7 @@ impl Store {
     /// Create the store (mode 0700: transcripts are private) and its `active/` view.
     pub fn ensure(&self) -> Result<()> {
         use std::os::unix::fs::DirBuilderExt;
+        fsutil::refuse_non_dir(&self.dir, "SESSIONS_DIR (the session store)")?;
         if !self.dir.is_dir() {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -126,7 +78,7 @@ impl Store {
     }
 
     /// Make a new session: skeleton, metadata, lock, then publish it under its id.
-    /// `durability` is the record's (`csbox run` syncs only the end record).
+    /// `durability` is the record's (`csbox run` syncs none: see [`fsutil::atomic_write`]).
     pub fn create(
         &self,
         meta: Metadata,
@@ -144,6 +96,7 @@ impl Store {
             nix::sys::stat::Mode::from_bits_truncate(0o700),
         )
         .map_err(|e| Error::io("create", &sdir, e.into()))?;
+        crate::fault::point("create:mkdir");
         let result = (|| {
             let dfd = open_dir_nofollow(&sdir).map_err(|e| Error::io("open", &sdir, e))?;
             let lock = try_lock_exclusive(&dfd, true)
@@ -151,6 +104,7 @@ impl Store {
                 .ok_or_else(|| {
                     Error::Other(format!("{} is locked by another process", sdir.display()))
                 })?;
+            crate::fault::point("create:locked");
             for d in [STATE_DIR, WORK_DIR, HOME_DIR, HOME_UPPER, HOME_WORK] {
                 let p = sdir.join(d);
                 std::fs::create_dir(&p).map_err(|e| Error::io("create", &p, e))?;
@@ -159,6 +113,7 @@ impl Store {
             // `~/.claude/sessions` must be this session's own, so it exists from the start.
             let p = sdir.join(STATE_DIR).join("sessions");
             std::fs::create_dir(&p).map_err(|e| Error::io("create", &p, e))?;
+            crate::fault::point("create:skeleton");
             if let Some(seed) = seed_claude_json {
                 // Nobody can see the staging dir yet: a plain write is enough.
                 use std::os::unix::fs::OpenOptionsExt;
@@ -173,6 +128,7 @@ impl Store {
                 std::io::Write::write_all(&mut f, seed).map_err(|e| Error::io("write", &p, e))?;
             }
             fsutil::atomic_write_at(&dfd, &sdir, META_FILE, &meta.to_json(), 0o600, durability)?;
+            crate::fault::point("create:recorded");
             Ok((dfd, lock))
         })();
         let (dfd, lock) = match result {
@@ -190,6 +146,7 @@ impl Store {
             id.as_str(),
         )
         .map_err(|e| Error::io("rename", &dir, e.into()))?;
+        crate::fault::point("create:published");
         if durability == fsutil::Durability::Full {
             // The publishing rename too, or a crash could leave only `.new-<id>`.
             nix::unistd::fsync(store_fd.as_raw_fd())
@@ -335,13 +292,13 @@ impl Store {
         let links = self.active_links();
         Ok(ids
             .into_iter()
-            .filter_map(|id| self.info_at(&store_fd, id, with_size, &links))
+            .filter_map(|id| info_at(&self.dir, &store_fd, id, with_size, &links))
             .collect())
     }
 
     pub fn info(&self, id: &SessionId, with_size: bool) -> Result<SessionInfo> {
         let store_fd = self.open()?;
-        self.info_at(&store_fd, id.clone(), with_size, &self.active_links())
+        info_at(&self.dir, &store_fd, id.clone(), with_size, &self.active_links())
             .ok_or_else(|| Error::BadSession {
                 msg: format!("no session {id}"),
             })
@@ -354,50 +311,6 @@ impl Store {
                     .collect()
             })
             .unwrap_or_default()
-    }
-
-    fn info_at(
-        &self,
-        store_fd: &OwnedFd,
-        id: SessionId,
-        with_size: bool,
-        links: &std::collections::HashSet<String>,
-    ) -> Option<SessionInfo> {
-        let dfd = open_dir_at(store_fd, id.as_str()).ok()?;
-        let active = is_locked(&dfd);
-        let meta = read_meta(&dfd);
-        let state = match (&meta, active) {
-            (_, true) => State::Active,
-            (Err(why), false) => State::Orphaned {
-                reason: format!("session.json: {why}"),
-            },
-            (Ok(m), false) => match (&m.started, &m.exit) {
-                (_, Some(exit)) => State::Exited { exit: exit.clone() },
-                (None, None) => State::Created,
-                (Some(_), None) => State::Orphaned {
-                    reason: "it never ended: its supervisor was killed or the machine restarted"
-                        .into(),
-                },
-            },
-        };
-        let empty = state_is_empty(&dfd);
-        let created = meta
-            .as_ref()
-            .map(|m| m.created)
-            .ok()
-            .or_else(|| id.created())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let size_bytes = with_size.then(|| fsutil::disk_usage(&dfd).map(|s| s.bytes).unwrap_or(0));
-        Some(SessionInfo {
-            active_link: links.contains(id.as_str()),
-            dir: self.dir.join(id.as_str()),
-            id,
-            state,
-            empty,
-            meta: meta.ok(),
-            size_bytes,
-            created,
-        })
     }
 
     /// Names in `active/` whose session is not active (a stale view).
@@ -458,6 +371,7 @@ impl Store {
             renamed = rename_noreplace(store_fd, id.as_str(), &trash);
         }
         renamed.map_err(|e| Error::io("rename", self.dir.join(id.as_str()), e.into()))?;
+        crate::fault::point("remove:trashed");
         let stats = fsutil::remove_tree_at(store_fd, &trash)
             .map_err(|e| Error::io("remove", self.dir.join(&trash), e.into()))?;
         drop(lock);
@@ -475,7 +389,7 @@ fn rename_noreplace(dir: &OwnedFd, from: &str, to: &str) -> nix::Result<()> {
     )
 }
 
-fn open_dir_at(store_fd: &OwnedFd, name: &str) -> nix::Result<OwnedFd> {
+pub(super) fn open_dir_at(store_fd: &OwnedFd, name: &str) -> nix::Result<OwnedFd> {
     use nix::fcntl::OFlag;
     let fd = nix::fcntl::openat(
         Some(store_fd.as_raw_fd()),
@@ -487,55 +401,12 @@ fn open_dir_at(store_fd: &OwnedFd, name: &str) -> nix::Result<OwnedFd> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
-fn read_meta(dfd: &OwnedFd) -> std::result::Result<Metadata, String> {
+pub(super) fn read_meta(dfd: &OwnedFd) -> std::result::Result<Metadata, String> {
     let bytes = read_small_at(dfd, META_FILE, META_LIMIT).map_err(|e| match e.raw_os_error() {
         Some(libc::ENOENT) => "missing".to_string(),
         _ => e.to_string(),
     })?;
     serde_json::from_slice(&bytes).map_err(|e| format!("invalid ({e})"))
-}
-
-/// Names in directory `parent/name` (no-follow), or None if it can't be read.
-fn dir_names(parent: &OwnedFd, name: &str) -> Option<Vec<Vec<u8>>> {
-    use nix::fcntl::OFlag;
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut d = nix::dir::Dir::openat(
-        Some(parent.as_raw_fd()),
-        name,
-        flags,
-        nix::sys::stat::Mode::empty(),
-    )
-    .ok()?;
-    let mut names = Vec::new();
-    for e in d.iter() {
-        let n = e.ok()?.file_name().to_bytes().to_vec();
-        if n != b"." && n != b".." {
-            names.push(n);
-        }
-    }
-    Some(names)
-}
-
-/// True when the session's state holds nothing but what csbox put there.
-fn state_is_empty(dfd: &OwnedFd) -> bool {
-    // Anything the session wrote to its home counts as much as its ~/.claude.
-    let home_written = open_dir_at(dfd, HOME_DIR)
-        .ok()
-        .and_then(|h| dir_names(&h, "upper"))
-        .is_some_and(|v| !v.is_empty());
-    if home_written {
-        return false;
-    }
-    let Ok(sfd) = open_dir_at(dfd, STATE_DIR) else {
-        return true;
-    };
-    let Some(names) = dir_names(&sfd, ".") else {
-        return false;
-    };
-    names
-        .iter()
-        .all(|n| STATE_SKELETON.iter().any(|s| s.as_bytes() == n.as_slice()))
-        && dir_names(&sfd, "sessions").is_none_or(|v| v.is_empty())
 }
 
 impl LiveSession {

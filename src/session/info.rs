@@ -1,0 +1,198 @@
+//! What `ls`, `show` and gc know about one session directory, read as hostile input: a
+//! session that cannot be opened or whose lock is no regular file is listed as such,
+//! never left out (a session nobody sees is a session nobody can rescue).
+
+use std::collections::HashSet;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::id::SessionId;
+use super::lock::{lock_state, LockState};
+use super::meta::{ExitStatus, Metadata};
+use super::store::{open_dir_at, read_meta, HOME_DIR, STATE_DIR, STATE_SKELETON};
+use crate::fsutil;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum State {
+    /// Its lock is held: a supervisor is running it.
+    Active,
+    /// It ran and ended.
+    Exited { exit: ExitStatus },
+    /// It started and never ended, and nothing holds its lock: its supervisor was
+    /// killed, the machine went down, or the end record could not be written (a full
+    /// disk). Kept and aged like an exited session: its layers are the user's work.
+    Crashed { reason: String },
+    /// No valid record at all (missing, unreadable or malformed `session.json`).
+    Orphaned { reason: String },
+    /// Never started.
+    Created,
+    /// The directory cannot be opened (mode 000, another owner).
+    Unreadable { reason: String },
+    /// Its lock is no regular file: nobody can tell whether it runs.
+    Corrupt { reason: String },
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    pub id: SessionId,
+    #[serde(flatten)]
+    pub state: State,
+    /// The state layer holds nothing but the skeleton csbox made.
+    pub empty: bool,
+    pub dir: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Metadata>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// `active/<id>` exists (a view only; `state` says what is true).
+    pub active_link: bool,
+    #[serde(skip)]
+    pub created: SystemTime,
+}
+
+impl SessionInfo {
+    pub fn is_active(&self) -> bool {
+        self.state == State::Active
+    }
+
+    /// The word `csbox ls` shows.
+    pub fn state_word(&self) -> String {
+        match &self.state {
+            State::Active => "active".into(),
+            State::Crashed { .. } => "crashed".into(),
+            State::Orphaned { .. } => "orphaned".into(),
+            State::Unreadable { .. } => "unreadable".into(),
+            State::Corrupt { .. } => "corrupt".into(),
+            _ if self.empty => "empty".into(),
+            State::Exited { exit } => exit.describe(),
+            State::Created => "created".into(),
+        }
+    }
+
+    /// Why the session is crashed, orphaned, unreadable or corrupt.
+    pub fn reason(&self) -> Option<&str> {
+        match &self.state {
+            State::Crashed { reason }
+            | State::Orphaned { reason }
+            | State::Unreadable { reason }
+            | State::Corrupt { reason } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+/// What is known about the store entry `id` (a directory, not a link: `ids` made sure).
+/// None only when it is gone, or became a link or a file since it was listed.
+pub(super) fn info_at(
+    store_dir: &Path,
+    store_fd: &OwnedFd,
+    id: SessionId,
+    with_size: bool,
+    links: &HashSet<String>,
+) -> Option<SessionInfo> {
+    let dir = store_dir.join(id.as_str());
+    let dfd = match open_dir_at(store_fd, id.as_str()) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR) => {
+            return None
+        }
+        Err(e) => {
+            let reason = format!(
+                "open({}, O_DIRECTORY|O_NOFOLLOW) => {e}; make it yours and readable (`chmod 700 {}`) or remove it",
+                dir.display(),
+                dir.display()
+            );
+            return Some(SessionInfo {
+                active_link: links.contains(id.as_str()),
+                created: id.created().unwrap_or(SystemTime::UNIX_EPOCH),
+                id,
+                state: State::Unreadable { reason },
+                empty: false,
+                dir,
+                meta: None,
+                size_bytes: None,
+            });
+        }
+    };
+    let meta = read_meta(&dfd);
+    let state = match (lock_state(&dfd), &meta) {
+        (LockState::Held, _) => State::Active,
+        (LockState::Corrupt(why), _) => State::Corrupt {
+            reason: format!("{why}; look at {} and remove it by hand", dir.display()),
+        },
+        (LockState::Free, Err(why)) => State::Orphaned {
+            reason: format!("session.json: {why}"),
+        },
+        (LockState::Free, Ok(m)) => match (&m.started, &m.exit) {
+            (_, Some(exit)) => State::Exited { exit: exit.clone() },
+            (None, None) => State::Created,
+            (Some(_), None) => State::Crashed {
+                reason: "it started and never ended: its supervisor was killed, the machine went down or its end record could not be written".into(),
+            },
+        },
+    };
+    let empty = state_is_empty(&dfd);
+    let created = meta
+        .as_ref()
+        .map(|m| m.created)
+        .ok()
+        .or_else(|| id.created())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let size_bytes = with_size.then(|| fsutil::disk_usage(&dfd).map(|s| s.bytes).unwrap_or(0));
+    Some(SessionInfo {
+        active_link: links.contains(id.as_str()),
+        dir,
+        id,
+        state,
+        empty,
+        meta: meta.ok(),
+        size_bytes,
+        created,
+    })
+}
+
+/// Names in directory `parent/name` (no-follow), or None if it can't be read.
+fn dir_names(parent: &OwnedFd, name: &str) -> Option<Vec<Vec<u8>>> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsRawFd;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut d = nix::dir::Dir::openat(
+        Some(parent.as_raw_fd()),
+        name,
+        flags,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    let mut names = Vec::new();
+    for e in d.iter() {
+        let n = e.ok()?.file_name().to_bytes().to_vec();
+        if n != b"." && n != b".." {
+            names.push(n);
+        }
+    }
+    Some(names)
+}
+
+/// True when the session's state holds nothing but what csbox put there.
+fn state_is_empty(dfd: &OwnedFd) -> bool {
+    // Anything the session wrote to its home counts as much as its ~/.claude.
+    let home_written = open_dir_at(dfd, HOME_DIR)
+        .ok()
+        .and_then(|h| dir_names(&h, "upper"))
+        .is_some_and(|v| !v.is_empty());
+    if home_written {
+        return false;
+    }
+    let Ok(sfd) = open_dir_at(dfd, STATE_DIR) else {
+        return true;
+    };
+    let Some(names) = dir_names(&sfd, ".") else {
+        return false;
+    };
+    names
+        .iter()
+        .all(|n| STATE_SKELETON.iter().any(|s| s.as_bytes() == n.as_slice()))
+        && dir_names(&sfd, "sessions").is_none_or(|v| v.is_empty())
+}
