@@ -17,17 +17,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 
 /// `csbox run -- CMD…` as the env's user; returns the new session's id.
 fn run_session(env: &TestEnv, cmd: &[&str]) -> String {
-    let before = ids(env);
-    let mut args = vec!["run", "--"];
-    args.extend(cmd);
-    let out = env.run(&args);
-    assert!(out.status.success(), "csbox run failed: {}", stderr(&out));
-    let mut new: Vec<String> = ids(env)
-        .into_iter()
-        .filter(|i| !before.contains(i))
-        .collect();
-    assert_eq!(new.len(), 1, "one new session");
-    new.pop().unwrap()
+    run_new_session(env, cmd, &env.home)
 }
 
 /// A session whose state holds a transcript (not empty), ended now.
@@ -40,24 +30,6 @@ fn busy_session(env: &TestEnv) -> String {
             "echo '{\"display\":\"hi\"}' >> ~/.claude/history.jsonl",
         ],
     )
-}
-
-fn ids(env: &TestEnv) -> Vec<String> {
-    env.ls_json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn state_of(env: &TestEnv, id: &str) -> Option<String> {
-    env.ls_json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .map(|r| r["state"].as_str().unwrap().to_string())
 }
 
 fn session_dir(env: &TestEnv, id: &str) -> PathBuf {
@@ -138,7 +110,7 @@ fn list_has(v: &Value, key: &str, id: &str) -> bool {
 /// `csbox run -- CMD…` in the background; returns once `csbox ls` says it is active.
 #[allow(clippy::zombie_processes)] // the caller gets the child and waits for it
 fn start_active(env: &TestEnv, cmd: &[&str]) -> (Child, String) {
-    let before = ids(env);
+    let before = listed_ids(env);
     let mut args = vec!["run", "--"];
     args.extend(cmd);
     let mut child = env
@@ -188,7 +160,7 @@ fn crashed_session(env: &TestEnv) -> String {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(state_of(env, &id).as_deref(), Some("crashed"));
+    assert_eq!(listed_state(env, &id).as_deref(), Some("crashed"));
     id
 }
 
@@ -197,7 +169,7 @@ fn orphaned_session(env: &TestEnv) -> String {
     let id = busy_session(env);
     std::fs::write(session_dir(env, &id).join("session.json"), "{not json").unwrap();
     backdate(&session_dir(env, &id), Duration::from_secs(7200));
-    assert_eq!(state_of(env, &id).as_deref(), Some("orphaned"));
+    assert_eq!(listed_state(env, &id).as_deref(), Some("orphaned"));
     id
 }
 
@@ -242,7 +214,7 @@ fn old_young_empty_orphaned_and_crashed_sessions_are_each_handled_right() {
         link.symlink_metadata().is_err(),
         "stale active/ link pruned"
     );
-    assert_eq!(ids(&env).len(), 3);
+    assert_eq!(listed_ids(&env).len(), 3);
 
     // --days 2 makes the 3-day-old one old; the crashed one ages the same way.
     backdate(&session_dir(&env, &crashed), DAY * 3);
@@ -262,8 +234,8 @@ fn a_session_made_for_an_oci_bundle_is_not_removed_as_empty() {
     let env = TestEnv::new(As::me());
     let out = env.run(&["spec", "--new", "--", "true"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let exported = ids(&env).pop().expect("spec --new made a session");
-    assert_eq!(state_of(&env, &exported).as_deref(), Some("created"));
+    let exported = listed_ids(&env).pop().expect("spec --new made a session");
+    assert_eq!(listed_state(&env, &exported).as_deref(), Some("created"));
     let empty = run_session(&env, &["true"]);
 
     let (out, v) = gc(&env, &[]);
@@ -320,7 +292,7 @@ fn gc_never_removes_an_active_session_even_with_days_0() {
             assert!(out.status.success(), "{}", stderr(&out));
             assert!(list_has(&v, "kept_active", &id), "{v}");
             assert!(removed_ids(&v).is_empty(), "{v}");
-            assert_eq!(state_of(&env, &id).as_deref(), Some("active"));
+            assert_eq!(listed_state(&env, &id).as_deref(), Some("active"));
         }
         let out = env.run(&["gc", "--days", "0"]);
         assert!(stdout(&out).contains("kept 1 active"), "{}", stdout(&out));

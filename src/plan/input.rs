@@ -87,12 +87,13 @@ pub(super) fn profile_binds<'a>(
     profile: &'a Profile,
     overrides: &'a Overrides,
 ) -> impl Iterator<Item = (String, &'a str, bool)> + 'a {
-    let field = |list: &'a [String], origin: &'static str, ro: bool| {
-        list.iter()
-            .map(move |s| (origin.to_string(), s.as_str(), ro))
+    // A profile's entries name the profile's file, so a missing source says where to fix it.
+    let field = |list: &'a [String], origin: String, ro: bool| {
+        list.iter().map(move |s| (origin.clone(), s.as_str(), ro))
     };
-    field(&profile.bind, "profile field \"bind\"", false)
-        .chain(field(&profile.ro_bind, "profile field \"roBind\"", true))
-        .chain(field(&overrides.bind, "--bind", false))
-        .chain(field(&overrides.ro_bind, "--ro-bind", true))
+    let in_profile = |f: &str| format!("profile {} field \"{f}\"", profile.source);
+    field(&profile.bind, in_profile("bind"), false)
+        .chain(field(&profile.ro_bind, in_profile("roBind"), true))
+        .chain(field(&overrides.bind, "--bind".into(), false))
+        .chain(field(&overrides.ro_bind, "--ro-bind".into(), true))
 }

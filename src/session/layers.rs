@@ -108,16 +108,24 @@ pub fn prepare(
     }
     for rel in dirs {
         open_dir_beneath(base, &rel, true).map_err(|e| {
-            let why = match e.raw_os_error() {
-                Some(libc::ELOOP | libc::ENOTDIR) => {
-                    "it is not a directory (a link or a file planted by the session?)"
+            let err = Error::io("open", s.path.join(&rel), e);
+            match &err {
+                // A planted link or file: bad input (exit 2), nothing was followed.
+                Error::Io { source, .. }
+                    if matches!(source.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) =>
+                {
+                    Error::BadSession {
+                        msg: format!(
+                            "{err} (it is not a directory: a link or a file planted there?); the session cannot be run again safely: look at it, then `rm -r {}`",
+                            s.path.display()
+                        ),
+                    }
                 }
-                _ => "it cannot be opened",
-            };
-            Error::io("open", s.path.join(&rel), e).hint(format!(
-                "{why}; the session cannot be run again safely: look at it, then `rm -r {}`",
-                s.path.display()
-            ))
+                _ => err.hint(format!(
+                    "it cannot be opened; the session cannot be run again safely: look at it, then `rm -r {}`",
+                    s.path.display()
+                )),
+            }
         })?;
     }
     let state = open_dir_beneath(base, STATE_DIR, false)

@@ -184,6 +184,13 @@ impl Store {
         let lock = try_lock_exclusive(&dfd, true)
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::ENOENT) => removed(),
+                Some(libc::ELOOP | libc::EISDIR) | None => Error::BadSession {
+                    msg: format!(
+                        "session {id} cannot be run: its lock {}: {e}; look at {}, then remove it by hand",
+                        dir.join(LOCK_FILE).display(),
+                        dir.display()
+                    ),
+                },
                 _ => Error::io("lock", dir.join(LOCK_FILE), e),
             })?
             .ok_or_else(|| Error::BadSession {

@@ -260,3 +260,82 @@ pub fn wait_for_marker(child: &mut std::process::Child, marker: &str) -> String 
         }
     }
 }
+
+/// Run `cmd` to its end, but never wait longer than `limit`: a hang is killed and fails
+/// the test, naming what hung.
+pub fn output_within(cmd: &mut Command, limit: std::time::Duration, what: &str) -> Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            let out = child.wait_with_output().expect("output");
+            eprintln!(
+                "{what} -> {:?}\n--- stdout\n{}--- stderr\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return out;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} hung: still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A project dir for `csbox run` to start in (a session refuses to bind a dir holding
+/// the home), owned by the env's user.
+pub fn project_dir(env: &TestEnv) -> PathBuf {
+    let p = env.home.join("proj");
+    std::fs::create_dir_all(&p).unwrap();
+    env.chown_all(&env.home);
+    p
+}
+
+/// The ids `csbox ls --json` lists.
+pub fn listed_ids(env: &TestEnv) -> Vec<String> {
+    env.ls_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The `state` `csbox ls --json` gives the session `id`, if it is listed.
+pub fn listed_state(env: &TestEnv, id: &str) -> Option<String> {
+    env.ls_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .map(|r| r["state"].as_str().unwrap().to_string())
+}
+
+/// `csbox run -- CMD…` as the env's user in `cwd`, which must succeed; the new session's id.
+pub fn run_new_session(env: &TestEnv, cmd: &[&str], cwd: &Path) -> String {
+    let before = listed_ids(env);
+    let mut args = vec!["run", "--"];
+    args.extend(cmd);
+    let out = output_within(
+        env.csbox(&args).current_dir(cwd),
+        std::time::Duration::from_secs(60),
+        &format!("[{}] csbox {args:?}", env.user.label()),
+    );
+    assert!(out.status.success(), "csbox run failed: {}", stderr(&out));
+    let mut new: Vec<String> = listed_ids(env)
+        .into_iter()
+        .filter(|i| !before.contains(i))
+        .collect();
+    assert_eq!(new.len(), 1, "one new session");
+    new.pop().unwrap()
+}
