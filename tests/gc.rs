@@ -36,27 +36,6 @@ fn session_dir(env: &TestEnv, id: &str) -> PathBuf {
     env.sessions_dir().join(id)
 }
 
-/// Set every mtime (no-follow) under `p` to `ago` in the past.
-fn backdate(p: &Path, ago: Duration) {
-    let t = SystemTime::now() - ago;
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap();
-    let ts = nix::sys::time::TimeSpec::new(d.as_secs() as i64, 0);
-    let md = p.symlink_metadata().unwrap();
-    if md.is_dir() {
-        for e in std::fs::read_dir(p).unwrap() {
-            backdate(&e.unwrap().path(), ago);
-        }
-    }
-    nix::sys::stat::utimensat(
-        None,
-        p,
-        &ts,
-        &ts,
-        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-    )
-    .unwrap();
-}
-
 /// Make a session look `days` idle: its recorded end time and every mtime in it.
 fn age_session(env: &TestEnv, id: &str, days: u32) {
     let dir = session_dir(env, id);

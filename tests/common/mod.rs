@@ -339,3 +339,25 @@ pub fn run_new_session(env: &TestEnv, cmd: &[&str], cwd: &Path) -> String {
     assert_eq!(new.len(), 1, "one new session");
     new.pop().unwrap()
 }
+
+/// Set every mtime (no-follow) under `p` to `ago` in the past.
+pub fn backdate(p: &Path, ago: std::time::Duration) {
+    let t = std::time::SystemTime::now() - ago;
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let ts = nix::sys::time::TimeSpec::new(d.as_secs() as i64, 0);
+    let md = p.symlink_metadata().unwrap();
+    if md.is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            backdate(&e.unwrap().path(), ago);
+        }
+    }
+    nix::sys::stat::utimensat(
+        None,
+        p,
+        &ts,
+        &ts,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+}
+
