@@ -109,10 +109,17 @@ pub fn atomic_write_at(
 ) -> Result<()> {
     let tmp = format!(".{name}.tmp-{}", std::process::id());
     let path = dir.join(name);
+    // Whatever is at the temp name (a killed writer's leftover, or a FIFO or a hard link
+    // planted where a pid is guessable) is unlinked, never opened: O_EXCL makes a new file.
+    let _ = nix::unistd::unlinkat(
+        Some(dfd.as_raw_fd()),
+        tmp.as_str(),
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    );
     let tmp_fd = openat_nofollow(
         dfd,
         &tmp,
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NONBLOCK,
         Mode::from_bits_truncate(mode),
     )
     .map_err(|e| Error::io("create", dir.join(&tmp), e))?;
@@ -305,6 +312,20 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("f.json")]);
+    }
+
+    #[test]
+    fn atomic_write_never_opens_what_is_planted_at_its_temp_name() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let tmp = d.path().join(format!(".f.json.tmp-{}", std::process::id()));
+        std::fs::hard_link(&victim, &tmp).unwrap();
+        atomic_write(d.path(), "f.json", b"new", 0o600, Durability::Rename).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep", "the link was not written through");
+        nix::unistd::mkfifo(&tmp, Mode::from_bits_truncate(0o600)).unwrap();
+        atomic_write(d.path(), "f.json", b"newer", 0o600, Durability::Rename).unwrap();
+        assert_eq!(std::fs::read(d.path().join("f.json")).unwrap(), b"newer");
     }
 
     #[test]
