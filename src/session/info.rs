@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use super::id::SessionId;
 use super::lock::{lock_state, LockState};
 use super::meta::{ExitStatus, Metadata};
-use super::store::{open_dir_at, read_meta, HOME_DIR, STATE_DIR, STATE_SKELETON};
+use super::layout::{open_dir_at, read_meta, HOME_DIR, STATE_DIR, STATE_SKELETON};
 use crate::fsutil;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -5,6 +5,7 @@ pub mod diff;
 pub mod id;
 pub mod info;
 pub mod layers;
+mod layout;
 pub mod lock;
 pub mod meta;
 pub mod setup;
