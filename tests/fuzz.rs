@@ -358,3 +358,47 @@ fn generated_session_records_never_panic_ls_show_gc_or_run_session() {
     assert!(ran >= 40, "{ran} records run for real");
     assert!(start.elapsed() < BUDGET, "took {:?}", start.elapsed());
 }
+
+/// The records the generator finds only now and then, every time: counters at their
+/// maximum (`runs` overflowed `+= 1` in 1423042's debug builds when re-entered), exit codes
+/// and signals at the ends of i32, times at the ends of what RFC 3339 writes.
+#[test]
+fn records_at_the_limits_are_listed_shown_collected_and_run_again() {
+    let max = csbox::session::meta::format_time(SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799));
+    for user in users() {
+        let env = TestEnv::new(user);
+        std::fs::create_dir_all(env.home.join("proj")).unwrap();
+        for (exit, when) in [
+            (json!({"signal": i32::MAX}), "1970-01-01T00:00:00Z".to_string()),
+            (json!({"code": i32::MIN}), max.clone()),
+            (json!({"signal": -1}), max.clone()),
+        ] {
+            let id = csbox::session::SessionId::new().to_string();
+            let rec = json!({"version": 1, "id": id, "profile": "default", "command": ["true"],
+                "cwd": "/", "created": when, "started": when, "ended": when, "exit": exit,
+                "supervisor_pid": u32::MAX, "runs": u32::MAX});
+            plant_session(&env, &id, rec.to_string().as_bytes());
+            for args in [
+                &["ls"][..],
+                &["show", &id],
+                &["gc", "--dry-run", "--days", "0"],
+                &["run", "--session", &id, "--", "true"],
+                &["show", &id, "--json"],
+            ] {
+                let out = output_within(
+                    env.csbox(args).current_dir(env.home.join("proj")),
+                    Duration::from_secs(30),
+                    &format!("[{}] csbox {args:?} on {rec}", env.user.label()),
+                );
+                assert_no_crash(&out, &rec.to_string());
+                assert_eq!(out.status.code(), Some(0), "{args:?} on {rec}: {}", stderr(&out));
+            }
+            let v: Value = serde_json::from_slice(
+                &env.csbox(&["show", &id, "--json"]).output().unwrap().stdout,
+            )
+            .unwrap();
+            assert_eq!(v["meta"]["runs"], u32::MAX, "the counter saturates: {v}");
+            assert_eq!(v["state"], "exited", "{v}");
+        }
+    }
+}
