@@ -82,7 +82,19 @@ fn field() -> BoxedStrategy<(String, Value)> {
         ("description", "[ -~\u{e9}\u{7}]{0,20}".prop_map(Value::from).boxed()),
         ("extends", pick(&["default", "strict", "ci", "compat", "nosuch", "", "../x", "/nonexistent.json"])),
         ("isolation", pick(&["namespaces", "none", "vm"])),
-        ("network", pick(&["host", "none", "bridge"])),
+        (
+            "network",
+            prop_oneof![
+                pick(&["proxy", "host", "none", "bridge"]),
+                (
+                    pick(&["proxy", "host", "none", "x"]),
+                    picks(&["@claude", "@registries", "example.com", "*.example.com", "*", "localhost", "1.2.3.4:99999", ""]),
+                    picks(&["evil.example", "*", "[::1]"]),
+                )
+                    .prop_map(|(m, a, d)| json!({"mode": m, "allow": a, "deny": d})),
+            ]
+            .boxed(),
+        ),
         ("home", pick(&["overlay", "readOnly", "hidden", "visible", "gone"])),
         ("project", pick(&["rw", "ro", "x"])),
         ("bind", picks(PATHS)),
