@@ -213,10 +213,74 @@ p_gc_timer() {
   ok gc-timer
 }
 
+# Containment (tests/escape.rs in sh): each attempt runs under the default profile and
+# must leave the host as it was, then under compat (no sandbox), where it must show, so
+# the probe cannot pass because nothing ran. /srv/out is a dir of the user outside the
+# home and /tmp, made by the guest's init.
+attempts() {
+  mkdir -p ~/proj/.git/hooks ~/.ssh
+  [ -f ~/proj/.git/HEAD ] || echo 'ref: refs/heads/main' >~/proj/.git/HEAD
+  echo orig >~/.bashrc
+  echo "secret-$$" >~/.ssh/id_ed25519; chmod 600 ~/.ssh/id_ed25519
+  rm -f /srv/out/x ~/.config/csbox/profiles/default.json ~/proj/.git/hooks/pre-commit /var/tmp/csbox-vm-x
+  (cd ~/proj && "$CSBOX" run "$@" -- sh -c '
+    echo RAN
+    echo evil >> ~/.bashrc
+    mkdir -p ~/.config/csbox/profiles && echo "{\"isolation\":\"none\"}" > ~/.config/csbox/profiles/default.json
+    echo x > /srv/out/x
+    echo x > /var/tmp/csbox-vm-x
+    echo x > .git/hooks/pre-commit
+    cat ~/.ssh/id_ed25519
+    readlink /proc/self/ns/net' </dev/null >"$W/o" 2>"$W/e")
+  o=$(cat "$W/o"); e=$(cat "$W/e")
+}
+escapes() {
+  out=""
+  grep -q evil ~/.bashrc && out="$out bashrc"
+  [ -e ~/.config/csbox/profiles/default.json ] && out="$out profile"
+  [ -e /srv/out/x ] && out="$out host-ro"
+  [ -e /var/tmp/csbox-vm-x ] && out="$out var-tmp"
+  [ -e ~/proj/.git/hooks/pre-commit ] && out="$out git-hook"
+  has "$o" "secret-$$" && out="$out ssh-key"
+  has "$o" "$(readlink /proc/self/ns/net)" && out="$out host-net"
+  echo "$out"
+}
+p_contain() {
+  fresh_home
+  attempts
+  has "$o" RAN || { fail contain "the sandbox did not run: $e"; return; }
+  got=$(escapes)
+  [ -z "$got" ] || { fail contain "escaped under default:$got ($e)"; return; }
+  attempts --profile compat
+  got=$(escapes)
+  [ "$got" = " bashrc profile host-ro var-tmp git-hook ssh-key host-net" ] || { fail contain "without a sandbox the probes must see every escape, saw:$got"; return; }
+  rm -rf ~/.config/csbox ~/proj/.git/hooks/pre-commit /srv/out/x /var/tmp/csbox-vm-x
+  ok contain
+}
+
+# No unprivileged overlayfs (5.10): the home is read-only with private caches, said in
+# one line, and nothing reaches the host.
+p_rohome() {
+  fresh_home
+  mkdir -p ~/.cache
+  echo orig >~/.bashrc
+  (cd ~ && mkdir -p proj && cd proj && "$CSBOX" run -- sh -c 'echo x > ~/.cache/c && echo cache=ok; echo evil >> ~/.bashrc; echo rc=$?; cat ~/.cache/c' </dev/null >"$W/o" 2>"$W/e")
+  o=$(cat "$W/o"); e=$(cat "$W/e")
+  has "$e" "read-only instead" || { fail rohome "no read-only-home warning (did the home overlay work on $(uname -r)?): $e"; return; }
+  [ "$(echo "$e" | grep -c 'read-only instead')" = 1 ] || { fail rohome "the warning should be one line: $e"; return; }
+  echo "# $(echo "$e" | grep 'read-only instead' | cut -c1-200)"
+  has "$o" cache=ok || { fail rohome "a private cache dir is not writable: $o $e"; return; }
+  has "$o" "rc=1" || { fail rohome "~/.bashrc was writable: $o"; return; }
+  [ "$(cat ~/.bashrc)" = orig ] || { fail rohome "~/.bashrc changed on the host"; return; }
+  [ ! -e ~/.cache/c ] || { fail rohome "the cache write reached the host"; return; }
+  ok rohome
+}
+
 for p in "$@"; do
   case $p in
     history) p_history ;; skills) p_skills ;; invisible) p_invisible ;;
     caps) p_caps ;; pids) p_pids ;; exits) p_exits ;; fresh) p_fresh ;;
+    contain) p_contain ;; rohome) p_rohome ;;
     refused) shift; p_refused "$1"; break ;;
     apparmor-refused) p_apparmor_refused ;; aa-label) p_aa_label ;;
     gc-prepare) p_gc_prepare ;; gc-timer) p_gc_timer ;;
