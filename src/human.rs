@@ -41,9 +41,31 @@ pub fn printable(s: &str) -> String {
         .collect()
 }
 
+/// A path from an untrusted place as it may be printed, and found again: valid UTF-8
+/// as [`printable`] makes it, a backslash as `\\`, and every byte that is not UTF-8 as
+/// `\xHH` (`x\xff` for the name `x` followed by the byte 0xff).
+pub fn printable_path(p: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for chunk in p.as_os_str().as_bytes().utf8_chunks() {
+        out.push_str(&printable(&chunk.valid().replace('\\', "\\\\")));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn untrusted_paths_print_escaped_and_unambiguous() {
+        use std::os::unix::ffi::OsStrExt;
+        let p = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/h/x\xff\\y\x1b[8m\xc3\xa9"));
+        assert_eq!(printable_path(p), "/h/x\\xff\\\\y\\u{1b}[8m\u{e9}");
+    }
 
     #[test]
     fn ages_and_sizes_read_like_du_and_ps() {

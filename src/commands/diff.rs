@@ -15,7 +15,7 @@ use crate::session::Store;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  csbox diff 0193a1b2\n  csbox diff fix-login -- ~/.bashrc ~/.config\n  csbox diff 0193a1b2 --json | jq '.entries[].path'\n\nA added, C changed, D deleted, R a directory replaced whole. The project's own files are not listed: they are written to the project itself."
+    after_help = "Examples:\n  csbox diff 0193a1b2\n  csbox diff fix-login -- ~/.bashrc ~/.config\n  csbox diff 0193a1b2 --json | jq '.entries[].path'\n\nA added, C changed, D deleted, R a directory replaced whole. The project's own files are not listed: they are written to the project itself. Names are printed escaped: a control character as \\u{..}, a byte that is not UTF-8 as \\xHH, a backslash as \\\\."
 )]
 pub struct DiffArgs {
     /// Session id, unique id prefix, or name
@@ -31,10 +31,18 @@ pub struct DiffArgs {
 /// The changes of one session, as `csbox diff` and `csbox show` count them.
 pub fn session_diff(paths: &Paths, store: &Store, id: &crate::session::SessionId) -> Result<Diff> {
     let fd = store.open_session_dir(id)?;
+    // csbox's own masks over hidden paths are no change of the session's.
+    let masks = store
+        .info(id, false)
+        .ok()
+        .and_then(|i| i.meta)
+        .map(|m| m.masks)
+        .unwrap_or_default();
     Ok(diff(
         &fd,
         &canonical_or_self(&paths.home),
         &canonical_or_self(&paths.claude_root),
+        &masks,
     ))
 }
 
@@ -74,13 +82,10 @@ pub fn diff_cmd(a: DiffArgs) -> Result<i32> {
             crate::session::diff::Kind::File if e.change != Change::Deleted => {
                 format!("  ({})", human_size(e.size))
             }
+            _ if e.unreadable => "  (unreadable: its mode keeps csbox out, what it holds is not listed)".into(),
             _ => String::new(),
         };
-        let _ = writeln!(
-            out,
-            "{letter} {}{size}",
-            crate::human::printable(&e.path.display().to_string())
-        );
+        let _ = writeln!(out, "{letter} {}{size}", crate::human::printable_path(&e.path));
     }
     if d.truncated {
         eprintln!(

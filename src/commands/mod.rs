@@ -11,4 +11,5 @@ pub mod profile;
 pub mod run;
 pub mod sandbox;
 pub mod spec;
+pub mod terminal;
 pub mod update;

@@ -125,7 +125,9 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
     session.link_active()?;
     crate::trace::mark("session (create or enter, lock, active link)");
     crate::fault::point("run:linked");
+    let terminal = super::terminal::Saved::save();
     let result = launch(&r, &mut plan, &session, &mut sink);
+    terminal.restore();
     let code = finish(session, is_new, &plan, result, sink.as_mut());
     crate::trace::mark("end record, teardown");
     let stages: Vec<&'static str> = crate::sandbox::child::RECIPE.iter().map(|s| s.name()).collect();
@@ -196,6 +198,7 @@ fn launch(
     }
     let seed = || crate::session::setup::claude_json_seed(&r.paths);
     crate::session::layers::prepare(session.into(), &plan.session_sources(), seed)?;
+    crate::session::masks::prepare(session.dir_fd(), &session.dir, plan)?;
     crate::trace::mark("layers (checked beneath the session dir)");
     crate::fault::point("run:prepared");
     let mut started = |pid: u32| {
@@ -237,6 +240,7 @@ fn launch(
         }
         *plan = r.plan_with(&id, &session.dir, fallback.state, fallback.home_read_only)?;
         crate::session::layers::prepare(session.into(), &plan.session_sources(), seed)?;
+        crate::session::masks::prepare(session.dir_fd(), &session.dir, plan)?;
         test_patch(plan)?;
     }
 }
@@ -307,14 +311,12 @@ fn finish(
         ),
     };
     let ended = SystemTime::now();
-    let created = created_protected(plan);
-    for p in &created {
-        crate::warn!(
-            "this session created {} in the project: such files run code on your host later (hooks, editor tasks); review it before you use the project outside a sandbox",
-            p.display()
-        );
+    let quarantined = quarantine(&mut session, plan);
+    for m in &plan.view.home_masks {
+        if !session.meta.masks.contains(m) {
+            session.meta.masks.push(m.clone());
+        }
     }
-    session.meta.created_protected.extend(created);
     session.meta.ended = Some(ended);
     session.meta.exit = Some(status.clone());
     session.meta.timed_out = timed_out;
@@ -335,17 +337,27 @@ fn finish(
         }
         s.line(v);
     }
-    if plan.remove_on_exit || (is_new && err.is_some()) {
+    // What was moved out of the project lives in the session dir: kept for review.
+    if (plan.remove_on_exit && quarantined == 0) || (is_new && err.is_some()) {
         session.remove()?;
-    } else if let Err(e) = session.write_meta(Durability::Rename) {
-        // Not synced: lost on power loss, "exited" becomes "crashed", which gc keeps and
-        // ages the same way. Not written at all (ENOSPC, EIO): the same, and the
-        // command's own status still comes back, with this one warning.
-        crate::warn!(
-            "session {}: its end record could not be written ({e}); it is kept and listed as crashed, its work is in {}",
-            session.id,
-            session.dir.display()
-        );
+    } else {
+        if plan.remove_on_exit {
+            eprintln!(
+                "csbox: kept session {} although it was to be removed: it holds what was moved out of the project (`csbox show {}`)",
+                session.id,
+                session.id.short()
+            );
+        }
+        if let Err(e) = session.write_meta(Durability::Rename) {
+            // Not synced: lost on power loss, "exited" becomes "crashed", which gc keeps and
+            // ages the same way. Not written at all (ENOSPC, EIO): the same, and the
+            // command's own status still comes back, with this one warning.
+            crate::warn!(
+                "session {}: its end record could not be written ({e}); it is kept and listed as crashed, its work is in {}",
+                session.id,
+                session.dir.display()
+            );
+        }
     }
     crate::fault::point("end:recorded");
     if let Some(e) = err {
@@ -363,36 +375,37 @@ fn finish(
     Ok(status.shell_code())
 }
 
-/// The plan's watched project paths (protected, absent at the start) that exist now, and
-/// what a directory among them holds (a few entries). Looked at with lstat: a link the
-/// session made is reported, not followed.
-fn created_protected(plan: &Plan) -> Vec<std::path::PathBuf> {
+/// Move what the session made among the project's code-steering files into the
+/// session dir, say so, and record it; the number moved.
+fn quarantine(session: &mut LiveSession, plan: &Plan) -> usize {
     let Some(proj) = &plan.view.project else {
-        return Vec::new();
+        return 0;
     };
-    let mut out = Vec::new();
-    for w in &proj.watched {
-        let Ok(md) = std::fs::symlink_metadata(w) else {
-            continue;
+    let dir = crate::session::quarantine::SessionDir {
+        fd: session.dir_fd(),
+        path: &session.dir,
+        id: session.id.as_str(),
+    };
+    let made = crate::session::quarantine::sweep(proj, dir);
+    for q in &made {
+        let what = match (&q.moved_to, &q.error) {
+            (Some(to), _) => format!("moved it to {}", to.display()),
+            (None, e) => format!("it could NOT be moved ({}): delete it", e.as_deref().unwrap_or("?")),
         };
-        if md.is_dir() {
-            let inside: Vec<_> = std::fs::read_dir(w)
-                .map(|rd| {
-                    rd.filter_map(|e| e.ok())
-                        .take(20)
-                        .map(|e| e.path())
-                        .collect()
-                })
-                .unwrap_or_default();
-            if inside.is_empty() {
-                out.push(w.clone());
-            }
-            out.extend(inside);
-        } else {
-            out.push(w.clone());
-        }
+        let link = q
+            .link_restored
+            .as_ref()
+            .map(|t| format!("; your link to {} is back in its place", t.display()))
+            .unwrap_or_default();
+        crate::warn!(
+            "this session made {} in the project: such files run code on your host later (git config and hooks, editor tasks, agent settings); csbox {what}{link}. Review it before you move it back",
+            crate::human::printable(&q.path.display().to_string())
+        );
     }
-    out
+    session.meta.created_protected.extend(made.iter().map(|q| q.path.clone()));
+    let n = made.iter().filter(|q| q.moved_to.is_some()).count();
+    session.meta.quarantined.extend(made);
+    n
 }
 
 /// Where `--json-status` lines go: a file, an fd the caller opened, or stderr (ci).

@@ -48,8 +48,10 @@ pub fn wanted_paths(
         exe.to_path_buf(),
         "/var/tmp".into(),
         host.runtime_dir.clone(),
+        paths.config_home.join("csbox"),
+        paths.config_home.join("systemd/user"),
     ];
-    out.extend(super::view::wanted(cwd, profile, host.git.as_ref()));
+    out.extend(super::protect::wanted(cwd, profile, host.git.as_ref()));
     out.extend(super::mounts::PROC_MASKED.iter().map(|(p, _)| PathBuf::from(p)));
     out.extend(
         super::mounts::CACHES
@@ -167,7 +169,7 @@ fn env(input: &PlanInput, state: &Path) -> Vec<(String, String)> {
                 || (k == "SSH_AUTH_SOCK" && prof.sockets.iter().any(|s| s == "ssh-agent"))
         })
         .filter(|(k, _)| !(own_net && super::network::PROXY_ENV.contains(&k.as_str())))
-        .filter(|(k, _)| prof.env.passes(k) || prof.env.set.contains_key(k))
+        .filter(|(k, v)| prof.env.passes_var(k, v) || prof.env.set.contains_key(k))
         .filter(|(k, _)| !prof.env.set.contains_key(k))
         .cloned()
         .collect();

@@ -27,6 +27,8 @@ pub struct PathFact {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
     map: BTreeMap<PathBuf, PathFact>,
+    /// Paths looked up whose last component is a symbolic link, and its target as written.
+    links: BTreeMap<PathBuf, PathBuf>,
     pub host: HostLayout,
 }
 
@@ -48,6 +50,11 @@ pub struct HostLayout {
     pub gpg_agent: Option<PathBuf>,
     /// `$XDG_RUNTIME_DIR` (default /run/user/UID): an empty private tmpfs inside.
     pub runtime_dir: PathBuf,
+    /// Pathname Unix sockets listening in the host's network namespace
+    /// (/proc/net/unix) that exist as socket files, symlinks resolved.
+    pub sockets: Vec<PathBuf>,
+    /// csbox's own binary, symlinks resolved: a project must not hold it.
+    pub csbox_exe: Option<PathBuf>,
 }
 
 /// Where a git worktree keeps what its commits write, found by reading `.git` files (git
@@ -63,8 +70,12 @@ pub struct GitLayout {
     pub common: PathBuf,
     /// Submodules' git dirs (`<common>/modules/*`), each with hooks and a config.
     pub modules: Vec<PathBuf>,
-    /// `config.worktree` files (per-worktree config, which can set hooksPath).
-    pub worktree_configs: Vec<PathBuf>,
+    /// Linked worktrees' git dirs (`<common>/worktrees/*`), each with a `commondir` (where
+    /// git takes config and hooks from) and maybe a `config.worktree`.
+    pub worktrees: Vec<PathBuf>,
+    /// What the repository's config names for git to run or read: `core.hooksPath` and
+    /// `include.path`/`includeIf.*.path`, as absolute paths (not resolved).
+    pub config_paths: Vec<PathBuf>,
 }
 
 impl Facts {
@@ -90,5 +101,14 @@ impl Facts {
 
     pub fn contains(&self, p: &Path) -> bool {
         self.map.contains_key(p)
+    }
+
+    pub fn insert_link(&mut self, path: PathBuf, target: PathBuf) {
+        self.links.insert(path, target);
+    }
+
+    /// The target of `p` when `p` itself is a symbolic link.
+    pub fn link(&self, p: &Path) -> Option<&Path> {
+        self.links.get(p).map(PathBuf::as_path)
     }
 }

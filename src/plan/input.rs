@@ -15,9 +15,10 @@ pub enum Error {
     #[error("profile {profile:?} hides your home directory except the project dir, and the working directory is {} itself: cd into a project first", home.display())]
     WorkingDirIsHome { profile: String, home: PathBuf },
     /// The bound working directory would cover or reveal something it must not.
-    #[error("profile {profile:?} binds the working directory {} into the sandbox{}, and it {} {what} ({}): cd into a project first",
+    #[error("profile {profile:?} binds the working directory {} into the sandbox{}, and it {} {what} ({}){why}: cd into a project first{}",
         cwd.display(), if *read_only { " read-only" } else { "" },
-        if *holds { "holds" } else { "lies inside" }, dir.display())]
+        if *holds { "holds" } else { "lies inside" }, dir.display(),
+        if why.is_empty() { "" } else { " (edit csbox's own files outside any sandbox)" })]
     WorkingDirOverlaps {
         profile: String,
         cwd: PathBuf,
@@ -25,6 +26,8 @@ pub enum Error {
         holds: bool,
         what: &'static str,
         dir: PathBuf,
+        /// What a session could do with it, for what csbox keeps of its own.
+        why: &'static str,
     },
     /// A path in a profile field or flag does not parse.
     #[error("{origin} {spec:?}: {why}")]

@@ -7,14 +7,19 @@
 //! call, whether the home is hidden, are all fields here.
 //!
 //! `model` holds the types, `input` what a plan is built from, `build` the top of the
-//! build, `mounts` its mount steps and `seccomp` the refused system calls; `facts` what resolve found out about host paths.
+//! build, `view` what the sandbox shows of the home and the project, `protect` the
+//! project's files that run code on the host later, `hide` what is hidden, `mounts` the
+//! mount steps, `network` the sandbox's own network and its proxy, and `seccomp` the
+//! refused system calls; `facts` what resolve found out about host paths.
 
 mod build;
 mod facts;
+mod hide;
 mod input;
 mod model;
 mod mounts;
 mod network;
+mod protect;
 mod seccomp;
 #[cfg(test)]
 mod tests;
@@ -26,5 +31,5 @@ pub use facts::{Facts, GitLayout, HostLayout, PathFact};
 pub use input::{Error, Overrides, PlanInput, DEV_NODES};
 pub use model::*;
 pub use network::{elide_password, PROXY_ENV, PROXY_PORT};
-pub use mounts::{CACHES, CACHE_DIR, HOME_UPPER, HOME_WORK};
-pub use view::PROTECTED;
+pub use mounts::{CACHES, CACHE_DIR, HOME_UPPER, HOME_WORK, SESSION_OWN};
+pub use protect::PROTECTED;

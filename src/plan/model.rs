@@ -8,7 +8,7 @@ pub use super::facts::NodeKind;
 pub use crate::profile::StateMode;
 use crate::profile::{Home, Isolation};
 
-pub const PLAN_VERSION: u32 = 3;
+pub const PLAN_VERSION: u32 = 4;
 
 /// `~/.claude` entries that hold configuration every session runs (hooks live in
 /// settings.json): shared, but read-only inside.
@@ -109,6 +109,12 @@ pub struct View {
     /// top of the git worktree it lies in. None: nothing of the host is writable but
     /// what the profile binds (the working directory is the home, or compat).
     pub project: Option<ProjectView>,
+    /// Hidden paths under the copy-on-write home that did not exist at the start: each
+    /// is masked by an overlay whiteout in the session's home layer, made before every
+    /// launch where the layer has nothing there, so that a file the host creates there
+    /// during the session stays out of sight. What the session itself creates there is
+    /// its own, in its layer.
+    pub home_masks: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,11 +125,43 @@ pub struct ProjectView {
     /// The git directories the project's commits write to, when they lie outside it (a
     /// linked worktree's common dir).
     pub git_dirs: Vec<PathBuf>,
-    /// Paths that run code on the host later, read-only inside.
+    /// Paths that run code on the host later (hooks, configs that name commands),
+    /// read-only inside: those that exist, each where it really is, inside the project or
+    /// a git dir (a link pointing out of them is never bound: see `watched`).
     pub protected: Vec<PathBuf>,
-    /// Paths of the same list that did not exist when the session started: csbox reports
-    /// any the session creates.
-    pub watched: Vec<PathBuf>,
+    /// Directories bound onto themselves (writable, as the project is) before the
+    /// protected paths: the parents of protected and watched paths. A mount point cannot
+    /// be renamed or removed (EBUSY), so `mv .git .git-old; mkdir .git` cannot put a
+    /// fresh `.git/config` where the read-only one was.
+    pub pinned: Vec<PathBuf>,
+    /// Paths of the same list that are not bound: absent at the start, or a symbolic
+    /// link (binding it would bind wherever it points). One the session creates, or a
+    /// link it replaces, is moved into the session's quarantine at exit.
+    pub watched: Vec<Watched>,
+    /// Directories whose entries made by the session are watched for code-steering
+    /// files: a new linked worktree's `commondir` and `config.worktree`, a new
+    /// submodule's `config` and `hooks`.
+    pub watched_dirs: Vec<WatchedDir>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watched {
+    pub path: PathBuf,
+    /// The symbolic link there at the start (its target as written): left alone while
+    /// it is the same link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchedDir {
+    pub dir: PathBuf,
+    /// Entries there at the start: their files are protected or watched by name.
+    pub known: Vec<String>,
+    /// The names looked for in every other entry.
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,7 +337,8 @@ pub enum MountOp {
     },
     /// Cover a directory with an empty read-only tmpfs (mode 0755, 4 KiB, nosuid, nodev,
     /// noexec), or a file with a read-only bind of /dev/null: what OCI runtimes do for a
-    /// `maskedPaths` entry.
+    /// `maskedPaths` entry. A path gone by the launch (a socket removed since) is nothing
+    /// to hide, as for a runtime.
     Hide { dst: PathBuf, kind: NodeKind },
     /// A directory inside a tmpfs of this plan, with its missing parents (mode 0755);
     /// the last one gets `mode`.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use super::facts::PathFact;
 use super::input::{profile_binds, Error, PlanInput, DEV_NODES};
 use super::model::*;
-use crate::profile::expand::{lexical, split_bind};
+use crate::profile::expand::split_bind;
 use crate::profile::{Home, Network};
 pub use crate::session::store::{HOME_UPPER, HOME_WORK};
 use crate::session::store::{STATE_DIR, WORK_DIR};
@@ -47,6 +47,26 @@ pub const PROC_MASKED: &[(&str, NodeKind)] = &[
 /// Where the private cache dirs of a read-only home live in the session dir.
 pub const CACHE_DIR: &str = "home/caches";
 
+/// `~/.claude` dirs that hold one Claude Code session's own state: bound from the
+/// session's layer over whatever the lower layer has (another session's pid files, the
+/// host's shell snapshots with their environment dumps and env of past sessions), so a
+/// session sees and writes only its own.
+pub const SESSION_OWN: &[&str] = &["sessions", "shell-snapshots", "session-env"];
+
+/// What a mount point made so far shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shows {
+    /// A tmpfs of the sandbox's own: a mount point may be created there, and a host path
+    /// there is out of sight already.
+    Tmpfs,
+    /// Host content: nothing may be created there (it would be made in the user's real
+    /// file system).
+    Host,
+    /// An overlay: host content below, the session's layer on top (a host socket there
+    /// cannot be connected to through it).
+    Overlay,
+}
+
 /// The mount list, step by step, and what each mount point made so far shows: a tmpfs
 /// of the sandbox's own (where a mount point may be created, and where a host path is
 /// already out of sight) or host content (where nothing may be created: it would be made
@@ -54,8 +74,8 @@ pub const CACHE_DIR: &str = "home/caches";
 pub(super) struct Mounts<'a> {
     input: &'a PlanInput<'a>,
     ops: Vec<MountOp>,
-    /// (mount point, is one of our tmpfs), in the order they were mounted.
-    points: Vec<(PathBuf, bool)>,
+    /// (mount point, what it shows), in the order they were mounted.
+    points: Vec<(PathBuf, Shows)>,
 }
 
 fn session(rel: impl AsRef<Path>) -> Source {
@@ -90,25 +110,31 @@ impl<'a> Mounts<'a> {
         self.input.facts.real(p)
     }
 
-    /// Whether `d` lies in one of the sandbox's own tmpfs: the deepest mount point
-    /// above it (the latest, among equals) is one.
-    fn in_tmpfs(&self, d: &Path) -> bool {
-        let mut best: Option<(usize, bool)> = None;
-        for (p, tmpfs) in &self.points {
+    /// What `d` shows: what the deepest mount point above it (the latest, among
+    /// equals) shows.
+    fn shows(&self, d: &Path) -> Shows {
+        let mut best: Option<(usize, Shows)> = None;
+        for (p, shows) in &self.points {
             if d.starts_with(p) {
                 let depth = p.components().count();
                 if best.is_none_or(|(b, _)| depth >= b) {
-                    best = Some((depth, *tmpfs));
+                    best = Some((depth, *shows));
                 }
             }
         }
-        best.is_some_and(|(_, t)| t)
+        best.map_or(Shows::Host, |(_, s)| s)
+    }
+
+    /// Whether `d` lies in one of the sandbox's own tmpfs.
+    fn in_tmpfs(&self, d: &Path) -> bool {
+        self.shows(d) == Shows::Tmpfs
     }
 
     fn push(&mut self, op: MountOp) {
         let point = match &op {
-            MountOp::Tmpfs { dst, .. } | MountOp::Hide { dst, .. } => Some((dst.clone(), true)),
-            MountOp::Bind { dst, .. } | MountOp::Overlay { dst, .. } => Some((dst.clone(), false)),
+            MountOp::Tmpfs { dst, .. } | MountOp::Hide { dst, .. } => Some((dst.clone(), Shows::Tmpfs)),
+            MountOp::Bind { dst, .. } => Some((dst.clone(), Shows::Host)),
+            MountOp::Overlay { dst, .. } => Some((dst.clone(), Shows::Overlay)),
             _ => None,
         };
         self.points.extend(point);
@@ -177,8 +203,8 @@ impl<'a> Mounts<'a> {
             flags: MountFlags::RO_NOSUID_NODEV,
             tmp_mode: 0o1777,
         });
-        self.points.push(("/".into(), false));
-        self.points.push(("/tmp".into(), true));
+        self.points.push(("/".into(), Shows::Host));
+        self.points.push(("/tmp".into(), Shows::Tmpfs));
     }
 
     /// 2. Private /var/tmp, /run and runtime dir: no host socket (D-Bus, systemd, the
@@ -295,16 +321,13 @@ impl<'a> Mounts<'a> {
             let flags = MountFlags::NOSUID_NODEV.read_only(ro);
             self.bind(Source::Host(e.clone()), &e, flags, create);
         }
-        // Claude Code keeps sessions/<pid>.json in its config dir: that must be this
-        // session's own, whatever the lower layer has there (the old store, or a link
-        // to ours).
-        let sessions = Path::new(STATE_DIR).join("sessions");
-        self.bind(
-            session(sessions),
-            &root.join("sessions"),
-            MountFlags::NOSUID_NODEV,
-            None,
-        );
+        // Claude Code keeps sessions/<pid>.json, its shell snapshots and each session's
+        // env in its config dir: those must be this session's own, whatever the lower
+        // layer has there (the old store, a link to ours, the host's snapshots).
+        for name in SESSION_OWN {
+            let own = Path::new(STATE_DIR).join(name);
+            self.bind(session(own), &root.join(name), MountFlags::NOSUID_NODEV, None);
+        }
         // Tools that hard-code ~/.claude.json see the session's copy.
         let cj = self.real(&input.paths.claude_json);
         let create = self.may_create(&cj).then_some(NodeKind::File);
@@ -325,6 +348,11 @@ impl<'a> Mounts<'a> {
             for g in proj.git_dirs.clone() {
                 let create = self.in_tmpfs(&g).then_some(NodeKind::Dir);
                 self.bind(Source::Host(g.clone()), &g, flags, create);
+            }
+            // Parents first, as mount points of their own: what is protected in them
+            // cannot be renamed aside with them.
+            for d in proj.pinned.clone() {
+                self.bind(Source::Host(d.clone()), &d, flags, None);
             }
             for p in proj.protected.clone() {
                 let kind = input.facts.kind(&p).unwrap_or(NodeKind::File);
@@ -349,13 +377,7 @@ impl<'a> Mounts<'a> {
     }
 
     fn fact_of(&self, origin: &str, spec: &str, p: &str) -> Result<PathFact, Error> {
-        let input = self.input;
-        let lex = lexical(p, &input.paths.home, &input.cwd).map_err(|why| Error::BadPath {
-            origin: origin.to_string(),
-            spec: spec.to_string(),
-            why,
-        })?;
-        Ok(input.facts.get(&lex))
+        super::hide::fact_of(self.input, origin, spec, p)
     }
 
     /// 7. The profile's and the command line's own binds and tmpfs.
@@ -434,30 +456,35 @@ impl<'a> Mounts<'a> {
 
     /// 9. Other sessions are invisible; so is whatever the profile hides, but what it
     ///    unhides. A path that does not exist, or already lies under a tmpfs of this
-    ///    plan, needs nothing. Hiding follows symlinks: the place a link points to is
-    ///    what is covered.
+    ///    plan, needs nothing (under the copy-on-write home, a mask in the layer keeps a
+    ///    later one out: `View::home_masks`). Hiding follows symlinks: the place a link
+    ///    points to is what is covered. Then the host's listening sockets that are still
+    ///    in sight, but those passed in on purpose.
     fn hidden_paths(&mut self) -> Result<(), Error> {
         let input = self.input;
         let store = self.real(&input.paths.sessions_dir);
         self.hide(&store, self.ensured(&input.paths.sessions_dir));
-        let mut unhidden = Vec::new();
-        for u in &input.profile.unhide {
-            unhidden.push(self.fact_of("profile field \"unhide\"", u, u)?.real);
-        }
-        for u in &input.overrides.unhide {
-            unhidden.push(self.fact_of("--unhide", u, u)?.real);
-        }
-        let hides = input
-            .profile
-            .hide
-            .iter()
-            .map(|h| ("profile field \"hide\"", h));
-        for (origin, h) in hides.chain(input.overrides.hide.iter().map(|h| ("--hide", h))) {
-            let f = self.fact_of(origin, h, h)?;
-            if unhidden.contains(&f.real) && origin != "--hide" {
-                continue;
-            }
+        for f in super::hide::hide_list(input)? {
             self.hide(&f.real, f.kind);
+        }
+        let passed: Vec<PathBuf> = self
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                MountOp::Bind { src: Source::Host(s), dst, .. }
+                    if input.facts.host.sockets.contains(s) =>
+                {
+                    Some(dst.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        for s in input.facts.host.sockets.clone() {
+            // A socket in the home's lower layer cannot be connected to through the
+            // overlay; anywhere else on the read-only host it can.
+            if self.shows(&s) == Shows::Host && !passed.contains(&s) {
+                self.hide(&s, Some(NodeKind::File));
+            }
         }
         Ok(())
     }

@@ -268,8 +268,9 @@ fn the_project_is_writable_and_its_hook_files_read_only_or_watched() {
     assert!(vscode > proj);
     let v = p.view.project.as_ref().unwrap();
     assert_eq!(v.protected, vec![PathBuf::from("/home/u/proj/.vscode")]);
-    assert!(v.watched.contains(&"/home/u/proj/.git/hooks".into()));
-    assert!(v.watched.contains(&"/home/u/proj/.envrc".into()));
+    let watched = |p: &str| v.watched.iter().any(|w| w.path == Path::new(p) && w.link.is_none());
+    assert!(watched("/home/u/proj/.git/hooks"));
+    assert!(watched("/home/u/proj/.envrc"));
 }
 
 #[test]
@@ -300,7 +301,8 @@ fn a_linked_worktree_makes_its_common_dir_writable_but_hooks_and_config_read_onl
         gitdir: main.join("worktrees/wt"),
         common: main.clone(),
         modules: vec![],
-        worktree_configs: vec![main.join("worktrees/wt/config.worktree")],
+        worktrees: vec![main.join("worktrees/wt")],
+        config_paths: vec![],
     });
     let p = c.plan();
     let v = p.view.project.as_ref().unwrap();
@@ -630,3 +632,5 @@ fn plan_round_trips_through_json() {
     let back: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
     assert_eq!(back, p);
 }
+
+mod protect;

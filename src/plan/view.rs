@@ -4,26 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::facts::{Facts, GitLayout};
 use super::input::{Error, PlanInput};
 use super::model::*;
 use crate::profile::{Access, Home, Isolation};
-
-/// Project files that run code on the host later, relative to the project, when the
-/// profile does not list its own: what Claude Code's own sandbox protects too.
-pub const PROTECTED: &[&str] = &[
-    ".git/hooks",
-    ".git/config",
-    ".gitmodules",
-    ".claude/settings.json",
-    ".claude/settings.local.json",
-    ".claude/commands",
-    ".claude/agents",
-    ".mcp.json",
-    ".vscode",
-    ".idea",
-    ".envrc",
-];
 
 pub(super) fn view(input: &PlanInput) -> Result<(View, Vec<String>), Error> {
     let p = input.paths;
@@ -39,6 +22,7 @@ pub(super) fn view(input: &PlanInput) -> Result<(View, Vec<String>), Error> {
             home_mode,
             host_read_only: false,
             project: None,
+            home_masks: Vec::new(),
         };
         return Ok((view, notes));
     }
@@ -70,7 +54,7 @@ pub(super) fn view(input: &PlanInput) -> Result<(View, Vec<String>), Error> {
                 home.display()
             ));
         }
-        return Ok((view_without_project(home, home_mode), notes));
+        return Ok((view_without_project(input, home, home_mode)?, notes));
     }
     if let Some(e) = overlap(input, &path, read_only) {
         // A working directory that holds the home (/, /home) under a writable profile is
@@ -89,30 +73,24 @@ pub(super) fn view(input: &PlanInput) -> Result<(View, Vec<String>), Error> {
                 "the working directory {} holds your home: nothing is bound writable; cd into a project to work on it",
                 path.display()
             ));
-            return Ok((view_without_project(home, home_mode), notes));
+            return Ok((view_without_project(input, home, home_mode)?, notes));
         }
         return Err(e);
     }
     let git = git.filter(|g| g.top == path);
-    let (protected, watched) = protection(input, &path, git);
-    let git_dirs = git
-        .map(|g| {
-            let mut dirs = vec![g.common.clone()];
-            if !g.gitdir.starts_with(&g.common) {
-                dirs.push(g.gitdir.clone());
-            }
-            dirs.retain(|d| !d.starts_with(&path));
-            dirs
-        })
-        .unwrap_or_default();
+    let prot = super::protect::protection(input, &path, git);
+    let git_dirs = super::protect::roots(&path, git).split_off(1);
     let project = ProjectView {
         path,
         read_only,
         git_dirs,
-        protected,
-        watched,
+        protected: prot.protected,
+        pinned: prot.pinned,
+        watched: prot.watched,
+        watched_dirs: prot.watched_dirs,
     };
     let view = View {
+        home_masks: super::hide::home_masks(input, &home, home_mode)?,
         home,
         home_mode,
         host_read_only: true,
@@ -121,26 +99,50 @@ pub(super) fn view(input: &PlanInput) -> Result<(View, Vec<String>), Error> {
     Ok((view, notes))
 }
 
-fn view_without_project(home: PathBuf, home_mode: Home) -> View {
-    View {
+fn view_without_project(input: &PlanInput, home: PathBuf, home_mode: Home) -> Result<View, Error> {
+    Ok(View {
+        home_masks: super::hide::home_masks(input, &home, home_mode)?,
         home,
         home_mode,
         host_read_only: true,
         project: None,
-    }
+    })
 }
 
-/// Why binding `dir` as the project would cover the `~/.claude` view or the home, or
-/// reveal the session store: it holds one of them, or lies inside ~/.claude or the
-/// store. Compared as the kernel resolves them (the facts are canonical).
+/// Why binding `dir` as the project would cover the `~/.claude` view or the home, reveal
+/// the session store, or let the session loosen csbox itself (its profiles, its systemd
+/// units, its binary under the home): it holds one of them, or lies inside one.
+/// Compared as the kernel resolves them (the facts are canonical).
 fn overlap(input: &PlanInput, dir: &Path, read_only: bool) -> Option<Error> {
     let p = input.paths;
     let facts = input.facts;
-    for (what, other, not_inside) in [
-        ("your home", facts.real(&p.home), false),
-        ("~/.claude", facts.real(&p.claude_root), true),
-        ("the session store", facts.real(&p.sessions_dir), true),
-    ] {
+    let home = facts.real(&p.home);
+    let exe = facts.host.csbox_exe.clone().filter(|e| e.starts_with(&home));
+    let checks = [
+        ("your home", Some(home.clone()), false, ""),
+        ("~/.claude", Some(facts.real(&p.claude_root)), true, ""),
+        ("the session store", Some(facts.real(&p.sessions_dir)), true, ""),
+        (
+            "csbox's configuration",
+            Some(facts.real(&p.config_home.join("csbox"))),
+            true,
+            ": a session could write a profile that turns every later sandbox off",
+        ),
+        (
+            "your systemd user units",
+            Some(facts.real(&p.config_home.join("systemd/user"))),
+            true,
+            ": a session could install a unit that runs outside any sandbox (csbox's own gc units live there)",
+        ),
+        (
+            "the csbox binary",
+            exe,
+            false,
+            ": a session could replace the program every later sandbox is made by",
+        ),
+    ];
+    for (what, other, not_inside, why) in checks {
+        let Some(other) = other else { continue };
         let holds = other.starts_with(dir);
         if holds || (not_inside && dir.starts_with(&other)) {
             return Some(Error::WorkingDirOverlaps {
@@ -150,94 +152,9 @@ fn overlap(input: &PlanInput, dir: &Path, read_only: bool) -> Option<Error> {
                 holds,
                 what,
                 dir: other,
+                why,
             });
         }
     }
     None
-}
-
-/// The profile's protected paths in this project (and in its git dirs), split into those
-/// that exist (bound read-only) and those that do not (watched: reported if created).
-fn protection(
-    input: &PlanInput,
-    project: &Path,
-    git: Option<&GitLayout>,
-) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let prof = input.profile;
-    let facts: &Facts = input.facts;
-    let list: Vec<&str> = if prof.protect.is_empty() {
-        PROTECTED.to_vec()
-    } else {
-        prof.protect.iter().map(String::as_str).collect()
-    };
-    let mut paths: Vec<PathBuf> = Vec::new();
-    for rel in list {
-        if rel == ".git/config" && prof.allow_git_config {
-            continue;
-        }
-        // A linked worktree's `.git` is a file: its hooks and config are the common dir's.
-        let p = match (rel.strip_prefix(".git/"), git) {
-            (Some(inner), Some(g)) => g.common.join(inner),
-            _ => project.join(rel),
-        };
-        paths.push(p);
-    }
-    if let Some(g) = git {
-        for m in &g.modules {
-            paths.push(m.join("hooks"));
-            if !prof.allow_git_config {
-                paths.push(m.join("config"));
-            }
-        }
-        if !prof.allow_git_config {
-            paths.extend(g.worktree_configs.iter().cloned());
-        }
-    }
-    let (mut protected, mut watched) = (Vec::new(), Vec::new());
-    for p in paths {
-        if protected.contains(&p) || watched.contains(&p) {
-            continue;
-        }
-        match facts.kind(&p) {
-            Some(_) => protected.push(p),
-            None => watched.push(p),
-        }
-    }
-    (protected, watched)
-}
-
-/// The paths [`view`] asks facts about, for `resolve`.
-pub(super) fn wanted(
-    input_cwd: &Path,
-    prof: &crate::profile::Profile,
-    git: Option<&GitLayout>,
-) -> Vec<PathBuf> {
-    let list: Vec<&str> = if prof.protect.is_empty() {
-        PROTECTED.to_vec()
-    } else {
-        prof.protect.iter().map(String::as_str).collect()
-    };
-    let top = git
-        .map(|g| g.top.clone())
-        .unwrap_or_else(|| input_cwd.to_path_buf());
-    let mut out = Vec::new();
-    for base in [top.as_path(), input_cwd] {
-        for rel in &list {
-            match (rel.strip_prefix(".git/"), git) {
-                (Some(inner), Some(g)) => out.push(g.common.join(inner)),
-                _ => out.push(base.join(rel)),
-            }
-        }
-    }
-    if let Some(g) = git {
-        for m in &g.modules {
-            out.push(m.join("hooks"));
-            out.push(m.join("config"));
-        }
-        out.extend(g.worktree_configs.iter().cloned());
-        out.push(g.top.clone());
-        out.push(g.common.clone());
-        out.push(g.gitdir.clone());
-    }
-    out
 }

@@ -187,6 +187,9 @@ pub struct EnvFile {
     pub allow: Option<Vec<String>>,
     /// Variable name patterns (`*` anywhere) not passed in unless `allow` names them.
     pub deny: Option<Vec<String>>,
+    /// Also refuse any variable (but those `allow` names) whose value is a URL with a
+    /// password in it (`postgres://user:pass@host/db`).
+    pub deny_url_credentials: Option<bool>,
     pub set: Option<BTreeMap<String, String>>,
 }
 
@@ -233,6 +236,7 @@ pub struct EnvPolicy {
     pub policy: EnvPolicyKind,
     pub allow: Vec<String>,
     pub deny: Vec<String>,
+    pub deny_url_credentials: bool,
     pub set: BTreeMap<String, String>,
 }
 
@@ -248,6 +252,33 @@ impl EnvPolicy {
         }
         self.policy == EnvPolicyKind::Pass
     }
+
+    /// [`EnvPolicy::passes`], and then, with `deny_url_credentials`, not a value that
+    /// carries a URL's password.
+    pub fn passes_var(&self, k: &str, v: &str) -> bool {
+        self.passes(k)
+            && (!self.deny_url_credentials
+                || self.allow.iter().any(|a| a == k)
+                || !has_url_password(v))
+    }
+}
+
+/// Whether `v` holds a URL whose authority has a password: `scheme://user:pass@host`
+/// (anywhere in the value, so a list of URLs counts too).
+pub fn has_url_password(v: &str) -> bool {
+    v.match_indices("://").any(|(i, _)| {
+        let scheme = &v[..i];
+        let valid_scheme = scheme
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+        let rest = &v[i + 3..];
+        let authority = rest.split(['/', '?', '#', ' ', ',', ';']).next().unwrap_or("");
+        valid_scheme
+            && authority
+                .rsplit_once('@')
+                .is_some_and(|(userinfo, _)| userinfo.split_once(':').is_some_and(|(_, pass)| !pass.is_empty()))
+    })
 }
 
 /// `*` matches any run of characters (none included); everything else is literal.
@@ -297,6 +328,7 @@ impl Profile {
                 policy: EnvPolicyKind::Pass,
                 allow: vec![],
                 deny: vec![],
+                deny_url_credentials: false,
                 set: BTreeMap::new(),
             },
             rlimits: BTreeMap::new(),
@@ -348,6 +380,7 @@ impl Profile {
             set(&mut self.env.policy, e.policy);
             add(&mut self.env.allow, e.allow);
             add(&mut self.env.deny, e.deny);
+            set(&mut self.env.deny_url_credentials, e.deny_url_credentials);
             self.env.set.extend(e.set.unwrap_or_default());
         }
         self.rlimits.extend(

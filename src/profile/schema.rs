@@ -75,6 +75,7 @@ pub const SCHEMA: &[(&str, Shape)] = &[
             ("policy", Shape::Choice(&["pass", "allowlist"])),
             ("allow", Shape::Strings),
             ("deny", Shape::Strings),
+            ("denyUrlCredentials", Shape::Bool),
             ("set", Shape::StringMap),
         ]),
     ),

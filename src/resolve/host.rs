@@ -14,6 +14,13 @@ use crate::plan::{GitLayout, HostLayout};
 const GIT_FILE_CAP: u64 = 4096;
 /// Submodules and linked worktrees looked at, at most.
 const GIT_LIST_CAP: usize = 256;
+/// A git config file is read at most this big, and includes followed this deep.
+const GIT_CONFIG_CAP: u64 = 1 << 20;
+const GIT_INCLUDE_DEPTH: usize = 4;
+/// /proc/net/unix is read at most this big (a line is about 100 bytes).
+const NET_UNIX_CAP: u64 = 64 << 20;
+/// `__SO_ACCEPTCON` in /proc/net/unix's flags: a listening socket.
+const SO_ACCEPTCON: u32 = 1 << 16;
 
 pub fn layout(
     home: &Path,
@@ -39,7 +46,58 @@ pub fn layout(
         gpg_agent: socket(runtime_dir.join("gnupg/S.gpg-agent"))
             .or_else(|| socket(home.join(".gnupg/S.gpg-agent"))),
         runtime_dir,
+        sockets: listening_sockets(),
+        csbox_exe: std::env::current_exe().ok().map(|p| canonical_or_self(&p)),
     }
+}
+
+/// The pathname sockets listening in this network namespace, as /proc/net/unix names
+/// them, that exist here as socket files (resolved, deduplicated). A socket bound in
+/// another network namespace is not listed there; one bound in another mount namespace
+/// may not exist here.
+pub fn listening_sockets() -> Vec<PathBuf> {
+    let Ok(text) = read_regular(Path::new("/proc/net/unix"), NET_UNIX_CAP) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = listening_paths(&text)
+        .filter_map(|p| socket_real(&p))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// /proc/net/unix lines: `Num RefCount Protocol Flags Type St Inode Path`; the path of
+/// a listening (`__SO_ACCEPTCON`) socket bound to an absolute name (an abstract one
+/// starts with `@`, an unbound one has none).
+fn listening_paths(text: &[u8]) -> impl Iterator<Item = PathBuf> + '_ {
+    use std::os::unix::ffi::OsStrExt;
+    text.split(|b| *b == b'\n').skip(1).filter_map(|line| {
+        let mut fields = line.splitn(8, |b| *b == b' ').filter(|f| !f.is_empty());
+        let flags = fields.nth(3)?;
+        let flags = u32::from_str_radix(std::str::from_utf8(flags).ok()?, 16).ok()?;
+        let path = line.splitn(8, |b| *b == b' ').nth(7)?;
+        (flags & SO_ACCEPTCON != 0 && path.first() == Some(&b'/'))
+            .then(|| PathBuf::from(std::ffi::OsStr::from_bytes(path)))
+    })
+}
+
+/// Where the socket file at `p` really is, if there is one (O_PATH follows links and
+/// opens a socket without connecting).
+fn socket_real(p: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(p)
+        .ok()?;
+    if !f.metadata().ok()?.file_type().is_socket() {
+        return None;
+    }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .ok()
+        .filter(|r| r.is_absolute())
 }
 
 fn is_socket(p: &Path) -> bool {
@@ -103,21 +161,63 @@ pub fn git_layout(cwd: &Path) -> Option<GitLayout> {
     };
     let mut modules = list(common.join("modules"));
     modules.sort();
-    let mut worktree_configs: Vec<PathBuf> = list(common.join("worktrees"))
-        .into_iter()
-        .chain([gitdir.clone(), common.clone()])
-        .map(|d| d.join("config.worktree"))
-        .filter(|p| p.exists())
-        .collect();
-    worktree_configs.sort();
-    worktree_configs.dedup();
+    let mut worktrees = list(common.join("worktrees"));
+    worktrees.sort();
+    let mut config_paths = Vec::new();
+    for config in [common.join("config"), common.join("config.worktree"), gitdir.join("config.worktree")] {
+        config_refs(&config, &top, 0, &mut config_paths);
+    }
+    config_paths.sort();
+    config_paths.dedup();
     Some(GitLayout {
         top,
         gitdir,
         common,
         modules,
-        worktree_configs,
+        worktrees,
+        config_paths,
     })
+}
+
+/// The paths a git config file names for git to run or read: `core.hooksPath` (relative
+/// to the worktree's top) and the files it includes (relative to the config's own dir),
+/// following includes a few levels deep. A small reader of git's syntax: sections are
+/// `[name]` or `[name "sub"]`, keys and section names are case-insensitive, values may
+/// be quoted, `#` and `;` start comments.
+fn config_refs(config: &Path, top: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    let Ok(text) = read_regular(config, GIT_CONFIG_CAP) else {
+        return;
+    };
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let base = config.parent().unwrap_or(Path::new("/"));
+    let mut section = String::new();
+    for raw in String::from_utf8_lossy(&text).lines() {
+        let mut line = raw.trim();
+        if let Some(rest) = line.strip_prefix('[') {
+            let Some(end) = rest.find(']') else { continue };
+            let name = rest[..end].split(['"', ' ']).next().unwrap_or("");
+            section = name.trim().to_ascii_lowercase();
+            line = rest[end + 1..].trim();
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim().to_ascii_lowercase();
+        let value = value.split(['#', ';']).next().unwrap_or("").trim().trim_matches('"');
+        // `~/` and relative paths as git expands them, `..` removed lexically.
+        let at = |dir: &Path| crate::profile::expand::lexical(value, &home, dir).ok();
+        match (section.as_str(), key.as_str()) {
+            ("core", "hookspath") => out.extend(at(top)),
+            ("include" | "includeif", "path") => {
+                let Some(p) = at(base) else { continue };
+                if depth < GIT_INCLUDE_DEPTH && !out.contains(&p) {
+                    out.push(p.clone());
+                    config_refs(&p, top, depth + 1, out);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -138,19 +238,45 @@ mod tests {
         )
         .unwrap();
         std::fs::write(main.join(".git/worktrees/wt/commondir"), "../..\n").unwrap();
-        std::fs::write(main.join(".git/worktrees/wt/config.worktree"), "").unwrap();
+        std::fs::write(main.join(".git/worktrees/wt/config.worktree"), "[core]\n\thooksPath = .githooks # local\n").unwrap();
+        std::fs::write(
+            main.join(".git/config"),
+            "[core]\n\tbare = false\n[include]\n\tpath = ../shared.gitconfig\n[includeIf \"gitdir:~/x/\"]\n\tpath = \"/etc/elsewhere\"\n",
+        )
+        .unwrap();
+        std::fs::write(main.join("shared.gitconfig"), "[Core] HooksPath = \"tools/hooks\"\n").unwrap();
         let g = git_layout(&wt.join("src")).unwrap();
         let real = |p: &Path| p.canonicalize().unwrap();
         assert_eq!(g.top, wt);
         assert_eq!(g.gitdir, real(&main.join(".git/worktrees/wt")));
         assert_eq!(g.common, real(&main.join(".git")));
         assert_eq!(g.modules, vec![real(&main.join(".git/modules/sub"))]);
+        assert_eq!(g.worktrees, vec![real(&main.join(".git/worktrees/wt"))]);
+        // hooksPath is relative to the worktree's top, an include to its config's dir.
         assert_eq!(
-            g.worktree_configs,
-            vec![real(&main.join(".git/worktrees/wt/config.worktree"))]
+            g.config_paths,
+            vec![
+                PathBuf::from("/etc/elsewhere"),
+                real(&main).join("shared.gitconfig"),
+                wt.join(".githooks"),
+                wt.join("tools/hooks"),
+            ]
         );
         let m = git_layout(&main).unwrap();
         assert_eq!((m.top, m.gitdir.clone()), (main.clone(), main.join(".git")));
         assert_eq!(m.common, m.gitdir);
+    }
+
+    #[test]
+    fn only_listening_pathname_sockets_are_taken_from_proc_net_unix() {
+        let text = b"Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00010000 0001 01 20 /var/lib/app/d.sock
+0000000000000000: 00000003 00000000 00000000 0001 03 21 /var/lib/app/d.sock
+0000000000000000: 00000002 00000000 00010000 0001 01 22 @/tmp/.X11-unix/X0
+0000000000000000: 00000002 00000000 00010000 0005 01 23 /srv/with space.sock
+0000000000000000: 00000002 00000000 00000000 0002 07 24
+";
+        let got: Vec<PathBuf> = listening_paths(text).collect();
+        assert_eq!(got, vec![PathBuf::from("/var/lib/app/d.sock"), PathBuf::from("/srv/with space.sock")]);
     }
 }

@@ -157,6 +157,13 @@ pub fn look_up(paths: impl IntoIterator<Item = PathBuf>) -> Facts {
             continue;
         }
         let fact = fact_of(&p);
+        if fact.real != p {
+            // A protected path that is a link is watched, not bound: what it points to
+            // when the session starts is kept to tell the link from its replacement.
+            if let Ok(target) = std::fs::read_link(&p) {
+                facts.insert_link(p.clone(), target);
+            }
+        }
         facts.insert(fact.real.clone(), fact.clone());
         facts.insert(p, fact);
     }

@@ -190,8 +190,10 @@ unsafe fn run_stage(stage: Stage, p: &Prepared, f: &Fds) {
         }
         Stage::Mounts => {
             for (i, step) in p.steps.iter().enumerate() {
-                if let Err(e) = apply(step) {
-                    fail_at(f.err_w, FailedAt::Step(i as u32), e);
+                match apply(step) {
+                    Err(libc::ENOENT) if p.missing_ok.get(i) == Some(&true) => {}
+                    Err(e) => fail_at(f.err_w, FailedAt::Step(i as u32), e),
+                    Ok(()) => {}
                 }
             }
         }

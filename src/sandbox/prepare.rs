@@ -93,6 +93,9 @@ fn flag_names(f: MountFlags) -> String {
 struct Builder {
     steps: Vec<Step>,
     descs: Vec<String>,
+    /// Steps after which a missing path (ENOENT) is nothing to do: hiding what is gone.
+    missing_ok: Vec<bool>,
+    hiding: bool,
     sources: Vec<(SourceSpec, RawFd)>,
     next_fd: RawFd,
     /// The session directory's source, opened on the first session source.
@@ -106,6 +109,7 @@ impl Builder {
     fn push(&mut self, step: Step, desc: String) {
         self.steps.push(step);
         self.descs.push(desc);
+        self.missing_ok.push(self.hiding);
     }
 
     fn reserve(&mut self, spec: SourceSpec) -> usize {
@@ -296,7 +300,12 @@ impl Builder {
                 }
                 self.tmpfs(dst, *flags, &data)
             }
-            MountOp::Hide { dst, kind } => self.hide(dst, *kind),
+            MountOp::Hide { dst, kind } => {
+                self.hiding = true;
+                let r = self.hide(dst, *kind);
+                self.hiding = false;
+                r
+            }
             MountOp::Mkdir { path, mode } => {
                 self.mkdir_p(path, 0o755)?;
                 if *mode != 0o755 {
@@ -528,6 +537,8 @@ pub fn prepare_with_first_fd(plan: &Plan, first_fd: RawFd) -> Result<Prepared> {
     let mut b = Builder {
         steps: Vec::new(),
         descs: Vec::new(),
+        missing_ok: Vec::new(),
+        hiding: false,
         sources: Vec::new(),
         next_fd: first_fd,
         session_base: None,
@@ -576,6 +587,7 @@ pub fn prepare_with_first_fd(plan: &Plan, first_fd: RawFd) -> Result<Prepared> {
     Ok(Prepared {
         steps: b.steps,
         descs: b.descs,
+        missing_ok: b.missing_ok,
         sources: b.sources,
         uid_map: format!("{} {} 1\n", plan.uid, plan.uid).into_bytes(),
         gid_map: format!("{} {} 1\n", plan.gid, plan.gid).into_bytes(),

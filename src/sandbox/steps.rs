@@ -102,6 +102,9 @@ pub struct Prepared {
     pub steps: Vec<Step>,
     /// A human description of each step, for the one-line error.
     pub descs: Vec<String>,
+    /// Per step: a missing path (ENOENT) is not a failure (a hidden path, a socket, gone
+    /// since the plan was made: nothing to hide).
+    pub missing_ok: Vec<bool>,
     /// (how, fd number): opened by the child first, O_PATH, at exactly that number.
     pub sources: Vec<(SourceSpec, RawFd)>,
     pub uid_map: Vec<u8>,

@@ -5,7 +5,13 @@
 //! host's whole directory.
 //!
 //! The layers were written by the sandbox: they are walked through directory fds, no
-//! link is followed, and the walk is bounded in entries and depth.
+//! link is followed, nothing but directories is opened (non-blocking: a FIFO cannot
+//! hang it), and the walk is bounded in entries and depth. A directory csbox cannot
+//! read (the session made it mode 000) is listed as unreadable rather than left out, and
+//! names print escaped (a name that is not UTF-8 as `\xHH`), in text and in JSON.
+//! What csbox itself put in a layer is not a change: its own mount points
+//! (`~/.claude/sessions`, `shell-snapshots`, `session-env`: what the session wrote in
+//! them is) and the masks it made over hidden paths.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -46,12 +52,21 @@ pub enum Kind {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Entry {
-    /// Where the change shows inside the sandbox (the home or `~/.claude`).
+    /// Where the change shows inside the sandbox (the home or `~/.claude`); in JSON as
+    /// [`crate::human::printable_path`] spells it.
+    #[serde(serialize_with = "escaped")]
     pub path: PathBuf,
     pub change: Change,
     pub kind: Kind,
     /// Bytes, for files.
     pub size: u64,
+    /// A directory csbox could not open (its mode forbids it): what it holds is not listed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
+}
+
+fn escaped<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::human::printable_path(p))
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -114,8 +129,13 @@ fn is_opaque(dir: &OwnedFd) -> bool {
 
 struct Walk<'a> {
     out: &'a mut Diff,
-    /// Skip these paths (relative to the layer): csbox's own skeleton.
+    /// Skip these paths (relative to the layer): csbox's own.
     skip: &'a [&'a str],
+    /// Directories csbox makes in the layer (relative to it): what is in them is listed,
+    /// they are not a change themselves.
+    own: &'a [&'a str],
+    /// Where csbox masked hidden paths (as shown): its whiteouts, not deletions.
+    masks: &'a [PathBuf],
 }
 
 impl Walk<'_> {
@@ -151,70 +171,47 @@ impl Walk<'_> {
             let on_host = std::fs::symlink_metadata(&h).is_ok();
             let fmt = st.st_mode & libc::S_IFMT;
             let whiteout = fmt == libc::S_IFCHR && st.st_rdev == 0;
-            let (kind, change) = match fmt {
-                _ if whiteout => (Kind::Other, Change::Deleted),
-                libc::S_IFDIR => (
-                    Kind::Dir,
-                    if on_host {
-                        Change::Changed
-                    } else {
-                        Change::Added
-                    },
-                ),
-                libc::S_IFREG => (
-                    Kind::File,
-                    if on_host {
-                        Change::Changed
-                    } else {
-                        Change::Added
-                    },
-                ),
-                libc::S_IFLNK => (
-                    Kind::Link,
-                    if on_host {
-                        Change::Changed
-                    } else {
-                        Change::Added
-                    },
-                ),
-                _ => (
-                    Kind::Other,
-                    if on_host {
-                        Change::Changed
-                    } else {
-                        Change::Added
-                    },
-                ),
+            // A whiteout over nothing deletes nothing; one of csbox's masks is its own.
+            if whiteout && (!on_host || self.masks.contains(&s)) {
+                continue;
+            }
+            let kind = match fmt {
+                _ if whiteout => Kind::Other,
+                libc::S_IFDIR => Kind::Dir,
+                libc::S_IFREG => Kind::File,
+                libc::S_IFLNK => Kind::Link,
+                _ => Kind::Other,
+            };
+            let change = match (whiteout, on_host) {
+                (true, _) => Change::Deleted,
+                (false, true) => Change::Changed,
+                (false, false) => Change::Added,
+            };
+            let entry = |change, kind, size, unreadable| Entry {
+                path: s.clone(),
+                change,
+                kind,
+                size,
+                unreadable,
             };
             if kind == Kind::Dir {
-                let Ok(sub) = open_at(dir, &name) else {
-                    continue;
-                };
-                let opaque = is_opaque(&sub);
+                let sub = open_at(dir, &name);
+                let opaque = sub.as_ref().is_ok_and(is_opaque);
+                let own = self.own.iter().any(|k| r == Path::new(k));
                 // A directory that is on the host and not replaced is only a path to
-                // its changed children; a new or replaced one is a change itself.
-                if !on_host || opaque {
-                    let change = if opaque && on_host {
-                        Change::Replaced
-                    } else {
-                        Change::Added
-                    };
-                    if !self.push(Entry {
-                        path: s.clone(),
-                        change,
-                        kind,
-                        size: 0,
-                    }) {
+                // its changed children, as is one csbox made; a new or replaced one is a
+                // change itself, and so is one whose children cannot be listed.
+                if (!on_host || opaque || sub.is_err()) && !(own && sub.is_ok()) {
+                    let change = if opaque && on_host { Change::Replaced } else { change };
+                    if !self.push(entry(change, kind, 0, sub.is_err())) {
                         return;
                     }
                 }
-                self.dir(&sub, &r, &s, &h, depth + 1);
+                if let Ok(sub) = sub {
+                    self.dir(&sub, &r, &s, &h, depth + 1);
+                }
             } else {
-                let size = if kind == Kind::File {
-                    st.st_size as u64
-                } else {
-                    0
-                };
+                let size = if kind == Kind::File { st.st_size as u64 } else { 0 };
                 let kind = if whiteout {
                     match std::fs::symlink_metadata(&h) {
                         Ok(m) if m.is_dir() => Kind::Dir,
@@ -224,12 +221,7 @@ impl Walk<'_> {
                 } else {
                     kind
                 };
-                if !self.push(Entry {
-                    path: s,
-                    change,
-                    kind,
-                    size,
-                }) {
+                if !self.push(entry(change, kind, size, false)) {
                     return;
                 }
             }
@@ -241,15 +233,17 @@ impl Walk<'_> {
 }
 
 /// The changes of the session whose directory fd is `session`, shown at `home` and
-/// `claude_root` (the host's real paths, for the comparison too).
-pub fn diff(session: &OwnedFd, home: &Path, claude_root: &Path) -> Diff {
+/// `claude_root` (the host's real paths, for the comparison too); `masks` are the
+/// session's record of csbox's own whiteouts.
+pub fn diff(session: &OwnedFd, home: &Path, claude_root: &Path, masks: &[PathBuf]) -> Diff {
     let mut out = Diff::default();
-    let layers: [(&str, &Path, &[&str]); 2] = [
-        (HOME_UPPER, home, &[]),
-        // csbox's own: the session's sessions/ dir and its copy of ~/.claude.json.
-        (STATE_DIR, claude_root, &["sessions", ".claude.json"]),
+    let layers: [(&str, &Path, &[&str], &[&str]); 2] = [
+        (HOME_UPPER, home, &[], &[]),
+        // csbox's own: Claude Code's pid files and the session's copy of ~/.claude.json;
+        // the dirs bound over the lower layer's per-session state.
+        (STATE_DIR, claude_root, &["sessions", ".claude.json"], &["shell-snapshots", "session-env"]),
     ];
-    for (rel, shown, skip) in layers {
+    for (rel, shown, skip, own) in layers {
         let mut cur: Option<OwnedFd> = None;
         let mut ok = true;
         for c in rel.split('/') {
@@ -268,6 +262,8 @@ pub fn diff(session: &OwnedFd, home: &Path, claude_root: &Path) -> Diff {
         let mut w = Walk {
             out: &mut out,
             skip,
+            own,
+            masks,
         };
         w.dir(&fd, Path::new(""), shown, shown, 0);
     }
@@ -300,7 +296,7 @@ mod tests {
         let made = unsafe { libc::mknod(wh.as_ptr(), libc::S_IFCHR | 0o600, 0) } == 0;
         let fd = crate::fsutil::open_dir_nofollow(&sess).unwrap();
         let claude = d.path().join("claude");
-        let got = diff(&fd, &host, &claude);
+        let got = diff(&fd, &host, &claude, &[]);
         let find = |p: &Path| got.entries.iter().find(|e| e.path == p).cloned();
         assert_eq!(find(&host.join(".bashrc")).unwrap().change, Change::Changed);
         assert_eq!(find(&host.join(".bashrc")).unwrap().size, 8);
@@ -333,6 +329,44 @@ mod tests {
         );
         if made {
             assert_eq!(find(&host.join("gone")).unwrap().change, Change::Deleted);
+        }
+    }
+
+    #[test]
+    fn odd_names_unreadable_dirs_and_csbox_own_entries() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let (host, claude, sess) = (d.path().join("host"), d.path().join("claude"), d.path().join("s"));
+        std::fs::create_dir_all(&host).unwrap();
+        let up = sess.join("home/upper");
+        std::fs::create_dir_all(up.join("box")).unwrap();
+        std::fs::write(up.join("box/blob"), "x").unwrap();
+        std::fs::set_permissions(up.join("box"), std::fs::Permissions::from_mode(0)).unwrap();
+        std::fs::write(up.join(std::ffi::OsStr::from_bytes(b"x\xff")), "").unwrap();
+        std::fs::create_dir_all(sess.join("state/shell-snapshots")).unwrap();
+        std::fs::create_dir_all(sess.join("state/session-env")).unwrap();
+        std::fs::write(sess.join("state/shell-snapshots/mine.sh"), "").unwrap();
+        // csbox's masks: one recorded, one over nothing on the host.
+        std::fs::write(host.join(".netrc"), "late").unwrap();
+        let wh = |p: &Path| {
+            let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+            // SAFETY: mknod on a path we own.
+            unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, 0) == 0 }
+        };
+        let made = wh(&up.join(".netrc")) && wh(&up.join(".pgpass"));
+        let fd = crate::fsutil::open_dir_nofollow(&sess).unwrap();
+        let got = diff(&fd, &host, &claude, &[host.join(".netrc")]);
+        std::fs::set_permissions(up.join("box"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let json = serde_json::to_string(&got).unwrap();
+        assert!(json.contains(r#""path":"HOST/x\\xff""#.replace("HOST", &host.display().to_string()).as_str()), "{json}");
+        let paths: Vec<&Path> = got.entries.iter().map(|e| e.path.as_path()).collect();
+        let bx = got.entries.iter().find(|e| e.path == host.join("box")).expect("the box is listed");
+        // Root opens a mode-000 dir anyway and lists what is in it.
+        assert!(bx.unreadable != paths.contains(&host.join("box/blob").as_path()), "{got:?}");
+        assert!(paths.contains(&claude.join("shell-snapshots/mine.sh").as_path()));
+        assert!(!paths.contains(&claude.join("shell-snapshots").as_path()) && !paths.contains(&claude.join("session-env").as_path()));
+        if made {
+            assert!(!paths.iter().any(|p| p.ends_with(".netrc") || p.ends_with(".pgpass")), "{paths:?}");
         }
     }
 }

@@ -77,6 +77,13 @@ pub struct Metadata {
     /// exist when a run started and did when it ended: the session made them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub created_protected: Vec<PathBuf>,
+    /// Where each of those went at exit (moved out of the project into the session dir).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<super::quarantine::Quarantined>,
+    /// Hidden paths csbox masked in the session's home layer (overlay whiteouts it made,
+    /// not deletions of the session's): `csbox diff` does not count them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masks: Vec<PathBuf>,
 }
 
 impl Metadata {
@@ -103,6 +110,8 @@ impl Metadata {
             runs: 0,
             timed_out: false,
             created_protected: Vec::new(),
+            quarantined: Vec::new(),
+            masks: Vec::new(),
         }
     }
 

@@ -7,7 +7,9 @@ pub mod info;
 pub mod layers;
 mod layout;
 pub mod lock;
+pub mod masks;
 pub mod meta;
+pub mod quarantine;
 pub mod setup;
 pub mod store;
 

@@ -1,0 +1,71 @@
+//! What a plan hides: the profile's and the command line's hide list less what is
+//! unhidden, and, under a copy-on-write home, the masks for those hidden paths that do
+//! not exist yet (a credential file the host creates during the session must not show
+//! through the home's lower layer).
+
+use std::path::{Path, PathBuf};
+
+use super::facts::PathFact;
+use super::input::{Error, PlanInput};
+use crate::profile::expand::lexical;
+use crate::profile::Home;
+
+/// A path spelled in a profile field or flag, expanded, with its fact.
+pub(super) fn fact_of(input: &PlanInput, origin: &str, spec: &str, p: &str) -> Result<PathFact, Error> {
+    let lex = lexical(p, &input.paths.home, &input.cwd).map_err(|why| Error::BadPath {
+        origin: origin.to_string(),
+        spec: spec.to_string(),
+        why,
+    })?;
+    Ok(input.facts.get(&lex))
+}
+
+/// The hide list's facts, in order: the profile's entries but those it or `--unhide`
+/// unhides, then `--hide` (which wins over an unhide).
+pub(super) fn hide_list(input: &PlanInput) -> Result<Vec<PathFact>, Error> {
+    let mut unhidden = Vec::new();
+    for u in &input.profile.unhide {
+        unhidden.push(fact_of(input, "profile field \"unhide\"", u, u)?.real);
+    }
+    for u in &input.overrides.unhide {
+        unhidden.push(fact_of(input, "--unhide", u, u)?.real);
+    }
+    let hides = input.profile.hide.iter().map(|h| ("profile field \"hide\"", h));
+    let mut out = Vec::new();
+    for (origin, h) in hides.chain(input.overrides.hide.iter().map(|h| ("--hide", h))) {
+        let f = fact_of(input, origin, h, h)?;
+        if unhidden.contains(&f.real) && origin != "--hide" {
+            continue;
+        }
+        out.push(f);
+    }
+    Ok(out)
+}
+
+/// The hidden paths that do not exist and would show through the copy-on-write home's
+/// lower layer if the host created them: below the home, not in what csbox mounts there
+/// itself (the `~/.claude` view, the store, file systems bound back).
+pub(super) fn home_masks(input: &PlanInput, home: &Path, mode: Home) -> Result<Vec<PathBuf>, Error> {
+    if mode != Home::Overlay || input.profile.isolation != crate::profile::Isolation::Namespaces {
+        return Ok(Vec::new());
+    }
+    let facts = input.facts;
+    let own = [
+        facts.real(&input.paths.claude_root),
+        facts.real(&input.paths.claude_json),
+        facts.real(&input.paths.sessions_dir),
+    ];
+    let mut out: Vec<PathBuf> = Vec::new();
+    for f in hide_list(input)? {
+        let p = f.real;
+        let skip = f.kind.is_some()
+            || !p.starts_with(home)
+            || p == home
+            || own.iter().any(|o| p.starts_with(o))
+            || facts.host.home_submounts.iter().any(|m| p.starts_with(m));
+        if !skip && !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,238 @@
+//! The project's files that run code on the host later: which are bound read-only, which
+//! directories are pinned (bound onto themselves, so they cannot be renamed aside), and
+//! which paths are watched for what the session creates.
+//!
+//! git takes config and hooks from `$GIT_DIR/commondir` when there is one, per worktree
+//! from `config.worktree`, and from what `core.hooksPath` and `include.path` name; a
+//! submodule's from `modules/<name>/`. A protected path is bound only where it really
+//! is, inside the project or a git dir: a link pointing elsewhere (`.git/config ->
+//! ~/.ssh/id_ed25519`) would make the bind reach out of them, and an exporter's runtime
+//! resolves the destination in a tree the session controls. Such a link is watched.
+
+use std::path::{Path, PathBuf};
+
+use super::facts::{Facts, GitLayout, NodeKind};
+use super::input::PlanInput;
+use super::model::{Watched, WatchedDir};
+
+/// Project files that run code on the host later, relative to the project, when the
+/// profile does not list its own: what Claude Code's own sandbox protects, what git
+/// reads its config and hooks through, and what hook managers, dev containers and task
+/// runners take commands from.
+pub const PROTECTED: &[&str] = &[
+    ".git/hooks",
+    ".git/config",
+    ".git/commondir",
+    ".git/config.worktree",
+    ".gitmodules",
+    ".claude/settings.json",
+    ".claude/settings.local.json",
+    ".claude/commands",
+    ".claude/agents",
+    ".claude/hooks",
+    ".claude/skills",
+    ".mcp.json",
+    ".vscode",
+    ".idea",
+    ".envrc",
+    ".devcontainer",
+    ".pre-commit-config.yaml",
+    ".husky",
+    "lefthook.yml",
+    ".lefthook.yml",
+    "mise.toml",
+    ".mise.toml",
+    "mise.local.toml",
+    ".mise.local.toml",
+    ".mise",
+    ".config/mise",
+    ".config/mise.toml",
+];
+
+/// What a new linked worktree's git dir, and a new submodule's, must not bring.
+const WORKTREE_FILES: &[&str] = &["commondir", "config.worktree"];
+const MODULE_FILES: &[&str] = &["config", "hooks"];
+
+/// What [`protection`] decides for one project.
+#[derive(Debug, Default)]
+pub(super) struct Protection {
+    pub protected: Vec<PathBuf>,
+    pub pinned: Vec<PathBuf>,
+    pub watched: Vec<Watched>,
+    pub watched_dirs: Vec<WatchedDir>,
+}
+
+fn list(prof: &crate::profile::Profile) -> Vec<&str> {
+    if prof.protect.is_empty() {
+        PROTECTED.to_vec()
+    } else {
+        prof.protect.iter().map(String::as_str).collect()
+    }
+}
+
+/// The git dir a project's `.git/...` entries live in: the common dir of its worktree,
+/// or, where there is no repository yet, the `.git` the session may create.
+fn common(project: &Path, git: Option<&GitLayout>) -> PathBuf {
+    git.map(|g| g.common.clone())
+        .unwrap_or_else(|| project.join(".git"))
+}
+
+/// Every path the profile protects in this project, as spelled before resolving.
+fn candidates(prof: &crate::profile::Profile, project: &Path, git: Option<&GitLayout>) -> Vec<PathBuf> {
+    let common = common(project, git);
+    let config = !prof.allow_git_config;
+    let mut out: Vec<PathBuf> = Vec::new();
+    for rel in list(prof) {
+        if rel == ".git/config" && !config {
+            continue;
+        }
+        // A linked worktree's `.git` is a file: its hooks and config are the common dir's.
+        match rel.strip_prefix(".git/") {
+            Some(inner) => out.push(common.join(inner)),
+            None => out.push(project.join(rel)),
+        }
+    }
+    if let Some(g) = git {
+        for m in &g.modules {
+            out.push(m.join("hooks"));
+            if config {
+                out.push(m.join("config"));
+            }
+        }
+        let own = (g.gitdir != g.common).then_some(&g.gitdir);
+        for w in g.worktrees.iter().chain(own) {
+            out.push(w.join("commondir"));
+            if config {
+                out.push(w.join("config.worktree"));
+            }
+        }
+        out.extend(g.config_paths.iter().cloned());
+    }
+    out.dedup();
+    out
+}
+
+/// Where a project's protected paths may lie, each a mount point of the plan: the
+/// project, and the git dirs outside it (a linked worktree's common dir, and its own git
+/// dir when that lies elsewhere).
+pub(super) fn roots(project: &Path, git: Option<&GitLayout>) -> Vec<PathBuf> {
+    let mut r = vec![project.to_path_buf()];
+    for d in git.iter().flat_map(|g| [&g.common, &g.gitdir]) {
+        if !r.iter().any(|x| d.starts_with(x)) {
+            r.push(d.clone());
+        }
+    }
+    r
+}
+
+fn root_of<'a>(roots: &'a [PathBuf], p: &Path) -> Option<&'a PathBuf> {
+    roots
+        .iter()
+        .filter(|r| p.starts_with(r) && p != r.as_path())
+        .max_by_key(|r| r.components().count())
+}
+
+/// The profile's protected paths in this project and its git dirs, split into those
+/// bound read-only (each where it really is, inside a root), the directories pinned
+/// above them, and those watched (absent, or a link).
+pub(super) fn protection(input: &PlanInput, project: &Path, git: Option<&GitLayout>) -> Protection {
+    let facts: &Facts = input.facts;
+    let roots = roots(project, git);
+    let mut out = Protection::default();
+    for p in candidates(input.profile, project, git) {
+        // What the config names outside the project and its git dirs is read-only (the
+        // host) or the session's own (the home layer).
+        if root_of(&roots, &p).is_none() {
+            continue;
+        }
+        let fact = facts.get(&p);
+        let real_inside = root_of(&roots, &fact.real).is_some();
+        if fact.real == p && fact.kind.is_some() {
+            out.protected.push(p);
+            continue;
+        }
+        if fact.real != p && real_inside {
+            // A link to a place inside the project: that place is what is protected
+            // (or watched), the link itself watched.
+            if fact.kind.is_some() {
+                out.protected.push(fact.real.clone());
+            } else {
+                out.watched.push(Watched { path: fact.real.clone(), link: None });
+            }
+        }
+        out.watched.push(Watched { link: facts.link(&p).map(Path::to_path_buf), path: p });
+    }
+    // A path under another protected one is read-only already.
+    out.protected.sort();
+    out.protected.dedup();
+    let protected = out.protected.clone();
+    out.protected
+        .retain(|p| !protected.iter().any(|q| p != q && p.starts_with(q)));
+    out.watched.sort_by(|a, b| a.path.cmp(&b.path));
+    out.watched.dedup_by(|a, b| a.path == b.path);
+    out.watched.retain(|w| !protected.iter().any(|q| w.path.starts_with(q)));
+    out.pinned = pinned(facts, &roots, &out);
+    let common = common(project, git);
+    let names = |dirs: &[PathBuf]| -> Vec<String> {
+        dirs.iter()
+            .filter_map(|d| d.file_name()?.to_str().map(String::from))
+            .collect()
+    };
+    let (worktrees, modules) = git.map(|g| (names(&g.worktrees), names(&g.modules))).unwrap_or_default();
+    for (sub, known, files) in [("worktrees", worktrees, WORKTREE_FILES), ("modules", modules, MODULE_FILES)] {
+        out.watched_dirs.push(WatchedDir {
+            dir: common.join(sub),
+            known,
+            names: files.iter().map(|s| s.to_string()).collect(),
+        });
+    }
+    out
+}
+
+/// The directories between a root and each protected or watched path that exist as
+/// themselves (no link on the way), shallowest first; not the roots (bound already) nor
+/// what lies in a protected path (read-only already).
+fn pinned(facts: &Facts, roots: &[PathBuf], p: &Protection) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    let paths = p.protected.iter().chain(p.watched.iter().map(|w| &w.path));
+    for path in paths {
+        let Some(root) = root_of(roots, path) else { continue };
+        for a in path.ancestors().skip(1) {
+            if a == root.as_path() || !a.starts_with(root) {
+                break;
+            }
+            let f = facts.get(a);
+            // A protected path's real location is canonical: its parents are dirs.
+            let is_dir = p.protected.contains(path) || f.kind == Some(NodeKind::Dir);
+            if is_dir && (f.real == a || p.protected.contains(path)) && !out.iter().any(|o| o == a) {
+                out.push(a.to_path_buf());
+            }
+        }
+    }
+    out.retain(|d| !p.protected.iter().any(|q| d.starts_with(q)));
+    out.sort_by_key(|d| (d.components().count(), d.clone()));
+    out
+}
+
+/// The paths [`protection`] asks facts about, for `resolve`: each candidate and every
+/// directory between it and its root.
+pub(super) fn wanted(cwd: &Path, prof: &crate::profile::Profile, git: Option<&GitLayout>) -> Vec<PathBuf> {
+    let top = git.map(|g| g.top.clone()).unwrap_or_else(|| cwd.to_path_buf());
+    let mut out = Vec::new();
+    for base in [top.as_path(), cwd] {
+        let g = git.filter(|g| g.top == base);
+        let roots = roots(base, g);
+        for c in candidates(prof, base, g) {
+            if let Some(root) = root_of(&roots, &c) {
+                out.extend(c.ancestors().skip(1).take_while(|a| a != root).map(Path::to_path_buf));
+            }
+            out.push(c);
+        }
+    }
+    if let Some(g) = git {
+        out.push(g.top.clone());
+        out.push(g.common.clone());
+        out.push(g.gitdir.clone());
+    }
+    out
+}

@@ -1,0 +1,311 @@
+//! At exit, the code-steering files a session made in its project (a `.git/commondir`
+//! pointing git at a config of its own, a `.vscode/tasks.json`, a `.claude/settings.local.json`
+//! that allows every command) are moved out of the way, into the session's directory,
+//! before anything on the host reads them: the user reviews them there and moves back
+//! what they want (`csbox show` lists them).
+//!
+//! The project is hostile here: every path is reached from its root one component at a
+//! time without following a link, nothing is opened but directories (non-blocking), and a
+//! link the user had there at the start is told from a replacement by its target.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{openat_nofollow, read_names, read_small_at};
+use crate::plan::{ProjectView, WatchedDir};
+#[cfg(test)]
+use crate::plan::Watched;
+
+/// Where moved files go, in the session directory.
+pub const QUARANTINE_DIR: &str = "quarantine";
+/// Entries of a watched directory looked at, at most.
+const DIR_CAP: usize = 1024;
+
+/// One file the session made where code on the host reads it, and where it is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quarantined {
+    pub path: PathBuf,
+    /// In the session's quarantine dir, or beside the original when the session dir is
+    /// on another file system. None: it could not be moved (`error` says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_to: Option<PathBuf>,
+    /// The link that was there at the start, put back in its place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_restored: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where the session directory is: its fd (opened without following a link) and path.
+pub struct SessionDir<'a> {
+    pub fd: &'a OwnedFd,
+    pub path: &'a Path,
+    pub id: &'a str,
+}
+
+fn dir_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NONBLOCK
+}
+
+fn name_of(c: &std::ffi::OsStr) -> Option<&str> {
+    c.to_str().filter(|s| !s.is_empty() && !s.contains('/'))
+}
+
+/// `rel` (below `root`) opened one directory at a time, never through a link.
+fn open_beneath(root: &OwnedFd, rel: &Path) -> Option<OwnedFd> {
+    let mut cur: Option<OwnedFd> = None;
+    for c in rel.components() {
+        let std::path::Component::Normal(n) = c else { return None };
+        let parent = cur.as_ref().unwrap_or(root);
+        cur = Some(openat_nofollow(parent, name_of(n)?, dir_flags(), Mode::empty()).ok()?);
+    }
+    match cur {
+        Some(fd) => Some(fd),
+        None => openat_nofollow(root, ".", dir_flags(), Mode::empty()).ok(),
+    }
+}
+
+fn lstat_at(dir: &OwnedFd, name: &CStr) -> Option<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: a valid dir fd and C string; st is written on success.
+    let r = unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    // SAFETY: fstatat succeeded.
+    (r == 0).then(|| unsafe { st.assume_init() })
+}
+
+fn read_link_at(dir: &OwnedFd, name: &CStr) -> Option<PathBuf> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: a valid dir fd, C string and buffer of the given length.
+    let n = unsafe { libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(PathBuf::from(std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&buf))))
+}
+
+fn errno_string() -> String {
+    std::io::Error::last_os_error().to_string()
+}
+
+struct Sweep<'a> {
+    project: &'a ProjectView,
+    session: SessionDir<'a>,
+    /// The quarantine dir, made on the first move.
+    qdir: Option<OwnedFd>,
+    out: Vec<Quarantined>,
+}
+
+impl Sweep<'_> {
+    /// The root (the project or a git dir) `p` lies in, opened, and `p` relative to it.
+    fn root_of(&self, p: &Path) -> Option<(OwnedFd, PathBuf)> {
+        let roots = std::iter::once(&self.project.path).chain(&self.project.git_dirs);
+        let root = roots
+            .filter(|r| p.starts_with(r) && p != r.as_path())
+            .max_by_key(|r| r.components().count())?;
+        let fd = crate::fsutil::open_dir_nofollow(root).ok()?;
+        Some((fd, p.strip_prefix(root).ok()?.to_path_buf()))
+    }
+
+    /// `path` if the session made it (or replaced the link `link` there), moved away.
+    fn check(&mut self, path: &Path, link: Option<&Path>) {
+        let Some((root, rel)) = self.root_of(path) else { return };
+        let (Some(parent_rel), Some(name)) = (rel.parent(), rel.file_name()) else { return };
+        let Some(parent) = open_beneath(&root, parent_rel) else { return };
+        let Ok(cname) = CString::new(name.as_bytes()) else { return };
+        let Some(st) = lstat_at(&parent, &cname) else { return };
+        let is_link = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+        if let Some(t) = link {
+            if is_link && read_link_at(&parent, &cname).as_deref() == Some(t) {
+                return;
+            }
+        }
+        self.quarantine(&parent, &cname, path, link);
+    }
+
+    /// The entries of a watched directory that were not there at the start, looked at
+    /// for the files it names.
+    fn check_dir(&mut self, wd: &WatchedDir) {
+        let Some((root, rel)) = self.root_of(&wd.dir) else { return };
+        let Some(dir) = open_beneath(&root, &rel) else { return };
+        let Ok(names) = read_names(dir.as_raw_fd()) else { return };
+        for entry in names.into_iter().take(DIR_CAP) {
+            let e = std::ffi::OsStr::from_bytes(entry.to_bytes());
+            if wd.known.iter().any(|k| k.as_bytes() == e.as_bytes()) {
+                continue;
+            }
+            let Some(sub) = name_of(e).and_then(|n| openat_nofollow(&dir, n, dir_flags(), Mode::empty()).ok()) else {
+                continue;
+            };
+            for n in &wd.names {
+                let cname = CString::new(n.as_str()).expect("no NUL");
+                if lstat_at(&sub, &cname).is_none() || harmless(wd, &sub, n) {
+                    continue;
+                }
+                self.quarantine(&sub, &cname, &wd.dir.join(e).join(n), None);
+            }
+        }
+    }
+
+    fn qdir(&mut self) -> Option<&OwnedFd> {
+        if self.qdir.is_none() {
+            let fd = self.session.fd;
+            let _ = nix::sys::stat::mkdirat(Some(fd.as_raw_fd()), QUARANTINE_DIR, Mode::from_bits_truncate(0o700));
+            self.qdir = openat_nofollow(fd, QUARANTINE_DIR, dir_flags(), Mode::empty()).ok();
+        }
+        self.qdir.as_ref()
+    }
+
+    /// Move `parent/name` into the quarantine dir (as `<n>-<name>`), or, across file
+    /// systems, aside beside itself; then put the user's link back.
+    fn quarantine(&mut self, parent: &OwnedFd, name: &CStr, path: &Path, link: Option<&Path>) {
+        let base = String::from_utf8_lossy(name.to_bytes()).replace('/', "_");
+        let n = self.out.len();
+        let mut rec = Quarantined { path: path.to_path_buf(), moved_to: None, link_restored: None, error: None };
+        let target = CString::new(format!("{n}-{base}")).expect("no NUL");
+        let moved = match self.qdir() {
+            Some(q) => rename_noreplace(parent, name, q, &target),
+            None => Err(libc::EXDEV),
+        };
+        match moved {
+            Ok(()) => {
+                let to = self.session.path.join(QUARANTINE_DIR).join(format!("{n}-{base}"));
+                rec.moved_to = Some(to);
+            }
+            Err(libc::EXDEV) => {
+                let aside = format!("{base}.csbox-quarantined-{}", &self.session.id[..self.session.id.len().min(8)]);
+                let c = CString::new(aside.clone()).expect("no NUL");
+                match rename_noreplace(parent, name, parent, &c) {
+                    Ok(()) => rec.moved_to = Some(path.with_file_name(aside)),
+                    Err(e) => rec.error = Some(format!("renameat2({}): {}", path.display(), std::io::Error::from_raw_os_error(e))),
+                }
+            }
+            Err(e) => rec.error = Some(format!("renameat2({}): {}", path.display(), std::io::Error::from_raw_os_error(e))),
+        }
+        if let (Some(t), Some(_)) = (link, &rec.moved_to) {
+            let tc = CString::new(t.as_os_str().as_bytes()).expect("no NUL in a link");
+            // SAFETY: valid C strings and dir fd.
+            if unsafe { libc::symlinkat(tc.as_ptr(), parent.as_raw_fd(), name.as_ptr()) } == 0 {
+                rec.link_restored = Some(t.to_path_buf());
+            } else {
+                rec.error = Some(format!("symlinkat({}): {}", path.display(), errno_string()));
+            }
+        }
+        self.out.push(rec);
+    }
+}
+
+/// What `git worktree add` writes: a `commondir` of `../..`, the common dir itself.
+fn harmless(wd: &WatchedDir, entry: &OwnedFd, name: &str) -> bool {
+    if name != "commondir" || wd.dir.file_name() != Some("worktrees".as_ref()) {
+        return false;
+    }
+    let Ok(text) = read_small_at(entry, "commondir", 4096) else { return false };
+    let t = String::from_utf8_lossy(&text);
+    let t = t.trim();
+    t == "../.." || wd.dir.parent().is_some_and(|c| Path::new(t) == c)
+}
+
+fn rename_noreplace(from: &OwnedFd, name: &CStr, to: &OwnedFd, new: &CStr) -> Result<(), i32> {
+    // SAFETY: valid dir fds and C strings.
+    let r = unsafe {
+        libc::renameat2(from.as_raw_fd(), name.as_ptr(), to.as_raw_fd(), new.as_ptr(), libc::RENAME_NOREPLACE)
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+/// Move away what the session made among the project's watched paths (see the module
+/// doc): called after the sandbox is gone, so nothing inside races it.
+pub fn sweep(project: &ProjectView, session: SessionDir<'_>) -> Vec<Quarantined> {
+    let mut s = Sweep { project, session, qdir: None, out: Vec::new() };
+    for w in &project.watched {
+        s.check(&w.path, w.link.as_deref());
+    }
+    for wd in &project.watched_dirs {
+        s.check_dir(wd);
+    }
+    s.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(root: &Path, watched: Vec<Watched>, dirs: Vec<WatchedDir>) -> ProjectView {
+        ProjectView {
+            path: root.to_path_buf(),
+            read_only: false,
+            git_dirs: vec![],
+            protected: vec![],
+            pinned: vec![],
+            watched,
+            watched_dirs: dirs,
+        }
+    }
+
+    #[test]
+    fn what_the_session_made_is_moved_and_what_it_left_alone_stays() {
+        let d = tempfile::tempdir().unwrap();
+        let proj = d.path().join("p");
+        let sess = d.path().join("s");
+        std::fs::create_dir_all(proj.join(".git/worktrees/ok")).unwrap();
+        std::fs::create_dir_all(proj.join(".git/worktrees/evil")).unwrap();
+        std::fs::create_dir_all(proj.join(".git/worktrees/old")).unwrap();
+        std::fs::create_dir_all(&sess).unwrap();
+        std::fs::write(proj.join(".git/commondir"), "x\n").unwrap();
+        std::fs::write(proj.join(".git/worktrees/ok/commondir"), "../..\n").unwrap();
+        std::fs::write(proj.join(".git/worktrees/evil/commondir"), "../../x\n").unwrap();
+        std::fs::write(proj.join(".git/worktrees/old/commondir"), "../../y\n").unwrap();
+        // The user's own link, left alone; one the session replaced by a file.
+        std::os::unix::fs::symlink("../shared/envrc", proj.join(".envrc")).unwrap();
+        std::fs::write(proj.join(".mcp.json"), "{}").unwrap();
+        // Behind a link: not reachable without following it, not touched.
+        std::fs::create_dir_all(d.path().join("elsewhere")).unwrap();
+        std::fs::write(d.path().join("elsewhere/settings.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(d.path().join("elsewhere"), proj.join(".claude")).unwrap();
+        let w = |p: &str, link: Option<&str>| Watched { path: proj.join(p), link: link.map(PathBuf::from) };
+        let view = project(
+            &proj,
+            vec![
+                w(".git/commondir", None),
+                w(".envrc", Some("../shared/envrc")),
+                w(".mcp.json", Some("/home/u/.aws/credentials")),
+                w(".claude/settings.json", None),
+                w(".vscode", None),
+            ],
+            vec![WatchedDir {
+                dir: proj.join(".git/worktrees"),
+                known: vec!["old".into()],
+                names: vec!["commondir".into(), "config.worktree".into()],
+            }],
+        );
+        let fd = crate::fsutil::open_dir_nofollow(&sess).unwrap();
+        let got = sweep(&view, SessionDir { fd: &fd, path: &sess, id: "0193abcd" });
+        let paths: Vec<&Path> = got.iter().map(|q| q.path.as_path()).collect();
+        assert_eq!(
+            paths,
+            vec![proj.join(".git/commondir"), proj.join(".mcp.json"), proj.join(".git/worktrees/evil/commondir")],
+            "{got:#?}"
+        );
+        assert!(got.iter().all(|q| q.error.is_none() && q.moved_to.as_ref().unwrap().starts_with(&sess)));
+        assert_eq!(std::fs::read_to_string(sess.join("quarantine/0-commondir")).unwrap(), "x\n");
+        assert!(!proj.join(".git/commondir").exists());
+        assert_eq!(std::fs::read_link(proj.join(".mcp.json")).unwrap(), Path::new("/home/u/.aws/credentials"));
+        assert_eq!(got[1].link_restored.as_deref(), Some(Path::new("/home/u/.aws/credentials")));
+        assert!(std::fs::symlink_metadata(proj.join(".envrc")).unwrap().file_type().is_symlink());
+        assert!(proj.join(".git/worktrees/ok/commondir").exists());
+        assert!(proj.join(".git/worktrees/old/commondir").exists());
+        assert!(d.path().join("elsewhere/settings.json").exists());
+    }
+}
