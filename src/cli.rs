@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     completions::CompletionsArgs, diff::DiffArgs, doctor::DoctorArgs, gc::GcArgs, ls::LsArgs,
-    ls::ShowArgs, profile::ProfileArgs, run::RunArgs, spec::SpecArgs, update::UpdateArgs,
+    ls::ShowArgs, profile::ProfileArgs, quarantine::QuarantineArgs, run::RunArgs, spec::SpecArgs,
+    update::UpdateArgs,
 };
 use crate::exit::{report, Result};
 
@@ -46,6 +47,10 @@ pub enum Command {
     Profile(ProfileArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
+    /// Run by an OCI runtime when a container `csbox spec` exported stops: move what the
+    /// session made among the project's hook and config files out of it
+    #[command(hide = true)]
+    Quarantine(QuarantineArgs),
 }
 
 pub fn main() -> i32 {
@@ -81,6 +86,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Spec(a) => spec::spec(a),
         Command::Doctor(a) => doctor::doctor(a),
         Command::Profile(a) => profile::profile(a),
+        Command::Quarantine(a) => quarantine::quarantine(a),
         Command::Completions(a) => {
             use clap::CommandFactory;
             completions::completions(a, Cli::command())

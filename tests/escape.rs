@@ -30,6 +30,8 @@ struct Ctx {
     listeners: Vec<UnixListener>,
     /// Host paths to remove after the run (outside the test's own dir).
     cleanup: Vec<PathBuf>,
+    /// The csbox binary to run, when not the one cargo built (a copy in the home).
+    csbox: Option<PathBuf>,
 }
 
 impl Drop for Ctx {
@@ -83,19 +85,24 @@ struct Probe {
     inside: &'static str,
     /// Host side, after the run: whether the attempt left its mark on the host.
     escaped: fn(&Ctx) -> bool,
-    strict: bool,
+    /// The profiles it runs under natively; the first also under runc.
+    profiles: &'static [&'static str],
     fails_with: FailsWith,
     /// Runs a second time on the same session (`--session`), after `setup_again`.
     reenter: Option<fn(&Ctx, &str)>,
+    /// csbox refuses to start this sandbox at all (exit 2, with this in its message):
+    /// contained too, and proof enough that nothing ran.
+    refused: Option<&'static str>,
 }
 
 const P: Probe = Probe {
     setup: |_| {},
     inside: "",
     escaped: |_| false,
-    strict: true,
+    profiles: &["default", "strict"],
     fails_with: FailsWith::Compat,
     reenter: None,
+    refused: None,
 };
 
 /// The user the probes run as: the unprivileged one when the tests run as root.
@@ -107,10 +114,13 @@ fn ctx() -> Ctx {
     let env = TestEnv::new(user());
     let nonce = format!("csbox-probe-{}-{}", std::process::id(), rand_u32());
     let proj = env.home.join("proj");
-    for d in [".git/hooks", ".claude/commands", ".claude/agents", ".vscode", ".idea"] {
+    for d in [".git/hooks", ".claude/commands", ".claude/agents", ".claude/hooks", ".vscode", ".idea", ".devcontainer", ".husky"] {
         std::fs::create_dir_all(proj.join(d)).unwrap();
     }
-    for f in [".git/config", ".gitmodules", ".claude/settings.json", ".claude/settings.local.json", ".mcp.json", ".envrc"] {
+    for f in [
+        ".git/config", ".gitmodules", ".claude/settings.json", ".claude/settings.local.json", ".mcp.json", ".envrc",
+        ".pre-commit-config.yaml", "mise.toml", ".mise.toml",
+    ] {
         std::fs::write(proj.join(f), "orig\n").unwrap();
     }
     std::fs::write(proj.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
@@ -129,6 +139,7 @@ fn ctx() -> Ctx {
         vars,
         listeners: Vec::new(),
         cleanup: Vec::new(),
+        csbox: None,
     }
 }
 
@@ -199,7 +210,11 @@ fn run_in(c: &Ctx, args: &[&str], script: &str, patch: Option<&str>) -> Output {
     let full = format!("echo RAN=$NONCE\n{script}");
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--", "sh", "-c", &full]);
-    let mut cmd = c.env.csbox(&all);
+    let mut cmd = match &c.csbox {
+        Some(bin) => c.env.command(bin),
+        None => c.env.command(CSBOX),
+    };
+    cmd.args(&all);
     probe_env(c, &mut cmd);
     if let Some(p) = patch {
         cmd.env("CSBOX_TEST_PLAN_PATCH", p);
@@ -242,20 +257,22 @@ fn runc_in(c: &Ctx, args: &[&str], script: &str, rootless: bool) -> Result<(Stri
     Ok((id, out))
 }
 
-/// Run the probe's first attempt: its output, and the session to re-enter.
-fn first_run(c: &Ctx, p: &Probe, profile: &str, runner: Runner, patch: Option<String>) -> (Output, String) {
+/// Run the probe's first attempt: its output, and the session to re-enter; `Err` with
+/// csbox's own output when it refused to make the sandbox.
+fn first_run(c: &Ctx, p: &Probe, profile: &str, runner: Runner, patch: Option<String>) -> Result<(Output, String), Output> {
     match runner {
         Runner::Native => {
             let mut args = vec!["run", "--profile", profile];
             if p.reenter.is_some() {
                 args.extend(["--name", "victim"]);
             }
-            (run_in(c, &args, p.inside, patch.as_deref()), "victim".to_string())
+            Ok((run_in(c, &args, p.inside, patch.as_deref()), "victim".to_string()))
         }
         Runner::Runc { rootless } => {
             let args = ["spec", "--profile", profile, "--new"];
             match runc_in(c, &args, p.inside, rootless) {
-                Ok((id, out)) => (out, id),
+                Ok((id, out)) => Ok((out, id)),
+                Err(out) if p.refused.is_some() => Err(out),
                 Err(out) => panic!("csbox spec failed: {}", stderr(&out)),
             }
         }
@@ -302,7 +319,13 @@ fn attempt(p: &Probe, profile: &str, runner: Runner, patch: Option<fn(&Ctx, &[&s
         }
         f(&c, &a)
     });
-    let (out, session) = first_run(&c, p, profile, runner, patch);
+    let (out, session) = match first_run(&c, p, profile, runner, patch) {
+        Ok(r) => r,
+        Err(out) => return !refused_cleanly(p, &out) || (p.escaped)(&c),
+    };
+    if !stdout(&out).contains(&format!("RAN={}", c.nonce)) && refused_cleanly(p, &out) {
+        return (p.escaped)(&c);
+    }
     assert!(
         stdout(&out).contains(&format!("RAN={}", c.nonce)),
         "the sandbox did not run the probe: {}",
@@ -321,6 +344,14 @@ fn attempt(p: &Probe, profile: &str, runner: Runner, patch: Option<fn(&Ctx, &[&s
     escaped
 }
 
+/// csbox refused to make this probe's sandbox, with exit 2 and the message it expects.
+fn refused_cleanly(p: &Probe, out: &Output) -> bool {
+    let Some(msg) = p.refused else { return false };
+    let ok = out.status.code() == Some(2) && stderr(out).contains(msg);
+    assert!(ok, "expected a refusal naming {msg:?} with exit 2, got {:?}: {}", out.status, stderr(out));
+    ok
+}
+
 /// The runc runs of a probe: rootless always, as root too when the tests are root.
 fn runc_runners() -> Vec<Runner> {
     if runc().is_none() {
@@ -335,13 +366,13 @@ fn runc_runners() -> Vec<Runner> {
 }
 
 fn run(p: Probe) {
-    let profiles: &[&str] = if p.strict { &["default", "strict"] } else { &["default"] };
-    for prof in profiles {
+    for prof in p.profiles {
         assert!(!attempt(&p, prof, Runner::Native, None), "ESCAPE under {prof}");
     }
     // The same containment from the exported bundle (csbox spec) under an OCI runtime.
+    let first = p.profiles[0];
     for runner in runc_runners() {
-        assert!(!attempt(&p, "default", runner, None), "ESCAPE under default, {runner:?}");
+        assert!(!attempt(&p, first, runner, None), "ESCAPE under {first}, {runner:?}");
     }
     let shown = match p.fails_with {
         FailsWith::Compat => attempt(&p, "compat", Runner::Native, None),
@@ -720,7 +751,7 @@ probe!(a_home_layer_link_planted_in_the_session_binds_no_host_dir {
     inside: r#"echo "$NONCE" > "$HOME/x" 2>/dev/null; echo "$NONCE" > "$HOME/.cache/x" 2>/dev/null; true"#,
     escaped: |c| c.has_nonce(&c.home(".config/victim/x")),
     reenter: Some(|c, s| plant(c, s, "home/upper", &c.home(".config/victim"))),
-    strict: false,
+    profiles: &["default"],
     fails_with: FailsWith::Patch(bind_victim),
 });
 
@@ -737,13 +768,19 @@ fn follow_layer_link(c: &Ctx, args: &[&str], field: &str, rel: &str, target: &Pa
     })
 }
 
-/// Whether the victim dir holds anything now (an overlay used it as a layer).
+/// Whether the victim dir holds anything now but the mount points made for the patched
+/// run (an overlay used it as a layer).
 fn victim_touched(c: &Ctx) -> bool {
-    std::fs::read_dir(c.home(".config/victim")).is_ok_and(|mut d| d.next().is_some())
+    std::fs::read_dir(c.home(".config/victim"))
+        .is_ok_and(|d| d.flatten().any(|e| !csbox::plan::SESSION_OWN.iter().any(|n| e.file_name() == *n)))
 }
 
+/// The victim dir, with what a `~/.claude` layer has for csbox's binds of the session's
+/// own state (so a patched run that takes it as the layer gets as far as the command).
 fn victim_dir(c: &mut Ctx) {
-    std::fs::create_dir_all(c.home(".config/victim")).unwrap();
+    for n in csbox::plan::SESSION_OWN {
+        std::fs::create_dir_all(c.home(".config/victim").join(n)).unwrap();
+    }
     c.env.chown_all(c.env.dir.path());
 }
 
@@ -768,6 +805,262 @@ probe!(a_home_work_dir_link_planted_in_the_session_binds_no_host_dir {
     inside: r#"echo "$NONCE" > "$HOME/x" 2>/dev/null; true"#,
     escaped: victim_touched,
     reenter: Some(|c, s| plant(c, s, "home/work", &c.home(".config/victim"))),
-    strict: false,
+    profiles: &["default"],
     fails_with: FailsWith::Patch(|c, a| follow_layer_link(c, a, "work", "home/work", &c.home(".config/victim"))),
+});
+
+// --- The first red-team report (notes/attack-1.md): each finding's way out, closed.
+
+// F1: git takes config and hooks from `$GIT_DIR/commondir`, `config.worktree` and a
+// submodule's git dir: what the session makes there is moved out of the project at exit.
+macro_rules! git_steering {
+    ($name:ident, $rel:expr, $inside:expr) => {
+        probe!($name {
+            inside: concat!($inside, "; true"),
+            escaped: |c| std::fs::symlink_metadata(c.proj.join($rel)).is_ok(),
+        });
+    };
+}
+git_steering!(
+    a_commondir_the_session_plants_in_the_git_dir_does_not_stay,
+    ".git/commondir",
+    r#"mkdir -p .git/x && printf '[core]\n\tfsmonitor = "echo $NONCE > $OUT/pwned; false"\n' > .git/x/config && for d in objects refs; do ln -s ../$d .git/x/$d; done; echo x > .git/commondir"#
+);
+git_steering!(
+    a_config_worktree_the_session_plants_does_not_stay,
+    ".git/config.worktree",
+    r#"printf '[core]\n\thooksPath = /tmp/evil\n' > .git/config.worktree"#
+);
+git_steering!(
+    a_submodule_git_dir_the_session_plants_does_not_stay,
+    ".git/modules/evil/config",
+    r#"mkdir -p .git/modules/evil/hooks && printf '[core]\n\tfsmonitor = "id"\n' > .git/modules/evil/config"#
+);
+
+/// The project as a linked worktree of a repository beside it (`$MAIN`), as `git worktree
+/// add` makes one: its `.git` file points at `main/.git/worktrees/proj`.
+fn linked_worktree(c: &mut Ctx) {
+    let main = c.home("main");
+    let wt = main.join(".git/worktrees/proj");
+    std::fs::create_dir_all(wt.clone()).unwrap();
+    std::fs::create_dir_all(main.join(".git/hooks")).unwrap();
+    for (p, text) in [
+        (main.join(".git/config"), "[core]\n\tbare = false\n".to_string()),
+        (main.join(".git/HEAD"), "ref: refs/heads/main\n".into()),
+        (wt.join("commondir"), "../..\n".into()),
+        (wt.join("HEAD"), "ref: refs/heads/proj\n".into()),
+        (wt.join("gitdir"), format!("{}\n", c.proj.join(".git").display())),
+    ] {
+        std::fs::write(p, text).unwrap();
+    }
+    std::fs::remove_dir_all(c.proj.join(".git")).unwrap();
+    std::fs::write(c.proj.join(".git"), format!("gitdir: {}\n", wt.display())).unwrap();
+    c.env.chown_all(c.env.dir.path());
+    c.vars.push(("MAIN".into(), main.display().to_string()));
+}
+
+probe!(a_linked_worktrees_commondir_cannot_be_pointed_elsewhere {
+    setup: linked_worktree,
+    inside: r#"echo "$OUT" > "$MAIN/.git/worktrees/proj/commondir"; true"#,
+    escaped: |c| std::fs::read_to_string(c.home("main/.git/worktrees/proj/commondir")).is_ok_and(|s| s != "../..\n"),
+});
+
+probe!(a_commondir_planted_in_the_main_repo_from_a_linked_worktree_does_not_stay {
+    setup: linked_worktree,
+    inside: r#"echo "$OUT" > "$MAIN/.git/commondir"; echo "$OUT" > "$MAIN/.git/worktrees/proj/config.worktree"; true"#,
+    escaped: |c| c.home("main/.git/commondir").exists() || c.home("main/.git/worktrees/proj/config.worktree").exists(),
+});
+
+// F2: a directory holding protected paths cannot be renamed aside and replaced.
+macro_rules! rename_aside {
+    ($name:ident, $dir:expr, $file:expr) => {
+        probe!($name {
+            setup: |c| {
+                // A submodule's git dir, for the nested case.
+                std::fs::create_dir_all(c.proj.join(".git/modules/sub/hooks")).unwrap();
+                std::fs::write(c.proj.join(".git/modules/sub/config"), "orig\n").unwrap();
+                c.env.chown_all(c.env.dir.path());
+            },
+            inside: concat!(
+                "mv ", $dir, " ", $dir, "-old && mkdir -p \"$(dirname ", $file, ")\" && echo \"$NONCE\" > ", $file,
+                "; mv ", $dir, "-old ", $dir, "/old 2>/dev/null; true"
+            ),
+            escaped: |c| c.has_nonce(&c.proj.join($file)),
+        });
+    };
+}
+rename_aside!(the_git_dir_cannot_be_renamed_aside, ".git", ".git/config");
+rename_aside!(the_claude_dir_cannot_be_renamed_aside, ".claude", ".claude/settings.json");
+rename_aside!(a_submodules_git_dir_cannot_be_renamed_aside, ".git/modules", ".git/modules/sub/config");
+
+// F3: a protected path that is a link out of the project binds nothing, natively and
+// from the bundle `csbox spec --session` exports: the link would be resolved on the host
+// (the source) and, for the destination, in the tree the session controls (its home
+// layer turns `~/.m2/..` into a directory of the project).
+probe!(a_protected_link_out_of_the_project_binds_nothing {
+    setup: |c| {
+        let n = c.nonce.clone();
+        c.write(&c.home(".ssh/id_ed25519"), &format!("secret {n}\n"));
+        std::fs::create_dir_all(c.home(".m2")).unwrap();
+        std::fs::remove_file(c.proj.join(".git/config")).unwrap();
+        std::os::unix::fs::symlink(c.home(".m2/../.ssh/id_ed25519"), c.proj.join(".git/config")).unwrap();
+        c.env.chown_all(c.env.dir.path());
+    },
+    inside: r#"grep -q "$NONCE" "$PROJ/x/.ssh/id_ed25519" 2>/dev/null && echo ESCAPED
+grep -q "$NONCE" "$PROJ/.git/config" 2>/dev/null && echo ESCAPED
+mkdir -p "$PROJ/x/y" "$PROJ/x/.ssh"; touch "$PROJ/x/.ssh/id_ed25519" 2>/dev/null
+rm -rf "$HOME/.m2" 2>/dev/null; ln -sfn "$PROJ/x/y" "$HOME/.m2" 2>/dev/null; true"#,
+    escaped: |c| c.has_nonce(&c.proj.join("x/.ssh/id_ed25519")),
+    reenter: Some(|_, _| {}),
+    profiles: &["default"],
+});
+
+// F4: csbox's own files are no project: a session there could loosen every later
+// sandbox. csbox refuses to start one.
+macro_rules! own_config {
+    ($name:ident, $cwd:expr, $write:expr, $msg:expr) => {
+        probe!($name {
+            setup: |c| {
+                c.proj = c.home($cwd);
+                std::fs::create_dir_all(c.home(".config/csbox/profiles")).unwrap();
+                std::fs::create_dir_all(c.home(".config/systemd/user")).unwrap();
+                c.env.chown_all(c.env.dir.path());
+            },
+            inside: concat!("echo \"{\\\"description\\\": \\\"$NONCE\\\", \\\"isolation\\\": \\\"none\\\"}\" > \"$PWD/", $write, "\""),
+            escaped: |c| c.has_nonce(&c.home(concat!($cwd, "/", $write))),
+            refused: Some($msg),
+        });
+    };
+}
+own_config!(the_config_dir_holding_csbox_profiles_is_refused_as_a_project, ".config", "csbox/profiles/default.json", "csbox's configuration");
+own_config!(csbox_own_config_dir_is_refused_as_a_project, ".config/csbox", "profiles/strict.json", "csbox's configuration");
+own_config!(the_systemd_user_unit_dir_is_refused_as_a_project, ".config/systemd/user", "csbox-gc.service", "systemd user units");
+
+probe!(the_dir_of_a_csbox_binary_under_home_is_refused_as_a_project {
+    setup: |c| {
+        let bin = c.home(".local/bin/csbox");
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        std::fs::copy(CSBOX, &bin).unwrap();
+        c.env.chown_all(c.env.dir.path());
+        c.proj = bin.parent().unwrap().to_path_buf();
+        c.csbox = Some(bin);
+    },
+    // A running binary cannot be written (ETXTBSY), but it can be replaced.
+    inside: r#"cp "$PWD/csbox" "$PWD/.new" && echo "$NONCE" >> "$PWD/.new" && mv "$PWD/.new" "$PWD/csbox""#,
+    escaped: |c| std::fs::read(c.home(".local/bin/csbox")).is_ok_and(|b| b.windows(c.nonce.len()).any(|w| w == c.nonce.as_bytes())),
+    refused: Some("the csbox binary"),
+});
+
+// F5: a listening host socket anywhere on the read-only host is hidden, not only those
+// under /run, /tmp and /var/tmp.
+socket!(a_socket_outside_the_private_dirs_is_unreachable, |c: &Ctx| c.out.join("daemon.sock"));
+socket!(a_socket_in_the_project_is_unreachable, |c: &Ctx| c.proj.join("dev.sock"));
+
+// F7: what the protected config delegates to is protected too.
+project_file!(a_claude_hook_script_cannot_be_written, ".claude/hooks/format.sh");
+project_file!(a_dev_container_command_cannot_be_added, ".devcontainer/devcontainer.json");
+project_file!(the_pre_commit_config_cannot_be_written, ".pre-commit-config.yaml");
+project_file!(a_husky_hook_cannot_be_written, ".husky/pre-commit");
+project_file!(the_mise_config_cannot_be_written, "mise.toml");
+project_file!(the_hidden_mise_config_cannot_be_written, ".mise.toml");
+
+macro_rules! git_config_names {
+    ($name:ident, $config:expr, $target:expr) => {
+        probe!($name {
+            setup: |c| {
+                c.write(&c.proj.join(".git/config"), $config);
+                c.write(&c.proj.join($target), "orig\n");
+            },
+            inside: concat!("echo \"$NONCE\" >> \"$PROJ/", $target, "\""),
+            escaped: |c| c.has_nonce(&c.proj.join($target)),
+        });
+    };
+}
+git_config_names!(the_hooks_path_the_git_config_names_cannot_be_written, "[core]\n\thooksPath = githooks\n", "githooks/pre-commit");
+git_config_names!(a_config_the_git_config_includes_cannot_be_written, "[include]\n\tpath = ../shared.gitconfig\n", "shared.gitconfig");
+
+probe!(a_dev_container_the_session_makes_does_not_stay {
+    setup: |c| std::fs::remove_dir_all(c.proj.join(".devcontainer")).unwrap(),
+    inside: r#"mkdir -p .devcontainer && echo "{\"initializeCommand\": \"echo $NONCE\"}" > .devcontainer/devcontainer.json"#,
+    escaped: |c| c.proj.join(".devcontainer").exists(),
+});
+
+// F8: the host's per-session Claude state is not the session's to read.
+secret!(another_sessions_shell_snapshot_is_unreadable, ".claude/shell-snapshots/snapshot-bash-1.sh");
+secret!(another_sessions_env_is_unreadable, ".claude/session-env/0193a1b2-0000-7000-8000-000000000000/env");
+
+// F9: a hidden path the host creates during the session stays hidden.
+probe!(a_credential_the_host_creates_during_the_session_is_unreadable {
+    setup: |c| {
+        // Once the session's sandbox exists (its record is there), the host writes the
+        // secret, then a flag the probe waits for.
+        let (store, secret, flag, n) = (c.env.sessions_dir(), c.home(".netrc"), c.out.join("created"), c.nonce.clone());
+        std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            let made = |d: std::fs::ReadDir| d.flatten().any(|e| e.file_name() != "active");
+            while !std::fs::read_dir(&store).is_ok_and(made) && t.elapsed().as_secs() < 20 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            std::fs::write(&secret, format!("machine h password {n}\n")).unwrap();
+            std::fs::write(&flag, "").unwrap();
+        });
+        c.vars.push(("SECRET".into(), c.home(".netrc").display().to_string()));
+    },
+    inside: r#"i=0; while [ ! -e "$OUT/created" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+[ -e "$OUT/created" ] || echo "the host never wrote the secret"
+grep -q "$NONCE" "$SECRET" 2>/dev/null && echo ESCAPED; true"#,
+});
+
+// F10: credential stores the default list lacked; credentials in URLs under strict.
+secret!(podman_registry_auth_is_unreadable, ".config/containers/auth.json");
+secret!(the_rclone_config_is_unreadable, ".config/rclone/rclone.conf");
+secret!(a_minikube_client_key_is_unreadable, ".minikube/profiles/mk/client.key");
+secret!(maven_server_passwords_are_unreadable, ".m2/settings.xml");
+secret!(gradle_properties_are_unreadable, ".gradle/gradle.properties");
+secret!(the_s3cmd_config_is_unreadable, ".s3cfg");
+secret!(the_boto_config_is_unreadable, ".boto");
+secret!(the_terraform_cli_config_is_unreadable, ".terraformrc");
+
+probe!(credentials_in_urls_are_not_passed_under_strict {
+    setup: |c| {
+        let n = c.nonce.clone();
+        for (k, v) in [
+            ("DATABASE_URL", format!("postgres://app:{n}@db/app")),
+            ("SENTRY_DSN", format!("https://{n}@o1.ingest.sentry.io/1")),
+            ("UPSTREAM_MIRROR", format!("https://ci:{n}@mirror.example/simple")),
+        ] {
+            c.vars.push((k.into(), v));
+        }
+    },
+    inside: r#"env | grep -v '^NONCE=' | grep -q "$NONCE" && echo ESCAPED; true"#,
+    profiles: &["strict"],
+});
+
+// F13: a hostile layer cannot hide what it changed from `csbox diff`.
+/// `csbox diff` of the newest session, as JSON (None: no JSON came out whole).
+fn diff_json(c: &Ctx) -> Option<serde_json::Value> {
+    let id = c.env.ls_json()[0]["id"].as_str()?.to_string();
+    let out = c.env.run(&["diff", &id, "--json"]);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn diff_lists(c: &Ctx, path: &str) -> bool {
+    let want = format!("{}/{path}", c.env.home.canonicalize().unwrap().display());
+    diff_json(c).is_some_and(|v| v["entries"].as_array().unwrap().iter().any(|e| e["path"] == want.as_str()))
+}
+
+probe!(a_mode_000_dir_does_not_hide_its_changes_from_diff {
+    inside: r#"mkdir -p "$HOME/box" && echo "$NONCE" > "$HOME/box/blob" && chmod 000 "$HOME/box"; true"#,
+    escaped: |c| !diff_lists(c, "box"),
+    profiles: &["default"],
+});
+
+probe!(a_name_that_is_not_utf8_keeps_diff_json_whole {
+    inside: r#"touch "$HOME/$(printf 'csbox-\377')"; true"#,
+    escaped: |c| !diff_lists(c, "csbox-\\xff"),
+    profiles: &["default"],
 });

@@ -8,6 +8,7 @@ pub mod gc;
 pub mod ls;
 pub mod netlog;
 pub mod profile;
+pub mod quarantine;
 pub mod run;
 pub mod sandbox;
 pub mod spec;

@@ -378,34 +378,10 @@ fn finish(
 /// Move what the session made among the project's code-steering files into the
 /// session dir, say so, and record it; the number moved.
 fn quarantine(session: &mut LiveSession, plan: &Plan) -> usize {
-    let Some(proj) = &plan.view.project else {
-        return 0;
-    };
-    let dir = crate::session::quarantine::SessionDir {
-        fd: session.dir_fd(),
-        path: &session.dir,
-        id: session.id.as_str(),
-    };
-    let made = crate::session::quarantine::sweep(proj, dir);
-    for q in &made {
-        let what = match (&q.moved_to, &q.error) {
-            (Some(to), _) => format!("moved it to {}", to.display()),
-            (None, e) => format!("it could NOT be moved ({}): delete it", e.as_deref().unwrap_or("?")),
-        };
-        let link = q
-            .link_restored
-            .as_ref()
-            .map(|t| format!("; your link to {} is back in its place", t.display()))
-            .unwrap_or_default();
-        crate::warn!(
-            "this session made {} in the project: such files run code on your host later (git config and hooks, editor tasks, agent settings); csbox {what}{link}. Review it before you move it back",
-            crate::human::printable(&q.path.display().to_string())
-        );
+    match &plan.view.project {
+        Some(proj) => crate::session::quarantine::sweep_session(session, proj),
+        None => 0,
     }
-    session.meta.created_protected.extend(made.iter().map(|q| q.path.clone()));
-    let n = made.iter().filter(|q| q.moved_to.is_some()).count();
-    session.meta.quarantined.extend(made);
-    n
 }
 
 /// Where `--json-status` lines go: a file, an fd the caller opened, or stderr (ci).

@@ -89,9 +89,13 @@ pub fn spec(args: SpecArgs) -> Result<i32> {
         let seed = || crate::session::setup::claude_json_seed(&r.paths);
         let s = crate::session::layers::SessionDir { fd: &fd, path: &dir, id: &id };
         crate::session::layers::prepare(s, &plan.session_sources(), seed)?;
+        crate::session::masks::prepare(&fd, &dir, &plan)?;
     }
     let target = Target {
         rootless: args.rootless.then_some((r.uid, r.gid)),
+        after_exit: (id != PREVIEW_ID)
+            .then(|| std::env::current_exe().ok())
+            .flatten(),
     };
     let export = oci::export(&plan, &target)?;
     for n in notes.iter().chain(&export.notes) {

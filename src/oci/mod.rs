@@ -36,6 +36,11 @@ pub struct Target {
     /// A spec for a runtime run by this unprivileged user (uid, gid): a user namespace
     /// maps the plan's ids onto theirs. `None`: a runtime run by root.
     pub rootless: Option<(u32, u32)>,
+    /// csbox's own binary, for the runtime to run when the container has stopped (a
+    /// poststop hook): `csbox quarantine` moves what the session made among the
+    /// project's code-steering files out of it, as `csbox run` does at exit. None: no
+    /// such hook (a preview, with no session).
+    pub after_exit: Option<PathBuf>,
 }
 
 /// A bundle's `rootfs/` and config: what to create besides config.json.
@@ -88,11 +93,45 @@ use a profile with namespaces: default, strict or ci",
     // Spec::default() names a hostname ("youki"); a new UTS namespace keeps the host's, as
     // natively.
     spec.set_hostname(None);
+    if let (Some(exe), Some(project)) = (&target.after_exit, &plan.view.project) {
+        spec.set_hooks(Some(after_exit_hook(exe, plan, project, &mut notes)?));
+    }
     Ok(Export {
         spec,
         rootfs_links: ops.rootfs_links,
         notes,
     })
+}
+
+/// What `csbox run` does when the session ends, as a poststop hook: the runtime runs it
+/// on the host, as the user running the runtime (root drops to the session's owner).
+fn after_exit_hook(
+    exe: &Path,
+    plan: &Plan,
+    project: &crate::plan::ProjectView,
+    notes: &mut Vec<String>,
+) -> Result<oci_spec::runtime::Hooks> {
+    use oci_spec::runtime::{HookBuilder, HooksBuilder};
+    let view = serde_json::to_string(project).map_err(|e| Error::Other(e.to_string()))?;
+    let hook = oci(HookBuilder::default()
+        .path(exe)
+        .args(vec![
+            "csbox".to_string(),
+            "quarantine".into(),
+            "--dir".into(),
+            plan.session.dir.display().to_string(),
+            "--project".into(),
+            view,
+        ])
+        .env(vec!["PATH=/usr/bin:/bin".to_string()])
+        .timeout(60i64)
+        .build())?;
+    notes.push(format!(
+        "exit: csbox moves what the session made among the project's hook and config files out of it when the container stops (a poststop hook running {}); a runtime shows a hook's messages only when it fails, so it exits 3 when it moved something (runc then logs an \"error running hook\" with what; the container's exit status stays), and `csbox show {}` lists it",
+        exe.display(),
+        &plan.session.id[..plan.session.id.len().min(8)]
+    ));
+    oci(HooksBuilder::default().poststop(vec![hook]).build())
 }
 
 /// Namespaces, id mappings, masked paths and seccomp. Returns the section and the ids the

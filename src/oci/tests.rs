@@ -37,6 +37,7 @@ fn plan_for(profile: &str) -> std::result::Result<Plan, crate::plan::Error> {
 fn target(rootless: bool) -> Target {
     Target {
         rootless: rootless.then_some((1000, 1000)),
+        after_exit: None,
     }
 }
 

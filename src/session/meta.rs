@@ -79,7 +79,7 @@ pub struct Metadata {
     pub created_protected: Vec<PathBuf>,
     /// Where each of those went at exit (moved out of the project into the session dir).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub quarantined: Vec<super::quarantine::Quarantined>,
+    pub quarantined: Vec<Quarantined>,
     /// Hidden paths csbox masked in the session's home layer (overlay whiteouts it made,
     /// not deletions of the session's): `csbox diff` does not count them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -162,6 +162,23 @@ mod rfc3339_opt {
         s.map(|s| humantime::parse_rfc3339(&s).map_err(serde::de::Error::custom))
             .transpose()
     }
+}
+
+/// One file a session made in its project where code on the host reads it (a git
+/// config, a hook, editor tasks), and where csbox moved it at exit (`session::quarantine`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quarantined {
+    pub path: PathBuf,
+    /// In the session's quarantine dir, or beside the original when the session dir is
+    /// on another file system. None: it could not be moved (`error` says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_to: Option<PathBuf>,
+    /// The link that was there at the start, put back in its place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_restored: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[cfg(test)]

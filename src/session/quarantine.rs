@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
-use serde::{Deserialize, Serialize};
-
+pub use super::meta::Quarantined;
 use crate::fsutil::{openat_nofollow, read_names, read_small_at};
 use crate::plan::{ProjectView, WatchedDir};
 #[cfg(test)]
@@ -26,22 +25,6 @@ use crate::plan::Watched;
 pub const QUARANTINE_DIR: &str = "quarantine";
 /// Entries of a watched directory looked at, at most.
 const DIR_CAP: usize = 1024;
-
-/// One file the session made where code on the host reads it, and where it is now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Quarantined {
-    pub path: PathBuf,
-    /// In the session's quarantine dir, or beside the original when the session dir is
-    /// on another file system. None: it could not be moved (`error` says why).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub moved_to: Option<PathBuf>,
-    /// The link that was there at the start, put back in its place.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link_restored: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
 
 /// Where the session directory is: its fd (opened without following a link) and path.
 pub struct SessionDir<'a> {
@@ -236,6 +219,41 @@ pub fn sweep(project: &ProjectView, session: SessionDir<'_>) -> Vec<Quarantined>
         s.check_dir(wd);
     }
     s.out
+}
+
+/// One line for the user about `q`.
+pub fn describe(q: &Quarantined) -> String {
+    let what = match (&q.moved_to, &q.error) {
+        (Some(to), _) => format!("moved it to {}", crate::human::printable_path(to)),
+        (None, e) => format!("it could NOT be moved ({}): delete it", e.as_deref().unwrap_or("?")),
+    };
+    let link = q
+        .link_restored
+        .as_ref()
+        .map(|t| format!("; your link to {} is back in its place", crate::human::printable_path(t)))
+        .unwrap_or_default();
+    format!(
+        "this session made {} in the project: such files run code on your host later (git config and hooks, editor tasks, agent settings); csbox {what}{link}. Review it before you move it back",
+        crate::human::printable_path(&q.path)
+    )
+}
+
+/// [`sweep`] for a session csbox holds, each move said on stderr and recorded in its
+/// metadata (the caller writes it); the number moved.
+pub fn sweep_session(session: &mut super::LiveSession, project: &ProjectView) -> usize {
+    let dir = SessionDir {
+        fd: session.dir_fd(),
+        path: &session.dir,
+        id: session.id.as_str(),
+    };
+    let made = sweep(project, dir);
+    for q in &made {
+        crate::warn!("{}", describe(q));
+    }
+    session.meta.created_protected.extend(made.iter().map(|q| q.path.clone()));
+    let n = made.iter().filter(|q| q.moved_to.is_some()).count();
+    session.meta.quarantined.extend(made);
+    n
 }
 
 #[cfg(test)]
