@@ -16,6 +16,7 @@ pub mod exit;
 pub mod fault;
 pub mod fsutil;
 pub mod gc;
+pub mod gitconfig;
 pub mod hints;
 pub mod human;
 pub mod net;

@@ -12,7 +12,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use common::*;
 
@@ -940,14 +940,19 @@ probe!(the_dir_of_a_csbox_binary_under_home_is_refused_as_a_project {
     setup: |c| {
         let bin = c.home(".local/bin/csbox");
         std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
-        std::fs::copy(CSBOX, &bin).unwrap();
         c.env.chown_all(c.env.dir.path());
+        // A link, not a copy: a file just written may still be open for writing in a
+        // child another test thread forks, and exec of it fails with ETXTBSY.
+        std::fs::hard_link(CSBOX, &bin).or_else(|_| std::fs::copy(CSBOX, &bin).map(|_| ())).unwrap();
         c.proj = bin.parent().unwrap().to_path_buf();
         c.csbox = Some(bin);
     },
     // A running binary cannot be written (ETXTBSY), but it can be replaced.
-    inside: r#"cp "$PWD/csbox" "$PWD/.new" && echo "$NONCE" >> "$PWD/.new" && mv "$PWD/.new" "$PWD/csbox""#,
-    escaped: |c| std::fs::read(c.home(".local/bin/csbox")).is_ok_and(|b| b.windows(c.nonce.len()).any(|w| w == c.nonce.as_bytes())),
+    inside: r#"echo "$NONCE" > "$PWD/.new" && mv "$PWD/.new" "$PWD/csbox""#,
+    escaped: |c| {
+        let bin = c.home(".local/bin/csbox");
+        std::fs::metadata(&bin).is_ok_and(|m| m.len() < 4096) && c.has_nonce(&bin)
+    },
     refused: Some("the csbox binary"),
 });
 
@@ -1064,3 +1069,38 @@ probe!(a_name_that_is_not_utf8_keeps_diff_json_whole {
     escaped: |c| !diff_lists(c, "csbox-\\xff"),
     profiles: &["default"],
 });
+
+// F11: the session shares the caller's terminal; csbox puts its modes back and resets
+// its character attributes before it speaks, so the session can neither hide csbox's
+// warnings (SGR 8, concealed) nor leave the shell without echo.
+#[test]
+fn a_session_cannot_hide_csbox_warnings_or_leave_the_terminal_changed() {
+    if !Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success()) {
+        return cannot_run("tmux is not installed (apt-get install tmux): the terminal probe needs a real pty");
+    }
+    let c = ctx();
+    std::fs::remove_file(c.proj.join(".envrc")).unwrap();
+    let spoil = r#"echo x > .envrc; stty -echo; printf '\033[8m'"#;
+    let after = r#"echo "STTY=$(stty -a | tr ' ;' '\n\n' | grep -x -- '-*echo')"; echo DONE"#;
+    let script = |pre: &str| format!("cd proj\n{pre}\n{after}\n");
+    // The control, without csbox: the same command leaves the terminal concealed and
+    // without echo, and the capture shows it (so the check below can fail).
+    let control = c.home("control.sh");
+    std::fs::write(&control, script(&format!("sh -c \"{}\"", spoil.replace('"', "\\\"")))).unwrap();
+    let probe = c.home("probe.sh");
+    std::fs::write(&probe, script(&format!("{CSBOX} run -- sh -c \"{}\"", spoil.replace('"', "\\\"")))).unwrap();
+    c.env.chown_all(c.env.dir.path());
+    let t = Tmux::start(&c.env, "ctl", "sh control.sh");
+    let screen = t.wait_for("DONE");
+    let attrs = t.screen_with_attributes();
+    drop(t);
+    assert!(screen.contains("STTY=-echo") && attrs.contains("\x1b[8mSTTY"), "the control shows nothing:\n{screen}\n{attrs:?}");
+    std::fs::remove_file(c.proj.join(".envrc")).unwrap();
+    let t = Tmux::start(&c.env, "sgr", "sh probe.sh");
+    let screen = t.wait_for("DONE");
+    let attrs = t.screen_with_attributes();
+    let warning = attrs.lines().find(|l| l.contains("this session ")).unwrap_or_else(|| panic!("no warning:\n{screen}"));
+    assert!(!warning.contains("\x1b[8m"), "the warning is concealed: {warning:?}");
+    assert!(screen.contains("STTY=echo"), "echo is still off after the session:\n{screen}");
+    assert!(!c.proj.join(".envrc").exists(), "moved out of the project");
+}

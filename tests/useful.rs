@@ -92,6 +92,9 @@ fn git_commit_works_in_the_project_and_reaches_the_host() {
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(stdout(&out).trim(), "1");
         assert!(proj.join(".git/HEAD").exists(), "the repository is on the host");
+        // What git init writes steers nothing: it stays (and nothing is reported).
+        assert!(proj.join(".git/config").exists() && proj.join(".git/hooks").exists());
+        assert!(!stderr(&out).contains("this session made"), "{}", stderr(&out));
         assert_eq!(home_snapshot(&env), before, "nothing else of the home changed");
     }
 }
@@ -131,6 +134,65 @@ fn a_linked_worktree_commits_into_its_common_dir() {
             .unwrap();
         assert!(stdout(&log).contains("from-the-sandbox"), "{}", stdout(&log));
         assert!(!main.join(".git/hooks/post-commit").exists());
+    }
+}
+
+/// `git ARGS` as the env's user, on the host, in `dir`.
+fn host_git(env: &TestEnv, dir: &Path, args: &str) -> String {
+    let out = env
+        .command("sh")
+        .args(["-c", &format!("git -c user.email=a@b -c user.name=t {args}")])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args}: {}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn git_works_in_a_repository_whose_git_dir_is_pinned() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        let proj = project(&env);
+        host_git(&env, &proj, "init -q . && echo a > a && git add a && git -c user.email=a@b -c user.name=t commit -q -m one");
+        std::fs::create_dir_all(proj.join(".claude")).unwrap();
+        std::fs::write(proj.join(".claude/settings.json"), "{}").unwrap();
+        env.chown_all(env.dir.path());
+        // .git and .claude are mount points inside: what git does in them still works.
+        let out = run_in(
+            &env,
+            &proj,
+            "set -e; g='git -c user.email=a@b -c user.name=t'; echo b > b; $g add b; $g commit -q -m two; $g checkout -q -b side; \
+             echo c > c; $g add c; $g stash -q; $g stash pop -q; $g commit -q -am three; $g gc -q; $g tag v1; \
+             mv .git .git-old 2>/dev/null && echo RENAMED; echo ok",
+        );
+        assert!(stdout(&out).contains("ok") && !stdout(&out).contains("RENAMED"), "{}", stderr(&out));
+        assert!(!stderr(&out).contains("this session made"), "nothing moved: {}", stderr(&out));
+        let log = host_git(&env, &proj, "log --oneline side");
+        assert_eq!(log.lines().count(), 3, "{log}");
+        assert!(host_git(&env, &proj, "tag").contains("v1"));
+    }
+}
+
+#[test]
+fn a_session_writes_its_own_shell_snapshots_and_env() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        let proj = project(&env);
+        std::fs::create_dir_all(env.claude_root().join("shell-snapshots")).unwrap();
+        std::fs::write(env.claude_root().join("shell-snapshots/host.sh"), "export K=host\n").unwrap();
+        env.chown_all(env.dir.path());
+        let out = run_in(
+            &env,
+            &proj,
+            "echo mine > ~/.claude/shell-snapshots/s.sh && mkdir -p ~/.claude/session-env/u1 && echo e > ~/.claude/session-env/u1/env && ls ~/.claude/shell-snapshots",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out).trim(), "s.sh", "its own only");
+        let layer = latest_session(&env).join("state");
+        assert_eq!(std::fs::read_to_string(layer.join("shell-snapshots/s.sh")).unwrap(), "mine\n");
+        assert!(layer.join("session-env/u1/env").exists());
+        assert!(!env.claude_root().join("shell-snapshots/s.sh").exists(), "not the host's");
     }
 }
 

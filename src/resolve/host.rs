@@ -181,32 +181,17 @@ pub fn git_layout(cwd: &Path) -> Option<GitLayout> {
 
 /// The paths a git config file names for git to run or read: `core.hooksPath` (relative
 /// to the worktree's top) and the files it includes (relative to the config's own dir),
-/// following includes a few levels deep. A small reader of git's syntax: sections are
-/// `[name]` or `[name "sub"]`, keys and section names are case-insensitive, values may
-/// be quoted, `#` and `;` start comments.
+/// following includes a few levels deep.
 fn config_refs(config: &Path, top: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     let Ok(text) = read_regular(config, GIT_CONFIG_CAP) else {
         return;
     };
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
     let base = config.parent().unwrap_or(Path::new("/"));
-    let mut section = String::new();
-    for raw in String::from_utf8_lossy(&text).lines() {
-        let mut line = raw.trim();
-        if let Some(rest) = line.strip_prefix('[') {
-            let Some(end) = rest.find(']') else { continue };
-            let name = rest[..end].split(['"', ' ']).next().unwrap_or("");
-            section = name.trim().to_ascii_lowercase();
-            line = rest[end + 1..].trim();
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let key = key.trim().to_ascii_lowercase();
-        let value = value.split(['#', ';']).next().unwrap_or("").trim().trim_matches('"');
+    for e in crate::gitconfig::parse(&String::from_utf8_lossy(&text)).entries {
         // `~/` and relative paths as git expands them, `..` removed lexically.
-        let at = |dir: &Path| crate::profile::expand::lexical(value, &home, dir).ok();
-        match (section.as_str(), key.as_str()) {
+        let at = |dir: &Path| crate::profile::expand::lexical(&e.value, &home, dir).ok();
+        match (e.section.as_str(), e.key.as_str()) {
             ("core", "hookspath") => out.extend(at(top)),
             ("include" | "includeif", "path") => {
                 let Some(p) = at(base) else { continue };

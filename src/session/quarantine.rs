@@ -110,6 +110,9 @@ impl Sweep<'_> {
                 return;
             }
         }
+        if !is_link && name.to_str().is_some_and(|n| harmless(&parent, n, path)) {
+            return;
+        }
         self.quarantine(&parent, &cname, path, link);
     }
 
@@ -129,10 +132,13 @@ impl Sweep<'_> {
             };
             for n in &wd.names {
                 let cname = CString::new(n.as_str()).expect("no NUL");
-                if lstat_at(&sub, &cname).is_none() || harmless(wd, &sub, n) {
+                let path = wd.dir.join(e).join(n);
+                let st = lstat_at(&sub, &cname);
+                let is_link = st.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
+                if st.is_none() || (!is_link && harmless(&sub, n, &path)) {
                     continue;
                 }
-                self.quarantine(&sub, &cname, &wd.dir.join(e).join(n), None);
+                self.quarantine(&sub, &cname, &path, None);
             }
         }
     }
@@ -185,15 +191,41 @@ impl Sweep<'_> {
     }
 }
 
-/// What `git worktree add` writes: a `commondir` of `../..`, the common dir itself.
-fn harmless(wd: &WatchedDir, entry: &OwnedFd, name: &str) -> bool {
-    if name != "commondir" || wd.dir.file_name() != Some("worktrees".as_ref()) {
-        return false;
+/// What git itself writes there, which steers nothing: `git worktree add`'s `commondir`
+/// of `../..` (the common dir itself), `git init`'s or `git clone`'s config (core
+/// settings, remotes, branches: see `gitconfig::is_plain`) and hooks dir of `*.sample`
+/// files only. A session that runs `git init` keeps its repository as git made it.
+fn harmless(dir: &OwnedFd, name: &str, path: &Path) -> bool {
+    let parent = path.parent().and_then(Path::file_name);
+    let grandparent = path.parent().and_then(Path::parent).and_then(Path::file_name);
+    let git_dir = parent == Some(".git".as_ref()) || grandparent == Some("modules".as_ref());
+    match name {
+        "commondir" if grandparent == Some("worktrees".as_ref()) => read_small_at(dir, name, 4096)
+            .is_ok_and(|t| {
+                let t = String::from_utf8_lossy(&t);
+                let common = path.parent().and_then(Path::parent).and_then(Path::parent);
+                t.trim() == "../.." || common.is_some_and(|c| Path::new(t.trim()) == c)
+            }),
+        "config" if git_dir => read_small_at(dir, name, 1 << 20)
+            .is_ok_and(|t| crate::gitconfig::is_plain(&String::from_utf8_lossy(&t))),
+        "hooks" if git_dir => samples_only(dir, name),
+        _ => false,
     }
-    let Ok(text) = read_small_at(entry, "commondir", 4096) else { return false };
-    let t = String::from_utf8_lossy(&text);
-    let t = t.trim();
-    t == "../.." || wd.dir.parent().is_some_and(|c| Path::new(t) == c)
+}
+
+/// A directory of regular `*.sample` files and nothing else (git runs none of them).
+fn samples_only(dir: &OwnedFd, name: &str) -> bool {
+    let Ok(hooks) = openat_nofollow(dir, name, dir_flags(), Mode::empty()) else {
+        return false;
+    };
+    let Ok(names) = read_names(hooks.as_raw_fd()) else {
+        return false;
+    };
+    names.len() <= DIR_CAP
+        && names.iter().all(|n| {
+            n.to_bytes().ends_with(b".sample")
+                && lstat_at(&hooks, n).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+        })
 }
 
 fn rename_noreplace(from: &OwnedFd, name: &CStr, to: &OwnedFd, new: &CStr) -> Result<(), i32> {
@@ -288,6 +320,13 @@ mod tests {
         // The user's own link, left alone; one the session replaced by a file.
         std::os::unix::fs::symlink("../shared/envrc", proj.join(".envrc")).unwrap();
         std::fs::write(proj.join(".mcp.json"), "{}").unwrap();
+        // What `git init` makes, kept; a config that steers git, moved.
+        std::fs::create_dir_all(proj.join(".git/hooks")).unwrap();
+        std::fs::write(proj.join(".git/hooks/pre-commit.sample"), "").unwrap();
+        std::fs::write(proj.join(".git/config"), "[core]\n\tbare = false\n").unwrap();
+        std::fs::create_dir_all(proj.join(".git/modules/m/hooks")).unwrap();
+        std::fs::write(proj.join(".git/modules/m/hooks/pre-commit"), "").unwrap();
+        std::fs::write(proj.join(".git/modules/m/config"), "[core]\n\tfsmonitor = id\n").unwrap();
         // Behind a link: not reachable without following it, not touched.
         std::fs::create_dir_all(d.path().join("elsewhere")).unwrap();
         std::fs::write(d.path().join("elsewhere/settings.json"), "{}").unwrap();
@@ -301,19 +340,30 @@ mod tests {
                 w(".mcp.json", Some("/home/u/.aws/credentials")),
                 w(".claude/settings.json", None),
                 w(".vscode", None),
+                w(".git/config", None),
+                w(".git/hooks", None),
             ],
-            vec![WatchedDir {
-                dir: proj.join(".git/worktrees"),
-                known: vec!["old".into()],
-                names: vec!["commondir".into(), "config.worktree".into()],
-            }],
+            vec![
+                WatchedDir {
+                    dir: proj.join(".git/worktrees"),
+                    known: vec!["old".into()],
+                    names: vec!["commondir".into(), "config.worktree".into()],
+                },
+                WatchedDir { dir: proj.join(".git/modules"), known: vec![], names: vec!["config".into(), "hooks".into()] },
+            ],
         );
         let fd = crate::fsutil::open_dir_nofollow(&sess).unwrap();
         let got = sweep(&view, SessionDir { fd: &fd, path: &sess, id: "0193abcd" });
         let paths: Vec<&Path> = got.iter().map(|q| q.path.as_path()).collect();
         assert_eq!(
             paths,
-            vec![proj.join(".git/commondir"), proj.join(".mcp.json"), proj.join(".git/worktrees/evil/commondir")],
+            vec![
+                proj.join(".git/commondir"),
+                proj.join(".mcp.json"),
+                proj.join(".git/worktrees/evil/commondir"),
+                proj.join(".git/modules/m/config"),
+                proj.join(".git/modules/m/hooks"),
+            ],
             "{got:#?}"
         );
         assert!(got.iter().all(|q| q.error.is_none() && q.moved_to.as_ref().unwrap().starts_with(&sess)));
@@ -325,5 +375,6 @@ mod tests {
         assert!(proj.join(".git/worktrees/ok/commondir").exists());
         assert!(proj.join(".git/worktrees/old/commondir").exists());
         assert!(d.path().join("elsewhere/settings.json").exists());
+        assert!(proj.join(".git/config").exists() && proj.join(".git/hooks/pre-commit.sample").exists());
     }
 }

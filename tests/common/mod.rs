@@ -4,8 +4,11 @@
 
 pub mod net;
 pub mod runc;
+pub mod tmux;
 #[allow(unused_imports)]
 pub use runc::{runc, runc_run};
+#[allow(unused_imports)]
+pub use tmux::Tmux;
 
 /// The newest session's dir (ids are time-ordered).
 pub fn latest_session(env: &TestEnv) -> PathBuf {
