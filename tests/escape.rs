@@ -1104,3 +1104,23 @@ fn a_session_cannot_hide_csbox_warnings_or_leave_the_terminal_changed() {
     assert!(screen.contains("STTY=echo"), "echo is still off after the session:\n{screen}");
     assert!(!c.proj.join(".envrc").exists(), "moved out of the project");
 }
+
+/// What a session made is said at exit and in `csbox show`, and the session that holds
+/// it is kept even when it was to be removed (`--rm`), so the user can review it.
+#[test]
+fn what_a_session_made_is_reported_moved_and_kept_for_review() {
+    let c = ctx();
+    std::fs::remove_file(c.proj.join(".envrc")).unwrap();
+    let out = run_in(&c, &["run", "--rm"], r#"echo "eval $NONCE" > .envrc"#, None);
+    assert!(stdout(&out).contains(&format!("RAN={}", c.nonce)));
+    let err = stderr(&out);
+    assert!(err.contains("this session made") && err.contains(".envrc") && err.contains("moved it to"), "{err}");
+    assert!(err.contains("kept session"), "{err}");
+    assert!(!c.proj.join(".envrc").exists());
+    let v = c.env.ls_json();
+    let id = v[0]["id"].as_str().unwrap().to_string();
+    let show = stdout(&c.env.run(&["show", &id]));
+    assert!(show.contains(".envrc (moved to "), "{show}");
+    let moved = c.env.sessions_dir().join(&id).join("quarantine/0-.envrc");
+    assert!(c.has_nonce(&moved), "kept for review at {}", moved.display());
+}

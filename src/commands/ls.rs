@@ -153,9 +153,17 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         kv.push(("boot id", m.boot_id.clone().unwrap_or_else(|| "-".into())));
         kv.push(("runs", m.runs.to_string()));
         for p in &m.created_protected {
+            let moved = m.quarantined.iter().find(|q| &q.path == p);
+            let at = match moved.and_then(|q| q.moved_to.as_ref()) {
+                Some(to) => format!("moved to {}", crate::human::printable_path(to)),
+                None => "left in place".into(),
+            };
             kv.push((
                 "made in project",
-                format!("{} (runs code on the host later: review it)", p.display()),
+                format!(
+                    "{} ({at}; runs code on the host later: review it)",
+                    crate::human::printable_path(p)
+                ),
             ));
         }
     }

@@ -11,7 +11,7 @@
 
 use super::relay::{on_signal, pid1_relay_loop, Relay};
 use super::steps::{FailedAt, Fds, Phase, Prepared};
-use super::syscalls::{apply, close_fds_except, errno, fail_at, open_source, write_file};
+use super::syscalls::{apply, close_fds_except, errno, fail_at, open_source, reachable, write_file};
 
 
 /// Keep only `p.keep_caps`, in every set: drop the rest from the bounding set (so no
@@ -191,7 +191,10 @@ unsafe fn run_stage(stage: Stage, p: &Prepared, f: &Fds) {
         Stage::Mounts => {
             for (i, step) in p.steps.iter().enumerate() {
                 match apply(step) {
+                    // Hiding what is gone, or what the sandbox cannot even look up (a
+                    // socket in another user's 0700 dir): nothing to hide.
                     Err(libc::ENOENT) if p.missing_ok.get(i) == Some(&true) => {}
+                    Err(libc::EACCES) if p.missing_ok.get(i) == Some(&true) && !reachable(step) => {}
                     Err(e) => fail_at(f.err_w, FailedAt::Step(i as u32), e),
                     Ok(()) => {}
                 }

@@ -170,6 +170,24 @@ unsafe fn submounts_below(dst: *const libc::c_char) -> Vec<std::ffi::CString> {
         .collect()
 }
 
+/// Whether the path a mount step mounts on can be looked up at all (O_PATH): a step that
+/// failed with EACCES on a path the sandbox cannot even reach hid nothing it could see.
+///
+/// # Safety
+/// Only in the sandbox's child.
+pub(super) unsafe fn reachable(step: &Step) -> bool {
+    let dst = match step {
+        Step::Mount { dst, .. } | Step::SetAttr { dst, .. } => dst,
+        _ => return true,
+    };
+    let fd = libc::open(dst.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+    if fd >= 0 {
+        libc::close(fd);
+        return true;
+    }
+    errno() != libc::EACCES
+}
+
 /// One step of the setup.
 ///
 /// # Safety
