@@ -3,8 +3,10 @@
 //!
 //! The shape: the host's root, read-only, nosuid, nodev, with a private /tmp; private
 //! /var/tmp, /run and $XDG_RUNTIME_DIR; the home (copy-on-write, read-only, hidden, or
-//! opted out); the `~/.claude` view; the project writable with its hook files read-only;
-//! the profile's binds and sockets; hidden paths; /dev and /proc last. Every destination
+//! opted out); the `~/.claude` view with the session's own per-session state; the
+//! project writable, the directories holding its hook files pinned (bound onto
+//! themselves), the hook files read-only; the profile's binds and sockets; hidden paths
+//! and the host's listening sockets still in sight; /dev and /proc last. Every destination
 //! is a path with its symlinks resolved on the host, so it means the same place in the
 //! sandbox's copy of the host's tree.
 
@@ -479,12 +481,19 @@ impl<'a> Mounts<'a> {
                 _ => None,
             })
             .collect();
-        for s in input.facts.host.sockets.clone() {
-            // A socket in the home's lower layer cannot be connected to through the
-            // overlay; anywhere else on the read-only host it can.
-            if self.shows(&s) == Shows::Host && !passed.contains(&s) {
-                self.hide(&s, Some(NodeKind::File));
-            }
+        // A socket in the home's lower layer cannot be connected to through the overlay;
+        // anywhere else on the read-only host it can. (Decided before any is hidden: a
+        // file's mount covers no other socket, and a host may have thousands.)
+        let in_sight: Vec<PathBuf> = input
+            .facts
+            .host
+            .sockets
+            .iter()
+            .filter(|s| self.shows(s) == Shows::Host && !passed.contains(s))
+            .cloned()
+            .collect();
+        for dst in in_sight {
+            self.push(MountOp::Hide { dst, kind: NodeKind::File });
         }
         Ok(())
     }

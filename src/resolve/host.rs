@@ -59,9 +59,18 @@ pub fn listening_sockets() -> Vec<PathBuf> {
     let Ok(text) = read_regular(Path::new("/proc/net/unix"), NET_UNIX_CAP) else {
         return Vec::new();
     };
-    let mut out: Vec<PathBuf> = listening_paths(&text)
-        .filter_map(|p| socket_real(&p))
-        .collect();
+    // Sockets crowd a few directories: each directory is resolved once, then each
+    // socket costs one lstat.
+    let mut dirs: std::collections::HashMap<PathBuf, Option<PathBuf>> = Default::default();
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in listening_paths(&text) {
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else { continue };
+        let real_dir = dirs.entry(parent.to_path_buf()).or_insert_with(|| dir_real(parent));
+        let Some(real) = real_dir.as_ref().map(|d| d.join(name)) else { continue };
+        if is_socket_nofollow(&real) {
+            out.push(real);
+        }
+    }
     out.sort();
     out.dedup();
     out
@@ -82,22 +91,24 @@ fn listening_paths(text: &[u8]) -> impl Iterator<Item = PathBuf> + '_ {
     })
 }
 
-/// Where the socket file at `p` really is, if there is one (O_PATH follows links and
-/// opens a socket without connecting).
-fn socket_real(p: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+/// Where the directory `d` really is (O_PATH follows every link, /proc/self/fd names
+/// the result), if it is one.
+fn dir_real(d: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open(p)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(d)
         .ok()?;
-    if !f.metadata().ok()?.file_type().is_socket() {
-        return None;
-    }
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
     std::fs::read_link(format!("/proc/self/fd/{fd}"))
         .ok()
         .filter(|r| r.is_absolute())
+}
+
+fn is_socket_nofollow(p: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket())
 }
 
 fn is_socket(p: &Path) -> bool {

@@ -96,6 +96,8 @@ struct Builder {
     /// Steps after which a missing path (ENOENT) is nothing to do: hiding what is gone.
     missing_ok: Vec<bool>,
     hiding: bool,
+    /// The source of /dev/null that hidden files are covered with, once reserved.
+    null: Option<String>,
     sources: Vec<(SourceSpec, RawFd)>,
     next_fd: RawFd,
     /// The session directory's source, opened on the first session source.
@@ -437,7 +439,13 @@ impl Builder {
         match kind {
             NodeKind::Dir => self.tmpfs(dst, MountFlags::SEALED, "mode=0755,size=4k"),
             NodeKind::File => {
-                let null = self.host_source(Path::new("/dev/null"))?;
+                // One source for every hidden file: a host may have thousands of sockets
+                // to hide, and each source is an fd of the child's.
+                let null = match &self.null {
+                    Some(n) => n.clone(),
+                    None => self.host_source(Path::new("/dev/null"))?,
+                };
+                self.null = Some(null.clone());
                 let desc = format!("mount(/dev/null, {}, MS_BIND) to hide it", dst.display());
                 self.mount(
                     MountKind::Bind,
@@ -539,6 +547,7 @@ pub fn prepare_with_first_fd(plan: &Plan, first_fd: RawFd) -> Result<Prepared> {
         descs: Vec::new(),
         missing_ok: Vec::new(),
         hiding: false,
+        null: None,
         sources: Vec::new(),
         next_fd: first_fd,
         session_base: None,
