@@ -107,13 +107,7 @@ fn a_linked_worktree_commits_into_its_common_dir() {
         std::fs::create_dir_all(&main).unwrap();
         env.chown_all(env.dir.path());
         let git = |dir: &Path, args: &str| {
-            let out = env
-                .command("sh")
-                .args(["-c", &format!("git -c user.email=a@b -c user.name=t {args}")])
-                .current_dir(dir)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "git {args}: {}", stderr(&out));
+            host_git(&env, dir, args);
         };
         git(&main, "init -q .");
         git(&main, "commit -q --allow-empty -m one");

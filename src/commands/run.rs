@@ -312,11 +312,7 @@ fn finish(
     };
     let ended = SystemTime::now();
     let quarantined = quarantine(&mut session, plan);
-    for m in &plan.view.home_masks {
-        if !session.meta.masks.contains(m) {
-            session.meta.masks.push(m.clone());
-        }
-    }
+    crate::session::masks::record(&mut session.meta, plan);
     session.meta.ended = Some(ended);
     session.meta.exit = Some(status.clone());
     session.meta.timed_out = timed_out;

@@ -90,6 +90,14 @@ pub fn spec(args: SpecArgs) -> Result<i32> {
         let s = crate::session::layers::SessionDir { fd: &fd, path: &dir, id: &id };
         crate::session::layers::prepare(s, &plan.session_sources(), seed)?;
         crate::session::masks::prepare(&fd, &dir, &plan)?;
+        // Recorded, so that neither diff nor gc's "empty" counts csbox's masks; a session
+        // csbox runs right now records its own.
+        if !plan.view.home_masks.is_empty() {
+            if let Some(mut live) = SessionId::parse(&id).and_then(|sid| store.enter(&sid).ok()) {
+                crate::session::masks::record(&mut live.meta, &plan);
+                live.write_meta(crate::fsutil::Durability::Full)?;
+            }
+        }
     }
     let target = Target {
         rootless: args.rootless.then_some((r.uid, r.gid)),

@@ -131,6 +131,18 @@ fn bind_at<'a>(plan: &'a Plan, at: &str) -> Option<&'a MountOp> {
         .find(|m| matches!(m, MountOp::Bind { dst, .. } if dst == Path::new(at)))
 }
 
+/// `/home/u/wt` as a linked worktree of the repository whose git dir is `main`.
+fn linked_worktree(main: &Path) -> GitLayout {
+    GitLayout {
+        top: "/home/u/wt".into(),
+        gitdir: main.join("worktrees/wt"),
+        common: main.to_path_buf(),
+        modules: vec![],
+        worktrees: vec![main.join("worktrees/wt")],
+        config_paths: vec![],
+    }
+}
+
 fn session(rel: &str) -> Source {
     Source::Session(rel.into())
 }
@@ -296,14 +308,7 @@ fn a_linked_worktree_makes_its_common_dir_writable_but_hooks_and_config_read_onl
             },
         );
     }
-    c.facts.host.git = Some(GitLayout {
-        top: "/home/u/wt".into(),
-        gitdir: main.join("worktrees/wt"),
-        common: main.clone(),
-        modules: vec![],
-        worktrees: vec![main.join("worktrees/wt")],
-        config_paths: vec![],
-    });
+    c.facts.host.git = Some(linked_worktree(&main));
     let p = c.plan();
     let v = p.view.project.as_ref().unwrap();
     assert_eq!(

@@ -134,7 +134,8 @@ struct Walk<'a> {
     /// Directories csbox makes in the layer (relative to it): what is in them is listed,
     /// they are not a change themselves.
     own: &'a [&'a str],
-    /// Where csbox masked hidden paths (as shown): its whiteouts, not deletions.
+    /// Where csbox masked hidden paths (relative to the layer): its whiteouts, not
+    /// deletions.
     masks: &'a [PathBuf],
 }
 
@@ -172,7 +173,7 @@ impl Walk<'_> {
             let fmt = st.st_mode & libc::S_IFMT;
             let whiteout = fmt == libc::S_IFCHR && st.st_rdev == 0;
             // A whiteout over nothing deletes nothing; one of csbox's masks is its own.
-            if whiteout && (!on_host || self.masks.contains(&s)) {
+            if whiteout && (!on_host || self.masks.contains(&r)) {
                 continue;
             }
             let kind = match fmt {
@@ -234,16 +235,17 @@ impl Walk<'_> {
 
 /// The changes of the session whose directory fd is `session`, shown at `home` and
 /// `claude_root` (the host's real paths, for the comparison too); `masks` are the
-/// session's record of csbox's own whiteouts.
+/// session's record of csbox's own whiteouts in its home layer (relative to the home).
 pub fn diff(session: &OwnedFd, home: &Path, claude_root: &Path, masks: &[PathBuf]) -> Diff {
     let mut out = Diff::default();
-    let layers: [(&str, &Path, &[&str], &[&str]); 2] = [
-        (HOME_UPPER, home, &[], &[]),
+    let none: &[PathBuf] = &[];
+    let layers: [(&str, &Path, &[&str], &[&str], &[PathBuf]); 2] = [
+        (HOME_UPPER, home, &[], &[], masks),
         // csbox's own: Claude Code's pid files and the session's copy of ~/.claude.json;
         // the dirs bound over the lower layer's per-session state.
-        (STATE_DIR, claude_root, &["sessions", ".claude.json"], &["shell-snapshots", "session-env"]),
+        (STATE_DIR, claude_root, &["sessions", ".claude.json"], &["shell-snapshots", "session-env"], none),
     ];
-    for (rel, shown, skip, own) in layers {
+    for (rel, shown, skip, own, masks) in layers {
         let mut cur: Option<OwnedFd> = None;
         let mut ok = true;
         for c in rel.split('/') {
@@ -355,7 +357,7 @@ mod tests {
         };
         let made = wh(&up.join(".netrc")) && wh(&up.join(".pgpass"));
         let fd = crate::fsutil::open_dir_nofollow(&sess).unwrap();
-        let got = diff(&fd, &host, &claude, &[host.join(".netrc")]);
+        let got = diff(&fd, &host, &claude, &[PathBuf::from(".netrc")]);
         std::fs::set_permissions(up.join("box"), std::fs::Permissions::from_mode(0o700)).unwrap();
         let json = serde_json::to_string(&got).unwrap();
         assert!(json.contains(r#""path":"HOST/x\\xff""#.replace("HOST", &host.display().to_string()).as_str()), "{json}");

@@ -133,7 +133,8 @@ pub(super) fn info_at(
             },
         },
     };
-    let empty = state_is_empty(&dfd);
+    let masks = meta.as_ref().map(|m| m.masks.as_slice()).unwrap_or_default();
+    let empty = state_is_empty(&dfd, masks);
     let created = meta
         .as_ref()
         .map(|m| m.created)
@@ -175,13 +176,14 @@ fn dir_names(parent: &OwnedFd, name: &str) -> Option<Vec<Vec<u8>>> {
     Some(names)
 }
 
-/// True when the session's state holds nothing but what csbox put there.
-fn state_is_empty(dfd: &OwnedFd) -> bool {
+/// True when the session's state holds nothing but what csbox put there (its skeleton,
+/// and in the home layer the masks over hidden paths its record names).
+fn state_is_empty(dfd: &OwnedFd, masks: &[std::path::PathBuf]) -> bool {
     // Anything the session wrote to its home counts as much as its ~/.claude.
     let home_written = open_dir_at(dfd, HOME_DIR)
         .ok()
-        .and_then(|h| dir_names(&h, "upper"))
-        .is_some_and(|v| !v.is_empty());
+        .and_then(|h| open_dir_at(&h, "upper").ok())
+        .is_some_and(|u| !super::whiteout::holds_only_masks(&u, masks));
     if home_written {
         return false;
     }
@@ -194,5 +196,8 @@ fn state_is_empty(dfd: &OwnedFd) -> bool {
     names
         .iter()
         .all(|n| STATE_SKELETON.iter().any(|s| s.as_bytes() == n.as_slice()))
-        && dir_names(&sfd, "sessions").is_none_or(|v| v.is_empty())
+        && STATE_SKELETON
+            .iter()
+            .filter(|s| !s.starts_with('.'))
+            .all(|d| dir_names(&sfd, d).is_none_or(|v| v.is_empty()))
 }

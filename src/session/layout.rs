@@ -14,8 +14,10 @@ pub const WORK_DIR: &str = "work";
 pub const HOME_DIR: &str = "home";
 pub const HOME_UPPER: &str = "home/upper";
 pub const HOME_WORK: &str = "home/work";
-/// Entries csbox itself puts into a fresh state dir. A state holding only these is "empty".
-pub const STATE_SKELETON: &[&str] = &["sessions", ".claude.json"];
+/// Entries csbox itself puts into a fresh state dir. A state holding only these is
+/// "empty" (the directories among them empty too): the session's `.claude.json`, and the
+/// dirs bound over the lower layer's per-session state (`plan::SESSION_OWN`).
+pub const STATE_SKELETON: &[&str] = &["sessions", "shell-snapshots", "session-env", ".claude.json"];
 
 pub(super) fn open_dir_at(store_fd: &OwnedFd, name: &str) -> nix::Result<OwnedFd> {
     use nix::fcntl::OFlag;

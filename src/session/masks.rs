@@ -4,8 +4,8 @@
 //! `~/.vault-token`) does not show through the lower layer. A whiteout goes at the
 //! first component the host lacks (a later `~/.terraform.d/…` is masked whole), with
 //! the directories above it made in the layer as the host has them, the way overlayfs
-//! copies a directory up. Nothing shows in the session for it, and `csbox diff` does not
-//! count it (it is recorded as the session's mask). Where the layer already has
+//! copies a directory up. Nothing shows in the session for it, and neither `csbox diff`
+//! nor gc's "empty" counts it (the session's record names its masks). Where the layer already has
 //! something there, it is the session's own and stays.
 //!
 //! A path the plan hides with a mount (it exists on the host now) gets its old whiteout
@@ -19,23 +19,17 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
-use nix::sys::stat::{Mode, SFlag};
+use nix::sys::stat::Mode;
 
-use super::store::HOME_UPPER;
+use super::layout::HOME_UPPER;
+pub use super::whiteout::holds_only_masks;
+use super::whiteout::{is_dir, is_whiteout, lstat};
 use crate::error::{Error, Result};
 use crate::fsutil::openat_nofollow;
 use crate::plan::{MountOp, Plan};
 
 fn dir_flags() -> OFlag {
     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NONBLOCK
-}
-
-fn lstat(dir: &OwnedFd, name: &str) -> Option<nix::sys::stat::FileStat> {
-    nix::sys::stat::fstatat(Some(dir.as_raw_fd()), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()
-}
-
-fn is_whiteout(st: &nix::sys::stat::FileStat) -> bool {
-    SFlag::from_bits_truncate(st.st_mode & libc::S_IFMT) == SFlag::S_IFCHR && st.st_rdev == 0
 }
 
 fn open_upper(session_fd: &OwnedFd) -> Option<OwnedFd> {
@@ -54,10 +48,6 @@ fn components(rel: &Path) -> Option<Vec<String>> {
             _ => None,
         })
         .collect()
-}
-
-fn is_dir(st: &nix::sys::stat::FileStat) -> bool {
-    SFlag::from_bits_truncate(st.st_mode & libc::S_IFMT) == SFlag::S_IFDIR
 }
 
 /// One mask at `rel` below the home (see the module doc).
@@ -151,6 +141,17 @@ pub fn prepare(session_fd: &OwnedFd, session_path: &Path, plan: &Plan) -> Result
     Ok(())
 }
 
+/// Add `plan`'s masks to the session's record (relative to the home, each once).
+pub fn record(meta: &mut super::meta::Metadata, plan: &Plan) {
+    for m in &plan.view.home_masks {
+        if let Ok(rel) = m.strip_prefix(&plan.view.home) {
+            if !meta.masks.iter().any(|x| x == rel) {
+                meta.masks.push(rel.to_path_buf());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +179,14 @@ mod tests {
         assert!(std::fs::symlink_metadata(up.join(".config/gh")).is_err());
         unmask(&u, Path::new(".pgpass")).unwrap();
         assert!(up.join(".pgpass").exists(), "only a whiteout is removed");
+        // The layer holds the session's .pgpass: more than csbox's masks.
+        let masks: Vec<PathBuf> = [".netrc", ".terraform.d", ".config/gh"].iter().map(PathBuf::from).collect();
+        assert!(!holds_only_masks(&u, &masks));
+        std::fs::remove_file(up.join(".pgpass")).unwrap();
+        mask(&h, &u, Path::new(".config/gh")).unwrap();
+        assert!(holds_only_masks(&u, &masks));
+        assert!(!holds_only_masks(&u, &masks[..2]), "a whiteout the record does not name is a deletion");
+        let deeper: Vec<PathBuf> = [".netrc", ".terraform.d/credentials.tfrc.json", ".config/gh"].iter().map(PathBuf::from).collect();
+        assert!(holds_only_masks(&u, &deeper), "masked at the first missing component");
     }
 }

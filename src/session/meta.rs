@@ -80,8 +80,9 @@ pub struct Metadata {
     /// Where each of those went at exit (moved out of the project into the session dir).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quarantined: Vec<Quarantined>,
-    /// Hidden paths csbox masked in the session's home layer (overlay whiteouts it made,
-    /// not deletions of the session's): `csbox diff` does not count them.
+    /// Hidden paths csbox masked in the session's home layer, relative to the home
+    /// (overlay whiteouts it made, not deletions of the session's): neither `csbox diff`
+    /// nor gc's "empty" counts them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub masks: Vec<PathBuf>,
 }

@@ -12,6 +12,7 @@ pub mod meta;
 pub mod quarantine;
 pub mod setup;
 pub mod store;
+mod whiteout;
 
 pub use id::SessionId;
 pub use meta::{ExitStatus, Metadata};

@@ -92,14 +92,7 @@ fn a_linked_worktree_protects_its_commondir_and_pins_the_main_repos_dirs() {
     for f in ["/srv/repo/.git/config", "/srv/repo/.git/worktrees/wt/commondir"] {
         file(&mut c, f);
     }
-    c.facts.host.git = Some(GitLayout {
-        top: "/home/u/wt".into(),
-        gitdir: main.join("worktrees/wt"),
-        common: main.clone(),
-        modules: vec![],
-        worktrees: vec![main.join("worktrees/wt")],
-        config_paths: vec![],
-    });
+    c.facts.host.git = Some(linked_worktree(&main));
     let p = c.plan();
     let v = p.view.project.as_ref().unwrap();
     assert!(ro_bind(&p, "/srv/repo/.git/worktrees/wt/commondir"));
