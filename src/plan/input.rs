@@ -43,6 +43,14 @@ pub enum Error {
         spec: String,
         path: PathBuf,
     },
+    /// A destination csbox needs for itself, or of the wrong kind.
+    #[error("{origin} {spec:?}: {} {why}", path.display())]
+    BadDestination {
+        origin: String,
+        spec: String,
+        path: PathBuf,
+        why: &'static str,
+    },
     /// A mount point outside the sandbox's own tmpfs does not exist.
     #[error("{origin} {spec:?}: the destination {} does not exist: create it first (csbox makes mount points only inside its own tmpfs, never in your real file system)", path.display())]
     MissingDestination {

@@ -403,6 +403,14 @@ impl<'a> Mounts<'a> {
                 Some(d) => self.fact_of(&origin, spec, &d)?,
                 None => src.clone(),
             };
+            if dst.real == Path::new("/tmp") {
+                return Err(Error::BadDestination {
+                    origin,
+                    spec: spec.to_string(),
+                    path: dst.real,
+                    why: "is the sandbox's private tmpfs, which csbox sets the sandbox up through; bind below it, or elsewhere (e.g. --ro-bind /tmp:/run/host-tmp)",
+                });
+            }
             let create = self.in_tmpfs(&dst.real).then_some(kind);
             if create.is_none() && dst.kind.is_none() {
                 return Err(Error::MissingDestination {
@@ -416,6 +424,14 @@ impl<'a> Mounts<'a> {
         }
         for t in &input.profile.tmpfs {
             let f = self.fact_of("profile field \"tmpfs\"", t, t)?;
+            if f.kind.is_some_and(|k| k != NodeKind::Dir) {
+                return Err(Error::BadDestination {
+                    origin: "profile field \"tmpfs\"".into(),
+                    spec: t.clone(),
+                    path: f.real,
+                    why: "is not a directory: a tmpfs is mounted on a directory",
+                });
+            }
             if !self.in_tmpfs(&f.real) && f.kind.is_none() {
                 return Err(Error::MissingDestination {
                     origin: "profile field \"tmpfs\"".into(),

@@ -518,6 +518,20 @@ fn a_read_only_home_gets_private_caches_only_where_the_host_has_them() {
 }
 
 #[test]
+fn a_bind_over_the_private_tmp_or_a_tmpfs_on_a_file_is_refused() {
+    let mut c = Case::new("default", "/home/u/proj");
+    c.facts.insert("/tmp".into(), PathFact { real: "/tmp".into(), kind: Some(NodeKind::Dir) });
+    c.ov.ro_bind = vec!["/tmp".into()];
+    let e = c.build().unwrap_err();
+    assert!(matches!(&e, Error::BadDestination { origin, .. } if origin == "--ro-bind"), "{e}");
+    assert!(e.to_string().contains("/run/host-tmp"), "says what to do: {e}");
+    c.ov.ro_bind = vec![];
+    c.prof.tmpfs = vec!["~/.netrc".into()];
+    let e = c.build().unwrap_err();
+    assert!(e.to_string().contains("is not a directory"), "{e}");
+}
+
+#[test]
 fn a_missing_mount_point_is_never_made_in_the_users_file_system() {
     let mut c = Case::new("default", "/home/u/proj");
     c.ov.bind = vec!["/home/u/proj:/home/u/proj/nowhere".into()];
