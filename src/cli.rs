@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     completions::CompletionsArgs, diff::DiffArgs, doctor::DoctorArgs, gc::GcArgs, ls::LsArgs,
-    ls::ShowArgs, profile::ProfileArgs, quarantine::QuarantineArgs, run::RunArgs, spec::SpecArgs,
+    enter::EnterArgs, ls::ShowArgs, merge::MergeArgs, profile::ProfileArgs,
+    quarantine::QuarantineArgs, rm::RmArgs, run::RunArgs, spec::SpecArgs, stop::StopArgs,
     update::UpdateArgs,
 };
 use crate::exit::{report, Result};
@@ -35,6 +36,14 @@ pub enum Command {
     Show(ShowArgs),
     /// What a session changed outside its project (its home and ~/.claude layers)
     Diff(DiffArgs),
+    /// Run a second process (default: a shell) in a running session's sandbox
+    Enter(EnterArgs),
+    /// Stop a running session: SIGTERM to its command, SIGKILL after --grace
+    Stop(StopArgs),
+    /// Remove sessions (never a running one)
+    Rm(RmArgs),
+    /// Merge a session's conversations into your real ~/.claude now (sessions merge themselves when they end)
+    Merge(MergeArgs),
     /// Remove old, empty and orphaned sessions, never an active one
     Gc(GcArgs),
     /// Install a newer Claude Code when no session is running
@@ -81,6 +90,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Ls(a) => ls::ls(a),
         Command::Show(a) => ls::show(a),
         Command::Diff(a) => diff::diff_cmd(a),
+        Command::Merge(a) => merge::merge_cmd(a),
+        Command::Enter(a) => enter::enter_cmd(a),
+        Command::Stop(a) => stop::stop_cmd(a),
+        Command::Rm(a) => rm::rm_cmd(a),
         Command::Gc(a) => gc::gc(a),
         Command::Update(a) => update::update(a),
         Command::Spec(a) => spec::spec(a),

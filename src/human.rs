@@ -28,11 +28,12 @@ pub fn human_size(b: u64) -> String {
 }
 
 /// Text from an untrusted place (a session record, a file name a session made) as it may
-/// be printed: control characters (a terminal escape, a newline) escaped as `\u{..}`.
+/// be printed: control characters (a terminal escape, a newline) and the bidirectional
+/// overrides that reorder what a terminal shows (CVE-2021-42574) escaped as `\u{..}`.
 pub fn printable(s: &str) -> String {
     s.chars()
         .map(|c| {
-            if c.is_control() {
+            if c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
                 c.escape_unicode().to_string()
             } else {
                 c.to_string()
@@ -75,5 +76,12 @@ mod tests {
         assert_eq!(human_size(512), "512B");
         assert_eq!(human_size(1536), "1.5K");
         assert_eq!(human_size(3 << 30), "3.0G");
+    }
+
+    #[test]
+    fn control_characters_and_bidi_overrides_are_escaped() {
+        assert_eq!(printable("a\u{1b}[2Jb\n"), "a\\u{1b}[2Jb\\u{a}");
+        assert_eq!(printable("x\u{202e}y"), "x\\u{202e}y");
+        assert_eq!(printable("ünï ok"), "ünï ok");
     }
 }

@@ -33,9 +33,12 @@ pub struct RunArgs {
     /// Re-enter an existing, inactive session (id, id prefix or name)
     #[arg(long, conflicts_with = "name")]
     pub session: Option<String>,
-    /// Delete the session when it exits
+    /// Delete the session when it exits (a new one: an existing session is removed with `csbox rm`)
     #[arg(long)]
     pub rm: bool,
+    /// Resume a Claude Code conversation: re-enter the session whose layer holds it or, once it is merged into ~/.claude, start a new one; arguments after -- go to claude
+    #[arg(long, value_name = "UUID", conflicts_with = "session")]
+    pub resume: Option<String>,
     /// Print the sandbox plan as JSON and run nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -52,15 +55,28 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-pub fn run(args: RunArgs) -> Result<i32> {
+pub fn run(mut args: RunArgs) -> Result<i32> {
     if std::env::var_os("CSBOX_SESSION_ID").is_some() {
         return Err(BaseError::Usage(
             "csbox run inside a csbox session is not supported: the session store is hidden in here".into(),
         )
         .into());
     }
+    if let Some(n) = &args.name {
+        crate::session::id::validate_name(n)?;
+    }
+    if let (true, Some(s)) = (args.rm, &args.session) {
+        return Err(BaseError::Usage(format!(
+            "--rm with --session would delete session {s} and all its state when it exits: run it without --rm, and remove it with `csbox rm {s}` when you are done"
+        ))
+        .into());
+    }
+    if let Some(uuid) = args.resume.clone() {
+        resume(&mut args, &uuid)?;
+    }
     let deferred = crate::sandbox::supervise::Deferred::block();
-    let remove = match (args.rm, args.keep) {
+    // An existing session is never removed at exit (a profile's removeOnExit included).
+    let remove = match (args.rm, args.keep || args.session.is_some()) {
         (true, _) => Some(true),
         (_, true) => Some(false),
         _ => None,
@@ -77,11 +93,12 @@ pub fn run(args: RunArgs) -> Result<i32> {
     // check (paths expand, the working dir fits the profile) made before a session is
     // created, and the plan that is launched: a new session is created under this id.
     let id = existing.clone().unwrap_or_default();
-    let mut plan = r.plan(
-        id.as_str(),
-        &store.dir.join(id.as_str()),
-        r.profile.claude.state,
-    )?;
+    // A dry run of a new session names none: its id would never exist.
+    let plan_id = match (&existing, args.dry_run) {
+        (None, true) => crate::session::id::PREVIEW_ID,
+        _ => id.as_str(),
+    };
+    let mut plan = r.plan(plan_id, &store.dir.join(plan_id), r.profile.claude.state)?;
     if args.dry_run {
         println!(
             "{}",
@@ -126,9 +143,13 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
     crate::trace::mark("session (create or enter, lock, active link)");
     crate::fault::point("run:linked");
     let terminal = super::terminal::Saved::save();
-    let result = launch(&r, &mut plan, &session, &mut sink);
+    let mut server = None;
+    let result = launch(&r, &mut plan, &session, &mut sink, &mut server);
+    if let Some(s) = server {
+        s.stop();
+    }
     terminal.restore();
-    let code = finish(session, is_new, &plan, result, sink.as_mut());
+    let code = finish(&r, session, is_new, &plan, result, sink.as_mut());
     crate::trace::mark("end record, teardown");
     let stages: Vec<&'static str> = crate::sandbox::child::RECIPE.iter().map(|s| s.name()).collect();
     crate::trace::report(&stages);
@@ -137,6 +158,24 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
     drop(update_hold);
     crate::update::maybe_spawn_background_check(&r.paths);
     code
+}
+
+/// `--resume UUID`: the session to re-enter (or none: a new one) and claude's arguments.
+fn resume(args: &mut RunArgs, uuid: &str) -> Result<()> {
+    use super::lifecycle::{resume_target, ResumeIn};
+    let paths = crate::paths::Paths::from_env()?;
+    let cwd = std::env::current_dir().map_err(|e| BaseError::io("getcwd", ".", e))?;
+    if let ResumeIn::Session(id) = resume_target(&paths, uuid, &cwd)? {
+        if args.name.is_some() {
+            return Err(BaseError::Usage(format!("--name: conversation {uuid} resumes in session {id}, which keeps its name")).into());
+        }
+        args.session = Some(id.to_string());
+    }
+    let claude = paths.find_claude().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|| "claude".into());
+    let mut cmd = vec![claude, "--resume".to_string(), uuid.to_string()];
+    cmd.append(&mut args.command);
+    args.command = cmd;
+    Ok(())
 }
 
 fn mark_started(m: &mut Metadata) {
@@ -187,6 +226,7 @@ fn launch(
     plan: &mut Plan,
     session: &LiveSession,
     sink: &mut Option<StatusSink>,
+    server: &mut Option<crate::session::control::Server>,
 ) -> Result<Launch> {
     let id = session.id.to_string();
     test_patch(plan)?;
@@ -201,10 +241,11 @@ fn launch(
     crate::session::masks::prepare(session.dir_fd(), &session.dir, plan)?;
     crate::trace::mark("layers (checked beneath the session dir)");
     crate::fault::point("run:prepared");
-    let mut started = |pid: u32| {
+    let mut started = |st: sandbox::Started| {
         if let Some(s) = sink.as_mut() {
-            s.line(serde_json::json!({"session": id, "pid": pid, "started": format_time(SystemTime::now())}));
+            s.line(serde_json::json!({"session": id, "pid": st.pid, "started": format_time(SystemTime::now())}));
         }
+        *server = super::lifecycle::serve(session, st);
         crate::fault::point("run:started");
     };
     if plan.isolation == Isolation::None {
@@ -291,6 +332,7 @@ fn test_patch(plan: &mut Plan) -> crate::error::Result<()> {
 /// Record how the session ended, drop its active link, and delete it if the plan says
 /// so (or if a brand-new session never got its sandbox).
 fn finish(
+    r: &Resolved,
     mut session: LiveSession,
     is_new: bool,
     plan: &Plan,
@@ -298,6 +340,7 @@ fn finish(
     sink: Option<&mut StatusSink>,
 ) -> Result<i32> {
     crate::fault::point("end:exited");
+    let ran = matches!(result, Ok(Launch::Exited { .. }));
     let (status, timed_out, err) = match result {
         Ok(Launch::Exited { status, timed_out }) => (status, timed_out, None),
         Ok(Launch::SetupFailed(f)) => {
@@ -333,8 +376,16 @@ fn finish(
         }
         s.line(v);
     }
+    // Merged before the end record is written, so the one write records both.
+    if ran {
+        let rec = super::lifecycle::merge_at_end(&r.paths, &session, &r.profile.claude.merge_back);
+        session.meta.merge = rec.or(session.meta.merge.take());
+    }
     // What was moved out of the project lives in the session dir: kept for review.
-    if (plan.remove_on_exit && quarantined == 0) || (is_new && err.is_some()) {
+    let removed = (plan.remove_on_exit && quarantined == 0) || (is_new && err.is_some());
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin()) && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let end_line = (ran && interactive).then(|| super::lifecycle::end_line(&session, &status, removed));
+    if removed {
         session.remove()?;
     } else {
         if plan.remove_on_exit {
@@ -356,6 +407,9 @@ fn finish(
         }
     }
     crate::fault::point("end:recorded");
+    if let Some(l) = end_line {
+        eprintln!("{l}");
+    }
     if let Some(e) = err {
         return Err(e);
     }

@@ -230,6 +230,40 @@ pub fn gc(store: &Store, policy: &Policy, dry_run: bool, now: SystemTime) -> Res
     Ok(report)
 }
 
+/// What `csbox rm` did with one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RmOutcome {
+    /// Removed (or, in a dry run, would be), this many bytes.
+    Removed(u64),
+    /// Its lock is held: it is running, and is kept.
+    Active,
+    /// Someone else removed it meanwhile.
+    Gone,
+}
+
+/// Remove the session `id` as gc removes one: only while holding its lock (taken at the
+/// moment of deletion), never with a file system mounted inside, renamed out of the id
+/// namespace first. A dry run checks the same and removes nothing.
+pub fn remove_one(store: &Store, id: &SessionId, dry_run: bool) -> Result<RmOutcome> {
+    let store_fd = store.open()?;
+    if dry_run {
+        let dir = store.dir.join(id.as_str());
+        let Some(dfd) = open_entry(&store_fd, id.as_str()).map_err(|e| Error::io("open", &dir, e))? else {
+            return Ok(RmOutcome::Gone);
+        };
+        if is_locked(&dfd) {
+            return Ok(RmOutcome::Active);
+        }
+        refuse_mounts(store, &store_fd, id)?;
+        return Ok(RmOutcome::Removed(entry_usage(&store_fd, id.as_str()).bytes));
+    }
+    Ok(match remove_session(store, &store_fd, id)? {
+        Outcome::Removed(b) => RmOutcome::Removed(b),
+        Outcome::BecameActive => RmOutcome::Active,
+        Outcome::Gone => RmOutcome::Gone,
+    })
+}
+
 /// What `select` needs to know about one listed session. Walks the session's tree only
 /// when its size is needed (`--max-size`) or session.json has no end time (a crashed
 /// session's last activity is the newest mtime in its layers). A stale `active/` link
@@ -250,6 +284,7 @@ fn candidate(store_fd: &OwnedFd, info: &SessionInfo, policy: &Policy) -> Candida
         never_started: info.state == State::Created,
         orphaned,
         crashed: matches!(info.state, State::Crashed { .. }),
+        named: info.meta.as_ref().is_some_and(|m| m.name.is_some()),
         last_activity: ended
             .or(tree.and_then(|t| t.newest_mtime))
             .unwrap_or(info.created),

@@ -65,6 +65,9 @@ pub struct Candidate {
     pub orphaned: Option<String>,
     /// It started, never ended, and nothing holds its lock.
     pub crashed: bool,
+    /// The user gave it a name (`--name`): a session someone cared to name goes only by
+    /// age (or `--max-size`), never as "empty".
+    pub named: bool,
     /// The end time in session.json, or else the newest mtime in the session.
     pub last_activity: SystemTime,
     /// Bytes on disk (known when the policy has a `max_size`).
@@ -129,7 +132,7 @@ pub fn select(cands: &[Candidate], policy: &Policy, now: SystemTime) -> Vec<Deci
             }
             // A crashed session is the user's unfinished work, empty or not: it goes by
             // age (or --crashed), never as "empty".
-            if policy.empty && c.empty && !c.never_started && !c.crashed {
+            if policy.empty && c.empty && !c.never_started && !c.crashed && !c.named {
                 reasons.push(Reason::Empty);
             }
             if let (true, Some(why)) = (policy.orphaned, &c.orphaned) {
@@ -215,6 +218,7 @@ mod tests {
             never_started: false,
             orphaned: None,
             crashed: false,
+            named: false,
             last_activity: now() - DAY * days_idle as u32 - Duration::from_secs(1),
             size: Some(100),
         }
@@ -300,6 +304,20 @@ mod tests {
             select(&[exported(30)], &only_empty, now())[0],
             Decision::KeepUnselected
         );
+    }
+
+    #[test]
+    fn a_named_session_goes_by_age_not_as_empty() {
+        let named = |days| Candidate {
+            empty: true,
+            named: true,
+            ..cand(days)
+        };
+        let p = default_policy();
+        assert_eq!(select(&[named(1)], &p, now())[0], Decision::KeepYoung);
+        assert!(matches!(&select(&[named(8)], &p, now())[0], Decision::Remove(r) if r == &vec![Reason::Old { idle_days: 8 }]));
+        let only_empty = Policy::from_flags(None, true, false, false, None);
+        assert_eq!(select(&[named(30)], &only_empty, now())[0], Decision::KeepUnselected);
     }
 
     #[test]

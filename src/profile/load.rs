@@ -238,6 +238,22 @@ fn validate(f: &ProfileFile, src: &Source) -> Result<(), Error> {
                 }
             }
         }
+        let mut seen: Vec<&str> = Vec::new();
+        for e in c.merge_back.iter().flatten() {
+            if !super::model::MERGE_BACK.contains(&e.as_str()) {
+                return err(
+                    "claude.mergeBack",
+                    format!(
+                        "{e:?} is not something csbox merges back; expected some of {} ([] merges nothing)",
+                        super::model::MERGE_BACK.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+            if seen.contains(&e.as_str()) {
+                return err("claude.mergeBack", format!("{e:?} is listed twice"));
+            }
+            seen.push(e);
+        }
         for e in c.read_only.iter().flatten() {
             if c.read_write.iter().flatten().any(|x| x == e) {
                 return err(

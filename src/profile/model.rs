@@ -14,6 +14,14 @@ pub const BUILTINS: &[(&str, &str)] = &[
     ("compat", include_str!("../../profiles/compat.json")),
 ];
 
+/// What a session's merge-back may bring into the real `~/.claude` (`claude.mergeBack`),
+/// and the default: the conversation state `claude --resume`, `--continue`, the `/resume`
+/// picker and up-arrow history read. `projects` holds the transcripts
+/// (`projects/<slug>/<uuid>.jsonl`), their tool results and subagents (`<uuid>/`) and the
+/// project's auto-memory (`memory/`). Nothing here is ever run by Claude Code: settings,
+/// hooks, skills, agents, commands, plugins and shell snapshots are not on the list.
+pub const MERGE_BACK: &[&str] = &["projects", "history.jsonl", "todos", "plans", "file-history"];
+
 /// rlimit names a profile may set.
 pub const RLIMITS: &[(&str, u32)] = &[
     ("as", libc::RLIMIT_AS),
@@ -178,6 +186,9 @@ pub struct ClaudeFile {
     pub read_write: Option<Vec<String>>,
     /// Entries inherited as shared that this profile makes private (copy-on-write) again.
     pub private: Option<Vec<String>>,
+    /// What merges back into the real `~/.claude` when a session ends (entries of
+    /// [`MERGE_BACK`]); replaces the inherited list, `[]` merges nothing.
+    pub merge_back: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -228,6 +239,7 @@ pub struct ClaudeView {
     pub state: StateMode,
     pub read_only: Vec<String>,
     pub read_write: Vec<String>,
+    pub merge_back: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -323,6 +335,7 @@ impl Profile {
                 state: StateMode::Overlay,
                 read_only: vec![],
                 read_write: vec![],
+                merge_back: MERGE_BACK.iter().map(|s| s.to_string()).collect(),
             },
             env: EnvPolicy {
                 policy: EnvPolicyKind::Pass,
@@ -375,6 +388,8 @@ impl Profile {
             let private = c.private.unwrap_or_default();
             self.claude.read_only.retain(|e| !private.contains(e));
             self.claude.read_write.retain(|e| !private.contains(e));
+            // A list that replaces, not appends: `[]` must turn merge-back off.
+            set(&mut self.claude.merge_back, c.merge_back);
         }
         if let Some(e) = f.env {
             set(&mut self.env.policy, e.policy);

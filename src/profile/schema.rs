@@ -67,6 +67,7 @@ pub const SCHEMA: &[(&str, Shape)] = &[
             ("readOnly", Shape::Strings),
             ("readWrite", Shape::Strings),
             ("private", Shape::Strings),
+            ("mergeBack", Shape::Strings),
         ]),
     ),
     (

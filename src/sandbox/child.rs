@@ -18,21 +18,26 @@ use super::syscalls::{apply, close_fds_except, errno, fail_at, open_source, reac
 /// exec can regain them), then set effective, inheritable and permitted to the kept
 /// ones and raise them as ambient (so they survive the command's exec).
 fn set_capabilities(p: &Prepared) -> Result<(), i32> {
+    keep_only(&p.keep_caps, &p.drop_bounding)
+}
+
+/// [`set_capabilities`] with the lists given (`csbox enter` applies the same).
+pub(crate) fn keep_only(keep_caps: &[caps::Capability], drop_bounding: &[caps::Capability]) -> Result<(), i32> {
     use caps::CapSet;
     let os_err = |_| match errno() {
         0 => libc::EPERM,
         e => e,
     };
-    for c in &p.drop_bounding {
+    for c in drop_bounding {
         caps::drop(None, CapSet::Bounding, *c).map_err(os_err)?;
     }
     caps::clear(None, CapSet::Ambient).map_err(os_err)?;
-    let keep: caps::CapsHashSet = p.keep_caps.iter().copied().collect();
+    let keep: caps::CapsHashSet = keep_caps.iter().copied().collect();
     // Effective first: capset(2) refuses an effective set that is not in the permitted one.
     for set in [CapSet::Effective, CapSet::Inheritable, CapSet::Permitted] {
         caps::set(None, set, &keep).map_err(os_err)?;
     }
-    for c in &p.keep_caps {
+    for c in keep_caps {
         caps::raise(None, CapSet::Ambient, *c).map_err(os_err)?;
     }
     Ok(())
@@ -44,6 +49,7 @@ impl Stage {
         match self {
             Stage::DieWithParent => "child: die-with-parent",
             Stage::IdMaps => "child: uid/gid maps",
+            Stage::NsFds => "child: namespace fds out",
             Stage::Sources => "child: open sources",
             Stage::Keyring => "child: keyring",
             Stage::Mounts => "child: mounts",
@@ -69,6 +75,9 @@ pub enum Stage {
     DieWithParent,
     /// setgroups deny, uid_map, gid_map: our own ids, nothing else.
     IdMaps,
+    /// Open `/proc/self/ns/*` and send them to the supervisor (for `csbox enter`): pid 1
+    /// may open its own, and will not be dumpable later (see `session::control`).
+    NsFds,
     /// Every source, opened O_PATH at its reserved number before any mount.
     Sources,
     /// A new, empty session keyring (the invoking shell's keys stay out of reach).
@@ -102,6 +111,7 @@ pub enum Stage {
 pub const RECIPE: &[Stage] = &[
     Stage::DieWithParent,
     Stage::IdMaps,
+    Stage::NsFds,
     Stage::Sources,
     Stage::Keyring,
     Stage::Mounts,
@@ -134,6 +144,33 @@ unsafe fn die_with_parent(p: &Prepared, f: &Fds) {
     if libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
         fail_at(f.err_w, FailedAt::Phase(Phase::ParentGone), libc::ESRCH);
     }
+}
+
+/// Send our namespaces to the supervisor, one fd per message, in
+/// [`super::steps::NS_FILES`] order. Nothing fails the launch here: without them the
+/// session runs, and only `csbox enter` is refused.
+///
+/// # Safety
+/// Only in the fresh child of the clone; raw calls, no allocation.
+unsafe fn send_ns_fds(f: &Fds) {
+    if f.ns_w < 0 {
+        return;
+    }
+    for path in super::steps::NS_FILES {
+        let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            break;
+        }
+        let sent = crate::net::send_fd(
+            std::os::fd::BorrowedFd::borrow_raw(f.ns_w),
+            std::os::fd::BorrowedFd::borrow_raw(fd),
+        );
+        libc::close(fd);
+        if sent.is_err() {
+            break;
+        }
+    }
+    libc::close(f.ns_w);
 }
 
 /// # Safety
@@ -177,6 +214,7 @@ unsafe fn run_stage(stage: Stage, p: &Prepared, f: &Fds) {
                 phase(Phase::IdMaps, e);
             }
         }
+        Stage::NsFds => send_ns_fds(f),
         Stage::Sources => open_sources(p, f),
         // keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL): an anonymous keyring of our own, as
         // runc gives every container. A kernel without keys (ENOSYS) has none to leak.
@@ -301,12 +339,23 @@ pub unsafe fn child_main(p: &Prepared, f: &Fds) -> ! {
 /// # Safety
 /// Only in the command's process.
 unsafe fn install_filter(p: &Prepared, f: &Fds) {
-    if p.filter.len() <= 1 {
-        return;
+    if let Err(e) = load_filter(&p.filter) {
+        fail_at(f.err_w, FailedAt::Phase(Phase::Seccomp), e);
+    }
+}
+
+/// Load a seccomp filter on the calling thread (and what it executes); a filter of one
+/// instruction (no rules) is not loaded. Needs no_new_privs.
+///
+/// # Safety
+/// Raw prctl, no allocation.
+pub(crate) unsafe fn load_filter(filter: &[libc::sock_filter]) -> Result<(), i32> {
+    if filter.len() <= 1 {
+        return Ok(());
     }
     let prog = libc::sock_fprog {
-        len: p.filter.len() as u16,
-        filter: p.filter.as_ptr() as *mut _,
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut _,
     };
     if libc::prctl(
         libc::PR_SET_SECCOMP,
@@ -316,8 +365,9 @@ unsafe fn install_filter(p: &Prepared, f: &Fds) {
         0,
     ) != 0
     {
-        fail_at(f.err_w, FailedAt::Phase(Phase::Seccomp), errno());
+        return Err(errno());
     }
+    Ok(())
 }
 
 /// Default signal dispositions and an empty mask, then the command.

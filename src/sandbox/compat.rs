@@ -4,20 +4,20 @@
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
-use super::outcome::Launch;
+use super::outcome::{Launch, Started};
 use super::supervise::{supervise, Blocked};
 use crate::error::{Error, Result, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
 use crate::fsutil::Durability;
 use crate::plan::{CompatLink, Plan};
 
-pub fn launch_unsandboxed(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
+pub fn launch_unsandboxed(plan: &Plan, started: impl FnOnce(Started)) -> Result<Launch> {
     link(&plan.compat_links);
     let r = run(plan, started);
     unlink(&plan.compat_links, &plan.session.state_dir);
     r
 }
 
-fn run(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
+fn run(plan: &Plan, started: impl FnOnce(Started)) -> Result<Launch> {
     let blocked = Blocked::new();
     let mut cmd = std::process::Command::new(&plan.exe);
     // SAFETY: reset_signals makes raw system calls only, fit between fork and exec.
@@ -49,7 +49,7 @@ fn run(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
         }
     };
     let pid = child.id() as libc::pid_t;
-    started(pid as u32);
+    started(Started { pid: pid as u32, ns: Vec::new(), plan });
     let (status, timed_out) = supervise(pid, &blocked, plan.timeout_secs, None);
     Ok(Launch::Exited { status, timed_out })
 }

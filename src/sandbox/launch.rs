@@ -8,22 +8,24 @@ use std::path::PathBuf;
 use nix::errno::Errno;
 
 use super::child::child_main;
-use super::outcome::{Launch, SetupError};
+use super::outcome::{Launch, SetupError, Started};
 use super::prepare::{self, MountKind, Prepared, SourceSpec, Step};
-use super::steps::{FailedAt, Fds, Phase};
+use super::steps::{FailedAt, Fds, Phase, NS_FILES};
 use super::supervise::{pipe, read_full, supervise, Blocked};
 use crate::error::{Error, Result};
 use crate::hints;
 use crate::plan::Plan;
 
 /// Start the plan's command in its sandbox and supervise it to the end. `started` is
-/// called once the command has been exec'd, with the host pid of the sandbox's pid 1.
-pub fn launch(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
+/// called once the command has been exec'd, with the host pid of the sandbox's pid 1
+/// and the namespace fds pid 1 sent.
+pub fn launch(plan: &Plan, started: impl FnOnce(Started)) -> Result<Launch> {
     // The pipes first: prepare() reserves the fd numbers above every open fd for the
     // sources the child opens, and a pipe made afterwards could take one of them (the
     // child's dup3 would then replace it, and the command's status would be lost).
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
+    let (ns_r, ns_w) = crate::net::fd_socketpair().map_err(|e| Error::sys("socketpair(AF_UNIX, SOCK_SEQPACKET)", Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
     let egress = super::egress::Egress::new(plan)?;
     let prepared = prepare::prepare(plan)?;
     crate::trace::mark("prepare (plan to syscalls, seccomp filter)");
@@ -32,6 +34,7 @@ pub fn launch(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
         err_w: err_w.as_raw_fd(),
         status_w: status_w.as_raw_fd(),
         relay: egress.as_ref().map_or(-1, |e| e.inside_fd()),
+        ns_w: ns_w.as_raw_fd(),
         wait_set: *blocked.wait_set.as_ref(),
     };
 
@@ -68,6 +71,7 @@ pub fn launch(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
     crate::trace::mark("clone (new namespaces)");
     drop(err_w);
     drop(status_w);
+    drop(ns_w);
     // Threads only now: the clone above copied a single-threaded process.
     let report = egress.map(|e| e.serve(plan)).transpose();
     let report = match report {
@@ -93,7 +97,19 @@ pub fn launch(plan: &Plan, started: impl FnOnce(u32)) -> Result<Launch> {
         return Ok(Launch::SetupFailed(describe(code, errno, &prepared, plan)));
     }
     crate::trace::mark("exec seen (error pipe closed)");
-    started(pid as u32);
+    // pid 1 sent them before it closed its end, so this never blocks: EOF ends it.
+    let mut ns = Vec::new();
+    while ns.len() < NS_FILES.len() {
+        match crate::net::recv_fd(std::os::fd::AsFd::as_fd(&ns_r)) {
+            Ok(Some(fd)) => ns.push(fd),
+            _ => break,
+        }
+    }
+    if ns.len() < NS_FILES.len() {
+        ns.clear();
+    }
+    drop(ns_r);
+    started(Started { pid: pid as u32, ns, plan });
     let (status, timed_out) = supervise(pid, &blocked, plan.timeout_secs, Some(&status_r));
     drop(blocked);
     crate::trace::mark("the command ran");

@@ -9,6 +9,7 @@
 pub mod child;
 pub mod compat;
 pub mod egress;
+pub mod enter;
 pub mod landlock;
 pub mod launch;
 pub mod outcome;
@@ -21,7 +22,7 @@ pub(crate) mod syscalls;
 
 pub use compat::launch_unsandboxed;
 pub use launch::launch;
-pub use outcome::{Launch, SetupError};
+pub use outcome::{Launch, SetupError, Started};
 pub(crate) use supervise::{pipe, read_full};
 #[cfg(test)]
 mod tests;

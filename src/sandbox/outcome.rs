@@ -7,6 +7,17 @@ use nix::errno::Errno;
 use super::prepare::MountKind;
 use crate::session::ExitStatus;
 
+/// What a launch tells its caller once the command runs.
+pub struct Started<'a> {
+    /// The host pid of the sandbox's pid 1 (the command's, without a sandbox).
+    pub pid: u32,
+    /// The sandbox's namespaces (user, mnt, pid, ipc, uts, net), as its pid 1 opened them
+    /// before it became non-dumpable; empty without a sandbox or if pid 1 could not.
+    pub ns: Vec<std::os::fd::OwnedFd>,
+    /// The plan that runs.
+    pub plan: &'a crate::plan::Plan,
+}
+
 /// Why a launch failed inside the child: the step, what it did, and the errno.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {

@@ -536,6 +536,17 @@ fn pointers(v: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
+/// Every capability this kernel knows but `keep`, in index order: what leaves the
+/// bounding set. /proc/sys/kernel/cap_last_cap says what this kernel has (the caps crate
+/// knows more than old kernels do, and dropping an unknown one is EINVAL).
+pub fn bounding_to_drop(keep: &[caps::Capability]) -> Vec<caps::Capability> {
+    let supported = caps::runtime::procfs_all_supported(None)
+        .unwrap_or_else(|_| caps::runtime::thread_all_supported());
+    let mut out: Vec<caps::Capability> = supported.into_iter().filter(|c| !keep.contains(c)).collect();
+    out.sort_by_key(|c| c.index());
+    out
+}
+
 pub fn prepare(plan: &Plan) -> Result<Prepared> {
     prepare_with_first_fd(plan, first_free_fd())
 }
@@ -584,15 +595,7 @@ pub fn prepare_with_first_fd(plan: &Plan, first_fd: RawFd) -> Result<Prepared> {
                 .map_err(|_| Error::Usage(format!("unknown capability {name:?} in the plan")))
         })
         .collect::<Result<_>>()?;
-    // /proc/sys/kernel/cap_last_cap says what this kernel has (the caps crate knows more
-    // than old kernels do, and dropping an unknown one is EINVAL).
-    let supported = caps::runtime::procfs_all_supported(None)
-        .unwrap_or_else(|_| caps::runtime::thread_all_supported());
-    let mut drop_bounding: Vec<caps::Capability> = supported
-        .into_iter()
-        .filter(|c| !keep_caps.contains(c))
-        .collect();
-    drop_bounding.sort_by_key(|c| c.index());
+    let drop_bounding = bounding_to_drop(&keep_caps);
     Ok(Prepared {
         steps: b.steps,
         descs: b.descs,

@@ -218,12 +218,24 @@ impl FailedAt {
     }
 }
 
+/// The namespace files pid 1 opens and sends, in this order (`csbox enter` joins them).
+pub const NS_FILES: [&[u8]; 6] = [
+    b"/proc/self/ns/user\0",
+    b"/proc/self/ns/mnt\0",
+    b"/proc/self/ns/pid\0",
+    b"/proc/self/ns/ipc\0",
+    b"/proc/self/ns/uts\0",
+    b"/proc/self/ns/net\0",
+];
+
 /// The supervisor's view of the signals it forwards; the child waits on the same set.
 pub struct Fds {
     pub err_w: RawFd,
     pub status_w: RawFd,
     /// Pid 1's end of the proxy's socket pair; -1 without a proxied network.
     pub relay: RawFd,
+    /// Pid 1's end of the socket pair its namespace fds go out on (for `csbox enter`).
+    pub ns_w: RawFd,
     /// Signals blocked and waited for by pid 1.
     pub wait_set: libc::sigset_t,
 }

@@ -35,9 +35,14 @@ impl SessionId {
         &self.0
     }
 
-    /// The first 8 characters, shown by `csbox ls`.
+    /// The first 8 characters.
     pub fn short(&self) -> &str {
         &self.0[..8]
+    }
+
+    /// The first `len` characters (at most the whole id).
+    pub fn prefix(&self, len: usize) -> &str {
+        &self.0[..len.min(self.0.len())]
     }
 
     /// Creation time encoded in a v7 id (None for other versions).
@@ -71,6 +76,63 @@ impl From<SessionId> for String {
     fn from(id: SessionId) -> String {
         id.0
     }
+}
+
+/// The id a plan names when no session will exist (`run --dry-run` of a new session,
+/// `spec` without `--session`/`--new`): never a well-formed id, so it cannot be taken for one.
+pub const PREVIEW_ID: &str = "PREVIEW";
+
+/// The shortest prefix length of each id (in order) that no other id of `ids` shares,
+/// git-style, and at least [`MIN_PREFIX`]. UUIDv7 ids begin with their creation time in
+/// milliseconds, so sessions started within a minute share their first 8 characters.
+pub fn unique_prefix_lens(ids: &[SessionId]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by(|&a, &b| ids[a].cmp(&ids[b]));
+    let common = |a: &SessionId, b: &SessionId| {
+        a.0.bytes().zip(b.0.bytes()).take_while(|(x, y)| x == y).count()
+    };
+    let mut lens = vec![MIN_PREFIX; ids.len()];
+    for (k, &i) in order.iter().enumerate() {
+        let mut need = 0;
+        if k > 0 {
+            need = need.max(common(&ids[order[k - 1]], &ids[i]) + 1);
+        }
+        if let Some(&next) = order.get(k + 1) {
+            need = need.max(common(&ids[next], &ids[i]) + 1);
+        }
+        lens[i] = need.clamp(MIN_PREFIX, 36);
+    }
+    lens
+}
+
+/// `csbox ls` never shows fewer characters of an id than this.
+pub const MIN_PREFIX: usize = 8;
+
+/// Check a name given with `--name`: it is printed by `ls` and `show` and typed back as a
+/// reference, so it must be one ([`validate_reference`]), not empty, without control
+/// characters, and no longer than a file name.
+pub fn validate_name(s: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::Usage(format!(
+            "--name {s:?}: {why}; give a short label like \"fix-login\""
+        )))
+    };
+    if s.trim().is_empty() {
+        return bad("a name cannot be empty");
+    }
+    if s.chars().any(|c| c.is_control()) {
+        return bad("a name cannot hold control characters (a newline, a tab, a terminal escape)");
+    }
+    if s.contains('/') || s.contains("..") {
+        return bad("a name cannot hold '/' or '..'");
+    }
+    if s.len() > 255 {
+        return bad("a name is at most 255 bytes");
+    }
+    if SessionId::parse(s).is_some() {
+        return bad("a name cannot be a session id");
+    }
+    Ok(())
 }
 
 /// Check what a user typed as a session reference (`--session X`, `show X`) before it is
@@ -132,6 +194,39 @@ mod tests {
         ] {
             assert!(SessionId::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn unique_prefixes_are_at_least_8_and_as_long_as_a_neighbour_needs() {
+        let ids: Vec<SessionId> = [
+            "0193a1b2-0000-7000-8000-000000000001",
+            "0193a1b2-0000-7000-8000-000000000002",
+            "0193a1b3-0000-7000-8000-000000000000",
+            "0294ffff-0000-7000-8000-000000000000",
+        ]
+        .iter()
+        .map(|s| SessionId::parse(s).unwrap())
+        .collect();
+        assert_eq!(unique_prefix_lens(&ids), vec![36, 36, 8, 8]);
+        let two = [ids[2].clone(), ids[0].clone()];
+        assert_eq!(unique_prefix_lens(&two), vec![8, 8]);
+        let near: Vec<SessionId> = ["0193a1b2-0aaa-7000-8000-000000000000", "0193a1b2-0abb-7000-8000-000000000000"]
+            .iter()
+            .map(|s| SessionId::parse(s).unwrap())
+            .collect();
+        assert_eq!(unique_prefix_lens(&near), vec![12, 12], "11 characters are shared");
+        assert!(unique_prefix_lens(&[]).is_empty());
+    }
+
+    #[test]
+    fn names_must_be_printable_and_referable() {
+        for bad in ["", "  ", "a\nb", "x\u{1b}[2J", "a/b", "..", &"n".repeat(256)] {
+            let e = validate_name(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+        assert!(validate_name(SessionId::new().as_str()).is_err());
+        validate_name("fix-login").unwrap();
+        validate_name("review #2 (ünï)").unwrap();
     }
 
     #[test]

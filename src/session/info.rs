@@ -57,18 +57,39 @@ impl SessionInfo {
         self.state == State::Active
     }
 
-    /// The word `csbox ls` shows.
+    /// What `csbox ls` shows: `running`, `exited 42`, `killed by SIGHUP`, `crashed`,
+    /// `created`, `orphaned`, `unreadable`, `corrupt`. Whether it is empty is a flag
+    /// ([`SessionInfo::flags`]), not a state.
     pub fn state_word(&self) -> String {
         match &self.state {
-            State::Active => "active".into(),
+            State::Active => "running".into(),
             State::Crashed { .. } => "crashed".into(),
             State::Orphaned { .. } => "orphaned".into(),
             State::Unreadable { .. } => "unreadable".into(),
             State::Corrupt { .. } => "corrupt".into(),
-            _ if self.empty => "empty".into(),
             State::Exited { exit } => exit.describe(),
             State::Created => "created".into(),
         }
+    }
+
+    /// The words `csbox ls` shows beside the state: `empty` (nothing but what csbox
+    /// made) and how its last merge-back went (`merged`, `conflicts`,
+    /// `unmerged` when a bound stopped it).
+    pub fn flags(&self) -> Vec<&'static str> {
+        let mut f = Vec::new();
+        if self.empty {
+            f.push("empty");
+        }
+        if let Some(rec) = self.meta.as_ref().and_then(|m| m.merge.as_ref()) {
+            if rec.incomplete {
+                f.push("unmerged");
+            } else if !rec.conflicts.is_empty() {
+                f.push("conflicts");
+            } else if rec.merged_anything() || rec.unchanged > 0 {
+                f.push("merged");
+            }
+        }
+        f
     }
 
     /// Why the session is crashed, orphaned, unreadable or corrupt.

@@ -85,6 +85,103 @@ pub struct Metadata {
     /// nor gc's "empty" counts them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub masks: Vec<PathBuf>,
+    /// The last merge of this session's conversations into the real `~/.claude`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<MergeRecord>,
+}
+
+/// What a merge-back did (`csbox show` prints it). The lists are capped at
+/// [`MERGE_LIST_CAP`] entries each; `unlisted` counts the rest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeRecord {
+    #[serde(with = "rfc3339")]
+    pub at: SystemTime,
+    /// Files that were not in `~/.claude` and were copied in.
+    pub copied: u64,
+    /// Files the session extended byte for byte (a resumed conversation), replaced.
+    pub replaced: u64,
+    /// Files already there with the same content (or more of it).
+    pub unchanged: u64,
+    /// Lines appended to `history.jsonl`.
+    pub history_lines: u64,
+    /// Bytes written into `~/.claude` (conflict copies included).
+    pub bytes: u64,
+    /// Files whose session version does not extend the one in `~/.claude`: kept beside it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<MergeEntry>,
+    /// What was not merged and why (a link, a FIFO, an exec bit, a size bound, bad JSON).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<MergeEntry>,
+    /// Conflicts and refusals past the lists' cap.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unlisted: u64,
+    /// A bound stopped the merge before the end: `csbox merge ID` again does the rest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incomplete: bool,
+}
+
+/// One path of a merge (relative to `~/.claude`) and what happened to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeEntry {
+    pub path: String,
+    pub detail: String,
+}
+
+/// How many conflicts and refusals a record lists by name.
+pub const MERGE_LIST_CAP: usize = 32;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl MergeRecord {
+    /// A merge at `at` that has done nothing yet.
+    pub fn new(at: SystemTime) -> Self {
+        MergeRecord {
+            at,
+            copied: 0,
+            replaced: 0,
+            unchanged: 0,
+            history_lines: 0,
+            bytes: 0,
+            conflicts: Vec::new(),
+            refused: Vec::new(),
+            unlisted: 0,
+            incomplete: false,
+        }
+    }
+
+    /// Files or lines that reached `~/.claude`.
+    pub fn merged_anything(&self) -> bool {
+        self.copied + self.replaced + self.history_lines > 0
+    }
+
+    /// One line: what was merged, what was kept beside, what was refused.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} copied, {} extended, {} history line{}, {} unchanged",
+            self.copied,
+            self.replaced,
+            self.history_lines,
+            if self.history_lines == 1 { "" } else { "s" },
+            self.unchanged
+        );
+        if !self.conflicts.is_empty() {
+            s.push_str(&format!(", {} conflict{} kept beside", self.conflicts.len(), if self.conflicts.len() == 1 { "" } else { "s" }));
+        }
+        if !self.refused.is_empty() {
+            s.push_str(&format!(", {} refused", self.refused.len()));
+        }
+        if self.unlisted > 0 {
+            s.push_str(&format!(" (+{} more)", self.unlisted));
+        }
+        if self.incomplete {
+            s.push_str("; incomplete: a bound was reached, run `csbox merge` again");
+        }
+        s
+    }
 }
 
 impl Metadata {
@@ -113,6 +210,7 @@ impl Metadata {
             created_protected: Vec::new(),
             quarantined: Vec::new(),
             masks: Vec::new(),
+            merge: None,
         }
     }
 

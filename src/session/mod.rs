@@ -1,6 +1,7 @@
 //! The session store and its records. Code here runs outside the sandbox and treats the
 //! contents of session directories as hostile.
 
+pub mod control;
 pub mod diff;
 pub mod id;
 pub mod info;
@@ -8,8 +9,10 @@ pub mod layers;
 mod layout;
 pub mod lock;
 pub mod masks;
+pub mod merge;
 pub mod meta;
 pub mod quarantine;
+pub mod resume;
 pub mod setup;
 pub mod store;
 mod whiteout;

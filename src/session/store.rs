@@ -260,9 +260,19 @@ impl Store {
             0 => Err(Error::BadSession {
                 msg: format!("no session matches {reference:?} (see `csbox ls`)"),
             }),
-            n => Err(Error::BadSession {
-                msg: format!("{reference:?} matches {n} sessions: give more of the id"),
-            }),
+            n => {
+                let mut list: Vec<String> = matches.iter().take(10).map(|m| m.to_string()).collect();
+                if n > 10 {
+                    list.push(format!("and {} more", n - 10));
+                }
+                Err(Error::BadSession {
+                    msg: format!(
+                        "{:?} matches {n} sessions: {}; give more of the id",
+                        crate::human::printable(reference),
+                        list.join(", ")
+                    ),
+                })
+            }
         }
     }
 

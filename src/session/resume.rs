@@ -1,0 +1,156 @@
+//! Where a Claude Code conversation is, for `csbox run --resume UUID`: in which sessions'
+//! layers (`state/projects/<slug>/<uuid>.jsonl`), whether each copy is already merged,
+//! and whether the real `~/.claude` has it. Session dirs are read as hostile input: every
+//! open is beneath the store's fd, no link followed, a transcript must be a regular file.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::id::SessionId;
+use super::layout::{open_dir_at, read_meta};
+use super::lock::is_locked;
+use super::store::Store;
+use crate::error::Result;
+
+/// Claude Code's project directory name for a working directory (its realpath): every
+/// character but ASCII letters and digits becomes `-`, one per UTF-16 unit; a name over
+/// 200 characters is cut there and gets `-` and a base-36 hash of the path (observed in
+/// Claude Code 2.1.197, /work/notes/claude-code.md B.1).
+pub fn slug(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else {
+            out.extend(std::iter::repeat_n('-', c.len_utf16()));
+        }
+    }
+    if out.len() <= 200 {
+        return out;
+    }
+    // Java's String.hashCode over UTF-16 units, as a 32-bit int; then |h| in base 36.
+    let h = s.encode_utf16().fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(u as i32));
+    let mut n = (h as i64).unsigned_abs();
+    let mut digits = Vec::new();
+    loop {
+        digits.push(std::char::from_digit((n % 36) as u32, 36).expect("a digit"));
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    format!("{}-{}", &out[..200], digits.iter().rev().collect::<String>())
+}
+
+/// Does the project dir name `dir` belong to `slug` (long slugs match by their first 200
+/// characters, as Claude Code reads them)?
+pub fn slug_matches(dir: &str, slug: &str) -> bool {
+    dir == slug || (slug.len() > 200 && dir.starts_with(&format!("{}-", &slug[..200])))
+}
+
+/// A session whose layer holds the conversation.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub id: SessionId,
+    /// The project dir it is filed under.
+    pub slug: String,
+    /// The real `~/.claude` already holds all of it.
+    pub merged: bool,
+    pub active: bool,
+    /// The session's working directory, from its record.
+    pub cwd: Option<PathBuf>,
+    pub mtime: SystemTime,
+}
+
+#[derive(Debug, Default)]
+pub struct Found {
+    pub holders: Vec<Holder>,
+    /// The project dir of `~/.claude/projects` that has it.
+    pub in_base: Option<String>,
+}
+
+fn transcript(dir: &OwnedFd, name: &std::ffi::CStr) -> Option<(OwnedFd, libc::stat)> {
+    // SAFETY: openat on a valid fd and C string; O_NONBLOCK: a FIFO never blocks.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fresh descriptor.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).ok()?;
+    (st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size > 0).then_some((fd, st))
+}
+
+/// `projects/<slug>/<file>` under the directory `root`, for each slug: (slug, fd, stat).
+fn find_in(root: &OwnedFd, file: &std::ffi::CStr) -> Vec<(String, OwnedFd, libc::stat)> {
+    let Ok(projects) = open_dir_at(root, "projects") else {
+        return Vec::new();
+    };
+    let Ok(names) = crate::fsutil::read_names(projects.as_raw_fd()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for n in names {
+        let Ok(s) = n.to_str() else { continue };
+        let Ok(d) = open_dir_at(&projects, s) else { continue };
+        if let Some((fd, st)) = transcript(&d, file) {
+            out.push((s.to_string(), fd, st));
+        }
+    }
+    out
+}
+
+/// Every copy of the conversation `uuid` (canonical form, checked by the caller).
+pub fn find(store: &Store, claude_root: &Path, uuid: &str) -> Result<Found> {
+    let file = CString::new(format!("{uuid}.jsonl")).expect("a uuid has no NUL");
+    let mut found = Found::default();
+    let root = crate::fsutil::open_dir_nofollow(claude_root).ok();
+    let base: Vec<(String, OwnedFd, libc::stat)> = root.as_ref().map(|r| find_in(r, &file)).unwrap_or_default();
+    found.in_base = base.first().map(|(s, _, _)| s.clone());
+    let ids = store.ids()?;
+    if ids.is_empty() {
+        return Ok(found);
+    }
+    let store_fd = store.open()?;
+    for id in ids {
+        let Ok(dfd) = open_dir_at(&store_fd, id.as_str()) else { continue };
+        let Ok(state) = open_dir_at(&dfd, "state") else { continue };
+        for (slug, fd, st) in find_in(&state, &file) {
+            let merged = base
+                .iter()
+                .any(|(s, bfd, _)| *s == slug && crate::session::merge::already_in(&fd, bfd));
+            found.holders.push(Holder {
+                id: id.clone(),
+                slug,
+                merged,
+                active: is_locked(&dfd),
+                cwd: read_meta(&dfd).ok().map(|m| m.cwd),
+                mtime: UNIX_EPOCH + Duration::from_secs(st.st_mtime.max(0) as u64),
+            });
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_follow_claude_codes_rule() {
+        assert_eq!(slug(Path::new("/tmp/ccr/a.b_c-d")), "-tmp-ccr-a-b-c-d");
+        assert_eq!(slug(Path::new("/tmp/ccr/.hidden/Upper")), "-tmp-ccr--hidden-Upper");
+        assert_eq!(slug(Path::new("/tmp/ccr/ünï")), "-tmp-ccr--n-");
+        assert_eq!(slug(Path::new("/x/😀")), "-x---", "a character outside the BMP is two UTF-16 units");
+        let long = format!("/{}", "segment-11-long/".repeat(20));
+        let s = slug(Path::new(&long));
+        assert_eq!(s.len() > 200, true);
+        assert!(s.starts_with("-segment-11-long-"));
+        assert!(slug_matches(&s, &s));
+        assert!(slug_matches(&format!("{}-zzz", &s[..200]), &s));
+        assert!(!slug_matches("-tmp-x", "-tmp-y"));
+    }
+}
