@@ -55,15 +55,20 @@ fn read_whole(fd: &OwnedFd, size: u64) -> std::result::Result<Vec<u8>, Errno> {
 
 /// The session's complete lines from `since_ms` on, and how many lines are no history
 /// line at all (with the first one's number). Lines older than the session came with
-/// the real file when the overlay copied it up: they are the base's, not the session's.
-fn session_lines(bytes: &[u8], since_ms: u64) -> (Vec<(f64, &[u8])>, u64, u64) {
+/// the real file when the overlay copied it up: they are the base's, not the session's,
+/// and so are lines the real file `base` holds, whatever they are.
+fn session_lines<'a>(bytes: &'a [u8], since_ms: u64, base: &HashSet<&[u8]>) -> (Vec<(f64, &'a [u8])>, u64, u64) {
     let (mut out, mut bad, mut first_bad) = (Vec::new(), 0, 0);
     for (i, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
         if line.last() != Some(&b'\n') || line.trim_ascii().is_empty() {
             continue; // a half-written last line waits for the next merge
         }
+        let body = &line[..line.len() - 1];
+        if base.contains(body) {
+            continue;
+        }
         match stamp(line) {
-            Some(ts) if ts >= since_ms as f64 => out.push((ts, &line[..line.len() - 1])),
+            Some(ts) if ts >= since_ms as f64 => out.push((ts, body)),
             Some(_) => {}
             None => {
                 bad += 1;
@@ -136,6 +141,25 @@ impl Drop for ClaudeLock {
     }
 }
 
+/// The real `history.jsonl` and how to replace it; None (reported) when it cannot be.
+fn read_base(m: &mut Merger, rel: &Path, bound: &str) -> Result<Option<(Vec<u8>, Place)>> {
+    match open_at(m.root.as_raw_fd(), NAME, libc::O_RDONLY, 0) {
+        Err(Errno::ENOENT) => Ok(Some((Vec::new(), Place::New))),
+        Err(e) => {
+            m.refuse(rel, format!("~/.claude/history.jsonl: openat(O_NOFOLLOW) => {e}: not merged"));
+            Ok(None)
+        }
+        Ok(bfd) => {
+            let bst = fstat(bfd.as_raw_fd())?;
+            if bst.st_mode & libc::S_IFMT != libc::S_IFREG || bst.st_size as u64 > m.limits.history {
+                m.refuse(rel, format!("~/.claude/history.jsonl is {} of {} bytes (at most {bound} is merged into)", kind_word(bst.st_mode), bst.st_size));
+                return Ok(None);
+            }
+            Ok(Some((read_whole(&bfd, bst.st_size as u64)?, Place::Replace(bst))))
+        }
+    }
+}
+
 pub fn merge_history(m: &mut Merger) -> Result<()> {
     let rel = Path::new("history.jsonl");
     let fd = match open_at(m.state.as_raw_fd(), NAME, libc::O_RDONLY, 0) {
@@ -156,7 +180,9 @@ pub fn merge_history(m: &mut Merger) -> Result<()> {
         return Ok(m.refuse(rel, format!("{} bytes, over the bound of {bound} for history.jsonl", st.st_size)));
     }
     let mine = read_whole(&fd, st.st_size as u64)?;
-    let (lines, bad, first_bad) = session_lines(&mine, m.since_ms);
+    // A first look without the lock (nothing is written on it): is there anything new?
+    let Some((base, _)) = read_base(m, rel, &bound)? else { return Ok(()) };
+    let (lines, bad, first_bad) = session_lines(&mine, m.since_ms, &base.split(|b| *b == b'\n').collect());
     if bad > 0 {
         m.refuse(rel, format!("{bad} line(s) are not JSON objects with a numeric timestamp (the first: line {first_bad}): those are not merged"));
     }
@@ -168,17 +194,7 @@ pub fn merge_history(m: &mut Merger) -> Result<()> {
         return Ok(m.refuse(rel, "Claude Code holds ~/.claude/history.jsonl.lock: not merged now, `csbox merge` again later"));
     };
     crate::fault::point("merge:history-locked");
-    let (base, place) = match open_at(m.root.as_raw_fd(), NAME, libc::O_RDONLY, 0) {
-        Err(Errno::ENOENT) => (Vec::new(), Place::New),
-        Err(e) => return Ok(m.refuse(rel, format!("~/.claude/history.jsonl: openat(O_NOFOLLOW) => {e}: not merged"))),
-        Ok(bfd) => {
-            let bst = fstat(bfd.as_raw_fd())?;
-            if bst.st_mode & libc::S_IFMT != libc::S_IFREG || bst.st_size as u64 > m.limits.history {
-                return Ok(m.refuse(rel, format!("~/.claude/history.jsonl is {} of {} bytes (at most {bound} is merged into)", kind_word(bst.st_mode), bst.st_size)));
-            }
-            (read_whole(&bfd, bst.st_size as u64)?, Place::Replace(bst))
-        }
-    };
+    let Some((base, place)) = read_base(m, rel, &bound)? else { return Ok(()) };
     let have: HashSet<&[u8]> = base.split(|b| *b == b'\n').collect();
     let mut seen = HashSet::new();
     let mut new: Vec<(f64, &[u8])> = lines.into_iter().filter(|(_, l)| !have.contains(l) && seen.insert(*l)).collect();
@@ -229,7 +245,11 @@ mod tests {
     #[test]
     fn only_the_sessions_own_whole_lines_are_taken() {
         let text = b"{\"display\":\"old\",\"timestamp\":5}\n{\"display\":\"new\",\"timestamp\":100}\nnot json\n{\"x\":1}\n{\"display\":\"half\",\"timestamp\":200";
-        let (lines, bad, first) = session_lines(text, 50);
+        let base: HashSet<&[u8]> = [&b"{\"x\":1}"[..]].into_iter().collect();
+        let (lines, bad, first) = session_lines(text, 50, &base);
+        assert_eq!((bad, first), (1, 3), "a line of the real file is not the session's");
+        let (lines2, bad, first) = session_lines(text, 50, &HashSet::new());
+        assert_eq!(lines2.len(), 1);
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].0, 100.0);
         assert_eq!((bad, first), (2, 3));

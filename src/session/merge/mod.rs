@@ -114,6 +114,7 @@ pub fn merge(req: &Request) -> Result<MergeRecord> {
     let root = open_root(req.claude_root)?;
     let _lock = take_lock(&root, req.claude_root)?;
     crate::fault::point("merge:locked");
+    state::sweep_temps(&root);
     let state_dev = state::fstat(state.as_raw_fd())?.st_dev;
     let id = req.id.to_string();
     let mut m = Merger {
