@@ -69,6 +69,8 @@ pub fn main() -> i32 {
     // SAFETY: setting a signal disposition at startup, single-threaded.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     crate::log::init_from_env();
+    // A Tab in a shell whose completion script csbox printed: answer it and exit.
+    crate::commands::complete::complete_if_asked(<Cli as clap::CommandFactory>::command);
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -100,9 +102,6 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Doctor(a) => doctor::doctor(a),
         Command::Profile(a) => profile::profile(a),
         Command::Quarantine(a) => quarantine::quarantine(a),
-        Command::Completions(a) => {
-            use clap::CommandFactory;
-            completions::completions(a, Cli::command())
-        }
+        Command::Completions(a) => completions::completions(a),
     }
 }

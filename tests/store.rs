@@ -270,6 +270,10 @@ fn unimplemented_subcommands_say_so_with_exit_2_and_help_describes_them() {
         "doctor",
         "profile",
         "completions",
+        "merge",
+        "enter",
+        "stop",
+        "rm",
     ] {
         assert!(help.contains(&format!("  {sub}")), "--help lists {sub}");
         let out = env.run(&[sub, "--help"]);

@@ -19,6 +19,7 @@ use crate::session::Store;
 )]
 pub struct DiffArgs {
     /// Session id, unique id prefix, or name
+    #[arg(add = clap_complete::engine::ArgValueCandidates::new(super::complete::sessions))]
     pub id: String,
     /// Print the changes as JSON
     #[arg(long)]

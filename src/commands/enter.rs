@@ -17,6 +17,7 @@ use crate::session::Store;
 )]
 pub struct EnterArgs {
     /// Session id, unique id prefix, or name (it must be running)
+    #[arg(add = clap_complete::engine::ArgValueCandidates::new(super::complete::sessions))]
     pub id: String,
     /// The command to run inside (default: the session's $SHELL, else /bin/sh)
     #[arg(last = true)]

@@ -37,6 +37,7 @@ pub struct LsArgs {
 #[command(after_help = "Examples:\n  csbox show 0193a1b2\n  csbox show fix-login --json")]
 pub struct ShowArgs {
     /// Session id, unique id prefix, or name
+    #[arg(add = clap_complete::engine::ArgValueCandidates::new(super::complete::sessions))]
     pub id: String,
     /// Print the record as JSON
     #[arg(long)]

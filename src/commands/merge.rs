@@ -20,9 +20,10 @@ use crate::session::{LiveSession, Store};
 )]
 pub struct MergeArgs {
     /// Session id, unique id prefix, or name
+    #[arg(add = clap_complete::engine::ArgValueCandidates::new(super::complete::sessions))]
     pub id: String,
     /// The profile whose claude.mergeBack says what merges [default: the session's own]
-    #[arg(long)]
+    #[arg(long, add = clap_complete::engine::ArgValueCandidates::new(super::complete::profiles))]
     pub profile: Option<String>,
     /// Print what was merged as JSON
     #[arg(long)]

@@ -1,6 +1,7 @@
 //! One file per subcommand: each owns its clap arguments (the only code that sees clap)
 //! and turns them into plain requests for the library.
 
+pub mod complete;
 pub mod completions;
 pub mod diff;
 pub mod doctor;

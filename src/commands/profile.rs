@@ -20,6 +20,7 @@ pub enum ProfileCommand {
     /// Print a resolved profile
     Show {
         /// A built-in or user profile name, or a path
+        #[arg(add = clap_complete::engine::ArgValueCandidates::new(super::complete::profiles))]
         name: String,
     },
 }

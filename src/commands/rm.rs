@@ -18,7 +18,7 @@ use crate::session::Store;
 )]
 pub struct RmArgs {
     /// Session ids, unique id prefixes, or names
-    #[arg(required = true)]
+    #[arg(required = true, add = clap_complete::engine::ArgValueCandidates::new(super::complete::sessions))]
     pub ids: Vec<String>,
     /// Say what would be removed; remove nothing
     #[arg(long)]

@@ -31,7 +31,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Re-enter an existing, inactive session (id, id prefix or name)
-    #[arg(long, conflicts_with = "name")]
+    #[arg(long, conflicts_with = "name", add = clap_complete::engine::ArgValueCandidates::new(super::complete::sessions))]
     pub session: Option<String>,
     /// Delete the session when it exits (a new one: an existing session is removed with `csbox rm`)
     #[arg(long)]

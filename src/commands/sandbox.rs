@@ -11,7 +11,7 @@ use crate::resolve::Request;
 #[derive(Debug, Clone, Args)]
 pub struct SandboxArgs {
     /// Sandbox profile: a built-in (default, strict, ci, compat), a user profile name, or a path
-    #[arg(long, env = "CSBOX_PROFILE", default_value = "default")]
+    #[arg(long, env = "CSBOX_PROFILE", default_value = "default", add = clap_complete::engine::ArgValueCandidates::new(super::complete::profiles))]
     pub profile: String,
     /// Bind SRC at DST (default: the same path), read-write, for this run
     #[arg(long = "bind", value_name = "SRC[:DST]")]

@@ -24,7 +24,7 @@ pub struct SpecArgs {
     #[command(flatten)]
     pub sandbox: SandboxArgs,
     /// Use an existing session's layer (id, id prefix or name)
-    #[arg(long)]
+    #[arg(long, add = clap_complete::engine::ArgValueCandidates::new(super::complete::sessions))]
     pub session: Option<String>,
     /// Create a new session for the bundle
     #[arg(long, conflicts_with = "session")]

@@ -18,7 +18,7 @@ use crate::session::Store;
 )]
 pub struct StopArgs {
     /// Session ids, unique id prefixes, or names (each must be running)
-    #[arg(required = true)]
+    #[arg(required = true, add = clap_complete::engine::ArgValueCandidates::new(super::complete::sessions))]
     pub ids: Vec<String>,
     /// How long the command has to exit after SIGTERM before everything in the sandbox is killed (10s, 500ms, 2m)
     #[arg(long, default_value = "10s", value_parser = parse_grace)]
