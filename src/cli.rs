@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     completions::CompletionsArgs, diff::DiffArgs, doctor::DoctorArgs, gc::GcArgs, ls::LsArgs,
-    enter::EnterArgs, ls::ShowArgs, merge::MergeArgs, profile::ProfileArgs,
+    enter::EnterArgs, ls::ShowArgs, man::ManArgs, merge::MergeArgs, profile::ProfileArgs,
     quarantine::QuarantineArgs, rm::RmArgs, run::RunArgs, spec::SpecArgs, stop::StopArgs,
     update::UpdateArgs,
 };
@@ -54,12 +54,15 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// List and show sandbox profiles
     Profile(ProfileArgs),
-    /// Print shell completions
+    /// Print shell completions, or install them for you (--install)
     Completions(CompletionsArgs),
     /// Run by an OCI runtime when a container `csbox spec` exported stops: move what the
     /// session made among the project's hook and config files out of it
     #[command(hide = true)]
     Quarantine(QuarantineArgs),
+    /// Write the man pages (csbox.1, csbox-run.1, ...) into a directory, for packagers
+    #[command(hide = true)]
+    Man(ManArgs),
 }
 
 pub fn main() -> i32 {
@@ -103,5 +106,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Profile(a) => profile::profile(a),
         Command::Quarantine(a) => quarantine::quarantine(a),
         Command::Completions(a) => completions::completions(a),
+        Command::Man(a) => {
+            use clap::CommandFactory;
+            man::man(a, Cli::command())
+        }
     }
 }

@@ -27,6 +27,8 @@ pub struct Paths {
     pub claude_bin: Option<PathBuf>,
     /// `$XDG_CONFIG_HOME` (default `~/.config`), for user profiles and systemd units.
     pub config_home: PathBuf,
+    /// `$XDG_DATA_HOME` (default `~/.local/share`), for the store and bash completions.
+    pub data_home: PathBuf,
     pub path_var: Option<OsString>,
 }
 
@@ -101,15 +103,13 @@ impl Paths {
             Some(p) => absolute(&env.cwd, Path::new(p)),
             None => home.join(".claude"),
         };
+        let data_home = match &env.xdg_data_home {
+            Some(d) if Path::new(d).is_absolute() => PathBuf::from(d),
+            _ => home.join(".local/share"),
+        };
         let (sessions_dir, sessions_dir_is_default) = match &env.sessions_dir {
             Some(p) => (absolute(&env.cwd, Path::new(p)), false),
-            None => {
-                let data = match &env.xdg_data_home {
-                    Some(d) if Path::new(d).is_absolute() => PathBuf::from(d),
-                    _ => home.join(".local/share"),
-                };
-                (data.join("csbox/sessions"), true)
-            }
+            None => (data_home.join("csbox/sessions"), true),
         };
         let config_home = match &env.xdg_config_home {
             Some(d) if Path::new(d).is_absolute() => PathBuf::from(d),
@@ -123,6 +123,7 @@ impl Paths {
             sessions_dir_is_default,
             claude_bin: env.claude_bin.as_ref().map(PathBuf::from),
             config_home,
+            data_home,
             path_var: env.path.clone(),
         })
     }

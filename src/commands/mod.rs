@@ -10,6 +10,7 @@ pub mod gc;
 pub mod lifecycle;
 pub mod merge;
 pub mod ls;
+pub mod man;
 pub mod netlog;
 pub mod profile;
 pub mod quarantine;

@@ -1,0 +1,278 @@
+//! The command line as a user meets it: every flag has a help line, the man pages list
+//! the options `--help` lists, and `completions --install` puts each script where its
+//! shell finds it (bash-completion really loads it and completes `csbox ru` to `run`).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use clap::CommandFactory;
+use common::{cannot_run, stderr, stdout, CSBOX};
+
+/// Every argument of every (sub)command, hidden ones included, and every subcommand.
+fn missing_help(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+    for a in cmd.get_arguments() {
+        if a.get_help().is_none() && a.get_long_help().is_none() {
+            out.push(format!("{path} {}", a.get_id()));
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        let p = format!("{path} {}", sub.get_name());
+        if sub.get_about().is_none() && sub.get_long_about().is_none() {
+            out.push(format!("{p} (the subcommand itself)"));
+        }
+        missing_help(sub, &p, out);
+    }
+}
+
+#[test]
+fn every_flag_and_subcommand_has_a_help_line() {
+    let mut cmd = csbox::cli::Cli::command();
+    cmd.build();
+    let mut missing = Vec::new();
+    missing_help(&cmd, "csbox", &mut missing);
+    assert!(missing.is_empty(), "no help text for: {missing:#?}");
+    // The walk really sees the flags (a tree it could not read would pass vacuously).
+    let run = cmd.find_subcommand("run").expect("csbox run");
+    assert!(run
+        .get_arguments()
+        .any(|a| a.get_long() == Some("json-status")));
+}
+
+/// The option names a help or man text lists at the start of an entry: `  --name <N>`,
+/// `  -h, --help`, indented `min..=max` spaces (descriptions are indented further).
+fn options(text: &str, min: usize, max: usize) -> BTreeSet<String> {
+    text.lines()
+        .map(|l| (l.len() - l.trim_start().len(), l.trim_start()))
+        .filter(|(indent, l)| (min..=max).contains(indent) && l.starts_with('-'))
+        .map(|(_, l)| l)
+        .flat_map(|l| {
+            l.split(|c: char| c == ',' || c.is_whitespace() || c == '=')
+                .take_while(|w| w.is_empty() || w.starts_with('-'))
+                .filter(|w| !w.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Plain text of a rendered page: no overstrike (`x\bx`) or SGR sequences.
+fn plain(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{8}' => {
+                out.pop();
+            }
+            '\u{1b}' => {
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn man_text(page: &Path) -> Option<String> {
+    let out = Command::new("man")
+        .arg("-l")
+        .arg(page)
+        .env("MANWIDTH", "200")
+        .env("MANPAGER", "cat")
+        .env("LANG", "C.UTF-8")
+        .output()
+        .ok()?;
+    assert!(out.status.success(), "man -l {page:?}: {}", stderr(&out));
+    Some(plain(&stdout(&out)))
+}
+
+#[test]
+fn man_pages_list_the_same_options_as_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(CSBOX)
+        .args(["man", "--out"])
+        .arg(dir.path().join("man1"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "csbox man: {}", stderr(&out));
+    let pages: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    for want in [
+        "csbox.1",
+        "csbox-run.1",
+        "csbox-gc.1",
+        "csbox-profile-show.1",
+    ] {
+        assert!(
+            pages.iter().any(|p| p.ends_with(&format!("/{want}"))),
+            "{want} not among {pages:?}"
+        );
+    }
+    assert!(
+        !pages.iter().any(|p| p.ends_with("csbox-man.1")),
+        "the hidden command has no page"
+    );
+    if Command::new("man").arg("--version").output().is_err() {
+        return cannot_run("man is not installed (apt-get install man-db)");
+    }
+    for page in &pages {
+        let name = Path::new(page).file_stem().unwrap().to_str().unwrap();
+        let words: Vec<&str> = name.split('-').skip(1).collect();
+        let help = Command::new(CSBOX)
+            .args(&words)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(help.status.success(), "csbox {words:?} --help");
+        let from_help = options(&stdout(&help), 2, 6);
+        let text = man_text(Path::new(page)).expect("man runs");
+        let from_man = options(&text, 7, 7);
+        assert!(
+            from_help.contains("--help"),
+            "{name}: no options read from --help:\n{}",
+            stdout(&help)
+        );
+        assert_eq!(from_man, from_help, "{name}: man page vs --help\n{text}");
+    }
+}
+
+/// A fake home with nothing in it: `--install` must create the directories.
+fn bare_home() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn install(home: &Path, shell: &str, env: &[(&str, &Path)]) -> std::process::Output {
+    let mut c = Command::new(CSBOX);
+    c.args(["completions", shell, "--install"])
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", std::env::var_os("PATH").unwrap());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn printed(shell: &str) -> Vec<u8> {
+    let out = Command::new(CSBOX)
+        .args(["completions", shell])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+#[test]
+fn bash_completions_install_where_bash_completion_loads_them() {
+    let home = bare_home();
+    let out = install(home.path(), "bash", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let file = home
+        .path()
+        .join(".local/share/bash-completion/completions/csbox");
+    assert_eq!(std::fs::read(&file).unwrap(), printed("bash"));
+    assert!(
+        stdout(&out).contains(file.to_str().unwrap()),
+        "{}",
+        stdout(&out)
+    );
+    // Installing again replaces the file (no error because it exists).
+    assert!(install(home.path(), "bash", &[]).status.success());
+
+    let loader = Path::new("/usr/share/bash-completion/bash_completion");
+    if !loader.exists() {
+        return cannot_run("bash-completion is not installed (apt-get install bash-completion)");
+    }
+    // What an interactive bash does when Tab is pressed after `csbox ru`: bash-completion's
+    // loader finds the script by the command's name in the user's directory.
+    let script = r#"source /usr/share/bash-completion/bash_completion
+_completion_loader csbox
+complete -p csbox
+COMP_WORDS=(csbox ru); COMP_CWORD=1; COMP_LINE='csbox ru'; COMP_POINT=8
+_csbox csbox ru csbox
+echo "reply: ${COMPREPLY[*]}""#;
+    let out = Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", script])
+        .env_clear()
+        .env("HOME", home.path())
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("-F _csbox csbox"),
+        "not loaded:\n{text}{}",
+        stderr(&out)
+    );
+    assert!(
+        text.contains("reply: run"),
+        "csbox ru did not complete to run:\n{text}"
+    );
+}
+
+#[test]
+fn bash_completions_honour_xdg_data_home_and_the_user_dir_variable() {
+    let home = bare_home();
+    let data = home.path().join("data");
+    assert!(install(home.path(), "bash", &[("XDG_DATA_HOME", &data)])
+        .status
+        .success());
+    assert!(data.join("bash-completion/completions/csbox").is_file());
+    let own = home.path().join("own");
+    assert!(
+        install(home.path(), "bash", &[("BASH_COMPLETION_USER_DIR", &own)])
+            .status
+            .success()
+    );
+    assert!(own.join("completions/csbox").is_file());
+}
+
+#[test]
+fn zsh_and_fish_completions_install_in_their_user_dirs() {
+    let home = bare_home();
+    let out = install(home.path(), "zsh", &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(home.path().join(".zfunc/_csbox")).unwrap(),
+        printed("zsh")
+    );
+    assert!(
+        stdout(&out).contains("fpath=(~/.zfunc $fpath)"),
+        "{}",
+        stdout(&out)
+    );
+    // A ~/.zshrc that already adds ~/.zfunc gets no advice.
+    std::fs::write(home.path().join(".zshrc"), "fpath=(~/.zfunc $fpath)\n").unwrap();
+    let out = install(home.path(), "zsh", &[]);
+    assert!(!stdout(&out).contains("fpath=("), "{}", stdout(&out));
+
+    let config = home.path().join("cfg");
+    let out = install(home.path(), "fish", &[("XDG_CONFIG_HOME", &config)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(config.join("fish/completions/csbox.fish")).unwrap(),
+        printed("fish")
+    );
+}
+
+#[test]
+fn completions_install_for_an_unknown_place_is_a_usage_error() {
+    let home = bare_home();
+    let out = install(home.path(), "elvish", &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("bash, zsh and fish"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        std::fs::read_dir(home.path()).unwrap().next().is_none(),
+        "wrote nothing"
+    );
+}
