@@ -152,12 +152,17 @@ impl Paths {
         store.starts_with(&root)
     }
 
-    /// The command run when `csbox run` gets no `-- CMD`: `CLAUDE_BIN`, else `claude` on PATH.
+    /// The command run when `csbox run` gets no `-- CMD`: `CLAUDE_BIN`, else `claude` on
+    /// PATH, else the native installer's `~/.local/bin/claude` (Debian's `~/.profile` puts
+    /// that directory on PATH only at the first login after it exists).
     pub fn find_claude(&self) -> Option<PathBuf> {
         match &self.claude_bin {
             Some(p) if p.components().count() > 1 => Some(p.clone()),
             Some(p) => find_on_path(p.as_os_str(), self.path_var.as_deref()),
-            None => find_on_path("claude".as_ref(), self.path_var.as_deref()),
+            None => find_on_path("claude".as_ref(), self.path_var.as_deref()).or_else(|| {
+                let native = self.home.join(".local/bin");
+                find_on_path("claude".as_ref(), Some(native.as_os_str()))
+            }),
         }
     }
 }
@@ -224,6 +229,7 @@ mod tests {
             PathBuf::from("/home/u/.claude/sessions")
         );
         assert_eq!(p.update_log(), PathBuf::from("/home/u/.claude/update.log"));
+        assert_eq!(p.data_home, PathBuf::from("/home/u/.local/share"));
     }
 
     #[test]
@@ -236,6 +242,27 @@ mod tests {
         assert_eq!(p.claude_root, PathBuf::from("/work/cr"));
         assert_eq!(p.sessions_dir, PathBuf::from("/srv/s"));
         assert!(!p.sessions_dir_is_default);
+    }
+
+    #[test]
+    fn claude_is_found_on_path_first_then_in_the_native_installers_dir() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let (home, bin) = (t.path().join("home"), t.path().join("bin"));
+        let native = home.join(".local/bin/claude");
+        let mut e = env(home.to_str().unwrap());
+        e.path = Some(bin.clone().into());
+        assert_eq!(Paths::resolve(&e).unwrap().find_claude(), None);
+        for exe in [&native, &bin.join("claude")] {
+            std::fs::create_dir_all(exe.parent().unwrap()).unwrap();
+            std::fs::write(exe, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+            assert_eq!(
+                Paths::resolve(&e).unwrap().find_claude().as_ref(),
+                Some(exe),
+                "PATH's claude wins over ~/.local/bin's"
+            );
+        }
     }
 
     #[test]

@@ -973,8 +973,11 @@ fn a_csbox_run_started_during_an_install_waits_then_runs() {
     let mut installer = start_slow_install(&u);
     let t0 = Instant::now();
     let version_file = u.state.join("installed-version");
+    // Bound in: the stubs' state is not in the home, and under a checkout in /tmp it is
+    // behind the session's private /tmp.
+    let state = u.state.to_str().unwrap();
     let out = u
-        .csbox(&["run", "--rm", "--", "cat", version_file.to_str().unwrap()])
+        .csbox(&["run", "--rm", "--ro-bind", state, "--", "cat", version_file.to_str().unwrap()])
         .output()
         .unwrap();
     let waited = t0.elapsed();

@@ -198,7 +198,9 @@ fn npm_installs_a_local_package_and_its_cache_lands_in_the_home_layer() {
     for user in users() {
         let env = TestEnv::new(user);
         let proj = project(&env);
-        let pkg = env.dir.path().join("pkg");
+        // In the home, not beside it: the sandbox shows the host read-only, but a test dir
+        // under /tmp (a checkout there) is behind the private /tmp.
+        let pkg = env.home.join("pkg");
         std::fs::create_dir_all(&pkg).unwrap();
         std::fs::write(pkg.join("package.json"), r#"{"name":"csbox-local","version":"1.0.0","main":"index.js"}"#).unwrap();
         std::fs::write(pkg.join("index.js"), "module.exports = 41 + 1;\n").unwrap();
@@ -251,7 +253,7 @@ fn pip_install_user_works_and_lands_in_the_home_layer() {
             return cannot_run("python3 -m pip is not available to the test user (.ci/run installs python3-pip)");
         }
         let proj = project(&env);
-        let whl = wheel(env.dir.path());
+        let whl = wheel(&env.home);
         env.chown_all(env.dir.path());
         let before = home_snapshot(&env);
         let out = run_in(
@@ -282,7 +284,7 @@ fn cargo_builds_a_crate_with_a_path_dependency_offline() {
         };
         let env = TestEnv::new(user);
         let proj = project(&env);
-        let dep = env.dir.path().join("dep");
+        let dep = env.home.join("dep");
         std::fs::create_dir_all(dep.join("src")).unwrap();
         std::fs::create_dir_all(proj.join("src")).unwrap();
         std::fs::write(dep.join("Cargo.toml"), "[package]\nname = \"dep\"\nversion = \"0.1.0\"\nedition = \"2018\"\n").unwrap();
