@@ -759,11 +759,19 @@ fn timer_units_install_verify_and_uninstall() {
     assert!(stdout(&out).contains("systemctl --user enable --now csbox-gc.timer"));
     let service = std::fs::read_to_string(unit_dir.join("csbox-gc.service")).unwrap();
     let exe = std::fs::canonicalize(CSBOX).unwrap();
+    // One word of a unit file: quoted when it has a space (a checkout path may).
+    let word = |p: &Path| {
+        let s = p.display().to_string();
+        if s.contains(' ') { format!("\"{s}\"") } else { s }
+    };
     assert!(
-        service.contains(&format!("ExecStart={} gc --days 30", exe.display())),
+        service.contains(&format!("ExecStart={} gc --days 30", word(&exe))),
         "{service}"
     );
-    assert!(service.contains(&format!("ReadWritePaths=-{}", env.sessions_dir().display())));
+    assert!(
+        service.contains(&format!("ReadWritePaths=-{}", word(&env.sessions_dir()))),
+        "{service}"
+    );
     let timer = std::fs::read_to_string(unit_dir.join("csbox-gc.timer")).unwrap();
     assert!(timer.contains("OnCalendar=daily"));
 

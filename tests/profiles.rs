@@ -196,7 +196,7 @@ fn ci_wall_clock_limit_kills_and_reports() {
 fn compat_creates_no_namespace_and_sets_claude_config_dir() {
     for user in users() {
         let env = TestEnv::new(user);
-        let out = env.run(&["run", "--profile", "compat", "--keep", "--", "sh", "-c", "readlink /proc/self/ns/user /proc/self/ns/mnt /proc/self/ns/pid; echo $CLAUDE_CONFIG_DIR; echo h > $CLAUDE_CONFIG_DIR/history.jsonl; cd $CLAUDE_CONFIG_DIR && cat settings.json CLAUDE.md skills/x/SKILL.md && echo '{\"login\":1}' > .c.tmp && mv .c.tmp .credentials.json"]);
+        let out = env.run(&["run", "--profile", "compat", "--keep", "--", "sh", "-c", "readlink /proc/self/ns/user /proc/self/ns/mnt /proc/self/ns/pid; echo $CLAUDE_CONFIG_DIR; echo h > \"$CLAUDE_CONFIG_DIR/history.jsonl\"; cd \"$CLAUDE_CONFIG_DIR\" && cat settings.json CLAUDE.md skills/x/SKILL.md && echo '{\"login\":1}' > .c.tmp && mv .c.tmp .credentials.json"]);
         assert!(out.status.success());
         assert!(stderr(&out).contains("NO SANDBOX"), "it says so loudly");
         let o = stdout(&out);
@@ -526,7 +526,7 @@ fn json_status_goes_to_a_file_or_an_fd() {
     assert!(stderr(&err).contains("could write a forged line"), "{}", stderr(&err));
     let sh = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("exec 3>{}; HOME={} CSBOX_NO_UPDATE=1 {CSBOX} run --json-status 3 -- sh -c 'ls /proc/self/fd | tr \"\\n\" \" \"'", file.display(), env.home.display()))
+        .arg(format!("exec 3>{}; HOME={} CSBOX_NO_UPDATE=1 {} run --json-status 3 -- sh -c 'ls /proc/self/fd | tr \"\\n\" \" \"'", sh_quote(&file), sh_quote(&env.home), sh_quote(CSBOX)))
         .output()
         .unwrap();
     assert!(

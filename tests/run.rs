@@ -389,7 +389,7 @@ fn terminal_size_and_sigwinch_reach_the_child_in_a_real_pty() {
         let script = env.home.join("winch.sh");
         std::fs::write(&script, "trap 'echo WINCH $(stty size)' WINCH\necho tty $(tty)\necho size $(stty size)\nwhile :; do sleep 0.05; done\n").unwrap();
         env.chown_all(&script);
-        let t = Tmux::start(&env, "winch", &format!("{CSBOX} run -- sh winch.sh"));
+        let t = Tmux::start(&env, "winch", &format!("{} run -- sh winch.sh", sh_quote(CSBOX)));
         let screen = t.wait_for("size 30 100");
         // The terminal has a name inside (bound at /dev/console; the private devpts has
         // none of the host's ptys), so `tty` and GPG_TTY=$(tty) work.
@@ -446,7 +446,7 @@ fn tiocsti_from_inside_fails_and_injects_nothing() {
         let t = Tmux::start(
             &env,
             "sti-in",
-            &format!("{CSBOX} run -- python3 probe.py{read_back}"),
+            &format!("{} run -- python3 probe.py{read_back}", sh_quote(CSBOX)),
         );
         let inside = t.wait_for("got=");
         eprintln!("outside:\n{outside}\ninside:\n{inside}");

@@ -307,7 +307,7 @@ impl Updater {
         let state = dir.join("state");
         std::fs::create_dir_all(&state).unwrap();
         std::fs::write(state.join("installed-version"), installed).unwrap();
-        let s = state.display();
+        let s = sh_quote(&state);
         let pkg = dir.join("npm-prefix/lib/node_modules/@anthropic-ai/claude-code");
         script(
             &pkg.join("bin/claude.exe"),
@@ -532,8 +532,8 @@ fn native_installs_are_updated_with_claude_install() {
              fi\n\
              V={v}\n\
              echo \"$V (Claude Code)\"\n",
-            share = share.display(),
-            bin = bin.display()
+            share = sh_quote(&share),
+            bin = sh_quote(&bin)
         )
     };
     script(&share.join(OLD), &version_script(OLD));
@@ -1147,9 +1147,10 @@ fn a_root_owned_npm_prefix_installs_through_sudo_with_the_readme_sudoers_line() 
     assert_eq!(u.last_attempt()["outcome"], "failed");
 
     // The README's line, with `command -v npm` for /usr/bin/npm.
+    // (sudoers escapes a space in a command's path with a backslash.)
     let _line = SudoersDropIn::install(&format!(
         "{name} ALL=(ALL) NOPASSWD: {} install -g @anthropic-ai/claude-code@*",
-        npm.display()
+        npm.display().to_string().replace(' ', "\\ ")
     ));
     let out = u.update(&["--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));

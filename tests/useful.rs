@@ -112,7 +112,7 @@ fn a_linked_worktree_commits_into_its_common_dir() {
         git(&main, "init -q .");
         git(&main, "commit -q --allow-empty -m one");
         let wt = env.home.join("wt");
-        git(&main, &format!("worktree add -q {} -b side", wt.display()));
+        git(&main, &format!("worktree add -q {} -b side", sh_quote(&wt)));
         let out = run_in(
             &env,
             &wt,
@@ -212,7 +212,7 @@ fn npm_installs_a_local_package_and_its_cache_lands_in_the_home_layer() {
             &proj,
             &format!(
                 "npm install --offline --no-audit --no-fund {} >/dev/null && node -e 'console.log(require(\"csbox-local\"))'",
-                pkg.display()
+                sh_quote(&pkg)
             ),
         );
         assert!(out.status.success(), "{}", stderr(&out));
@@ -261,7 +261,7 @@ fn pip_install_user_works_and_lands_in_the_home_layer() {
             &proj,
             &format!(
                 "python3 -m pip install --user --no-index --no-deps --break-system-packages -q {} 2>&1 | tail -2; python3 -c 'import csbox_probe; print(csbox_probe.VALUE)'",
-                whl.display()
+                sh_quote(&whl)
             ),
         );
         assert!(stdout(&out).trim().ends_with("42"), "{}", stdout(&out));
@@ -382,9 +382,9 @@ fn claude_code_reaches_its_first_screen_under_a_pty_and_changes_nothing_of_the_h
         let (up, _log) = common::net::upstream_proxy(common::net::Upstream::Refuse);
         let cmd = format!(
             "cd {} && HTTPS_PROXY=http://127.0.0.1:{up} ANTHROPIC_API_KEY={key} DISABLE_TELEMETRY=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 {} run -- {}",
-            proj.display(),
-            CSBOX,
-            claude.display()
+            sh_quote(&proj),
+            sh_quote(CSBOX),
+            sh_quote(&claude)
         );
         let out = tmux(&["new-session", "-d", "-x", "120", "-y", "40", &cmd]);
         assert!(out.status.success(), "{}", stderr(&out));

@@ -60,7 +60,8 @@ fn validator() -> jsonschema::Validator {
     let read = |name: &str| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap()
     };
-    let base = format!("file://{}/", dir.display());
+    // A URI: a checkout path may hold a space.
+    let base = format!("file://{}/", dir.display().to_string().replace(' ', "%20"));
     let mut opts = jsonschema::options().with_draft(jsonschema::Draft::Draft4);
     for e in std::fs::read_dir(&dir).unwrap() {
         let name = e.unwrap().file_name().into_string().unwrap();

@@ -219,6 +219,12 @@ impl TestEnv {
     }
 }
 
+/// `p` as one word of a shell script, whatever it holds (a checkout path may have spaces).
+pub fn sh_quote(p: impl AsRef<std::ffi::OsStr>) -> String {
+    let s = p.as_ref().to_string_lossy();
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -32,8 +32,8 @@ impl Tmux {
             .args(["new-session", "-d", "-x", "100", "-y", "30", "-s", "t"])
             .arg(format!(
                 "cd {} && env HOME={} CSBOX_NO_UPDATE=1 {cmd}; sleep 30",
-                env.home.display(),
-                env.home.display()
+                super::sh_quote(&env.home),
+                super::sh_quote(&env.home)
             ))
             .status()
             .unwrap();

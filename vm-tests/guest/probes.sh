@@ -26,7 +26,7 @@ fresh_home() {
   echo '{"hasCompletedOnboarding":true}' >~/.claude.json
 }
 snapshot() { (cd ~/.claude && find . -printf '%p %y %m %l\n' | sort && find . -type f -exec md5sum {} + | sort); }
-last_session() { ls -d "$SESS"/*/session.json 2>/dev/null | sort | tail -1 | xargs -r dirname; }
+last_session() { ls -d "$SESS"/*/session.json 2>/dev/null | sort | tail -1 | sed 's,/session.json$,,'; }
 
 p_history() {
   fresh_home
