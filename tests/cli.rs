@@ -276,3 +276,47 @@ fn completions_install_for_an_unknown_place_is_a_usage_error() {
         "wrote nothing"
     );
 }
+
+/// Background update checks fail silently (no terminal); the next `csbox run` on a
+/// terminal says so in one line, and one without a terminal does not.
+#[test]
+fn an_interactive_run_names_the_failing_update_checks() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = common::TestEnv::new(common::As::me());
+    let stub = env.home.join("claude-stub");
+    std::fs::write(&stub, "#!/bin/sh\necho '2.1.197 (Claude Code)'\n").unwrap();
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Port 1 on loopback: nothing listens, each check fails at once.
+    for _ in 0..3 {
+        let out = env
+            .csbox(&["update", "--check"])
+            .env("CLAUDE_BIN", &stub)
+            .env("CSBOX_REGISTRY", "http://127.0.0.1:1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    }
+    let plain = env.run(&["run", "--rm", "--", "true"]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert!(
+        !stderr(&plain).contains("update check failed"),
+        "{}",
+        stderr(&plain)
+    );
+    // script(1) gives csbox a terminal, as a user's shell would.
+    let cmd = format!("{} run --rm -- true", common::sh_quote(CSBOX));
+    let out = env
+        .command("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    if !out.status.success() && stdout(&out).contains("user namespace") {
+        return cannot_run(&format!("csbox run cannot run here: {}", stdout(&out)));
+    }
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("update check failed 3 times since") && text.contains("update.log"),
+        "no failure notice on a terminal:\n{text}"
+    );
+}
