@@ -157,9 +157,24 @@ fn landlock_alone_refuses_a_write_a_mount_let_through() {
     }
     let env = TestEnv::new(user());
     let proj = project(&env);
-    let outside = env.dir.path().join("outside");
+    // Outside every place the sandbox may write: not under /tmp or /var/tmp (their
+    // private tmpfs is writable, and Landlock allows what lies beneath), as the test dir
+    // is when the checkout is there.
+    let in_tmp = ["/tmp", "/var/tmp"]
+        .iter()
+        .any(|t| env.dir.path().canonicalize().unwrap().starts_with(t));
+    let elsewhere = match (in_tmp, As::me().uid) {
+        (false, _) => None,
+        (true, 0) => Some(tempfile::Builder::new().prefix("csbox-test-").tempdir_in("/var/lib").unwrap()),
+        (true, _) => return cannot_run("the checkout is under /tmp and only root can make a test dir elsewhere"),
+    };
+    let outside = match &elsewhere {
+        Some(d) => d.path().join("outside"),
+        None => env.dir.path().join("outside"),
+    };
     std::fs::create_dir_all(&outside).unwrap();
     env.chown_all(env.dir.path());
+    env.chown_all(outside.parent().unwrap());
     // A plan with one mistake: a host dir outside the project bound writable.
     let dry = env
         .csbox(&["run", "--profile", "strict", "--dry-run", "--", "true"])
@@ -178,7 +193,7 @@ fn landlock_alone_refuses_a_write_a_mount_let_through() {
     );
     let write = |patch: serde_json::Value| {
         let out = env
-            .csbox(&["run", "--profile", "strict", "--", "sh", "-c", &format!("echo ran; echo x > {}/f", real.display())])
+            .csbox(&["run", "--profile", "strict", "--", "sh", "-c", &format!("echo ran; echo x > {}/f", sh_quote(&real))])
             .current_dir(&proj)
             .env("CSBOX_TEST_PLAN_PATCH", patch.to_string())
             .output()
