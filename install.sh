@@ -114,7 +114,7 @@ find_cargo() {
   fi
   # rustup: its installer and toolchains come from static.rust-lang.org.
   if command -v rustup >/dev/null || [ -x "$HOME/.cargo/bin/rustup" ]; then
-    echo "   rustup toolchain install stable" >&2
+    echo "   rustup toolchain install stable; rustup default stable" >&2
     PATH=$HOME/.cargo/bin:$PATH rustup toolchain install stable --profile minimal >&2 &&
       PATH=$HOME/.cargo/bin:$PATH rustup default stable >&2 &&
       { echo "$HOME/.cargo/bin/cargo"; return; }
