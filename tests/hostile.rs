@@ -242,7 +242,7 @@ fn ls_gc_and_show_work_from_a_deleted_working_dir_and_a_file_as_claude_root_is_n
         env.chown_all(&gone);
         // A shell in the dir, which then removes it: csbox starts in a deleted dir.
         for args in [&["ls"][..], &["gc", "--dry-run"], &["show", &id]] {
-            let script = format!("cd {} && rmdir {} && exec \"$0\" \"$@\"", gone.display(), gone.display());
+            let script = format!("cd {} && rmdir {} && exec \"$0\" \"$@\"", sh_quote(&gone), sh_quote(&gone));
             let mut cmd = env.command("sh");
             cmd.arg("-c").arg(&script).arg(CSBOX).args(args);
             let out = output_within(&mut cmd, LIMIT, &format!("csbox {args:?} in a deleted dir"));
