@@ -118,6 +118,10 @@ fn man_pages_list_the_same_options_as_help() {
         !pages.iter().any(|p| p.ends_with("csbox-man.1")),
         "the hidden command has no page"
     );
+    let file = dir.path().join("man1/csbox.1");
+    let bad = Command::new(CSBOX).args(["man", "--out"]).arg(&file).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "--out a file: {}", stderr(&bad));
+    assert!(stderr(&bad).contains("not a directory"), "{}", stderr(&bad));
     if Command::new("man").arg("--version").output().is_err() {
         return cannot_run("man is not installed (apt-get install man-db)");
     }

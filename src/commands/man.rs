@@ -19,6 +19,9 @@ pub struct ManArgs {
 
 /// `cmd` is the whole command line (`Cli::command()`), passed in by the dispatcher.
 pub fn man(a: ManArgs, cmd: clap::Command) -> Result<i32> {
+    if a.out.exists() && !a.out.is_dir() {
+        return Err(Error::Usage(format!("--out {}: not a directory", a.out.display())).into());
+    }
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io("create", &a.out, e))?;
     // Built once so every subcommand knows its full name ("csbox-run") and its usage.
     let mut cmd = cmd.disable_help_subcommand(true);
