@@ -199,18 +199,23 @@ fn bash_completions_install_where_bash_completion_loads_them() {
 _completion_loader csbox
 complete -p csbox
 COMP_WORDS=(csbox ru); COMP_CWORD=1; COMP_LINE='csbox ru'; COMP_POINT=8
-_csbox csbox ru csbox
+_clap_complete_csbox csbox ru csbox
 echo "reply: ${COMPREPLY[*]}""#;
+    // The script asks the csbox on PATH at each Tab.
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_csbox")).parent().unwrap().to_path_buf();
+    let mut path = std::ffi::OsString::from(bin_dir.as_os_str());
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap());
     let out = Command::new("bash")
         .args(["--norc", "--noprofile", "-c", script])
         .env_clear()
         .env("HOME", home.path())
-        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("PATH", &path)
         .output()
         .unwrap();
     let text = stdout(&out);
     assert!(
-        text.contains("-F _csbox csbox"),
+        text.contains("-F _clap_complete_csbox csbox"),
         "not loaded:\n{text}{}",
         stderr(&out)
     );
