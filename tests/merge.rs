@@ -32,6 +32,40 @@ fn session(env: &TestEnv, extra: &[&str], script: &str) -> (String, Output) {
     (new[0].clone(), out)
 }
 
+/// Claude Code's key for the directory the sessions run in: `projects/<key>/` is the only
+/// project dir a session merges.
+fn key(env: &TestEnv) -> String {
+    csbox::session::slug::slug(&cwd(env))
+}
+
+/// The sessions' working directory as their records hold it (a history line's `project`).
+fn cwd(env: &TestEnv) -> PathBuf {
+    project_dir(env).canonicalize().unwrap()
+}
+
+/// Conversation ids, in the form Claude Code names transcripts with.
+const C1: &str = "0d3c9a5e-1111-4222-8333-944455556661";
+const C2: &str = "0d3c9a5e-1111-4222-8333-944455556662";
+
+/// A merge record's refusals: path => why.
+fn refused(m: &Value) -> BTreeMap<String, String> {
+    m["refused"]
+        .as_array()
+        .map(|a| a.iter().map(|e| (e["path"].as_str().unwrap().to_string(), e["detail"].as_str().unwrap().to_string())).collect())
+        .unwrap_or_default()
+}
+
+/// `csbox merge ID --profile default --json` with the test bounds `limits`.
+fn merge_with_limits(env: &TestEnv, id: &str, limits: &str) -> Value {
+    let out = output_within(
+        env.csbox(&["merge", id, "--profile", "default", "--json"]).current_dir(project_dir(env)).env("CSBOX_TEST_MERGE_LIMITS", limits),
+        LIMIT,
+        "merge",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn now_ms() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
 }
@@ -87,31 +121,37 @@ fn new_transcripts_memory_and_history_merge_into_the_real_claude_root() {
     for user in users() {
         let env = TestEnv::new(user);
         let t = now_ms() + 1000;
+        let (k, cwd) = (key(&env), cwd(&env));
         let script = format!(
-            "mkdir -p ~/.claude/projects/-p/memory ~/.claude/todos && \
-             printf '{{\"type\":\"user\",\"n\":1}}\\n{{\"type\":\"assistant\",\"n\":2}}\\n' > ~/.claude/projects/-p/u1.jsonl && \
-             touch -d @1700000000 ~/.claude/projects/-p/u1.jsonl && \
-             echo 'remember this' > ~/.claude/projects/-p/memory/MEMORY.md && \
-             echo '[]' > ~/.claude/todos/u1.json && \
-             printf '{{\"display\":\"a prompt\",\"timestamp\":{t},\"project\":\"/p\",\"sessionId\":\"u1\"}}\\n' >> ~/.claude/history.jsonl"
+            "mkdir -p ~/.claude/projects/{k}/memory ~/.claude/todos ~/.claude/file-history/{C1} && \
+             printf '{{\"type\":\"user\",\"n\":1}}\\n{{\"type\":\"assistant\",\"n\":2}}\\n' > ~/.claude/projects/{k}/{C1}.jsonl && \
+             touch -d @1700000000 ~/.claude/projects/{k}/{C1}.jsonl && \
+             echo 'remember this' > ~/.claude/projects/{k}/memory/MEMORY.md && \
+             echo '[]' > ~/.claude/todos/{C1}-agent-{C1}.json && \
+             echo 'old text' > ~/.claude/file-history/{C1}/0123abcd@v1 && \
+             printf '{{\"display\":\"a prompt\",\"timestamp\":{t},\"project\":\"{}\",\"sessionId\":\"{C1}\"}}\\n' >> ~/.claude/history.jsonl",
+            cwd.display()
         );
         let (id, out) = session(&env, &[], &script);
         assert!(!stderr(&out).contains("warning"), "nothing to warn about: {}", stderr(&out));
         let base = env.claude_root();
-        let t1 = base.join("projects/-p/u1.jsonl");
+        let t1 = base.join(format!("projects/{k}/{C1}.jsonl"));
         assert_eq!(std::fs::read_to_string(&t1).unwrap(), "{\"type\":\"user\",\"n\":1}\n{\"type\":\"assistant\",\"n\":2}\n");
         let mtime = t1.metadata().unwrap().modified().unwrap();
         assert_eq!(mtime, UNIX_EPOCH + Duration::from_secs(1_700_000_000), "the picker and --continue order by mtime: kept");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(t1.metadata().unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::read_to_string(base.join("projects/-p/memory/MEMORY.md")).unwrap(), "remember this\n");
-        assert_eq!(std::fs::read_to_string(base.join("todos/u1.json")).unwrap(), "[]\n");
+        assert_eq!(std::fs::read_to_string(base.join(format!("projects/{k}/memory/MEMORY.md"))).unwrap(), "remember this\n");
+        assert_eq!(std::fs::read_to_string(base.join(format!("todos/{C1}-agent-{C1}.json"))).unwrap(), "[]\n");
+        assert_eq!(std::fs::read_to_string(base.join(format!("file-history/{C1}/0123abcd@v1"))).unwrap(), "old text\n");
         let history = std::fs::read_to_string(base.join("history.jsonl")).unwrap();
-        assert_eq!(history, format!("{{\"display\":\"old\"}}\n{{\"display\":\"a prompt\",\"timestamp\":{t},\"project\":\"/p\",\"sessionId\":\"u1\"}}\n"));
+        let line = format!("{{\"display\":\"a prompt\",\"timestamp\":{t},\"project\":\"{}\",\"sessionId\":\"{C1}\"}}", cwd.display());
+        assert_eq!(history, format!("{{\"display\":\"old\"}}\n{line}\n"));
         let m = &show_json(&env, &id)["meta"]["merge"];
-        assert_eq!((m["copied"].as_u64(), m["history_lines"].as_u64()), (Some(3), Some(1)), "{m}");
+        assert_eq!((m["copied"].as_u64(), m["history_lines"].as_u64()), (Some(4), Some(1)), "{m}");
+        assert!(m.get("refused").is_none(), "{m}");
         let shown = stdout(&within(&env, &["show", &id]));
-        assert!(shown.contains("merged:") && shown.contains("3 copied") && shown.contains("1 history line"), "{shown}");
+        assert!(shown.contains("merged:") && shown.contains("4 copied") && shown.contains("1 history line"), "{shown}");
         assert!(stdout(&within(&env, &["ls"])).contains("merged"), "ls flags it");
         assert_base_readable(&env, "after a merge");
     }
@@ -121,11 +161,11 @@ fn new_transcripts_memory_and_history_merge_into_the_real_claude_root() {
 fn a_resumed_conversation_that_grew_replaces_the_real_one() {
     for user in users() {
         let env = TestEnv::new(user);
-        let p = env.claude_root().join("projects/-p");
+        let p = env.claude_root().join("projects").join(key(&env));
         std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("u2.jsonl"), "{\"n\":1}\n").unwrap();
         env.chown_all(&env.home);
-        let (id, _) = session(&env, &[], "printf '{\"n\":2}\\n' >> ~/.claude/projects/-p/u2.jsonl");
+        let (id, _) = session(&env, &[], &format!("printf '{{\"n\":2}}\\n' >> ~/.claude/projects/{}/u2.jsonl", key(&env)));
         assert_eq!(std::fs::read_to_string(p.join("u2.jsonl")).unwrap(), "{\"n\":1}\n{\"n\":2}\n");
         let m = &show_json(&env, &id)["meta"]["merge"];
         assert_eq!((m["replaced"].as_u64(), m["copied"].as_u64()), (Some(1), Some(0)), "{m}");
@@ -142,18 +182,19 @@ fn a_resumed_conversation_that_grew_replaces_the_real_one() {
 fn a_transcript_rewritten_in_the_session_is_kept_beside_and_reported() {
     for user in users() {
         let env = TestEnv::new(user);
-        let p = env.claude_root().join("projects/-p");
+        let k = key(&env);
+        let p = env.claude_root().join("projects").join(&k);
         std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("u3.jsonl"), "{\"n\":1}\n{\"n\":2}\n").unwrap();
         env.chown_all(&env.home);
-        let (id, out) = session(&env, &[], "printf '{\"n\":\"rewritten\"}\\n' > ~/.claude/projects/-p/u3.jsonl");
+        let (id, out) = session(&env, &[], &format!("printf '{{\"n\":\"rewritten\"}}\\n' > ~/.claude/projects/{k}/u3.jsonl"));
         assert_eq!(std::fs::read_to_string(p.join("u3.jsonl")).unwrap(), "{\"n\":1}\n{\"n\":2}\n", "never overwritten");
         let kept = p.join(format!("u3.jsonl.csbox-conflict-{id}"));
         assert_eq!(std::fs::read_to_string(&kept).unwrap(), "{\"n\":\"rewritten\"}\n", "kept beside");
         let err = stderr(&out);
-        assert!(err.contains("conflict: ~/.claude/projects/-p/u3.jsonl") && err.contains("does not extend"), "{err}");
+        assert!(err.contains(&format!("conflict: ~/.claude/projects/{k}/u3.jsonl")) && err.contains("does not extend"), "{err}");
         let m = &show_json(&env, &id)["meta"]["merge"];
-        assert_eq!(m["conflicts"][0]["path"], "projects/-p/u3.jsonl", "{m}");
+        assert_eq!(m["conflicts"][0]["path"], format!("projects/{k}/u3.jsonl"), "{m}");
         assert!(stdout(&within(&env, &["ls"])).contains("conflicts"));
         // Again: the same conflict, nothing rewritten.
         let before = snapshot(&env.claude_root());
@@ -169,46 +210,42 @@ fn links_fifos_huge_files_exec_bits_and_bad_lines_are_refused_and_reported() {
         let secret = env.dir.path().join("secret");
         std::fs::write(&secret, "{\"secret\":1}\n").unwrap();
         env.chown_all(env.dir.path());
+        let k = key(&env);
         let script = format!(
-            "cd ~/.claude && mkdir -p projects/-p plans && \
-             ln -s {} projects/-p/link.jsonl && ln -s /etc plans/etc && \
-             mkfifo projects/-p/fifo.jsonl && \
-             truncate -s 2G projects/-p/huge.jsonl && \
-             printf '{{}}\\n' > projects/-p/run.jsonl && chmod 755 projects/-p/run.jsonl && \
-             printf 'not json\\n' > projects/-p/bad.jsonl && \
-             printf 'x\\n' > 'projects/-p/a.jsonl.csbox-conflict-x' && \
-             printf '{{\"ok\":1}}\\n' > projects/-p/good.jsonl && \
-             rm -rf todos && ln -s /etc todos",
+            "mkdir -p ~/.claude/projects/{k} ~/.claude/plans && cd ~/.claude/projects/{k} && \
+             ln -s {} link.jsonl && ln -s /etc ../../plans/etc && \
+             mkfifo fifo.jsonl && \
+             truncate -s 2G huge.jsonl && \
+             printf '{{}}\\n' > run.jsonl && chmod 755 run.jsonl && \
+             printf 'not json\\n' > bad.jsonl && \
+             printf 'x\\n' > 'a.jsonl.csbox-conflict-x' && \
+             printf '{{\"ok\":1}}\\n' > good.jsonl && \
+             rm -rf ../../todos && ln -s /etc ../../todos",
             secret.display()
         );
         let (id, out) = session(&env, &[], &script);
         let err = stderr(&out);
-        let p = env.claude_root().join("projects/-p");
+        let p = env.claude_root().join("projects").join(&k);
         assert_eq!(std::fs::read_to_string(p.join("good.jsonl")).unwrap(), "{\"ok\":1}\n", "the rest merged");
         for name in ["link.jsonl", "fifo.jsonl", "huge.jsonl", "run.jsonl", "bad.jsonl", "a.jsonl.csbox-conflict-x"] {
             assert!(p.join(name).symlink_metadata().is_err(), "{name} was not merged");
         }
         assert!(!env.claude_root().join("todos").exists() && !env.claude_root().join("plans/etc").exists());
-        let m = &show_json(&env, &id)["meta"]["merge"];
-        let refused: BTreeMap<String, String> = m["refused"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| (e["path"].as_str().unwrap().to_string(), e["detail"].as_str().unwrap().to_string()))
-            .collect();
+        let refused = refused(&show_json(&env, &id)["meta"]["merge"]);
         let expect = [
-            ("projects/-p/link.jsonl", "symbolic link"),
-            ("plans/etc", "symbolic link"),
-            ("todos", "symbolic link"),
-            ("projects/-p/fifo.jsonl", "FIFO"),
-            ("projects/-p/huge.jsonl", "over the per-file bound of 256.0M"),
-            ("projects/-p/run.jsonl", "exec"),
-            ("projects/-p/bad.jsonl", "line 1 is not a JSON object"),
-            ("projects/-p/a.jsonl.csbox-conflict-x", "reserves"),
+            (format!("projects/{k}/link.jsonl"), "symbolic link"),
+            ("plans/etc".into(), "symbolic link"),
+            ("todos".into(), "symbolic link"),
+            (format!("projects/{k}/fifo.jsonl"), "FIFO"),
+            (format!("projects/{k}/huge.jsonl"), "over the per-file bound of 64.0M"),
+            (format!("projects/{k}/run.jsonl"), "exec"),
+            (format!("projects/{k}/bad.jsonl"), "line 1 is not a JSON object"),
+            (format!("projects/{k}/a.jsonl.csbox-conflict-x"), "reserves"),
         ];
-        for (path, why) in expect {
+        for (path, why) in &expect {
+            let path = path.as_str();
             let got = refused.get(path).unwrap_or_else(|| panic!("{path} not reported: {refused:?}"));
-            assert!(got.contains(why), "{path}: {got}");
+            assert!(got.contains(*why), "{path}: {got}");
             assert!(err.contains(path), "said at the end of the session: {path}: {err}");
         }
         assert!(!stdout(&within(&env, &["show", &id])).contains("\"secret\""));
@@ -220,11 +257,14 @@ fn merging_again_changes_nothing() {
     for user in users() {
         let env = TestEnv::new(user);
         let t = now_ms() + 1000;
+        let (k, cwd) = (key(&env), cwd(&env));
         let script = format!(
-            "mkdir -p ~/.claude/projects/-p && printf '{{\"n\":1}}\\n' > ~/.claude/projects/-p/u.jsonl && \
-             printf '{{\"display\":\"x\",\"timestamp\":{t}}}\\n' >> ~/.claude/history.jsonl"
+            "mkdir -p ~/.claude/projects/{k} && printf '{{\"n\":1}}\\n' > ~/.claude/projects/{k}/u.jsonl && \
+             printf '{{\"display\":\"x\",\"timestamp\":{t},\"project\":\"{}\"}}\\n' >> ~/.claude/history.jsonl",
+            cwd.display()
         );
         let (id, _) = session(&env, &[], &script);
+        assert!(std::fs::read_to_string(env.claude_root().join("history.jsonl")).unwrap().contains("\"x\""), "merged at the end");
         let before = snapshot(&env.claude_root());
         for _ in 0..2 {
             let out = within(&env, &["merge", &id, "--json"]);
@@ -243,7 +283,8 @@ fn an_empty_merge_back_list_keeps_the_old_full_isolation() {
         nomerge_profile(&env);
         assert!(within(&env, &["run", "--", "true"]).status.success());
         let before = snapshot(&env.claude_root());
-        let (id, _) = session(&env, &["--profile", "nomerge"], "mkdir -p ~/.claude/projects/-p && echo '{}' > ~/.claude/projects/-p/u.jsonl");
+        let k = key(&env);
+        let (id, _) = session(&env, &["--profile", "nomerge"], &format!("mkdir -p ~/.claude/projects/{k} && echo '{{}}' > ~/.claude/projects/{k}/u.jsonl"));
         assert_eq!(snapshot(&env.claude_root()), before, "nothing merged");
         assert!(stdout(&within(&env, &["show", &id])).contains("never (it merges"));
         let out = within(&env, &["merge", &id]);
@@ -251,7 +292,7 @@ fn an_empty_merge_back_list_keeps_the_old_full_isolation() {
         assert_eq!(snapshot(&env.claude_root()), before);
         let out = within(&env, &["merge", &id, "--profile", "default"]);
         assert!(out.status.success(), "{}", stderr(&out));
-        assert!(env.claude_root().join("projects/-p/u.jsonl").exists(), "merged on demand");
+        assert!(env.claude_root().join(format!("projects/{k}/u.jsonl")).exists(), "merged on demand");
         let shown = stdout(&within(&env, &["profile", "show", "nomerge"]));
         assert!(shown.contains("\"mergeBack\": []"), "{shown}");
     }
@@ -281,10 +322,12 @@ fn two_sessions_ending_at_once_both_merge_and_history_interleaves_in_time_order(
     for user in users() {
         let env = TestEnv::new(user);
         let t0 = now_ms() + 2000;
+        let (k, cwd) = (key(&env), cwd(&env));
         let script = |who: &str, offs: [u128; 3]| {
-            let mut s = format!("mkdir -p ~/.claude/projects/-p && printf '{{\"who\":\"{who}\"}}\\n' > ~/.claude/projects/-p/{who}.jsonl");
+            let mut s = format!("mkdir -p ~/.claude/projects/{k} && printf '{{\"who\":\"{who}\"}}\\n' > ~/.claude/projects/{k}/{who}.jsonl");
             for o in offs {
-                s.push_str(&format!(" && printf '{{\"display\":\"{who}{o}\",\"timestamp\":{}}}\\n' >> ~/.claude/history.jsonl", t0 + o));
+                let line = format!("{{\"display\":\"{who}{o}\",\"timestamp\":{},\"project\":\"{}\"}}", t0 + o, cwd.display());
+                s.push_str(&format!(" && printf '{line}\\n' >> ~/.claude/history.jsonl"));
             }
             s + " && sleep 1"
         };
@@ -306,7 +349,7 @@ fn two_sessions_ending_at_once_both_merge_and_history_interleaves_in_time_order(
         let shown: Vec<String> = history.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["display"].as_str().unwrap().to_string()).collect();
         assert_eq!(shown, ["old", "a10", "b20", "a30", "b40", "a50", "b60"], "[{}]", user.label());
         for who in ["a", "b"] {
-            assert!(env.claude_root().join(format!("projects/-p/{who}.jsonl")).exists());
+            assert!(env.claude_root().join(format!("projects/{k}/{who}.jsonl")).exists());
         }
         assert!(!env.claude_root().join("history.jsonl.lock").exists(), "Claude Code's lock is let go");
     }
@@ -335,14 +378,16 @@ fn a_merge_killed_at_each_write_point_leaves_a_base_claude_code_reads() {
     for user in users() {
         let env = TestEnv::new(user);
         nomerge_profile(&env);
-        let p = env.claude_root().join("projects/-p");
+        let (k, cwd) = (key(&env), cwd(&env));
+        let p = env.claude_root().join("projects").join(&k);
         std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("grown.jsonl"), "{\"n\":1}\n").unwrap();
         env.chown_all(&env.home);
         let t = now_ms() + 1000;
         let script = format!(
-            "cd ~/.claude && printf '{{\"n\":2}}\\n' >> projects/-p/grown.jsonl && printf '{{\"new\":1}}\\n' > projects/-p/new.jsonl && \
-             printf '{{\"display\":\"k\",\"timestamp\":{t}}}\\n' >> history.jsonl"
+            "cd ~/.claude && printf '{{\"n\":2}}\\n' >> projects/{k}/grown.jsonl && printf '{{\"new\":1}}\\n' > projects/{k}/new.jsonl && \
+             printf '{{\"display\":\"k\",\"timestamp\":{t},\"project\":\"{}\"}}\\n' >> history.jsonl",
+            cwd.display()
         );
         let (id, _) = session(&env, &["--profile", "nomerge"], &script);
         let original = snapshot(&env.claude_root());
@@ -416,4 +461,138 @@ fn a_running_session_is_not_merged_on_demand() {
     assert!(stderr(&out).contains("running"));
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// A session appends to another project's transcript (its lower layer shows every
+/// project's), writes another project's auto-memory and history lines: none of it
+/// merges, one refusal says so per project (attack-3 A3-5, A3-10); its own project's
+/// transcript, memory and history lines still merge.
+#[test]
+fn another_projects_transcripts_memory_and_history_are_not_merged_and_are_reported() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        let (k, cwd) = (key(&env), cwd(&env));
+        let other = env.claude_root().join("projects/-home-other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join(format!("{C2}.jsonl")), "{\"n\":1}\n").unwrap();
+        env.chown_all(&env.home);
+        let t = now_ms() + 1000;
+        let line = |p: &str, d: &str| format!("{{\"display\":\"{d}\",\"timestamp\":{t},\"project\":\"{p}\"}}");
+        let script = format!(
+            "cd ~/.claude/projects && printf '{{\"injected\":1}}\\n' >> -home-other/{C2}.jsonl && \
+             mkdir -p -- -home-other/memory -x ./{k}/memory && echo 'run curl | sh' > -home-other/memory/MEMORY.md && \
+             printf '{{\"n\":1}}\\n' > -x/new.jsonl && \
+             printf '{{\"mine\":1}}\\n' > ./{k}/{C1}.jsonl && echo 'this project' > ./{k}/memory/MEMORY.md && \
+             printf '%s\\n%s\\n%s\\n' '{}' '{}' '{}' >> ../history.jsonl",
+            line("/home/other", "INJ-OTHER"),
+            line(&cwd.display().to_string(), "mine"),
+            line(&format!("{}/sub", cwd.display()), "INJ-SUB"),
+        );
+        let (id, out) = session(&env, &[], &script);
+        assert_eq!(std::fs::read_to_string(other.join(format!("{C2}.jsonl"))).unwrap(), "{\"n\":1}\n", "not extended");
+        assert!(!other.join("memory").exists(), "another project's memory is not written");
+        assert!(!env.claude_root().join("projects/-x").exists());
+        let base = env.claude_root().join("projects").join(&k);
+        assert_eq!(std::fs::read_to_string(base.join(format!("{C1}.jsonl"))).unwrap(), "{\"mine\":1}\n");
+        assert_eq!(std::fs::read_to_string(base.join("memory/MEMORY.md")).unwrap(), "this project\n");
+        let history = std::fs::read_to_string(env.claude_root().join("history.jsonl")).unwrap();
+        assert!(history.contains("\"mine\"") && !history.contains("INJ"), "{history}");
+        let m = &show_json(&env, &id)["meta"]["merge"];
+        let r = refused(m);
+        for p in ["projects/-home-other", "projects/-x"] {
+            assert!(r.get(p).is_some_and(|d| d.contains("another project's conversations are not merged")), "{p}: {r:?}");
+        }
+        assert_eq!(r.keys().filter(|p| p.starts_with("projects/")).count(), 2, "one entry a project: {r:?}");
+        assert!(r["history.jsonl"].contains("2 line(s) are another project's"), "{r:?}");
+        assert_eq!((m["copied"].as_u64(), m["history_lines"].as_u64()), (Some(2), Some(1)), "{m}");
+        let err = stderr(&out);
+        assert!(err.contains("not merged: projects/-home-other: another project's"), "said at the end: {err}");
+    }
+}
+
+#[test]
+fn todos_and_file_history_merge_only_for_this_projects_conversations() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        let k = key(&env);
+        let script = format!(
+            "cd ~/.claude && mkdir -p ./projects/{k} ./projects/-home-other todos file-history/{C1} file-history/{C2} && \
+             printf '{{\"n\":1}}\\n' > ./projects/{k}/{C1}.jsonl && printf '{{\"n\":1}}\\n' > ./projects/-home-other/{C2}.jsonl && \
+             echo '[]' > todos/{C1}-agent-{C2}.json && echo '[]' > todos/{C2}-agent-{C2}.json && echo '[]' > todos/notes.json && \
+             echo mine > file-history/{C1}/aa@v1 && echo theirs > file-history/{C2}/bb@v1 && echo loose > file-history/loose"
+        );
+        let (id, _) = session(&env, &[], &script);
+        let base = env.claude_root();
+        assert!(base.join(format!("todos/{C1}-agent-{C2}.json")).exists(), "a subagent's list in this project's conversation");
+        assert_eq!(std::fs::read_to_string(base.join(format!("file-history/{C1}/aa@v1"))).unwrap(), "mine\n");
+        let r = refused(&show_json(&env, &id)["meta"]["merge"]);
+        for p in [format!("todos/{C2}-agent-{C2}.json"), "todos/notes.json".into(), format!("file-history/{C2}"), "file-history/loose".into()] {
+            assert!(!base.join(&p).exists(), "{p} merged");
+            assert!(r.get(&p).is_some_and(|d| d.contains("of a conversation of this session's project")), "{p}: {r:?}");
+        }
+    }
+}
+
+/// The bounds, lowered with the debug-only knob: a memory file, a transcript, plans by
+/// count, entries (past which the merge stops, incomplete).
+#[test]
+fn memory_files_transcripts_plans_and_entries_are_bounded() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        nomerge_profile(&env);
+        let k = key(&env);
+        let script = format!(
+            "cd ~/.claude && mkdir -p ./projects/{k}/memory/sub plans && cd ./projects/{k} && \
+             echo short > memory/MEMORY.md && printf '%0400d\\n' 0 > memory/long.md && echo 'not md' > memory/notes.txt && \
+             printf '{{\"n\":1}}\\n' > small.jsonl && printf '{{\"t\":\"%0500d\"}}\\n' 0 > big.jsonl && \
+             for i in 1 2 3; do echo plan > ../../plans/p$i.md; done"
+        );
+        let (id, _) = session(&env, &["--profile", "nomerge"], &script);
+        let v = merge_with_limits(&env, &id, "memory=100,file=200,plans=2");
+        let r = refused(&v);
+        let base = env.claude_root().join("projects").join(&k);
+        assert!(base.join("memory/MEMORY.md").exists() && base.join("small.jsonl").exists(), "{v}");
+        let why = |p: &str| r.get(&format!("projects/{k}/{p}")).cloned().unwrap_or_else(|| panic!("{p}: {r:?}"));
+        assert!(why("memory/long.md").contains("over the per-file bound of 100B"), "{r:?}");
+        assert!(why("memory/notes.txt").contains("only *.md") && why("memory/sub").contains("only *.md"), "{r:?}");
+        assert!(why("big.jsonl").contains("over the per-file bound of 200B"), "{r:?}");
+        let plans: Vec<_> = r.iter().filter(|(p, _)| p.starts_with("plans/")).collect();
+        assert!(plans.len() == 1 && plans[0].1.contains("more than 2 plans"), "{r:?}");
+        assert_eq!(std::fs::read_dir(env.claude_root().join("plans")).unwrap().count(), 2);
+        let v = merge_with_limits(&env, &id, "entries=3");
+        assert_eq!(v["incomplete"].as_bool(), Some(true), "{v}");
+        assert!(refused(&v).values().any(|d| d.contains("more than 3 entries")), "{v}");
+    }
+}
+
+/// Files a merge skips for what they hold are reported, never passed over (A3-7: a
+/// session's 250 MiB of NUL bytes gave "0 copied" and no word).
+#[test]
+fn files_skipped_for_what_they_hold_are_reported() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        let k = key(&env);
+        let script = format!(
+            "mkdir -p ~/.claude/projects/{k} ~/.claude/plans && cd ~/.claude/projects/{k} && \
+             head -c 5000 /dev/zero > nul.jsonl && head -c 5000 /dev/zero > ../../plans/nul.md && \
+             truncate -s 1M sparse.jsonl && printf '{{\"half\":' > half.jsonl && : > empty.jsonl"
+        );
+        let (id, out) = session(&env, &[], &script);
+        let m = &show_json(&env, &id)["meta"]["merge"];
+        let r = refused(m);
+        let expect = [
+            (format!("projects/{k}/nul.jsonl"), "NUL bytes and nothing else"),
+            ("plans/nul.md".to_string(), "NUL bytes and nothing else"),
+            // Where the file system cannot tell holes, it is all NUL bytes.
+            (format!("projects/{k}/sparse.jsonl"), if r.get(&format!("projects/{k}/sparse.jsonl")).is_some_and(|d| d.contains("NUL")) { "NUL" } else { "sparse" }),
+            (format!("projects/{k}/half.jsonl"), "no complete line"),
+            (format!("projects/{k}/empty.jsonl"), "empty"),
+        ];
+        for (p, why) in &expect {
+            assert!(r.get(p).is_some_and(|d| d.contains(why)), "{p}: {r:?}");
+            assert!(!env.claude_root().join(p).exists(), "{p}");
+        }
+        assert_eq!(m["copied"].as_u64(), Some(0), "{m}");
+        assert!(stderr(&out).contains("5 refused"), "said at the end: {}", stderr(&out));
+    }
 }

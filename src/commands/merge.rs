@@ -36,6 +36,7 @@ pub fn merge_live(paths: &Paths, session: &LiveSession, items: &[String]) -> cra
         session_dir: session.dir_fd(),
         id: &session.id,
         created: session.meta.created,
+        cwd: &session.meta.cwd,
         claude_root: &paths.claude_root,
         items,
     })

@@ -18,7 +18,8 @@ pub const BUILTINS: &[(&str, &str)] = &[
 /// and the default: the conversation state `claude --resume`, `--continue`, the `/resume`
 /// picker and up-arrow history read. `projects` holds the transcripts
 /// (`projects/<slug>/<uuid>.jsonl`), their tool results and subagents (`<uuid>/`) and the
-/// project's auto-memory (`memory/`). Nothing here is ever run by Claude Code: settings,
+/// project's auto-memory (`memory/`); only the session's own project's merge (its working
+/// directory's, see `session::merge`). Nothing here is ever run by Claude Code: settings,
 /// hooks, skills, agents, commands, plugins and shell snapshots are not on the list.
 pub const MERGE_BACK: &[&str] = &["projects", "history.jsonl", "todos", "plans", "file-history"];
 

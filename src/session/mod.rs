@@ -14,6 +14,7 @@ pub mod meta;
 pub mod quarantine;
 pub mod resume;
 pub mod setup;
+pub mod slug;
 pub mod store;
 mod whiteout;
 

@@ -2,7 +2,9 @@
 //! it is new, replaced when it extends the real one byte for byte (a resumed conversation
 //! that grew), left alone when the real one already holds it, and otherwise kept beside
 //! it under a conflict name. A transcript (`*.jsonl`) merges only complete lines, each a
-//! JSON object: a line a killed writer left half-written waits for the next merge.
+//! JSON object: a line a killed writer left half-written waits for the next merge. A
+//! file skipped for what it holds (no complete line, only NUL bytes, holes) is reported,
+//! never passed over in silence.
 
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -145,9 +147,53 @@ fn base_entry(dir: &OwnedFd, name: &CStr) -> std::result::Result<Base, Errno> {
     }
 }
 
-/// Merge the session file `src_dir/name` into `~/.claude/rel_dir/name`. `base` caches
-/// the opened `~/.claude/rel_dir` for the other files of the same directory.
-pub fn merge_file(m: &mut Merger, src_dir: &OwnedFd, base: &mut Option<OwnedFd>, rel_dir: &Path, name: &CStr) -> Result<()> {
+/// The offset of the first hole of a file of `size` bytes, if it has one before its end
+/// (SEEK_HOLE; a file system that cannot tell reports none). Claude Code writes no
+/// sparse file, and a hole costs the session nothing but the merge real disk.
+fn first_hole(fd: &OwnedFd, size: u64) -> Option<u64> {
+    // SAFETY: lseek on a valid descriptor (pread elsewhere does not use the offset).
+    let at = unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_HOLE) };
+    (at >= 0 && (at as u64) < size).then_some(at as u64)
+}
+
+/// Whether the first `size` bytes (at least one) are all NUL: what a session gets from
+/// `truncate` or `head -c N /dev/zero`, nothing Claude Code writes.
+fn all_nul(fd: &OwnedFd, size: u64) -> std::result::Result<bool, Errno> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut pos = 0;
+    while pos < size {
+        let n = read_at(fd, &mut buf[..CHUNK.min((size - pos) as usize)], pos)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(size > 0)
+}
+
+/// Why the session file (`size` bytes, of which `len` are complete lines when `jsonl`)
+/// is not worth merging, if it is not.
+fn skip_reason(fd: &OwnedFd, size: u64, len: u64, jsonl: bool) -> std::result::Result<Option<String>, Errno> {
+    if let Some(at) = first_hole(fd, size) {
+        return Ok(Some(format!("a sparse file (a hole at byte {at} of {size}): not a file Claude Code writes")));
+    }
+    if all_nul(fd, size)? {
+        return Ok(Some(format!("{size} NUL bytes and nothing else: not a file Claude Code writes")));
+    }
+    if jsonl && len == 0 {
+        let what = if size == 0 { "empty".to_string() } else { format!("no complete line in its {size} bytes") };
+        return Ok(Some(format!("{what}: nothing to merge (yet)")));
+    }
+    Ok(None)
+}
+
+/// Merge the session file `src_dir/name` into `~/.claude/rel_dir/name` if it is at most
+/// `max` bytes. `base` caches the opened `~/.claude/rel_dir` for the other files of the
+/// same directory.
+pub fn merge_file(m: &mut Merger, src_dir: &OwnedFd, base: &mut Option<OwnedFd>, rel_dir: &Path, name: &CStr, max: u64) -> Result<()> {
     let rel = rel_dir.join(name.to_string_lossy().as_ref());
     let fd = match open_at(src_dir.as_raw_fd(), name, libc::O_RDONLY, 0) {
         Ok(fd) => fd,
@@ -162,14 +208,14 @@ pub fn merge_file(m: &mut Merger, src_dir: &OwnedFd, base: &mut Option<OwnedFd>,
         return Ok(m.refuse(&rel, format!("mode {:04o} has exec or set-id bits: nothing merged may be run", st.st_mode & 0o7777)));
     }
     let size = st.st_size as u64;
-    if size > m.limits.file {
-        let bound = crate::human::human_size(m.limits.file);
+    if size > max {
+        let bound = crate::human::human_size(max);
         return Ok(m.refuse(&rel, format!("{} bytes, over the per-file bound of {bound}", size)));
     }
     let jsonl = name.to_bytes().ends_with(b".jsonl");
     let len = if jsonl { complete_lines_len(&fd, size)? } else { size };
-    if jsonl && len == 0 {
-        return Ok(()); // not one complete line yet
+    if let Some(why) = skip_reason(&fd, size, len, jsonl)? {
+        return Ok(m.refuse(&rel, why));
     }
     let mtime = Some(timespec(st.st_mtime, st.st_mtime_nsec));
     let found = match open_base(m, base, rel_dir, false) {

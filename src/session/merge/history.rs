@@ -1,9 +1,11 @@
 //! `history.jsonl`, the up-arrow history: the session's new lines (not in the real file,
-//! each a JSON object with a numeric `timestamp` no older than the session) go into the
-//! real file in time order, so two sessions that end together interleave and neither
+//! each a JSON object with a numeric `timestamp` no older than the session, whose
+//! `project` is the session's working directory) go into the real file in time order, so two sessions that end together interleave and neither
 //! loses a line. The file is rewritten by temp file and rename under Claude Code's own
 //! lock (proper-lockfile: the directory `history.jsonl.lock`, stale after 10 s), so a
-//! `claude` appending on the host at the same moment is not lost either.
+//! `claude` appending on the host at the same moment is not lost either. A line naming
+//! another project would be offered by the up-arrow of every `claude` there (A3-5): it is
+//! refused and counted.
 
 use std::collections::HashSet;
 use std::ffi::CStr;
@@ -27,15 +29,34 @@ const WAIT: Duration = Duration::from_secs(15);
 #[derive(serde::Deserialize)]
 struct Stamp {
     timestamp: Option<serde_json::Number>,
+    project: Option<serde_json::Value>,
 }
 
-/// The line's `timestamp` (ms), if it is a JSON object that has a numeric one.
-fn stamp(line: &[u8]) -> Option<f64> {
+/// The line's `timestamp` (ms) and `project`, if it is a JSON object that has a numeric
+/// timestamp.
+fn parse(line: &[u8]) -> Option<(f64, Option<serde_json::Value>)> {
     let t = line.trim_ascii();
     if t.first() != Some(&b'{') {
         return None;
     }
-    serde_json::from_slice::<Stamp>(t).ok()?.timestamp?.as_f64()
+    let s = serde_json::from_slice::<Stamp>(t).ok()?;
+    Some((s.timestamp?.as_f64()?, s.project))
+}
+
+/// The line's `timestamp` (ms), if it is a JSON object that has a numeric one.
+fn stamp(line: &[u8]) -> Option<f64> {
+    parse(line).map(|(t, _)| t)
+}
+
+/// The session's lines of `history.jsonl`, and what was left out of them.
+#[derive(Debug, Default)]
+struct Taken<'a> {
+    lines: Vec<(f64, &'a [u8])>,
+    /// Lines that are no history line at all, and the first one's number.
+    bad: u64,
+    first_bad: u64,
+    /// The session's lines whose `project` is not its working directory.
+    elsewhere: u64,
 }
 
 fn read_whole(fd: &OwnedFd, size: u64) -> std::result::Result<Vec<u8>, Errno> {
@@ -53,12 +74,12 @@ fn read_whole(fd: &OwnedFd, size: u64) -> std::result::Result<Vec<u8>, Errno> {
     Ok(buf)
 }
 
-/// The session's complete lines from `since_ms` on, and how many lines are no history
-/// line at all (with the first one's number). Lines older than the session came with
-/// the real file when the overlay copied it up: they are the base's, not the session's,
-/// and so are lines the real file `base` holds, whatever they are.
-fn session_lines<'a>(bytes: &'a [u8], since_ms: u64, base: &HashSet<&[u8]>) -> (Vec<(f64, &'a [u8])>, u64, u64) {
-    let (mut out, mut bad, mut first_bad) = (Vec::new(), 0, 0);
+/// The session's complete lines from `since_ms` on whose `project` is `project`. Lines
+/// older than the session came with the real file when the overlay copied it up: they
+/// are the base's, not the session's, and so are lines the real file `base` holds,
+/// whatever they are.
+fn session_lines<'a>(bytes: &'a [u8], since_ms: u64, base: &HashSet<&[u8]>, project: &str) -> Taken<'a> {
+    let mut out = Taken::default();
     for (i, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
         if line.last() != Some(&b'\n') || line.trim_ascii().is_empty() {
             continue; // a half-written last line waits for the next merge
@@ -67,18 +88,19 @@ fn session_lines<'a>(bytes: &'a [u8], since_ms: u64, base: &HashSet<&[u8]>) -> (
         if base.contains(body) {
             continue;
         }
-        match stamp(line) {
-            Some(ts) if ts >= since_ms as f64 => out.push((ts, body)),
-            Some(_) => {}
+        match parse(line) {
+            Some((ts, _)) if ts < since_ms as f64 => {}
+            Some((ts, Some(serde_json::Value::String(p)))) if p == project => out.lines.push((ts, body)),
+            Some(_) => out.elsewhere += 1,
             None => {
-                bad += 1;
-                if first_bad == 0 {
-                    first_bad = i as u64 + 1;
+                out.bad += 1;
+                if out.first_bad == 0 {
+                    out.first_bad = i as u64 + 1;
                 }
             }
         }
     }
-    (out, bad, first_bad)
+    out
 }
 
 /// The real file's lines with the new ones (sorted) placed before the first real line
@@ -182,9 +204,14 @@ pub fn merge_history(m: &mut Merger) -> Result<()> {
     let mine = read_whole(&fd, st.st_size as u64)?;
     // A first look without the lock (nothing is written on it): is there anything new?
     let Some((base, _)) = read_base(m, rel, &bound)? else { return Ok(()) };
-    let (lines, bad, first_bad) = session_lines(&mine, m.since_ms, &base.split(|b| *b == b'\n').collect());
+    let taken = session_lines(&mine, m.since_ms, &base.split(|b| *b == b'\n').collect(), &m.scope.cwd);
+    let Taken { lines, bad, first_bad, elsewhere } = taken;
     if bad > 0 {
         m.refuse(rel, format!("{bad} line(s) are not JSON objects with a numeric timestamp (the first: line {first_bad}): those are not merged"));
+    }
+    if elsewhere > 0 {
+        let cwd = crate::human::printable(&m.scope.cwd);
+        m.refuse(rel, format!("{elsewhere} line(s) are another project's (their \"project\" is not {cwd}): those are not merged"));
     }
     if lines.is_empty() {
         return Ok(());
@@ -244,14 +271,23 @@ mod tests {
 
     #[test]
     fn only_the_sessions_own_whole_lines_are_taken() {
-        let text = b"{\"display\":\"old\",\"timestamp\":5}\n{\"display\":\"new\",\"timestamp\":100}\nnot json\n{\"x\":1}\n{\"display\":\"half\",\"timestamp\":200";
+        let text = b"{\"display\":\"old\",\"timestamp\":5,\"project\":\"/p\"}\n{\"display\":\"new\",\"timestamp\":100,\"project\":\"/p\"}\nnot json\n{\"x\":1}\n{\"display\":\"half\",\"timestamp\":200";
         let base: HashSet<&[u8]> = [&b"{\"x\":1}"[..]].into_iter().collect();
-        let (lines, bad, first) = session_lines(text, 50, &base);
-        assert_eq!((bad, first), (1, 3), "a line of the real file is not the session's");
-        let (lines2, bad, first) = session_lines(text, 50, &HashSet::new());
-        assert_eq!(lines2.len(), 1);
-        assert_eq!(lines.len(), 1);
-        assert_eq!(lines[0].0, 100.0);
-        assert_eq!((bad, first), (2, 3));
+        let t = session_lines(text, 50, &base, "/p");
+        assert_eq!((t.bad, t.first_bad), (1, 3), "a line of the real file is not the session's");
+        let t2 = session_lines(text, 50, &HashSet::new(), "/p");
+        assert_eq!(t2.lines.len(), 1);
+        assert_eq!(t.lines.len(), 1);
+        assert_eq!(t.lines[0].0, 100.0);
+        assert_eq!((t2.bad, t2.first_bad), (2, 3));
+    }
+
+    #[test]
+    fn lines_of_another_project_are_counted_not_taken() {
+        let text = b"{\"timestamp\":100,\"project\":\"/p\"}\n{\"timestamp\":101,\"project\":\"/home/other\"}\n{\"timestamp\":102}\n{\"timestamp\":103,\"project\":\"/p/sub\"}\n{\"timestamp\":104,\"project\":7}\n{\"timestamp\":1,\"project\":\"/q\"}\n";
+        let t = session_lines(text, 50, &HashSet::new(), "/p");
+        assert_eq!(t.lines.len(), 1, "only the exact working directory");
+        assert_eq!(t.lines[0].0, 100.0);
+        assert_eq!((t.elsewhere, t.bad), (4, 0), "older lines are the base's, not counted");
     }
 }

@@ -8,6 +8,11 @@
 //!   files and directories, each opened beneath its directory's fd without following a
 //!   link and without blocking (a FIFO), never across a mount, never a file with an exec
 //!   or set-id bit, never a name csbox reserves;
+//! - only what is the session's own ([`scope`]): `projects/<the key of its working
+//!   directory>/` (transcripts, their `<uuid>/` directories, `*.md` auto-memory), the
+//!   `history.jsonl` lines of that directory, the `todos/` and `file-history/` of the
+//!   conversations filed there, `plans/`; another project's entries are refused, each
+//!   reported;
 //! - a new file is copied in; a file that exists is replaced only when the session's
 //!   version extends it byte for byte; anything else is kept beside it as
 //!   `<name>.csbox-conflict-<id>` and reported; nothing in `~/.claude` is ever deleted;
@@ -16,10 +21,12 @@
 //!   (flock, exclusive), so concurrent merges take turns and a merge killed at any point
 //!   leaves `~/.claude` as it was or with some files merged, each whole;
 //! - merging the same session again changes nothing (its files are then unchanged);
-//! - bounded: per file, per merge (bytes written), entries and depth ([`LIMITS`]).
+//! - bounded: per file, per merge (bytes written), entries, depth, memory files and plans
+//!   ([`LIMITS`]); a file skipped for any reason is reported, never passed over.
 
 mod file;
 mod history;
+mod scope;
 mod state;
 mod walk;
 mod write;
@@ -49,6 +56,9 @@ pub struct Request<'a> {
     pub id: &'a SessionId,
     /// The session's creation time (history lines older than it are not the session's).
     pub created: SystemTime,
+    /// The session's working directory (its record's `cwd`): Claude Code files its
+    /// conversations under this directory's project key, and only those merge.
+    pub cwd: &'a Path,
     /// The real `~/.claude`.
     pub claude_root: &'a Path,
     /// What to merge: entries of `profile::MERGE_BACK`.
@@ -117,6 +127,7 @@ pub fn merge(req: &Request) -> Result<MergeRecord> {
     state::sweep_temps(&root);
     let state_dev = state::fstat(state.as_raw_fd())?.st_dev;
     let id = req.id.to_string();
+    let scope = scope::build(&state, req.cwd);
     let mut m = Merger {
         root,
         root_path: req.claude_root,
@@ -125,8 +136,10 @@ pub fn merge(req: &Request) -> Result<MergeRecord> {
         limits: Limits::get(),
         id: &id,
         since_ms: req.created.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        scope,
         rec,
         entries: 0,
+        plans: 0,
         tmp_count: 0,
         touched: Vec::new(),
     };
@@ -159,7 +172,7 @@ fn merge_dir(m: &mut Merger, item: &str) -> Result<()> {
     };
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR if st.st_dev == m.state_dev => match open_dir_at(m.state.as_raw_fd(), &name) {
-            Ok(fd) => walk::walk_dir(m, &fd, rel, 0),
+            Ok(fd) => walk::walk_dir(m, &fd, rel, 0, scope::Rule::of_item(item)),
             Err(e) => {
                 m.refuse(rel, format!("openat(O_DIRECTORY|O_NOFOLLOW) => {e}"));
                 Ok(())

@@ -2,6 +2,7 @@
 //! `~/.claude`), the bounds, the record it builds, and the raw no-follow calls every part
 //! of it opens files with.
 
+use std::collections::HashSet;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,9 @@ use nix::errno::Errno;
 use crate::session::meta::{MergeEntry, MergeRecord, MERGE_LIST_CAP};
 
 /// The bounds of one merge (README "Sessions"): a session is hostile, and a layer can
-/// hold a 2 GiB file, a million entries or a tree a thousand deep.
+/// hold a 2 GiB file, a million entries or a tree a thousand deep. Each is far above what
+/// a real conversation writes (a long day's transcript is a few MiB) and low enough that
+/// what it lets into `~/.claude`, out of gc's reach, is small.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// A file bigger than this is refused.
@@ -25,14 +28,20 @@ pub struct Limits {
     pub entries: u64,
     /// Directory depth below a merged entry.
     pub depth: usize,
+    /// A file of the project's auto-memory (`projects/<slug>/memory/*.md`).
+    pub memory: u64,
+    /// Files of `plans/` looked at.
+    pub plans: u64,
 }
 
 pub const LIMITS: Limits = Limits {
-    file: 256 << 20,
-    merge: 1 << 30,
+    file: 64 << 20,
+    merge: 256 << 20,
     history: 64 << 20,
-    entries: 100_000,
+    entries: 10_000,
     depth: 32,
+    memory: 1 << 20,
+    plans: 200,
 };
 
 impl Limits {
@@ -56,11 +65,27 @@ impl Limits {
                 "history" => l.history = n,
                 "entries" => l.entries = n,
                 "depth" => l.depth = n as usize,
+                "memory" => l.memory = n,
+                "plans" => l.plans = n,
                 _ => {}
             }
         }
         l
     }
+}
+
+/// What of the layer is this session's own (issue 15, attack-3 A3-5/A3-10): anything
+/// else a session writes there would reach other projects' conversations, history or
+/// auto-memory, which every later `claude` there reads, sandboxed or not.
+#[derive(Debug, Default)]
+pub struct Scope {
+    /// The session's working directory, as Claude Code writes it in a history line's
+    /// `project`.
+    pub cwd: String,
+    /// Claude Code's project key for it: `projects/<slug>/`.
+    pub slug: String,
+    /// The conversations (uuids) whose transcript is in the layer's `projects/<slug>/`.
+    pub conversations: HashSet<String>,
 }
 
 /// One merge in progress.
@@ -77,8 +102,12 @@ pub struct Merger<'a> {
     /// The session's creation, in ms since the epoch: a history line older than this was
     /// the base's (copied up with the file), not the session's.
     pub since_ms: u64,
+    /// What of the layer is this session's own (its project, its conversations).
+    pub scope: Scope,
     pub rec: MergeRecord,
     pub entries: u64,
+    /// Files of `plans/` looked at so far.
+    pub plans: u64,
     /// Temp files made so far (their names are numbered).
     pub tmp_count: u64,
     /// Directories of `~/.claude` written to, synced once at the end.

@@ -1,0 +1,156 @@
+//! Which entries of the layer are the session's own to merge. The session's `~/.claude`
+//! shows every project's conversations (its lower layer is the real one), so a hostile
+//! command can append to another project's transcript, or write another project's
+//! auto-memory, which Claude Code loads into the system prompt of every later `claude`
+//! there (attack-3 A3-5, A3-10). What merges is therefore tied to the session's working
+//! directory: `projects/<its key>/` only, and the todos and file-history of the
+//! conversations filed there.
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use super::state::{lstat_at, open_dir_at, Merger, Scope};
+use crate::session::slug::{slug, slug_matches};
+
+/// What a directory of the layer may hold, by where it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// `projects/`: only the session's own project key is entered.
+    Projects,
+    /// `projects/<slug>/`: transcripts `*.jsonl`, the `<uuid>/` directories of its
+    /// conversations, `memory/`.
+    Project,
+    /// `projects/<slug>/memory/`: `*.md` files, each at most `Limits::memory`.
+    Memory,
+    /// `todos/`: `<conversation>-agent-<uuid>.json` of the session's conversations.
+    Todos,
+    /// `file-history/`: `<conversation>/` of the session's conversations.
+    FileHistory,
+    /// `plans/` (and below): files, at most `Limits::plans` of them.
+    Plans,
+    /// Below an entry admitted above: regular files and directories.
+    Any,
+}
+
+/// What to do with one entry.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A directory: walk it under this rule.
+    Enter(Rule),
+    /// A regular file: merge it if it is at most this big.
+    File { max: u64 },
+    /// Not merged, for this reason.
+    Refuse(String),
+}
+
+impl Rule {
+    /// The rule of a top-level `claude.mergeBack` entry.
+    pub fn of_item(item: &str) -> Rule {
+        match item {
+            "projects" => Rule::Projects,
+            "todos" => Rule::Todos,
+            "file-history" => Rule::FileHistory,
+            "plans" => Rule::Plans,
+            _ => Rule::Any,
+        }
+    }
+}
+
+/// A UUID in the canonical form Claude Code names conversations with.
+fn is_uuid(s: &str) -> bool {
+    uuid::Uuid::parse_str(s).is_ok_and(|u| u.hyphenated().to_string() == s)
+}
+
+/// The conversation a todo list belongs to: Claude Code names them
+/// `<session uuid>-agent-<agent uuid>.json` (the main agent's uuid is the session's).
+fn todo_conversation(name: &str) -> Option<&str> {
+    let stem = name.strip_suffix(".json")?;
+    let (conv, agent) = (stem.get(..36)?, stem.get(36..)?.strip_prefix("-agent-")?);
+    (is_uuid(conv) && is_uuid(agent)).then_some(conv)
+}
+
+/// Decide the entry `name` (a directory when `dir`, else a regular file) found where
+/// `rule` holds.
+pub fn judge(m: &mut Merger, rule: Rule, name: &CStr, dir: bool) -> Verdict {
+    let Ok(name) = name.to_str() else {
+        return Verdict::Refuse("not a name Claude Code writes (not UTF-8)".into());
+    };
+    let file = Verdict::File { max: m.limits.file };
+    let ours = |m: &Merger, conv: &str| m.scope.conversations.contains(conv);
+    match (rule, dir) {
+        (Rule::Projects, true) if slug_matches(name, &m.scope.slug) => Verdict::Enter(Rule::Project),
+        (Rule::Projects, true) => Verdict::Refuse(format!(
+            "another project's conversations are not merged (this session's project is {})",
+            m.scope.slug
+        )),
+        (Rule::Projects, false) => Verdict::Refuse("not a project directory".into()),
+        (Rule::Project, false) if name.ends_with(".jsonl") => file,
+        (Rule::Project, false) => Verdict::Refuse("not a transcript (*.jsonl)".into()),
+        (Rule::Project, true) if name == "memory" => Verdict::Enter(Rule::Memory),
+        (Rule::Project, true) if ours(m, name) => Verdict::Enter(Rule::Any),
+        (Rule::Project, true) => Verdict::Refuse("not the directory of a conversation whose transcript is in this session's layer".into()),
+        (Rule::Memory, false) if name.ends_with(".md") => Verdict::File { max: m.limits.memory },
+        (Rule::Memory, _) => Verdict::Refuse("only *.md files of the auto-memory are merged".into()),
+        (Rule::Todos, false) if todo_conversation(name).is_some_and(|c| ours(m, c)) => file,
+        (Rule::Todos, _) => Verdict::Refuse("not the todo list of a conversation of this session's project".into()),
+        (Rule::FileHistory, true) if ours(m, name) => Verdict::Enter(Rule::Any),
+        (Rule::FileHistory, _) => Verdict::Refuse("not the file history of a conversation of this session's project".into()),
+        (Rule::Plans, true) => Verdict::Enter(Rule::Plans),
+        (Rule::Plans, false) => {
+            m.plans += 1;
+            if m.plans > m.limits.plans {
+                return Verdict::Refuse(format!("more than {} plans in one session: the rest is not merged", m.limits.plans));
+            }
+            file
+        }
+        (Rule::Any, true) => Verdict::Enter(Rule::Any),
+        (Rule::Any, false) => file,
+    }
+}
+
+/// The scope of a session that ran in `cwd`, with the conversations whose transcript
+/// (`<uuid>.jsonl`, a regular file) is in its layer's `projects/<slug>/`.
+pub fn build(state: &OwnedFd, cwd: &Path) -> Scope {
+    let mut scope = Scope {
+        cwd: cwd.to_string_lossy().into_owned(),
+        slug: slug(cwd),
+        conversations: Default::default(),
+    };
+    let Ok(projects) = open_dir_at(state.as_raw_fd(), c"projects") else {
+        return scope;
+    };
+    for dir in crate::fsutil::read_names(projects.as_raw_fd()).unwrap_or_default() {
+        if !dir.to_str().is_ok_and(|d| slug_matches(d, &scope.slug)) {
+            continue;
+        }
+        let Ok(d) = open_dir_at(projects.as_raw_fd(), &dir) else { continue };
+        for n in crate::fsutil::read_names(d.as_raw_fd()).unwrap_or_default() {
+            let Some(conv) = n.to_str().ok().and_then(|s| s.strip_suffix(".jsonl")).filter(|c| is_uuid(c)) else {
+                continue;
+            };
+            if lstat_at(d.as_raw_fd(), &n).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG) {
+                scope.conversations.insert(conv.to_string());
+            }
+        }
+    }
+    scope
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn todo_lists_name_their_conversation() {
+        let c = "0d3c9a5e-1111-4222-8333-944455556666";
+        let a = "1d3c9a5e-1111-4222-8333-944455556666";
+        assert_eq!(todo_conversation(&format!("{c}-agent-{a}.json")), Some(c));
+        assert_eq!(todo_conversation(&format!("{c}-agent-{c}.json")), Some(c));
+        assert_eq!(todo_conversation(&format!("{c}.json")), None);
+        assert_eq!(todo_conversation(&format!("{c}-agent-{a}.jsonx")), None);
+        assert_eq!(todo_conversation(&format!("{}-agent-{a}.json", c.to_uppercase())), None, "canonical form only");
+        assert_eq!(todo_conversation("ü.json"), None, "no panic on a multi-byte name");
+        assert!(is_uuid(c) && !is_uuid("u1") && !is_uuid(&c.replace('-', "")));
+    }
+}
