@@ -993,6 +993,13 @@ probe!(a_dev_container_the_session_makes_does_not_stay {
 // F8: the host's per-session Claude state is not the session's to read.
 secret!(another_sessions_shell_snapshot_is_unreadable, ".claude/shell-snapshots/snapshot-bash-1.sh");
 secret!(another_sessions_env_is_unreadable, ".claude/session-env/0193a1b2-0000-7000-8000-000000000000/env");
+// A3-4 (part): what was pasted into any past conversation, and plans that name no project.
+secret!(text_pasted_into_another_conversation_is_unreadable, ".claude/paste-cache/0a1b2c3d.txt");
+secret!(a_plan_of_another_conversation_is_unreadable, ".claude/plans/brave-otter.md");
+// A3-9: more credential stores.
+secret!(emacs_authinfo_is_unreadable, ".authinfo");
+secret!(the_glab_config_is_unreadable, ".config/glab/config.yml");
+secret!(a_dot_env_in_the_home_is_unreadable, ".env");
 
 // F9: a hidden path the host creates during the session stays hidden.
 probe!(a_credential_the_host_creates_during_the_session_is_unreadable {

@@ -51,9 +51,10 @@ pub const CACHE_DIR: &str = "home/caches";
 
 /// `~/.claude` dirs that hold one Claude Code session's own state: bound from the
 /// session's layer over whatever the lower layer has (another session's pid files, the
-/// host's shell snapshots with their environment dumps and env of past sessions), so a
-/// session sees and writes only its own.
-pub const SESSION_OWN: &[&str] = &["sessions", "shell-snapshots", "session-env"];
+/// host's shell snapshots with their environment dumps and env of past sessions, the
+/// text pasted into every past conversation, plans that name no project), so a session
+/// sees and writes only its own.
+pub const SESSION_OWN: &[&str] = &["sessions", "shell-snapshots", "session-env", "paste-cache", "plans"];
 
 /// What a mount point made so far shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
