@@ -772,7 +772,10 @@ fn follow_layer_link(c: &Ctx, args: &[&str], field: &str, rel: &str, target: &Pa
 /// run (an overlay used it as a layer).
 fn victim_touched(c: &Ctx) -> bool {
     std::fs::read_dir(c.home(".config/victim"))
-        .is_ok_and(|d| d.flatten().any(|e| !csbox::plan::SESSION_OWN.iter().any(|n| e.file_name() == *n)))
+        .is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name() != ".claude.json" && !csbox::plan::SESSION_OWN.iter().any(|n| e.file_name() == *n))
+        })
 }
 
 /// The victim dir, with what a `~/.claude` layer has for csbox's binds of the session's
@@ -781,6 +784,8 @@ fn victim_dir(c: &mut Ctx) {
     for n in csbox::plan::SESSION_OWN {
         std::fs::create_dir_all(c.home(".config/victim").join(n)).unwrap();
     }
+    // The mount point of the layer's own .claude.json (bound at ~/.claude/.claude.json).
+    std::fs::write(c.home(".config/victim/.claude.json"), "{}\n").unwrap();
     c.env.chown_all(c.env.dir.path());
 }
 
