@@ -772,7 +772,10 @@ fn follow_layer_link(c: &Ctx, args: &[&str], field: &str, rel: &str, target: &Pa
 /// run (an overlay used it as a layer).
 fn victim_touched(c: &Ctx) -> bool {
     std::fs::read_dir(c.home(".config/victim"))
-        .is_ok_and(|d| d.flatten().any(|e| !csbox::plan::SESSION_OWN.iter().any(|n| e.file_name() == *n)))
+        .is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name() != ".claude.json" && !csbox::plan::SESSION_OWN.iter().any(|n| e.file_name() == *n))
+        })
 }
 
 /// The victim dir, with what a `~/.claude` layer has for csbox's binds of the session's
@@ -781,6 +784,8 @@ fn victim_dir(c: &mut Ctx) {
     for n in csbox::plan::SESSION_OWN {
         std::fs::create_dir_all(c.home(".config/victim").join(n)).unwrap();
     }
+    // The mount point of the layer's own .claude.json (bound at ~/.claude/.claude.json).
+    std::fs::write(c.home(".config/victim/.claude.json"), "{}\n").unwrap();
     c.env.chown_all(c.env.dir.path());
 }
 
@@ -993,6 +998,13 @@ probe!(a_dev_container_the_session_makes_does_not_stay {
 // F8: the host's per-session Claude state is not the session's to read.
 secret!(another_sessions_shell_snapshot_is_unreadable, ".claude/shell-snapshots/snapshot-bash-1.sh");
 secret!(another_sessions_env_is_unreadable, ".claude/session-env/0193a1b2-0000-7000-8000-000000000000/env");
+// A3-4 (part): what was pasted into any past conversation, and plans that name no project.
+secret!(text_pasted_into_another_conversation_is_unreadable, ".claude/paste-cache/0a1b2c3d.txt");
+secret!(a_plan_of_another_conversation_is_unreadable, ".claude/plans/brave-otter.md");
+// A3-9: more credential stores.
+secret!(emacs_authinfo_is_unreadable, ".authinfo");
+secret!(the_glab_config_is_unreadable, ".config/glab/config.yml");
+secret!(a_dot_env_in_the_home_is_unreadable, ".env");
 
 // F9: a hidden path the host creates during the session stays hidden.
 probe!(a_credential_the_host_creates_during_the_session_is_unreadable {
@@ -1123,4 +1135,75 @@ fn what_a_session_made_is_reported_moved_and_kept_for_review() {
     assert!(show.contains(".envrc (moved to "), "{show}");
     let moved = c.env.sessions_dir().join(&id).join("quarantine/0-.envrc");
     assert!(c.has_nonce(&moved), "kept for review at {}", moved.display());
+}
+
+// A3-3: inside a bundle, `~/.claude/.claude.json` is the layer's `state/.claude.json`,
+// which the next `runc run` of the same bundle binds from the host: the container must
+// not be able to make it a link there (it is a mount point: EBUSY), and the bundle's
+// poststop hook repairs one that is not a regular file anyway.
+const REPLANT: &str = r#"if [ -L "$CLAUDE_CONFIG_DIR/.claude.json" ]; then echo "$NONCE" >> "$HOME/.claude.json"; echo wrote
+else rm -f "$CLAUDE_CONFIG_DIR/.claude.json" 2>&1; ln -s "$VICTIM" "$CLAUDE_CONFIG_DIR/.claude.json" 2>&1; fi; true"#;
+
+/// Export a bundle that replants its `.claude.json`, run it twice (with the mount point
+/// at `~/.claude/.claude.json` and the poststop hook, or without them): whether the
+/// victim file outside got the nonce, and the first run's output.
+fn replant_escapes(rootless: bool, keep_bind: bool, keep_hook: bool) -> (bool, String) {
+    let mut c = ctx();
+    let victim = c.home(".bashrc");
+    c.write(&victim, "orig\n");
+    c.vars.push(("VICTIM".into(), victim.display().to_string()));
+    let n = rand_u32();
+    let bundle = c.env.dir.path().join(format!("bundle-{n}"));
+    let b = bundle.display().to_string();
+    let mut spec = vec!["spec", "--profile", "default", "--new", "--bundle", &b];
+    if rootless {
+        spec.push("--rootless");
+    }
+    let out = run_in(&c, &spec, REPLANT, None);
+    assert!(out.status.success(), "csbox spec: {}", stderr(&out));
+    let cfg_path = bundle.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    let at_own = |m: &serde_json::Value| m["destination"].as_str().is_some_and(|d| d.ends_with("/.claude/.claude.json"));
+    assert!(cfg["mounts"].as_array().unwrap().iter().any(at_own), "the bundle binds ~/.claude/.claude.json");
+    if !keep_bind {
+        cfg["mounts"].as_array_mut().unwrap().retain(|m| !at_own(m));
+    }
+    if !keep_hook {
+        cfg.as_object_mut().unwrap().remove("hooks");
+    }
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let mut first = String::new();
+    for i in 0..2 {
+        let mut cmd = runc_run(&c.env, &bundle, &format!("csbox-replant-{n}-{i}"), rootless);
+        cmd.stdin(Stdio::null());
+        probe_env(&c, &mut cmd);
+        let out = cmd.output().unwrap();
+        show(&format!("runc run {i} (rootless {rootless}, bind {keep_bind}, hook {keep_hook})"), &out);
+        assert!(stdout(&out).contains(&format!("RAN={}", c.nonce)), "the bundle did not run");
+        if i == 0 {
+            first = stdout(&out);
+        }
+    }
+    (c.has_nonce(&victim), first)
+}
+
+#[test]
+fn a_bundle_cannot_replant_its_claude_json_for_the_next_run() {
+    if runc().is_none() {
+        cannot_run("runc is not installed (apt-get install runc)");
+        return;
+    }
+    let mut modes = vec![true];
+    if As::me().uid == 0 {
+        modes.push(false);
+    }
+    for rootless in modes {
+        let (escaped, first) = replant_escapes(rootless, true, true);
+        assert!(!escaped, "ESCAPE (rootless {rootless})");
+        assert!(first.contains("busy"), "unlinking the mount point gets EBUSY: {first}");
+        // The hook alone: the planted link is replaced before the next run.
+        let (escaped, _) = replant_escapes(rootless, false, true);
+        assert!(!escaped, "ESCAPE without the mount point (rootless {rootless})");
+    }
+    assert!(replant_escapes(true, false, false).0, "the probe cannot report an escape: it would pass vacuously");
 }

@@ -54,5 +54,11 @@ pub fn quarantine(a: QuarantineArgs) -> Result<i32> {
     let mut s = store.enter(&id)?;
     let moved = crate::session::quarantine::sweep_session(&mut s, &project);
     s.write_meta(crate::fsutil::Durability::Full)?;
-    Ok(if moved > 0 { 3 } else { 0 })
+    // The next `runc run` of the bundle binds `state/.claude.json` and the per-session
+    // dirs from the host: what the container left there must not be a link. The user's
+    // ~/.claude.json is not at hand here (the hook may run as root): a planted one is
+    // replaced by an empty config.
+    let seed = || Ok(b"{}\n".to_vec());
+    let repaired = crate::session::layers::repair((&s).into(), crate::plan::SESSION_OWN, seed)?;
+    Ok(if moved > 0 || repaired > 0 { 3 } else { 0 })
 }

@@ -51,9 +51,10 @@ pub const CACHE_DIR: &str = "home/caches";
 
 /// `~/.claude` dirs that hold one Claude Code session's own state: bound from the
 /// session's layer over whatever the lower layer has (another session's pid files, the
-/// host's shell snapshots with their environment dumps and env of past sessions), so a
-/// session sees and writes only its own.
-pub const SESSION_OWN: &[&str] = &["sessions", "shell-snapshots", "session-env"];
+/// host's shell snapshots with their environment dumps and env of past sessions, the
+/// text pasted into every past conversation, plans that name no project), so a session
+/// sees and writes only its own.
+pub const SESSION_OWN: &[&str] = &["sessions", "shell-snapshots", "session-env", "paste-cache", "plans"];
 
 /// What a mount point made so far shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,10 +331,16 @@ impl<'a> Mounts<'a> {
             let own = Path::new(STATE_DIR).join(name);
             self.bind(session(own), &root.join(name), MountFlags::NOSUID_NODEV, None);
         }
-        // Tools that hard-code ~/.claude.json see the session's copy.
+        // Claude Code (CLAUDE_CONFIG_DIR=~/.claude) reads ~/.claude/.claude.json, which is
+        // the layer's own `state/.claude.json`: bound there too, so that it is a mount
+        // point the session cannot unlink or rename (EBUSY) and replace by a link that
+        // the next mount of `state/.claude.json` (by a runtime, from a bundle) would
+        // follow. Claude Code falls back to writing in place on EBUSY. Tools that
+        // hard-code ~/.claude.json see the same file.
+        let src = session(Path::new(STATE_DIR).join(".claude.json"));
+        self.bind(src.clone(), &root.join(".claude.json"), MountFlags::NOSUID_NODEV, None);
         let cj = self.real(&input.paths.claude_json);
         let create = self.may_create(&cj).then_some(NodeKind::File);
-        let src = session(Path::new(STATE_DIR).join(".claude.json"));
         self.bind(src, &cj, MountFlags::NOSUID_NODEV, create);
     }
 

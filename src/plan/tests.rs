@@ -213,6 +213,10 @@ fn the_home_is_copy_on_write_and_the_claude_view_is_over_it() {
     assert!(
         matches!(bind_at(&p, "/home/u/.claude.json"), Some(MountOp::Bind { src, .. }) if *src == session("state/.claude.json"))
     );
+    // The layer's own copy is a mount point too: it cannot be replaced by a link.
+    assert!(
+        matches!(bind_at(&p, "/home/u/.claude/.claude.json"), Some(MountOp::Bind { src, .. }) if *src == session("state/.claude.json"))
+    );
     assert_eq!(p.view.home_mode, Home::Overlay);
 }
 

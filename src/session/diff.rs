@@ -243,7 +243,7 @@ pub fn diff(session: &OwnedFd, home: &Path, claude_root: &Path, masks: &[PathBuf
         (HOME_UPPER, home, &[], &[], masks),
         // csbox's own: Claude Code's pid files and the session's copy of ~/.claude.json;
         // the dirs bound over the lower layer's per-session state.
-        (STATE_DIR, claude_root, &["sessions", ".claude.json"], &["shell-snapshots", "session-env"], none),
+        (STATE_DIR, claude_root, &["sessions", ".claude.json"], &["shell-snapshots", "session-env", "paste-cache", "plans"], none),
     ];
     for (rel, shown, skip, own, masks) in layers {
         let mut cur: Option<OwnedFd> = None;

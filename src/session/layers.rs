@@ -130,30 +130,68 @@ pub fn prepare(
     }
     let state = open_dir_beneath(base, STATE_DIR, false)
         .map_err(|e| Error::io("open", s.path.join(STATE_DIR), e))?;
-    match kind_at(&state, ".claude.json") {
+    ensure_claude_json(&state, &s, seed)
+}
+
+fn kind_name(k: SFlag) -> &'static str {
+    match k {
+        SFlag::S_IFLNK => "a symbolic link",
+        SFlag::S_IFIFO => "a FIFO",
+        SFlag::S_IFDIR => "a directory",
+        SFlag::S_IFREG => "a file",
+        SFlag::S_IFSOCK => "a socket",
+        _ => "a device",
+    }
+}
+
+/// `state/.claude.json` a regular file: a missing one is seeded, anything else (a link
+/// planted by the session) is removed, never followed, and replaced by a fresh seed.
+fn ensure_claude_json(state: &OwnedFd, s: &SessionDir<'_>, seed: impl FnOnce() -> Result<Vec<u8>>) -> Result<()> {
+    match kind_at(state, ".claude.json") {
         Some(SFlag::S_IFREG) => Ok(()),
-        None => write_seed(&state, &s, seed),
+        None => write_seed(state, s, seed),
         Some(other) => {
-            let what = match other {
-                SFlag::S_IFLNK => "a symbolic link",
-                SFlag::S_IFIFO => "a FIFO",
-                SFlag::S_IFDIR => "a directory",
-                SFlag::S_IFSOCK => "a socket",
-                _ => "a device",
-            };
             crate::warn!(
-                "session {}: state/.claude.json was {what}, not a regular file (planted by the session?); it is replaced by a fresh copy of your ~/.claude.json",
-                s.id
+                "session {}: state/.claude.json was {}, not a regular file (planted by the session?); it is replaced by a fresh copy of your ~/.claude.json",
+                s.id,
+                kind_name(other)
             );
-            nix::unistd::unlinkat(
-                Some(state.as_raw_fd()),
-                ".claude.json",
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            )
-            .map_err(|e| Error::io("remove", s.path.join(CLAUDE_JSON), e.into()))?;
-            write_seed(&state, &s, seed)
+            nix::unistd::unlinkat(Some(state.as_raw_fd()), ".claude.json", nix::unistd::UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| Error::io("remove", s.path.join(CLAUDE_JSON), e.into()))?;
+            write_seed(state, s, seed)
         }
     }
+}
+
+/// After an OCI runtime ran a bundle (its poststop hook): whatever the container left
+/// where the bundle's mounts name session paths is checked before the next `runc run`
+/// binds it, which would follow a link on the host. A `.claude.json` or one of the
+/// per-session dirs (`plan::SESSION_OWN`) that is not what it must be is removed (not
+/// followed) and made afresh; returns how many were repaired.
+pub fn repair(s: SessionDir<'_>, own_dirs: &[&str], seed: impl FnOnce() -> Result<Vec<u8>>) -> Result<usize> {
+    let state = open_dir_beneath(s.fd, STATE_DIR, false).map_err(|e| Error::io("open", s.path.join(STATE_DIR), e))?;
+    let mut repaired = 0;
+    for d in own_dirs {
+        match kind_at(&state, d) {
+            Some(SFlag::S_IFDIR) | None => {}
+            Some(other) => {
+                crate::warn!(
+                    "session {}: state/{d} was {}, not a directory (planted by the container?); it is removed and made afresh",
+                    s.id,
+                    kind_name(other)
+                );
+                nix::unistd::unlinkat(Some(state.as_raw_fd()), *d, nix::unistd::UnlinkatFlags::NoRemoveDir)
+                    .map_err(|e| Error::io("remove", s.path.join(STATE_DIR).join(d), e.into()))?;
+                repaired += 1;
+            }
+        }
+        open_dir_beneath(&state, d, true).map_err(|e| Error::io("mkdir", s.path.join(STATE_DIR).join(d), e))?;
+    }
+    if kind_at(&state, ".claude.json").is_some_and(|k| k != SFlag::S_IFREG) {
+        repaired += 1;
+    }
+    ensure_claude_json(&state, &s, seed)?;
+    Ok(repaired)
 }
 
 fn write_seed(
