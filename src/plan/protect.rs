@@ -47,6 +47,14 @@ pub const PROTECTED: &[&str] = &[
     ".mise",
     ".config/mise",
     ".config/mise.toml",
+    // Editors that take commands from the project they open (language servers, tasks).
+    ".zed",
+    ".helix",
+    ".nvim.lua",
+    ".nvimrc",
+    ".exrc",
+    ".lazy.lua",
+    ".dir-locals.el",
 ];
 
 /// What a new linked worktree's git dir, and a new submodule's, must not bring.
