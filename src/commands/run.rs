@@ -252,7 +252,7 @@ fn launch(
             eprintln!("csbox: note: {note}");
         }
     }
-    let seed = || crate::session::setup::claude_json_seed(&r.paths);
+    let seed = || crate::session::setup::claude_json_seed(&r.paths, &r.cwd);
     crate::session::layers::prepare(session.into(), &plan.session_sources(), seed)?;
     crate::session::masks::prepare(session.dir_fd(), &session.dir, plan)?;
     crate::trace::mark("layers (checked beneath the session dir)");

@@ -178,11 +178,25 @@ impl Sweep<'_> {
                 rec.moved_to = Some(to);
             }
             Err(libc::EXDEV) => {
-                let aside = format!("{base}.csbox-quarantined-{}", &self.session.id[..self.session.id.len().min(8)]);
-                let c = CString::new(aside.clone()).expect("no NUL");
-                match rename_noreplace(parent, name, parent, &c) {
-                    Ok(()) => rec.moved_to = Some(path.with_file_name(aside)),
-                    Err(e) => rec.error = Some(format!("renameat2({}): {}", path.display(), std::io::Error::from_raw_os_error(e))),
+                // Aside, under a name the session cannot guess and so cannot take first
+                // (red-team 3, A3-15): it would make the rename fail and the file stay.
+                let mut last = libc::EEXIST;
+                for _ in 0..16 {
+                    let aside = format!("{base}.csbox-quarantined-{:016x}", random_u64());
+                    let c = CString::new(aside.clone()).expect("no NUL");
+                    match rename_noreplace(parent, name, parent, &c) {
+                        Ok(()) => {
+                            rec.moved_to = Some(path.with_file_name(aside));
+                            break;
+                        }
+                        Err(e) => last = e,
+                    }
+                    if last != libc::EEXIST {
+                        break;
+                    }
+                }
+                if rec.moved_to.is_none() {
+                    rec.error = Some(format!("renameat2({}): {}", path.display(), std::io::Error::from_raw_os_error(last)));
                 }
             }
             Err(e) => rec.error = Some(format!("renameat2({}): {}", path.display(), std::io::Error::from_raw_os_error(e))),
@@ -235,6 +249,13 @@ pub(super) fn samples_only(dir: &OwnedFd, name: &str) -> bool {
             n.to_bytes().ends_with(b".sample")
                 && lstat_at(&hooks, n).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
         })
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most the buffer's length.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    u64::from_ne_bytes(b)
 }
 
 fn rename_noreplace(from: &OwnedFd, name: &CStr, to: &OwnedFd, new: &CStr) -> Result<(), i32> {
@@ -340,6 +361,34 @@ mod tests {
             watched,
             watched_dirs: dirs,
         }
+    }
+
+    /// Across file systems the file goes aside in its own directory, under a name the
+    /// session cannot take first (red-team 3, A3-15: the old name was predictable).
+    #[test]
+    fn across_file_systems_a_name_taken_first_does_not_keep_the_file_in_place() {
+        let shm = Path::new("/dev/shm");
+        let d = tempfile::tempdir().unwrap();
+        let Ok(p) = tempfile::tempdir_in(shm) else {
+            panic!("no /dev/shm to put a project on another file system than the session");
+        };
+        let proj = p.path().to_path_buf();
+        std::fs::create_dir_all(proj.join(".git")).unwrap();
+        std::fs::write(proj.join(".git/commondir"), "x\n").unwrap();
+        // What the session would pre-create under the old, predictable names.
+        for n in ["commondir.csbox-quarantined-0193abcd", "commondir.csbox-quarantined-0193abcdef"] {
+            std::fs::write(proj.join(".git").join(n), "decoy").unwrap();
+        }
+        let view = project(&proj, vec![Watched { path: proj.join(".git/commondir"), link: None }], vec![]);
+        let sess = d.path().join("s");
+        std::fs::create_dir_all(&sess).unwrap();
+        let fd = crate::fsutil::open_dir_nofollow(&sess).unwrap();
+        let got = sweep(&view, SessionDir { fd: &fd, path: &sess, id: "0193abcdef" });
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(got[0].error.is_none(), "{got:#?}");
+        assert!(!proj.join(".git/commondir").exists());
+        let to = got[0].moved_to.clone().unwrap();
+        assert_eq!(std::fs::read_to_string(&to).unwrap(), "x\n", "{to:?}");
     }
 
     #[test]
