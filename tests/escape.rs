@@ -842,6 +842,23 @@ git_steering!(
     r#"mkdir -p .git/modules/evil/hooks && printf '[core]\n\tfsmonitor = "id"\n' > .git/modules/evil/config"#
 );
 
+// Red-team 3, A3-11: build tools that take a command from the project's config.
+git_steering!(
+    an_npmrc_script_shell_the_session_writes_does_not_stay,
+    ".npmrc",
+    r#"echo "script-shell=$PROJ/evil.sh" > .npmrc"#
+);
+git_steering!(
+    a_cargo_config_rustc_wrapper_the_session_writes_does_not_stay,
+    ".cargo/config.toml",
+    r#"mkdir -p .cargo && printf '[build]\nrustc-wrapper = "/tmp/evil"\n' > .cargo/config.toml"#
+);
+git_steering!(
+    a_yarnrc_yarn_path_the_session_writes_does_not_stay,
+    ".yarnrc.yml",
+    r#"echo "yarnPath: evil.cjs" > .yarnrc.yml"#
+);
+
 /// The project as a linked worktree of a repository beside it (`$MAIN`), as `git worktree
 /// add` makes one: its `.git` file points at `main/.git/worktrees/proj`.
 fn linked_worktree(c: &mut Ctx) {

@@ -52,7 +52,9 @@ pub fn quarantine(a: QuarantineArgs) -> Result<i32> {
         .ok_or_else(bad)?;
     let store = Store::new(a.dir.parent().ok_or_else(bad)?.to_path_buf());
     let mut s = store.enter(&id)?;
-    let moved = crate::session::quarantine::sweep_session(&mut s, &project);
+    // When the container started is not known here: the project's nested repositories
+    // are not looked at (README: exported bundles).
+    let moved = crate::session::quarantine::sweep_session(&mut s, &project, None);
     s.write_meta(crate::fsutil::Durability::Full)?;
     // The next `runc run` of the bundle binds `state/.claude.json` and the per-session
     // dirs from the host: what the container left there must not be a link. The user's

@@ -143,13 +143,11 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
     crate::trace::mark("session (create or enter, lock, active link)");
     crate::fault::point("run:linked");
     let terminal = super::terminal::Saved::save();
-    let mut server = None;
-    let result = launch(&r, &mut plan, &session, &mut sink, &mut server);
-    if let Some(s) = server {
-        s.stop();
-    }
+    let mut running = Running::default();
+    let result = launch(&r, &mut plan, &session, &mut sink, &mut running);
+    let live = running.stop();
     terminal.restore();
-    let code = finish(&r, session, is_new, &plan, result, sink.as_mut());
+    let code = finish(&r, session, is_new, &plan, result, sink.as_mut(), live);
     crate::trace::mark("end record, teardown");
     let stages: Vec<&'static str> = crate::sandbox::child::RECIPE.iter().map(|s| s.name()).collect();
     crate::trace::report(&stages);
@@ -219,6 +217,24 @@ fn open_session(
     }
 }
 
+/// What serves a running session: its control socket (enter, stop) and the watch of its
+/// project's code-steering paths.
+#[derive(Default)]
+struct Running {
+    server: Option<crate::session::control::Server>,
+    watch: Option<crate::session::livewatch::Watch>,
+}
+
+impl Running {
+    /// The command has ended: stop both; what the watch moved while it ran.
+    fn stop(self) -> Vec<crate::session::quarantine::Quarantined> {
+        if let Some(s) = self.server {
+            s.stop();
+        }
+        self.watch.map(|w| w.stop()).unwrap_or_default()
+    }
+}
+
 /// Launch the plan; if the kernel refuses the `~/.claude` overlay, fall back once to the
 /// fresh-state mode (the plan is rebuilt for it, so `plan` stays what ran).
 fn launch(
@@ -226,7 +242,7 @@ fn launch(
     plan: &mut Plan,
     session: &LiveSession,
     sink: &mut Option<StatusSink>,
-    server: &mut Option<crate::session::control::Server>,
+    running: &mut Running,
 ) -> Result<Launch> {
     let id = session.id.to_string();
     test_patch(plan)?;
@@ -236,7 +252,7 @@ fn launch(
             eprintln!("csbox: note: {note}");
         }
     }
-    let seed = || crate::session::setup::claude_json_seed(&r.paths);
+    let seed = || crate::session::setup::claude_json_seed(&r.paths, &r.cwd);
     crate::session::layers::prepare(session.into(), &plan.session_sources(), seed)?;
     crate::session::masks::prepare(session.dir_fd(), &session.dir, plan)?;
     crate::trace::mark("layers (checked beneath the session dir)");
@@ -245,7 +261,12 @@ fn launch(
         if let Some(s) = sink.as_mut() {
             s.line(serde_json::json!({"session": id, "pid": st.pid, "started": format_time(SystemTime::now())}));
         }
-        *server = super::lifecycle::serve(session, st);
+        if st.plan.sandboxed() {
+            running.watch = st.plan.view.project.as_ref().and_then(|p| {
+                crate::session::livewatch::Watch::start(p, session.dir_fd(), &session.dir, session.id.as_str())
+            });
+        }
+        running.server = super::lifecycle::serve(session, st);
         crate::fault::point("run:started");
     };
     if plan.isolation == Isolation::None {
@@ -338,6 +359,7 @@ fn finish(
     plan: &Plan,
     result: Result<Launch>,
     sink: Option<&mut StatusSink>,
+    live: Vec<crate::session::quarantine::Quarantined>,
 ) -> Result<i32> {
     crate::fault::point("end:exited");
     let ran = matches!(result, Ok(Launch::Exited { .. }));
@@ -354,7 +376,7 @@ fn finish(
         ),
     };
     let ended = SystemTime::now();
-    let quarantined = quarantine(&mut session, plan);
+    let quarantined = quarantine(&mut session, plan, live);
     crate::session::masks::record(&mut session.meta, plan);
     session.meta.ended = Some(ended);
     session.meta.exit = Some(status.clone());
@@ -427,10 +449,16 @@ fn finish(
 
 /// Move what the session made among the project's code-steering files into the
 /// session dir, say so, and record it; the number moved.
-fn quarantine(session: &mut LiveSession, plan: &Plan) -> usize {
+/// What the session made among its project's code-steering paths: what the watch moved
+/// while it ran, and the exit sweep's; the number moved.
+fn quarantine(session: &mut LiveSession, plan: &Plan, live: Vec<crate::session::quarantine::Quarantined>) -> usize {
+    let live_moved = crate::session::quarantine::record(session, live);
     match &plan.view.project {
-        Some(proj) => crate::session::quarantine::sweep_session(session, proj),
-        None => 0,
+        Some(proj) => {
+            let since = session.meta.started;
+            live_moved + crate::session::quarantine::sweep_session(session, proj, since)
+        }
+        None => live_moved,
     }
 }
 

@@ -86,7 +86,7 @@ pub fn spec(args: SpecArgs) -> Result<i32> {
         let fd = crate::fsutil::open_dir_nofollow(&dir).map_err(|e| {
             Error::io("open", dir.clone(), e).hint("a session directory must be a directory, not a link")
         })?;
-        let seed = || crate::session::setup::claude_json_seed(&r.paths);
+        let seed = || crate::session::setup::claude_json_seed(&r.paths, &r.cwd);
         let s = crate::session::layers::SessionDir { fd: &fd, path: &dir, id: &id };
         crate::session::layers::prepare(s, &plan.session_sources(), seed)?;
         crate::session::masks::prepare(&fd, &dir, &plan)?;

@@ -47,6 +47,38 @@ pub const PROTECTED: &[&str] = &[
     ".mise",
     ".config/mise",
     ".config/mise.toml",
+    // Editors that take commands from the project they open (language servers, tasks).
+    ".zed",
+    ".helix",
+    ".nvim.lua",
+    ".nvimrc",
+    ".exrc",
+    ".lazy.lua",
+    ".dir-locals.el",
+    // Build tools and package managers that take a command from the project's config
+    // (red-team 3, A3-11): npm's script-shell and node-options, yarn's yarnPath, pnpm's
+    // hooks, bun's preload, cargo's rustc-wrapper/runner/aliases, rustup's toolchain path,
+    // bazel's --run_under, the JVM's -javaagent, maven's extensions and wrapper, pdb.
+    ".npmrc",
+    ".yarnrc",
+    ".yarnrc.yml",
+    ".pnpmfile.cjs",
+    ".pnpmfile.mjs",
+    "bunfig.toml",
+    ".cargo/config",
+    ".cargo/config.toml",
+    "rust-toolchain",
+    "rust-toolchain.toml",
+    ".bazelrc",
+    "gradle.properties",
+    ".mvn",
+    ".pdbrc",
+    // Other version control systems' repository config (hooks, pagers, diff tools).
+    ".hg/hgrc",
+    ".jj/repo/config.toml",
+    // What a Claude Code on the host loads and no review sees (git-ignored by Claude).
+    "CLAUDE.local.md",
+    ".claude/rules",
 ];
 
 /// What a new linked worktree's git dir, and a new submodule's, must not bring.

@@ -75,6 +75,10 @@ pub const STRICT_ENOSYS: &[&str] = &[
 
 pub const TIOCSTI: u32 = 0x5412;
 pub const TIOCLINUX: u32 = 0x541C;
+/// Sets the terminal's line discipline (N_NULL swallows everything, after csbox too).
+pub const TIOCSETD: u32 = 0x5423;
+/// tcflow(3): TCOOFF suspends the terminal's output until a TCOON nobody sends.
+pub const TCXONC: u32 = 0x540A;
 const AF_ALG: u32 = 38;
 const AF_VSOCK: u32 = 40;
 /// The personas Docker allows: PER_LINUX, PER_LINUX32, UNAME26 with either, and the
@@ -100,9 +104,11 @@ fn masked_eq(index: u8, mask: u32, value: u32) -> Option<ArgMatch> {
 }
 
 /// ioctl(fd, TIOCSTI | TIOCLINUX) refused with EPERM, on the low 32 bits of the request:
-/// nothing inside can type into the user's terminal (CVE-2017-5226).
+/// nothing inside can type into the user's terminal (CVE-2017-5226); nor can it leave
+/// the terminal dead after it (TIOCSETD to N_NULL, TCXONC to TCOOFF: red-team 3, A3-16),
+/// which no TUI needs (they set modes with TCSETS*, which stay).
 pub fn terminal_rules() -> Vec<SyscallRule> {
-    [TIOCSTI, TIOCLINUX]
+    [TIOCSTI, TIOCLINUX, TIOCSETD, TCXONC]
         .iter()
         .map(|req| rule(&["ioctl"], libc::EPERM, masked_eq(1, u32::MAX, *req)))
         .collect()

@@ -11,6 +11,8 @@ pub mod lock;
 pub mod masks;
 pub mod merge;
 pub mod meta;
+pub mod livewatch;
+mod nested;
 pub mod quarantine;
 pub mod resume;
 pub mod setup;

@@ -55,7 +55,7 @@ fn open_beneath(root: &OwnedFd, rel: &Path) -> Option<OwnedFd> {
     }
 }
 
-fn lstat_at(dir: &OwnedFd, name: &CStr) -> Option<libc::stat> {
+pub(super) fn lstat_at(dir: &OwnedFd, name: &CStr) -> Option<libc::stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: a valid dir fd and C string; st is written on success.
     let r = unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
@@ -78,7 +78,7 @@ fn errno_string() -> String {
     std::io::Error::last_os_error().to_string()
 }
 
-struct Sweep<'a> {
+pub(super) struct Sweep<'a> {
     project: &'a ProjectView,
     session: SessionDir<'a>,
     /// The quarantine dir, made on the first move.
@@ -154,26 +154,49 @@ impl Sweep<'_> {
 
     /// Move `parent/name` into the quarantine dir (as `<n>-<name>`), or, across file
     /// systems, aside beside itself; then put the user's link back.
-    fn quarantine(&mut self, parent: &OwnedFd, name: &CStr, path: &Path, link: Option<&Path>) {
+    pub(super) fn quarantine(&mut self, parent: &OwnedFd, name: &CStr, path: &Path, link: Option<&Path>) {
         let base = String::from_utf8_lossy(name.to_bytes()).replace('/', "_");
         let n = self.out.len();
         let mut rec = Quarantined { path: path.to_path_buf(), moved_to: None, link_restored: None, error: None };
-        let target = CString::new(format!("{n}-{base}")).expect("no NUL");
-        let moved = match self.qdir() {
-            Some(q) => rename_noreplace(parent, name, q, &target),
-            None => Err(libc::EXDEV),
-        };
+        // A name no earlier move (of this sweep, an earlier run of the session, or the
+        // watch while it ran) took.
+        let mut moved = Err(libc::EXDEV);
+        let mut taken = String::new();
+        if let Some(q) = self.qdir() {
+            for k in n..n + 10_000 {
+                taken = format!("{k}-{base}");
+                let target = CString::new(taken.as_str()).expect("no NUL");
+                moved = rename_noreplace(parent, name, q, &target);
+                if moved != Err(libc::EEXIST) {
+                    break;
+                }
+            }
+        }
         match moved {
             Ok(()) => {
-                let to = self.session.path.join(QUARANTINE_DIR).join(format!("{n}-{base}"));
+                let to = self.session.path.join(QUARANTINE_DIR).join(&taken);
                 rec.moved_to = Some(to);
             }
             Err(libc::EXDEV) => {
-                let aside = format!("{base}.csbox-quarantined-{}", &self.session.id[..self.session.id.len().min(8)]);
-                let c = CString::new(aside.clone()).expect("no NUL");
-                match rename_noreplace(parent, name, parent, &c) {
-                    Ok(()) => rec.moved_to = Some(path.with_file_name(aside)),
-                    Err(e) => rec.error = Some(format!("renameat2({}): {}", path.display(), std::io::Error::from_raw_os_error(e))),
+                // Aside, under a name the session cannot guess and so cannot take first
+                // (red-team 3, A3-15): it would make the rename fail and the file stay.
+                let mut last = libc::EEXIST;
+                for _ in 0..16 {
+                    let aside = format!("{base}.csbox-quarantined-{:016x}", random_u64());
+                    let c = CString::new(aside.clone()).expect("no NUL");
+                    match rename_noreplace(parent, name, parent, &c) {
+                        Ok(()) => {
+                            rec.moved_to = Some(path.with_file_name(aside));
+                            break;
+                        }
+                        Err(e) => last = e,
+                    }
+                    if last != libc::EEXIST {
+                        break;
+                    }
+                }
+                if rec.moved_to.is_none() {
+                    rec.error = Some(format!("renameat2({}): {}", path.display(), std::io::Error::from_raw_os_error(last)));
                 }
             }
             Err(e) => rec.error = Some(format!("renameat2({}): {}", path.display(), std::io::Error::from_raw_os_error(e))),
@@ -214,7 +237,7 @@ fn harmless(dir: &OwnedFd, name: &str, path: &Path) -> bool {
 }
 
 /// A directory of regular `*.sample` files and nothing else (git runs none of them).
-fn samples_only(dir: &OwnedFd, name: &str) -> bool {
+pub(super) fn samples_only(dir: &OwnedFd, name: &str) -> bool {
     let Ok(hooks) = openat_nofollow(dir, name, dir_flags(), Mode::empty()) else {
         return false;
     };
@@ -226,6 +249,13 @@ fn samples_only(dir: &OwnedFd, name: &str) -> bool {
             n.to_bytes().ends_with(b".sample")
                 && lstat_at(&hooks, n).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
         })
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most the buffer's length.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    u64::from_ne_bytes(b)
 }
 
 fn rename_noreplace(from: &OwnedFd, name: &CStr, to: &OwnedFd, new: &CStr) -> Result<(), i32> {
@@ -244,13 +274,32 @@ fn rename_noreplace(from: &OwnedFd, name: &CStr, to: &OwnedFd, new: &CStr) -> Re
 /// doc): called after the sandbox is gone, so nothing inside races it.
 pub fn sweep(project: &ProjectView, session: SessionDir<'_>) -> Vec<Quarantined> {
     let mut s = Sweep { project, session, qdir: None, out: Vec::new() };
-    for w in &project.watched {
-        s.check(&w.path, w.link.as_deref());
-    }
-    for wd in &project.watched_dirs {
-        s.check_dir(wd);
-    }
+    s.watched();
     s.out
+}
+
+/// [`sweep`], then the git repositories nested in the project that the session made or
+/// changed since `since` (see `nested`): at exit, when nothing inside races it.
+pub fn sweep_all(project: &ProjectView, session: SessionDir<'_>, since: Option<std::time::SystemTime>) -> (Vec<Quarantined>, Option<String>) {
+    let mut s = Sweep { project, session, qdir: None, out: Vec::new() };
+    s.watched();
+    let note = since.and_then(|t| super::nested::sweep(&mut s, t));
+    (s.out, note)
+}
+
+impl Sweep<'_> {
+    fn watched(&mut self) {
+        for w in &self.project.watched {
+            self.check(&w.path, w.link.as_deref());
+        }
+        for wd in &self.project.watched_dirs {
+            self.check_dir(wd);
+        }
+    }
+
+    pub(super) fn project(&self) -> &ProjectView {
+        self.project
+    }
 }
 
 /// One line for the user about `q`.
@@ -270,15 +319,25 @@ pub fn describe(q: &Quarantined) -> String {
     )
 }
 
-/// [`sweep`] for a session csbox holds, each move said on stderr and recorded in its
-/// metadata (the caller writes it); the number moved.
-pub fn sweep_session(session: &mut super::LiveSession, project: &ProjectView) -> usize {
+/// [`sweep_all`] for a session csbox holds, each move said on stderr and recorded in its
+/// metadata (the caller writes it); the number moved. `since`: when the run began (the
+/// nested repositories are looked at for what changed after it), or None to leave them.
+pub fn sweep_session(session: &mut super::LiveSession, project: &ProjectView, since: Option<std::time::SystemTime>) -> usize {
     let dir = SessionDir {
         fd: session.dir_fd(),
         path: &session.dir,
         id: session.id.as_str(),
     };
-    let made = sweep(project, dir);
+    let (made, note) = sweep_all(project, dir, since);
+    if let Some(n) = note {
+        crate::warn!("{n}");
+    }
+    record(session, made)
+}
+
+/// Say each of `made` on stderr and record it in the session's metadata (the caller
+/// writes it); the number moved.
+pub fn record(session: &mut super::LiveSession, made: Vec<Quarantined>) -> usize {
     for q in &made {
         crate::warn!("{}", describe(q));
     }
@@ -302,6 +361,34 @@ mod tests {
             watched,
             watched_dirs: dirs,
         }
+    }
+
+    /// Across file systems the file goes aside in its own directory, under a name the
+    /// session cannot take first (red-team 3, A3-15: the old name was predictable).
+    #[test]
+    fn across_file_systems_a_name_taken_first_does_not_keep_the_file_in_place() {
+        let shm = Path::new("/dev/shm");
+        let d = tempfile::tempdir().unwrap();
+        let Ok(p) = tempfile::tempdir_in(shm) else {
+            panic!("no /dev/shm to put a project on another file system than the session");
+        };
+        let proj = p.path().to_path_buf();
+        std::fs::create_dir_all(proj.join(".git")).unwrap();
+        std::fs::write(proj.join(".git/commondir"), "x\n").unwrap();
+        // What the session would pre-create under the old, predictable names.
+        for n in ["commondir.csbox-quarantined-0193abcd", "commondir.csbox-quarantined-0193abcdef"] {
+            std::fs::write(proj.join(".git").join(n), "decoy").unwrap();
+        }
+        let view = project(&proj, vec![Watched { path: proj.join(".git/commondir"), link: None }], vec![]);
+        let sess = d.path().join("s");
+        std::fs::create_dir_all(&sess).unwrap();
+        let fd = crate::fsutil::open_dir_nofollow(&sess).unwrap();
+        let got = sweep(&view, SessionDir { fd: &fd, path: &sess, id: "0193abcdef" });
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(got[0].error.is_none(), "{got:#?}");
+        assert!(!proj.join(".git/commondir").exists());
+        let to = got[0].moved_to.clone().unwrap();
+        assert_eq!(std::fs::read_to_string(&to).unwrap(), "x\n", "{to:?}");
     }
 
     #[test]

@@ -53,22 +53,34 @@ fn ensure_file(p: &Path, content: &[u8]) -> Result<()> {
     }
 }
 
-/// What a new session's `.claude.json` starts as: the user's own, so onboarding and trust
-/// answers carry over.
-pub fn claude_json_seed(paths: &Paths) -> Result<Vec<u8>> {
+/// What a new session's `.claude.json` starts as: the user's own, so the login,
+/// onboarding and settings carry over, with its `projects` map cut to the entries of the
+/// session's working directory and the directories above it (its trust answer, allowed
+/// tools, MCP servers): another project's MCP servers and their tokens are not the
+/// session's to read (red-team 3, A3-17). A file that is not a JSON object is not copied
+/// (Claude Code could not read it either).
+pub fn claude_json_seed(paths: &Paths, cwd: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let p = &paths.claude_json;
+    let mut buf = Vec::new();
     match File::open(p) {
         Ok(f) => {
-            let mut buf = Vec::new();
             f.take(CLAUDE_JSON_LIMIT)
                 .read_to_end(&mut buf)
                 .map_err(|e| Error::io("read", p, e))?;
-            Ok(buf)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(b"{}\n".to_vec()),
-        Err(e) => Err(Error::io("read", p, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(b"{}\n".to_vec()),
+        Err(e) => return Err(Error::io("read", p, e)),
     }
+    let Ok(serde_json::Value::Object(mut top)) = serde_json::from_slice::<serde_json::Value>(&buf) else {
+        return Ok(b"{}\n".to_vec());
+    };
+    if let Some(serde_json::Value::Object(projects)) = top.get_mut("projects") {
+        projects.retain(|k, _| cwd.starts_with(Path::new(k)) && Path::new(k).is_absolute());
+    }
+    let mut out = serde_json::to_vec_pretty(&serde_json::Value::Object(top)).unwrap_or_else(|_| b"{}".to_vec());
+    out.push(b'\n');
+    Ok(out)
 }
 
 /// A new session described by `meta`, its `.claude.json` seeded from the user's own.
@@ -79,5 +91,36 @@ pub fn new_session(
     meta: Metadata,
     durability: Durability,
 ) -> Result<LiveSession> {
-    store.create(meta, Some(&claude_json_seed(paths)?), durability)
+    let seed = claude_json_seed(paths, &meta.cwd)?;
+    store.create(meta, Some(&seed), durability)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_keeps_this_projects_entries_and_drops_the_others() {
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("h");
+        std::fs::create_dir_all(&home).unwrap();
+        let env = crate::paths::EnvInput { home: Some(home.clone().into()), cwd: home.clone(), ..Default::default() };
+        let paths = Paths::resolve(&env).unwrap();
+        std::fs::write(
+            &paths.claude_json,
+            r#"{"oauthAccount":{"emailAddress":"u@x"},"mcpServers":{"g":{"command":"m"}},
+               "projects":{"/w/p":{"hasTrustDialogAccepted":true},"/w":{"allowedTools":[]},
+                           "/w/other":{"mcpServers":{"db":{"env":{"TOKEN":"s3cret"}}}},"/w/p2":{},"rel":{}}}"#,
+        )
+        .unwrap();
+        let seed = claude_json_seed(&paths, Path::new("/w/p/sub")).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&seed).unwrap();
+        let keys: Vec<&str> = v["projects"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["/w", "/w/p"]);
+        assert_eq!(v["oauthAccount"]["emailAddress"], "u@x");
+        assert_eq!(v["mcpServers"]["g"]["command"], "m", "the user's own MCP servers stay");
+        assert!(!String::from_utf8_lossy(&seed).contains("s3cret"));
+        std::fs::write(&paths.claude_json, "not json").unwrap();
+        assert_eq!(claude_json_seed(&paths, Path::new("/w/p")).unwrap(), b"{}\n");
+    }
 }

@@ -86,6 +86,9 @@ const CALLS: &[(&str, &str, [u64; 6])] = &[
     ("ioctl", "tiocsti", [0, 0x5412, 0, 0, 0, 0]),
     ("ioctl", "tiocsti_high_bits", [0, 0x1_0000_5412, 0, 0, 0, 0]),
     ("ioctl", "tioclinux", [0, 0x541C, 0, 0, 0, 0]),
+    // On no fd (EBADF when let through): never the test's own terminal.
+    ("ioctl", "tiocsetd", [u64::MAX, 0x5423, 0, 0, 0, 0]),
+    ("ioctl", "tcxonc", [u64::MAX, 0x540A, 0, 0, 0, 0]),
     ("ioctl", "fionread", [u64::MAX, 0x541B, 0, 0, 0, 0]),
     ("socket", "af_alg", [38, 5, 0, 0, 0, 0]),
     ("socket", "af_vsock", [40, 1, 0, 0, 0, 0]),

@@ -1,0 +1,203 @@
+//! While a session runs, the project's watched paths (`ProjectView::watched`, `watched_dirs`)
+//! are watched with inotify, and what the session makes there is moved into the
+//! quarantine at once, not only at exit: a `.git/commondir` the session writes would
+//! otherwise steer every `git status` the user's prompt or editor runs in the project for
+//! as long as the session lasts. The exit sweep still runs (it also sees what the watch
+//! could not: a directory made and filled before its watch was added, nested repositories).
+//!
+//! What is left is the time between the session's write and the move (the thread wakes on
+//! the event and moves the file in well under a millisecond on an idle machine): a git run
+//! on the host at that very moment reads it. README says so.
+//!
+//! A thread of the supervisor, outside the sandbox; every move is the quarantine's own
+//! (one component at a time, no link followed). Watches are added by path, which the
+//! session could swap for a link: that only chooses what wakes the thread, never what is
+//! moved.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+
+use super::quarantine::{sweep, Quarantined, SessionDir};
+use crate::plan::ProjectView;
+
+/// What wakes the watch in one directory: any new entry, or only these names.
+type Names = Option<Vec<OsString>>;
+
+/// The running watch; [`Watch::stop`] ends it and returns what it moved.
+pub struct Watch {
+    wake: OwnedFd,
+    thread: Option<std::thread::JoinHandle<()>>,
+    moved: Arc<Mutex<Vec<Quarantined>>>,
+}
+
+struct State {
+    project: ProjectView,
+    session_fd: OwnedFd,
+    session_path: PathBuf,
+    id: String,
+    ino: Inotify,
+    dirs: HashMap<WatchDescriptor, (PathBuf, Names)>,
+    moved: Arc<Mutex<Vec<Quarantined>>>,
+}
+
+fn mask() -> AddWatchFlags {
+    AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_ATTRIB
+        | AddWatchFlags::IN_ONLYDIR
+        | AddWatchFlags::IN_DONT_FOLLOW
+}
+
+/// The directories to watch and the names that matter in each: for a watched path, its
+/// nearest existing ancestor within the project (or a git dir of it) and the name below
+/// that leads to it; for a watched directory, the directory (any new entry) and each
+/// entry the session made there (the names it looks for).
+fn targets(p: &ProjectView) -> Vec<(PathBuf, Names)> {
+    let roots: Vec<&PathBuf> = std::iter::once(&p.path).chain(&p.git_dirs).collect();
+    let mut out: Vec<(PathBuf, Names)> = Vec::new();
+    let mut add = |dir: PathBuf, name: Option<OsString>| match out.iter_mut().find(|(d, _)| *d == dir) {
+        Some((_, names)) => {
+            if let (Some(v), Some(n)) = (names.as_mut(), name.clone()) {
+                if !v.contains(&n) {
+                    v.push(n);
+                }
+            } else {
+                *names = None;
+            }
+        }
+        None => out.push((dir, name.map(|n| vec![n]))),
+    };
+    let is_dir = |d: &Path| std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir());
+    for w in &p.watched {
+        let Some(root) = roots.iter().filter(|r| w.path.starts_with(r)).max_by_key(|r| r.components().count()) else {
+            continue;
+        };
+        let mut below = w.path.as_path();
+        while let Some(parent) = below.parent() {
+            if !parent.starts_with(root) {
+                break;
+            }
+            if is_dir(parent) {
+                add(parent.to_path_buf(), below.file_name().map(OsString::from));
+                break;
+            }
+            below = parent;
+        }
+    }
+    for wd in &p.watched_dirs {
+        let mut d = wd.dir.as_path();
+        while !is_dir(d) {
+            match d.parent() {
+                Some(up) if roots.iter().any(|r| up.starts_with(r)) => d = up,
+                _ => break,
+            }
+        }
+        if d == wd.dir {
+            add(d.to_path_buf(), None);
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten().take(1024) {
+                let name = e.file_name();
+                if wd.known.iter().any(|k| OsString::from(k) == name) || !is_dir(&e.path()) {
+                    continue;
+                }
+                for n in &wd.names {
+                    add(e.path(), Some(n.into()));
+                }
+            }
+        } else if is_dir(d) {
+            let next = wd.dir.strip_prefix(d).ok().and_then(|r| r.components().next());
+            add(d.to_path_buf(), next.map(|c| c.as_os_str().to_os_string()));
+        }
+    }
+    out
+}
+
+impl State {
+    /// Add a watch for every target not yet watched.
+    fn refresh(&mut self) {
+        for (dir, names) in targets(&self.project) {
+            if let Ok(wd) = self.ino.add_watch(&dir, mask()) {
+                self.dirs.insert(wd, (dir, names));
+            }
+        }
+    }
+
+    fn sweep(&mut self) {
+        let dir = SessionDir { fd: &self.session_fd, path: &self.session_path, id: &self.id };
+        let made = sweep(&self.project, dir);
+        if !made.is_empty() {
+            if let Ok(mut m) = self.moved.lock() {
+                m.extend(made);
+            }
+        }
+    }
+
+    fn run(mut self, wake: OwnedFd) {
+        self.refresh();
+        // What the session made before the watches were in place.
+        self.sweep();
+        loop {
+            let mut fds = [PollFd::new(self.ino.as_fd(), PollFlags::POLLIN), PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::NONE).is_err() {
+                continue;
+            }
+            if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                return;
+            }
+            let Ok(events) = self.ino.read_events() else { continue };
+            let relevant = events.iter().any(|e| match self.dirs.get(&e.wd) {
+                Some((_, None)) => true,
+                Some((_, Some(names))) => e.name.as_ref().is_some_and(|n| names.contains(n)),
+                None => false,
+            });
+            if relevant {
+                self.sweep();
+                self.refresh();
+            }
+        }
+    }
+}
+
+impl Watch {
+    /// Start watching `project` for the session in `session_fd` (at `session_path`).
+    /// None when there is nothing to watch or inotify is not available (the exit sweep
+    /// still runs).
+    pub fn start(project: &ProjectView, session_fd: &OwnedFd, session_path: &Path, id: &str) -> Option<Watch> {
+        if project.read_only || (project.watched.is_empty() && project.watched_dirs.is_empty()) {
+            return None;
+        }
+        let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok()?;
+        let (wake_r, wake_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+        let moved = Arc::new(Mutex::new(Vec::new()));
+        let state = State {
+            project: project.clone(),
+            session_fd: session_fd.try_clone().ok()?,
+            session_path: session_path.to_path_buf(),
+            id: id.to_string(),
+            ino,
+            dirs: HashMap::new(),
+            moved: moved.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("csbox-watch".into())
+            .spawn(move || state.run(wake_r))
+            .ok()?;
+        Some(Watch { wake: wake_w, thread: Some(thread), moved })
+    }
+
+    /// Stop the watch; what it moved, in order.
+    pub fn stop(mut self) -> Vec<Quarantined> {
+        let _ = nix::unistd::write(&self.wake, b"x");
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = self.wake.as_raw_fd();
+        std::mem::take(&mut *self.moved.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}

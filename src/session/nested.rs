@@ -1,0 +1,223 @@
+//! Git repositories nested in the project, looked at when a session ends. git takes the
+//! config and hooks of the innermost repository around the directory it runs in, so a
+//! `src/.git/config` with a `core.fsmonitor` runs its command the next time the user's
+//! prompt or editor runs `git status` in `src/`: code on the host, and the outer
+//! repository does not even list it (`.git/info/exclude`). The plan protects the
+//! project's own git dir; the rest of the tree is the session's to write, and walking it
+//! at every start would cost what a large tree costs. So at exit csbox walks the project
+//! once and, in every nested git dir (a `.git` directory, or one that looks like a bare
+//! repository: `HEAD`, `objects/`, `refs/`), moves into the quarantine what the session
+//! changed there (its status change time is after the run started, which the session
+//! cannot set back) and git does not write by itself: a config with a key that runs a
+//! command or includes another file, hooks that are not `*.sample`, a `commondir`, a
+//! `config.worktree`. A `.git` file or link it made that points anywhere but into the
+//! project's own git dir goes too. `git clone` and `git init` inside keep their
+//! repositories as git made them.
+//!
+//! The project is hostile: directories are opened one component at a time without
+//! following a link and without blocking, the walk stays on the project's file system,
+//! and it is bounded (entries, depth): what it could not look at is said.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use super::quarantine::{lstat_at, samples_only, Sweep};
+use crate::fsutil::{openat_nofollow, read_names, read_small_at};
+
+/// Entries looked at, at most, and how deep.
+const ENTRY_CAP: usize = 200_000;
+const DEPTH_CAP: usize = 32;
+
+fn dir_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NONBLOCK
+}
+
+fn kind(st: &libc::stat) -> libc::mode_t {
+    st.st_mode & libc::S_IFMT
+}
+
+/// Whether `st` changed at or after `since` (its ctime: no call sets it back).
+fn changed_since(st: &libc::stat, since: SystemTime) -> bool {
+    let Ok(d) = since.duration_since(SystemTime::UNIX_EPOCH) else { return true };
+    let (s, ns) = (d.as_secs() as i64, d.subsec_nanos() as i64);
+    (st.st_ctime, st.st_ctime_nsec) >= (s, ns)
+}
+
+struct Walk<'s, 'a> {
+    sweep: &'s mut Sweep<'a>,
+    since: SystemTime,
+    dev: u64,
+    seen: usize,
+    cut: bool,
+    /// The project's own git dir (not looked at here: the plan protects it).
+    top_git: PathBuf,
+}
+
+impl Walk<'_, '_> {
+    fn visit(&mut self, dir: &OwnedFd, path: &Path, depth: usize) {
+        let Ok(names) = read_names(dir.as_raw_fd()) else { return };
+        let has = |n: &[u8]| names.iter().any(|c| c.to_bytes() == n);
+        if depth > 0 && has(b"HEAD") && has(b"objects") && has(b"refs") {
+            // A bare-looking repository: git uses it as one when run inside.
+            self.git_dir(dir, path);
+            return;
+        }
+        for c in &names {
+            self.seen += 1;
+            if self.seen > ENTRY_CAP {
+                self.cut = true;
+                return;
+            }
+            let name = std::ffi::OsStr::from_bytes(c.to_bytes());
+            let child = path.join(name);
+            let Some(st) = lstat_at(dir, c) else { continue };
+            if c.to_bytes() == b".git" {
+                if child != self.top_git {
+                    self.dot_git(dir, c, &child, &st);
+                }
+                continue;
+            }
+            if kind(&st) != libc::S_IFDIR || st.st_dev != self.dev {
+                continue;
+            }
+            if depth + 1 >= DEPTH_CAP {
+                self.cut = true;
+                continue;
+            }
+            let Some(n) = name.to_str() else { continue };
+            if let Ok(sub) = openat_nofollow(dir, n, dir_flags(), Mode::empty()) {
+                self.visit(&sub, &child, depth + 1);
+            }
+        }
+    }
+
+    /// A `.git` entry below the project's top: a repository's dir, or a pointer to one.
+    fn dot_git(&mut self, dir: &OwnedFd, name: &std::ffi::CStr, path: &Path, st: &libc::stat) {
+        match kind(st) {
+            libc::S_IFDIR => {
+                if let Ok(g) = openat_nofollow(dir, ".git", dir_flags(), Mode::empty()) {
+                    self.git_dir(&g, path);
+                }
+            }
+            libc::S_IFREG if changed_since(st, self.since) => {
+                // `gitdir: ../.git/modules/x` from `git submodule`: into the project's
+                // own git dir, which the plan watches. Anything else is the session's.
+                let ok = read_small_at(dir, ".git", 4096).is_ok_and(|t| {
+                    let t = String::from_utf8_lossy(&t);
+                    let target = t.trim().strip_prefix("gitdir:").map(str::trim).unwrap_or("");
+                    let base = path.parent().unwrap_or(path);
+                    self.inside_top_git(&normalize(&base.join(target)))
+                });
+                if !ok {
+                    self.sweep.quarantine(dir, name, path, None);
+                }
+            }
+            _ if changed_since(st, self.since) => self.sweep.quarantine(dir, name, path, None),
+            _ => {}
+        }
+    }
+
+    /// Whether `abs` lies below the project's own git dir through directories only (a
+    /// link the session made there, `.git/modules -> elsewhere`, would lead out).
+    fn inside_top_git(&self, abs: &Path) -> bool {
+        let Ok(rel) = abs.strip_prefix(&self.top_git) else { return false };
+        let Ok(mut cur) = crate::fsutil::open_dir_nofollow(&self.top_git) else { return false };
+        let mut any = false;
+        for c in rel.components() {
+            let std::path::Component::Normal(n) = c else { return false };
+            let Some(n) = n.to_str() else { return false };
+            match openat_nofollow(&cur, n, dir_flags(), Mode::empty()) {
+                Ok(fd) => cur = fd,
+                Err(_) => return false,
+            }
+            any = true;
+        }
+        any
+    }
+
+    /// What in git dir `g` (at `path`) the session changed and git does not write itself.
+    fn git_dir(&mut self, g: &OwnedFd, path: &Path) {
+        for n in ["config", "config.worktree", "commondir", "hooks"] {
+            let c = CString::new(n).expect("no NUL");
+            let Some(st) = lstat_at(g, &c) else { continue };
+            if !changed_since(&st, self.since) && !(n == "hooks" && self.hooks_changed(g)) {
+                continue;
+            }
+            let is = |k| kind(&st) == k;
+            let harmless = match n {
+                "config" => is(libc::S_IFREG)
+                    && read_small_at(g, n, 1 << 20).is_ok_and(|t| crate::gitconfig::is_plain(&String::from_utf8_lossy(&t))),
+                "hooks" => is(libc::S_IFDIR) && samples_only(g, n),
+                _ => false,
+            };
+            if !harmless {
+                self.sweep.quarantine(g, &c, &path.join(n), None);
+            }
+        }
+    }
+
+    /// Whether an entry of `g/hooks` changed since the start (a hook added to an old dir
+    /// changes the dir's times too, but a rewritten one does not).
+    fn hooks_changed(&self, g: &OwnedFd) -> bool {
+        let Ok(h) = openat_nofollow(g, "hooks", dir_flags(), Mode::empty()) else { return false };
+        let Ok(names) = read_names(h.as_raw_fd()) else { return false };
+        names.iter().take(1024).any(|n| lstat_at(&h, n).is_some_and(|st| changed_since(&st, self.since)))
+    }
+}
+
+/// `p` with `.` and `..` taken away lexically.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Walk the project of `sweep` (see the module doc); a note when the walk was cut short.
+pub(super) fn sweep(sweep: &mut Sweep<'_>, since: SystemTime) -> Option<String> {
+    let project = sweep.project();
+    if project.read_only {
+        return None;
+    }
+    let root_path = project.path.clone();
+    let root = crate::fsutil::open_dir_nofollow(&root_path).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: a valid fd; st is written on success.
+    if unsafe { libc::fstat(root.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded.
+    let dev = unsafe { st.assume_init() }.st_dev;
+    let top_git = root_path.join(".git");
+    let mut w = Walk { sweep, since, dev, seen: 0, cut: false, top_git: top_git.clone() };
+    // `.git/modules` or `.git/worktrees` made a link: the watch of their entries does not
+    // follow it, and a submodule's `.git` file pointing there would lead out.
+    if let Ok(g) = crate::fsutil::open_dir_nofollow(&top_git) {
+        for n in ["modules", "worktrees"] {
+            let c = CString::new(n).expect("no NUL");
+            if lstat_at(&g, &c).is_some_and(|st| kind(&st) == libc::S_IFLNK && changed_since(&st, since)) {
+                w.sweep.quarantine(&g, &c, &top_git.join(n), None);
+            }
+        }
+    }
+    w.visit(&root, &root_path, 0);
+    w.cut.then(|| {
+        format!(
+            "{} is too large to look through for git repositories this session may have nested in it (more than {ENTRY_CAP} entries or {DEPTH_CAP} levels): before you run git in a subdirectory it made, check its .git/config and hooks",
+            crate::human::printable_path(&root_path)
+        )
+    })
+}

@@ -1,0 +1,164 @@
+//! The project's code-steering git files while a session runs and after: the third
+//! red-team report (notes/attack-3.md, A3-1 and A3-2). A `.git/commondir` the session
+//! writes is moved while it runs, before a `git status` on the host (a shell prompt, an
+//! editor) reads the session's config; a git repository the session nests in the project
+//! with a `core.fsmonitor` is defused at exit, while one `git init` or `git clone` made
+//! keeps its config. Real sandboxes, the real binary, as root and as the unprivileged
+//! user; every probe first proves the sandbox ran and is shown to report the escape under
+//! `--profile compat` (no sandbox), so none passes because nothing ran.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Proj {
+    env: TestEnv,
+    proj: PathBuf,
+    nonce: String,
+}
+
+fn project(user: As) -> Proj {
+    let env = TestEnv::new(user);
+    let proj = env.home.join("proj");
+    std::fs::create_dir_all(&proj).unwrap();
+    let st = Command::new("git").args(["init", "-q"]).arg(&proj).status().unwrap();
+    assert!(st.success());
+    std::fs::write(proj.join("README"), "hi\n").unwrap();
+    env.chown_all(env.dir.path());
+    let nonce = format!("csbox-watch-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
+    Proj { env, proj, nonce }
+}
+
+impl Proj {
+    /// `git ARGS` on the host, in `dir`, as the test's user (what a prompt runs).
+    fn host_git(&self, dir: &Path, args: &[&str]) {
+        let _ = self
+            .env
+            .command("git")
+            .args(["-c", "safe.directory=*"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+    }
+
+    fn run(&self, profile: &str, script: &str) -> std::process::Child {
+        self.env
+            .csbox(&["run", "--profile", profile, "--", "sh", "-c", script])
+            .current_dir(&self.proj)
+            .env("NONCE", &self.nonce)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn pwned(&self) -> bool {
+        std::fs::read_to_string(self.proj.join("pwned")).is_ok_and(|s| s.contains(&self.nonce))
+    }
+}
+
+/// Wait for `p` to exist (the session got there), at most 20 s.
+fn wait_for(p: &Path) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(20) {
+        if p.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+const FSMONITOR: &str = r#"printf '[core]\n\tfsmonitor = "echo %s > %s/pwned; false"\n' "$NONCE" "$PWD""#;
+
+/// A3-1: the session points git at a config of its own with `.git/commondir`, then waits;
+/// meanwhile the user's prompt runs `git status` in the project on the host.
+fn commondir_while_running(user: As, profile: &str) -> bool {
+    let p = project(user);
+    let script = format!(
+        "echo $NONCE; mkdir -p .git/x && {FSMONITOR} > .git/x/config && for d in objects refs; do ln -s ../$d .git/x/$d; done; \
+         echo x > .git/commondir; touch ready; i=0; while [ ! -e go ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done"
+    );
+    let child = p.run(profile, &script);
+    assert!(wait_for(&p.proj.join("ready")), "the session never got to write its commondir");
+    // The prompt's git, as soon as the file is there (and once more a little later).
+    p.host_git(&p.proj, &["status", "--short"]);
+    std::thread::sleep(Duration::from_millis(100));
+    p.host_git(&p.proj, &["status", "--short"]);
+    std::fs::write(p.proj.join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(stdout(&out).contains(&p.nonce), "the sandbox did not run: {}", stderr(&out));
+    let escaped = p.pwned();
+    if !escaped && profile != "compat" {
+        assert!(stderr(&out).contains("commondir"), "no word of the move: {}", stderr(&out));
+    }
+    escaped
+}
+
+#[test]
+fn a_commondir_is_moved_before_a_git_on_the_host_reads_it() {
+    for u in users() {
+        for prof in ["default", "strict"] {
+            assert!(!commondir_while_running(u, prof), "ESCAPE under {prof} as {}", u.label());
+        }
+    }
+    assert!(commondir_while_running(*users().last().unwrap(), "compat"), "the probe cannot report an escape");
+}
+
+/// A3-2: a repository nested in the project with a `core.fsmonitor` (or looking like a
+/// bare one), hidden from the outer `git status`; after the session, the user runs git in
+/// it. `which` names the variant.
+fn nested(user: As, profile: &str, which: &str) -> bool {
+    let p = project(user);
+    let make = match which {
+        "dir" => format!("mkdir -p src && cd src && git init -q && {FSMONITOR} >> .git/config"),
+        // Bare-looking, made a work tree of itself: git in `src/` takes it as its repository.
+        "bare" => r#"mkdir -p src && cd src && git init -q --bare && printf '[core]\n\tbare = false\n\tworktree = %s\n\tfsmonitor = "echo %s > %s/pwned; false"\n' "$PWD" "$NONCE" "$PWD" >> config"#.to_string(),
+        "hook" => r#"mkdir -p src && cd src && git init -q && printf '#!/bin/sh\necho %s > ../pwned\n' "$NONCE" > .git/hooks/pre-commit && chmod +x .git/hooks/pre-commit"#.to_string(),
+        _ => unreachable!(),
+    };
+    let script = format!("echo $NONCE; {make} && echo src/ >> ../.git/info/exclude; true");
+    let out = p.run(profile, &script).wait_with_output().unwrap();
+    assert!(stdout(&out).contains(&p.nonce), "the sandbox did not run: {}", stderr(&out));
+    let src = p.proj.join("src");
+    p.host_git(&src, &["status", "--short"]);
+    if which == "hook" {
+        p.host_git(&src, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"]);
+    }
+    // The nonce lands in proj/pwned from src (the payload writes ../pwned or $PWD/pwned).
+    p.pwned() || std::fs::read_to_string(src.join("pwned")).is_ok_and(|s| s.contains(&p.nonce))
+}
+
+#[test]
+fn a_repository_nested_in_the_project_cannot_steer_a_later_git() {
+    for which in ["dir", "bare", "hook"] {
+        for u in users() {
+            assert!(!nested(u, "default", which), "ESCAPE ({which}) as {}", u.label());
+        }
+        assert!(!nested(*users().last().unwrap(), "strict", which), "ESCAPE ({which}) under strict");
+        assert!(nested(*users().last().unwrap(), "compat", which), "the {which} probe cannot report an escape");
+    }
+}
+
+/// Useful: what `git init` and `git clone` make inside the project is kept as git made it.
+#[test]
+fn git_init_and_clone_inside_the_project_keep_their_repositories() {
+    for u in users() {
+        let p = project(u);
+        p.host_git(&p.proj, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "one"]);
+        let script = "echo $NONCE; git init -q sub && git clone -q . cloned && git -C cloned log --oneline | head -1";
+        let out = p.run("default", script).wait_with_output().unwrap();
+        assert!(out.status.success() && stdout(&out).contains(&p.nonce), "{}", stderr(&out));
+        for d in ["sub", "cloned"] {
+            let cfg = p.proj.join(d).join(".git/config");
+            assert!(cfg.is_file(), "{d}: its config was moved: {}", stderr(&out));
+        }
+        assert!(p.proj.join("cloned/.git/hooks").is_dir());
+        assert!(!stderr(&out).contains("quarantine"), "{}", stderr(&out));
+    }
+}
