@@ -241,3 +241,38 @@ fn run_resume_says_what_is_wrong_with_an_id() {
     let err = stderr(&out);
     assert!(err.contains("another directory") && err.contains(&format!("cd {}", other.canonicalize().unwrap().display())), "{err}");
 }
+
+/// Red-team 3, A3-13: a session that rewrote a conversation (its copy does not continue
+/// the one in ~/.claude) does not capture `csbox run --resume`: a new session resumes the
+/// real one, and csbox names the session holding the rewrite. No claude needed
+/// (CLAUDE_BIN is echo).
+#[test]
+fn a_rewritten_copy_in_a_session_does_not_capture_the_resume() {
+    for u in users() {
+        let env = TestEnv::new(u);
+        let proj = project_dir(&env);
+        let uuid = "0d3c9a5e-1111-4222-8333-944455556677";
+        let dir = env.claude_root().join("projects").join(slug(&proj));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{uuid}.jsonl")), "{\"n\":1}\n").unwrap();
+        env.chown_all(env.dir.path());
+        let script = format!("echo '{{\"injected\":1}}' > ~/.claude/projects/{}/{uuid}.jsonl", slug(&proj));
+        let out = output_within(env.csbox(&["run", "--name", "hostile", "--", "sh", "-c", &script]).current_dir(&proj), LIMIT, "plant");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let hostile = env.ls_json()[0]["id"].as_str().unwrap().to_string();
+        let out = output_within(
+            env.csbox(&["run", "--resume", uuid]).env("CLAUDE_BIN", "/bin/echo").current_dir(&proj),
+            LIMIT,
+            "resume",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains(&format!("--resume {uuid}")), "{}", stdout(&out));
+        assert!(stderr(&out).contains(&hostile) && stderr(&out).contains("does not continue"), "{}", stderr(&out));
+        let ls = env.ls_json();
+        let list = ls.as_array().unwrap();
+        assert_eq!(list.len(), 2, "a new session resumes it: {ls:#}");
+        let h = list.iter().find(|s| s["id"] == hostile.as_str()).unwrap();
+        assert_eq!(h["meta"]["runs"], 1, "the rewriting session was not entered: {h:#}");
+        assert_eq!(std::fs::read_to_string(dir.join(format!("{uuid}.jsonl"))).unwrap(), "{\"n\":1}\n");
+    }
+}

@@ -51,8 +51,35 @@ pub fn resume_target(paths: &Paths, uuid: &str, cwd: &Path) -> Result<ResumeIn> 
             msg: format!("conversation {uuid} belongs to another directory (Claude Code finds a conversation only from its own project directory): {how}"),
         }
     };
-    let mut unmerged: Vec<_> = found.holders.iter().filter(|h| !h.merged).collect();
+    // A copy that does not continue the one in ~/.claude is the session's rewrite of the
+    // conversation (a hostile session can plant one to capture the resume): never
+    // re-entered for it, only said; `csbox run --session ID` enters it on purpose.
+    let conflicting: Vec<_> = found.holders.iter().filter(|h| h.conflicts).collect();
+    for h in &conflicting {
+        crate::warn!(
+            "session {} holds a copy of conversation {uuid} that does not continue the one in {}: not resumed there (`csbox run --session {}` enters it; `csbox show {}` shows what its merge kept beside)",
+            h.id,
+            paths.claude_root.display(),
+            h.id,
+            h.id
+        );
+    }
+    let mut unmerged: Vec<_> = found.holders.iter().filter(|h| !h.merged && !h.conflicts).collect();
     unmerged.sort_by_key(|h| std::cmp::Reverse(h.mtime));
+    let mut ids: Vec<&SessionId> = unmerged.iter().map(|h| &h.id).collect();
+    ids.dedup();
+    if ids.len() > 1 {
+        // Which copy is the conversation is not for csbox to guess (an mtime is the
+        // session's to set): the user picks.
+        let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        return Err(Error::BadSession {
+            msg: format!(
+                "conversation {uuid} has unmerged copies in {} sessions ({}): enter the one you mean with `csbox run --session ID -- claude --resume {uuid}`",
+                list.len(),
+                list.join(", ")
+            ),
+        });
+    }
     if let Some(h) = unmerged.first() {
         if h.active {
             return Err(Error::BadSession {

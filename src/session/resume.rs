@@ -24,6 +24,9 @@ pub struct Holder {
     pub slug: String,
     /// The real `~/.claude` already holds all of it.
     pub merged: bool,
+    /// The real `~/.claude` holds a copy this one does not continue byte for byte: the
+    /// session rewrote the conversation (merge-back keeps such a copy beside, as a conflict).
+    pub conflicts: bool,
     pub active: bool,
     /// The session's working directory, from its record.
     pub cwd: Option<PathBuf>,
@@ -84,13 +87,14 @@ pub fn find(store: &Store, claude_root: &Path, uuid: &str) -> Result<Found> {
         let Ok(dfd) = open_dir_at(&store_fd, id.as_str()) else { continue };
         let Ok(state) = open_dir_at(&dfd, "state") else { continue };
         for (slug, fd, st) in find_in(&state, &file) {
-            let merged = base
-                .iter()
-                .any(|(s, bfd, _)| *s == slug && crate::session::merge::already_in(&fd, bfd));
+            let same_base = base.iter().find(|(s, _, _)| *s == slug);
+            let merged = same_base.is_some_and(|(_, bfd, _)| crate::session::merge::already_in(&fd, bfd));
+            let conflicts = !merged && same_base.is_some_and(|(_, bfd, _)| !crate::session::merge::extends(&fd, bfd));
             found.holders.push(Holder {
                 id: id.clone(),
                 slug,
                 merged,
+                conflicts,
                 active: is_locked(&dfd),
                 cwd: read_meta(&dfd).ok().map(|m| m.cwd),
                 mtime: UNIX_EPOCH + Duration::from_secs(st.st_mtime.max(0) as u64),

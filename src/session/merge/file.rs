@@ -327,6 +327,18 @@ fn name_ref(c: &std::ffi::CString) -> &CStr {
 
 /// Whether the real `base` already holds everything of the session's `mine` that a merge
 /// would take (the same complete lines, or more after them).
+/// Whether the session's copy `mine` continues `base` byte for byte (whole lines), with
+/// more after it: a resumed conversation that grew, not one rewritten.
+pub fn extends(mine: &OwnedFd, base: &OwnedFd) -> bool {
+    let (Ok(a), Ok(b)) = (fstat(mine.as_raw_fd()), fstat(base.as_raw_fd())) else {
+        return false;
+    };
+    let Ok(len) = complete_lines_len(mine, a.st_size as u64) else {
+        return false;
+    };
+    matches!(compare(mine, len, base, b.st_size as u64), Ok(Cmp::Extends))
+}
+
 pub fn already_in(mine: &OwnedFd, base: &OwnedFd) -> bool {
     let (Ok(a), Ok(b)) = (fstat(mine.as_raw_fd()), fstat(base.as_raw_fd())) else {
         return false;

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 
-pub use file::already_in;
+pub use file::{already_in, extends};
 pub use state::{Limits, LIMITS};
 use state::{kind_word, lstat_at, open_at, open_dir_at, Merger};
 
