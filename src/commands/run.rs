@@ -144,8 +144,16 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
     crate::fault::point("run:linked");
     let terminal = super::terminal::Saved::save();
     let mut running = Running::default();
+    // Watching from before the clone: its set-up overlaps the sandbox's, and nothing the
+    // command makes comes before a watch.
+    if plan.sandboxed() {
+        running.watch = plan.view.project.as_ref().and_then(|p| {
+            crate::session::livewatch::Watch::start(p, session.dir_fd(), &session.dir, session.id.as_str())
+        });
+    }
     let result = launch(&r, &mut plan, &session, &mut sink, &mut running);
     let live = running.stop();
+    crate::trace::mark("stop (the project's watch, the control socket)");
     terminal.restore();
     let code = finish(&r, session, is_new, &plan, result, sink.as_mut(), live);
     crate::trace::mark("end record, teardown");
@@ -231,6 +239,7 @@ impl Running {
         if let Some(s) = self.server {
             s.stop();
         }
+        crate::trace::mark("stop the control socket");
         self.watch.map(|w| w.stop()).unwrap_or_default()
     }
 }
@@ -260,11 +269,6 @@ fn launch(
     let mut started = |st: sandbox::Started| {
         if let Some(s) = sink.as_mut() {
             s.line(serde_json::json!({"session": id, "pid": st.pid, "started": format_time(SystemTime::now())}));
-        }
-        if st.plan.sandboxed() {
-            running.watch = st.plan.view.project.as_ref().and_then(|p| {
-                crate::session::livewatch::Watch::start(p, session.dir_fd(), &session.dir, session.id.as_str())
-            });
         }
         running.server = super::lifecycle::serve(session, st);
         crate::fault::point("run:started");
@@ -377,6 +381,7 @@ fn finish(
     };
     let ended = SystemTime::now();
     let quarantined = quarantine(&mut session, plan, live);
+    crate::trace::mark("quarantine (watched paths, nested repositories)");
     crate::session::masks::record(&mut session.meta, plan);
     session.meta.ended = Some(ended);
     session.meta.exit = Some(status.clone());
@@ -399,9 +404,11 @@ fn finish(
         s.line(v);
     }
     // Merged before the end record is written, so the one write records both.
+    crate::trace::mark("end of the run recorded (meta, active link, status line)");
     if ran {
         let rec = super::lifecycle::merge_at_end(&r.paths, &session, &r.profile.claude.merge_back);
         session.meta.merge = rec.or(session.meta.merge.take());
+        crate::trace::mark("merge-back");
     }
     // What was moved out of the project lives in the session dir: kept for review.
     let removed = (plan.remove_on_exit && quarantined == 0) || (is_new && err.is_some());

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -32,8 +32,15 @@ type Names = Option<Vec<OsString>>;
 /// The running watch; [`Watch::stop`] ends it and returns what it moved.
 pub struct Watch {
     wake: OwnedFd,
-    thread: Option<std::thread::JoinHandle<()>>,
-    moved: Arc<Mutex<Vec<Quarantined>>>,
+    shared: Arc<Shared>,
+}
+
+/// What the thread and [`Watch::stop`] share: the moves so far, and whether the watch
+/// has stopped, both under one lock, so that a sweep either ends before `stop` takes
+/// the moves or does not start.
+#[derive(Default)]
+struct Shared {
+    moves: Mutex<(Vec<Quarantined>, bool)>,
 }
 
 struct State {
@@ -43,7 +50,7 @@ struct State {
     id: String,
     ino: Inotify,
     dirs: HashMap<WatchDescriptor, (PathBuf, Names)>,
-    moved: Arc<Mutex<Vec<Quarantined>>>,
+    shared: Arc<Shared>,
 }
 
 fn mask() -> AddWatchFlags {
@@ -128,20 +135,21 @@ impl State {
         }
     }
 
-    fn sweep(&mut self) {
-        let dir = SessionDir { fd: &self.session_fd, path: &self.session_path, id: &self.id };
-        let made = sweep(&self.project, dir);
-        if !made.is_empty() {
-            if let Ok(mut m) = self.moved.lock() {
-                m.extend(made);
-            }
+    /// Sweep under the lock; false once the watch has stopped.
+    fn sweep(&mut self) -> bool {
+        let shared = self.shared.clone();
+        let mut g = shared.moves.lock().unwrap_or_else(|e| e.into_inner());
+        if g.1 {
+            return false;
         }
+        let dir = SessionDir { fd: &self.session_fd, path: &self.session_path, id: &self.id };
+        g.0.extend(sweep(&self.project, dir));
+        true
     }
 
     fn run(mut self, wake: OwnedFd) {
+        // Started before the sandbox: nothing the command makes comes before this.
         self.refresh();
-        // What the session made before the watches were in place.
-        self.sweep();
         loop {
             let mut fds = [PollFd::new(self.ino.as_fd(), PollFlags::POLLIN), PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
             if poll(&mut fds, PollTimeout::NONE).is_err() {
@@ -157,7 +165,9 @@ impl State {
                 None => false,
             });
             if relevant {
-                self.sweep();
+                if !self.sweep() {
+                    return;
+                }
                 self.refresh();
             }
         }
@@ -174,7 +184,7 @@ impl Watch {
         }
         let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok()?;
         let (wake_r, wake_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
-        let moved = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::new(Shared::default());
         let state = State {
             project: project.clone(),
             session_fd: session_fd.try_clone().ok()?,
@@ -182,22 +192,25 @@ impl Watch {
             id: id.to_string(),
             ino,
             dirs: HashMap::new(),
-            moved: moved.clone(),
+            shared: shared.clone(),
         };
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("csbox-watch".into())
             .spawn(move || state.run(wake_r))
             .ok()?;
-        Some(Watch { wake: wake_w, thread: Some(thread), moved })
+        Some(Watch { wake: wake_w, shared })
     }
 
     /// Stop the watch; what it moved, in order.
-    pub fn stop(mut self) -> Vec<Quarantined> {
+    /// Not joined (waiting for the thread to be scheduled cost milliseconds at the end
+    /// of every run on a busy machine): a sweep in progress is waited for by the lock,
+    /// and none starts after this.
+    pub fn stop(self) -> Vec<Quarantined> {
+        let mut g = self.shared.moves.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 = true;
+        let moved = std::mem::take(&mut g.0);
+        drop(g);
         let _ = nix::unistd::write(&self.wake, b"x");
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = self.wake.as_raw_fd();
-        std::mem::take(&mut *self.moved.lock().unwrap_or_else(|e| e.into_inner()))
+        moved
     }
 }

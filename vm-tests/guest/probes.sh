@@ -25,7 +25,8 @@ fresh_home() {
   echo '{"display":"old"}' >~/.claude/history.jsonl
   echo '{"hasCompletedOnboarding":true}' >~/.claude.json
 }
-snapshot() { (cd ~/.claude && find . -printf '%p %y %m %l\n' | sort && find . -type f -exec md5sum {} + | sort); }
+# merge.lock: csbox's own lock, made by the first merge-back that has something to look at.
+snapshot() { (cd ~/.claude && find . ! -name merge.lock -printf '%p %y %m %l\n' | sort && find . -type f ! -name merge.lock -exec md5sum {} + | sort); }
 last_session() { ls -d "$SESS"/*/session.json 2>/dev/null | sort | tail -1 | sed 's,/session.json$,,'; }
 
 p_history() {

@@ -121,6 +121,10 @@ pub fn merge(req: &Request) -> Result<MergeRecord> {
             return Ok(rec);
         }
     };
+    // Nothing to merge (the common case of a short command): no lock, no walk.
+    if req.items.iter().all(|i| nothing_at(&state, i)) {
+        return Ok(rec);
+    }
     let root = open_root(req.claude_root)?;
     let _lock = take_lock(&root, req.claude_root)?;
     crate::fault::point("merge:locked");
@@ -157,6 +161,20 @@ pub fn merge(req: &Request) -> Result<MergeRecord> {
         nix::unistd::fsync(d.as_raw_fd()).map_err(|e| Error::sys(format!("fsync(a directory of {})", req.claude_root.display()), e))?;
     }
     Ok(m.rec)
+}
+
+/// Whether the layer has nothing at `item`: no entry, or an empty directory (csbox makes
+/// some of them for every session).
+fn nothing_at(state: &OwnedFd, item: &str) -> bool {
+    let Ok(name) = CString::new(item) else { return false };
+    match lstat_at(state.as_raw_fd(), &name) {
+        Err(Errno::ENOENT) => true,
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => open_dir_at(state.as_raw_fd(), &name)
+            .ok()
+            .and_then(|d| crate::fsutil::read_names(d.as_raw_fd()).ok())
+            .is_some_and(|n| n.is_empty()),
+        _ => false,
+    }
 }
 
 fn merge_dir(m: &mut Merger, item: &str) -> Result<()> {
