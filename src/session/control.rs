@@ -198,6 +198,8 @@ pub struct Server {
     listener: Arc<OwnedFd>,
     dir: OwnedFd,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Held while a request is answered; true once stopped (no answer starts after).
+    answering: Arc<std::sync::Mutex<bool>>,
 }
 
 impl Server {
@@ -217,10 +219,12 @@ impl Server {
         cvt(unsafe { libc::listen(l.as_raw_fd(), 8) })?;
         let listener = Arc::new(l);
         let l2 = listener.clone();
+        let answering = Arc::new(std::sync::Mutex::new(false));
+        let a2 = answering.clone();
         let thread = std::thread::Builder::new()
             .name("csbox-control".into())
-            .spawn(move || serve(&l2, &offer))?;
-        Ok(Server { listener, dir, thread: Some(thread) })
+            .spawn(move || serve(&l2, &offer, &a2))?;
+        Ok(Server { listener, dir, thread: Some(thread), answering })
     }
 
     /// Stop answering and remove the socket (the command has ended).
@@ -228,8 +232,9 @@ impl Server {
         // SAFETY: shutdown(2) wakes the thread's accept(), which then fails.
         unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
         // Not joined: waiting for the thread to be scheduled cost 1-6 ms at the end of
-        // every run on a busy machine, and it holds nothing that must be finished (a
-        // request in flight fails with the session's end, as it would anyway).
+        // every run on a busy machine. A request being answered (`csbox stop`'s kill,
+        // whose answer the client waits for) is waited for by the lock; none starts after.
+        *self.answering.lock().unwrap_or_else(|e| e.into_inner()) = true;
         drop(self.thread.take());
         let name = CString::new(SOCKET).expect("no NUL");
         // SAFETY: unlinkat on a valid fd and C string.
@@ -237,7 +242,7 @@ impl Server {
     }
 }
 
-fn serve(l: &OwnedFd, offer: &Offer) {
+fn serve(l: &OwnedFd, offer: &Offer, answering: &std::sync::Mutex<bool>) {
     // SAFETY: getuid never fails.
     let me = unsafe { libc::getuid() };
     loop {
@@ -255,7 +260,12 @@ fn serve(l: &OwnedFd, offer: &Offer) {
             continue;
         }
         set_timeouts(&c);
+        let stopped = answering.lock().unwrap_or_else(|e| e.into_inner());
+        if *stopped {
+            return;
+        }
         let _ = answer(&c, offer);
+        drop(stopped);
     }
 }
 

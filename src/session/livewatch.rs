@@ -148,6 +148,14 @@ impl State {
     }
 
     fn run(mut self, wake: OwnedFd) {
+        // Started before the supervisor blocks the signals it reads from its signalfd: a
+        // SIGCHLD left unblocked here would be taken (and dropped) by this thread, and
+        // the supervisor would never learn that the sandbox died of a SIGKILL.
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&nix::sys::signal::SigSet::all()),
+            None,
+        );
         // Started before the sandbox: nothing the command makes comes before this.
         self.refresh();
         loop {
