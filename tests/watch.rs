@@ -162,3 +162,82 @@ fn git_init_and_clone_inside_the_project_keep_their_repositories() {
         assert!(!stderr(&out).contains("quarantine"), "{}", stderr(&out));
     }
 }
+
+/// Red-team 4's ways past the quarantine: a read-only parent, a link on the way, a git
+/// dir inside the main `.git`, the same names in a subdirectory, an unreadable directory
+/// on the way to a nested repository. Each is a (name, script, what shows the escape).
+fn bypass(user: As, profile: &str, script: &str, escaped: &dyn Fn(&Proj) -> bool) -> bool {
+    let p = project(user);
+    let out = p.run(profile, &format!("echo $NONCE; {script}; true")).wait_with_output().unwrap();
+    assert!(stdout(&out).contains(&p.nonce), "the sandbox did not run: {}", stderr(&out));
+    escaped(&p)
+}
+
+fn git_ran_in(p: &Proj, rel: &str) -> bool {
+    let dir = p.proj.join(rel);
+    p.host_git(&dir, &["status", "--short"]);
+    p.pwned() || std::fs::read_to_string(dir.join("pwned")).is_ok_and(|s| s.contains(&p.nonce))
+}
+
+#[test]
+fn the_quarantine_is_not_kept_off_by_modes_links_or_places() {
+    let exists = |rel: &'static str| move |p: &Proj| std::fs::symlink_metadata(p.proj.join(rel)).is_ok();
+    let cases: Vec<(&str, String, Box<dyn Fn(&Proj) -> bool>)> = vec![
+        (
+            "read-only .git",
+            format!("mkdir -p .git/x && {FSMONITOR} > .git/x/config && for d in objects refs; do ln -s ../$d .git/x/$d; done; echo x > .git/x/cd; mv .git/x/cd .git/commondir; chmod 0555 .git"),
+            Box::new(|p: &Proj| git_ran_in(p, ".")),
+        ),
+        (
+            "read-only dir renamed into place",
+            r#"mkdir .cargo.tmp && printf '[build]\nrustc-wrapper = "/tmp/x"\n' > .cargo.tmp/config.toml && chmod 0555 .cargo.tmp && mv .cargo.tmp .cargo"#.into(),
+            Box::new(exists(".cargo/config.toml")),
+        ),
+        (
+            "a link on the way",
+            r#"mkdir -p t/c && printf '[build]\nrustc-wrapper = "/tmp/x"\n' > t/c/config.toml && ln -s t/c .cargo"#.into(),
+            Box::new(exists(".cargo/config.toml")),
+        ),
+        (
+            "a git dir inside .git",
+            format!("git init -q --separate-git-dir=.git/x2 sub2 && cd sub2 && {FSMONITOR} >> ../.git/x2/config"),
+            Box::new(|p: &Proj| git_ran_in(p, "sub2")),
+        ),
+        (
+            "an .npmrc in a subdirectory",
+            r#"mkdir -p packages/web && echo "script-shell=/tmp/evil" > packages/web/.npmrc"#.into(),
+            Box::new(exists("packages/web/.npmrc")),
+        ),
+        (
+            "an unreadable dir on the way",
+            format!("mkdir -p lib/core && cd lib/core && git init -q && {FSMONITOR} >> .git/config && cd ../.. && chmod 111 lib"),
+            Box::new(|p: &Proj| {
+                // The user's own shell can still cd through an x-only dir.
+                git_ran_in(p, "lib/core")
+            }),
+        ),
+    ];
+    let unpriv = *users().last().unwrap();
+    for (what, script, escaped) in &cases {
+        for u in users() {
+            assert!(!bypass(u, "default", script, escaped.as_ref()), "ESCAPE ({what}) as {}", u.label());
+        }
+        assert!(bypass(unpriv, "compat", script, escaped.as_ref()), "the probe ({what}) cannot report an escape");
+    }
+}
+
+/// A4-1: a session that puts a watched file back again and again (each rename puts a
+/// whole file in place for a moment) is stopped.
+#[test]
+fn a_session_that_keeps_planting_a_watched_file_is_stopped() {
+    for u in users() {
+        let p = project(u);
+        let script = "echo $NONCE; mkdir -p .git/x; i=0; while [ $i -lt 200 ]; do echo x > .git/x/cd; mv .git/x/cd .git/commondir; sleep 0.01; i=$((i+1)); done; echo survived";
+        let out = p.run("default", script).wait_with_output().unwrap();
+        assert!(stdout(&out).contains(&p.nonce), "the sandbox did not run: {}", stderr(&out));
+        assert!(!stdout(&out).contains("survived"), "it was not stopped: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
+        assert!(stderr(&out).contains("csbox stopped it"), "{}", stderr(&out));
+        assert!(!p.proj.join(".git/commondir").exists());
+    }
+}

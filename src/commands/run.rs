@@ -270,6 +270,9 @@ fn launch(
         if let Some(s) = sink.as_mut() {
             s.line(serde_json::json!({"session": id, "pid": st.pid, "started": format_time(SystemTime::now())}));
         }
+        if let Some(w) = &running.watch {
+            w.arm(st.pid as libc::pid_t);
+        }
         running.server = super::lifecycle::serve(session, st);
         crate::fault::point("run:started");
     };

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -32,6 +32,9 @@ type Names = Option<Vec<OsString>>;
 /// The running watch; [`Watch::stop`] ends it and returns what it moved.
 pub struct Watch {
     wake: OwnedFd,
+    /// The read end's twin: the thread may have ended (it stopped a session), and a
+    /// write to a pipe nobody reads is a SIGPIPE.
+    _wake_reader: OwnedFd,
     shared: Arc<Shared>,
 }
 
@@ -41,7 +44,16 @@ pub struct Watch {
 #[derive(Default)]
 struct Shared {
     moves: Mutex<(Vec<Quarantined>, bool)>,
+    /// The sandbox's pid 1 (a pidfd), once it runs: a session that keeps planting the
+    /// same file is stopped (see [`REPLANTS`]).
+    pid1: Mutex<Option<OwnedFd>>,
 }
+
+/// How often one path may be moved before the session is stopped: each move leaves a
+/// moment in which a git on the host can read the file (a rename puts a whole file in
+/// place), and a session that puts it back again and again is after that moment
+/// (red-team 4, A4-1).
+pub const REPLANTS: usize = 3;
 
 struct State {
     project: ProjectView,
@@ -51,6 +63,8 @@ struct State {
     ino: Inotify,
     dirs: HashMap<WatchDescriptor, (PathBuf, Names)>,
     shared: Arc<Shared>,
+    /// When the watch began: links made on the way to a watched path after it are moved.
+    since: std::time::SystemTime,
 }
 
 fn mask() -> AddWatchFlags {
@@ -143,7 +157,15 @@ impl State {
             return false;
         }
         let dir = SessionDir { fd: &self.session_fd, path: &self.session_path, id: &self.id };
-        g.0.extend(sweep(&self.project, dir));
+        g.0.extend(sweep(&self.project, dir, Some(self.since)));
+        let most = g.0.iter().map(|q| g.0.iter().filter(|o| o.path == q.path).count()).max().unwrap_or(0);
+        if most > REPLANTS {
+            if let Some(fd) = self.shared.pid1.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                // SAFETY: pidfd_send_signal on a pidfd we own; no siginfo.
+                unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) };
+            }
+            return false;
+        }
         true
     }
 
@@ -201,15 +223,29 @@ impl Watch {
             ino,
             dirs: HashMap::new(),
             shared: shared.clone(),
+            since: std::time::SystemTime::now(),
         };
+        let twin = wake_r.try_clone().ok()?;
         std::thread::Builder::new()
             .name("csbox-watch".into())
             .spawn(move || state.run(wake_r))
             .ok()?;
-        Some(Watch { wake: wake_w, shared })
+        Some(Watch { wake: wake_w, _wake_reader: twin, shared })
     }
 
     /// Stop the watch; what it moved, in order.
+    /// The sandbox runs as `pid` (our child): a session that keeps planting a watched
+    /// file is killed through it.
+    pub fn arm(&self, pid: libc::pid_t) {
+        // SAFETY: pidfd_open of our own child.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd >= 0 {
+            // SAFETY: a fresh descriptor we own.
+            let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+            *self.shared.pid1.lock().unwrap_or_else(|e| e.into_inner()) = Some(fd);
+        }
+    }
+
     /// Not joined (waiting for the thread to be scheduled cost milliseconds at the end
     /// of every run on a busy machine): a sweep in progress is waited for by the lock,
     /// and none starts after this.

@@ -27,7 +27,7 @@ use std::time::SystemTime;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-use super::quarantine::{lstat_at, samples_only, Sweep};
+use super::quarantine::{changed_since, lstat_at, open_dir_fixing, samples_only, Sweep};
 use crate::fsutil::{openat_nofollow, read_names, read_small_at};
 
 /// Entries looked at, at most, and how deep.
@@ -42,21 +42,21 @@ fn kind(st: &libc::stat) -> libc::mode_t {
     st.st_mode & libc::S_IFMT
 }
 
-/// Whether `st` changed at or after `since` (its ctime: no call sets it back).
-fn changed_since(st: &libc::stat, since: SystemTime) -> bool {
-    let Ok(d) = since.duration_since(SystemTime::UNIX_EPOCH) else { return true };
-    let (s, ns) = (d.as_secs() as i64, d.subsec_nanos() as i64);
-    (st.st_ctime, st.st_ctime_nsec) >= (s, ns)
-}
-
 struct Walk<'s, 'a> {
     sweep: &'s mut Sweep<'a>,
     since: SystemTime,
     dev: u64,
     seen: usize,
     cut: bool,
+    /// The first directory the walk did not go into (a bound), and one it could not open.
+    cut_at: Option<PathBuf>,
+    unread: Option<PathBuf>,
     /// The project's own git dir (not looked at here: the plan protects it).
     top_git: PathBuf,
+    /// The protected paths, relative to the project (not git's), looked for in every
+    /// directory below the top too: `packages/web/.npmrc` steers `npm test` run there
+    /// as `.npmrc` does at the top (red-team 4, A4-3). Keyed by their first name.
+    steering: Vec<(std::ffi::OsString, PathBuf)>,
 }
 
 impl Walk<'_, '_> {
@@ -68,10 +68,14 @@ impl Walk<'_, '_> {
             self.git_dir(dir, path);
             return;
         }
+        if depth > 0 {
+            self.steering_files(dir, path, &names);
+        }
         for c in &names {
             self.seen += 1;
             if self.seen > ENTRY_CAP {
                 self.cut = true;
+                self.cut_at.get_or_insert_with(|| path.to_path_buf());
                 return;
             }
             let name = std::ffi::OsStr::from_bytes(c.to_bytes());
@@ -88,11 +92,17 @@ impl Walk<'_, '_> {
             }
             if depth + 1 >= DEPTH_CAP {
                 self.cut = true;
+                self.cut_at.get_or_insert(child);
                 continue;
             }
             let Some(n) = name.to_str() else { continue };
-            if let Ok(sub) = openat_nofollow(dir, n, dir_flags(), Mode::empty()) {
-                self.visit(&sub, &child, depth + 1);
+            // A directory the session made unreadable (`chmod 111 lib`) is looked into
+            // all the same (red-team 4, A4-12).
+            match open_dir_fixing(dir, n) {
+                Some(sub) => self.visit(&sub, &child, depth + 1),
+                None => {
+                    self.unread.get_or_insert(child);
+                }
             }
         }
     }
@@ -123,10 +133,48 @@ impl Walk<'_, '_> {
         }
     }
 
+    /// What the session made or changed among the protected names in `dir` (below the
+    /// top), each reached one directory at a time without following a link.
+    fn steering_files(&mut self, dir: &OwnedFd, path: &Path, names: &[CString]) {
+        let steering = std::mem::take(&mut self.steering);
+        for (first, rel) in &steering {
+            if !names.iter().any(|n| n.to_bytes() == first.as_bytes()) {
+                continue;
+            }
+            let Ok(mut cur) = dir.try_clone() else { continue };
+            let comps: Vec<&std::ffi::OsStr> = rel.iter().collect();
+            for (i, c) in comps.iter().enumerate() {
+                let Ok(cname) = CString::new(c.as_bytes()) else { break };
+                let Some(st) = lstat_at(&cur, &cname) else { break };
+                let last = i + 1 == comps.len();
+                let here = path.join(comps[..=i].iter().collect::<PathBuf>());
+                if last || kind(&st) == libc::S_IFLNK {
+                    if changed_since(&st, self.since) {
+                        self.sweep.quarantine(&cur, &cname, &here, None);
+                    }
+                    break;
+                }
+                if kind(&st) != libc::S_IFDIR {
+                    break;
+                }
+                match c.to_str().and_then(|n| open_dir_fixing(&cur, n)) {
+                    Some(fd) => cur = fd,
+                    None => break,
+                }
+            }
+        }
+        self.steering = steering;
+    }
+
     /// Whether `abs` lies below the project's own git dir through directories only (a
     /// link the session made there, `.git/modules -> elsewhere`, would lead out).
     fn inside_top_git(&self, abs: &Path) -> bool {
         let Ok(rel) = abs.strip_prefix(&self.top_git) else { return false };
+        // Only where git puts a submodule's or a worktree's git dir (which the plan
+        // watches), not `.git/x2` from `git init --separate-git-dir` (red-team 4, A4-2).
+        if !rel.components().next().is_some_and(|c| c.as_os_str() == "modules" || c.as_os_str() == "worktrees") {
+            return false;
+        }
         let Ok(mut cur) = crate::fsutil::open_dir_nofollow(&self.top_git) else { return false };
         let mut any = false;
         for c in rel.components() {
@@ -202,7 +250,15 @@ pub(super) fn sweep(sweep: &mut Sweep<'_>, since: SystemTime) -> Option<String> 
     // SAFETY: fstat succeeded.
     let dev = unsafe { st.assume_init() }.st_dev;
     let top_git = root_path.join(".git");
-    let mut w = Walk { sweep, since, dev, seen: 0, cut: false, top_git: top_git.clone() };
+    let steering = project
+        .protected
+        .iter()
+        .chain(project.watched.iter().map(|w| &w.path))
+        .filter_map(|p| p.strip_prefix(&root_path).ok())
+        .filter(|r| !r.starts_with(".git"))
+        .filter_map(|r| Some((r.iter().next()?.to_os_string(), r.to_path_buf())))
+        .collect();
+    let mut w = Walk { sweep, since, dev, seen: 0, cut: false, cut_at: None, unread: None, top_git: top_git.clone(), steering };
     // `.git/modules` or `.git/worktrees` made a link: the watch of their entries does not
     // follow it, and a submodule's `.git` file pointing there would lead out.
     if let Ok(g) = crate::fsutil::open_dir_nofollow(&top_git) {
@@ -214,10 +270,21 @@ pub(super) fn sweep(sweep: &mut Sweep<'_>, since: SystemTime) -> Option<String> 
         }
     }
     w.visit(&root, &root_path, 0);
-    w.cut.then(|| {
+    let unread = w.unread.take().map(|u| {
         format!(
-            "{} is too large to look through for git repositories this session may have nested in it (more than {ENTRY_CAP} entries or {DEPTH_CAP} levels): before you run git in a subdirectory it made, check its .git/config and hooks",
-            crate::human::printable_path(&root_path)
+            "csbox could not look into {} for git repositories this session may have nested there: before you run git below it, check any .git/config and hooks there",
+            crate::human::printable_path(&u)
         )
-    })
+    });
+    let cut = w.cut.then(|| {
+        format!(
+            "{} is too large to look through for git repositories this session may have nested in it (more than {ENTRY_CAP} entries or {DEPTH_CAP} levels; the look stopped at {}): before you run git in a subdirectory it made, check its .git/config and hooks",
+            crate::human::printable_path(&root_path),
+            w.cut_at.as_deref().map(crate::human::printable_path).unwrap_or_default()
+        )
+    });
+    match (cut, unread) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    }
 }

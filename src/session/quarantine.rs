@@ -41,13 +41,28 @@ fn name_of(c: &std::ffi::OsStr) -> Option<&str> {
     c.to_str().filter(|s| !s.is_empty() && !s.contains('/'))
 }
 
+/// `parent/name`, a directory, opened without following a link; where the session took
+/// the owner's permission on it away (`chmod 0 .git`), given back first (see
+/// [`make_movable`]).
+pub(super) fn open_dir_fixing(parent: &OwnedFd, name: &str) -> Option<OwnedFd> {
+    match openat_nofollow(parent, name, dir_flags(), Mode::empty()) {
+        Ok(fd) => Some(fd),
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+            let c = CString::new(name).ok()?;
+            chmod_owner_rwx(parent, &c);
+            openat_nofollow(parent, name, dir_flags(), Mode::empty()).ok()
+        }
+        Err(_) => None,
+    }
+}
+
 /// `rel` (below `root`) opened one directory at a time, never through a link.
 fn open_beneath(root: &OwnedFd, rel: &Path) -> Option<OwnedFd> {
     let mut cur: Option<OwnedFd> = None;
     for c in rel.components() {
         let std::path::Component::Normal(n) = c else { return None };
         let parent = cur.as_ref().unwrap_or(root);
-        cur = Some(openat_nofollow(parent, name_of(n)?, dir_flags(), Mode::empty()).ok()?);
+        cur = Some(open_dir_fixing(parent, name_of(n)?)?);
     }
     match cur {
         Some(fd) => Some(fd),
@@ -84,6 +99,7 @@ pub(super) struct Sweep<'a> {
     /// The quarantine dir, made on the first move.
     qdir: Option<OwnedFd>,
     out: Vec<Quarantined>,
+    since: Option<std::time::SystemTime>,
 }
 
 impl Sweep<'_> {
@@ -101,7 +117,10 @@ impl Sweep<'_> {
     fn check(&mut self, path: &Path, link: Option<&Path>) {
         let Some((root, rel)) = self.root_of(path) else { return };
         let (Some(parent_rel), Some(name)) = (rel.parent(), rel.file_name()) else { return };
-        let Some(parent) = open_beneath(&root, parent_rel) else { return };
+        let Some(parent) = open_beneath(&root, parent_rel) else {
+            self.link_on_the_way(&root, path, &rel);
+            return;
+        };
         let Ok(cname) = CString::new(name.as_bytes()) else { return };
         let Some(st) = lstat_at(&parent, &cname) else { return };
         let is_link = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
@@ -114,6 +133,37 @@ impl Sweep<'_> {
             return;
         }
         self.quarantine(&parent, &cname, path, link);
+    }
+
+    /// A watched path that cannot be reached through directories: a link the session
+    /// made on the way (`.cargo -> t/c`, so `.cargo/config.toml` is its file) is moved
+    /// (red-team 4, A4-11); one older than the run is the user's and stays.
+    fn link_on_the_way(&mut self, root: &OwnedFd, path: &Path, rel: &Path) {
+        let Some(since) = self.since else { return };
+        let n = rel.components().count();
+        let Some(root_path) = path.ancestors().nth(n) else { return };
+        let Ok(mut cur) = root.try_clone() else { return };
+        let mut at = root_path.to_path_buf();
+        for c in rel.parent().into_iter().flat_map(|p| p.components()) {
+            let std::path::Component::Normal(name) = c else { return };
+            let Some(name) = name_of(name) else { return };
+            at.push(name);
+            let cname = CString::new(name).expect("no NUL");
+            let Some(st) = lstat_at(&cur, &cname) else { return };
+            match st.st_mode & libc::S_IFMT {
+                libc::S_IFLNK => {
+                    if changed_since(&st, since) {
+                        self.quarantine(&cur, &cname, &at, None);
+                    }
+                    return;
+                }
+                libc::S_IFDIR => match open_dir_fixing(&cur, name) {
+                    Some(fd) => cur = fd,
+                    None => return,
+                },
+                _ => return,
+            }
+        }
     }
 
     /// The entries of a watched directory that were not there at the start, looked at
@@ -158,6 +208,7 @@ impl Sweep<'_> {
         let base = String::from_utf8_lossy(name.to_bytes()).replace('/', "_");
         let n = self.out.len();
         let mut rec = Quarantined { path: path.to_path_buf(), moved_to: None, link_restored: None, error: None };
+        make_movable(parent, name);
         // A name no earlier move (of this sweep, an earlier run of the session, or the
         // watch while it ran) took.
         let mut moved = Err(libc::EXDEV);
@@ -251,6 +302,49 @@ pub(super) fn samples_only(dir: &OwnedFd, name: &str) -> bool {
         })
 }
 
+/// Give the owner (csbox runs as the session's user) write and search permission on
+/// `parent` and, for a directory, on `parent/name`, where the session took them away: a
+/// `chmod 0555 .git` (or of the directory to move, whose `..` a rename to another parent
+/// rewrites) must not keep the file in place (red-team 4, A4-9). The modes stay so: a
+/// `.git` without them is broken for you anyway.
+fn make_movable(parent: &OwnedFd, name: &CStr) {
+    let owner_rwx = 0o700;
+    if let Ok(st) = nix::sys::stat::fstat(parent.as_raw_fd()) {
+        if st.st_mode & owner_rwx != owner_rwx {
+            let _ = nix::sys::stat::fchmod(parent.as_raw_fd(), Mode::from_bits_truncate((st.st_mode | owner_rwx) & 0o7777));
+        }
+    }
+    chmod_owner_rwx(parent, name);
+}
+
+/// Add u+rwx to the directory `parent/name` where it lacks one (nothing for another kind).
+fn chmod_owner_rwx(parent: &OwnedFd, name: &CStr) {
+    let owner_rwx = 0o700;
+    let Some(st) = lstat_at(parent, name) else { return };
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR && st.st_mode & owner_rwx != owner_rwx {
+        // O_PATH opens it whatever its mode, and never through a link; chmod through
+        // /proc/self/fd reaches that very directory.
+        // SAFETY: openat on a valid dir fd and C string.
+        let fd = unsafe {
+            libc::openat(parent.as_raw_fd(), name.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        };
+        if fd >= 0 {
+            // SAFETY: a fresh descriptor we own.
+            let d = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            let p = CString::new(format!("/proc/self/fd/{}", d.as_raw_fd())).expect("no NUL");
+            // SAFETY: a valid C string.
+            unsafe { libc::chmod(p.as_ptr(), (st.st_mode | owner_rwx) & 0o7777) };
+        }
+    }
+}
+
+/// Whether `st` changed at or after `since` (its ctime: no call sets it back).
+pub(super) fn changed_since(st: &libc::stat, since: std::time::SystemTime) -> bool {
+    let Ok(d) = since.duration_since(std::time::UNIX_EPOCH) else { return true };
+    let (s, ns) = (d.as_secs() as i64, d.subsec_nanos() as i64);
+    (st.st_ctime, st.st_ctime_nsec) >= (s, ns)
+}
+
 fn random_u64() -> u64 {
     let mut b = [0u8; 8];
     // SAFETY: getrandom writes at most the buffer's length.
@@ -272,8 +366,10 @@ fn rename_noreplace(from: &OwnedFd, name: &CStr, to: &OwnedFd, new: &CStr) -> Re
 
 /// Move away what the session made among the project's watched paths (see the module
 /// doc): called after the sandbox is gone, so nothing inside races it.
-pub fn sweep(project: &ProjectView, session: SessionDir<'_>) -> Vec<Quarantined> {
-    let mut s = Sweep { project, session, qdir: None, out: Vec::new() };
+/// `since`: when the run began (a link the session put on the way to a watched path
+/// after it is moved too), or None.
+pub fn sweep(project: &ProjectView, session: SessionDir<'_>, since: Option<std::time::SystemTime>) -> Vec<Quarantined> {
+    let mut s = Sweep { project, session, qdir: None, out: Vec::new(), since };
     s.watched();
     s.out
 }
@@ -281,7 +377,7 @@ pub fn sweep(project: &ProjectView, session: SessionDir<'_>) -> Vec<Quarantined>
 /// [`sweep`], then the git repositories nested in the project that the session made or
 /// changed since `since` (see `nested`): at exit, when nothing inside races it.
 pub fn sweep_all(project: &ProjectView, session: SessionDir<'_>, since: Option<std::time::SystemTime>) -> (Vec<Quarantined>, Option<String>) {
-    let mut s = Sweep { project, session, qdir: None, out: Vec::new() };
+    let mut s = Sweep { project, session, qdir: None, out: Vec::new(), since };
     s.watched();
     let note = since.and_then(|t| super::nested::sweep(&mut s, t));
     (s.out, note)
@@ -338,7 +434,20 @@ pub fn sweep_session(session: &mut super::LiveSession, project: &ProjectView, si
 /// Say each of `made` on stderr and record it in the session's metadata (the caller
 /// writes it); the number moved.
 pub fn record(session: &mut super::LiveSession, made: Vec<Quarantined>) -> usize {
+    // One line a path (a session that plants a file again and again makes many moves).
+    let mut said: Vec<&Path> = Vec::new();
     for q in &made {
+        if said.contains(&q.path.as_path()) {
+            continue;
+        }
+        said.push(&q.path);
+        let times = made.iter().filter(|o| o.path == q.path).count();
+        if times > super::livewatch::REPLANTS {
+            crate::warn!(
+                "this session made {} {times} times while it ran: csbox stopped it (a file put back again and again is after the moment before each move, in which a git or an editor on your host reads it)",
+                crate::human::printable_path(&q.path)
+            );
+        }
         crate::warn!("{}", describe(q));
     }
     session.meta.created_protected.extend(made.iter().map(|q| q.path.clone()));
@@ -383,7 +492,7 @@ mod tests {
         let sess = d.path().join("s");
         std::fs::create_dir_all(&sess).unwrap();
         let fd = crate::fsutil::open_dir_nofollow(&sess).unwrap();
-        let got = sweep(&view, SessionDir { fd: &fd, path: &sess, id: "0193abcdef" });
+        let got = sweep(&view, SessionDir { fd: &fd, path: &sess, id: "0193abcdef" }, None);
         assert_eq!(got.len(), 1, "{got:#?}");
         assert!(got[0].error.is_none(), "{got:#?}");
         assert!(!proj.join(".git/commondir").exists());
@@ -440,7 +549,7 @@ mod tests {
             ],
         );
         let fd = crate::fsutil::open_dir_nofollow(&sess).unwrap();
-        let got = sweep(&view, SessionDir { fd: &fd, path: &sess, id: "0193abcd" });
+        let got = sweep(&view, SessionDir { fd: &fd, path: &sess, id: "0193abcd" }, None);
         let paths: Vec<&Path> = got.iter().map(|q| q.path.as_path()).collect();
         assert_eq!(
             paths,
