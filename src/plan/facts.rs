@@ -87,6 +87,9 @@ pub struct ClaudeLower {
 /// A `history.jsonl` bigger than this is not scanned at start-up: the session sees an
 /// empty one, and the plan says so.
 pub const HISTORY_CAP: u64 = 64 << 20;
+/// The copy keeps this project's latest lines up to this size: the plan carries it, and
+/// a plan travels to `csbox enter` through a bounded control socket.
+pub const HISTORY_COPY_CAP: usize = 4 << 20;
 
 /// This project's lines of the host's `history.jsonl` (those whose `project` is the
 /// working directory), each with its newline.
@@ -96,6 +99,8 @@ pub struct HistoryCopy {
     pub lines: String,
     /// The file was too big to read at start-up: `lines` is empty.
     pub too_big: bool,
+    /// This project's older lines left out to keep the copy within `HISTORY_COPY_CAP`.
+    pub dropped: u64,
 }
 
 /// Where a git worktree keeps what its commits write, found by reading `.git` files (git

@@ -100,14 +100,17 @@ pub(super) fn claude_layer(input: &PlanInput) -> Option<MaskLayer> {
 
 /// What the user should know about the mask layers.
 pub(super) fn notes(input: &PlanInput) -> Vec<String> {
-    let big = input.state_mode == StateMode::Overlay
-        && input.facts.host.claude.as_ref().and_then(|c| c.history.as_ref()).is_some_and(|h| h.too_big);
-    if big {
-        vec![format!(
+    let history = input.facts.host.claude.as_ref().and_then(|c| c.history.as_ref());
+    match history.filter(|_| input.state_mode == StateMode::Overlay) {
+        Some(h) if h.too_big => vec![format!(
             "~/.claude/history.jsonl is larger than {} MiB: it is not filtered for this project at start-up, and the session's up-arrow history starts empty",
-            crate::plan::HISTORY_CAP >> 20
-        )]
-    } else {
-        Vec::new()
+            super::facts::HISTORY_CAP >> 20
+        )],
+        Some(h) if h.dropped > 0 => vec![format!(
+            "the session's up-arrow history holds this project's latest {} MiB of prompts; {} older ones are left out",
+            super::facts::HISTORY_COPY_CAP >> 20,
+            h.dropped
+        )],
+        _ => Vec::new(),
     }
 }

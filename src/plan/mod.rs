@@ -29,7 +29,7 @@ mod view;
 
 pub use build::{build, wanted_paths};
 pub use seccomp::{rules as seccomp_rules, terminal_rules, DEFAULT_ENOSYS, DEFAULT_EPERM, STRICT_ENOSYS, STRICT_EPERM};
-pub use facts::{ClaudeLower, Facts, GitLayout, HistoryCopy, HostLayout, PathFact, HISTORY_CAP};
+pub use facts::{ClaudeLower, Facts, GitLayout, HistoryCopy, HostLayout, PathFact, HISTORY_CAP, HISTORY_COPY_CAP};
 pub use masks::CLAUDE_MASKS;
 pub use input::{Error, Overrides, PlanInput, DEV_NODES};
 pub use model::*;

@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::plan::{ClaudeLower, HistoryCopy, HISTORY_CAP};
+use crate::plan::{ClaudeLower, HistoryCopy, HISTORY_CAP, HISTORY_COPY_CAP};
 use crate::session::slug::{slug, slug_matches};
 
 /// At most this many names per directory are read (a bigger one is masked whole).
@@ -68,21 +68,35 @@ fn history(path: &Path, cwd: &Path) -> Option<HistoryCopy> {
     let md = f.metadata().ok()?;
     let mode = md.mode() & 0o7777;
     if md.len() > HISTORY_CAP {
-        return Some(HistoryCopy { mode, lines: String::new(), too_big: true });
+        return Some(HistoryCopy { mode, lines: String::new(), too_big: true, dropped: 0 });
     }
     let mut buf = Vec::with_capacity(md.len() as usize);
     f.take(HISTORY_CAP).read_to_end(&mut buf).ok()?;
     let cwd = cwd.to_str()?;
     let needle = format!("\"project\":{}", serde_json::to_string(cwd).ok()?);
-    let mut lines = String::new();
+    let mut mine: Vec<&str> = Vec::new();
     for line in buf.split(|b| *b == b'\n') {
         let Ok(text) = std::str::from_utf8(line) else { continue };
         if text.contains(&needle) && project_of(text).as_deref() == Some(cwd) {
-            lines.push_str(text);
-            lines.push('\n');
+            mine.push(text);
         }
     }
-    Some(HistoryCopy { mode, lines, too_big: false })
+    // The latest lines are those the up-arrow offers first.
+    let (mut size, mut keep) = (0, 0);
+    for l in mine.iter().rev() {
+        if size + l.len() + 1 > HISTORY_COPY_CAP {
+            break;
+        }
+        size += l.len() + 1;
+        keep += 1;
+    }
+    let dropped = (mine.len() - keep) as u64;
+    let mut lines = String::with_capacity(size);
+    for l in &mine[mine.len() - keep..] {
+        lines.push_str(l);
+        lines.push('\n');
+    }
+    Some(HistoryCopy { mode, lines, too_big: false, dropped })
 }
 
 fn project_of(line: &str) -> Option<String> {

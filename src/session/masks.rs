@@ -328,4 +328,24 @@ mod tests {
         assert!(std::fs::symlink_metadata(up.join(".config/gh")).is_err());
         assert!(holds_only_masks(&u, &masks), "the dirs above old masks are csbox's");
     }
+
+    #[test]
+    fn a_private_layer_dir_is_ours_0700_and_gone_when_dropped() {
+        use std::os::unix::fs::PermissionsExt;
+        let (parent, name, path, _fd) = private_dir(None, "0193").unwrap();
+        let uid = nix::unistd::getuid().as_raw();
+        assert!(path.starts_with("/tmp") && name.starts_with(&format!("csbox-{uid}-")), "{}", path.display());
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o700);
+        drop(PrivateLayers { made: vec![(parent, name, path.clone())] });
+        assert!(!path.exists());
+        let rt = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(rt.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(private_dir(Some(rt.path()), "0193").is_err(), "a runtime dir others may enter");
+        std::fs::set_permissions(rt.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let (parent, name, path, _fd) = private_dir(Some(rt.path()), "0193").unwrap();
+        assert_eq!(path, rt.path().join("csbox/masks/0193/home"));
+        assert!(private_dir(Some(rt.path()), "0193").is_ok(), "a crashed launch's leftovers are replaced");
+        drop(PrivateLayers { made: vec![(parent, name, path)] });
+        assert!(!rt.path().join("csbox/masks/0193").exists());
+    }
 }

@@ -47,7 +47,7 @@ fn claude_lower() -> ClaudeLower {
         file_history: vec!["u-mine".into(), "u-theirs".into()],
         todos: vec!["u-mine-agent-u-mine.json".into(), "u-theirs-agent-u-theirs.json".into(), "u-mine2-agent-x.json".into()],
         own: vec!["u-mine".into()],
-        history: Some(HistoryCopy { mode: 0o600, lines: "{\"project\":\"/home/u/proj\"}\n".into(), too_big: false }),
+        history: Some(HistoryCopy { mode: 0o600, lines: "{\"project\":\"/home/u/proj\"}\n".into(), too_big: false, dropped: 0 }),
     }
 }
 
@@ -71,7 +71,7 @@ fn other_projects_conversations_and_prompts_are_masked_in_claudes_view() {
     }
     let mut c = Case::new("default", "/home/u/proj");
     let mut big = claude_lower();
-    big.history = Some(HistoryCopy { mode: 0o600, lines: String::new(), too_big: true });
+    big.history = Some(HistoryCopy { mode: 0o600, lines: String::new(), too_big: true, dropped: 0 });
     c.facts.host.claude = Some(big);
     assert!(c.plan().notes.iter().any(|n| n.contains("history.jsonl is larger than 64 MiB")));
     c.mode = StateMode::Fresh;
