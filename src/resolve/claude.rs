@@ -61,8 +61,8 @@ fn conversations(projects: &std::os::fd::OwnedFd, key: &str) -> Vec<String> {
 }
 
 /// The lines of `path` whose top-level `project` is `cwd`. A line is looked at only when
-/// it holds `"project":"<cwd>"` (one substring search per line), then parsed to be sure
-/// the field is the object's own.
+/// it holds `"project":"<cwd>"` (one substring search over the file), then parsed to be
+/// sure the field is the object's own.
 fn history(path: &Path, cwd: &Path) -> Option<HistoryCopy> {
     let f = crate::fsutil::open_regular(path).ok()?;
     let md = f.metadata().ok()?;
@@ -74,11 +74,20 @@ fn history(path: &Path, cwd: &Path) -> Option<HistoryCopy> {
     f.take(HISTORY_CAP).read_to_end(&mut buf).ok()?;
     let cwd = cwd.to_str()?;
     let needle = format!("\"project\":{}", serde_json::to_string(cwd).ok()?);
+    // One search over the whole file (not one a line), then the line around each hit.
+    let text = String::from_utf8_lossy(&buf);
     let mut mine: Vec<&str> = Vec::new();
-    for line in buf.split(|b| *b == b'\n') {
-        let Ok(text) = std::str::from_utf8(line) else { continue };
-        if text.contains(&needle) && project_of(text).as_deref() == Some(cwd) {
-            mine.push(text);
+    let mut taken = 0;
+    for (at, _) in text.match_indices(needle.as_str()) {
+        if at < taken {
+            continue;
+        }
+        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+        taken = end;
+        let line = &text[start..end];
+        if project_of(line).as_deref() == Some(cwd) {
+            mine.push(line);
         }
     }
     // The latest lines are those the up-arrow offers first.
