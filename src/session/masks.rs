@@ -179,12 +179,6 @@ pub struct PrivateLayers {
     made: Vec<(OwnedFd, String, PathBuf)>,
 }
 
-impl PrivateLayers {
-    pub fn paths(&self) -> Vec<&Path> {
-        self.made.iter().map(|(_, _, p)| p.as_path()).collect()
-    }
-}
-
 impl Drop for PrivateLayers {
     fn drop(&mut self) {
         for (parent, name, path) in &self.made {
