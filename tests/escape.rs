@@ -209,6 +209,13 @@ fn show(what: &str, out: &Output) {
 fn run_in(c: &Ctx, args: &[&str], script: &str, patch: Option<&str>) -> Output {
     let full = format!("echo RAN=$NONCE\n{script}");
     let mut all: Vec<&str> = args.to_vec();
+    // ci passes no variable of the caller's but those it names.
+    let pass = [format!("NONCE={}", c.nonce), format!("OUT={}", c.out.display())];
+    if args.windows(2).any(|w| w == ["--profile", "ci"]) {
+        for p in &pass {
+            all.extend(["--env", p.as_str()]);
+        }
+    }
     all.extend(["--", "sh", "-c", &full]);
     let mut cmd = match &c.csbox {
         Some(bin) => c.env.command(bin),
@@ -433,6 +440,98 @@ persist!(cargo_config_is_not_persisted, ".cargo/config.toml");
 persist!(git_hooks_of_another_repository_are_not_persisted, "other/.git/hooks/pre-commit");
 persist!(vim_plugin_is_not_persisted, ".vim/plugin/evil.vim");
 persist!(emacs_init_is_not_persisted, ".emacs.d/init.el");
+
+// --- A hidden path the host lacks at the start stays hidden when the host makes it later,
+// even after the session made and removed it (attack-3 A3-8: a whiteout in the session's
+// own layer went with `touch f; rm f`).
+
+/// Once the session says it is ready (a file `ready-$NONCE` in its home, found in its
+/// layer or, without a sandbox, in the real home), the host writes `.pgpass` and
+/// `.fly/config.yml` holding the nonce, then `$OUT/go`.
+fn host_writes_later(c: &mut Ctx) {
+    let (home, store, out, nonce, user) = (c.env.home.clone(), c.env.sessions_dir(), c.out.clone(), c.nonce.clone(), c.env.user);
+    std::thread::spawn(move || {
+        let ready = format!("ready-{nonce}");
+        let in_layer = || {
+            std::fs::read_dir(&store)
+                .map(|rd| rd.flatten().any(|e| e.path().join("home/upper").join(&ready).exists()))
+                .unwrap_or(false)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !(home.join(&ready).exists() || in_layer()) {
+            if std::time::Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::fs::create_dir_all(home.join(".fly")).unwrap();
+        std::fs::write(home.join(".fly/config.yml"), format!("access_token: {nonce}\n")).unwrap();
+        std::fs::write(home.join(".pgpass"), format!("*:*:*:*:{nonce}\n")).unwrap();
+        for p in [".fly", ".fly/config.yml", ".pgpass"] {
+            let _ = std::os::unix::fs::lchown(home.join(p), Some(user.uid), Some(user.gid));
+        }
+        std::fs::write(out.join("go"), "").unwrap();
+    });
+}
+
+probe!(a_mask_the_session_removes_still_hides_what_the_host_creates_later {
+    setup: host_writes_later,
+    inside: r#"touch ~/.pgpass && rm ~/.pgpass; mkdir ~/.fly && rmdir ~/.fly; : > ~/ready-$NONCE
+i=0; while [ ! -e "$OUT/go" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+cat ~/.pgpass ~/.fly/config.yml 2>&1 | head -c 300
+grep -qs "$NONCE" ~/.pgpass ~/.fly/config.yml && echo ESCAPED; true"#,
+    // No `go`: the host never wrote, and nothing was shown; that must not pass.
+    escaped: |c| !c.out.join("go").exists(),
+    profiles: &["default", "ci"],
+});
+
+// --- ~/.claude shows this project's conversations and prompts, no other's (attack-3 A3-4).
+
+/// Conversations and prompts of this project and of another one in the real ~/.claude.
+fn plant_conversations(c: &Ctx) {
+    let proj = c.proj.canonicalize().unwrap();
+    let own = csbox::session::slug::slug(&proj);
+    let n = &c.nonce;
+    let cl = c.home(".claude");
+    let t = |rel: &str, text: String| c.write(&cl.join(rel), &text);
+    t(&format!("projects/{own}/aaaaaaaa-0000-4000-8000-000000000001.jsonl"), format!("{{\"m\":\"OWN-T-{n}\"}}\n"));
+    t("projects/-home-other/bbbbbbbb-0000-4000-8000-000000000002.jsonl", format!("{{\"m\":\"OTHER-T-{n}\"}}\n"));
+    t("file-history/aaaaaaaa-0000-4000-8000-000000000001/f@v1", format!("OWN-FH-{n}\n"));
+    t("file-history/bbbbbbbb-0000-4000-8000-000000000002/f@v1", format!("OTHER-FH-{n}\n"));
+    t("todos/aaaaaaaa-0000-4000-8000-000000000001-agent-x.json", format!("[\"OWN-TD-{n}\"]\n"));
+    t("todos/bbbbbbbb-0000-4000-8000-000000000002-agent-x.json", format!("[\"OTHER-TD-{n}\"]\n"));
+    let p = serde_json::to_string(&proj.display().to_string()).unwrap();
+    t(
+        "history.jsonl",
+        format!(
+            "{{\"display\":\"OWN-H-{n}\",\"timestamp\":1,\"project\":{p}}}\n{{\"display\":\"OTHER-H-{n} password=hunter2\",\"timestamp\":2,\"project\":\"/home/other\"}}\n"
+        ),
+    );
+}
+
+const SHOW_CLAUDE: &str = "cat ~/.claude/projects/*/*.jsonl ~/.claude/history.jsonl ~/.claude/file-history/*/* ~/.claude/todos/* 2>/dev/null; ls -R ~/.claude/projects";
+
+#[test]
+fn other_projects_conversations_and_prompts_stay_out_of_claudes_view() {
+    for prof in ["default", "strict"] {
+        let c = ctx();
+        plant_conversations(&c);
+        let out = run_in(&c, &["run", "--rm", "--profile", prof], SHOW_CLAUDE, None);
+        let o = stdout(&out);
+        assert!(o.contains(&format!("RAN={}", c.nonce)), "the sandbox did not run: {}", stderr(&out));
+        for own in ["OWN-T", "OWN-H", "OWN-FH", "OWN-TD"] {
+            assert!(o.contains(&format!("{own}-{}", c.nonce)), "{prof}: this project's {own} is missing: {o}");
+        }
+        assert!(!o.contains("OTHER-") && !o.contains("-home-other"), "{prof}: another project's shows: {o}");
+        // The real file is as it was: the filtered copy is the session's view only.
+        assert!(std::fs::read_to_string(c.home(".claude/history.jsonl")).unwrap().contains("OTHER-H-"));
+    }
+    // Without a sandbox they all show: the check can see them.
+    let c = ctx();
+    plant_conversations(&c);
+    let o = stdout(&run_in(&c, &["run", "--rm", "--profile", "compat"], SHOW_CLAUDE, None));
+    assert!(o.contains(&format!("OTHER-T-{}", c.nonce)) && o.contains(&format!("OTHER-H-{}", c.nonce)), "{o}");
+}
 
 // --- csbox itself: its profiles, units, store and binary stay as they are.
 /// A profile that turns the sandbox off, planted where csbox looks for user profiles.

@@ -77,6 +77,11 @@ fn session_dirs(env: &TestEnv) -> Vec<std::path::PathBuf> {
 fn history_write_lands_in_the_session_layer_not_in_claude_root() {
     for user in users() {
         let env = TestEnv::new(user);
+        // The user's history: a line of another project (TestEnv's, naming none) and one
+        // of this one (the home is the working directory): the session sees its own only.
+        let mine = format!("{{\"display\":\"mine\",\"project\":{}}}", serde_json::to_string(&env.home.canonicalize().unwrap()).unwrap());
+        let h = env.claude_root().join("history.jsonl");
+        std::fs::write(&h, format!("{}{mine}\n", std::fs::read_to_string(&h).unwrap())).unwrap();
         // The first run creates .credentials.json and the sessions link; after that the
         // real config must not change at all.
         assert!(sh(&env, "true").status.success());
@@ -85,8 +90,8 @@ fn history_write_lands_in_the_session_layer_not_in_claude_root() {
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(
             stdout(&out),
-            "{\"display\":\"old\"}\n{\"display\":\"new\"}\n",
-            "the session sees the user's history, then its own write"
+            format!("{mine}\n{{\"display\":\"new\"}}\n"),
+            "the session sees this project's history, then its own write"
         );
         assert_eq!(
             snapshot(&env.claude_root()),

@@ -264,6 +264,8 @@ fn launch(
     let seed = || crate::session::setup::claude_json_seed(&r.paths, &r.cwd);
     crate::session::layers::prepare(session.into(), &plan.session_sources(), seed)?;
     crate::session::masks::prepare(session.dir_fd(), &session.dir, plan)?;
+    // Removed when this returns: the sandbox is gone by then.
+    let mut private = vec![crate::session::masks::build_private(plan, &id)?];
     crate::trace::mark("layers (checked beneath the session dir)");
     crate::fault::point("run:prepared");
     let mut started = |st: sandbox::Started| {
@@ -311,6 +313,8 @@ fn launch(
         crate::session::layers::prepare(session.into(), &plan.session_sources(), seed)?;
         crate::session::masks::prepare(session.dir_fd(), &session.dir, plan)?;
         test_patch(plan)?;
+        private.clear();
+        private.push(crate::session::masks::build_private(plan, &id)?);
     }
 }
 
@@ -385,7 +389,6 @@ fn finish(
     let ended = SystemTime::now();
     let quarantined = quarantine(&mut session, plan, live);
     crate::trace::mark("quarantine (watched paths, nested repositories)");
-    crate::session::masks::record(&mut session.meta, plan);
     session.meta.ended = Some(ended);
     session.meta.exit = Some(status.clone());
     session.meta.timed_out = timed_out;

@@ -44,6 +44,7 @@ pub fn spec(args: SpecArgs) -> Result<i32> {
     let r = Resolved::resolve(&args.sandbox.request(&args.command, None)?)?;
     let store = Store::new(r.paths.sessions_dir.clone());
     let mut notes = Vec::new();
+    let mut active = false;
     let (id, dir) = if args.new {
         prepare_claude_root(&r.paths, &store)?;
         let meta = Metadata::new(
@@ -59,7 +60,8 @@ pub fn spec(args: SpecArgs) -> Result<i32> {
         (s.id.to_string(), s.dir.clone())
     } else if let Some(reference) = &args.session {
         let id = store.resolve(reference)?;
-        if store.info(&id, false)?.is_active() {
+        active = store.info(&id, false)?.is_active();
+        if active {
             notes.push(format!(
                 "session {id} is running under csbox right now: do not start the runtime on its layer until it ends \
 (two mounts of one overlay upper dir corrupt it)"
@@ -89,17 +91,14 @@ pub fn spec(args: SpecArgs) -> Result<i32> {
         let seed = || crate::session::setup::claude_json_seed(&r.paths, &r.cwd);
         let s = crate::session::layers::SessionDir { fd: &fd, path: &dir, id: &id };
         crate::session::layers::prepare(s, &plan.session_sources(), seed)?;
-        crate::session::masks::prepare(&fd, &dir, &plan)?;
-        // Recorded, so that neither diff nor gc's "empty" counts csbox's masks; a session
-        // csbox runs right now records its own.
-        if !plan.view.home_masks.is_empty() {
-            if let Some(mut live) = SessionId::parse(&id).and_then(|sid| store.enter(&sid).ok()) {
-                crate::session::masks::record(&mut live.meta, &plan);
-                live.write_meta(crate::fsutil::Durability::Full)?;
-            }
+        // A running session's mask layers are its mounts' lower layers: left as they are.
+        if !active {
+            crate::session::masks::prepare(&fd, &dir, &plan)?;
         }
     }
+    let private_masks = private_masks_dir(&plan, args.bundle.as_deref(), &r.cwd)?;
     let target = Target {
+        private_masks: private_masks.clone(),
         rootless: args.rootless.then_some((r.uid, r.gid)),
         after_exit: (id != PREVIEW_ID)
             .then(|| std::env::current_exe().ok())
@@ -112,6 +111,9 @@ pub fn spec(args: SpecArgs) -> Result<i32> {
     match &args.bundle {
         Some(dir) => {
             oci::write_bundle(dir, &export)?;
+            if let Some(p) = &private_masks {
+                write_private_masks(&plan, p)?;
+            }
             eprintln!(
                 "csbox spec: wrote {}/config.json and rootfs/; run it with: {}runc run -b {} csbox-{}",
                 dir.display(),
@@ -123,4 +125,46 @@ pub fn spec(args: SpecArgs) -> Result<i32> {
         None => print!("{}", oci::to_json(&export.spec)?),
     }
     Ok(0)
+}
+
+/// Where a bundle keeps its copy of the home's mask layer, when the plan has one: its
+/// `home-masks/`. A bundle inside the home cannot hold it: overlayfs refuses a lower
+/// layer inside another ("overlapping lowerdir path", ELOOP).
+fn private_masks_dir(plan: &crate::plan::Plan, bundle: Option<&std::path::Path>, cwd: &std::path::Path) -> Result<Option<PathBuf>> {
+    let has = plan.mounts.iter().any(|m| {
+        matches!(m, crate::plan::MountOp::Overlay { masks: Some(l), .. } if matches!(l.place, crate::plan::MaskPlace::Private { .. }))
+    });
+    let Some(b) = bundle.filter(|_| has) else { return Ok(None) };
+    let b = crate::paths::canonical_or_self(&cwd.join(b));
+    if b.starts_with(&plan.view.home) {
+        return Err(Error::Usage(format!(
+            "bundle dir {} lies inside your home {}: the bundle holds the home's mask layer (whiteouts over hidden paths), \
+and overlayfs refuses a lower layer inside another (\"overlapping lowerdir path\"); write the bundle outside the home, e.g. /var/tmp/csbox-bundle",
+            b.display(),
+            plan.view.home.display()
+        ))
+        .into());
+    }
+    Ok(Some(b.join("home-masks")))
+}
+
+/// The bundle's copy of the home's mask layer, made afresh.
+fn write_private_masks(plan: &crate::plan::Plan, dir: &std::path::Path) -> Result<()> {
+    let parent = dir.parent().expect("a bundle's subdir");
+    let pfd = crate::fsutil::open_dir_nofollow(parent).map_err(|e| Error::io("open", parent, e))?;
+    match crate::fsutil::remove_tree_at(&pfd, "home-masks") {
+        Err(e) if e.errno != nix::errno::Errno::ENOENT => return Err(Error::io("remove", dir, e.into()).into()),
+        _ => {}
+    }
+    nix::sys::stat::mkdirat(Some(std::os::fd::AsRawFd::as_raw_fd(&pfd)), "home-masks", nix::sys::stat::Mode::from_bits_truncate(0o700))
+        .map_err(|e| Error::io("mkdir", dir, e.into()))?;
+    let fd = crate::fsutil::open_dir_nofollow(dir).map_err(|e| Error::io("open", dir, e))?;
+    for m in &plan.mounts {
+        if let crate::plan::MountOp::Overlay { masks: Some(l), .. } = m {
+            if matches!(l.place, crate::plan::MaskPlace::Private { .. }) {
+                crate::session::masks::write_layer(&fd, &l.entries).map_err(|e| Error::io("write the mask layer", dir, e))?;
+            }
+        }
+    }
+    Ok(())
 }

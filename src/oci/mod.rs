@@ -41,6 +41,10 @@ pub struct Target {
     /// project's code-steering files out of it, as `csbox run` does at exit. None: no
     /// such hook (a preview, with no session).
     pub after_exit: Option<PathBuf>,
+    /// Where the bundle holds its copy of the home's mask layer (`MaskPlace::Private`:
+    /// `csbox run` makes it in a private dir per launch, a bundle keeps its own). None:
+    /// no bundle is written, and the spec goes without that layer (and says so).
+    pub private_masks: Option<PathBuf>,
 }
 
 /// A bundle's `rootfs/` and config: what to create besides config.json.
@@ -64,7 +68,7 @@ use a profile with namespaces: default, strict or ci",
         )));
     }
     let mut notes = Vec::new();
-    let ops = mounts::plan_mounts(plan, &mut notes)?;
+    let ops = mounts::plan_mounts(plan, target.private_masks.as_deref(), &mut notes)?;
     if !plan
         .mounts
         .iter()

@@ -7,7 +7,7 @@ use oci_spec::runtime::{Mount, MountBuilder};
 
 use super::build::oci;
 use crate::error::{Error, Result};
-use crate::plan::{MountFlags, MountOp, Plan, DEV_NODES};
+use crate::plan::{MaskPlace, MountFlags, MountOp, Plan, DEV_NODES};
 
 /// Top-level host directories the runtime provides itself, or that are no part of a
 /// root: not bound from the host.
@@ -129,7 +129,7 @@ fn host_root(
 }
 
 /// The plan's operations, in its order.
-pub fn plan_mounts(plan: &Plan, notes: &mut Vec<String>) -> Result<PlanMounts> {
+pub fn plan_mounts(plan: &Plan, private_masks: Option<&Path>, notes: &mut Vec<String>) -> Result<PlanMounts> {
     let mut mounts = Vec::new();
     let mut rootfs_links = Vec::new();
     let mut masked: Vec<String> = MASKED.iter().map(|s| s.to_string()).collect();
@@ -151,13 +151,23 @@ pub fn plan_mounts(plan: &Plan, notes: &mut Vec<String>) -> Result<PlanMounts> {
                 upper,
                 work,
                 flags,
-            } => mounts.push(overlay(
-                dst,
-                &lower.path(sd),
-                &upper.path(sd),
-                &work.path(sd),
-                *flags,
-            )?),
+                masks,
+            } => {
+                let mut lowers = Vec::new();
+                match masks.as_ref().map(|m| &m.place) {
+                    Some(MaskPlace::Session(rel)) => lowers.push(sd.join(rel)),
+                    Some(MaskPlace::Private { .. }) => match private_masks {
+                        Some(p) => lowers.push(p.to_path_buf()),
+                        None => notes.push(format!(
+                            "the mask layer over {} (whiteouts over hidden paths the host lacks now) is written only into a bundle: use --bundle DIR",
+                            dst.display()
+                        )),
+                    },
+                    None => {}
+                }
+                lowers.push(lower.path(sd));
+                mounts.push(overlay(dst, &lowers, &upper.path(sd), &work.path(sd), *flags)?)
+            }
             MountOp::Bind {
                 src, dst, flags, ..
             } => {
@@ -216,9 +226,10 @@ pub fn plan_mounts(plan: &Plan, notes: &mut Vec<String>) -> Result<PlanMounts> {
     })
 }
 
+/// `lowers`: topmost first.
 fn overlay(
     dst: &Path,
-    lower: &Path,
+    lowers: &[PathBuf],
     upper: &Path,
     work: &Path,
     flags: MountFlags,
@@ -237,7 +248,10 @@ where ',' and ':' cannot appear; move the session store (SESSIONS_DIR) or CLAUDE
     // userxattr: the same layer format the native launcher writes in its user namespace
     // (user.overlay.* xattrs), whoever mounts it.
     let mut options = vec![
-        format!("lowerdir={}", layer("lower dir", lower)?),
+        format!(
+            "lowerdir={}",
+            lowers.iter().map(|l| layer("lower dir", l)).collect::<Result<Vec<_>>>()?.join(":")
+        ),
         format!("upperdir={}", layer("upper dir", upper)?),
         format!("workdir={}", layer("work dir", work)?),
         "userxattr".into(),

@@ -38,6 +38,7 @@ fn target(rootless: bool) -> Target {
     Target {
         rootless: rootless.then_some((1000, 1000)),
         after_exit: None,
+        private_masks: None,
     }
 }
 

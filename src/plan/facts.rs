@@ -55,6 +55,52 @@ pub struct HostLayout {
     pub sockets: Vec<PathBuf>,
     /// csbox's own binary, symlinks resolved: a project must not hold it.
     pub csbox_exe: Option<PathBuf>,
+    /// `st_mode` of what exists strictly between the home and each absent path the plan
+    /// may hide (the home's mask layer repeats those directories with their modes).
+    pub home_nodes: BTreeMap<PathBuf, u32>,
+    /// `$XDG_RUNTIME_DIR` when it is a directory of the user's own with mode 0700: the
+    /// home's mask layer is made there, else in a fresh dir in /tmp.
+    pub private_runtime: Option<PathBuf>,
+    /// What the host's `~/.claude` holds that is not this project's.
+    pub claude: Option<ClaudeLower>,
+}
+
+/// The entries of the host's `~/.claude` a session sees through its lower layer, for the
+/// `~/.claude` mask layer: every project's transcripts, file-history backups, todos and
+/// prompts, of which the session may see only its own project's (attack-3 A3-4).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaudeLower {
+    /// Modes of `projects`, `file-history` and `todos`, those that are directories.
+    pub dirs: Vec<(String, u32)>,
+    /// Names in `projects/` (one per project key).
+    pub projects: Vec<String>,
+    /// Names in `file-history/` (one per conversation uuid).
+    pub file_history: Vec<String>,
+    /// Names in `todos/` (`<conversation uuid>-agent-<uuid>.json`).
+    pub todos: Vec<String>,
+    /// This project's conversations: the uuids of `projects/<own key>/<uuid>.jsonl`.
+    pub own: Vec<String>,
+    /// `history.jsonl` when it is a regular file.
+    pub history: Option<HistoryCopy>,
+}
+
+/// A `history.jsonl` bigger than this is not scanned at start-up: the session sees an
+/// empty one, and the plan says so.
+pub const HISTORY_CAP: u64 = 64 << 20;
+/// The copy keeps this project's latest lines up to this size: the plan carries it, and
+/// a plan travels to `csbox enter` through a bounded control socket.
+pub const HISTORY_COPY_CAP: usize = 4 << 20;
+
+/// This project's lines of the host's `history.jsonl` (those whose `project` is the
+/// working directory), each with its newline.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryCopy {
+    pub mode: u32,
+    pub lines: String,
+    /// The file was too big to read at start-up: `lines` is empty.
+    pub too_big: bool,
+    /// This project's older lines left out to keep the copy within `HISTORY_COPY_CAP`.
+    pub dropped: u64,
 }
 
 /// Where a git worktree keeps what its commits write, found by reading `.git` files (git

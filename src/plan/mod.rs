@@ -8,7 +8,8 @@
 //!
 //! `model` holds the types, `input` what a plan is built from, `build` the top of the
 //! build, `view` what the sandbox shows of the home and the project, `protect` the
-//! project's files that run code on the host later, `hide` what is hidden, `mounts` the
+//! project's files that run code on the host later, `hide` what is hidden, `masks` the
+//! read-only mask layers above the home's and `~/.claude`'s lower dirs, `mounts` the
 //! mount steps, `network` the sandbox's own network and its proxy, and `seccomp` the
 //! refused system calls; `facts` what resolve found out about host paths.
 
@@ -16,6 +17,7 @@ mod build;
 mod facts;
 mod hide;
 mod input;
+mod masks;
 mod model;
 mod mounts;
 mod network;
@@ -27,7 +29,8 @@ mod view;
 
 pub use build::{build, wanted_paths};
 pub use seccomp::{rules as seccomp_rules, terminal_rules, DEFAULT_ENOSYS, DEFAULT_EPERM, STRICT_ENOSYS, STRICT_EPERM};
-pub use facts::{Facts, GitLayout, HostLayout, PathFact};
+pub use facts::{ClaudeLower, Facts, GitLayout, HistoryCopy, HostLayout, PathFact, HISTORY_CAP, HISTORY_COPY_CAP};
+pub use masks::CLAUDE_MASKS;
 pub use input::{Error, Overrides, PlanInput, DEV_NODES};
 pub use model::*;
 pub use network::{elide_password, PROXY_ENV, PROXY_PORT};

@@ -110,10 +110,10 @@ pub struct View {
     /// what the profile binds (the working directory is the home, or compat).
     pub project: Option<ProjectView>,
     /// Hidden paths under the copy-on-write home that did not exist at the start: each
-    /// is masked by an overlay whiteout in the session's home layer, made before every
-    /// launch where the layer has nothing there, so that a file the host creates there
-    /// during the session stays out of sight. What the session itself creates there is
-    /// its own, in its layer.
+    /// is masked by an overlay whiteout in the home overlay's read-only mask layer
+    /// (`MountOp::Overlay::masks`), so that a file the host creates there during the
+    /// session stays out of sight, and the session cannot remove the mask. What the
+    /// session itself creates there is its own, in its layer.
     pub home_masks: Vec<PathBuf>,
 }
 
@@ -315,6 +315,10 @@ pub enum MountOp {
         upper: Source,
         work: Source,
         flags: MountFlags,
+        /// csbox's read-only layer between the upper and `lower`
+        /// (`lowerdir=<masks>:<lower>`): what the session must not see of `lower`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        masks: Option<MaskLayer>,
     },
     /// Bind `src` (opened before any mount is made, so no mount can redirect it) onto
     /// `dst`, recursively (submounts come along).
@@ -361,6 +365,56 @@ pub enum MountOp {
     },
     /// A fresh /proc for the new pid namespace.
     Proc { dst: PathBuf, flags: MountFlags },
+}
+
+/// A lower layer csbox builds above an overlay's lower dir before each launch: whiteouts
+/// hide the lower's entries (also ones the host makes later), files replace them.
+/// Read-only to the session (it is no upper dir), so `touch f; rm f` inside cannot take
+/// a mask away (attack-3 A3-8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskLayer {
+    pub place: MaskPlace,
+    /// In order, parents first; paths relative to the overlay's `dst`.
+    pub entries: Vec<MaskEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum MaskPlace {
+    /// A private directory outside the home, made by the supervisor for one launch and
+    /// removed after it: `<runtime_dir>/csbox/masks/<id>/home` when `$XDG_RUNTIME_DIR`
+    /// is the user's own 0700 dir, else a fresh `/tmp/csbox-<uid>-XXXXXX`. Not in the
+    /// session dir: overlayfs refuses a lower layer inside another ("overlapping lowerdir
+    /// path", ELOOP), and the default store lies inside the home.
+    Private {
+        runtime_dir: Option<PathBuf>,
+        /// Where it was made for this launch; None in a plan not being launched.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        built: Option<PathBuf>,
+    },
+    /// Relative to the session dir (outside every layer the session writes).
+    Session(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MaskEntry {
+    /// A directory the lower has, with the lower's mode (overlayfs shows the topmost
+    /// layer's attributes for a directory several layers hold).
+    Dir { path: PathBuf, mode: u32 },
+    /// An overlay whiteout (a 0/0 character device).
+    Whiteout { path: PathBuf },
+    /// A file shown instead of the lower's.
+    File { path: PathBuf, mode: u32, content: String },
+}
+
+impl MaskEntry {
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            MaskEntry::Dir { path, .. } | MaskEntry::Whiteout { path } | MaskEntry::File { path, .. } => path,
+        }
+    }
 }
 
 /// The seccomp filter: everything not listed is allowed.

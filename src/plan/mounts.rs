@@ -251,6 +251,7 @@ impl<'a> Mounts<'a> {
                 upper: session(HOME_UPPER),
                 work: session(HOME_WORK),
                 flags: MountFlags::NOSUID_NODEV,
+                masks: super::masks::home_layer(self.input, view),
             }),
             Home::ReadOnly => {
                 for c in CACHES {
@@ -280,8 +281,9 @@ impl<'a> Mounts<'a> {
         }
     }
 
-    /// 4. ~/.claude: the session's layer over the real config (or, without overlayfs,
-    ///    the session's own dir in its place).
+    /// 4. ~/.claude: the session's layer over the real config, with the mask layer
+    ///    between them that keeps other projects' conversations out of sight (or, without
+    ///    overlayfs, the session's own dir in its place).
     fn claude_view(&mut self) {
         let root = self.real(&self.input.paths.claude_root);
         if self.in_tmpfs(&root) {
@@ -297,6 +299,7 @@ impl<'a> Mounts<'a> {
                 upper: session(STATE_DIR),
                 work: session(WORK_DIR),
                 flags: MountFlags::NOSUID_NODEV,
+                masks: super::masks::claude_layer(self.input),
             }),
             StateMode::Fresh => {
                 self.bind(session(STATE_DIR), &root, MountFlags::NOSUID_NODEV, None)

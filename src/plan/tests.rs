@@ -656,4 +656,5 @@ fn plan_round_trips_through_json() {
     assert_eq!(back, p);
 }
 
+mod masks;
 mod protect;

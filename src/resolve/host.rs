@@ -48,7 +48,16 @@ pub fn layout(
         runtime_dir,
         sockets: listening_sockets(),
         csbox_exe: std::env::current_exe().ok().map(|p| canonical_or_self(&p)),
+        private_runtime: var("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| private_dir(p, uid)),
+        ..HostLayout::default()
     }
+}
+
+/// A directory (not a link) owned by `uid` that nobody else may enter.
+fn private_dir(p: &Path, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    p.is_absolute()
+        && std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o777 == 0o700)
 }
 
 /// The pathname sockets listening in this network namespace, as /proc/net/unix names

@@ -4,6 +4,7 @@
 //! system is read, once, so that `plan::build` stays pure. `csbox run` and `csbox spec`
 //! both start here, so an exported sandbox is the one `run` would launch.
 
+mod claude;
 mod host;
 
 use std::path::{Path, PathBuf};
@@ -91,8 +92,13 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
         let uid = nix::unistd::getuid().as_raw();
         let layout = host::layout(&paths.home, &paths.sessions_dir, &cwd, uid, &host_env);
         let wanted = plan::wanted_paths(&paths, &profile, &req.overrides, &cwd, &exe, &layout);
-        let mut facts = look_up(wanted);
+        let mut facts = look_up(wanted.clone());
+        let home = facts.real(&paths.home);
         facts.host = layout;
+        facts.host.home_nodes = home_nodes(&facts, &wanted, &home);
+        if profile.isolation == Isolation::Namespaces {
+            facts.host.claude = claude::lower(&facts.real(&paths.claude_root), &cwd);
+        }
         let remove_on_exit = req.remove_on_exit.unwrap_or(profile.remove_on_exit);
         Ok(Resolved {
             paths,
@@ -168,6 +174,41 @@ pub fn look_up(paths: impl IntoIterator<Item = PathBuf>) -> Facts {
         facts.insert(p, fact);
     }
     facts
+}
+
+/// What exists strictly between the home and each absent path in `wanted` that lies
+/// below it, with its `st_mode` (lstat: `real` has its links resolved already).
+fn home_nodes(facts: &Facts, wanted: &[PathBuf], home: &Path) -> std::collections::BTreeMap<PathBuf, u32> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    for p in wanted {
+        let f = facts.get(p);
+        let Ok(rel) = f.real.strip_prefix(home) else { continue };
+        if f.kind.is_some() {
+            continue;
+        }
+        let comps: Vec<_> = rel.components().collect();
+        let mut cur = home.to_path_buf();
+        for c in &comps[..comps.len().saturating_sub(1)] {
+            cur.push(c);
+            if let Some(m) = out.get(&cur) {
+                if m & libc::S_IFMT == libc::S_IFDIR {
+                    continue;
+                }
+                break;
+            }
+            match std::fs::symlink_metadata(&cur) {
+                Ok(m) => {
+                    out.insert(cur.clone(), m.mode());
+                    if !m.is_dir() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    out
 }
 
 /// One path's fact in three system calls when it exists: open(O_PATH) follows every

@@ -18,7 +18,7 @@ use libc::c_ulong;
 
 pub use super::steps::*;
 use crate::error::{Error, Result};
-use crate::plan::{MountFlags, MountOp, NodeKind, Plan, Source};
+use crate::plan::{MaskPlace, MountFlags, MountOp, NodeKind, Plan, Source};
 
 pub fn cstring(p: impl AsRef<OsStr>) -> Result<CString> {
     CString::new(p.as_ref().as_bytes())
@@ -270,7 +270,11 @@ impl Builder {
                 upper,
                 work,
                 flags,
-            } => self.overlay(dst, lower, upper, work, *flags),
+                masks,
+            } => {
+                let masks = masks.as_ref().map(|m| mask_source(dst, &m.place)).transpose()?;
+                self.overlay(dst, [masks.as_ref(), Some(lower)], upper, work, *flags)
+            }
             MountOp::Bind {
                 src,
                 dst,
@@ -371,26 +375,33 @@ impl Builder {
         Ok(())
     }
 
+    /// `lowers`: the overlay's lower layers, topmost first (a mask layer, then the lower).
     fn overlay(
         &mut self,
         dst: &Path,
-        lower: &Source,
+        lowers: [Option<&Source>; 2],
         upper: &Source,
         work: &Source,
         flags: MountFlags,
     ) -> Result<()> {
-        let (l, u, w) = (self.source(lower)?, self.source(upper)?, self.source(work)?);
+        let lowers: Vec<&Source> = lowers.into_iter().flatten().collect();
+        let mut l = Vec::new();
+        for s in &lowers {
+            l.push(self.source(s)?);
+        }
+        let (u, w) = (self.source(upper)?, self.source(work)?);
         let sd = self.session_dir.clone();
-        let (lower, upper, work) = (lower.path(&sd), upper.path(&sd), work.path(&sd));
+        let shown: Vec<String> = lowers.iter().map(|s| s.path(&sd).display().to_string()).collect();
+        let (upper, work) = (upper.path(&sd), work.path(&sd));
         // Layers are named through /proc/self/fd: no escaping of ',' or ':' in paths, and
         // no lookup that a mount made earlier could redirect. userxattr: in a user
         // namespace overlayfs keeps its xattrs in user.*.
-        let data = format!("lowerdir={l},upperdir={u},workdir={w},userxattr");
+        let data = format!("lowerdir={},upperdir={u},workdir={w},userxattr", l.join(":"));
         let desc = format!(
             "mount(\"overlay\", {}, \"overlay\", {}, \"lowerdir={},upperdir={},workdir={},userxattr\")",
             dst.display(),
             flag_names(flags),
-            lower.display(),
+            shown.join(":"),
             upper.display(),
             work.display()
         );
@@ -545,6 +556,18 @@ pub fn bounding_to_drop(keep: &[caps::Capability]) -> Vec<caps::Capability> {
     let mut out: Vec<caps::Capability> = supported.into_iter().filter(|c| !keep.contains(c)).collect();
     out.sort_by_key(|c| c.index());
     out
+}
+
+/// Where a mask layer was made for this launch (`session::masks::build`).
+fn mask_source(dst: &Path, place: &MaskPlace) -> Result<Source> {
+    match place {
+        MaskPlace::Session(rel) => Ok(Source::Session(rel.clone())),
+        MaskPlace::Private { built: Some(dir), .. } => Ok(Source::Host(dir.clone())),
+        MaskPlace::Private { built: None, .. } => Err(Error::Usage(format!(
+            "the mask layer of the overlay on {} was not made before the launch (a bug of csbox)",
+            dst.display()
+        ))),
+    }
 }
 
 pub fn prepare(plan: &Plan) -> Result<Prepared> {

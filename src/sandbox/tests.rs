@@ -6,7 +6,7 @@ use std::path::Path;
 use super::child::{Stage, RECIPE};
 use super::prepare::{prepare_with_first_fd, MountKind, Step, MOUNT_ATTR_RDONLY};
 use crate::paths::{EnvInput, Paths};
-use crate::plan::{Facts, NodeKind, Overrides, PathFact, Plan, PlanInput, StateMode};
+use crate::plan::{Facts, MaskPlace, MountOp, NodeKind, Overrides, PathFact, Plan, PlanInput, StateMode};
 
 fn plan(profile: &str) -> Plan {
     let paths = Paths::resolve(&EnvInput {
@@ -32,7 +32,7 @@ fn plan(profile: &str) -> Plan {
         );
     }
     let dir = paths.sessions_dir.join("0193");
-    crate::plan::build(&PlanInput {
+    let mut plan = crate::plan::build(&PlanInput {
         paths: &paths,
         session_id: "0193",
         session_dir: &dir,
@@ -52,7 +52,39 @@ fn plan(profile: &str) -> Plan {
         tty: Some("/dev/pts/3".into()),
         remove_on_exit: false,
     })
-    .unwrap()
+    .unwrap();
+    // What `session::masks::build_private` does before a launch.
+    for m in &mut plan.mounts {
+        if let MountOp::Overlay { masks: Some(l), .. } = m {
+            if let MaskPlace::Private { built, .. } = &mut l.place {
+                *built = Some("/tmp/csbox-1000-xyz".into());
+            }
+        }
+    }
+    plan
+}
+
+#[test]
+fn the_homes_mask_layer_is_the_top_lower_layer_and_a_plan_not_made_ready_is_refused() {
+    let p = plan("default");
+    let prepared = prepare_with_first_fd(&p, 100).unwrap();
+    let desc = prepared.descs.iter().find(|d| d.starts_with("mount(\"overlay\", /home/u,")).unwrap();
+    assert!(desc.contains("lowerdir=/tmp/csbox-1000-xyz:/home/u,"), "{desc}");
+    let data = prepared.steps.iter().find_map(|s| match s {
+        Step::Mount { kind: MountKind::Overlay, dst, data: Some(d), .. } if dst.to_str() == Ok("/home/u") => Some(d.to_str().unwrap().to_string()),
+        _ => None,
+    });
+    let data = data.unwrap();
+    assert!(data.starts_with("lowerdir=/proc/self/fd/") && data.split(',').next().unwrap().contains(":/proc/self/fd/"), "{data}");
+    let mut unbuilt = p.clone();
+    for m in &mut unbuilt.mounts {
+        if let MountOp::Overlay { masks: Some(l), .. } = m {
+            if let MaskPlace::Private { built, .. } = &mut l.place {
+                *built = None;
+            }
+        }
+    }
+    assert!(prepare_with_first_fd(&unbuilt, 100).is_err());
 }
 
 fn at(stage: Stage) -> usize {

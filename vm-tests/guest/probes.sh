@@ -31,13 +31,16 @@ last_session() { ls -d "$SESS"/*/session.json 2>/dev/null | sort | tail -1 | sed
 
 p_history() {
   fresh_home
+  # A line of this project (the working directory's): the session sees it, not "old".
+  mine=$(printf '{"display":"mine","project":"%s"}' "$(pwd -P)")
+  echo "$mine" >>~/.claude/history.jsonl
   sh_in true
   [ $rc = 0 ] || { fail history "a first \`csbox run -- true\` exited $rc: $e"; return; }
   before=$(snapshot)
   sh_in 'echo "{\"display\":\"new\"}" >> ~/.claude/history.jsonl && mkdir -p ~/.claude/projects/p && echo t > ~/.claude/projects/p/s.jsonl && echo "{\"x\":1}" > ~/.claude.json && cat ~/.claude/history.jsonl'
   [ $rc = 0 ] || { fail history "exit $rc: $e"; return; }
-  [ "$o" = '{"display":"old"}
-{"display":"new"}' ] || { fail history "the session should see the old history, then its own write: $o"; return; }
+  [ "$o" = "$mine
+{\"display\":\"new\"}" ] || { fail history "the session should see this project's history (not another's), then its own write: $o"; return; }
   [ "$(snapshot)" = "$before" ] || { fail history "~/.claude changed: $(echo "$before" >"$W/b"; snapshot | diff "$W/b" - | tail -n +2 | head -5)"; return; }
   [ "$(cat ~/.claude.json)" = '{"hasCompletedOnboarding":true}' ] || { fail history "~/.claude.json changed: $(cat ~/.claude.json)"; return; }
   st=$(last_session)/state

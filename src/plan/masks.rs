@@ -1,0 +1,116 @@
+//! The mask layers: read-only lower layers csbox puts above an overlay's lower dir, so
+//! that what the session must not see of the host stays hidden whatever the session does
+//! in its own (upper) layer.
+//!
+//! - The home's: a whiteout at the first missing component of each hidden path the host
+//!   lacks now (`View::home_masks`), with the directories above it as the host has them,
+//!   so a `~/.pgpass` the host writes during the session does not show through (A3-8).
+//!   Built outside the home, in a private dir (see `MaskPlace::Private`).
+//! - `~/.claude`'s: whiteouts over every other project's `projects/<key>`, and over the
+//!   `file-history/<uuid>` and `todos/<uuid>-*` of conversations that are not this
+//!   project's; `history.jsonl` replaced by a copy holding only this project's lines
+//!   (A3-4). `claude --resume` and the up-arrow history of this project keep working.
+
+use std::path::{Path, PathBuf};
+
+use super::input::PlanInput;
+use super::model::*;
+use crate::session::slug::{slug, slug_matches};
+
+/// Where `~/.claude`'s mask layer is made, relative to the session dir.
+pub const CLAUDE_MASKS: &str = "claude-masks";
+
+/// The home's mask layer, or None when nothing is to be masked.
+pub(super) fn home_layer(input: &PlanInput, view: &View) -> Option<MaskLayer> {
+    let nodes = &input.facts.host.home_nodes;
+    let mut entries: Vec<MaskEntry> = Vec::new();
+    let has = |entries: &[MaskEntry], p: &Path| entries.iter().any(|e| e.path() == p);
+    for m in &view.home_masks {
+        let Ok(rel) = m.strip_prefix(&view.home) else { continue };
+        let mut cur = PathBuf::new();
+        let n = rel.components().count();
+        for (i, c) in rel.components().enumerate() {
+            cur.push(c);
+            let host = nodes.get(&view.home.join(&cur));
+            let is_dir = host.is_some_and(|m| m & libc::S_IFMT == libc::S_IFDIR);
+            if i + 1 < n && is_dir {
+                if !has(&entries, &cur) {
+                    let mode = host.map_or(0o755, |m| m & 0o7777);
+                    entries.push(MaskEntry::Dir { path: cur.clone(), mode });
+                }
+                continue;
+            }
+            // Something that is no directory is in the way: the host cannot make the
+            // hidden path without removing it first, and it is not the plan's to hide.
+            if host.is_none() && !has(&entries, &cur) {
+                entries.push(MaskEntry::Whiteout { path: cur.clone() });
+            }
+            break;
+        }
+    }
+    (!entries.is_empty()).then(|| MaskLayer {
+        place: MaskPlace::Private {
+            runtime_dir: input.facts.host.private_runtime.clone(),
+            built: None,
+        },
+        entries,
+    })
+}
+
+/// `~/.claude`'s mask layer (only over the host's real config: a fresh state dir shows
+/// nothing of it).
+pub(super) fn claude_layer(input: &PlanInput) -> Option<MaskLayer> {
+    if input.state_mode != StateMode::Overlay {
+        return None;
+    }
+    let lower = input.facts.host.claude.as_ref()?;
+    let own_slug = slug(&input.cwd);
+    let own_conv = |name: &str| {
+        lower.own.iter().any(|u| name == u || name.strip_prefix(u.as_str()).is_some_and(|r| r.starts_with('-')))
+    };
+    let mut entries = Vec::new();
+    for (dir, mode) in &lower.dirs {
+        let names: &[String] = match dir.as_str() {
+            "projects" => &lower.projects,
+            "file-history" => &lower.file_history,
+            _ => &lower.todos,
+        };
+        let others: Vec<&String> = names
+            .iter()
+            .filter(|n| if dir == "projects" { !slug_matches(n, &own_slug) } else { !own_conv(n) })
+            .collect();
+        if others.is_empty() {
+            continue;
+        }
+        entries.push(MaskEntry::Dir { path: dir.into(), mode: *mode });
+        entries.extend(others.into_iter().map(|n| MaskEntry::Whiteout { path: Path::new(dir).join(n) }));
+    }
+    if let Some(h) = &lower.history {
+        entries.push(MaskEntry::File {
+            path: "history.jsonl".into(),
+            mode: h.mode,
+            content: h.lines.clone(),
+        });
+    }
+    (!entries.is_empty()).then(|| MaskLayer {
+        place: MaskPlace::Session(CLAUDE_MASKS.into()),
+        entries,
+    })
+}
+
+/// What the user should know about the mask layers.
+pub(super) fn notes(input: &PlanInput) -> Vec<String> {
+    let history = input.facts.host.claude.as_ref().and_then(|c| c.history.as_ref());
+    match history.filter(|_| input.state_mode == StateMode::Overlay) {
+        Some(h) if h.too_big => vec![format!(
+            "~/.claude/history.jsonl is larger than {} MiB: it is not filtered for this project at start-up, and the session's up-arrow history starts empty",
+            super::facts::HISTORY_CAP >> 20
+        )],
+        Some(h) if h.dropped > 0 => vec![format!(
+            "the session's up-arrow history holds this project's latest {} MiB of prompts; {} older ones are left out",
+            super::facts::HISTORY_COPY_CAP >> 20,
+            h.dropped
+        )],
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,151 @@
+//! What the host's `~/.claude` holds of other projects, read once at start-up for the
+//! `~/.claude` mask layer (attack-3 A3-4): the names in `projects/`, `file-history/` and
+//! `todos/`, this project's conversation uuids, and this project's lines of
+//! `history.jsonl`. Directory listings only, and one scan of the history file: nothing
+//! per start grows with the size of the transcripts.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::plan::{ClaudeLower, HistoryCopy, HISTORY_CAP, HISTORY_COPY_CAP};
+use crate::session::slug::{slug, slug_matches};
+
+/// At most this many names per directory are read (a bigger one is masked whole).
+const LIST_CAP: usize = 100_000;
+
+/// The lower `~/.claude` at `root` (symlinks resolved) for a session in `cwd`.
+pub fn lower(root: &Path, cwd: &Path) -> Option<ClaudeLower> {
+    let dir = crate::fsutil::open_dir_nofollow(root).ok()?;
+    let mut out = ClaudeLower::default();
+    let own_slug = slug(cwd);
+    for name in ["projects", "file-history", "todos"] {
+        let Ok(sub) = crate::fsutil::openat_nofollow(&dir, name, dir_flags(), nix::sys::stat::Mode::empty()) else {
+            continue;
+        };
+        let Ok(st) = nix::sys::stat::fstat(sub.as_raw_fd()) else { continue };
+        out.dirs.push((name.to_string(), st.st_mode & 0o7777));
+        let names = list(&sub);
+        match name {
+            "projects" => {
+                for p in names.iter().filter(|p| slug_matches(p, &own_slug)) {
+                    out.own.extend(conversations(&sub, p));
+                }
+                out.projects = names;
+            }
+            "file-history" => out.file_history = names,
+            _ => out.todos = names,
+        }
+    }
+    out.history = history(&root.join("history.jsonl"), cwd);
+    Some(out)
+}
+
+fn dir_flags() -> nix::fcntl::OFlag {
+    use nix::fcntl::OFlag;
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NONBLOCK
+}
+
+fn list(dir: &std::os::fd::OwnedFd) -> Vec<String> {
+    let names = crate::fsutil::read_names(dir.as_raw_fd()).unwrap_or_default();
+    names.into_iter().take(LIST_CAP).filter_map(|n| n.into_string().ok()).collect()
+}
+
+/// The uuids of `projects/<key>/*.jsonl`.
+fn conversations(projects: &std::os::fd::OwnedFd, key: &str) -> Vec<String> {
+    let Ok(d) = crate::fsutil::openat_nofollow(projects, key, dir_flags(), nix::sys::stat::Mode::empty()) else {
+        return Vec::new();
+    };
+    list(&d).into_iter().filter_map(|n| n.strip_suffix(".jsonl").map(String::from)).collect()
+}
+
+/// The lines of `path` whose top-level `project` is `cwd`. A line is looked at only when
+/// it holds `"project":"<cwd>"` (one substring search over the file), then parsed to be
+/// sure the field is the object's own.
+fn history(path: &Path, cwd: &Path) -> Option<HistoryCopy> {
+    let f = crate::fsutil::open_regular(path).ok()?;
+    let md = f.metadata().ok()?;
+    let mode = md.mode() & 0o7777;
+    if md.len() > HISTORY_CAP {
+        return Some(HistoryCopy { mode, lines: String::new(), too_big: true, dropped: 0 });
+    }
+    let mut buf = Vec::with_capacity(md.len() as usize);
+    f.take(HISTORY_CAP).read_to_end(&mut buf).ok()?;
+    let cwd = cwd.to_str()?;
+    let needle = format!("\"project\":{}", serde_json::to_string(cwd).ok()?);
+    // One search over the whole file (not one a line), then the line around each hit.
+    let text = String::from_utf8_lossy(&buf);
+    let mut mine: Vec<&str> = Vec::new();
+    let mut taken = 0;
+    for (at, _) in text.match_indices(needle.as_str()) {
+        if at < taken {
+            continue;
+        }
+        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+        taken = end;
+        let line = &text[start..end];
+        if project_of(line).as_deref() == Some(cwd) {
+            mine.push(line);
+        }
+    }
+    // The latest lines are those the up-arrow offers first.
+    let (mut size, mut keep) = (0, 0);
+    for l in mine.iter().rev() {
+        if size + l.len() + 1 > HISTORY_COPY_CAP {
+            break;
+        }
+        size += l.len() + 1;
+        keep += 1;
+    }
+    let dropped = (mine.len() - keep) as u64;
+    let mut lines = String::with_capacity(size);
+    for l in &mine[mine.len() - keep..] {
+        lines.push_str(l);
+        lines.push('\n');
+    }
+    Some(HistoryCopy { mode, lines, too_big: false, dropped })
+}
+
+fn project_of(line: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        project: Option<String>,
+    }
+    serde_json::from_str::<Line>(line).ok()?.project
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_projects_history_lines_and_conversations_are_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("projects/-p-mine")).unwrap();
+        std::fs::create_dir_all(root.join("projects/-p-other")).unwrap();
+        std::fs::write(root.join("projects/-p-mine/u1.jsonl"), "{}\n").unwrap();
+        std::fs::create_dir_all(root.join("todos")).unwrap();
+        let h = concat!(
+            "{\"display\":\"a\",\"project\":\"/p/mine\"}\n",
+            "{\"display\":\"b\",\"project\":\"/p/other\"}\n",
+            "{\"display\":\"c \\\"project\\\":\\\"/p/mine\\\"\",\"project\":\"/p/minex\"}\n",
+            "{\"display\":\"d\",\"pasted\":{\"project\":\"/p/mine\"},\"project\":\"/p/other\"}\n",
+            "{\"display\":\"e\",\"project\":\"/p/mine\",\"timestamp\":1}\n",
+        );
+        std::fs::write(root.join("history.jsonl"), h).unwrap();
+        let l = lower(root, Path::new("/p/mine")).unwrap();
+        assert_eq!(l.own, vec!["u1".to_string()]);
+        let mut projects = l.projects.clone();
+        projects.sort();
+        assert_eq!(projects, vec!["-p-mine".to_string(), "-p-other".to_string()]);
+        let hist = l.history.unwrap();
+        assert_eq!(
+            hist.lines,
+            "{\"display\":\"a\",\"project\":\"/p/mine\"}\n{\"display\":\"e\",\"project\":\"/p/mine\",\"timestamp\":1}\n"
+        );
+        assert!(l.dirs.iter().any(|(n, _)| n == "todos") && !l.dirs.iter().any(|(n, _)| n == "file-history"));
+    }
+}
