@@ -68,7 +68,7 @@ fn refused(profile: &str) -> BTreeMap<&'static str, &'static str> {
         "lookup_dcookie", "open_by_handle_at", "fanotify_init", "lsm_get_self_attr", "lsm_set_self_attr",
         "lsm_list_modules", "mbind", "set_mempolicy", "get_mempolicy", "set_mempolicy_home_node",
         "migrate_pages", "move_pages", "kcmp", "pidfd_getfd", "process_madvise", "setns", "chroot",
-        "ioctl.tiocsti", "ioctl.tiocsti_high_bits", "ioctl.tioclinux", "ioctl.tiocsetd", "ioctl.tcxonc",
+        "ioctl.tiocsti", "ioctl.tiocsti_high_bits", "ioctl.tioclinux", "ioctl.tiocsetd", "ioctl.tcxonc", "ioctl.tiocexcl",
         "personality.read_implies_exec",
         "personality.addr_no_randomize",
     ];

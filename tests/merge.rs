@@ -441,6 +441,17 @@ fn the_per_merge_bound_stops_a_merge_and_the_next_one_goes_on() {
         let v: Value = serde_json::from_slice(&merge().stdout).unwrap();
         assert_eq!((v["copied"].as_u64(), v["unchanged"].as_u64(), v.get("incomplete")), (Some(1), Some(4), None), "{v}");
         assert_eq!(std::fs::read_dir(env.claude_root().join("plans")).unwrap().count(), 5);
+        // A session to be removed at exit (--rm) whose merge stops at a bound is kept,
+        // so that `csbox merge` can do the rest (red-team 4, A4-6).
+        let script = "mkdir -p ~/.claude/plans && for i in 6 7 8; do head -c 1000 /dev/zero | tr '\\0' y > ~/.claude/plans/p$i.md; done";
+        let out = output_within(
+            env.csbox(&["run", "--rm", "--", "sh", "-c", script]).current_dir(project_dir(&env)).env("CSBOX_TEST_MERGE_LIMITS", "merge=1500"),
+            LIMIT,
+            "rm",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("kept session") && stderr(&out).contains("csbox merge"), "{}", stderr(&out));
+        assert_eq!(listed_ids(&env).len(), 2, "the --rm session was removed with its merge undone");
     }
 }
 

@@ -144,13 +144,6 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
     crate::fault::point("run:linked");
     let terminal = super::terminal::Saved::save();
     let mut running = Running::default();
-    // Watching from before the clone: its set-up overlaps the sandbox's, and nothing the
-    // command makes comes before a watch.
-    if plan.sandboxed() {
-        running.watch = plan.view.project.as_ref().and_then(|p| {
-            crate::session::livewatch::Watch::start(p, session.dir_fd(), &session.dir, session.id.as_str())
-        });
-    }
     let result = launch(&r, &mut plan, &session, &mut sink, &mut running);
     let live = running.stop();
     crate::trace::mark("stop (the project's watch, the control socket)");
@@ -271,6 +264,14 @@ fn launch(
     let mut started = |st: sandbox::Started| {
         if let Some(s) = sink.as_mut() {
             s.line(serde_json::json!({"session": id, "pid": st.pid, "started": format_time(SystemTime::now())}));
+        }
+        // Started after the clone, never before: the sandbox's pid 1 is a raw clone of
+        // this process, and a thread holding the allocator's lock at that moment would
+        // leave pid 1 waiting on it forever (it did: tests/escape.rs hung).
+        if st.plan.sandboxed() {
+            running.watch = st.plan.view.project.as_ref().and_then(|p| {
+                crate::session::livewatch::Watch::start(p, session.dir_fd(), &session.dir, session.id.as_str())
+            });
         }
         if let Some(w) = &running.watch {
             w.arm(st.pid as libc::pid_t);
@@ -416,16 +417,23 @@ fn finish(
         session.meta.merge = rec.or(session.meta.merge.take());
         crate::trace::mark("merge-back");
     }
-    // What was moved out of the project lives in the session dir: kept for review.
-    let removed = (plan.remove_on_exit && quarantined == 0) || (is_new && err.is_some());
+    // What was moved out of the project lives in the session dir: kept for review; and
+    // a merge a bound stopped has the rest to do (red-team 4, A4-6).
+    let unmerged = session.meta.merge.as_ref().is_some_and(|m| m.incomplete);
+    let removed = (plan.remove_on_exit && quarantined == 0 && !unmerged) || (is_new && err.is_some());
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin()) && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let end_line = (ran && interactive).then(|| super::lifecycle::end_line(&session, &status, removed));
     if removed {
         session.remove()?;
     } else {
         if plan.remove_on_exit {
+            let why = if quarantined > 0 {
+                "it holds what was moved out of the project"
+            } else {
+                "its merge-back stopped at a bound, and `csbox merge` does the rest"
+            };
             eprintln!(
-                "csbox: kept session {} although it was to be removed: it holds what was moved out of the project (`csbox show {}`)",
+                "csbox: kept session {} although it was to be removed: {why} (`csbox show {}`)",
                 session.id,
                 session.id.short()
             );

@@ -79,6 +79,9 @@ pub const TIOCLINUX: u32 = 0x541C;
 pub const TIOCSETD: u32 = 0x5423;
 /// tcflow(3): TCOOFF suspends the terminal's output until a TCOON nobody sends.
 pub const TCXONC: u32 = 0x540A;
+/// Exclusive mode: nobody else may open the terminal (the shell's `sudo`, `ssh`, `gpg`
+/// prompts read /dev/tty), which outlives the session (red-team 4, A4-4).
+pub const TIOCEXCL: u32 = 0x540C;
 const AF_ALG: u32 = 38;
 const AF_VSOCK: u32 = 40;
 /// The personas Docker allows: PER_LINUX, PER_LINUX32, UNAME26 with either, and the
@@ -105,10 +108,11 @@ fn masked_eq(index: u8, mask: u32, value: u32) -> Option<ArgMatch> {
 
 /// ioctl(fd, TIOCSTI | TIOCLINUX) refused with EPERM, on the low 32 bits of the request:
 /// nothing inside can type into the user's terminal (CVE-2017-5226); nor can it leave
-/// the terminal dead after it (TIOCSETD to N_NULL, TCXONC to TCOOFF: red-team 3, A3-16),
+/// the terminal dead after it (TIOCSETD to N_NULL, TCXONC to TCOOFF: red-team 3, A3-16;
+/// TIOCEXCL),
 /// which no TUI needs (they set modes with TCSETS*, which stay).
 pub fn terminal_rules() -> Vec<SyscallRule> {
-    [TIOCSTI, TIOCLINUX, TIOCSETD, TCXONC]
+    [TIOCSTI, TIOCLINUX, TIOCSETD, TCXONC, TIOCEXCL]
         .iter()
         .map(|req| rule(&["ioctl"], libc::EPERM, masked_eq(1, u32::MAX, *req)))
         .collect()

@@ -612,7 +612,7 @@ fn privileges_are_dropped_and_tiocsti_denied() {
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(ioctls, vec![TIOCSTI as u32, TIOCLINUX as u32, 0x5423, 0x540A]);
+    assert_eq!(ioctls, vec![TIOCSTI as u32, TIOCLINUX as u32, 0x5423, 0x540A, 0x540C]);
     assert!(p.namespaces.user && p.namespaces.mount && p.namespaces.pid && p.namespaces.net);
     assert_eq!(p.max_user_namespaces, None, "default keeps nested bwrap");
 }

@@ -170,16 +170,19 @@ impl State {
     }
 
     fn run(mut self, wake: OwnedFd) {
-        // Started before the supervisor blocks the signals it reads from its signalfd: a
-        // SIGCHLD left unblocked here would be taken (and dropped) by this thread, and
-        // the supervisor would never learn that the sandbox died of a SIGKILL.
+        // Whatever mask it was started with: a SIGCHLD left unblocked here would be taken
+        // (and dropped) by this thread, and the supervisor would never learn that the
+        // sandbox died of a SIGKILL.
         let _ = nix::sys::signal::pthread_sigmask(
             nix::sys::signal::SigmaskHow::SIG_BLOCK,
             Some(&nix::sys::signal::SigSet::all()),
             None,
         );
-        // Started before the sandbox: nothing the command makes comes before this.
         self.refresh();
+        // What the command made before the watches were in place.
+        if !self.sweep() {
+            return;
+        }
         loop {
             let mut fds = [PollFd::new(self.ino.as_fd(), PollFlags::POLLIN), PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
             if poll(&mut fds, PollTimeout::NONE).is_err() {

@@ -89,6 +89,7 @@ const CALLS: &[(&str, &str, [u64; 6])] = &[
     // On no fd (EBADF when let through): never the test's own terminal.
     ("ioctl", "tiocsetd", [u64::MAX, 0x5423, 0, 0, 0, 0]),
     ("ioctl", "tcxonc", [u64::MAX, 0x540A, 0, 0, 0, 0]),
+    ("ioctl", "tiocexcl", [u64::MAX, 0x540C, 0, 0, 0, 0]),
     ("ioctl", "fionread", [u64::MAX, 0x541B, 0, 0, 0, 0]),
     ("socket", "af_alg", [38, 5, 0, 0, 0, 0]),
     ("socket", "af_vsock", [40, 1, 0, 0, 0, 0]),
