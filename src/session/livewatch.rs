@@ -36,6 +36,8 @@ pub struct Watch {
     /// write to a pipe nobody reads is a SIGPIPE.
     _wake_reader: OwnedFd,
     shared: Arc<Shared>,
+    /// A second reference to the inotify instance (see [`hand_over_teardown`]).
+    ino: OwnedFd,
 }
 
 /// What the thread and [`Watch::stop`] share: the moves so far, and whether the watch
@@ -216,6 +218,7 @@ impl Watch {
             return None;
         }
         let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok()?;
+        let ino_ref = ino.as_fd().try_clone_to_owned().ok()?;
         let (wake_r, wake_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
         let shared = Arc::new(Shared::default());
         let state = State {
@@ -233,7 +236,7 @@ impl Watch {
             .name("csbox-watch".into())
             .spawn(move || state.run(wake_r))
             .ok()?;
-        Some(Watch { wake: wake_w, _wake_reader: twin, shared })
+        Some(Watch { wake: wake_w, _wake_reader: twin, shared, ino: ino_ref })
     }
 
     /// Stop the watch; what it moved, in order.
@@ -258,6 +261,48 @@ impl Watch {
         let moved = std::mem::take(&mut g.0);
         drop(g);
         let _ = nix::unistd::write(&self.wake, b"x");
+        hand_over_teardown(self.ino);
         moved
     }
+}
+
+/// The last close of an inotify instance waits for the kernel to tear its marks down (an
+/// RCU grace period: 10-15 ms measured here), and a process's exit waits for its last
+/// close: csbox's own exit took that long after every command. So the last reference
+/// goes to a forked child that holds only it and a pipe, and lets go when csbox has
+/// exited (the pipe's other end closes with us): the teardown happens off the user's
+/// path. The child runs nothing but close, read and _exit (all async-signal-safe, as a
+/// fork of a threaded process must).
+fn hand_over_teardown(ino: OwnedFd) {
+    let Ok((r, w)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else { return };
+    let (keep_a, keep_b) = {
+        let (a, b) = (ino.as_raw_fd(), r.as_raw_fd());
+        (a.min(b) as libc::c_uint, a.max(b) as libc::c_uint)
+    };
+    // SAFETY: the child only makes async-signal-safe calls before _exit.
+    match unsafe { libc::fork() } {
+        0 => {
+            // SAFETY: close_range and read on fds of our own; _exit never returns.
+            unsafe {
+                if keep_a > 0 {
+                    libc::syscall(libc::SYS_close_range, 0, keep_a - 1, 0);
+                }
+                if keep_b > keep_a + 1 {
+                    libc::syscall(libc::SYS_close_range, keep_a + 1, keep_b - 1, 0);
+                }
+                libc::syscall(libc::SYS_close_range, keep_b + 1, libc::c_uint::MAX, 0);
+                // Blocked signals are the supervisor's: only the pipe's end wakes this.
+                let mut b = 0u8;
+                libc::read(r.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        pid if pid > 0 => {
+            // Ours closes with our exit; the child's read then ends.
+            std::mem::forget(w);
+        }
+        _ => {}
+    }
+    drop(r);
+    drop(ino);
 }
