@@ -158,11 +158,12 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
 /// does).
 pub fn look_up(paths: impl IntoIterator<Item = PathBuf>) -> Facts {
     let mut facts = Facts::default();
+    let mut seen = std::collections::HashMap::new();
     for p in paths {
         if facts.contains(&p) {
             continue;
         }
-        let fact = fact_of(&p);
+        let fact = fact_of(&p, &mut seen);
         if fact.real != p {
             // A protected path that is a link is watched, not bound: what it points to
             // when the session starts is kept to tell the link from its replacement.
@@ -215,7 +216,18 @@ fn home_nodes(facts: &Facts, wanted: &[PathBuf], home: &Path) -> std::collection
 /// symlink as a mount would, fstat says what is there, and /proc/self/fd names where it
 /// really is (realpath(3) would readlink every component). A missing path is its
 /// longest existing prefix, resolved, with the rest as written.
-fn fact_of(p: &Path) -> PathFact {
+fn fact_of(p: &Path, seen: &mut std::collections::HashMap<PathBuf, PathFact>) -> PathFact {
+    // Memoized for one look-up: the hide list's ~270 entries share their parents
+    // (`~/.config` was looked up 56 times for each launch).
+    if let Some(f) = seen.get(p) {
+        return f.clone();
+    }
+    let f = fact_uncached(p, seen);
+    seen.insert(p.to_path_buf(), f.clone());
+    f
+}
+
+fn fact_uncached(p: &Path, seen: &mut std::collections::HashMap<PathBuf, PathFact>) -> PathFact {
     use std::os::unix::fs::OpenOptionsExt;
     let opened = std::fs::OpenOptions::new()
         .read(true)
@@ -237,7 +249,7 @@ fn fact_of(p: &Path) -> PathFact {
         return PathFact { real, kind };
     }
     let real = match (p.parent(), p.file_name()) {
-        (Some(parent), Some(name)) if parent != p => fact_of(parent).real.join(name),
+        (Some(parent), Some(name)) if parent != p => fact_of(parent, seen).real.join(name),
         _ => p.to_path_buf(),
     };
     PathFact { real, kind: None }
