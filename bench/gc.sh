@@ -11,6 +11,8 @@
 # BENCH_DIR (default /var/tmp/csbox-gc-bench) must be on a local disk with room (~5G).
 # The full default takes ~17 minutes on a 2-core VM with a slow disk (each rebuild of
 # 1M files ~2 min, each removal 2-6 min); `bench/gc.sh 1000 100000 3` takes ~6.
+# CSBOX_OLD=PATH: also time that binary's gc on the same rebuilt store, in the same hyperfine
+# run, and print the new/old ratio (wall and kernel CPU; needs hyperfine).
 set -euo pipefail
 
 build() { # build STORE SESSIONS FILES
@@ -86,13 +88,30 @@ left=$(find "$STORE" -mindepth 1 -maxdepth 1 ! -name active | wc -l)
 [ "$left" -eq 0 ] || { echo "gc left $left entries" >&2; exit 1; }
 
 if command -v hyperfine >/dev/null; then
+  old=()
+  if [ -n "${CSBOX_OLD:-}" ]; then
+    echo "== sanity: the old binary's gc removes every session"
+    $PREP
+    env -i HOME="$ROOT" SESSIONS_DIR="$STORE" "$CSBOX_OLD" gc
+    left=$(find "$STORE" -mindepth 1 -maxdepth 1 ! -name active | wc -l)
+    [ "$left" -eq 0 ] || { echo "the old gc left $left entries" >&2; exit 1; }
+    old=(-n "csbox gc (old)" "env -i HOME=$ROOT SESSIONS_DIR=$STORE $CSBOX_OLD gc")
+  fi
   hyperfine --runs "$RUNS" --prepare "$PREP" --export-json "$ROOT/result.json" \
     -n "csbox gc" "$GC" \
+    "${old[@]}" \
     -n "rm -rf" "rm -rf $STORE"
   python3 - "$ROOT/result.json" <<'PY'
 import json, sys
-r = {x["command"]: x["mean"] for x in json.load(open(sys.argv[1]))["results"]}
+x = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
+r = {k: v["mean"] for k, v in x.items()}
 print("gc / rm -rf = %.2f  (gc %.2f s, rm -rf %.2f s)" % (r["csbox gc"] / r["rm -rf"], r["csbox gc"], r["rm -rf"]))
+if "csbox gc (old)" in r:
+    n, o = x["csbox gc"], x["csbox gc (old)"]
+    print("gc new / old = %.2f wall (new %.2f s, old %.2f s), %.2f kernel CPU (new %.2f s, old %.2f s), %.2f user CPU"
+          % (n["mean"] / o["mean"], n["mean"], o["mean"], n["system"] / o["system"], n["system"], o["system"],
+             n["user"] / o["user"]))
+    print("kernel CPU: rm -rf %.2f s" % x["rm -rf"]["system"])
 PY
 else
   echo "(hyperfine not installed: plain timing)"
