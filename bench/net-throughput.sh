@@ -9,7 +9,9 @@
 #   bench/net-throughput.sh [SIZE_MIB [ROUNDS]]     default 1024 MiB, 5 rounds
 #
 # Two clients: netbench.py fetch (Python, recv_into one 1 MiB buffer: little CPU per byte)
-# and curl (its 16 KiB default buffer: a real tool). As root it runs as BENCH_USER
+# and curl (its 16 KiB default buffer: a real tool). And, for scale, the same fetch on the
+# host without csbox, directly and through a minimal splice(2) relay (netbench.py relay,
+# 64 KiB and 1 MiB pipes): what one more TCP hop over loopback costs any proxy here. As root it runs as BENCH_USER
 # (csbox-test); STRACE=1 adds one proxied round under `strace -f -c` (system call counts of
 # the supervisor and the sandbox together: splice/poll are the proxy's, recvfrom the
 # client's), slow by nature, so not timed.
@@ -55,6 +57,12 @@ trap 'kill $SRV 2>/dev/null; chmod -R u+rwx "$WORK" 2>/dev/null' EXIT
 for _ in $(seq 100); do [ -s "$WORK/port" ] && break; sleep 0.05; done
 P=$(cat "$WORK/port")
 T="127.0.0.1:$P"
+python3 "$WORK/netbench.py" relay "$WORK/relay64k.port" "$T" 0 &
+R1=$!
+python3 "$WORK/netbench.py" relay "$WORK/relay1m.port" "$T" 1048576 &
+R2=$!
+trap 'kill $SRV $R1 $R2 2>/dev/null; chmod -R u+rwx "$WORK" 2>/dev/null' EXIT
+for _ in $(seq 100); do [ -s "$WORK/relay64k.port" ] && [ -s "$WORK/relay1m.port" ] && break; sleep 0.05; done
 load() { echo "$(uptime | sed 's/.*load average/load average/'); pressure: cpu $(awk '/^some/ {print $2}' /proc/pressure/cpu 2>/dev/null)"; }
 echo "## Throughput through the proxy: $SIZE_MIB MiB from a loopback server, $ROUNDS rounds"
 echo
@@ -73,6 +81,9 @@ one() {
         -x http://127.0.0.1:3128 -o /dev/null -w '%{size_download} %{time_total} - -\n' "http://$T/") ;;
     curl-direct) out=$($NB cpu "$WORK/cpu" "$C" run --net host -- curl -sS -o /dev/null \
         -w '%{size_download} %{time_total} - -\n' "http://$T/") ;;
+    host-direct) out=$($NB cpu "$WORK/cpu" $NB fetch "$T") ;;
+    host-relay64k) out=$($NB cpu "$WORK/cpu" $NB fetch "127.0.0.1:$(cat "$WORK/relay64k.port")") ;;
+    host-relay1m) out=$($NB cpu "$WORK/cpu" $NB fetch "127.0.0.1:$(cat "$WORK/relay1m.port")") ;;
   esac
   read -r bytes secs cu cs <<<"$out"
   [ "$bytes" = "$SIZE" ] || { echo "$1: got $bytes bytes of $SIZE" >&2; exit 1; }
@@ -82,7 +93,7 @@ print("%s %.3f %s %.3f %.3f" % (a[0], float(a[1]), "-" if a[2] == "-" else "%.3f
     "$1" "$secs" "$cu" "$cs" "$su" "$ss" "$s0" "$(srv_cpu)"
 }
 
-CASES=(proxy direct curl-proxy curl-direct)
+CASES=(proxy direct curl-proxy curl-direct host-direct host-relay64k host-relay1m)
 for c in "${CASES[@]}"; do one "$c" >/dev/null; done   # warm-up
 : > "$WORK/rounds"
 for _ in $(seq "$ROUNDS"); do
@@ -104,8 +115,10 @@ def med(case, i):
 print("| case | median time | median rate | client CPU | supervisor CPU | server CPU |")
 print("|---|---:|---:|---:|---:|---:|")
 names = {"proxy": "netbench fetch, through the proxy (CONNECT)", "direct": "netbench fetch, `--net host`",
-         "curl-proxy": "curl -p, through the proxy (CONNECT)", "curl-direct": "curl, `--net host`"}
-for case in ["proxy", "direct", "curl-proxy", "curl-direct"]:
+         "curl-proxy": "curl -p, through the proxy (CONNECT)", "curl-direct": "curl, `--net host`",
+         "host-direct": "no csbox: netbench fetch on the host", "host-relay64k": "no csbox: through a splice relay, 64 KiB pipe",
+         "host-relay1m": "no csbox: through a splice relay, 1 MiB pipe"}
+for case in names:
     t = med(case, 0)
     c = med(case, 1)
     print("| %s | %.3f s | %.0f MiB/s | %s | %.2f s | %.2f s |" % (
@@ -114,8 +127,10 @@ print()
 for a, b, what in [("proxy", "direct", "netbench"), ("curl-proxy", "curl-direct", "curl")]:
     r = med(b, 0) / med(a, 0)
     print("- %s: proxied rate / direct rate = **%.2f** (goal ≥ 0.80): %s" % (what, r, "**met**" if r >= 0.8 else "**not met**"))
+for a in ["host-relay64k", "host-relay1m"]:
+    print("- for scale, %s / host direct = %.2f" % (names[a].replace("no csbox: ", ""), med("host-direct", 0) / med(a, 0)))
 print()
-print("Supervisor CPU is csbox's (all its threads: the proxy splices in one thread per tunnel) "
+print("The \"supervisor CPU\" of the no-csbox lines is the fetch process's own. Supervisor CPU is csbox's (all its threads: the proxy splices in one thread per tunnel) "
       "over the whole `csbox run`, startup included (a few ms). The client's is its own "
       "getrusage (curl does not report it). The server's is its process's CPU during the round.")
 PY

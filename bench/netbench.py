@@ -13,11 +13,16 @@ bench/net-throughput.sh (a download through csbox's proxy). Standard library onl
                                            when PROXY is given), read the body into one
                                            reused 1 MiB buffer; prints `BYTES SECONDS
                                            USER_CPU SYS_CPU` (its own, in seconds)
+  netbench.py relay PORTFILE TARGET PIPE   a minimal relay, for comparison with csbox's proxy:
+                                           per connection, forward the request head to TARGET,
+                                           then move the answer with splice(2) through a pipe
+                                           of PIPE bytes (0: the default 64 KiB), one way
   netbench.py cpu OUT CMD...               run CMD, then write `WALL USER SYS` of it (wait4's
                                            rusage: CMD and the descendants it reaped) to OUT
 
 Servers write their port to PORTFILE once listening and run until killed.
 """
+import fcntl
 import os
 import resource
 import socket
@@ -152,6 +157,31 @@ def fetch(target, proxy=None):
     print(got, "%.4f" % secs, "%.3f" % ru.ru_utime, "%.3f" % ru.ru_stime)
 
 
+def relay_handler(target, pipesz):
+    def handle(c):
+        try:
+            u = socket.create_connection(hostport(target))
+            u.sendall(read_head(c))
+            r, w = os.pipe()
+            if pipesz:
+                fcntl.fcntl(w, 1031, pipesz)  # F_SETPIPE_SZ
+            cap = fcntl.fcntl(w, 1032)  # F_GETPIPE_SZ
+            while True:
+                k = os.splice(u.fileno(), w, cap, flags=os.SPLICE_F_MOVE)
+                if k == 0:
+                    break
+                while k:
+                    k -= os.splice(r, c.fileno(), k, flags=os.SPLICE_F_MOVE)
+            os.close(r)
+            os.close(w)
+            u.close()
+        except OSError:
+            pass
+        c.close()
+
+    return handle
+
+
 def cpu(out, argv):
     t0 = time.perf_counter()
     pid = os.fork()
@@ -175,6 +205,8 @@ def main(a):
         tunnels(a[2], a[3], int(a[4]), a[5], float(a[6]))
     elif len(a) in (3, 4) and a[1] == "fetch":
         fetch(a[2], a[3] if len(a) == 4 else None)
+    elif len(a) == 5 and a[1] == "relay":
+        serve(a[2], relay_handler(a[3], int(a[4])))
     elif len(a) >= 4 and a[1] == "cpu":
         cpu(a[2], a[3:])
     else:
