@@ -241,3 +241,15 @@ fn a_session_that_keeps_planting_a_watched_file_is_stopped() {
         assert!(!p.proj.join(".git/commondir").exists());
     }
 }
+
+/// Red-team 5: alternating names does not buy a moment per name and plant: past 12 moves
+/// in all, the session is stopped too.
+#[test]
+fn a_session_that_plants_many_watched_files_is_stopped() {
+    let p = project(*users().last().unwrap());
+    let script = "echo $NONCE; mkdir -p .git/x; i=0; while [ $i -lt 40 ]; do for n in .envrc .npmrc .mcp.json .lefthook.yml .pdbrc; do echo x > .git/x/t; mv .git/x/t $n; done; sleep 0.05; i=$((i+1)); done; echo survived";
+    let out = p.run("default", script).wait_with_output().unwrap();
+    assert!(stdout(&out).contains(&p.nonce), "the sandbox did not run: {}", stderr(&out));
+    assert!(!stdout(&out).contains("survived"), "it was not stopped: {}", stderr(&out));
+    assert!(stderr(&out).contains("csbox stopped it"), "{}", stderr(&out));
+}

@@ -51,7 +51,8 @@ struct Shared {
     pid1: Mutex<Option<OwnedFd>>,
 }
 
-/// How often one path may be moved before the session is stopped: each move leaves a
+/// How often one path may be moved (four times as many moves in all) before the session
+/// is stopped: each move leaves a
 /// moment in which a git on the host can read the file (a rename puts a whole file in
 /// place), and a session that puts it back again and again is after that moment
 /// (red-team 4, A4-1).
@@ -161,7 +162,15 @@ impl State {
         let dir = SessionDir { fd: &self.session_fd, path: &self.session_path, id: &self.id };
         g.0.extend(sweep(&self.project, dir, Some(self.since)));
         let most = g.0.iter().map(|q| g.0.iter().filter(|o| o.path == q.path).count()).max().unwrap_or(0);
-        if most > REPLANTS {
+        // Per path, and in all: alternating names must not buy many more moments
+        // (red-team 5); a project's scaffolding makes a few such files once each.
+        if most > REPLANTS || g.0.len() > 4 * REPLANTS {
+            if most <= REPLANTS {
+                crate::warn!(
+                    "this session made {} code-steering files in the project while it ran: csbox stopped it (each one put in place is a moment in which a git or an editor on your host reads it)",
+                    g.0.len()
+                );
+            }
             if let Some(fd) = self.shared.pid1.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                 // SAFETY: pidfd_send_signal on a pidfd we own; no siginfo.
                 unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) };

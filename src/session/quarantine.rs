@@ -436,6 +436,7 @@ pub fn sweep_session(session: &mut super::LiveSession, project: &ProjectView, si
 pub fn record(session: &mut super::LiveSession, made: Vec<Quarantined>) -> usize {
     // One line a path (a session that plants a file again and again makes many moves).
     let mut said: Vec<&Path> = Vec::new();
+
     for q in &made {
         if said.contains(&q.path.as_path()) {
             continue;
