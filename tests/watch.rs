@@ -253,3 +253,45 @@ fn a_session_that_plants_many_watched_files_is_stopped() {
     assert!(!stdout(&out).contains("survived"), "it was not stopped: {}", stderr(&out));
     assert!(stderr(&out).contains("csbox stopped it"), "{}", stderr(&out));
 }
+
+/// Red-team 5, A5-2: a submodule's `.git` file rewritten to point at a git dir of the
+/// session's would make a plain `git status` at the top run its fsmonitor, while the
+/// session runs: the file is read-only inside.
+#[test]
+fn a_submodules_git_file_cannot_be_pointed_elsewhere() {
+    let attempt = |u: As, profile: &str| -> bool {
+        let p = project(u);
+        let other = p.env.home.join("other");
+        let git = |dir: &Path, args: &[&str]| {
+            let st = Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "protocol.file.allow=always", "-c", "safe.directory=*"])
+                .args(args)
+                .current_dir(dir)
+                .env("HOME", &p.env.home)
+                .output()
+                .unwrap();
+            assert!(st.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&st.stderr));
+        };
+        std::fs::create_dir_all(&other).unwrap();
+        git(&other, &["init", "-q"]);
+        git(&other, &["commit", "-q", "--allow-empty", "-m", "o"]);
+        git(&p.proj, &["submodule", "add", "-q", other.to_str().unwrap(), "sm"]);
+        git(&p.proj, &["commit", "-q", "-m", "sm"]);
+        p.env.chown_all(p.env.dir.path());
+        let script = format!(
+            "echo $NONCE; mkdir -p evil && cp -r .git/modules/sm/. evil/ && printf '[core]\\n\\tworktree = %s/sm\\n' \"$PWD\" >> evil/config && {FSMONITOR} >> evil/config && \
+             echo \"gitdir: $PWD/evil\" > sm/.git 2>/dev/null; touch ready; i=0; while [ ! -e go ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done"
+        );
+        let child = p.run(profile, &script);
+        assert!(wait_for(&p.proj.join("ready")), "the session never got there");
+        p.host_git(&p.proj, &["status", "--short"]);
+        std::fs::write(p.proj.join("go"), "").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(stdout(&out).contains(&p.nonce), "the sandbox did not run: {}", stderr(&out));
+        p.pwned() || std::fs::read_to_string(p.proj.join("evil/pwned")).is_ok_and(|s| s.contains(&p.nonce))
+    };
+    for u in users() {
+        assert!(!attempt(u, "default"), "ESCAPE as {}", u.label());
+    }
+    assert!(attempt(*users().last().unwrap(), "compat"), "the probe cannot report an escape");
+}

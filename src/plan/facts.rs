@@ -116,6 +116,8 @@ pub struct GitLayout {
     pub common: PathBuf,
     /// Submodules' git dirs (`<common>/modules/*`), each with hooks and a config.
     pub modules: Vec<PathBuf>,
+    /// Submodules' `.git` files in their worktrees (from each one's `core.worktree`).
+    pub module_gitfiles: Vec<PathBuf>,
     /// Linked worktrees' git dirs (`<common>/worktrees/*`), each with a `commondir` (where
     /// git takes config and hooks from) and maybe a `config.worktree`.
     pub worktrees: Vec<PathBuf>,

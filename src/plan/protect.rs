@@ -125,6 +125,7 @@ fn candidates(prof: &crate::profile::Profile, project: &Path, git: Option<&GitLa
         }
     }
     if let Some(g) = git {
+        out.extend(g.module_gitfiles.iter().cloned());
         for m in &g.modules {
             out.push(m.join("hooks"));
             if config {

@@ -138,6 +138,7 @@ fn linked_worktree(main: &Path) -> GitLayout {
         gitdir: main.join("worktrees/wt"),
         common: main.to_path_buf(),
         modules: vec![],
+        module_gitfiles: vec![],
         worktrees: vec![main.join("worktrees/wt")],
         config_paths: vec![],
     }

@@ -183,6 +183,23 @@ pub fn git_layout(cwd: &Path) -> Option<GitLayout> {
     modules.sort();
     let mut worktrees = list(common.join("worktrees"));
     worktrees.sort();
+    // Each submodule's `.git` file in its worktree (`core.worktree` of its git dir's
+    // config): rewritten, it points git at a dir of the session's, and a plain `git
+    // status` at the top recurses into it (red-team 5, A5-2).
+    let mut module_gitfiles: Vec<PathBuf> = modules
+        .iter()
+        .filter_map(|m| {
+            let text = std::fs::read_to_string(m.join("config")).ok().filter(|t| t.len() < 1 << 20)?;
+            let wt = crate::gitconfig::parse(&text)
+                .entries
+                .into_iter()
+                .find(|e| e.section == "core" && e.sub.is_none() && e.key == "worktree")?
+                .value;
+            let abs = crate::profile::expand::lexical(&wt, &top, m).ok()?;
+            (abs.starts_with(&top) && abs != top).then(|| abs.join(".git"))
+        })
+        .collect();
+    module_gitfiles.sort();
     let mut config_paths = Vec::new();
     for config in [common.join("config"), common.join("config.worktree"), gitdir.join("config.worktree")] {
         config_refs(&config, &top, 0, &mut config_paths);
@@ -194,6 +211,7 @@ pub fn git_layout(cwd: &Path) -> Option<GitLayout> {
         gitdir,
         common,
         modules,
+        module_gitfiles,
         worktrees,
         config_paths,
     })

@@ -27,7 +27,7 @@ fn repo() -> Case {
     for d in [".git", ".git/hooks", ".git/modules", ".git/modules/sub", ".git/modules/sub/hooks", ".claude", ".husky", "githooks"] {
         dir(&mut c, &format!("/home/u/proj/{d}"));
     }
-    for f in [".git/config", ".git/modules/sub/config", ".claude/settings.json"] {
+    for f in [".git/config", ".git/modules/sub/config", ".claude/settings.json", "sub/.git"] {
         file(&mut c, &format!("/home/u/proj/{f}"));
     }
     let g = "/home/u/proj/.git";
@@ -36,6 +36,7 @@ fn repo() -> Case {
         gitdir: g.into(),
         common: g.into(),
         modules: vec![format!("{g}/modules/sub").into()],
+        module_gitfiles: vec!["/home/u/proj/sub/.git".into()],
         worktrees: vec![],
         config_paths: vec!["/home/u/proj/githooks".into(), "/etc/gitconfig.d/x".into()],
     });
@@ -65,7 +66,9 @@ fn parents_of_protected_paths_are_pinned_before_what_is_protected_in_them() {
 fn what_git_reads_config_and_hooks_through_is_protected_or_watched() {
     let p = repo().plan();
     let v = p.view.project.as_ref().unwrap();
-    for ro in [".git/hooks", ".git/config", ".git/modules/sub/config", ".git/modules/sub/hooks", ".husky", "githooks", ".claude/settings.json"] {
+    // A submodule's `.git` file too: rewritten, a `git status` at the top would follow it
+    // (red-team 5, A5-2).
+    for ro in [".git/hooks", ".git/config", ".git/modules/sub/config", ".git/modules/sub/hooks", ".husky", "githooks", ".claude/settings.json", "sub/.git"] {
         assert!(ro_bind(&p, &format!("/home/u/proj/{ro}")), "{ro}");
     }
     let watched = |rel: &str| v.watched.iter().any(|w| w.path == Path::new("/home/u/proj").join(rel));
