@@ -1216,7 +1216,7 @@ fn a_session_cannot_hide_csbox_warnings_or_leave_the_terminal_changed() {
     let control = c.home("control.sh");
     std::fs::write(&control, script(&format!("sh -c \"{}\"", spoil.replace('"', "\\\"")))).unwrap();
     let probe = c.home("probe.sh");
-    std::fs::write(&probe, script(&format!("{CSBOX} run -- sh -c \"{}\"", spoil.replace('"', "\\\"")))).unwrap();
+    std::fs::write(&probe, script(&format!("{} run -- sh -c \"{}\"", sh_quote(CSBOX), spoil.replace('"', "\\\"")))).unwrap();
     c.env.chown_all(c.env.dir.path());
     let t = Tmux::start(&c.env, "ctl", "sh control.sh");
     let screen = t.wait_for("DONE");

@@ -221,7 +221,7 @@ fn links_fifos_huge_files_exec_bits_and_bad_lines_are_refused_and_reported() {
              printf 'x\\n' > 'a.jsonl.csbox-conflict-x' && \
              printf '{{\"ok\":1}}\\n' > good.jsonl && \
              rm -rf ../../todos && ln -s /etc ../../todos",
-            secret.display()
+            sh_quote(&secret)
         );
         let (id, out) = session(&env, &[], &script);
         let err = stderr(&out);

@@ -32,8 +32,13 @@ fn running(env: &TestEnv, name: &str, script: &str) -> (String, Child) {
     let t = Instant::now();
     loop {
         if let Some(id) = listed_ids(env).into_iter().find(|i| !before.contains(i)) {
-            // Running once its supervisor serves the control socket.
-            if env.sessions_dir().join(&id).join("control.sock").exists() {
+            // Running once its supervisor serves the control socket (and, for a script
+            // that says so, once it got past its traps: `touch ready`).
+            let ready = !script.contains("touch ready") || project_dir(env).join("ready").exists();
+            if env.sessions_dir().join(&id).join("control.sock").exists() && ready {
+                if script.contains("touch ready") {
+                    let _ = std::fs::remove_file(project_dir(env).join("ready"));
+                }
                 return (id, child);
             }
         }
@@ -153,14 +158,14 @@ fn enter_trusts_only_the_recorded_supervisor_and_never_hangs_on_a_fifo() {
 fn stop_sends_sigterm_then_sigkill_after_the_grace() {
     for user in users() {
         let env = TestEnv::new(user);
-        let (id, child) = running(&env, "polite", "trap 'echo got-term; exit 7' TERM; while :; do sleep 0.05; done");
+        let (id, child) = running(&env, "polite", "trap 'echo got-term; exit 7' TERM; touch ready; while :; do sleep 0.05; done");
         let out = within(&env, &["stop", "polite"]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(stdout(&out).trim(), format!("stopped session {id}: exited 7"));
         let out = child.wait_with_output().unwrap();
         assert_eq!((out.status.code(), stdout(&out).trim()), (Some(7), "got-term"));
 
-        let (id, child) = running(&env, "stubborn", "trap '' TERM; while :; do sleep 0.05; done");
+        let (id, child) = running(&env, "stubborn", "trap '' TERM; touch ready; while :; do sleep 0.05; done");
         let t = Instant::now();
         let out = within(&env, &["stop", &id, "--grace", "1s"]);
         assert!(out.status.success(), "{}", stderr(&out));
@@ -353,7 +358,7 @@ fn gc_never_removes_a_named_session_as_empty() {
 fn an_interactive_session_ends_with_one_line_saying_how_to_resume_it() {
     for user in users() {
         let env = TestEnv::new(user);
-        let cmd = format!("{} run --name endl -- sh -c 'exit 3'", env!("CARGO_BIN_EXE_csbox"));
+        let cmd = format!("{} run --name endl -- sh -c 'exit 3'", sh_quote(env!("CARGO_BIN_EXE_csbox")));
         let out = output_within(env.command("script").args(["-qec", &cmd, "/dev/null"]).current_dir(project_dir(&env)), LIMIT, "script");
         let id = listed_ids(&env).pop().unwrap();
         let want = format!("csbox: session {id} (endl) ended (exit 3); resume: csbox run --session {id}");

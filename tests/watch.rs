@@ -74,7 +74,7 @@ fn wait_for(p: &Path) -> bool {
     false
 }
 
-const FSMONITOR: &str = r#"printf '[core]\n\tfsmonitor = "echo %s > %s/pwned; false"\n' "$NONCE" "$PWD""#;
+const FSMONITOR: &str = r#"printf '[core]\n\tfsmonitor = "echo %s > '\''%s/pwned'\''; false"\n' "$NONCE" "$PWD""#;
 
 /// A3-1: the session points git at a config of its own with `.git/commondir`, then waits;
 /// meanwhile the user's prompt runs `git status` in the project on the host.
@@ -118,7 +118,7 @@ fn nested(user: As, profile: &str, which: &str) -> bool {
     let make = match which {
         "dir" => format!("mkdir -p src && cd src && git init -q && {FSMONITOR} >> .git/config"),
         // Bare-looking, made a work tree of itself: git in `src/` takes it as its repository.
-        "bare" => r#"mkdir -p src && cd src && git init -q --bare && printf '[core]\n\tbare = false\n\tworktree = %s\n\tfsmonitor = "echo %s > %s/pwned; false"\n' "$PWD" "$NONCE" "$PWD" >> config"#.to_string(),
+        "bare" => r#"mkdir -p src && cd src && git init -q --bare && printf '[core]\n\tbare = false\n\tworktree = %s\n\tfsmonitor = "echo %s > '\''%s/pwned'\''; false"\n' "$PWD" "$NONCE" "$PWD" >> config"#.to_string(),
         "hook" => r#"mkdir -p src && cd src && git init -q && printf '#!/bin/sh\necho %s > ../pwned\n' "$NONCE" > .git/hooks/pre-commit && chmod +x .git/hooks/pre-commit"#.to_string(),
         _ => unreachable!(),
     };
