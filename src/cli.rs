@@ -4,8 +4,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    completions::CompletionsArgs, diff::DiffArgs, doctor::DoctorArgs, gc::GcArgs, ls::LsArgs,
-    enter::EnterArgs, ls::ShowArgs, man::ManArgs, merge::MergeArgs, profile::ProfileArgs,
+    completions::CompletionsArgs, diff::DiffArgs, doctor::DoctorArgs, enter::EnterArgs, gc::GcArgs,
+    ls::LsArgs, ls::ShowArgs, man::ManArgs, merge::MergeArgs, profile::ProfileArgs,
     quarantine::QuarantineArgs, rm::RmArgs, run::RunArgs, spec::SpecArgs, stop::StopArgs,
     update::UpdateArgs,
 };

@@ -322,7 +322,11 @@ mod tests {
         let tmp = d.path().join(format!(".f.json.tmp-{}", std::process::id()));
         std::fs::hard_link(&victim, &tmp).unwrap();
         atomic_write(d.path(), "f.json", b"new", 0o600, Durability::Rename).unwrap();
-        assert_eq!(std::fs::read(&victim).unwrap(), b"keep", "the link was not written through");
+        assert_eq!(
+            std::fs::read(&victim).unwrap(),
+            b"keep",
+            "the link was not written through"
+        );
         nix::unistd::mkfifo(&tmp, Mode::from_bits_truncate(0o600)).unwrap();
         atomic_write(d.path(), "f.json", b"newer", 0o600, Durability::Rename).unwrap();
         assert_eq!(std::fs::read(d.path().join("f.json")).unwrap(), b"newer");

@@ -92,7 +92,8 @@ pub fn is_plain(text: &str) -> bool {
     let c = parse(text);
     c.unread == 0
         && c.entries.iter().all(|e| {
-            PLAIN.contains(&(e.section.as_str(), e.key.as_str())) && !(e.key == "url" && e.value.contains("::"))
+            PLAIN.contains(&(e.section.as_str(), e.key.as_str()))
+                && !(e.key == "url" && e.value.contains("::"))
         })
 }
 
@@ -117,7 +118,22 @@ mod tests {
             assert!(!is_plain(evil), "{evil:?}");
         }
         let c = parse("[includeIf \"gitdir:~/w/\"]\n  Path = \"x.inc\" # mine\n[Core]HooksPath=h");
-        assert_eq!(c.entries[0], Entry { section: "includeif".into(), sub: Some("gitdir:~/w/".into()), key: "path".into(), value: "x.inc".into() });
-        assert_eq!((c.entries[1].section.as_str(), c.entries[1].key.as_str(), c.entries[1].value.as_str()), ("core", "hookspath", "h"));
+        assert_eq!(
+            c.entries[0],
+            Entry {
+                section: "includeif".into(),
+                sub: Some("gitdir:~/w/".into()),
+                key: "path".into(),
+                value: "x.inc".into()
+            }
+        );
+        assert_eq!(
+            (
+                c.entries[1].section.as_str(),
+                c.entries[1].key.as_str(),
+                c.entries[1].value.as_str()
+            ),
+            ("core", "hookspath", "h")
+        );
     }
 }

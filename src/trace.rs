@@ -22,7 +22,10 @@ pub fn enabled() -> bool {
 
 /// CLOCK_MONOTONIC in nanoseconds (no allocation: fit for the child).
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes the struct we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -31,7 +34,10 @@ pub fn now_ns() -> u64 {
 /// The end of a phase of the supervisor.
 pub fn mark(phase: &'static str) {
     if enabled() {
-        MARKS.lock().unwrap_or_else(|p| p.into_inner()).push((phase, now_ns()));
+        MARKS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((phase, now_ns()));
     }
 }
 

@@ -119,7 +119,11 @@ fn man_pages_list_the_same_options_as_help() {
         "the hidden command has no page"
     );
     let file = dir.path().join("man1/csbox.1");
-    let bad = Command::new(CSBOX).args(["man", "--out"]).arg(&file).output().unwrap();
+    let bad = Command::new(CSBOX)
+        .args(["man", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(2), "--out a file: {}", stderr(&bad));
     assert!(stderr(&bad).contains("not a directory"), "{}", stderr(&bad));
     if Command::new("man").arg("--version").output().is_err() {
@@ -202,7 +206,10 @@ COMP_WORDS=(csbox ru); COMP_CWORD=1; COMP_LINE='csbox ru'; COMP_POINT=8
 _clap_complete_csbox csbox ru csbox
 echo "reply: ${COMPREPLY[*]}""#;
     // The script asks the csbox on PATH at each Tab.
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_csbox")).parent().unwrap().to_path_buf();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_csbox"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let mut path = std::ffi::OsString::from(bin_dir.as_os_str());
     path.push(":");
     path.push(std::env::var_os("PATH").unwrap());

@@ -69,7 +69,9 @@ fn a_crashed_session_is_kept_listed_as_crashed_and_removed_only_when_old() {
         let env = TestEnv::new(user);
         let script = "echo '{\"display\":\"work\"}' >> ~/.claude/history.jsonl";
         let _ = run_crashing(&env, "end:exited", &["run", "--", "sh", "-c", script]);
-        let id = listed_ids(&env).pop().expect("the crashed session is listed");
+        let id = listed_ids(&env)
+            .pop()
+            .expect("the crashed session is listed");
         let dir = env.sessions_dir().join(&id);
         assert_eq!(listed_state(&env, &id).as_deref(), Some("crashed"));
         let out = csbox_within(&env, &["ls"]);
@@ -78,7 +80,10 @@ fn a_crashed_session_is_kept_listed_as_crashed_and_removed_only_when_old() {
             let v = gc_json(&env, args);
             assert!(ids_in(&v, "removed").is_empty(), "gc {args:?} kept it: {v}");
         }
-        assert!(dir.join("state/history.jsonl").exists(), "its work is there");
+        assert!(
+            dir.join("state/history.jsonl").exists(),
+            "its work is there"
+        );
         // An orphan (no valid record) younger than an hour is kept too.
         let orphan = run_new_session(&env, &["sh", "-c", script], &project_dir(&env));
         std::fs::remove_file(env.sessions_dir().join(&orphan).join("session.json")).unwrap();
@@ -92,10 +97,19 @@ fn a_crashed_session_is_kept_listed_as_crashed_and_removed_only_when_old() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| format!("{} {}", r["id"].as_str().unwrap(), r["reasons"][0]["reason"]))
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r["id"].as_str().unwrap(),
+                    r["reasons"][0]["reason"]
+                )
+            })
             .collect();
         assert!(reasons.contains(&format!("{id} \"old\"")), "{reasons:?}");
-        assert!(reasons.contains(&format!("{orphan} \"orphaned\"")), "{reasons:?}");
+        assert!(
+            reasons.contains(&format!("{orphan} \"orphaned\"")),
+            "{reasons:?}"
+        );
         // --crashed removes crashed ones whatever their age, and only those.
         let _ = run_crashing(&env, "end:exited", &["run", "--", "sh", "-c", script]);
         let fresh = listed_ids(&env)[0].clone();
@@ -105,7 +119,11 @@ fn a_crashed_session_is_kept_listed_as_crashed_and_removed_only_when_old() {
         let mut want = vec![id.clone(), fresh];
         want.sort();
         assert_eq!(gone, want, "{v}");
-        assert_eq!(listed_ids(&env), [orphan], "the orphan is no crashed session");
+        assert_eq!(
+            listed_ids(&env),
+            [orphan],
+            "the orphan is no crashed session"
+        );
     }
 }
 
@@ -156,7 +174,10 @@ fn a_sigkill_at_each_step_of_creation_and_teardown_loses_no_session() {
             let out = csbox_within(&env, &["ls"]);
             assert!(out.status.success());
             let dry = gc_json(&env, &["--dry-run"]);
-            assert!(ids_in(&dry, "removed").is_empty(), "{point}: gc keeps all: {dry}");
+            assert!(
+                ids_in(&dry, "removed").is_empty(),
+                "{point}: gc keeps all: {dry}"
+            );
             match find_session(&env, &before) {
                 None => panic!("{point}: no trace of the session"),
                 Some((id, true)) => {
@@ -180,12 +201,20 @@ fn a_sigkill_at_each_step_of_creation_and_teardown_loses_no_session() {
                     assert_eq!(listed_state(&env, &id).as_deref(), Some(json), "{point}");
                     let shown = csbox_within(&env, &["show", &id]);
                     assert!(stdout(&shown).contains(word), "{point}: {}", stdout(&shown));
-                    let out = csbox_within(&env, &["run", "--session", &id, "--", "sh", "-c", script]);
-                    assert!(out.status.success(), "{point}: re-entered: {}", stderr(&out));
+                    let out =
+                        csbox_within(&env, &["run", "--session", &id, "--", "sh", "-c", script]);
+                    assert!(
+                        out.status.success(),
+                        "{point}: re-entered: {}",
+                        stderr(&out)
+                    );
                     let shown = csbox_within(&env, &["show", &id]);
                     assert!(stdout(&shown).contains("exited 0"), "{point}");
                     let history = env.sessions_dir().join(&id).join("state/history.jsonl");
-                    assert!(history.exists(), "{point}: the re-entered run wrote its history");
+                    assert!(
+                        history.exists(),
+                        "{point}: the re-entered run wrote its history"
+                    );
                 }
             }
         }
@@ -196,7 +225,12 @@ fn a_sigkill_at_each_step_of_creation_and_teardown_loses_no_session() {
 /// The same for a re-entered session (its start record rewritten) and for `--rm`.
 fn reentry_and_removal_crashes(env: &TestEnv, script: &str) {
     let id = run_new_session(env, &["sh", "-c", script], &project_dir(env));
-    for point in ["atomic-write:tmp-written#1", "run:started", "end:exited", "atomic-write:tmp-written#2"] {
+    for point in [
+        "atomic-write:tmp-written#1",
+        "run:started",
+        "end:exited",
+        "atomic-write:tmp-written#2",
+    ] {
         run_crashing(env, point, &["run", "--session", &id, "--", "true"]);
         // Killed before its start record was renamed into place, the session still
         // holds the record of its last run: exited (or crashed, after an earlier point).
@@ -207,16 +241,32 @@ fn reentry_and_removal_crashes(env: &TestEnv, script: &str) {
         let state = listed_state(env, &id).unwrap();
         assert!(want.contains(&state.as_str()), "re-entry {point}: {state}");
         let dry = gc_json(env, &["--dry-run"]);
-        assert!(ids_in(&dry, "removed").is_empty(), "re-entry {point}: {dry}");
-        assert!(env.sessions_dir().join(&id).join("state/history.jsonl").exists());
+        assert!(
+            ids_in(&dry, "removed").is_empty(),
+            "re-entry {point}: {dry}"
+        );
+        assert!(env
+            .sessions_dir()
+            .join(&id)
+            .join("state/history.jsonl")
+            .exists());
     }
     let before = listed_ids(env);
     run_crashing(env, "remove:trashed", &["run", "--rm", "--", "true"]);
-    assert_eq!(listed_ids(env), before, "a session being removed on purpose is not listed");
+    assert_eq!(
+        listed_ids(env),
+        before,
+        "a session being removed on purpose is not listed"
+    );
     let trash: Vec<PathBuf> = std::fs::read_dir(env.sessions_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".trash-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".trash-")
+        })
         .collect();
     assert_eq!(trash.len(), 1, "{trash:?}");
     backdate(&trash[0], Duration::from_secs(7200));
@@ -243,7 +293,10 @@ fn a_full_disk_gives_back_the_commands_status_and_the_session_is_kept_as_crashed
         let as_user = if As::me() == env.user {
             String::new()
         } else {
-            format!("setpriv --reuid={} --regid={} --clear-groups --", user.uid, user.gid)
+            format!(
+                "setpriv --reuid={} --regid={} --clear-groups --",
+                user.uid, user.gid
+            )
         };
         let o = out_dir.display();
         let script = format!(
@@ -263,7 +316,11 @@ echo $? > "{o}/run.rc"
             proj = proj.display(),
             csbox = CSBOX,
         );
-        let unshare: &[&str] = if As::me().uid == 0 { &["-m"] } else { &["-Urm"] };
+        let unshare: &[&str] = if As::me().uid == 0 {
+            &["-m"]
+        } else {
+            &["-Urm"]
+        };
         let mut cmd = std::process::Command::new("unshare");
         cmd.args(unshare)
             .args(["--propagation", "private", "sh", "-c", &script])
@@ -279,10 +336,17 @@ echo $? > "{o}/run.rc"
         let read = |n: &str| std::fs::read_to_string(out_dir.join(n)).unwrap();
         let err = read("run.err");
         eprintln!("[{}] run.err: {err}", user.label());
-        assert_eq!(read("run.rc").trim(), "7", "the command's own status: {err}");
+        assert_eq!(
+            read("run.rc").trim(),
+            "7",
+            "the command's own status: {err}"
+        );
         let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("csbox:")).collect();
         assert_eq!(warnings.len(), 1, "one warning: {err}");
-        assert!(warnings[0].contains("end record") && warnings[0].contains("crashed"), "{err}");
+        assert!(
+            warnings[0].contains("end record") && warnings[0].contains("crashed"),
+            "{err}"
+        );
         let ls: Value = serde_json::from_str(&read("ls.json")).unwrap();
         assert_eq!(ls.as_array().unwrap().len(), 1, "{ls}");
         assert_eq!(ls[0]["state"], "crashed", "{ls}");

@@ -114,12 +114,28 @@ fn ctx() -> Ctx {
     let env = TestEnv::new(user());
     let nonce = format!("csbox-probe-{}-{}", std::process::id(), rand_u32());
     let proj = env.home.join("proj");
-    for d in [".git/hooks", ".claude/commands", ".claude/agents", ".claude/hooks", ".vscode", ".idea", ".devcontainer", ".husky"] {
+    for d in [
+        ".git/hooks",
+        ".claude/commands",
+        ".claude/agents",
+        ".claude/hooks",
+        ".vscode",
+        ".idea",
+        ".devcontainer",
+        ".husky",
+    ] {
         std::fs::create_dir_all(proj.join(d)).unwrap();
     }
     for f in [
-        ".git/config", ".gitmodules", ".claude/settings.json", ".claude/settings.local.json", ".mcp.json", ".envrc",
-        ".pre-commit-config.yaml", "mise.toml", ".mise.toml",
+        ".git/config",
+        ".gitmodules",
+        ".claude/settings.json",
+        ".claude/settings.local.json",
+        ".mcp.json",
+        ".envrc",
+        ".pre-commit-config.yaml",
+        "mise.toml",
+        ".mise.toml",
     ] {
         std::fs::write(proj.join(f), "orig\n").unwrap();
     }
@@ -130,7 +146,10 @@ fn ctx() -> Ctx {
     std::fs::create_dir_all(&run_user).unwrap();
     std::fs::set_permissions(&run_user, std::fs::Permissions::from_mode(0o700)).unwrap();
     env.chown_all(env.dir.path());
-    let vars = vec![("XDG_RUNTIME_DIR".to_string(), run_user.display().to_string())];
+    let vars = vec![(
+        "XDG_RUNTIME_DIR".to_string(),
+        run_user.display().to_string(),
+    )];
     Ctx {
         env,
         nonce,
@@ -210,7 +229,10 @@ fn run_in(c: &Ctx, args: &[&str], script: &str, patch: Option<&str>) -> Output {
     let full = format!("echo RAN=$NONCE\n{script}");
     let mut all: Vec<&str> = args.to_vec();
     // ci passes no variable of the caller's but those it names.
-    let pass = [format!("NONCE={}", c.nonce), format!("OUT={}", c.out.display())];
+    let pass = [
+        format!("NONCE={}", c.nonce),
+        format!("OUT={}", c.out.display()),
+    ];
     if args.windows(2).any(|w| w == ["--profile", "ci"]) {
         for p in &pass {
             all.extend(["--env", p.as_str()]);
@@ -233,7 +255,12 @@ fn run_in(c: &Ctx, args: &[&str], script: &str, patch: Option<&str>) -> Output {
 
 /// The same under runc: `csbox spec ARGS --bundle B` with the probe's environment, then
 /// `runc run B`. The session's id (from spec) comes back too; `Err` is spec's own refusal.
-fn runc_in(c: &Ctx, args: &[&str], script: &str, rootless: bool) -> Result<(String, Output), Output> {
+fn runc_in(
+    c: &Ctx,
+    args: &[&str],
+    script: &str,
+    rootless: bool,
+) -> Result<(String, Output), Output> {
     let n = rand_u32();
     let bundle = c.env.dir.path().join(format!("bundle-{n}"));
     let b = bundle.display().to_string();
@@ -266,14 +293,23 @@ fn runc_in(c: &Ctx, args: &[&str], script: &str, rootless: bool) -> Result<(Stri
 
 /// Run the probe's first attempt: its output, and the session to re-enter; `Err` with
 /// csbox's own output when it refused to make the sandbox.
-fn first_run(c: &Ctx, p: &Probe, profile: &str, runner: Runner, patch: Option<String>) -> Result<(Output, String), Output> {
+fn first_run(
+    c: &Ctx,
+    p: &Probe,
+    profile: &str,
+    runner: Runner,
+    patch: Option<String>,
+) -> Result<(Output, String), Output> {
     match runner {
         Runner::Native => {
             let mut args = vec!["run", "--profile", profile];
             if p.reenter.is_some() {
                 args.extend(["--name", "victim"]);
             }
-            Ok((run_in(c, &args, p.inside, patch.as_deref()), "victim".to_string()))
+            Ok((
+                run_in(c, &args, p.inside, patch.as_deref()),
+                "victim".to_string(),
+            ))
         }
         Runner::Runc { rootless } => {
             let args = ["spec", "--profile", profile, "--new"];
@@ -290,13 +326,22 @@ fn first_run(c: &Ctx, p: &Probe, profile: &str, runner: Runner, patch: Option<St
 /// of the run, or `None` when csbox refused it cleanly (contained too).
 fn reentry(c: &Ctx, p: &Probe, profile: &str, runner: Runner, session: &str) -> Option<Output> {
     let out = match runner {
-        Runner::Native => run_in(c, &["run", "--profile", profile, "--session", session], p.inside, None),
+        Runner::Native => run_in(
+            c,
+            &["run", "--profile", profile, "--session", session],
+            p.inside,
+            None,
+        ),
         Runner::Runc { rootless } => {
             let args = ["spec", "--profile", profile, "--session", session];
             match runc_in(c, &args, p.inside, rootless) {
                 Ok((_, out)) => out,
                 Err(out) => {
-                    assert!(matches!(out.status.code(), Some(2 | 125)), "spec failed unclearly: {}", stderr(&out));
+                    assert!(
+                        matches!(out.status.code(), Some(2 | 125)),
+                        "spec failed unclearly: {}",
+                        stderr(&out)
+                    );
                     return None;
                 }
             }
@@ -316,7 +361,12 @@ fn reentry(c: &Ctx, p: &Probe, profile: &str, runner: Runner, session: &str) -> 
 }
 
 /// One attempt: true when it escaped. Panics when the command did not run.
-fn attempt(p: &Probe, profile: &str, runner: Runner, patch: Option<fn(&Ctx, &[&str]) -> String>) -> bool {
+fn attempt(
+    p: &Probe,
+    profile: &str,
+    runner: Runner,
+    patch: Option<fn(&Ctx, &[&str]) -> String>,
+) -> bool {
     let mut c = ctx();
     (p.setup)(&mut c);
     let patch = patch.map(|f| {
@@ -355,7 +405,12 @@ fn attempt(p: &Probe, profile: &str, runner: Runner, patch: Option<fn(&Ctx, &[&s
 fn refused_cleanly(p: &Probe, out: &Output) -> bool {
     let Some(msg) = p.refused else { return false };
     let ok = out.status.code() == Some(2) && stderr(out).contains(msg);
-    assert!(ok, "expected a refusal naming {msg:?} with exit 2, got {:?}: {}", out.status, stderr(out));
+    assert!(
+        ok,
+        "expected a refusal naming {msg:?} with exit 2, got {:?}: {}",
+        out.status,
+        stderr(out)
+    );
     ok
 }
 
@@ -374,18 +429,27 @@ fn runc_runners() -> Vec<Runner> {
 
 fn run(p: Probe) {
     for prof in p.profiles {
-        assert!(!attempt(&p, prof, Runner::Native, None), "ESCAPE under {prof}");
+        assert!(
+            !attempt(&p, prof, Runner::Native, None),
+            "ESCAPE under {prof}"
+        );
     }
     // The same containment from the exported bundle (csbox spec) under an OCI runtime.
     let first = p.profiles[0];
     for runner in runc_runners() {
-        assert!(!attempt(&p, first, runner, None), "ESCAPE under {first}, {runner:?}");
+        assert!(
+            !attempt(&p, first, runner, None),
+            "ESCAPE under {first}, {runner:?}"
+        );
     }
     let shown = match p.fails_with {
         FailsWith::Compat => attempt(&p, "compat", Runner::Native, None),
         FailsWith::Patch(f) => attempt(&p, "default", Runner::Native, Some(f)),
     };
-    assert!(shown, "the probe cannot report an escape: it would pass vacuously");
+    assert!(
+        shown,
+        "the probe cannot report an escape: it would pass vacuously"
+    );
 }
 
 /// A probe script that connects to the Unix socket at `$SOCK`.
@@ -418,7 +482,11 @@ macro_rules! persist {
                 let p = c.home($rel);
                 c.write(&p, "orig\n");
             },
-            inside: concat!("f=\"$HOME/", $rel, "\"; mkdir -p \"$(dirname \"$f\")\" 2>/dev/null; echo \"$NONCE\" >> \"$f\""),
+            inside: concat!(
+                "f=\"$HOME/",
+                $rel,
+                "\"; mkdir -p \"$(dirname \"$f\")\" 2>/dev/null; echo \"$NONCE\" >> \"$f\""
+            ),
             escaped: |c| c.has_nonce(&c.home($rel)),
         });
     };
@@ -430,14 +498,26 @@ persist!(profile_is_not_persisted, ".profile");
 persist!(bash_profile_is_not_persisted, ".bash_profile");
 persist!(zshrc_is_not_persisted, ".zshrc");
 persist!(gitconfig_is_not_persisted, ".gitconfig");
-persist!(autostart_entry_is_not_persisted, ".config/autostart/evil.desktop");
-persist!(systemd_user_unit_is_not_persisted, ".config/systemd/user/evil.service");
+persist!(
+    autostart_entry_is_not_persisted,
+    ".config/autostart/evil.desktop"
+);
+persist!(
+    systemd_user_unit_is_not_persisted,
+    ".config/systemd/user/evil.service"
+);
 persist!(local_bin_git_is_not_persisted, ".local/bin/git");
-persist!(ssh_authorized_keys_are_not_persisted, ".ssh/authorized_keys");
+persist!(
+    ssh_authorized_keys_are_not_persisted,
+    ".ssh/authorized_keys"
+);
 persist!(ssh_config_is_not_persisted, ".ssh/config");
 persist!(pip_config_is_not_persisted, ".config/pip/pip.conf");
 persist!(cargo_config_is_not_persisted, ".cargo/config.toml");
-persist!(git_hooks_of_another_repository_are_not_persisted, "other/.git/hooks/pre-commit");
+persist!(
+    git_hooks_of_another_repository_are_not_persisted,
+    "other/.git/hooks/pre-commit"
+);
 persist!(vim_plugin_is_not_persisted, ".vim/plugin/evil.vim");
 persist!(emacs_init_is_not_persisted, ".emacs.d/init.el");
 
@@ -449,12 +529,21 @@ persist!(emacs_init_is_not_persisted, ".emacs.d/init.el");
 /// layer or, without a sandbox, in the real home), the host writes `.pgpass` and
 /// `.fly/config.yml` holding the nonce, then `$OUT/go`.
 fn host_writes_later(c: &mut Ctx) {
-    let (home, store, out, nonce, user) = (c.env.home.clone(), c.env.sessions_dir(), c.out.clone(), c.nonce.clone(), c.env.user);
+    let (home, store, out, nonce, user) = (
+        c.env.home.clone(),
+        c.env.sessions_dir(),
+        c.out.clone(),
+        c.nonce.clone(),
+        c.env.user,
+    );
     std::thread::spawn(move || {
         let ready = format!("ready-{nonce}");
         let in_layer = || {
             std::fs::read_dir(&store)
-                .map(|rd| rd.flatten().any(|e| e.path().join("home/upper").join(&ready).exists()))
+                .map(|rd| {
+                    rd.flatten()
+                        .any(|e| e.path().join("home/upper").join(&ready).exists())
+                })
                 .unwrap_or(false)
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -465,7 +554,11 @@ fn host_writes_later(c: &mut Ctx) {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         std::fs::create_dir_all(home.join(".fly")).unwrap();
-        std::fs::write(home.join(".fly/config.yml"), format!("access_token: {nonce}\n")).unwrap();
+        std::fs::write(
+            home.join(".fly/config.yml"),
+            format!("access_token: {nonce}\n"),
+        )
+        .unwrap();
         std::fs::write(home.join(".pgpass"), format!("*:*:*:*:{nonce}\n")).unwrap();
         for p in [".fly", ".fly/config.yml", ".pgpass"] {
             let _ = std::os::unix::fs::lchown(home.join(p), Some(user.uid), Some(user.gid));
@@ -474,16 +567,18 @@ fn host_writes_later(c: &mut Ctx) {
     });
 }
 
-probe!(a_mask_the_session_removes_still_hides_what_the_host_creates_later {
-    setup: host_writes_later,
-    inside: r#"touch ~/.pgpass && rm ~/.pgpass; mkdir ~/.fly && rmdir ~/.fly; : > ~/ready-$NONCE
+probe!(
+    a_mask_the_session_removes_still_hides_what_the_host_creates_later {
+        setup: host_writes_later,
+        inside: r#"touch ~/.pgpass && rm ~/.pgpass; mkdir ~/.fly && rmdir ~/.fly; : > ~/ready-$NONCE
 i=0; while [ ! -e "$OUT/go" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 cat ~/.pgpass ~/.fly/config.yml 2>&1 | head -c 300
 grep -qs "$NONCE" ~/.pgpass ~/.fly/config.yml && echo ESCAPED; true"#,
-    // No `go`: the host never wrote, and nothing was shown; that must not pass.
-    escaped: |c| !c.out.join("go").exists(),
-    profiles: &["default", "ci"],
-});
+        // No `go`: the host never wrote, and nothing was shown; that must not pass.
+        escaped: |c| !c.out.join("go").exists(),
+        profiles: &["default", "ci"],
+    }
+);
 
 // --- ~/.claude shows this project's conversations and prompts, no other's (attack-3 A3-4).
 
@@ -494,12 +589,30 @@ fn plant_conversations(c: &Ctx) {
     let n = &c.nonce;
     let cl = c.home(".claude");
     let t = |rel: &str, text: String| c.write(&cl.join(rel), &text);
-    t(&format!("projects/{own}/aaaaaaaa-0000-4000-8000-000000000001.jsonl"), format!("{{\"m\":\"OWN-T-{n}\"}}\n"));
-    t("projects/-home-other/bbbbbbbb-0000-4000-8000-000000000002.jsonl", format!("{{\"m\":\"OTHER-T-{n}\"}}\n"));
-    t("file-history/aaaaaaaa-0000-4000-8000-000000000001/f@v1", format!("OWN-FH-{n}\n"));
-    t("file-history/bbbbbbbb-0000-4000-8000-000000000002/f@v1", format!("OTHER-FH-{n}\n"));
-    t("todos/aaaaaaaa-0000-4000-8000-000000000001-agent-x.json", format!("[\"OWN-TD-{n}\"]\n"));
-    t("todos/bbbbbbbb-0000-4000-8000-000000000002-agent-x.json", format!("[\"OTHER-TD-{n}\"]\n"));
+    t(
+        &format!("projects/{own}/aaaaaaaa-0000-4000-8000-000000000001.jsonl"),
+        format!("{{\"m\":\"OWN-T-{n}\"}}\n"),
+    );
+    t(
+        "projects/-home-other/bbbbbbbb-0000-4000-8000-000000000002.jsonl",
+        format!("{{\"m\":\"OTHER-T-{n}\"}}\n"),
+    );
+    t(
+        "file-history/aaaaaaaa-0000-4000-8000-000000000001/f@v1",
+        format!("OWN-FH-{n}\n"),
+    );
+    t(
+        "file-history/bbbbbbbb-0000-4000-8000-000000000002/f@v1",
+        format!("OTHER-FH-{n}\n"),
+    );
+    t(
+        "todos/aaaaaaaa-0000-4000-8000-000000000001-agent-x.json",
+        format!("[\"OWN-TD-{n}\"]\n"),
+    );
+    t(
+        "todos/bbbbbbbb-0000-4000-8000-000000000002-agent-x.json",
+        format!("[\"OTHER-TD-{n}\"]\n"),
+    );
     let p = serde_json::to_string(&proj.display().to_string()).unwrap();
     t(
         "history.jsonl",
@@ -518,19 +631,39 @@ fn other_projects_conversations_and_prompts_stay_out_of_claudes_view() {
         plant_conversations(&c);
         let out = run_in(&c, &["run", "--rm", "--profile", prof], SHOW_CLAUDE, None);
         let o = stdout(&out);
-        assert!(o.contains(&format!("RAN={}", c.nonce)), "the sandbox did not run: {}", stderr(&out));
+        assert!(
+            o.contains(&format!("RAN={}", c.nonce)),
+            "the sandbox did not run: {}",
+            stderr(&out)
+        );
         for own in ["OWN-T", "OWN-H", "OWN-FH", "OWN-TD"] {
-            assert!(o.contains(&format!("{own}-{}", c.nonce)), "{prof}: this project's {own} is missing: {o}");
+            assert!(
+                o.contains(&format!("{own}-{}", c.nonce)),
+                "{prof}: this project's {own} is missing: {o}"
+            );
         }
-        assert!(!o.contains("OTHER-") && !o.contains("-home-other"), "{prof}: another project's shows: {o}");
+        assert!(
+            !o.contains("OTHER-") && !o.contains("-home-other"),
+            "{prof}: another project's shows: {o}"
+        );
         // The real file is as it was: the filtered copy is the session's view only.
-        assert!(std::fs::read_to_string(c.home(".claude/history.jsonl")).unwrap().contains("OTHER-H-"));
+        assert!(std::fs::read_to_string(c.home(".claude/history.jsonl"))
+            .unwrap()
+            .contains("OTHER-H-"));
     }
     // Without a sandbox they all show: the check can see them.
     let c = ctx();
     plant_conversations(&c);
-    let o = stdout(&run_in(&c, &["run", "--rm", "--profile", "compat"], SHOW_CLAUDE, None));
-    assert!(o.contains(&format!("OTHER-T-{}", c.nonce)) && o.contains(&format!("OTHER-H-{}", c.nonce)), "{o}");
+    let o = stdout(&run_in(
+        &c,
+        &["run", "--rm", "--profile", "compat"],
+        SHOW_CLAUDE,
+        None,
+    ));
+    assert!(
+        o.contains(&format!("OTHER-T-{}", c.nonce)) && o.contains(&format!("OTHER-H-{}", c.nonce)),
+        "{o}"
+    );
 }
 
 // --- csbox itself: its profiles, units, store and binary stay as they are.
@@ -549,8 +682,14 @@ macro_rules! plant_profile {
 }
 plant_profile!(a_user_profile_cannot_be_planted, "default.json");
 plant_profile!(the_strict_profile_cannot_be_shadowed, "strict.json");
-persist!(the_gc_unit_cannot_be_rewritten, ".config/systemd/user/csbox-gc.service");
-persist!(the_csbox_binary_under_home_cannot_be_replaced, ".local/bin/csbox");
+persist!(
+    the_gc_unit_cannot_be_rewritten,
+    ".config/systemd/user/csbox-gc.service"
+);
+persist!(
+    the_csbox_binary_under_home_cannot_be_replaced,
+    ".local/bin/csbox"
+);
 
 probe!(another_session_cannot_be_written {
     setup: |c| {
@@ -558,12 +697,19 @@ probe!(another_session_cannot_be_written {
         assert!(out.status.success());
     },
     inside: r#"for d in "$STORE"/*/; do echo "$NONCE" > "$d/state/x" 2>&1; done; ls -A "$STORE" 2>&1 | head"#,
-    escaped: |c| std::fs::read_dir(c.env.sessions_dir()).unwrap().flatten().any(|e| c.has_nonce(&e.path().join("state/x"))),
+    escaped: |c| std::fs::read_dir(c.env.sessions_dir())
+        .unwrap()
+        .flatten()
+        .any(|e| c.has_nonce(&e.path().join("state/x"))),
 });
 
 probe!(a_session_cannot_be_planted_in_the_store {
     inside: r#"mkdir -p "$STORE/0193e4a0-0000-7000-8000-000000000000/state" 2>&1"#,
-    escaped: |c| c.env.sessions_dir().join("0193e4a0-0000-7000-8000-000000000000").exists(),
+    escaped: |c| c
+        .env
+        .sessions_dir()
+        .join("0193e4a0-0000-7000-8000-000000000000")
+        .exists(),
 });
 
 // --- The host outside the home: read-only.
@@ -596,7 +742,9 @@ probe!(a_file_in_run_lock_is_not_shared_with_the_host {
     setup: |c| {
         let writable = nix::unistd::access("/run/lock", nix::unistd::AccessFlags::W_OK).is_ok();
         if !writable {
-            cannot_run("/run/lock is not writable on this host (the probe needs it world-writable)");
+            cannot_run(
+                "/run/lock is not writable on this host (the probe needs it world-writable)",
+            );
         }
         c.cleanup.push(Path::new("/run/lock").join(&c.nonce));
     },
@@ -616,13 +764,28 @@ macro_rules! project_file {
         });
     };
 }
-project_file!(a_project_git_hook_cannot_be_written, ".git/hooks/pre-commit");
+project_file!(
+    a_project_git_hook_cannot_be_written,
+    ".git/hooks/pre-commit"
+);
 project_file!(the_project_git_config_cannot_be_written, ".git/config");
 project_file!(gitmodules_cannot_be_written, ".gitmodules");
-project_file!(project_claude_settings_cannot_be_written, ".claude/settings.json");
-project_file!(project_claude_local_settings_cannot_be_written, ".claude/settings.local.json");
-project_file!(a_project_claude_command_cannot_be_added, ".claude/commands/evil.md");
-project_file!(a_project_claude_agent_cannot_be_added, ".claude/agents/evil.md");
+project_file!(
+    project_claude_settings_cannot_be_written,
+    ".claude/settings.json"
+);
+project_file!(
+    project_claude_local_settings_cannot_be_written,
+    ".claude/settings.local.json"
+);
+project_file!(
+    a_project_claude_command_cannot_be_added,
+    ".claude/commands/evil.md"
+);
+project_file!(
+    a_project_claude_agent_cannot_be_added,
+    ".claude/agents/evil.md"
+);
 project_file!(the_mcp_config_cannot_be_written, ".mcp.json");
 project_file!(vscode_tasks_cannot_be_added, ".vscode/tasks.json");
 project_file!(idea_config_cannot_be_added, ".idea/workspace.xml");
@@ -641,7 +804,10 @@ macro_rules! claude_file {
         });
     };
 }
-claude_file!(shared_settings_and_their_hooks_cannot_be_written, "settings.json");
+claude_file!(
+    shared_settings_and_their_hooks_cannot_be_written,
+    "settings.json"
+);
 claude_file!(a_shared_skill_cannot_be_written, "skills/x/SKILL.md");
 claude_file!(the_shared_claude_md_cannot_be_written, "CLAUDE.md");
 claude_file!(a_shared_agent_cannot_be_added, "agents/evil.md");
@@ -669,14 +835,41 @@ macro_rules! socket {
         });
     };
 }
-socket!(the_session_bus_is_unreachable, |c: &Ctx| c.env.dir.path().join("run-user/bus"));
-socket!(systemd_user_manager_is_unreachable, |c: &Ctx| c.env.dir.path().join("run-user/systemd/private"));
-socket!(the_gpg_agent_is_unreachable, |c: &Ctx| c.env.dir.path().join("run-user/gnupg/S.gpg-agent"));
-socket!(a_docker_socket_in_the_runtime_dir_is_unreachable, |c: &Ctx| c.env.dir.path().join("run-user/docker.sock"));
-socket!(an_x11_socket_in_tmp_is_unreachable, |c: &Ctx| format!("/tmp/.X11-unix-{}/X0", c.nonce));
-socket!(an_ssh_agent_in_tmp_is_unreachable, |c: &Ctx| format!("/tmp/ssh-{}/agent.1", c.nonce));
-socket!(a_socket_in_var_tmp_is_unreachable, |c: &Ctx| format!("/var/tmp/{}/s.sock", c.nonce));
-socket!(a_socket_in_the_lower_home_is_unreachable, |c: &Ctx| c.env.home.join(".colima/default/docker.sock"));
+socket!(the_session_bus_is_unreachable, |c: &Ctx| c
+    .env
+    .dir
+    .path()
+    .join("run-user/bus"));
+socket!(systemd_user_manager_is_unreachable, |c: &Ctx| c
+    .env
+    .dir
+    .path()
+    .join("run-user/systemd/private"));
+socket!(the_gpg_agent_is_unreachable, |c: &Ctx| c
+    .env
+    .dir
+    .path()
+    .join("run-user/gnupg/S.gpg-agent"));
+socket!(
+    a_docker_socket_in_the_runtime_dir_is_unreachable,
+    |c: &Ctx| c.env.dir.path().join("run-user/docker.sock")
+);
+socket!(an_x11_socket_in_tmp_is_unreachable, |c: &Ctx| format!(
+    "/tmp/.X11-unix-{}/X0",
+    c.nonce
+));
+socket!(an_ssh_agent_in_tmp_is_unreachable, |c: &Ctx| format!(
+    "/tmp/ssh-{}/agent.1",
+    c.nonce
+));
+socket!(a_socket_in_var_tmp_is_unreachable, |c: &Ctx| format!(
+    "/var/tmp/{}/s.sock",
+    c.nonce
+));
+socket!(a_socket_in_the_lower_home_is_unreachable, |c: &Ctx| c
+    .env
+    .home
+    .join(".colima/default/docker.sock"));
 
 /// A root-owned socket under /run that only the user's group may use (as docker.sock
 /// is for the docker group): needs root to make.
@@ -716,7 +909,10 @@ macro_rules! secret {
 }
 secret!(an_ssh_private_key_is_unreadable, ".ssh/id_ed25519");
 secret!(aws_credentials_are_unreadable, ".aws/credentials");
-secret!(a_gpg_private_key_is_unreadable, ".gnupg/private-keys-v1.d/key.key");
+secret!(
+    a_gpg_private_key_is_unreadable,
+    ".gnupg/private-keys-v1.d/key.key"
+);
 secret!(the_github_cli_token_is_unreadable, ".config/gh/hosts.yml");
 secret!(the_kube_config_is_unreadable, ".kube/config");
 secret!(the_docker_config_is_unreadable, ".docker/config.json");
@@ -724,22 +920,33 @@ secret!(netrc_is_unreadable, ".netrc");
 secret!(git_credentials_are_unreadable, ".git-credentials");
 secret!(the_npm_token_is_unreadable, ".npmrc");
 secret!(the_pypi_token_is_unreadable, ".pypirc");
-secret!(gcloud_credentials_are_unreadable, ".config/gcloud/credentials.db");
+secret!(
+    gcloud_credentials_are_unreadable,
+    ".config/gcloud/credentials.db"
+);
 secret!(the_password_store_is_unreadable, ".password-store/bank.gpg");
 secret!(a_shell_history_is_unreadable, ".bash_history");
-secret!(a_browser_profile_is_unreadable, ".mozilla/firefox/x.default/logins.json");
+secret!(
+    a_browser_profile_is_unreadable,
+    ".mozilla/firefox/x.default/logins.json"
+);
 
-probe!(a_symlinked_secret_dir_is_unreadable_through_its_target_too {
-    setup: |c| {
-        let target = c.env.dir.path().join("srv-secrets/aws");
-        let n = c.nonce.clone();
-        c.write(&target.join("credentials"), &format!("secret {n}\n"));
-        std::os::unix::fs::symlink(&target, c.home(".aws")).unwrap();
-        c.env.chown_all(c.env.dir.path());
-        c.vars.push(("SECRET".into(), target.join("credentials").display().to_string()));
-    },
-    inside: r#"grep -q "$NONCE" "$HOME/.aws/credentials" 2>/dev/null && echo ESCAPED; grep -q "$NONCE" "$SECRET" 2>/dev/null && echo ESCAPED; true"#,
-});
+probe!(
+    a_symlinked_secret_dir_is_unreadable_through_its_target_too {
+        setup: |c| {
+            let target = c.env.dir.path().join("srv-secrets/aws");
+            let n = c.nonce.clone();
+            c.write(&target.join("credentials"), &format!("secret {n}\n"));
+            std::os::unix::fs::symlink(&target, c.home(".aws")).unwrap();
+            c.env.chown_all(c.env.dir.path());
+            c.vars.push((
+                "SECRET".into(),
+                target.join("credentials").display().to_string(),
+            ));
+        },
+        inside: r#"grep -q "$NONCE" "$HOME/.aws/credentials" 2>/dev/null && echo ESCAPED; grep -q "$NONCE" "$SECRET" 2>/dev/null && echo ESCAPED; true"#,
+    }
+);
 
 probe!(the_invoking_shells_keyring_is_unreachable {
     setup: |c| {
@@ -786,7 +993,12 @@ probe!(a_claude_json_link_planted_in_the_layer_binds_no_host_file {
     inside: r#"echo "$NONCE" >> "$HOME/.claude.json" 2>/dev/null; echo "$NONCE" >> "$CLAUDE_CONFIG_DIR/.claude.json" 2>/dev/null; true"#,
     escaped: |c| c.has_nonce(&c.home(".bashrc")),
     reenter: Some(|c, s| plant(c, s, "state/.claude.json", &c.home(".bashrc"))),
-    fails_with: FailsWith::Patch(|c, a| follow_link(c, a, "state/.claude.json", &c.home(".bashrc"))),
+    fails_with: FailsWith::Patch(|c, a| follow_link(
+        c,
+        a,
+        "state/.claude.json",
+        &c.home(".bashrc")
+    )),
 });
 
 probe!(a_sessions_dir_link_planted_in_the_layer_binds_no_host_dir {
@@ -797,12 +1009,21 @@ probe!(a_sessions_dir_link_planted_in_the_layer_binds_no_host_dir {
     inside: r#"echo "$NONCE" > "$CLAUDE_CONFIG_DIR/sessions/x" 2>/dev/null; true"#,
     escaped: |c| c.has_nonce(&c.home(".config/victim/x")),
     reenter: Some(|c, s| plant(c, s, "state/sessions", &c.home(".config/victim"))),
-    fails_with: FailsWith::Patch(|c, a| follow_link(c, a, "state/sessions", &c.home(".config/victim"))),
+    fails_with: FailsWith::Patch(|c, a| follow_link(
+        c,
+        a,
+        "state/sessions",
+        &c.home(".config/victim")
+    )),
 });
 
 /// This run's plan (`--dry-run`), changed by `edit`, as a patch of its mounts.
 fn mounts_patch(c: &Ctx, args: &[&str], edit: impl FnOnce(&mut Vec<serde_json::Value>)) -> String {
-    let mut dry: Vec<&str> = args.iter().copied().filter(|a| *a != "--name" && *a != "victim").collect();
+    let mut dry: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| *a != "--name" && *a != "victim")
+        .collect();
     dry.push("--dry-run");
     dry.extend(["--", "true"]);
     let out = c.env.csbox(&dry).current_dir(&c.proj).output().unwrap();
@@ -854,7 +1075,6 @@ probe!(a_home_layer_link_planted_in_the_session_binds_no_host_dir {
     fails_with: FailsWith::Patch(bind_victim),
 });
 
-
 /// What following a link planted at an overlay's `field` ("upper" or "work") whose
 /// session source is `rel` would give: that layer dir on the host path it points to.
 fn follow_layer_link(c: &Ctx, args: &[&str], field: &str, rel: &str, target: &Path) -> String {
@@ -870,11 +1090,12 @@ fn follow_layer_link(c: &Ctx, args: &[&str], field: &str, rel: &str, target: &Pa
 /// Whether the victim dir holds anything now but the mount points made for the patched
 /// run (an overlay used it as a layer).
 fn victim_touched(c: &Ctx) -> bool {
-    std::fs::read_dir(c.home(".config/victim"))
-        .is_ok_and(|d| {
-            d.flatten()
-                .any(|e| e.file_name() != ".claude.json" && !csbox::plan::SESSION_OWN.iter().any(|n| e.file_name() == *n))
+    std::fs::read_dir(c.home(".config/victim")).is_ok_and(|d| {
+        d.flatten().any(|e| {
+            e.file_name() != ".claude.json"
+                && !csbox::plan::SESSION_OWN.iter().any(|n| e.file_name() == *n)
         })
+    })
 }
 
 /// The victim dir, with what a `~/.claude` layer has for csbox's binds of the session's
@@ -888,30 +1109,54 @@ fn victim_dir(c: &mut Ctx) {
     c.env.chown_all(c.env.dir.path());
 }
 
-probe!(a_claude_layer_link_planted_in_the_session_binds_no_host_dir {
-    setup: victim_dir,
-    inside: r#"echo "$NONCE" > "$HOME/.claude/x" 2>/dev/null; true"#,
-    escaped: victim_touched,
-    reenter: Some(|c, s| plant(c, s, "state", &c.home(".config/victim"))),
-    fails_with: FailsWith::Patch(|c, a| follow_layer_link(c, a, "upper", "state", &c.home(".config/victim"))),
-});
+probe!(
+    a_claude_layer_link_planted_in_the_session_binds_no_host_dir {
+        setup: victim_dir,
+        inside: r#"echo "$NONCE" > "$HOME/.claude/x" 2>/dev/null; true"#,
+        escaped: victim_touched,
+        reenter: Some(|c, s| plant(c, s, "state", &c.home(".config/victim"))),
+        fails_with: FailsWith::Patch(|c, a| follow_layer_link(
+            c,
+            a,
+            "upper",
+            "state",
+            &c.home(".config/victim")
+        )),
+    }
+);
 
-probe!(a_claude_work_dir_link_planted_in_the_session_binds_no_host_dir {
-    setup: victim_dir,
-    inside: r#"echo "$NONCE" > "$HOME/.claude/x" 2>/dev/null; true"#,
-    escaped: victim_touched,
-    reenter: Some(|c, s| plant(c, s, "work", &c.home(".config/victim"))),
-    fails_with: FailsWith::Patch(|c, a| follow_layer_link(c, a, "work", "work", &c.home(".config/victim"))),
-});
+probe!(
+    a_claude_work_dir_link_planted_in_the_session_binds_no_host_dir {
+        setup: victim_dir,
+        inside: r#"echo "$NONCE" > "$HOME/.claude/x" 2>/dev/null; true"#,
+        escaped: victim_touched,
+        reenter: Some(|c, s| plant(c, s, "work", &c.home(".config/victim"))),
+        fails_with: FailsWith::Patch(|c, a| follow_layer_link(
+            c,
+            a,
+            "work",
+            "work",
+            &c.home(".config/victim")
+        )),
+    }
+);
 
-probe!(a_home_work_dir_link_planted_in_the_session_binds_no_host_dir {
-    setup: victim_dir,
-    inside: r#"echo "$NONCE" > "$HOME/x" 2>/dev/null; true"#,
-    escaped: victim_touched,
-    reenter: Some(|c, s| plant(c, s, "home/work", &c.home(".config/victim"))),
-    profiles: &["default"],
-    fails_with: FailsWith::Patch(|c, a| follow_layer_link(c, a, "work", "home/work", &c.home(".config/victim"))),
-});
+probe!(
+    a_home_work_dir_link_planted_in_the_session_binds_no_host_dir {
+        setup: victim_dir,
+        inside: r#"echo "$NONCE" > "$HOME/x" 2>/dev/null; true"#,
+        escaped: victim_touched,
+        reenter: Some(|c, s| plant(c, s, "home/work", &c.home(".config/victim"))),
+        profiles: &["default"],
+        fails_with: FailsWith::Patch(|c, a| follow_layer_link(
+            c,
+            a,
+            "work",
+            "home/work",
+            &c.home(".config/victim")
+        )),
+    }
+);
 
 // --- The first red-team report (notes/attack-1.md): each finding's way out, closed.
 
@@ -966,11 +1211,17 @@ fn linked_worktree(c: &mut Ctx) {
     std::fs::create_dir_all(wt.clone()).unwrap();
     std::fs::create_dir_all(main.join(".git/hooks")).unwrap();
     for (p, text) in [
-        (main.join(".git/config"), "[core]\n\tbare = false\n".to_string()),
+        (
+            main.join(".git/config"),
+            "[core]\n\tbare = false\n".to_string(),
+        ),
         (main.join(".git/HEAD"), "ref: refs/heads/main\n".into()),
         (wt.join("commondir"), "../..\n".into()),
         (wt.join("HEAD"), "ref: refs/heads/proj\n".into()),
-        (wt.join("gitdir"), format!("{}\n", c.proj.join(".git").display())),
+        (
+            wt.join("gitdir"),
+            format!("{}\n", c.proj.join(".git").display()),
+        ),
     ] {
         std::fs::write(p, text).unwrap();
     }
@@ -983,14 +1234,18 @@ fn linked_worktree(c: &mut Ctx) {
 probe!(a_linked_worktrees_commondir_cannot_be_pointed_elsewhere {
     setup: linked_worktree,
     inside: r#"echo "$OUT" > "$MAIN/.git/worktrees/proj/commondir"; true"#,
-    escaped: |c| std::fs::read_to_string(c.home("main/.git/worktrees/proj/commondir")).is_ok_and(|s| s != "../..\n"),
+    escaped: |c| std::fs::read_to_string(c.home("main/.git/worktrees/proj/commondir"))
+        .is_ok_and(|s| s != "../..\n"),
 });
 
-probe!(a_commondir_planted_in_the_main_repo_from_a_linked_worktree_does_not_stay {
-    setup: linked_worktree,
-    inside: r#"echo "$OUT" > "$MAIN/.git/commondir"; echo "$OUT" > "$MAIN/.git/worktrees/proj/config.worktree"; true"#,
-    escaped: |c| c.home("main/.git/commondir").exists() || c.home("main/.git/worktrees/proj/config.worktree").exists(),
-});
+probe!(
+    a_commondir_planted_in_the_main_repo_from_a_linked_worktree_does_not_stay {
+        setup: linked_worktree,
+        inside: r#"echo "$OUT" > "$MAIN/.git/commondir"; echo "$OUT" > "$MAIN/.git/worktrees/proj/config.worktree"; true"#,
+        escaped: |c| c.home("main/.git/commondir").exists()
+            || c.home("main/.git/worktrees/proj/config.worktree").exists(),
+    }
+);
 
 // F2: a directory holding protected paths cannot be renamed aside and replaced.
 macro_rules! rename_aside {
@@ -1003,16 +1258,35 @@ macro_rules! rename_aside {
                 c.env.chown_all(c.env.dir.path());
             },
             inside: concat!(
-                "mv ", $dir, " ", $dir, "-old && mkdir -p \"$(dirname ", $file, ")\" && echo \"$NONCE\" > ", $file,
-                "; mv ", $dir, "-old ", $dir, "/old 2>/dev/null; true"
+                "mv ",
+                $dir,
+                " ",
+                $dir,
+                "-old && mkdir -p \"$(dirname ",
+                $file,
+                ")\" && echo \"$NONCE\" > ",
+                $file,
+                "; mv ",
+                $dir,
+                "-old ",
+                $dir,
+                "/old 2>/dev/null; true"
             ),
             escaped: |c| c.has_nonce(&c.proj.join($file)),
         });
     };
 }
 rename_aside!(the_git_dir_cannot_be_renamed_aside, ".git", ".git/config");
-rename_aside!(the_claude_dir_cannot_be_renamed_aside, ".claude", ".claude/settings.json");
-rename_aside!(a_submodules_git_dir_cannot_be_renamed_aside, ".git/modules", ".git/modules/sub/config");
+rename_aside!(
+    the_claude_dir_cannot_be_renamed_aside,
+    ".claude",
+    ".claude/settings.json"
+);
+rename_aside!(
+    a_submodules_git_dir_cannot_be_renamed_aside,
+    ".git/modules",
+    ".git/modules/sub/config"
+);
 
 // F3: a protected path that is a link out of the project binds nothing, natively and
 // from the bundle `csbox spec --session` exports: the link would be resolved on the host
@@ -1024,7 +1298,8 @@ probe!(a_protected_link_out_of_the_project_binds_nothing {
         c.write(&c.home(".ssh/id_ed25519"), &format!("secret {n}\n"));
         std::fs::create_dir_all(c.home(".m2")).unwrap();
         std::fs::remove_file(c.proj.join(".git/config")).unwrap();
-        std::os::unix::fs::symlink(c.home(".m2/../.ssh/id_ed25519"), c.proj.join(".git/config")).unwrap();
+        std::os::unix::fs::symlink(c.home(".m2/../.ssh/id_ed25519"), c.proj.join(".git/config"))
+            .unwrap();
         c.env.chown_all(c.env.dir.path());
     },
     inside: r#"grep -q "$NONCE" "$PROJ/x/.ssh/id_ed25519" 2>/dev/null && echo ESCAPED
@@ -1053,39 +1328,72 @@ macro_rules! own_config {
         });
     };
 }
-own_config!(the_config_dir_holding_csbox_profiles_is_refused_as_a_project, ".config", "csbox/profiles/default.json", "csbox's configuration");
-own_config!(csbox_own_config_dir_is_refused_as_a_project, ".config/csbox", "profiles/strict.json", "csbox's configuration");
-own_config!(the_systemd_user_unit_dir_is_refused_as_a_project, ".config/systemd/user", "csbox-gc.service", "systemd user units");
+own_config!(
+    the_config_dir_holding_csbox_profiles_is_refused_as_a_project,
+    ".config",
+    "csbox/profiles/default.json",
+    "csbox's configuration"
+);
+own_config!(
+    csbox_own_config_dir_is_refused_as_a_project,
+    ".config/csbox",
+    "profiles/strict.json",
+    "csbox's configuration"
+);
+own_config!(
+    the_systemd_user_unit_dir_is_refused_as_a_project,
+    ".config/systemd/user",
+    "csbox-gc.service",
+    "systemd user units"
+);
 
-probe!(the_dir_of_a_csbox_binary_under_home_is_refused_as_a_project {
-    setup: |c| {
-        let bin = c.home(".local/bin/csbox");
-        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
-        c.env.chown_all(c.env.dir.path());
-        // A link, not a copy: a file just written may still be open for writing in a
-        // child another test thread forks, and exec of it fails with ETXTBSY.
-        std::fs::hard_link(CSBOX, &bin).or_else(|_| std::fs::copy(CSBOX, &bin).map(|_| ())).unwrap();
-        c.proj = bin.parent().unwrap().to_path_buf();
-        c.csbox = Some(bin);
-    },
-    // A running binary cannot be written (ETXTBSY), but it can be replaced.
-    inside: r#"echo "$NONCE" > "$PWD/.new" && mv "$PWD/.new" "$PWD/csbox""#,
-    escaped: |c| {
-        let bin = c.home(".local/bin/csbox");
-        std::fs::metadata(&bin).is_ok_and(|m| m.len() < 4096) && c.has_nonce(&bin)
-    },
-    refused: Some("the csbox binary"),
-});
+probe!(
+    the_dir_of_a_csbox_binary_under_home_is_refused_as_a_project {
+        setup: |c| {
+            let bin = c.home(".local/bin/csbox");
+            std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+            c.env.chown_all(c.env.dir.path());
+            // A link, not a copy: a file just written may still be open for writing in a
+            // child another test thread forks, and exec of it fails with ETXTBSY.
+            std::fs::hard_link(CSBOX, &bin)
+                .or_else(|_| std::fs::copy(CSBOX, &bin).map(|_| ()))
+                .unwrap();
+            c.proj = bin.parent().unwrap().to_path_buf();
+            c.csbox = Some(bin);
+        },
+        // A running binary cannot be written (ETXTBSY), but it can be replaced.
+        inside: r#"echo "$NONCE" > "$PWD/.new" && mv "$PWD/.new" "$PWD/csbox""#,
+        escaped: |c| {
+            let bin = c.home(".local/bin/csbox");
+            std::fs::metadata(&bin).is_ok_and(|m| m.len() < 4096) && c.has_nonce(&bin)
+        },
+        refused: Some("the csbox binary"),
+    }
+);
 
 // F5: a listening host socket anywhere on the read-only host is hidden, not only those
 // under /run, /tmp and /var/tmp.
-socket!(a_socket_outside_the_private_dirs_is_unreachable, |c: &Ctx| c.out.join("daemon.sock"));
-socket!(a_socket_in_the_project_is_unreachable, |c: &Ctx| c.proj.join("dev.sock"));
+socket!(
+    a_socket_outside_the_private_dirs_is_unreachable,
+    |c: &Ctx| c.out.join("daemon.sock")
+);
+socket!(a_socket_in_the_project_is_unreachable, |c: &Ctx| c
+    .proj
+    .join("dev.sock"));
 
 // F7: what the protected config delegates to is protected too.
-project_file!(a_claude_hook_script_cannot_be_written, ".claude/hooks/format.sh");
-project_file!(a_dev_container_command_cannot_be_added, ".devcontainer/devcontainer.json");
-project_file!(the_pre_commit_config_cannot_be_written, ".pre-commit-config.yaml");
+project_file!(
+    a_claude_hook_script_cannot_be_written,
+    ".claude/hooks/format.sh"
+);
+project_file!(
+    a_dev_container_command_cannot_be_added,
+    ".devcontainer/devcontainer.json"
+);
+project_file!(
+    the_pre_commit_config_cannot_be_written,
+    ".pre-commit-config.yaml"
+);
 project_file!(a_husky_hook_cannot_be_written, ".husky/pre-commit");
 project_file!(the_mise_config_cannot_be_written, "mise.toml");
 project_file!(the_hidden_mise_config_cannot_be_written, ".mise.toml");
@@ -1102,8 +1410,16 @@ macro_rules! git_config_names {
         });
     };
 }
-git_config_names!(the_hooks_path_the_git_config_names_cannot_be_written, "[core]\n\thooksPath = githooks\n", "githooks/pre-commit");
-git_config_names!(a_config_the_git_config_includes_cannot_be_written, "[include]\n\tpath = ../shared.gitconfig\n", "shared.gitconfig");
+git_config_names!(
+    the_hooks_path_the_git_config_names_cannot_be_written,
+    "[core]\n\thooksPath = githooks\n",
+    "githooks/pre-commit"
+);
+git_config_names!(
+    a_config_the_git_config_includes_cannot_be_written,
+    "[include]\n\tpath = ../shared.gitconfig\n",
+    "shared.gitconfig"
+);
 
 probe!(a_dev_container_the_session_makes_does_not_stay {
     setup: |c| std::fs::remove_dir_all(c.proj.join(".devcontainer")).unwrap(),
@@ -1112,45 +1428,77 @@ probe!(a_dev_container_the_session_makes_does_not_stay {
 });
 
 // F8: the host's per-session Claude state is not the session's to read.
-secret!(another_sessions_shell_snapshot_is_unreadable, ".claude/shell-snapshots/snapshot-bash-1.sh");
-secret!(another_sessions_env_is_unreadable, ".claude/session-env/0193a1b2-0000-7000-8000-000000000000/env");
+secret!(
+    another_sessions_shell_snapshot_is_unreadable,
+    ".claude/shell-snapshots/snapshot-bash-1.sh"
+);
+secret!(
+    another_sessions_env_is_unreadable,
+    ".claude/session-env/0193a1b2-0000-7000-8000-000000000000/env"
+);
 // A3-4 (part): what was pasted into any past conversation, and plans that name no project.
-secret!(text_pasted_into_another_conversation_is_unreadable, ".claude/paste-cache/0a1b2c3d.txt");
-secret!(a_plan_of_another_conversation_is_unreadable, ".claude/plans/brave-otter.md");
+secret!(
+    text_pasted_into_another_conversation_is_unreadable,
+    ".claude/paste-cache/0a1b2c3d.txt"
+);
+secret!(
+    a_plan_of_another_conversation_is_unreadable,
+    ".claude/plans/brave-otter.md"
+);
 // A3-9: more credential stores.
 secret!(emacs_authinfo_is_unreadable, ".authinfo");
 secret!(the_glab_config_is_unreadable, ".config/glab/config.yml");
 secret!(a_dot_env_in_the_home_is_unreadable, ".env");
 
 // F9: a hidden path the host creates during the session stays hidden.
-probe!(a_credential_the_host_creates_during_the_session_is_unreadable {
-    setup: |c| {
-        // Once the session's sandbox exists (its record is there), the host writes the
-        // secret, then a flag the probe waits for.
-        let (store, secret, flag, n) = (c.env.sessions_dir(), c.home(".netrc"), c.out.join("created"), c.nonce.clone());
-        std::thread::spawn(move || {
-            let t = std::time::Instant::now();
-            let made = |d: std::fs::ReadDir| d.flatten().any(|e| e.file_name() != "active");
-            while !std::fs::read_dir(&store).is_ok_and(made) && t.elapsed().as_secs() < 20 {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            std::fs::write(&secret, format!("machine h password {n}\n")).unwrap();
-            std::fs::write(&flag, "").unwrap();
-        });
-        c.vars.push(("SECRET".into(), c.home(".netrc").display().to_string()));
-    },
-    inside: r#"i=0; while [ ! -e "$OUT/created" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+probe!(
+    a_credential_the_host_creates_during_the_session_is_unreadable {
+        setup: |c| {
+            // Once the session's sandbox exists (its record is there), the host writes the
+            // secret, then a flag the probe waits for.
+            let (store, secret, flag, n) = (
+                c.env.sessions_dir(),
+                c.home(".netrc"),
+                c.out.join("created"),
+                c.nonce.clone(),
+            );
+            std::thread::spawn(move || {
+                let t = std::time::Instant::now();
+                let made = |d: std::fs::ReadDir| d.flatten().any(|e| e.file_name() != "active");
+                while !std::fs::read_dir(&store).is_ok_and(made) && t.elapsed().as_secs() < 20 {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                std::fs::write(&secret, format!("machine h password {n}\n")).unwrap();
+                std::fs::write(&flag, "").unwrap();
+            });
+            c.vars
+                .push(("SECRET".into(), c.home(".netrc").display().to_string()));
+        },
+        inside: r#"i=0; while [ ! -e "$OUT/created" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
 [ -e "$OUT/created" ] || echo "the host never wrote the secret"
 grep -q "$NONCE" "$SECRET" 2>/dev/null && echo ESCAPED; true"#,
-});
+    }
+);
 
 // F10: credential stores the default list lacked; credentials in URLs under strict.
-secret!(podman_registry_auth_is_unreadable, ".config/containers/auth.json");
-secret!(the_rclone_config_is_unreadable, ".config/rclone/rclone.conf");
-secret!(a_minikube_client_key_is_unreadable, ".minikube/profiles/mk/client.key");
+secret!(
+    podman_registry_auth_is_unreadable,
+    ".config/containers/auth.json"
+);
+secret!(
+    the_rclone_config_is_unreadable,
+    ".config/rclone/rclone.conf"
+);
+secret!(
+    a_minikube_client_key_is_unreadable,
+    ".minikube/profiles/mk/client.key"
+);
 secret!(maven_server_passwords_are_unreadable, ".m2/settings.xml");
-secret!(gradle_properties_are_unreadable, ".gradle/gradle.properties");
+secret!(
+    gradle_properties_are_unreadable,
+    ".gradle/gradle.properties"
+);
 secret!(the_s3cmd_config_is_unreadable, ".s3cfg");
 secret!(the_boto_config_is_unreadable, ".boto");
 secret!(the_terraform_cli_config_is_unreadable, ".terraformrc");
@@ -1161,7 +1509,10 @@ probe!(credentials_in_urls_are_not_passed_under_strict {
         for (k, v) in [
             ("DATABASE_URL", format!("postgres://app:{n}@db/app")),
             ("SENTRY_DSN", format!("https://{n}@o1.ingest.sentry.io/1")),
-            ("UPSTREAM_MIRROR", format!("https://ci:{n}@mirror.example/simple")),
+            (
+                "UPSTREAM_MIRROR",
+                format!("https://ci:{n}@mirror.example/simple"),
+            ),
         ] {
             c.vars.push((k.into(), v));
         }
@@ -1183,7 +1534,13 @@ fn diff_json(c: &Ctx) -> Option<serde_json::Value> {
 
 fn diff_lists(c: &Ctx, path: &str) -> bool {
     let want = format!("{}/{path}", c.env.home.canonicalize().unwrap().display());
-    diff_json(c).is_some_and(|v| v["entries"].as_array().unwrap().iter().any(|e| e["path"] == want.as_str()))
+    diff_json(c).is_some_and(|v| {
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["path"] == want.as_str())
+    })
 }
 
 probe!(a_mode_000_dir_does_not_hide_its_changes_from_diff {
@@ -1203,8 +1560,14 @@ probe!(a_name_that_is_not_utf8_keeps_diff_json_whole {
 // warnings (SGR 8, concealed) nor leave the shell without echo.
 #[test]
 fn a_session_cannot_hide_csbox_warnings_or_leave_the_terminal_changed() {
-    if !Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success()) {
-        return cannot_run("tmux is not installed (apt-get install tmux): the terminal probe needs a real pty");
+    if !Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return cannot_run(
+            "tmux is not installed (apt-get install tmux): the terminal probe needs a real pty",
+        );
     }
     let c = ctx();
     std::fs::remove_file(c.proj.join(".envrc")).unwrap();
@@ -1214,22 +1577,46 @@ fn a_session_cannot_hide_csbox_warnings_or_leave_the_terminal_changed() {
     // The control, without csbox: the same command leaves the terminal concealed and
     // without echo, and the capture shows it (so the check below can fail).
     let control = c.home("control.sh");
-    std::fs::write(&control, script(&format!("sh -c \"{}\"", spoil.replace('"', "\\\"")))).unwrap();
+    std::fs::write(
+        &control,
+        script(&format!("sh -c \"{}\"", spoil.replace('"', "\\\""))),
+    )
+    .unwrap();
     let probe = c.home("probe.sh");
-    std::fs::write(&probe, script(&format!("{} run -- sh -c \"{}\"", sh_quote(CSBOX), spoil.replace('"', "\\\"")))).unwrap();
+    std::fs::write(
+        &probe,
+        script(&format!(
+            "{} run -- sh -c \"{}\"",
+            sh_quote(CSBOX),
+            spoil.replace('"', "\\\"")
+        )),
+    )
+    .unwrap();
     c.env.chown_all(c.env.dir.path());
     let t = Tmux::start(&c.env, "ctl", "sh control.sh");
     let screen = t.wait_for("DONE");
     let attrs = t.screen_with_attributes();
     drop(t);
-    assert!(screen.contains("STTY=-echo") && attrs.contains("\x1b[8mSTTY"), "the control shows nothing:\n{screen}\n{attrs:?}");
+    assert!(
+        screen.contains("STTY=-echo") && attrs.contains("\x1b[8mSTTY"),
+        "the control shows nothing:\n{screen}\n{attrs:?}"
+    );
     std::fs::remove_file(c.proj.join(".envrc")).unwrap();
     let t = Tmux::start(&c.env, "sgr", "sh probe.sh");
     let screen = t.wait_for("DONE");
     let attrs = t.screen_with_attributes();
-    let warning = attrs.lines().find(|l| l.contains("this session ")).unwrap_or_else(|| panic!("no warning:\n{screen}"));
-    assert!(!warning.contains("\x1b[8m"), "the warning is concealed: {warning:?}");
-    assert!(screen.contains("STTY=echo"), "echo is still off after the session:\n{screen}");
+    let warning = attrs
+        .lines()
+        .find(|l| l.contains("this session "))
+        .unwrap_or_else(|| panic!("no warning:\n{screen}"));
+    assert!(
+        !warning.contains("\x1b[8m"),
+        "the warning is concealed: {warning:?}"
+    );
+    assert!(
+        screen.contains("STTY=echo"),
+        "echo is still off after the session:\n{screen}"
+    );
     assert!(!c.proj.join(".envrc").exists(), "moved out of the project");
 }
 
@@ -1242,7 +1629,10 @@ fn what_a_session_made_is_reported_moved_and_kept_for_review() {
     let out = run_in(&c, &["run", "--rm"], r#"echo "eval $NONCE" > .envrc"#, None);
     assert!(stdout(&out).contains(&format!("RAN={}", c.nonce)));
     let err = stderr(&out);
-    assert!(err.contains("this session made") && err.contains(".envrc") && err.contains("moved it to"), "{err}");
+    assert!(
+        err.contains("this session made") && err.contains(".envrc") && err.contains("moved it to"),
+        "{err}"
+    );
     assert!(err.contains("kept session"), "{err}");
     assert!(!c.proj.join(".envrc").exists());
     let v = c.env.ls_json();
@@ -1250,7 +1640,11 @@ fn what_a_session_made_is_reported_moved_and_kept_for_review() {
     let show = stdout(&c.env.run(&["show", &id]));
     assert!(show.contains(".envrc (moved to "), "{show}");
     let moved = c.env.sessions_dir().join(&id).join("quarantine/0-.envrc");
-    assert!(c.has_nonce(&moved), "kept for review at {}", moved.display());
+    assert!(
+        c.has_nonce(&moved),
+        "kept for review at {}",
+        moved.display()
+    );
 }
 
 // A3-3: inside a bundle, `~/.claude/.claude.json` is the layer's `state/.claude.json`,
@@ -1278,9 +1672,17 @@ fn replant_escapes(rootless: bool, keep_bind: bool, keep_hook: bool) -> (bool, S
     let out = run_in(&c, &spec, REPLANT, None);
     assert!(out.status.success(), "csbox spec: {}", stderr(&out));
     let cfg_path = bundle.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
-    let at_own = |m: &serde_json::Value| m["destination"].as_str().is_some_and(|d| d.ends_with("/.claude/.claude.json"));
-    assert!(cfg["mounts"].as_array().unwrap().iter().any(at_own), "the bundle binds ~/.claude/.claude.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    let at_own = |m: &serde_json::Value| {
+        m["destination"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("/.claude/.claude.json"))
+    };
+    assert!(
+        cfg["mounts"].as_array().unwrap().iter().any(at_own),
+        "the bundle binds ~/.claude/.claude.json"
+    );
     if !keep_bind {
         cfg["mounts"].as_array_mut().unwrap().retain(|m| !at_own(m));
     }
@@ -1294,8 +1696,14 @@ fn replant_escapes(rootless: bool, keep_bind: bool, keep_hook: bool) -> (bool, S
         cmd.stdin(Stdio::null());
         probe_env(&c, &mut cmd);
         let out = cmd.output().unwrap();
-        show(&format!("runc run {i} (rootless {rootless}, bind {keep_bind}, hook {keep_hook})"), &out);
-        assert!(stdout(&out).contains(&format!("RAN={}", c.nonce)), "the bundle did not run");
+        show(
+            &format!("runc run {i} (rootless {rootless}, bind {keep_bind}, hook {keep_hook})"),
+            &out,
+        );
+        assert!(
+            stdout(&out).contains(&format!("RAN={}", c.nonce)),
+            "the bundle did not run"
+        );
         if i == 0 {
             first = stdout(&out);
         }
@@ -1316,10 +1724,19 @@ fn a_bundle_cannot_replant_its_claude_json_for_the_next_run() {
     for rootless in modes {
         let (escaped, first) = replant_escapes(rootless, true, true);
         assert!(!escaped, "ESCAPE (rootless {rootless})");
-        assert!(first.contains("busy"), "unlinking the mount point gets EBUSY: {first}");
+        assert!(
+            first.contains("busy"),
+            "unlinking the mount point gets EBUSY: {first}"
+        );
         // The hook alone: the planted link is replaced before the next run.
         let (escaped, _) = replant_escapes(rootless, false, true);
-        assert!(!escaped, "ESCAPE without the mount point (rootless {rootless})");
+        assert!(
+            !escaped,
+            "ESCAPE without the mount point (rootless {rootless})"
+        );
     }
-    assert!(replant_escapes(true, false, false).0, "the probe cannot report an escape: it would pass vacuously");
+    assert!(
+        replant_escapes(true, false, false).0,
+        "the probe cannot report an escape: it would pass vacuously"
+    );
 }

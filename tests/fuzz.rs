@@ -60,16 +60,49 @@ fn picks(list: &'static [&'static str]) -> BoxedStrategy<Value> {
 }
 
 const PATHS: &[&str] = &[
-    "~/data", "~/missing", "/etc", "/etc/hosts", "/tmp", "$PWD/sub", "$HOME/data", "/nonexistent",
-    "~/data:/opt/x", "/usr/share:/mnt", "~/data:~/elsewhere", "", "/", "~root/x", "$USER/x",
-    "a:b:c", "relative/dir", "../up", "~/.ssh", "/usr", "/proc", "/dev/null",
+    "~/data",
+    "~/missing",
+    "/etc",
+    "/etc/hosts",
+    "/tmp",
+    "$PWD/sub",
+    "$HOME/data",
+    "/nonexistent",
+    "~/data:/opt/x",
+    "/usr/share:/mnt",
+    "~/data:~/elsewhere",
+    "",
+    "/",
+    "~root/x",
+    "$USER/x",
+    "a:b:c",
+    "relative/dir",
+    "../up",
+    "~/.ssh",
+    "/usr",
+    "/proc",
+    "/dev/null",
 ];
-const LIMIT_NAMES: &[&str] = &["as", "core", "cpu", "data", "fsize", "memlock", "nofile", "nproc", "stack", "fds"];
+const LIMIT_NAMES: &[&str] = &[
+    "as", "core", "cpu", "data", "fsize", "memlock", "nofile", "nproc", "stack", "fds",
+];
 
 fn limit_value() -> BoxedStrategy<Value> {
     prop_oneof![
-        prop::sample::select(&[0u64, 1, 64, 1024, 4096, 1 << 20, 1 << 40, u64::MAX - 1, u64::MAX][..])
-            .prop_map(Value::from),
+        prop::sample::select(
+            &[
+                0u64,
+                1,
+                64,
+                1024,
+                4096,
+                1 << 20,
+                1 << 40,
+                u64::MAX - 1,
+                u64::MAX
+            ][..]
+        )
+        .prop_map(Value::from),
         Just(Value::from("unlimited")),
         any_json(),
     ]
@@ -178,12 +211,21 @@ fn damage(text: String, mode: u8, at: usize, byte: u8) -> Vec<u8> {
 }
 
 fn profile_doc() -> impl Strategy<Value = Vec<u8>> {
-    (prop::collection::vec(field(), 0..7), any::<u8>(), any::<usize>(), any::<u8>()).prop_map(
-        |(fields, mode, at, byte)| {
-            let m: Map<String, Value> = fields.into_iter().collect();
-            damage(serde_json::to_string_pretty(&Value::Object(m)).unwrap(), mode, at, byte)
-        },
+    (
+        prop::collection::vec(field(), 0..7),
+        any::<u8>(),
+        any::<usize>(),
+        any::<u8>(),
     )
+        .prop_map(|(fields, mode, at, byte)| {
+            let m: Map<String, Value> = fields.into_iter().collect();
+            damage(
+                serde_json::to_string_pretty(&Value::Object(m)).unwrap(),
+                mode,
+                at,
+                byte,
+            )
+        })
 }
 
 /// What a real run may end with: the command's status, 124 (a limit), 125 (csbox failed,
@@ -191,10 +233,16 @@ fn profile_doc() -> impl Strategy<Value = Vec<u8>> {
 /// profile), or a signal the *command* got (128+N). Never an abort or a panic.
 fn assert_no_crash(out: &std::process::Output, what: &str) {
     let err = stderr(out);
-    assert!(out.status.signal().is_none(), "{what}: csbox died of a signal: {err}");
+    assert!(
+        out.status.signal().is_none(),
+        "{what}: csbox died of a signal: {err}"
+    );
     let code = out.status.code().unwrap();
     assert!(code != 101 && code != 134, "{what}: exit {code}: {err}");
-    assert!(!err.contains("panicked") && !err.contains("overflow"), "{what}: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("overflow"),
+        "{what}: {err}"
+    );
 }
 
 #[test]
@@ -207,8 +255,11 @@ fn generated_profiles_never_panic_and_accepted_ones_run() {
         env.chown_all(&env.home);
     }
     let docs = tempfile::tempdir_in(test_base()).unwrap();
-    std::fs::set_permissions(docs.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        docs.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let n = AtomicUsize::new(0);
     let accepted = AtomicUsize::new(0);
     let ran = AtomicUsize::new(0);
@@ -234,8 +285,15 @@ fn generated_profiles_never_panic_and_accepted_ones_run() {
         prop_assert!(ls.status.success(), "ls after {}", String::from_utf8_lossy(&doc));
     });
     let (accepted, ran) = (accepted.into_inner(), ran.into_inner());
-    eprintln!("profiles: {} generated, {accepted} accepted, {ran} run for real, {:?}", n.into_inner(), start.elapsed());
-    assert!(ran >= 50, "too few accepted documents ran for real ({ran}): the generator drifted");
+    eprintln!(
+        "profiles: {} generated, {accepted} accepted, {ran} run for real, {:?}",
+        n.into_inner(),
+        start.elapsed()
+    );
+    assert!(
+        ran >= 50,
+        "too few accepted documents ran for real ({ran}): the generator drifted"
+    );
     assert!(start.elapsed() < BUDGET, "took {:?}", start.elapsed());
 }
 
@@ -286,11 +344,20 @@ fn record(id: String) -> impl Strategy<Value = Vec<u8>> {
     let edit = Union::new(
         fields
             .into_iter()
-            .map(|(k, s)| (s, any::<u8>()).prop_map(move |(v, how)| (k, v, how % 5 == 0)).boxed())
+            .map(|(k, s)| {
+                (s, any::<u8>())
+                    .prop_map(move |(v, how)| (k, v, how % 5 == 0))
+                    .boxed()
+            })
             .collect::<Vec<_>>(),
     );
-    (prop::collection::vec(edit, 0..5), any::<u8>(), any::<usize>(), any::<u8>()).prop_map(
-        move |(edits, mode, at, byte)| {
+    (
+        prop::collection::vec(edit, 0..5),
+        any::<u8>(),
+        any::<usize>(),
+        any::<u8>(),
+    )
+        .prop_map(move |(edits, mode, at, byte)| {
             let mut v = base.clone();
             for (k, val, remove) in edits {
                 if remove {
@@ -300,8 +367,7 @@ fn record(id: String) -> impl Strategy<Value = Vec<u8>> {
                 }
             }
             damage(serde_json::to_string_pretty(&v).unwrap(), mode, at, byte)
-        },
-    )
+        })
 }
 
 /// A session dir as `csbox run` leaves one, with `record` as its session.json.
@@ -366,7 +432,11 @@ fn generated_session_records_never_panic_ls_show_gc_or_run_session() {
         std::fs::remove_dir_all(&dir).unwrap();
     });
     let ran = ran.into_inner();
-    eprintln!("records: {} generated, {ran} run for real, {:?}", n.into_inner(), start.elapsed());
+    eprintln!(
+        "records: {} generated, {ran} run for real, {:?}",
+        n.into_inner(),
+        start.elapsed()
+    );
     assert!(ran >= 40, "{ran} records run for real");
     assert!(start.elapsed() < BUDGET, "took {:?}", start.elapsed());
 }
@@ -376,12 +446,17 @@ fn generated_session_records_never_panic_ls_show_gc_or_run_session() {
 /// and signals at the ends of i32, times at the ends of what RFC 3339 writes.
 #[test]
 fn records_at_the_limits_are_listed_shown_collected_and_run_again() {
-    let max = csbox::session::meta::format_time(SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799));
+    let max = csbox::session::meta::format_time(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799),
+    );
     for user in users() {
         let env = TestEnv::new(user);
         std::fs::create_dir_all(env.home.join("proj")).unwrap();
         for (exit, when) in [
-            (json!({"signal": i32::MAX}), "1970-01-01T00:00:00Z".to_string()),
+            (
+                json!({"signal": i32::MAX}),
+                "1970-01-01T00:00:00Z".to_string(),
+            ),
             (json!({"code": i32::MIN}), max.clone()),
             (json!({"signal": -1}), max.clone()),
         ] {
@@ -403,7 +478,12 @@ fn records_at_the_limits_are_listed_shown_collected_and_run_again() {
                     &format!("[{}] csbox {args:?} on {rec}", env.user.label()),
                 );
                 assert_no_crash(&out, &rec.to_string());
-                assert_eq!(out.status.code(), Some(0), "{args:?} on {rec}: {}", stderr(&out));
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{args:?} on {rec}: {}",
+                    stderr(&out)
+                );
             }
             let v: Value = serde_json::from_slice(
                 &env.csbox(&["show", &id, "--json"]).output().unwrap().stdout,

@@ -163,7 +163,11 @@ fn old_young_empty_orphaned_and_crashed_sessions_are_each_handled_right() {
     let crashed = crashed_session(&env);
     let broken = orphaned_session(&env);
     let fresh_broken = busy_session(&env);
-    std::fs::write(session_dir(&env, &fresh_broken).join("session.json"), "{not json").unwrap();
+    std::fs::write(
+        session_dir(&env, &fresh_broken).join("session.json"),
+        "{not json",
+    )
+    .unwrap();
     let link = env.sessions_dir().join("active").join(&crashed);
     assert!(
         link.symlink_metadata().is_ok(),
@@ -176,8 +180,14 @@ fn old_young_empty_orphaned_and_crashed_sessions_are_each_handled_right() {
     assert_eq!(reasons_of(&v, &empty), ["empty"]);
     assert_eq!(reasons_of(&v, &broken), ["orphaned"]);
     assert!(list_has(&v, "kept_young", &young), "{v}");
-    assert!(list_has(&v, "kept_young", &crashed), "a crashed session is kept: {v}");
-    assert!(list_has(&v, "kept_young", &fresh_broken), "an orphan younger than an hour: {v}");
+    assert!(
+        list_has(&v, "kept_young", &crashed),
+        "a crashed session is kept: {v}"
+    );
+    assert!(
+        list_has(&v, "kept_young", &fresh_broken),
+        "an orphan younger than an hour: {v}"
+    );
     assert_eq!(v["removed"].as_array().unwrap().len(), 3);
     assert!(v["bytes_reclaimed"].as_u64().unwrap() > 0);
     for id in [&old, &empty, &broken] {
@@ -679,14 +689,26 @@ fn a_session_with_a_mount_inside_is_left_whole_and_named() {
     let (dry, dv) = gc(&env, &["--dry-run", "--days", "0"]);
     let (out, v) = gc(&env, &["--days", "0"]);
     let whole = session_dir(&env, &s).join("state/history.jsonl").exists();
-    for m in [mnt.clone(), env.sessions_dir().join(format!(".trash-{s}/state/mnt"))] {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&m).status();
+    for m in [
+        mnt.clone(),
+        env.sessions_dir().join(format!(".trash-{s}/state/mnt")),
+    ] {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&m)
+            .status();
     }
     assert_eq!(out.status.code(), Some(125), "a mount inside is an error");
-    assert_eq!(dry.status.code(), Some(125), "the dry run says so too: {dv}");
+    assert_eq!(
+        dry.status.code(),
+        Some(125),
+        "the dry run says so too: {dv}"
+    );
     let err = v["errors"][0]["error"].as_str().unwrap();
     assert!(
-        err.contains(&format!("{s}/state/mnt")) && err.contains("left whole") && err.contains("umount"),
+        err.contains(&format!("{s}/state/mnt"))
+            && err.contains("left whole")
+            && err.contains("umount"),
         "{err}"
     );
     assert!(stderr(&out).contains(&s), "the error names the session");
@@ -762,7 +784,11 @@ fn timer_units_install_verify_and_uninstall() {
     // One word of a unit file: quoted when it has a space (a checkout path may).
     let word = |p: &Path| {
         let s = p.display().to_string();
-        if s.contains(' ') { format!("\"{s}\"") } else { s }
+        if s.contains(' ') {
+            format!("\"{s}\"")
+        } else {
+            s
+        }
     };
     assert!(
         service.contains(&format!("ExecStart={} gc --days 30", word(&exe))),

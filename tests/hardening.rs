@@ -26,7 +26,13 @@ fn project(env: &TestEnv) -> PathBuf {
 }
 
 /// `csbox run --profile P -- syscall-probe ABI`: key → result.
-fn probe(env: &TestEnv, proj: &Path, profile: &str, abi: &str, patch: Option<&str>) -> BTreeMap<String, String> {
+fn probe(
+    env: &TestEnv,
+    proj: &Path,
+    profile: &str,
+    abi: &str,
+    patch: Option<&str>,
+) -> BTreeMap<String, String> {
     let mut c = env.csbox(&["run", "--profile", profile, "--", "./syscall-probe", abi]);
     c.current_dir(proj).stdin(std::process::Stdio::null());
     if let Some(p) = patch {
@@ -61,29 +67,99 @@ fn marker_patch(env: &TestEnv, proj: &Path, profile: &str) -> String {
 /// dropped from a list fails this test): key → errno.
 fn refused(profile: &str) -> BTreeMap<&'static str, &'static str> {
     const DEFAULT_EPERM: &[&str] = &[
-        "add_key", "keyctl", "request_key", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup",
-        "io_uring_enter", "io_uring_register", "init_module", "finit_module", "delete_module", "kexec_load",
-        "kexec_file_load", "reboot", "swapon", "swapoff", "acct", "iopl", "ioperm", "settimeofday",
-        "clock_settime", "clock_settime64", "stime", "vhangup", "syslog", "quotactl", "quotactl_fd",
-        "lookup_dcookie", "open_by_handle_at", "fanotify_init", "lsm_get_self_attr", "lsm_set_self_attr",
-        "lsm_list_modules", "mbind", "set_mempolicy", "get_mempolicy", "set_mempolicy_home_node",
-        "migrate_pages", "move_pages", "kcmp", "pidfd_getfd", "process_madvise", "setns", "chroot",
-        "ioctl.tiocsti", "ioctl.tiocsti_high_bits", "ioctl.tioclinux", "ioctl.tiocsetd", "ioctl.tcxonc", "ioctl.tiocexcl",
+        "add_key",
+        "keyctl",
+        "request_key",
+        "bpf",
+        "perf_event_open",
+        "userfaultfd",
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+        "init_module",
+        "finit_module",
+        "delete_module",
+        "kexec_load",
+        "kexec_file_load",
+        "reboot",
+        "swapon",
+        "swapoff",
+        "acct",
+        "iopl",
+        "ioperm",
+        "settimeofday",
+        "clock_settime",
+        "clock_settime64",
+        "stime",
+        "vhangup",
+        "syslog",
+        "quotactl",
+        "quotactl_fd",
+        "lookup_dcookie",
+        "open_by_handle_at",
+        "fanotify_init",
+        "lsm_get_self_attr",
+        "lsm_set_self_attr",
+        "lsm_list_modules",
+        "mbind",
+        "set_mempolicy",
+        "get_mempolicy",
+        "set_mempolicy_home_node",
+        "migrate_pages",
+        "move_pages",
+        "kcmp",
+        "pidfd_getfd",
+        "process_madvise",
+        "setns",
+        "chroot",
+        "ioctl.tiocsti",
+        "ioctl.tiocsti_high_bits",
+        "ioctl.tioclinux",
+        "ioctl.tiocsetd",
+        "ioctl.tcxonc",
+        "ioctl.tiocexcl",
         "personality.read_implies_exec",
         "personality.addr_no_randomize",
     ];
     const DEFAULT_ENOSYS: &[&str] = &[
-        "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "open_tree_attr", "mount_setattr",
-        "uselib", "ustat", "sysfs",
+        "fsopen",
+        "fsconfig",
+        "fsmount",
+        "fspick",
+        "move_mount",
+        "open_tree",
+        "open_tree_attr",
+        "mount_setattr",
+        "uselib",
+        "ustat",
+        "sysfs",
     ];
     const STRICT_EPERM: &[&str] = &[
-        "unshare", "mount", "umount", "umount2", "pivot_root", "sethostname", "setdomainname", "ptrace",
-        "process_vm_readv", "process_vm_writev", "modify_ldt", "clone.newns", "clone.newuser",
+        "unshare",
+        "mount",
+        "umount",
+        "umount2",
+        "pivot_root",
+        "sethostname",
+        "setdomainname",
+        "ptrace",
+        "process_vm_readv",
+        "process_vm_writev",
+        "modify_ldt",
+        "clone.newns",
+        "clone.newuser",
     ];
     let mut m = BTreeMap::new();
     m.extend(DEFAULT_EPERM.iter().map(|k| (*k, "1")));
     m.extend(DEFAULT_ENOSYS.iter().map(|k| (*k, "38")));
-    m.extend(["socket.af_alg", "socket.af_vsock", "socket.af_vsock_high_bits"].map(|k| (k, "97")));
+    m.extend(
+        [
+            "socket.af_alg",
+            "socket.af_vsock",
+            "socket.af_vsock_high_bits",
+        ]
+        .map(|k| (k, "97")),
+    );
     if profile == "strict" {
         m.extend(STRICT_EPERM.iter().map(|k| (*k, "1")));
         m.extend(["clone3", "listns"].map(|k| (k, "38")));
@@ -93,13 +169,30 @@ fn refused(profile: &str) -> BTreeMap<&'static str, &'static str> {
 }
 
 /// Calls the probe makes that no list refuses, which must reach the kernel.
-const ALLOWED_EVERYWHERE: &[&str] = &["getpid", "ioctl.fionread", "socket.af_inet_bad_type", "personality.query"];
+const ALLOWED_EVERYWHERE: &[&str] = &[
+    "getpid",
+    "ioctl.fionread",
+    "socket.af_inet_bad_type",
+    "personality.query",
+];
 
-fn check_profile(env: &TestEnv, proj: &Path, profile: &str, compat: &BTreeMap<String, String>, abi: &str) {
+fn check_profile(
+    env: &TestEnv,
+    proj: &Path,
+    profile: &str,
+    compat: &BTreeMap<String, String>,
+    abi: &str,
+) {
     let want = refused(profile);
     let got = probe(env, proj, profile, abi, None);
     assert!(got.len() > 80, "[{profile} {abi}] the probe ran: {got:?}");
-    let marked = probe(env, proj, profile, abi, Some(&marker_patch(env, proj, profile)));
+    let marked = probe(
+        env,
+        proj,
+        profile,
+        abi,
+        Some(&marker_patch(env, proj, profile)),
+    );
     for (key, v) in &got {
         if v == "skip" {
             continue;
@@ -108,7 +201,10 @@ fn check_profile(env: &TestEnv, proj: &Path, profile: &str, compat: &BTreeMap<St
         match expected {
             Some(errno) => {
                 assert_eq!(v, errno, "[{profile} {abi}] {key}: refused with its errno");
-                assert_eq!(marked[key], MARKER, "[{profile} {abi}] {key}: the filter answers, not the kernel");
+                assert_eq!(
+                    marked[key], MARKER,
+                    "[{profile} {abi}] {key}: the filter answers, not the kernel"
+                );
                 assert_ne!(compat[key], MARKER, "[compat {abi}] {key}");
             }
             None => {
@@ -116,7 +212,11 @@ fn check_profile(env: &TestEnv, proj: &Path, profile: &str, compat: &BTreeMap<St
                 if ALLOWED_EVERYWHERE.contains(&key.as_str()) || profile == "default" {
                     // Reaches the kernel as under compat (allowed calls answer the same).
                     let same = compat[key] == *v || key == "getpid";
-                    assert!(same, "[{profile} {abi}] {key}: {v} here, {} unsandboxed", compat[key]);
+                    assert!(
+                        same,
+                        "[{profile} {abi}] {key}: {v} here, {} unsandboxed",
+                        compat[key]
+                    );
                 }
             }
         }
@@ -124,15 +224,23 @@ fn check_profile(env: &TestEnv, proj: &Path, profile: &str, compat: &BTreeMap<St
 }
 
 #[test]
-fn every_refused_call_gets_its_errno_natively_and_through_i386_and_reaches_the_kernel_under_compat() {
+fn every_refused_call_gets_its_errno_natively_and_through_i386_and_reaches_the_kernel_under_compat()
+{
     let env = TestEnv::new(user());
     let proj = project(&env);
     let Some(_) = probe_in(&proj) else { return };
     env.chown_all(env.dir.path());
-    let abis: &[&str] = if cfg!(target_arch = "x86_64") { &["native", "i386"] } else { &["native"] };
+    let abis: &[&str] = if cfg!(target_arch = "x86_64") {
+        &["native", "i386"]
+    } else {
+        &["native"]
+    };
     for abi in abis {
         let compat = probe(&env, &proj, "compat", abi, None);
-        assert!(!compat.values().any(|v| v == MARKER), "[compat {abi}] no filter answers");
+        assert!(
+            !compat.values().any(|v| v == MARKER),
+            "[compat {abi}] no filter answers"
+        );
         // Unfiltered, some of these are the kernel's own EPERM (no capability); the
         // marker run above tells the two apart.
         eprintln!("[compat {abi}] {compat:?}");
@@ -166,8 +274,17 @@ fn landlock_alone_refuses_a_write_a_mount_let_through() {
         .any(|t| env.dir.path().canonicalize().unwrap().starts_with(t));
     let elsewhere = match (in_tmp, As::me().uid) {
         (false, _) => None,
-        (true, 0) => Some(tempfile::Builder::new().prefix("csbox-test-").tempdir_in("/var/lib").unwrap()),
-        (true, _) => return cannot_run("the checkout is under /tmp and only root can make a test dir elsewhere"),
+        (true, 0) => Some(
+            tempfile::Builder::new()
+                .prefix("csbox-test-")
+                .tempdir_in("/var/lib")
+                .unwrap(),
+        ),
+        (true, _) => {
+            return cannot_run(
+                "the checkout is under /tmp and only root can make a test dir elsewhere",
+            )
+        }
     };
     let outside = match &elsewhere {
         Some(d) => d.path().join("outside"),
@@ -194,22 +311,40 @@ fn landlock_alone_refuses_a_write_a_mount_let_through() {
     );
     let write = |patch: serde_json::Value| {
         let out = env
-            .csbox(&["run", "--profile", "strict", "--", "sh", "-c", &format!("echo ran; echo x > {}/f", sh_quote(&real))])
+            .csbox(&[
+                "run",
+                "--profile",
+                "strict",
+                "--",
+                "sh",
+                "-c",
+                &format!("echo ran; echo x > {}/f", sh_quote(&real)),
+            ])
             .current_dir(&proj)
             .env("CSBOX_TEST_PLAN_PATCH", patch.to_string())
             .output()
             .unwrap();
         eprintln!("{}{}", stdout(&out), stderr(&out));
-        assert!(stdout(&out).contains("ran"), "the sandbox ran: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains("ran"),
+            "the sandbox ran: {}",
+            stderr(&out)
+        );
         (out.status.success(), stderr(&out))
     };
     let (ok, err) = write(serde_json::json!({ "mounts": mounts }));
-    assert!(!ok && err.contains("Permission denied"), "Landlock refused the write: {err}");
+    assert!(
+        !ok && err.contains("Permission denied"),
+        "Landlock refused the write: {err}"
+    );
     assert!(!outside.join("f").exists());
     // The same mistake without Landlock: the write lands on the host.
     let (ok, err) = write(serde_json::json!({ "mounts": mounts, "landlock": null }));
     assert!(ok, "{err}");
-    assert!(outside.join("f").exists(), "without Landlock the bind lets the write through");
+    assert!(
+        outside.join("f").exists(),
+        "without Landlock the bind lets the write through"
+    );
 }
 
 /// The tools an agent runs, under default and strict: (what, script, profiles).
@@ -230,7 +365,9 @@ fn real_workloads_still_run_under_default_and_strict() {
         env.chown_all(env.dir.path());
         for (what, script, profiles) in WORKLOADS {
             let tool = script.split_whitespace().next().unwrap();
-            if csbox::paths::find_on_path(tool.as_ref(), std::env::var_os("PATH").as_deref()).is_none() {
+            if csbox::paths::find_on_path(tool.as_ref(), std::env::var_os("PATH").as_deref())
+                .is_none()
+            {
                 cannot_run(&format!("{tool} is not installed (.ci/run installs it)"));
                 continue;
             }
@@ -273,13 +410,24 @@ fn a_status_line_the_command_forges_never_reaches_the_status_channel() {
             status.display(),
             forge.replace('\'', r#"'\''"#)
         );
-        let out = env.command("sh").args(["-c", &sh]).current_dir(&proj).output().unwrap();
+        let out = env
+            .command("sh")
+            .args(["-c", &sh])
+            .current_dir(&proj)
+            .output()
+            .unwrap();
         eprintln!("[{profile}] {}{}", stdout(&out), stderr(&out));
         assert!(stdout(&out).contains("ran"), "[{profile}] the command ran");
         assert_eq!(out.status.code(), Some(7), "[{profile}]");
-        assert!(stderr(&out).contains(r#""exit_code":0"#), "[{profile}] the forged line is on the command's stderr");
+        assert!(
+            stderr(&out).contains(r#""exit_code":0"#),
+            "[{profile}] the forged line is on the command's stderr"
+        );
         let text = std::fs::read_to_string(&status).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2, "[{profile}] only csbox's two lines: {text}");
         assert_eq!(lines[1]["exit_code"], 7, "[{profile}] {text}");
         assert!(!text.contains(r#""session":"x""#), "[{profile}] {text}");
@@ -292,7 +440,8 @@ fn pids_with(marker: &str) -> Vec<u32> {
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
         })
         .collect()
 }
@@ -304,7 +453,16 @@ fn a_command_starts_with_no_signal_blocked_or_ignored_whatever_csbox_inherited()
         let env = TestEnv::new(user());
         let proj = project(&env);
         env.chown_all(env.dir.path());
-        let mut c = env.csbox(&["run", "--profile", profile, "--", "grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]);
+        let mut c = env.csbox(&[
+            "run",
+            "--profile",
+            profile,
+            "--",
+            "grep",
+            "-E",
+            "^Sig(Blk|Ign)",
+            "/proc/self/status",
+        ]);
         c.current_dir(&proj);
         // SAFETY: signal and sigprocmask between fork and exec, as a careless parent
         // (nohup, a CI agent) leaves them.
@@ -339,7 +497,11 @@ fn a_sigterm_in_csbox_s_first_milliseconds_leaves_no_half_made_session_and_no_pr
     let marker = format!("3{}{}", std::process::id(), 17);
     let mut died = 0;
     for i in 0..40u64 {
-        let mut child = env.csbox(&["run", "--", "sleep", &marker]).current_dir(&proj).spawn().unwrap();
+        let mut child = env
+            .csbox(&["run", "--", "sleep", &marker])
+            .current_dir(&proj)
+            .spawn()
+            .unwrap();
         // From before csbox has blocked anything to after the sandbox exists.
         std::thread::sleep(std::time::Duration::from_micros(i * 150));
         // SAFETY: kill(2) of our own child.
@@ -347,16 +509,31 @@ fn a_sigterm_in_csbox_s_first_milliseconds_leaves_no_half_made_session_and_no_pr
         let st = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;
         let by_term = st.signal() == Some(libc::SIGTERM) || st.code() == Some(128 + libc::SIGTERM);
-        assert!(by_term, "run {i}: csbox ended by the SIGTERM, or reported it: {st:?}");
+        assert!(
+            by_term,
+            "run {i}: csbox ended by the SIGTERM, or reported it: {st:?}"
+        );
         died += 1;
     }
     assert_eq!(died, 40);
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(pids_with(&marker), Vec::<u32>::new(), "no sandboxed process left");
+    assert_eq!(
+        pids_with(&marker),
+        Vec::<u32>::new(),
+        "no sandboxed process left"
+    );
     let leftovers: Vec<String> = std::fs::read_dir(env.sessions_dir())
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with('.'))
+                .collect()
+        })
         .unwrap_or_default();
-    assert!(leftovers.is_empty(), "no half-made session dir: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "no half-made session dir: {leftovers:?}"
+    );
     let ls = env.run(&["ls", "--json"]);
     assert!(ls.status.success());
 }

@@ -37,8 +37,11 @@ fn a_fifo_as_a_lock_hangs_nothing_and_the_session_is_kept_as_corrupt() {
         let id = new_session(&env, "echo hi >> ~/.claude/history.jsonl");
         let dir = env.sessions_dir().join(&id);
         std::fs::remove_file(dir.join("lock")).unwrap();
-        nix::unistd::mkfifo(&dir.join("lock"), nix::sys::stat::Mode::from_bits_truncate(0o600))
-            .unwrap();
+        nix::unistd::mkfifo(
+            &dir.join("lock"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
         env.chown_all(&dir);
         let out = csbox_within(&env, &["ls", "--json"]);
         assert!(out.status.success());
@@ -47,7 +50,10 @@ fn a_fifo_as_a_lock_hangs_nothing_and_the_session_is_kept_as_corrupt() {
         let out = csbox_within(&env, &["show", &id]);
         assert!(out.status.success());
         assert!(stdout(&out).contains("corrupt") && stdout(&out).contains("FIFO"));
-        for args in [&["gc", "--dry-run", "--days", "0"][..], &["gc", "--days", "0"]] {
+        for args in [
+            &["gc", "--dry-run", "--days", "0"][..],
+            &["gc", "--days", "0"],
+        ] {
             let out = csbox_within(&env, args);
             assert_eq!(out.status.code(), Some(125), "{args:?}: kept and named");
             assert!(stderr(&out).contains(&id), "{args:?}: {}", stderr(&out));
@@ -67,7 +73,10 @@ fn a_fifo_as_a_lock_hangs_nothing_and_the_session_is_kept_as_corrupt() {
         env.chown_all(&dir);
         assert_eq!(listed_state(&env, &id).as_deref(), Some("orphaned"));
         let out = csbox_within(&env, &["gc", "--dry-run"]);
-        assert!(out.status.success(), "an orphan younger than an hour is kept");
+        assert!(
+            out.status.success(),
+            "an orphan younger than an hour is kept"
+        );
     }
 }
 
@@ -83,7 +92,11 @@ fn a_mode_000_session_dir_is_listed_as_unreadable_and_named_by_gc() {
     let dir = env.sessions_dir().join(&id);
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o000)).unwrap();
     let v = env.ls_json();
-    let rec = v.as_array().unwrap().iter().find(|r| r["id"] == id.as_str());
+    let rec = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id.as_str());
     let rec = rec.unwrap_or_else(|| panic!("{id} is missing from ls: {v}"));
     assert_eq!(rec["state"], "unreadable", "{rec}");
     assert!(rec["reason"].as_str().unwrap().contains("EACCES"), "{rec}");
@@ -115,7 +128,15 @@ fn run_session_never_follows_a_planted_state_link() {
         env.chown_all(env.dir.path());
         let out = csbox_within(
             &env,
-            &["run", "--session", &id, "--", "sh", "-c", "echo x > ~/.claude/planted"],
+            &[
+                "run",
+                "--session",
+                &id,
+                "--",
+                "sh",
+                "-c",
+                "echo x > ~/.claude/planted",
+            ],
         );
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         assert!(stderr(&out).contains("state"), "{}", stderr(&out));
@@ -136,11 +157,21 @@ fn extends_of_a_fifo_or_a_device_is_refused_without_hanging() {
     std::fs::write(&big, vec![b' '; (1 << 20) + 1]).unwrap();
     for target in [fifo.clone(), PathBuf::from("/dev/zero"), big] {
         let child = dir.join("child.json");
-        std::fs::write(&child, format!("{{\"extends\": {:?}}}", target.display().to_string()))
-            .unwrap();
+        std::fs::write(
+            &child,
+            format!("{{\"extends\": {:?}}}", target.display().to_string()),
+        )
+        .unwrap();
         for args in [
             &["profile", "show", child.to_str().unwrap()][..],
-            &["run", "--dry-run", "--profile", child.to_str().unwrap(), "--", "true"],
+            &[
+                "run",
+                "--dry-run",
+                "--profile",
+                child.to_str().unwrap(),
+                "--",
+                "true",
+            ],
         ] {
             let out = csbox_within(&env, args);
             assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -169,7 +200,10 @@ fn a_timeout_that_overflows_a_clock_is_refused_by_every_command_that_loads_it() 
         let out = csbox_within(&env, args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = stderr(&out);
-        assert!(err.contains(&format!("{p}:2:3: field \"timeoutSecs\"")), "{err}");
+        assert!(
+            err.contains(&format!("{p}:2:3: field \"timeoutSecs\"")),
+            "{err}"
+        );
         assert!(!err.contains("panicked"), "{err}");
     }
     assert!(!env.sessions_dir().exists(), "no session was made");
@@ -182,8 +216,14 @@ fn a_timeout_that_overflows_a_clock_is_refused_by_every_command_that_loads_it() 
 fn bad_flags_and_missing_bind_sources_are_exit_2_naming_the_flag_or_profile() {
     let env = TestEnv::new(As::me());
     for (args, words) in [
-        (&["gc", "--days", "-1"][..], &["--days", "whole number of days", "\"-1\""][..]),
-        (&["gc", "--days", "1.5"], &["--days", "whole number of days", "\"1.5\""]),
+        (
+            &["gc", "--days", "-1"][..],
+            &["--days", "whole number of days", "\"-1\""][..],
+        ),
+        (
+            &["gc", "--days", "1.5"],
+            &["--days", "whole number of days", "\"1.5\""],
+        ),
         (
             &["run", "--bind", "/nonexistent/src", "--", "true"],
             &["--bind", "/nonexistent/src", "does not exist"],
@@ -196,16 +236,30 @@ fn bad_flags_and_missing_bind_sources_are_exit_2_naming_the_flag_or_profile() {
         let out = csbox_within(&env, args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         for w in words {
-            assert!(stderr(&out).contains(w), "{args:?}: {w:?} in {}", stderr(&out));
+            assert!(
+                stderr(&out).contains(w),
+                "{args:?}: {w:?} in {}",
+                stderr(&out)
+            );
         }
-        assert!(!stderr(&out).contains("unexpected argument"), "{}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("unexpected argument"),
+            "{}",
+            stderr(&out)
+        );
     }
     let prof = env.dir.path().join("ro.json");
     std::fs::write(&prof, "{\"roBind\": [\"/nonexistent/data\"]}").unwrap();
-    let out = csbox_within(&env, &["run", "--profile", prof.to_str().unwrap(), "--", "true"]);
+    let out = csbox_within(
+        &env,
+        &["run", "--profile", prof.to_str().unwrap(), "--", "true"],
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains(&prof.display().to_string()) && err.contains("\"roBind\""), "{err}");
+    assert!(
+        err.contains(&prof.display().to_string()) && err.contains("\"roBind\""),
+        "{err}"
+    );
     assert!(!env.sessions_dir().exists(), "no session was made");
 }
 
@@ -219,14 +273,23 @@ fn a_refused_rlimit_names_the_call_not_a_step_number() {
         let out = output_within(
             env.csbox(&["run", "--", "true"])
                 .current_dir(project_dir(&env))
-                .env("CSBOX_TEST_PLAN_PATCH", r#"{"rlimits": [["nofile", 99999999]]}"#),
+                .env(
+                    "CSBOX_TEST_PLAN_PATCH",
+                    r#"{"rlimits": [["nofile", 99999999]]}"#,
+                ),
             LIMIT,
             "csbox run with an impossible rlimit",
         );
         assert_eq!(out.status.code(), Some(125));
         let err = stderr(&out);
-        assert!(err.contains("setrlimit(RLIMIT_NOFILE, 99999999) => EPERM"), "{err}");
-        assert!(err.contains("ulimit -H") && !err.contains("setup step"), "{err}");
+        assert!(
+            err.contains("setrlimit(RLIMIT_NOFILE, 99999999) => EPERM"),
+            "{err}"
+        );
+        assert!(
+            err.contains("ulimit -H") && !err.contains("setup step"),
+            "{err}"
+        );
     }
 }
 
@@ -242,12 +305,19 @@ fn ls_gc_and_show_work_from_a_deleted_working_dir_and_a_file_as_claude_root_is_n
         env.chown_all(&gone);
         // A shell in the dir, which then removes it: csbox starts in a deleted dir.
         for args in [&["ls"][..], &["gc", "--dry-run"], &["show", &id]] {
-            let script = format!("cd {} && rmdir {} && exec \"$0\" \"$@\"", sh_quote(&gone), sh_quote(&gone));
+            let script = format!(
+                "cd {} && rmdir {} && exec \"$0\" \"$@\"",
+                sh_quote(&gone),
+                sh_quote(&gone)
+            );
             let mut cmd = env.command("sh");
             cmd.arg("-c").arg(&script).arg(CSBOX).args(args);
             let out = output_within(&mut cmd, LIMIT, &format!("csbox {args:?} in a deleted dir"));
             assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-            assert!(stdout(&out).contains(&id[..8]) || args[0] == "gc", "{args:?}");
+            assert!(
+                stdout(&out).contains(&id[..8]) || args[0] == "gc",
+                "{args:?}"
+            );
             std::fs::create_dir(&gone).unwrap();
             env.chown_all(&gone);
         }
@@ -262,7 +332,10 @@ fn ls_gc_and_show_work_from_a_deleted_working_dir_and_a_file_as_claude_root_is_n
         );
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         let err = stderr(&out);
-        assert!(err.contains("CLAUDE_ROOT") && err.contains("regular file"), "{err}");
+        assert!(
+            err.contains("CLAUDE_ROOT") && err.contains("regular file"),
+            "{err}"
+        );
         assert!(!err.contains("File exists"), "{err}");
     }
 }

@@ -16,7 +16,11 @@ use serde_json::Value;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn within(env: &TestEnv, args: &[&str]) -> Output {
-    output_within(env.csbox(args).current_dir(project_dir(env)), LIMIT, &format!("[{}] csbox {args:?}", env.user.label()))
+    output_within(
+        env.csbox(args).current_dir(project_dir(env)),
+        LIMIT,
+        &format!("[{}] csbox {args:?}", env.user.label()),
+    )
 }
 
 /// `csbox run [extra] -- sh -c SCRIPT`, which must succeed; the new session's id.
@@ -26,8 +30,16 @@ fn session(env: &TestEnv, extra: &[&str], script: &str) -> (String, Output) {
     args.extend(extra);
     args.extend(["--", "sh", "-c", script]);
     let out = within(env, &args);
-    assert!(out.status.success(), "[{}] {script}: {}", env.user.label(), stderr(&out));
-    let new: Vec<String> = listed_ids(env).into_iter().filter(|i| !before.contains(i)).collect();
+    assert!(
+        out.status.success(),
+        "[{}] {script}: {}",
+        env.user.label(),
+        stderr(&out)
+    );
+    let new: Vec<String> = listed_ids(env)
+        .into_iter()
+        .filter(|i| !before.contains(i))
+        .collect();
     assert_eq!(new.len(), 1, "one new session");
     (new[0].clone(), out)
 }
@@ -51,14 +63,25 @@ const C2: &str = "0d3c9a5e-1111-4222-8333-944455556662";
 fn refused(m: &Value) -> BTreeMap<String, String> {
     m["refused"]
         .as_array()
-        .map(|a| a.iter().map(|e| (e["path"].as_str().unwrap().to_string(), e["detail"].as_str().unwrap().to_string())).collect())
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    (
+                        e["path"].as_str().unwrap().to_string(),
+                        e["detail"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// `csbox merge ID --profile default --json` with the test bounds `limits`.
 fn merge_with_limits(env: &TestEnv, id: &str, limits: &str) -> Value {
     let out = output_within(
-        env.csbox(&["merge", id, "--profile", "default", "--json"]).current_dir(project_dir(env)).env("CSBOX_TEST_MERGE_LIMITS", limits),
+        env.csbox(&["merge", id, "--profile", "default", "--json"])
+            .current_dir(project_dir(env))
+            .env("CSBOX_TEST_MERGE_LIMITS", limits),
         LIMIT,
         "merge",
     );
@@ -67,14 +90,21 @@ fn merge_with_limits(env: &TestEnv, id: &str, limits: &str) -> Value {
 }
 
 fn now_ms() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
 }
 
 /// A user profile `nomerge`: the default with merge-back off.
 fn nomerge_profile(env: &TestEnv) {
     let dir = env.home.join(".config/csbox/profiles");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("nomerge.json"), r#"{"extends": "default", "claude": {"mergeBack": []}}"#).unwrap();
+    std::fs::write(
+        dir.join("nomerge.json"),
+        r#"{"extends": "default", "claude": {"mergeBack": []}}"#,
+    )
+    .unwrap();
     env.chown_all(&env.home);
 }
 
@@ -94,7 +124,10 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
             if md.is_dir() {
                 walk(base, &p, out);
             } else if md.is_file() {
-                out.insert(p.strip_prefix(base).unwrap().to_path_buf(), (std::fs::read(&p).unwrap(), md.modified().unwrap()));
+                out.insert(
+                    p.strip_prefix(base).unwrap().to_path_buf(),
+                    (std::fs::read(&p).unwrap(), md.modified().unwrap()),
+                );
             }
         }
     }
@@ -107,12 +140,17 @@ fn assert_base_readable(env: &TestEnv, what: &str) {
     for (p, (bytes, _)) in snapshot(&env.claude_root()) {
         if p.extension().is_some_and(|e| e == "jsonl") {
             for (i, l) in String::from_utf8(bytes).unwrap().lines().enumerate() {
-                let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{what}: {}:{}: {e}: {l:?}", p.display(), i + 1));
+                let v: Value = serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("{what}: {}:{}: {e}: {l:?}", p.display(), i + 1));
                 assert!(v.is_object(), "{what}: {}:{}", p.display(), i + 1);
             }
         }
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(!name.contains(".csbox-merge-") || what.contains("crash"), "{what}: a temp file left: {}", p.display());
+        assert!(
+            !name.contains(".csbox-merge-") || what.contains("crash"),
+            "{what}: a temp file left: {}",
+            p.display()
+        );
     }
 }
 
@@ -133,26 +171,58 @@ fn new_transcripts_memory_and_history_merge_into_the_real_claude_root() {
             cwd.display()
         );
         let (id, out) = session(&env, &[], &script);
-        assert!(!stderr(&out).contains("warning"), "nothing to warn about: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("warning"),
+            "nothing to warn about: {}",
+            stderr(&out)
+        );
         let base = env.claude_root();
         let t1 = base.join(format!("projects/{k}/{C1}.jsonl"));
-        assert_eq!(std::fs::read_to_string(&t1).unwrap(), "{\"type\":\"user\",\"n\":1}\n{\"type\":\"assistant\",\"n\":2}\n");
+        assert_eq!(
+            std::fs::read_to_string(&t1).unwrap(),
+            "{\"type\":\"user\",\"n\":1}\n{\"type\":\"assistant\",\"n\":2}\n"
+        );
         let mtime = t1.metadata().unwrap().modified().unwrap();
-        assert_eq!(mtime, UNIX_EPOCH + Duration::from_secs(1_700_000_000), "the picker and --continue order by mtime: kept");
+        assert_eq!(
+            mtime,
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            "the picker and --continue order by mtime: kept"
+        );
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(t1.metadata().unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::read_to_string(base.join(format!("projects/{k}/memory/MEMORY.md"))).unwrap(), "remember this\n");
-        assert_eq!(std::fs::read_to_string(base.join(format!("todos/{C1}-agent-{C1}.json"))).unwrap(), "[]\n");
-        assert_eq!(std::fs::read_to_string(base.join(format!("file-history/{C1}/0123abcd@v1"))).unwrap(), "old text\n");
+        assert_eq!(
+            std::fs::read_to_string(base.join(format!("projects/{k}/memory/MEMORY.md"))).unwrap(),
+            "remember this\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(base.join(format!("todos/{C1}-agent-{C1}.json"))).unwrap(),
+            "[]\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(base.join(format!("file-history/{C1}/0123abcd@v1"))).unwrap(),
+            "old text\n"
+        );
         let history = std::fs::read_to_string(base.join("history.jsonl")).unwrap();
         let line = format!("{{\"display\":\"a prompt\",\"timestamp\":{t},\"project\":\"{}\",\"sessionId\":\"{C1}\"}}", cwd.display());
         assert_eq!(history, format!("{{\"display\":\"old\"}}\n{line}\n"));
         let m = &show_json(&env, &id)["meta"]["merge"];
-        assert_eq!((m["copied"].as_u64(), m["history_lines"].as_u64()), (Some(4), Some(1)), "{m}");
+        assert_eq!(
+            (m["copied"].as_u64(), m["history_lines"].as_u64()),
+            (Some(4), Some(1)),
+            "{m}"
+        );
         assert!(m.get("refused").is_none(), "{m}");
         let shown = stdout(&within(&env, &["show", &id]));
-        assert!(shown.contains("merged:") && shown.contains("4 copied") && shown.contains("1 history line"), "{shown}");
-        assert!(stdout(&within(&env, &["ls"])).contains("merged"), "ls flags it");
+        assert!(
+            shown.contains("merged:")
+                && shown.contains("4 copied")
+                && shown.contains("1 history line"),
+            "{shown}"
+        );
+        assert!(
+            stdout(&within(&env, &["ls"])).contains("merged"),
+            "ls flags it"
+        );
         assert_base_readable(&env, "after a merge");
     }
 }
@@ -165,16 +235,33 @@ fn a_resumed_conversation_that_grew_replaces_the_real_one() {
         std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("u2.jsonl"), "{\"n\":1}\n").unwrap();
         env.chown_all(&env.home);
-        let (id, _) = session(&env, &[], &format!("printf '{{\"n\":2}}\\n' >> ~/.claude/projects/{}/u2.jsonl", key(&env)));
-        assert_eq!(std::fs::read_to_string(p.join("u2.jsonl")).unwrap(), "{\"n\":1}\n{\"n\":2}\n");
+        let (id, _) = session(
+            &env,
+            &[],
+            &format!(
+                "printf '{{\"n\":2}}\\n' >> ~/.claude/projects/{}/u2.jsonl",
+                key(&env)
+            ),
+        );
+        assert_eq!(
+            std::fs::read_to_string(p.join("u2.jsonl")).unwrap(),
+            "{\"n\":1}\n{\"n\":2}\n"
+        );
         let m = &show_json(&env, &id)["meta"]["merge"];
-        assert_eq!((m["replaced"].as_u64(), m["copied"].as_u64()), (Some(1), Some(0)), "{m}");
+        assert_eq!(
+            (m["replaced"].as_u64(), m["copied"].as_u64()),
+            (Some(1), Some(0)),
+            "{m}"
+        );
         // The host resumed it meanwhile, and the session's copy is older: nothing to add.
         std::fs::write(p.join("u2.jsonl"), "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n").unwrap();
         let out = within(&env, &["merge", &id]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(stdout(&out).contains("1 unchanged"), "{}", stdout(&out));
-        assert_eq!(std::fs::read_to_string(p.join("u2.jsonl")).unwrap(), "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
+        assert_eq!(
+            std::fs::read_to_string(p.join("u2.jsonl")).unwrap(),
+            "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n"
+        );
     }
 }
 
@@ -187,14 +274,34 @@ fn a_transcript_rewritten_in_the_session_is_kept_beside_and_reported() {
         std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("u3.jsonl"), "{\"n\":1}\n{\"n\":2}\n").unwrap();
         env.chown_all(&env.home);
-        let (id, out) = session(&env, &[], &format!("printf '{{\"n\":\"rewritten\"}}\\n' > ~/.claude/projects/{k}/u3.jsonl"));
-        assert_eq!(std::fs::read_to_string(p.join("u3.jsonl")).unwrap(), "{\"n\":1}\n{\"n\":2}\n", "never overwritten");
+        let (id, out) = session(
+            &env,
+            &[],
+            &format!("printf '{{\"n\":\"rewritten\"}}\\n' > ~/.claude/projects/{k}/u3.jsonl"),
+        );
+        assert_eq!(
+            std::fs::read_to_string(p.join("u3.jsonl")).unwrap(),
+            "{\"n\":1}\n{\"n\":2}\n",
+            "never overwritten"
+        );
         let kept = p.join(format!("u3.jsonl.csbox-conflict-{id}"));
-        assert_eq!(std::fs::read_to_string(&kept).unwrap(), "{\"n\":\"rewritten\"}\n", "kept beside");
+        assert_eq!(
+            std::fs::read_to_string(&kept).unwrap(),
+            "{\"n\":\"rewritten\"}\n",
+            "kept beside"
+        );
         let err = stderr(&out);
-        assert!(err.contains(&format!("conflict: ~/.claude/projects/{k}/u3.jsonl")) && err.contains("does not extend"), "{err}");
+        assert!(
+            err.contains(&format!("conflict: ~/.claude/projects/{k}/u3.jsonl"))
+                && err.contains("does not extend"),
+            "{err}"
+        );
         let m = &show_json(&env, &id)["meta"]["merge"];
-        assert_eq!(m["conflicts"][0]["path"], format!("projects/{k}/u3.jsonl"), "{m}");
+        assert_eq!(
+            m["conflicts"][0]["path"],
+            format!("projects/{k}/u3.jsonl"),
+            "{m}"
+        );
         assert!(stdout(&within(&env, &["ls"])).contains("conflicts"));
         // Again: the same conflict, nothing rewritten.
         let before = snapshot(&env.claude_root());
@@ -226,27 +333,55 @@ fn links_fifos_huge_files_exec_bits_and_bad_lines_are_refused_and_reported() {
         let (id, out) = session(&env, &[], &script);
         let err = stderr(&out);
         let p = env.claude_root().join("projects").join(&k);
-        assert_eq!(std::fs::read_to_string(p.join("good.jsonl")).unwrap(), "{\"ok\":1}\n", "the rest merged");
-        for name in ["link.jsonl", "fifo.jsonl", "huge.jsonl", "run.jsonl", "bad.jsonl", "a.jsonl.csbox-conflict-x"] {
-            assert!(p.join(name).symlink_metadata().is_err(), "{name} was not merged");
+        assert_eq!(
+            std::fs::read_to_string(p.join("good.jsonl")).unwrap(),
+            "{\"ok\":1}\n",
+            "the rest merged"
+        );
+        for name in [
+            "link.jsonl",
+            "fifo.jsonl",
+            "huge.jsonl",
+            "run.jsonl",
+            "bad.jsonl",
+            "a.jsonl.csbox-conflict-x",
+        ] {
+            assert!(
+                p.join(name).symlink_metadata().is_err(),
+                "{name} was not merged"
+            );
         }
-        assert!(!env.claude_root().join("todos").exists() && !env.claude_root().join("plans/etc").exists());
+        assert!(
+            !env.claude_root().join("todos").exists()
+                && !env.claude_root().join("plans/etc").exists()
+        );
         let refused = refused(&show_json(&env, &id)["meta"]["merge"]);
         let expect = [
             (format!("projects/{k}/link.jsonl"), "symbolic link"),
             ("plans/etc".into(), "symbolic link"),
             ("todos".into(), "symbolic link"),
             (format!("projects/{k}/fifo.jsonl"), "FIFO"),
-            (format!("projects/{k}/huge.jsonl"), "over the per-file bound of 64.0M"),
+            (
+                format!("projects/{k}/huge.jsonl"),
+                "over the per-file bound of 64.0M",
+            ),
             (format!("projects/{k}/run.jsonl"), "exec"),
-            (format!("projects/{k}/bad.jsonl"), "line 1 is not a JSON object"),
+            (
+                format!("projects/{k}/bad.jsonl"),
+                "line 1 is not a JSON object",
+            ),
             (format!("projects/{k}/a.jsonl.csbox-conflict-x"), "reserves"),
         ];
         for (path, why) in &expect {
             let path = path.as_str();
-            let got = refused.get(path).unwrap_or_else(|| panic!("{path} not reported: {refused:?}"));
+            let got = refused
+                .get(path)
+                .unwrap_or_else(|| panic!("{path} not reported: {refused:?}"));
             assert!(got.contains(*why), "{path}: {got}");
-            assert!(err.contains(path), "said at the end of the session: {path}: {err}");
+            assert!(
+                err.contains(path),
+                "said at the end of the session: {path}: {err}"
+            );
         }
         assert!(!stdout(&within(&env, &["show", &id])).contains("\"secret\""));
     }
@@ -264,14 +399,31 @@ fn merging_again_changes_nothing() {
             cwd.display()
         );
         let (id, _) = session(&env, &[], &script);
-        assert!(std::fs::read_to_string(env.claude_root().join("history.jsonl")).unwrap().contains("\"x\""), "merged at the end");
+        assert!(
+            std::fs::read_to_string(env.claude_root().join("history.jsonl"))
+                .unwrap()
+                .contains("\"x\""),
+            "merged at the end"
+        );
         let before = snapshot(&env.claude_root());
         for _ in 0..2 {
             let out = within(&env, &["merge", &id, "--json"]);
             assert!(out.status.success(), "{}", stderr(&out));
             let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-            assert_eq!((v["copied"].as_u64(), v["history_lines"].as_u64(), v["unchanged"].as_u64()), (Some(0), Some(0), Some(1)), "{v}");
-            assert_eq!(snapshot(&env.claude_root()), before, "byte for byte and mtime for mtime");
+            assert_eq!(
+                (
+                    v["copied"].as_u64(),
+                    v["history_lines"].as_u64(),
+                    v["unchanged"].as_u64()
+                ),
+                (Some(0), Some(0), Some(1)),
+                "{v}"
+            );
+            assert_eq!(
+                snapshot(&env.claude_root()),
+                before,
+                "byte for byte and mtime for mtime"
+            );
         }
     }
 }
@@ -284,15 +436,30 @@ fn an_empty_merge_back_list_keeps_the_old_full_isolation() {
         assert!(within(&env, &["run", "--", "true"]).status.success());
         let before = snapshot(&env.claude_root());
         let k = key(&env);
-        let (id, _) = session(&env, &["--profile", "nomerge"], &format!("mkdir -p ~/.claude/projects/{k} && echo '{{}}' > ~/.claude/projects/{k}/u.jsonl"));
+        let (id, _) = session(
+            &env,
+            &["--profile", "nomerge"],
+            &format!(
+                "mkdir -p ~/.claude/projects/{k} && echo '{{}}' > ~/.claude/projects/{k}/u.jsonl"
+            ),
+        );
         assert_eq!(snapshot(&env.claude_root()), before, "nothing merged");
         assert!(stdout(&within(&env, &["show", &id])).contains("never (it merges"));
         let out = within(&env, &["merge", &id]);
-        assert!(out.status.success() && stdout(&out).contains("merges nothing back"), "{}", stdout(&out));
+        assert!(
+            out.status.success() && stdout(&out).contains("merges nothing back"),
+            "{}",
+            stdout(&out)
+        );
         assert_eq!(snapshot(&env.claude_root()), before);
         let out = within(&env, &["merge", &id, "--profile", "default"]);
         assert!(out.status.success(), "{}", stderr(&out));
-        assert!(env.claude_root().join(format!("projects/{k}/u.jsonl")).exists(), "merged on demand");
+        assert!(
+            env.claude_root()
+                .join(format!("projects/{k}/u.jsonl"))
+                .exists(),
+            "merged on demand"
+        );
         let shown = stdout(&within(&env, &["profile", "show", "nomerge"]));
         assert!(shown.contains("\"mergeBack\": []"), "{shown}");
     }
@@ -303,16 +470,31 @@ fn merge_back_is_validated_in_profiles() {
     let env = TestEnv::new(As::me());
     let dir = env.home.join(".config/csbox/profiles");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("bad.json"), "{\"claude\": {\"mergeBack\": [\"settings.json\"]}}").unwrap();
-    std::fs::write(dir.join("twice.json"), "{\"claude\": {\"mergeBack\": [\"plans\", \"plans\"]}}").unwrap();
+    std::fs::write(
+        dir.join("bad.json"),
+        "{\"claude\": {\"mergeBack\": [\"settings.json\"]}}",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("twice.json"),
+        "{\"claude\": {\"mergeBack\": [\"plans\", \"plans\"]}}",
+    )
+    .unwrap();
     let out = within(&env, &["profile", "show", "bad"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("claude.mergeBack") && stderr(&out).contains("\"projects\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("claude.mergeBack") && stderr(&out).contains("\"projects\""),
+        "{}",
+        stderr(&out)
+    );
     let out = within(&env, &["profile", "show", "twice"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("twice"));
     let shown = stdout(&within(&env, &["profile", "show", "default"]));
-    assert!(shown.contains("\"projects\",") && shown.contains("\"history.jsonl\""), "{shown}");
+    assert!(
+        shown.contains("\"projects\",") && shown.contains("\"history.jsonl\""),
+        "{shown}"
+    );
 }
 
 /// Two sessions end at the same moment: both merge (merge.lock makes them take turns),
@@ -326,8 +508,14 @@ fn two_sessions_ending_at_once_both_merge_and_history_interleaves_in_time_order(
         let script = |who: &str, offs: [u128; 3]| {
             let mut s = format!("mkdir -p ~/.claude/projects/{k} && printf '{{\"who\":\"{who}\"}}\\n' > ~/.claude/projects/{k}/{who}.jsonl");
             for o in offs {
-                let line = format!("{{\"display\":\"{who}{o}\",\"timestamp\":{},\"project\":\"{}\"}}", t0 + o, cwd.display());
-                s.push_str(&format!(" && printf '{line}\\n' >> ~/.claude/history.jsonl"));
+                let line = format!(
+                    "{{\"display\":\"{who}{o}\",\"timestamp\":{},\"project\":\"{}\"}}",
+                    t0 + o,
+                    cwd.display()
+                );
+                s.push_str(&format!(
+                    " && printf '{line}\\n' >> ~/.claude/history.jsonl"
+                ));
             }
             s + " && sleep 1"
         };
@@ -343,15 +531,38 @@ fn two_sessions_ending_at_once_both_merge_and_history_interleaves_in_time_order(
         let b = start(script("b", [20, 40, 60]));
         for c in [a, b] {
             let out = c.wait_with_output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let history = std::fs::read_to_string(env.claude_root().join("history.jsonl")).unwrap();
-        let shown: Vec<String> = history.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["display"].as_str().unwrap().to_string()).collect();
-        assert_eq!(shown, ["old", "a10", "b20", "a30", "b40", "a50", "b60"], "[{}]", user.label());
+        let shown: Vec<String> = history
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["display"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            ["old", "a10", "b20", "a30", "b40", "a50", "b60"],
+            "[{}]",
+            user.label()
+        );
         for who in ["a", "b"] {
-            assert!(env.claude_root().join(format!("projects/{k}/{who}.jsonl")).exists());
+            assert!(env
+                .claude_root()
+                .join(format!("projects/{k}/{who}.jsonl"))
+                .exists());
         }
-        assert!(!env.claude_root().join("history.jsonl.lock").exists(), "Claude Code's lock is let go");
+        assert!(
+            !env.claude_root().join("history.jsonl.lock").exists(),
+            "Claude Code's lock is let go"
+        );
     }
 }
 
@@ -393,7 +604,9 @@ fn a_merge_killed_at_each_write_point_leaves_a_base_claude_code_reads() {
         let original = snapshot(&env.claude_root());
         for point in MERGE_POINTS {
             let out = output_within(
-                env.csbox(&["merge", &id, "--profile", "default"]).current_dir(project_dir(&env)).env("CSBOX_TEST_CRASH_AT", point),
+                env.csbox(&["merge", &id, "--profile", "default"])
+                    .current_dir(project_dir(&env))
+                    .env("CSBOX_TEST_CRASH_AT", point),
                 LIMIT,
                 point,
             );
@@ -401,7 +614,10 @@ fn a_merge_killed_at_each_write_point_leaves_a_base_claude_code_reads() {
             assert_eq!(out.status.signal(), Some(9), "{point}: {}", stderr(&out));
             assert_base_readable(&env, &format!("crash at {point}"));
             let grown = std::fs::read_to_string(p.join("grown.jsonl")).unwrap();
-            assert!(grown == "{\"n\":1}\n" || grown == "{\"n\":1}\n{\"n\":2}\n", "{point}: whole, old or new: {grown:?}");
+            assert!(
+                grown == "{\"n\":1}\n" || grown == "{\"n\":1}\n{\"n\":2}\n",
+                "{point}: whole, old or new: {grown:?}"
+            );
             // Put the base back, so the next point is reached from the same start.
             for (rel, (bytes, _)) in &original {
                 std::fs::write(env.claude_root().join(rel), bytes).unwrap();
@@ -413,9 +629,19 @@ fn a_merge_killed_at_each_write_point_leaves_a_base_claude_code_reads() {
         let out = within(&env, &["merge", &id, "--profile", "default"]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert_base_readable(&env, "the merge after the crashes");
-        assert_eq!(std::fs::read_to_string(p.join("grown.jsonl")).unwrap(), "{\"n\":1}\n{\"n\":2}\n");
-        assert_eq!(std::fs::read_to_string(p.join("new.jsonl")).unwrap(), "{\"new\":1}\n");
-        assert!(std::fs::read_to_string(env.claude_root().join("history.jsonl")).unwrap().contains("\"k\""));
+        assert_eq!(
+            std::fs::read_to_string(p.join("grown.jsonl")).unwrap(),
+            "{\"n\":1}\n{\"n\":2}\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(p.join("new.jsonl")).unwrap(),
+            "{\"new\":1}\n"
+        );
+        assert!(
+            std::fs::read_to_string(env.claude_root().join("history.jsonl"))
+                .unwrap()
+                .contains("\"k\"")
+        );
     }
 }
 
@@ -428,30 +654,69 @@ fn the_per_merge_bound_stops_a_merge_and_the_next_one_goes_on() {
         let (id, _) = session(&env, &["--profile", "nomerge"], script);
         let merge = || {
             output_within(
-                env.csbox(&["merge", &id, "--profile", "default", "--json"]).current_dir(project_dir(&env)).env("CSBOX_TEST_MERGE_LIMITS", "merge=2500"),
+                env.csbox(&["merge", &id, "--profile", "default", "--json"])
+                    .current_dir(project_dir(&env))
+                    .env("CSBOX_TEST_MERGE_LIMITS", "merge=2500"),
                 LIMIT,
                 "merge",
             )
         };
         let v: Value = serde_json::from_slice(&merge().stdout).unwrap();
-        assert_eq!((v["copied"].as_u64(), v["incomplete"].as_bool()), (Some(2), Some(true)), "{v}");
-        assert!(v["refused"][0]["detail"].as_str().unwrap().contains("bound of 2.4K"), "{v}");
+        assert_eq!(
+            (v["copied"].as_u64(), v["incomplete"].as_bool()),
+            (Some(2), Some(true)),
+            "{v}"
+        );
+        assert!(
+            v["refused"][0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("bound of 2.4K"),
+            "{v}"
+        );
         let v: Value = serde_json::from_slice(&merge().stdout).unwrap();
-        assert_eq!((v["copied"].as_u64(), v["unchanged"].as_u64()), (Some(2), Some(2)), "{v}");
+        assert_eq!(
+            (v["copied"].as_u64(), v["unchanged"].as_u64()),
+            (Some(2), Some(2)),
+            "{v}"
+        );
         let v: Value = serde_json::from_slice(&merge().stdout).unwrap();
-        assert_eq!((v["copied"].as_u64(), v["unchanged"].as_u64(), v.get("incomplete")), (Some(1), Some(4), None), "{v}");
-        assert_eq!(std::fs::read_dir(env.claude_root().join("plans")).unwrap().count(), 5);
+        assert_eq!(
+            (
+                v["copied"].as_u64(),
+                v["unchanged"].as_u64(),
+                v.get("incomplete")
+            ),
+            (Some(1), Some(4), None),
+            "{v}"
+        );
+        assert_eq!(
+            std::fs::read_dir(env.claude_root().join("plans"))
+                .unwrap()
+                .count(),
+            5
+        );
         // A session to be removed at exit (--rm) whose merge stops at a bound is kept,
         // so that `csbox merge` can do the rest (red-team 4, A4-6).
         let script = "mkdir -p ~/.claude/plans && for i in 6 7 8; do head -c 1000 /dev/zero | tr '\\0' y > ~/.claude/plans/p$i.md; done";
         let out = output_within(
-            env.csbox(&["run", "--rm", "--", "sh", "-c", script]).current_dir(project_dir(&env)).env("CSBOX_TEST_MERGE_LIMITS", "merge=1500"),
+            env.csbox(&["run", "--rm", "--", "sh", "-c", script])
+                .current_dir(project_dir(&env))
+                .env("CSBOX_TEST_MERGE_LIMITS", "merge=1500"),
             LIMIT,
             "rm",
         );
         assert!(out.status.success(), "{}", stderr(&out));
-        assert!(stderr(&out).contains("kept session") && stderr(&out).contains("csbox merge"), "{}", stderr(&out));
-        assert_eq!(listed_ids(&env).len(), 2, "the --rm session was removed with its merge undone");
+        assert!(
+            stderr(&out).contains("kept session") && stderr(&out).contains("csbox merge"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(
+            listed_ids(&env).len(),
+            2,
+            "the --rm session was removed with its merge undone"
+        );
     }
 }
 
@@ -491,14 +756,34 @@ fn the_copied_history_lines_are_not_merged_again() {
         env.chown_all(&env.home);
         let t = now_ms() + 1000;
         let new = format!("{{\"display\":\"new\",\"timestamp\":{t},\"project\":{p}}}");
-        let (id, out) = session(&env, &[], &format!("cat ~/.claude/history.jsonl; printf '%s\\n' '{new}' >> ~/.claude/history.jsonl"));
+        let (id, out) = session(
+            &env,
+            &[],
+            &format!(
+                "cat ~/.claude/history.jsonl; printf '%s\\n' '{new}' >> ~/.claude/history.jsonl"
+            ),
+        );
         let o = stdout(&out);
-        assert!(o.contains("mine-1") && o.contains("mine-2") && !o.contains("theirs") && !o.contains("old"), "{o}");
-        assert_eq!(std::fs::read_to_string(&real).unwrap(), format!("{before}{new}\n"), "one line added, none again");
+        assert!(
+            o.contains("mine-1")
+                && o.contains("mine-2")
+                && !o.contains("theirs")
+                && !o.contains("old"),
+            "{o}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&real).unwrap(),
+            format!("{before}{new}\n"),
+            "one line added, none again"
+        );
         let m = &show_json(&env, &id)["meta"]["merge"];
         assert_eq!(m["history_lines"].as_u64(), Some(1), "{m}");
         assert!(m.get("refused").is_none(), "{m}");
-        assert!(!stderr(&out).contains("history"), "nothing said of history: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("history"),
+            "nothing said of history: {}",
+            stderr(&out)
+        );
     }
 }
 
@@ -517,7 +802,9 @@ fn another_projects_transcripts_memory_and_history_are_not_merged_and_are_report
         std::fs::write(other.join(format!("{C2}.jsonl")), "{\"n\":1}\n").unwrap();
         env.chown_all(&env.home);
         let t = now_ms() + 1000;
-        let line = |p: &str, d: &str| format!("{{\"display\":\"{d}\",\"timestamp\":{t},\"project\":\"{p}\"}}");
+        let line = |p: &str, d: &str| {
+            format!("{{\"display\":\"{d}\",\"timestamp\":{t},\"project\":\"{p}\"}}")
+        };
         let script = format!(
             "cd ~/.claude/projects && test ! -e -home-other && mkdir -- -home-other && \
              printf '{{\"injected\":1}}\\n' >> -home-other/{C2}.jsonl && \
@@ -530,24 +817,58 @@ fn another_projects_transcripts_memory_and_history_are_not_merged_and_are_report
             line(&format!("{}/sub", cwd.display()), "INJ-SUB"),
         );
         let (id, out) = session(&env, &[], &script);
-        assert_eq!(std::fs::read_to_string(other.join(format!("{C2}.jsonl"))).unwrap(), "{\"n\":1}\n", "not extended");
-        assert!(!other.join("memory").exists(), "another project's memory is not written");
+        assert_eq!(
+            std::fs::read_to_string(other.join(format!("{C2}.jsonl"))).unwrap(),
+            "{\"n\":1}\n",
+            "not extended"
+        );
+        assert!(
+            !other.join("memory").exists(),
+            "another project's memory is not written"
+        );
         assert!(!env.claude_root().join("projects/-x").exists());
         let base = env.claude_root().join("projects").join(&k);
-        assert_eq!(std::fs::read_to_string(base.join(format!("{C1}.jsonl"))).unwrap(), "{\"mine\":1}\n");
-        assert_eq!(std::fs::read_to_string(base.join("memory/MEMORY.md")).unwrap(), "this project\n");
+        assert_eq!(
+            std::fs::read_to_string(base.join(format!("{C1}.jsonl"))).unwrap(),
+            "{\"mine\":1}\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(base.join("memory/MEMORY.md")).unwrap(),
+            "this project\n"
+        );
         let history = std::fs::read_to_string(env.claude_root().join("history.jsonl")).unwrap();
-        assert!(history.contains("\"mine\"") && !history.contains("INJ"), "{history}");
+        assert!(
+            history.contains("\"mine\"") && !history.contains("INJ"),
+            "{history}"
+        );
         let m = &show_json(&env, &id)["meta"]["merge"];
         let r = refused(m);
         for p in ["projects/-home-other", "projects/-x"] {
-            assert!(r.get(p).is_some_and(|d| d.contains("another project's conversations are not merged")), "{p}: {r:?}");
+            assert!(
+                r.get(p)
+                    .is_some_and(|d| d.contains("another project's conversations are not merged")),
+                "{p}: {r:?}"
+            );
         }
-        assert_eq!(r.keys().filter(|p| p.starts_with("projects/")).count(), 2, "one entry a project: {r:?}");
-        assert!(r["history.jsonl"].contains("2 line(s) are another project's"), "{r:?}");
-        assert_eq!((m["copied"].as_u64(), m["history_lines"].as_u64()), (Some(2), Some(1)), "{m}");
+        assert_eq!(
+            r.keys().filter(|p| p.starts_with("projects/")).count(),
+            2,
+            "one entry a project: {r:?}"
+        );
+        assert!(
+            r["history.jsonl"].contains("2 line(s) are another project's"),
+            "{r:?}"
+        );
+        assert_eq!(
+            (m["copied"].as_u64(), m["history_lines"].as_u64()),
+            (Some(2), Some(1)),
+            "{m}"
+        );
         let err = stderr(&out);
-        assert!(err.contains("not merged: projects/-home-other: another project's"), "said at the end: {err}");
+        assert!(
+            err.contains("not merged: projects/-home-other: another project's"),
+            "said at the end: {err}"
+        );
     }
 }
 
@@ -564,12 +885,27 @@ fn todos_and_file_history_merge_only_for_this_projects_conversations() {
         );
         let (id, _) = session(&env, &[], &script);
         let base = env.claude_root();
-        assert!(base.join(format!("todos/{C1}-agent-{C2}.json")).exists(), "a subagent's list in this project's conversation");
-        assert_eq!(std::fs::read_to_string(base.join(format!("file-history/{C1}/aa@v1"))).unwrap(), "mine\n");
+        assert!(
+            base.join(format!("todos/{C1}-agent-{C2}.json")).exists(),
+            "a subagent's list in this project's conversation"
+        );
+        assert_eq!(
+            std::fs::read_to_string(base.join(format!("file-history/{C1}/aa@v1"))).unwrap(),
+            "mine\n"
+        );
         let r = refused(&show_json(&env, &id)["meta"]["merge"]);
-        for p in [format!("todos/{C2}-agent-{C2}.json"), "todos/notes.json".into(), format!("file-history/{C2}"), "file-history/loose".into()] {
+        for p in [
+            format!("todos/{C2}-agent-{C2}.json"),
+            "todos/notes.json".into(),
+            format!("file-history/{C2}"),
+            "file-history/loose".into(),
+        ] {
             assert!(!base.join(&p).exists(), "{p} merged");
-            assert!(r.get(&p).is_some_and(|d| d.contains("of a conversation of this session's project")), "{p}: {r:?}");
+            assert!(
+                r.get(&p)
+                    .is_some_and(|d| d.contains("of a conversation of this session's project")),
+                "{p}: {r:?}"
+            );
         }
     }
 }
@@ -592,17 +928,47 @@ fn memory_files_transcripts_plans_and_entries_are_bounded() {
         let v = merge_with_limits(&env, &id, "memory=100,file=200,plans=2");
         let r = refused(&v);
         let base = env.claude_root().join("projects").join(&k);
-        assert!(base.join("memory/MEMORY.md").exists() && base.join("small.jsonl").exists(), "{v}");
-        let why = |p: &str| r.get(&format!("projects/{k}/{p}")).cloned().unwrap_or_else(|| panic!("{p}: {r:?}"));
-        assert!(why("memory/long.md").contains("over the per-file bound of 100B"), "{r:?}");
-        assert!(why("memory/notes.txt").contains("only *.md") && why("memory/sub").contains("only *.md"), "{r:?}");
-        assert!(why("big.jsonl").contains("over the per-file bound of 200B"), "{r:?}");
+        assert!(
+            base.join("memory/MEMORY.md").exists() && base.join("small.jsonl").exists(),
+            "{v}"
+        );
+        let why = |p: &str| {
+            r.get(&format!("projects/{k}/{p}"))
+                .cloned()
+                .unwrap_or_else(|| panic!("{p}: {r:?}"))
+        };
+        assert!(
+            why("memory/long.md").contains("over the per-file bound of 100B"),
+            "{r:?}"
+        );
+        assert!(
+            why("memory/notes.txt").contains("only *.md")
+                && why("memory/sub").contains("only *.md"),
+            "{r:?}"
+        );
+        assert!(
+            why("big.jsonl").contains("over the per-file bound of 200B"),
+            "{r:?}"
+        );
         let plans: Vec<_> = r.iter().filter(|(p, _)| p.starts_with("plans/")).collect();
-        assert!(plans.len() == 1 && plans[0].1.contains("more than 2 plans"), "{r:?}");
-        assert_eq!(std::fs::read_dir(env.claude_root().join("plans")).unwrap().count(), 2);
+        assert!(
+            plans.len() == 1 && plans[0].1.contains("more than 2 plans"),
+            "{r:?}"
+        );
+        assert_eq!(
+            std::fs::read_dir(env.claude_root().join("plans"))
+                .unwrap()
+                .count(),
+            2
+        );
         let v = merge_with_limits(&env, &id, "entries=3");
         assert_eq!(v["incomplete"].as_bool(), Some(true), "{v}");
-        assert!(refused(&v).values().any(|d| d.contains("more than 3 entries")), "{v}");
+        assert!(
+            refused(&v)
+                .values()
+                .any(|d| d.contains("more than 3 entries")),
+            "{v}"
+        );
     }
 }
 
@@ -622,10 +988,22 @@ fn files_skipped_for_what_they_hold_are_reported() {
         let m = &show_json(&env, &id)["meta"]["merge"];
         let r = refused(m);
         let expect = [
-            (format!("projects/{k}/nul.jsonl"), "NUL bytes and nothing else"),
+            (
+                format!("projects/{k}/nul.jsonl"),
+                "NUL bytes and nothing else",
+            ),
             ("plans/nul.md".to_string(), "NUL bytes and nothing else"),
             // Where the file system cannot tell holes, it is all NUL bytes.
-            (format!("projects/{k}/sparse.jsonl"), if r.get(&format!("projects/{k}/sparse.jsonl")).is_some_and(|d| d.contains("NUL")) { "NUL" } else { "sparse" }),
+            (
+                format!("projects/{k}/sparse.jsonl"),
+                if r.get(&format!("projects/{k}/sparse.jsonl"))
+                    .is_some_and(|d| d.contains("NUL"))
+                {
+                    "NUL"
+                } else {
+                    "sparse"
+                },
+            ),
             (format!("projects/{k}/half.jsonl"), "no complete line"),
             (format!("projects/{k}/empty.jsonl"), "empty"),
         ];
@@ -634,6 +1012,10 @@ fn files_skipped_for_what_they_hold_are_reported() {
             assert!(!env.claude_root().join(p).exists(), "{p}");
         }
         assert_eq!(m["copied"].as_u64(), Some(0), "{m}");
-        assert!(stderr(&out).contains("5 refused"), "said at the end: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("5 refused"),
+            "said at the end: {}",
+            stderr(&out)
+        );
     }
 }

@@ -338,7 +338,11 @@ fn the_exported_seccomp_rules_refuse_the_same_calls_under_runc() {
     std::fs::create_dir_all(&proj).unwrap();
     let Some(_) = probe_in(&proj) else { return };
     env.chown_all(env.dir.path());
-    let abis: &[&str] = if cfg!(target_arch = "x86_64") { &["native", "i386"] } else { &["native"] };
+    let abis: &[&str] = if cfg!(target_arch = "x86_64") {
+        &["native", "i386"]
+    } else {
+        &["native"]
+    };
     for profile in ["default", "strict"] {
         for abi in abis {
             let native = env
@@ -352,7 +356,18 @@ fn the_exported_seccomp_rules_refuse_the_same_calls_under_runc() {
             let bundle = env.dir.path().join(format!("bundle-{profile}-{abi}"));
             let b = bundle.display().to_string();
             let out = env
-                .csbox(&["spec", "--profile", profile, "--new", "--rootless", "--bundle", &b, "--", "./syscall-probe", abi])
+                .csbox(&[
+                    "spec",
+                    "--profile",
+                    profile,
+                    "--new",
+                    "--rootless",
+                    "--bundle",
+                    &b,
+                    "--",
+                    "./syscall-probe",
+                    abi,
+                ])
                 .current_dir(&proj)
                 .output()
                 .unwrap();
@@ -365,15 +380,27 @@ fn the_exported_seccomp_rules_refuse_the_same_calls_under_runc() {
                     .flatten()
                     .is_some_and(|n| n > 450)
             };
-            assert!(stderr(&out).contains("newer than libseccomp 2.5's table"), "{}", stderr(&out));
-            let run = runc_run(&env, &bundle, &format!("csbox-sc-{}-{profile}-{abi}", std::process::id()), true)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
+            assert!(
+                stderr(&out).contains("newer than libseccomp 2.5's table"),
+                "{}",
+                stderr(&out)
+            );
+            let run = runc_run(
+                &env,
+                &bundle,
+                &format!("csbox-sc-{}-{profile}-{abi}", std::process::id()),
+                true,
+            )
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
             if profile == "strict" && *abi == "i386" {
                 // Natively refused with EPERM; a runtime's libseccomp kills a process
                 // that uses an architecture left out of the profile (spec says so).
-                assert!(!run.status.success(), "the i386 entry point is not allowed under runc either");
+                assert!(
+                    !run.status.success(),
+                    "the i386 entry point is not allowed under runc either"
+                );
                 continue;
             }
             assert!(run.status.success(), "runc: {}", stderr(&run));

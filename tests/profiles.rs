@@ -421,7 +421,9 @@ fn dry_run_output_round_trips_to_the_same_plan() {
             let mut v: serde_json::Value = serde_json::from_slice(out).unwrap();
             v["mounts"].as_array_mut().unwrap().retain(|m| {
                 let dst = m["dst"].as_str().unwrap_or("");
-                !(m["op"] == "hide" && dst.starts_with(test_base().to_str().unwrap()) && !dst.starts_with(env.dir.path().to_str().unwrap()))
+                !(m["op"] == "hide"
+                    && dst.starts_with(test_base().to_str().unwrap())
+                    && !dst.starts_with(env.dir.path().to_str().unwrap()))
             });
             v
         };
@@ -523,7 +525,11 @@ fn json_status_goes_to_a_file_or_an_fd() {
     // stderr is the command's: refused as a status channel.
     let err = env.run(&["run", "--json-status", "fd:2", "--", "true"]);
     assert_eq!(err.status.code(), Some(2));
-    assert!(stderr(&err).contains("could write a forged line"), "{}", stderr(&err));
+    assert!(
+        stderr(&err).contains("could write a forged line"),
+        "{}",
+        stderr(&err)
+    );
     let sh = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!("exec 3>{}; HOME={} CSBOX_NO_UPDATE=1 {} run --json-status 3 -- sh -c 'ls /proc/self/fd | tr \"\\n\" \" \"'", sh_quote(&file), sh_quote(&env.home), sh_quote(CSBOX)))
@@ -559,8 +565,19 @@ fn profile_list_and_show_include_user_profiles() {
     let out = env.run(&["profile", "show", "mine"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["network"]["mode"], "proxy", "inherited from strict");
-    assert_eq!(v["network"]["allow"][0], "api.anthropic.com", "strict's own list: {}", v["network"]);
-    assert!(!v["network"]["allow"].as_array().unwrap().iter().any(|h| h == "pypi.org"), "not default's");
+    assert_eq!(
+        v["network"]["allow"][0], "api.anthropic.com",
+        "strict's own list: {}",
+        v["network"]
+    );
+    assert!(
+        !v["network"]["allow"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == "pypi.org"),
+        "not default's"
+    );
     let hide: Vec<&str> = v["hide"]
         .as_array()
         .unwrap()

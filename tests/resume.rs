@@ -29,7 +29,12 @@ fn claude() -> Option<PathBuf> {
 
 /// Claude Code's project dir name for `p` (its realpath, non-alphanumerics as `-`).
 fn slug(p: &Path) -> String {
-    p.canonicalize().unwrap().to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
+    p.canonicalize()
+        .unwrap()
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
 }
 
 struct Offline {
@@ -43,7 +48,11 @@ impl Offline {
         let (port, _log) = upstream_proxy(Upstream::Refuse);
         let env = TestEnv::new(user);
         project_dir(&env);
-        Offline { env, proxy: format!("http://127.0.0.1:{port}"), claude: claude.to_string_lossy().into_owned() }
+        Offline {
+            env,
+            proxy: format!("http://127.0.0.1:{port}"),
+            claude: claude.to_string_lossy().into_owned(),
+        }
     }
 
     fn csbox(&self, args: &[&str]) -> std::process::Command {
@@ -57,11 +66,20 @@ impl Offline {
     }
 
     fn within(&self, args: &[&str]) -> Output {
-        output_within(&mut self.csbox(args), LIMIT, &format!("[{}] csbox {args:?}", self.env.user.label()))
+        output_within(
+            &mut self.csbox(args),
+            LIMIT,
+            &format!("[{}] csbox {args:?}", self.env.user.label()),
+        )
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
-        self.csbox(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        self.csbox(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     fn slug(&self) -> String {
@@ -70,27 +88,57 @@ impl Offline {
 
     /// The transcript `name` (or any `*.jsonl` when None) in the session `id`'s layer once
     /// it holds a complete line containing `needle`; fails when `child` ends first.
-    fn wait_transcript(&self, id: &str, name: Option<&str>, needle: &str, child: &mut Child) -> PathBuf {
-        let dir = self.env.sessions_dir().join(id).join("state/projects").join(self.slug());
+    fn wait_transcript(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        needle: &str,
+        child: &mut Child,
+    ) -> PathBuf {
+        let dir = self
+            .env
+            .sessions_dir()
+            .join(id)
+            .join("state/projects")
+            .join(self.slug());
         let t = Instant::now();
         loop {
-            let found = std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.path()).find(|p| {
-                let ok_name = match name {
-                    Some(n) => p.file_name().is_some_and(|f| f == n),
-                    None => p.extension().is_some_and(|x| x == "jsonl"),
-                };
-                ok_name && std::fs::read_to_string(p).is_ok_and(|s| s.lines().any(|l| l.contains(needle)) && s.ends_with('\n'))
-            });
+            let found = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    let ok_name = match name {
+                        Some(n) => p.file_name().is_some_and(|f| f == n),
+                        None => p.extension().is_some_and(|x| x == "jsonl"),
+                    };
+                    ok_name
+                        && std::fs::read_to_string(p).is_ok_and(|s| {
+                            s.lines().any(|l| l.contains(needle)) && s.ends_with('\n')
+                        })
+                });
             if let Some(p) = found {
                 return p;
             }
             if let Ok(Some(st)) = child.try_wait() {
                 let mut err = String::new();
                 std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).ok();
-                assert!(!err.contains("No conversation found"), "claude did not find the conversation: {err}");
-                panic!("[{}] claude ended ({st}) before its transcript held {needle:?}: {err}", self.env.user.label());
+                assert!(
+                    !err.contains("No conversation found"),
+                    "claude did not find the conversation: {err}"
+                );
+                panic!(
+                    "[{}] claude ended ({st}) before its transcript held {needle:?}: {err}",
+                    self.env.user.label()
+                );
             }
-            assert!(t.elapsed() < CLAUDE_LIMIT, "[{}] no transcript with {needle:?} in {} after {CLAUDE_LIMIT:?}", self.env.user.label(), dir.display());
+            assert!(
+                t.elapsed() < CLAUDE_LIMIT,
+                "[{}] no transcript with {needle:?} in {} after {CLAUDE_LIMIT:?}",
+                self.env.user.label(),
+                dir.display()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -99,7 +147,10 @@ impl Offline {
     fn new_session(&self, before: &[String]) -> String {
         let t = Instant::now();
         loop {
-            if let Some(id) = listed_ids(&self.env).into_iter().find(|i| !before.contains(i)) {
+            if let Some(id) = listed_ids(&self.env)
+                .into_iter()
+                .find(|i| !before.contains(i))
+            {
                 return id;
             }
             assert!(t.elapsed() < LIMIT, "no new session");
@@ -148,10 +199,27 @@ fn claude_in_a_new_session_resumes_a_conversation_another_session_wrote() {
     for user in users() {
         let o = Offline::new(user, &claude);
         let (a, uuid) = o.first_conversation(&[]);
-        let base = o.env.claude_root().join("projects").join(o.slug()).join(format!("{uuid}.jsonl"));
-        let a_copy = o.env.sessions_dir().join(&a).join("state/projects").join(o.slug()).join(format!("{uuid}.jsonl"));
-        let merged = std::fs::read_to_string(&base).unwrap_or_else(|e| panic!("A's transcript is not in ~/.claude: {e}"));
-        assert!(std::fs::read_to_string(&a_copy).unwrap().starts_with(&merged) && merged.contains("\"hi\""));
+        let base = o
+            .env
+            .claude_root()
+            .join("projects")
+            .join(o.slug())
+            .join(format!("{uuid}.jsonl"));
+        let a_copy = o
+            .env
+            .sessions_dir()
+            .join(&a)
+            .join("state/projects")
+            .join(o.slug())
+            .join(format!("{uuid}.jsonl"));
+        let merged = std::fs::read_to_string(&base)
+            .unwrap_or_else(|e| panic!("A's transcript is not in ~/.claude: {e}"));
+        assert!(
+            std::fs::read_to_string(&a_copy)
+                .unwrap()
+                .starts_with(&merged)
+                && merged.contains("\"hi\"")
+        );
         assert!(o.merge_record(&a)["copied"].as_u64() >= Some(1));
 
         let before = listed_ids(&o.env);
@@ -160,7 +228,10 @@ fn claude_in_a_new_session_resumes_a_conversation_another_session_wrote() {
         o.wait_transcript(&b_id, Some(&format!("{uuid}.jsonl")), "again", &mut b);
         o.stop(&b_id, b);
         let grown = std::fs::read_to_string(&base).unwrap();
-        assert!(grown.starts_with(&merged) && grown.contains("again"), "B's growth merged back: extended in place");
+        assert!(
+            grown.starts_with(&merged) && grown.contains("again"),
+            "B's growth merged back: extended in place"
+        );
         assert_eq!(o.merge_record(&b_id)["replaced"].as_u64(), Some(1));
 
         // Merged: --resume starts a new session with it.
@@ -177,36 +248,78 @@ fn claude_in_a_new_session_resumes_a_conversation_another_session_wrote() {
 /// conversation. Then `csbox merge` is killed with SIGKILL at each of its write points,
 /// and from what is left Claude Code in a new session still resumes the conversation.
 #[test]
-fn run_resume_re_enters_the_session_holding_an_unmerged_conversation_and_a_killed_merge_leaves_it_resumable() {
+fn run_resume_re_enters_the_session_holding_an_unmerged_conversation_and_a_killed_merge_leaves_it_resumable(
+) {
     let Some(claude) = claude() else { return };
     for user in users() {
         let o = Offline::new(user, &claude);
         let dir = o.env.home.join(".config/csbox/profiles");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("nomerge.json"), r#"{"extends": "default", "claude": {"mergeBack": []}}"#).unwrap();
+        std::fs::write(
+            dir.join("nomerge.json"),
+            r#"{"extends": "default", "claude": {"mergeBack": []}}"#,
+        )
+        .unwrap();
         o.env.chown_all(&o.env.home);
         let (a, uuid) = o.first_conversation(&["--profile", "nomerge"]);
-        let base = o.env.claude_root().join("projects").join(o.slug()).join(format!("{uuid}.jsonl"));
+        let base = o
+            .env
+            .claude_root()
+            .join("projects")
+            .join(o.slug())
+            .join(format!("{uuid}.jsonl"));
         assert!(!base.exists(), "merge-back is off");
 
         let before = listed_ids(&o.env);
-        let mut again = o.spawn(&["run", "--profile", "nomerge", "--resume", &uuid, "--", "-p", "again"]);
+        let mut again = o.spawn(&[
+            "run",
+            "--profile",
+            "nomerge",
+            "--resume",
+            &uuid,
+            "--",
+            "-p",
+            "again",
+        ]);
         o.wait_transcript(&a, Some(&format!("{uuid}.jsonl")), "again", &mut again);
-        assert_eq!(listed_ids(&o.env), before, "no new session: A was re-entered");
+        assert_eq!(
+            listed_ids(&o.env),
+            before,
+            "no new session: A was re-entered"
+        );
         o.stop(&a, again);
-        let shown: Value = serde_json::from_slice(&o.within(&["show", &a, "--json"]).stdout).unwrap();
+        let shown: Value =
+            serde_json::from_slice(&o.within(&["show", &a, "--json"]).stdout).unwrap();
         assert_eq!(shown["meta"]["runs"], 2);
         assert!(shown["meta"]["command"].to_string().contains("--resume"));
 
-        for point in ["merge:locked", "merge:tmp-created#1", "merge:tmp-written#1", "merge:renamed#1", "merge:recorded"] {
-            let out = output_within(o.csbox(&["merge", &a, "--profile", "default"]).env("CSBOX_TEST_CRASH_AT", point), LIMIT, point);
+        for point in [
+            "merge:locked",
+            "merge:tmp-created#1",
+            "merge:tmp-written#1",
+            "merge:renamed#1",
+            "merge:recorded",
+        ] {
+            let out = output_within(
+                o.csbox(&["merge", &a, "--profile", "default"])
+                    .env("CSBOX_TEST_CRASH_AT", point),
+                LIMIT,
+                point,
+            );
             use std::os::unix::process::ExitStatusExt;
             assert_eq!(out.status.signal(), Some(9), "{point}: {}", stderr(&out));
             if let Ok(t) = std::fs::read_to_string(&base) {
-                assert!(t.ends_with('\n') && t.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "{point}: a whole transcript");
+                assert!(
+                    t.ends_with('\n')
+                        && t.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()),
+                    "{point}: a whole transcript"
+                );
             }
         }
-        assert!(base.exists(), "the kill after the rename left the transcript in place");
+        assert!(
+            base.exists(),
+            "the kill after the rename left the transcript in place"
+        );
         let before = listed_ids(&o.env);
         let mut d = o.spawn(&["run", "--", &o.claude, "--resume", &uuid, "-p", "fourth"]);
         let d_id = o.new_session(&before);
@@ -221,25 +334,58 @@ fn run_resume_re_enters_the_session_holding_an_unmerged_conversation_and_a_kille
 fn run_resume_says_what_is_wrong_with_an_id() {
     let env = TestEnv::new(*users().last().unwrap());
     let proj = project_dir(&env);
-    let out = output_within(env.csbox(&["run", "--resume", "not-a-uuid"]).current_dir(&proj), LIMIT, "bad");
+    let out = output_within(
+        env.csbox(&["run", "--resume", "not-a-uuid"])
+            .current_dir(&proj),
+        LIMIT,
+        "bad",
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("not a Claude Code session id"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a Claude Code session id"),
+        "{}",
+        stderr(&out)
+    );
     let u = "0d3c9a5e-1111-4222-8333-944455556666";
-    let out = output_within(env.csbox(&["run", "--resume", u]).current_dir(&proj), LIMIT, "unknown");
+    let out = output_within(
+        env.csbox(&["run", "--resume", u]).current_dir(&proj),
+        LIMIT,
+        "unknown",
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("no conversation") && stderr(&out).contains(u), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no conversation") && stderr(&out).contains(u),
+        "{}",
+        stderr(&out)
+    );
     // In a session's layer, under another project: the hint names its directory.
     let other = env.home.join("other");
     std::fs::create_dir_all(&other).unwrap();
     env.chown_all(&env.home);
-    let script = format!("mkdir -p ~/.claude/projects/{s} && echo '{{\"n\":1}}' > ~/.claude/projects/{s}/{u}.jsonl", s = slug(&other));
-    let out = output_within(env.csbox(&["run", "--profile", "default", "--", "sh", "-c", &script]).current_dir(&other), LIMIT, "plant");
+    let script = format!(
+        "mkdir -p ~/.claude/projects/{s} && echo '{{\"n\":1}}' > ~/.claude/projects/{s}/{u}.jsonl",
+        s = slug(&other)
+    );
+    let out = output_within(
+        env.csbox(&["run", "--profile", "default", "--", "sh", "-c", &script])
+            .current_dir(&other),
+        LIMIT,
+        "plant",
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     std::fs::remove_dir_all(env.claude_root().join("projects")).unwrap();
-    let out = output_within(env.csbox(&["run", "--resume", u]).current_dir(&proj), LIMIT, "elsewhere");
+    let out = output_within(
+        env.csbox(&["run", "--resume", u]).current_dir(&proj),
+        LIMIT,
+        "elsewhere",
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("another directory") && err.contains(&format!("cd {}", other.canonicalize().unwrap().display())), "{err}");
+    assert!(
+        err.contains("another directory")
+            && err.contains(&format!("cd {}", other.canonicalize().unwrap().display())),
+        "{err}"
+    );
 }
 
 /// Red-team 3, A3-13: a session that rewrote a conversation (its copy does not continue
@@ -256,23 +402,47 @@ fn a_rewritten_copy_in_a_session_does_not_capture_the_resume() {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{uuid}.jsonl")), "{\"n\":1}\n").unwrap();
         env.chown_all(env.dir.path());
-        let script = format!("echo '{{\"injected\":1}}' > ~/.claude/projects/{}/{uuid}.jsonl", slug(&proj));
-        let out = output_within(env.csbox(&["run", "--name", "hostile", "--", "sh", "-c", &script]).current_dir(&proj), LIMIT, "plant");
+        let script = format!(
+            "echo '{{\"injected\":1}}' > ~/.claude/projects/{}/{uuid}.jsonl",
+            slug(&proj)
+        );
+        let out = output_within(
+            env.csbox(&["run", "--name", "hostile", "--", "sh", "-c", &script])
+                .current_dir(&proj),
+            LIMIT,
+            "plant",
+        );
         assert!(out.status.success(), "{}", stderr(&out));
         let hostile = env.ls_json()[0]["id"].as_str().unwrap().to_string();
         let out = output_within(
-            env.csbox(&["run", "--resume", uuid]).env("CLAUDE_BIN", "/bin/echo").current_dir(&proj),
+            env.csbox(&["run", "--resume", uuid])
+                .env("CLAUDE_BIN", "/bin/echo")
+                .current_dir(&proj),
             LIMIT,
             "resume",
         );
         assert!(out.status.success(), "{}", stderr(&out));
-        assert!(stdout(&out).contains(&format!("--resume {uuid}")), "{}", stdout(&out));
-        assert!(stderr(&out).contains(&hostile) && stderr(&out).contains("does not continue"), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains(&format!("--resume {uuid}")),
+            "{}",
+            stdout(&out)
+        );
+        assert!(
+            stderr(&out).contains(&hostile) && stderr(&out).contains("does not continue"),
+            "{}",
+            stderr(&out)
+        );
         let ls = env.ls_json();
         let list = ls.as_array().unwrap();
         assert_eq!(list.len(), 2, "a new session resumes it: {ls:#}");
         let h = list.iter().find(|s| s["id"] == hostile.as_str()).unwrap();
-        assert_eq!(h["meta"]["runs"], 1, "the rewriting session was not entered: {h:#}");
-        assert_eq!(std::fs::read_to_string(dir.join(format!("{uuid}.jsonl"))).unwrap(), "{\"n\":1}\n");
+        assert_eq!(
+            h["meta"]["runs"], 1,
+            "the rewriting session was not entered: {h:#}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join(format!("{uuid}.jsonl"))).unwrap(),
+            "{\"n\":1}\n"
+        );
     }
 }

@@ -79,9 +79,16 @@ fn history_write_lands_in_the_session_layer_not_in_claude_root() {
         let env = TestEnv::new(user);
         // The user's history: a line of another project (TestEnv's, naming none) and one
         // of this one (the home is the working directory): the session sees its own only.
-        let mine = format!("{{\"display\":\"mine\",\"project\":{}}}", serde_json::to_string(&env.home.canonicalize().unwrap()).unwrap());
+        let mine = format!(
+            "{{\"display\":\"mine\",\"project\":{}}}",
+            serde_json::to_string(&env.home.canonicalize().unwrap()).unwrap()
+        );
         let h = env.claude_root().join("history.jsonl");
-        std::fs::write(&h, format!("{}{mine}\n", std::fs::read_to_string(&h).unwrap())).unwrap();
+        std::fs::write(
+            &h,
+            format!("{}{mine}\n", std::fs::read_to_string(&h).unwrap()),
+        )
+        .unwrap();
         // The first run creates .credentials.json and the sessions link; after that the
         // real config must not change at all.
         assert!(sh(&env, "true").status.success());
@@ -387,7 +394,6 @@ fn have(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
-
 #[test]
 fn terminal_size_and_sigwinch_reach_the_child_in_a_real_pty() {
     if !have("tmux") {
@@ -398,7 +404,11 @@ fn terminal_size_and_sigwinch_reach_the_child_in_a_real_pty() {
         let script = env.home.join("winch.sh");
         std::fs::write(&script, "trap 'echo WINCH $(stty size)' WINCH\necho tty $(tty)\necho size $(stty size)\nwhile :; do sleep 0.05; done\n").unwrap();
         env.chown_all(&script);
-        let t = Tmux::start(&env, "winch", &format!("{} run -- sh winch.sh", sh_quote(CSBOX)));
+        let t = Tmux::start(
+            &env,
+            "winch",
+            &format!("{} run -- sh winch.sh", sh_quote(CSBOX)),
+        );
         let screen = t.wait_for("size 30 100");
         // The terminal has a name inside (bound at /dev/console; the private devpts has
         // none of the host's ptys), so `tty` and GPG_TTY=$(tty) work.
@@ -842,7 +852,9 @@ fn the_launcher_follows_the_plans_no_new_privs_and_die_with_parent() {
         assert!(nnp(None).contains("NoNewPrivs:\t1"), "{}", nnp(None));
         // Without no_new_privs and with no capability left, a seccomp filter cannot be
         // loaded: the patched plan has no rules either.
-        let off = nnp(Some(r#"{"no_new_privs": false, "seccomp": {"rules": []}, "landlock": null}"#));
+        let off = nnp(Some(
+            r#"{"no_new_privs": false, "seccomp": {"rules": []}, "landlock": null}"#,
+        ));
         assert!(off.contains("NoNewPrivs:\t0"), "[{}] {off}", user.label());
 
         // die_with_parent false: a SIGKILL to the supervisor leaves the sandbox running.

@@ -977,7 +977,15 @@ fn a_csbox_run_started_during_an_install_waits_then_runs() {
     // behind the session's private /tmp.
     let state = u.state.to_str().unwrap();
     let out = u
-        .csbox(&["run", "--rm", "--ro-bind", state, "--", "cat", version_file.to_str().unwrap()])
+        .csbox(&[
+            "run",
+            "--rm",
+            "--ro-bind",
+            state,
+            "--",
+            "cat",
+            version_file.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let waited = t0.elapsed();

@@ -15,7 +15,9 @@ use common::*;
 fn snapshot(root: &Path, skip: &[PathBuf]) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
     fn walk(dir: &Path, skip: &[PathBuf], out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if skip.iter().any(|s| p.starts_with(s)) {
@@ -26,7 +28,13 @@ fn snapshot(root: &Path, skip: &[PathBuf]) -> BTreeMap<PathBuf, Vec<u8>> {
                 out.insert(p.clone(), b"dir".to_vec());
                 walk(&p, skip, out);
             } else if md.file_type().is_symlink() {
-                out.insert(p.clone(), std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes());
+                out.insert(
+                    p.clone(),
+                    std::fs::read_link(&p)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                );
             } else {
                 out.insert(p.clone(), std::fs::read(&p).unwrap_or_default());
             }
@@ -54,7 +62,11 @@ fn project(env: &TestEnv) -> PathBuf {
     let p = env.home.join("proj");
     std::fs::create_dir_all(&p).unwrap();
     env.chown_all(env.dir.path());
-    let out = env.csbox(&["run", "--rm", "--", "true"]).current_dir(&p).output().unwrap();
+    let out = env
+        .csbox(&["run", "--rm", "--", "true"])
+        .current_dir(&p)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     p
 }
@@ -91,11 +103,22 @@ fn git_commit_works_in_the_project_and_reaches_the_host() {
         );
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(stdout(&out).trim(), "1");
-        assert!(proj.join(".git/HEAD").exists(), "the repository is on the host");
+        assert!(
+            proj.join(".git/HEAD").exists(),
+            "the repository is on the host"
+        );
         // What git init writes steers nothing: it stays (and nothing is reported).
         assert!(proj.join(".git/config").exists() && proj.join(".git/hooks").exists());
-        assert!(!stderr(&out).contains("this session made"), "{}", stderr(&out));
-        assert_eq!(home_snapshot(&env), before, "nothing else of the home changed");
+        assert!(
+            !stderr(&out).contains("this session made"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(
+            home_snapshot(&env),
+            before,
+            "nothing else of the home changed"
+        );
     }
 }
 
@@ -126,7 +149,11 @@ fn a_linked_worktree_commits_into_its_common_dir() {
             .current_dir(&main)
             .output()
             .unwrap();
-        assert!(stdout(&log).contains("from-the-sandbox"), "{}", stdout(&log));
+        assert!(
+            stdout(&log).contains("from-the-sandbox"),
+            "{}",
+            stdout(&log)
+        );
         assert!(!main.join(".git/hooks/post-commit").exists());
     }
 }
@@ -135,7 +162,10 @@ fn a_linked_worktree_commits_into_its_common_dir() {
 fn host_git(env: &TestEnv, dir: &Path, args: &str) -> String {
     let out = env
         .command("sh")
-        .args(["-c", &format!("git -c user.email=a@b -c user.name=t {args}")])
+        .args([
+            "-c",
+            &format!("git -c user.email=a@b -c user.name=t {args}"),
+        ])
         .current_dir(dir)
         .output()
         .unwrap();
@@ -160,8 +190,16 @@ fn git_works_in_a_repository_whose_git_dir_is_pinned() {
              echo c > c; $g add c; $g stash -q; $g stash pop -q; $g commit -q -am three; $g gc -q; $g tag v1; \
              mv .git .git-old 2>/dev/null && echo RENAMED; echo ok",
         );
-        assert!(stdout(&out).contains("ok") && !stdout(&out).contains("RENAMED"), "{}", stderr(&out));
-        assert!(!stderr(&out).contains("this session made"), "nothing moved: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains("ok") && !stdout(&out).contains("RENAMED"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(
+            !stderr(&out).contains("this session made"),
+            "nothing moved: {}",
+            stderr(&out)
+        );
         let log = host_git(&env, &proj, "log --oneline side");
         assert_eq!(log.lines().count(), 3, "{log}");
         assert!(host_git(&env, &proj, "tag").contains("v1"));
@@ -174,7 +212,11 @@ fn a_session_writes_its_own_shell_snapshots_and_env() {
         let env = TestEnv::new(user);
         let proj = project(&env);
         std::fs::create_dir_all(env.claude_root().join("shell-snapshots")).unwrap();
-        std::fs::write(env.claude_root().join("shell-snapshots/host.sh"), "export K=host\n").unwrap();
+        std::fs::write(
+            env.claude_root().join("shell-snapshots/host.sh"),
+            "export K=host\n",
+        )
+        .unwrap();
         env.chown_all(env.dir.path());
         let out = run_in(
             &env,
@@ -184,9 +226,15 @@ fn a_session_writes_its_own_shell_snapshots_and_env() {
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(stdout(&out).trim(), "s.sh", "its own only");
         let layer = latest_session(&env).join("state");
-        assert_eq!(std::fs::read_to_string(layer.join("shell-snapshots/s.sh")).unwrap(), "mine\n");
+        assert_eq!(
+            std::fs::read_to_string(layer.join("shell-snapshots/s.sh")).unwrap(),
+            "mine\n"
+        );
         assert!(layer.join("session-env/u1/env").exists());
-        assert!(!env.claude_root().join("shell-snapshots/s.sh").exists(), "not the host's");
+        assert!(
+            !env.claude_root().join("shell-snapshots/s.sh").exists(),
+            "not the host's"
+        );
     }
 }
 
@@ -202,9 +250,17 @@ fn npm_installs_a_local_package_and_its_cache_lands_in_the_home_layer() {
         // under /tmp (a checkout there) is behind the private /tmp.
         let pkg = env.home.join("pkg");
         std::fs::create_dir_all(&pkg).unwrap();
-        std::fs::write(pkg.join("package.json"), r#"{"name":"csbox-local","version":"1.0.0","main":"index.js"}"#).unwrap();
+        std::fs::write(
+            pkg.join("package.json"),
+            r#"{"name":"csbox-local","version":"1.0.0","main":"index.js"}"#,
+        )
+        .unwrap();
         std::fs::write(pkg.join("index.js"), "module.exports = 41 + 1;\n").unwrap();
-        std::fs::write(proj.join("package.json"), r#"{"name":"proj","version":"1.0.0"}"#).unwrap();
+        std::fs::write(
+            proj.join("package.json"),
+            r#"{"name":"proj","version":"1.0.0"}"#,
+        )
+        .unwrap();
         env.chown_all(env.dir.path());
         let before = home_snapshot(&env);
         let out = run_in(
@@ -217,9 +273,19 @@ fn npm_installs_a_local_package_and_its_cache_lands_in_the_home_layer() {
         );
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(stdout(&out).trim(), "42");
-        assert!(proj.join("node_modules/csbox-local").exists(), "installed in the project");
-        assert_eq!(home_snapshot(&env), before, "npm's ~/.npm writes stayed in the layer");
-        assert!(latest_session(&env).join("home/upper/.npm").exists(), "in the home layer");
+        assert!(
+            proj.join("node_modules/csbox-local").exists(),
+            "installed in the project"
+        );
+        assert_eq!(
+            home_snapshot(&env),
+            before,
+            "npm's ~/.npm writes stayed in the layer"
+        );
+        assert!(
+            latest_session(&env).join("home/upper/.npm").exists(),
+            "in the home layer"
+        );
     }
 }
 
@@ -239,7 +305,10 @@ z.close()
 "#,
         path = path.display().to_string()
     );
-    let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     path
 }
@@ -248,9 +317,14 @@ z.close()
 fn pip_install_user_works_and_lands_in_the_home_layer() {
     for user in users() {
         let env = TestEnv::new(user);
-        let check = env.command("python3").args(["-m", "pip", "--version"]).output();
+        let check = env
+            .command("python3")
+            .args(["-m", "pip", "--version"])
+            .output();
         if !check.is_ok_and(|o| o.status.success()) {
-            return cannot_run("python3 -m pip is not available to the test user (.ci/run installs python3-pip)");
+            return cannot_run(
+                "python3 -m pip is not available to the test user (.ci/run installs python3-pip)",
+            );
         }
         let proj = project(&env);
         let whl = wheel(&env.home);
@@ -287,18 +361,33 @@ fn cargo_builds_a_crate_with_a_path_dependency_offline() {
         let dep = env.home.join("dep");
         std::fs::create_dir_all(dep.join("src")).unwrap();
         std::fs::create_dir_all(proj.join("src")).unwrap();
-        std::fs::write(dep.join("Cargo.toml"), "[package]\nname = \"dep\"\nversion = \"0.1.0\"\nedition = \"2018\"\n").unwrap();
+        std::fs::write(
+            dep.join("Cargo.toml"),
+            "[package]\nname = \"dep\"\nversion = \"0.1.0\"\nedition = \"2018\"\n",
+        )
+        .unwrap();
         std::fs::write(dep.join("src/lib.rs"), "pub fn answer() -> u32 { 42 }\n").unwrap();
         std::fs::write(
             proj.join("Cargo.toml"),
             format!("[package]\nname = \"proj\"\nversion = \"0.1.0\"\nedition = \"2018\"\n\n[dependencies]\ndep = {{ path = {:?} }}\n", dep.display().to_string()),
         )
         .unwrap();
-        std::fs::write(proj.join("src/main.rs"), "fn main() { println!(\"{}\", dep::answer()); }\n").unwrap();
+        std::fs::write(
+            proj.join("src/main.rs"),
+            "fn main() { println!(\"{}\", dep::answer()); }\n",
+        )
+        .unwrap();
         env.chown_all(env.dir.path());
         let before = home_snapshot(&env);
         let out = env
-            .csbox(&["run", "--", cargo.to_str().unwrap(), "run", "--offline", "-q"])
+            .csbox(&[
+                "run",
+                "--",
+                cargo.to_str().unwrap(),
+                "run",
+                "--offline",
+                "-q",
+            ])
             .env("RUSTC", cargo.with_file_name("rustc"))
             .current_dir(&proj)
             .output()
@@ -306,7 +395,11 @@ fn cargo_builds_a_crate_with_a_path_dependency_offline() {
         assert!(out.status.success(), "[{}] {}", user.label(), stderr(&out));
         assert_eq!(stdout(&out).trim(), "42");
         assert!(proj.join("target").exists(), "built in the project");
-        assert_eq!(home_snapshot(&env), before, "cargo's ~/.cargo stayed in the layer");
+        assert_eq!(
+            home_snapshot(&env),
+            before,
+            "cargo's ~/.cargo stayed in the layer"
+        );
     }
 }
 
@@ -315,9 +408,18 @@ fn a_home_under_tmp_keeps_its_claude_view_and_its_writes() {
     for user in users() {
         let env = TestEnv::new(user);
         // The same home, at a path under /tmp (as CI containers have it).
-        let home = PathBuf::from(format!("/tmp/csbox-home-{}-{}", std::process::id(), user.uid));
+        let home = PathBuf::from(format!(
+            "/tmp/csbox-home-{}-{}",
+            std::process::id(),
+            user.uid
+        ));
         let _ = std::fs::remove_dir_all(&home);
-        let copy = std::process::Command::new("cp").args(["-a"]).arg(&env.home).arg(&home).status().unwrap();
+        let copy = std::process::Command::new("cp")
+            .args(["-a"])
+            .arg(&env.home)
+            .arg(&home)
+            .status()
+            .unwrap();
         assert!(copy.success());
         std::fs::create_dir_all(home.join("proj")).unwrap();
         env.chown_all(&home);
@@ -329,16 +431,24 @@ fn a_home_under_tmp_keeps_its_claude_view_and_its_writes() {
             .unwrap();
         let o = stdout(&out);
         let cleanup = || std::fs::remove_dir_all(&home);
-        assert!(o.contains("# skill x") && o.contains("wrote"), "[{}] {o} {}", user.label(), stderr(&out));
+        assert!(
+            o.contains("# skill x") && o.contains("wrote"),
+            "[{}] {o} {}",
+            user.label(),
+            stderr(&out)
+        );
         let real = std::fs::read_to_string(home.join(".claude/history.jsonl")).unwrap();
         assert!(!real.contains("\"t\""), "the real history is unchanged");
         let store = home.join(".local/share/csbox/sessions");
-        let layered = std::fs::read_dir(&store)
-            .unwrap()
-            .flatten()
-            .any(|e| std::fs::read_to_string(e.path().join("state/history.jsonl")).is_ok_and(|s| s.contains("\"t\"")));
+        let layered = std::fs::read_dir(&store).unwrap().flatten().any(|e| {
+            std::fs::read_to_string(e.path().join("state/history.jsonl"))
+                .is_ok_and(|s| s.contains("\"t\""))
+        });
         let _ = cleanup();
-        assert!(layered, "the write landed in the session's layer, not lost in a tmpfs");
+        assert!(
+            layered,
+            "the write landed in the session's layer, not lost in a tmpfs"
+        );
     }
 }
 
@@ -393,7 +503,10 @@ fn claude_code_reaches_its_first_screen_under_a_pty_and_changes_nothing_of_the_h
         while t.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_millis(500));
             screen = stdout(&tmux(&["capture-pane", "-p"]));
-            if screen.contains("for shortcuts") || screen.contains("Try \"") || screen.contains("? for") {
+            if screen.contains("for shortcuts")
+                || screen.contains("Try \"")
+                || screen.contains("? for")
+            {
                 break;
             }
         }
@@ -410,6 +523,11 @@ fn claude_code_reaches_its_first_screen_under_a_pty_and_changes_nothing_of_the_h
             "[{}] the first screen never came: {screen}",
             user.label()
         );
-        assert_eq!(home_snapshot(&env), before, "[{}] the host's home and ~/.claude are unchanged", user.label());
+        assert_eq!(
+            home_snapshot(&env),
+            before,
+            "[{}] the host's home and ~/.claude are unchanged",
+            user.label()
+        );
     }
 }

@@ -25,11 +25,19 @@ fn project(user: As) -> Proj {
     let env = TestEnv::new(user);
     let proj = env.home.join("proj");
     std::fs::create_dir_all(&proj).unwrap();
-    let st = Command::new("git").args(["init", "-q"]).arg(&proj).status().unwrap();
+    let st = Command::new("git")
+        .args(["init", "-q"])
+        .arg(&proj)
+        .status()
+        .unwrap();
     assert!(st.success());
     std::fs::write(proj.join("README"), "hi\n").unwrap();
     env.chown_all(env.dir.path());
-    let nonce = format!("csbox-watch-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
+    let nonce = format!(
+        "csbox-watch-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    );
     Proj { env, proj, nonce }
 }
 
@@ -74,7 +82,8 @@ fn wait_for(p: &Path) -> bool {
     false
 }
 
-const FSMONITOR: &str = r#"printf '[core]\n\tfsmonitor = "echo %s > '\''%s/pwned'\''; false"\n' "$NONCE" "$PWD""#;
+const FSMONITOR: &str =
+    r#"printf '[core]\n\tfsmonitor = "echo %s > '\''%s/pwned'\''; false"\n' "$NONCE" "$PWD""#;
 
 /// A3-1: the session points git at a config of its own with `.git/commondir`, then waits;
 /// meanwhile the user's prompt runs `git status` in the project on the host.
@@ -85,17 +94,28 @@ fn commondir_while_running(user: As, profile: &str) -> bool {
          echo x > .git/commondir; touch ready; i=0; while [ ! -e go ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done"
     );
     let child = p.run(profile, &script);
-    assert!(wait_for(&p.proj.join("ready")), "the session never got to write its commondir");
+    assert!(
+        wait_for(&p.proj.join("ready")),
+        "the session never got to write its commondir"
+    );
     // The prompt's git, as soon as the file is there (and once more a little later).
     p.host_git(&p.proj, &["status", "--short"]);
     std::thread::sleep(Duration::from_millis(100));
     p.host_git(&p.proj, &["status", "--short"]);
     std::fs::write(p.proj.join("go"), "").unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(stdout(&out).contains(&p.nonce), "the sandbox did not run: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&p.nonce),
+        "the sandbox did not run: {}",
+        stderr(&out)
+    );
     let escaped = p.pwned();
     if !escaped && profile != "compat" {
-        assert!(stderr(&out).contains("commondir"), "no word of the move: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("commondir"),
+            "no word of the move: {}",
+            stderr(&out)
+        );
     }
     escaped
 }
@@ -104,10 +124,17 @@ fn commondir_while_running(user: As, profile: &str) -> bool {
 fn a_commondir_is_moved_before_a_git_on_the_host_reads_it() {
     for u in users() {
         for prof in ["default", "strict"] {
-            assert!(!commondir_while_running(u, prof), "ESCAPE under {prof} as {}", u.label());
+            assert!(
+                !commondir_while_running(u, prof),
+                "ESCAPE under {prof} as {}",
+                u.label()
+            );
         }
     }
-    assert!(commondir_while_running(*users().last().unwrap(), "compat"), "the probe cannot report an escape");
+    assert!(
+        commondir_while_running(*users().last().unwrap(), "compat"),
+        "the probe cannot report an escape"
+    );
 }
 
 /// A3-2: a repository nested in the project with a `core.fsmonitor` (or looking like a
@@ -124,11 +151,28 @@ fn nested(user: As, profile: &str, which: &str) -> bool {
     };
     let script = format!("echo $NONCE; {make} && echo src/ >> ../.git/info/exclude; true");
     let out = p.run(profile, &script).wait_with_output().unwrap();
-    assert!(stdout(&out).contains(&p.nonce), "the sandbox did not run: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&p.nonce),
+        "the sandbox did not run: {}",
+        stderr(&out)
+    );
     let src = p.proj.join("src");
     p.host_git(&src, &["status", "--short"]);
     if which == "hook" {
-        p.host_git(&src, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"]);
+        p.host_git(
+            &src,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                "x",
+            ],
+        );
     }
     // The nonce lands in proj/pwned from src (the payload writes ../pwned or $PWD/pwned).
     p.pwned() || std::fs::read_to_string(src.join("pwned")).is_ok_and(|s| s.contains(&p.nonce))
@@ -138,10 +182,20 @@ fn nested(user: As, profile: &str, which: &str) -> bool {
 fn a_repository_nested_in_the_project_cannot_steer_a_later_git() {
     for which in ["dir", "bare", "hook"] {
         for u in users() {
-            assert!(!nested(u, "default", which), "ESCAPE ({which}) as {}", u.label());
+            assert!(
+                !nested(u, "default", which),
+                "ESCAPE ({which}) as {}",
+                u.label()
+            );
         }
-        assert!(!nested(*users().last().unwrap(), "strict", which), "ESCAPE ({which}) under strict");
-        assert!(nested(*users().last().unwrap(), "compat", which), "the {which} probe cannot report an escape");
+        assert!(
+            !nested(*users().last().unwrap(), "strict", which),
+            "ESCAPE ({which}) under strict"
+        );
+        assert!(
+            nested(*users().last().unwrap(), "compat", which),
+            "the {which} probe cannot report an escape"
+        );
     }
 }
 
@@ -150,10 +204,27 @@ fn a_repository_nested_in_the_project_cannot_steer_a_later_git() {
 fn git_init_and_clone_inside_the_project_keep_their_repositories() {
     for u in users() {
         let p = project(u);
-        p.host_git(&p.proj, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "one"]);
+        p.host_git(
+            &p.proj,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                "one",
+            ],
+        );
         let script = "echo $NONCE; git init -q sub && git clone -q . cloned && git -C cloned log --oneline | head -1";
         let out = p.run("default", script).wait_with_output().unwrap();
-        assert!(out.status.success() && stdout(&out).contains(&p.nonce), "{}", stderr(&out));
+        assert!(
+            out.status.success() && stdout(&out).contains(&p.nonce),
+            "{}",
+            stderr(&out)
+        );
         for d in ["sub", "cloned"] {
             let cfg = p.proj.join(d).join(".git/config");
             assert!(cfg.is_file(), "{d}: its config was moved: {}", stderr(&out));
@@ -168,8 +239,15 @@ fn git_init_and_clone_inside_the_project_keep_their_repositories() {
 /// on the way to a nested repository. Each is a (name, script, what shows the escape).
 fn bypass(user: As, profile: &str, script: &str, escaped: &dyn Fn(&Proj) -> bool) -> bool {
     let p = project(user);
-    let out = p.run(profile, &format!("echo $NONCE; {script}; true")).wait_with_output().unwrap();
-    assert!(stdout(&out).contains(&p.nonce), "the sandbox did not run: {}", stderr(&out));
+    let out = p
+        .run(profile, &format!("echo $NONCE; {script}; true"))
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains(&p.nonce),
+        "the sandbox did not run: {}",
+        stderr(&out)
+    );
     escaped(&p)
 }
 
@@ -181,7 +259,8 @@ fn git_ran_in(p: &Proj, rel: &str) -> bool {
 
 #[test]
 fn the_quarantine_is_not_kept_off_by_modes_links_or_places() {
-    let exists = |rel: &'static str| move |p: &Proj| std::fs::symlink_metadata(p.proj.join(rel)).is_ok();
+    let exists =
+        |rel: &'static str| move |p: &Proj| std::fs::symlink_metadata(p.proj.join(rel)).is_ok();
     let cases: Vec<(&str, String, Box<dyn Fn(&Proj) -> bool>)> = vec![
         (
             "read-only .git",
@@ -220,9 +299,16 @@ fn the_quarantine_is_not_kept_off_by_modes_links_or_places() {
     let unpriv = *users().last().unwrap();
     for (what, script, escaped) in &cases {
         for u in users() {
-            assert!(!bypass(u, "default", script, escaped.as_ref()), "ESCAPE ({what}) as {}", u.label());
+            assert!(
+                !bypass(u, "default", script, escaped.as_ref()),
+                "ESCAPE ({what}) as {}",
+                u.label()
+            );
         }
-        assert!(bypass(unpriv, "compat", script, escaped.as_ref()), "the probe ({what}) cannot report an escape");
+        assert!(
+            bypass(unpriv, "compat", script, escaped.as_ref()),
+            "the probe ({what}) cannot report an escape"
+        );
     }
 }
 
@@ -234,10 +320,22 @@ fn a_session_that_keeps_planting_a_watched_file_is_stopped() {
         let p = project(u);
         let script = "echo $NONCE; mkdir -p .git/x; i=0; while [ $i -lt 200 ]; do echo x > .git/x/cd; mv .git/x/cd .git/commondir; sleep 0.01; i=$((i+1)); done; echo survived";
         let out = p.run("default", script).wait_with_output().unwrap();
-        assert!(stdout(&out).contains(&p.nonce), "the sandbox did not run: {}", stderr(&out));
-        assert!(!stdout(&out).contains("survived"), "it was not stopped: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains(&p.nonce),
+            "the sandbox did not run: {}",
+            stderr(&out)
+        );
+        assert!(
+            !stdout(&out).contains("survived"),
+            "it was not stopped: {}",
+            stderr(&out)
+        );
         assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
-        assert!(stderr(&out).contains("csbox stopped it"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("csbox stopped it"),
+            "{}",
+            stderr(&out)
+        );
         assert!(!p.proj.join(".git/commondir").exists());
     }
 }
@@ -249,9 +347,21 @@ fn a_session_that_plants_many_watched_files_is_stopped() {
     let p = project(*users().last().unwrap());
     let script = "echo $NONCE; mkdir -p .git/x; i=0; while [ $i -lt 40 ]; do for n in .envrc .npmrc .mcp.json .lefthook.yml .pdbrc; do echo x > .git/x/t; mv .git/x/t $n; done; sleep 0.05; i=$((i+1)); done; echo survived";
     let out = p.run("default", script).wait_with_output().unwrap();
-    assert!(stdout(&out).contains(&p.nonce), "the sandbox did not run: {}", stderr(&out));
-    assert!(!stdout(&out).contains("survived"), "it was not stopped: {}", stderr(&out));
-    assert!(stderr(&out).contains("csbox stopped it"), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&p.nonce),
+        "the sandbox did not run: {}",
+        stderr(&out)
+    );
+    assert!(
+        !stdout(&out).contains("survived"),
+        "it was not stopped: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("csbox stopped it"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Red-team 5, A5-2: a submodule's `.git` file rewritten to point at a git dir of the
@@ -264,18 +374,34 @@ fn a_submodules_git_file_cannot_be_pointed_elsewhere() {
         let other = p.env.home.join("other");
         let git = |dir: &Path, args: &[&str]| {
             let st = Command::new("git")
-                .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "protocol.file.allow=always", "-c", "safe.directory=*"])
+                .args([
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "-c",
+                    "protocol.file.allow=always",
+                    "-c",
+                    "safe.directory=*",
+                ])
                 .args(args)
                 .current_dir(dir)
                 .env("HOME", &p.env.home)
                 .output()
                 .unwrap();
-            assert!(st.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&st.stderr));
+            assert!(
+                st.status.success(),
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&st.stderr)
+            );
         };
         std::fs::create_dir_all(&other).unwrap();
         git(&other, &["init", "-q"]);
         git(&other, &["commit", "-q", "--allow-empty", "-m", "o"]);
-        git(&p.proj, &["submodule", "add", "-q", other.to_str().unwrap(), "sm"]);
+        git(
+            &p.proj,
+            &["submodule", "add", "-q", other.to_str().unwrap(), "sm"],
+        );
         git(&p.proj, &["commit", "-q", "-m", "sm"]);
         p.env.chown_all(p.env.dir.path());
         let script = format!(
@@ -283,15 +409,27 @@ fn a_submodules_git_file_cannot_be_pointed_elsewhere() {
              echo \"gitdir: $PWD/evil\" > sm/.git 2>/dev/null; touch ready; i=0; while [ ! -e go ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done"
         );
         let child = p.run(profile, &script);
-        assert!(wait_for(&p.proj.join("ready")), "the session never got there");
+        assert!(
+            wait_for(&p.proj.join("ready")),
+            "the session never got there"
+        );
         p.host_git(&p.proj, &["status", "--short"]);
         std::fs::write(p.proj.join("go"), "").unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(stdout(&out).contains(&p.nonce), "the sandbox did not run: {}", stderr(&out));
-        p.pwned() || std::fs::read_to_string(p.proj.join("evil/pwned")).is_ok_and(|s| s.contains(&p.nonce))
+        assert!(
+            stdout(&out).contains(&p.nonce),
+            "the sandbox did not run: {}",
+            stderr(&out)
+        );
+        p.pwned()
+            || std::fs::read_to_string(p.proj.join("evil/pwned"))
+                .is_ok_and(|s| s.contains(&p.nonce))
     };
     for u in users() {
         assert!(!attempt(u, "default"), "ESCAPE as {}", u.label());
     }
-    assert!(attempt(*users().last().unwrap(), "compat"), "the probe cannot report an escape");
+    assert!(
+        attempt(*users().last().unwrap(), "compat"),
+        "the probe cannot report an escape"
+    );
 }

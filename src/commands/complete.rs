@@ -28,7 +28,10 @@ pub fn complete_if_asked(factory: fn() -> clap::Command) {
 }
 
 /// The registration script for `shell`, as `CSBOX_COMPLETE=SHELL csbox` prints it.
-pub fn registration(shell: clap_complete::Shell, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+pub fn registration(
+    shell: clap_complete::Shell,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     use clap_complete::env::EnvCompleter;
     let c: &dyn EnvCompleter = match shell {
         clap_complete::Shell::Bash => &clap_complete::env::Bash,
@@ -43,8 +46,12 @@ pub fn registration(shell: clap_complete::Shell, out: &mut dyn std::io::Write) -
 
 /// Every session: its unique prefix (with its name and state as help), and its name.
 pub fn sessions() -> Vec<CompletionCandidate> {
-    let Ok(paths) = Paths::from_env() else { return Vec::new() };
-    let Ok(list) = Store::new(paths.sessions_dir).list(false) else { return Vec::new() };
+    let Ok(paths) = Paths::from_env() else {
+        return Vec::new();
+    };
+    let Ok(list) = Store::new(paths.sessions_dir).list(false) else {
+        return Vec::new();
+    };
     let ids: Vec<_> = list.iter().map(|s| s.id.clone()).collect();
     let lens = unique_prefix_lens(&ids);
     let mut out = Vec::new();
@@ -64,7 +71,9 @@ pub fn sessions() -> Vec<CompletionCandidate> {
 
 /// Every profile name: the built-ins and the user's.
 pub fn profiles() -> Vec<CompletionCandidate> {
-    let Ok(paths) = Paths::from_env() else { return Vec::new() };
+    let Ok(paths) = Paths::from_env() else {
+        return Vec::new();
+    };
     crate::profile::list(&paths.user_profiles_dir())
         .into_iter()
         .map(|(name, _, description)| CompletionCandidate::new(name).help(Some(description.into())))

@@ -34,7 +34,8 @@ pub fn completions(a: CompletionsArgs) -> Result<i32> {
     let paths = Paths::from_env()?;
     let (dir, name) = user_dir(a.shell, &paths)?;
     let mut script = Vec::new();
-    super::complete::registration(a.shell, &mut script).map_err(|e| Error::io("write", "the script", e))?;
+    super::complete::registration(a.shell, &mut script)
+        .map_err(|e| Error::io("write", "the script", e))?;
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
     atomic_write(&dir, name, &script, 0o644, Durability::Rename)?;
     println!("wrote {}", dir.join(name).display());

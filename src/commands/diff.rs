@@ -83,10 +83,16 @@ pub fn diff_cmd(a: DiffArgs) -> Result<i32> {
             crate::session::diff::Kind::File if e.change != Change::Deleted => {
                 format!("  ({})", human_size(e.size))
             }
-            _ if e.unreadable => "  (unreadable: its mode keeps csbox out, what it holds is not listed)".into(),
+            _ if e.unreadable => {
+                "  (unreadable: its mode keeps csbox out, what it holds is not listed)".into()
+            }
             _ => String::new(),
         };
-        let _ = writeln!(out, "{letter} {}{size}", crate::human::printable_path(&e.path));
+        let _ = writeln!(
+            out,
+            "{letter} {}{size}",
+            crate::human::printable_path(&e.path)
+        );
     }
     if d.truncated {
         eprintln!(

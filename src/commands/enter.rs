@@ -25,7 +25,11 @@ pub struct EnterArgs {
 }
 
 /// Connect to a running session's supervisor, or say why not.
-pub fn connect(store: &Store, reference: &str, verb: &str) -> Result<(crate::session::SessionId, Client)> {
+pub fn connect(
+    store: &Store,
+    reference: &str,
+    verb: &str,
+) -> Result<(crate::session::SessionId, Client)> {
     let id = store.resolve(reference)?;
     let info = store.info(&id, false)?;
     if !info.is_active() {
@@ -82,7 +86,12 @@ pub fn enter_cmd(a: EnterArgs) -> Result<i32> {
     let plan: Plan = serde_json::from_slice(&reply.plan)
         .map_err(|e| Error::Other(format!("session {id}'s supervisor sent a plan this csbox cannot read ({e}): use the csbox that started it")))?;
     let argv = if a.command.is_empty() {
-        let shell = plan.env.iter().find(|(k, _)| k == "SHELL").map(|(_, v)| v.clone()).filter(|s| !s.is_empty());
+        let shell = plan
+            .env
+            .iter()
+            .find(|(k, _)| k == "SHELL")
+            .map(|(_, v)| v.clone())
+            .filter(|s| !s.is_empty());
         vec![shell.unwrap_or_else(|| "/bin/sh".into())]
     } else {
         a.command

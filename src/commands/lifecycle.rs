@@ -43,9 +43,14 @@ pub fn resume_target(paths: &Paths, uuid: &str, cwd: &Path) -> Result<ResumeIn> 
     let elsewhere = |dir_slug: &str, cwd: Option<&Path>| {
         let how = match cwd {
             Some(c) if slug_matches(dir_slug, &slug(c)) => {
-                format!("cd {} && csbox run --resume {uuid}", printable(&c.display().to_string()))
+                format!(
+                    "cd {} && csbox run --resume {uuid}",
+                    printable(&c.display().to_string())
+                )
             }
-            _ => format!("run `csbox run --resume {uuid}` in the directory Claude Code files as {dir_slug}"),
+            _ => format!(
+                "run `csbox run --resume {uuid}` in the directory Claude Code files as {dir_slug}"
+            ),
         };
         Error::BadSession {
             msg: format!("conversation {uuid} belongs to another directory (Claude Code finds a conversation only from its own project directory): {how}"),
@@ -64,7 +69,11 @@ pub fn resume_target(paths: &Paths, uuid: &str, cwd: &Path) -> Result<ResumeIn> 
             h.id
         );
     }
-    let mut unmerged: Vec<_> = found.holders.iter().filter(|h| !h.merged && !h.conflicts).collect();
+    let mut unmerged: Vec<_> = found
+        .holders
+        .iter()
+        .filter(|h| !h.merged && !h.conflicts)
+        .collect();
     unmerged.sort_by_key(|h| std::cmp::Reverse(h.mtime));
     let mut ids: Vec<&SessionId> = unmerged.iter().map(|h| &h.id).collect();
     ids.dedup();
@@ -94,12 +103,21 @@ pub fn resume_target(paths: &Paths, uuid: &str, cwd: &Path) -> Result<ResumeIn> 
         }
         return Ok(ResumeIn::Session(h.id.clone()));
     }
-    let base = found.in_base.clone().or_else(|| found.holders.first().map(|h| h.slug.clone()));
+    let base = found
+        .in_base
+        .clone()
+        .or_else(|| found.holders.first().map(|h| h.slug.clone()));
     match base {
         Some(s) if slug_matches(&s, &here) => Ok(ResumeIn::New),
-        Some(s) => Err(elsewhere(&s, found.holders.first().and_then(|h| h.cwd.as_deref()))),
+        Some(s) => Err(elsewhere(
+            &s,
+            found.holders.first().and_then(|h| h.cwd.as_deref()),
+        )),
         None => Err(Error::BadSession {
-            msg: format!("no conversation {uuid} in {} nor in any session's layer (see `csbox ls`)", paths.claude_root.join("projects").display()),
+            msg: format!(
+                "no conversation {uuid} in {} nor in any session's layer (see `csbox ls`)",
+                paths.claude_root.join("projects").display()
+            ),
         }),
     }
 }
@@ -108,7 +126,11 @@ pub fn resume_target(paths: &Paths, uuid: &str, cwd: &Path) -> Result<ResumeIn> 
 /// cannot serve one still runs; only those two commands are refused.
 pub fn serve(session: &LiveSession, st: Started) -> Option<Server> {
     let plan = serde_json::to_vec(st.plan).ok()?;
-    let ns = if st.plan.sandboxed() { st.ns } else { Vec::new() };
+    let ns = if st.plan.sandboxed() {
+        st.ns
+    } else {
+        Vec::new()
+    };
     let offer = Offer {
         ns,
         plan,
@@ -117,7 +139,10 @@ pub fn serve(session: &LiveSession, st: Started) -> Option<Server> {
     match Server::start(session.dir_fd(), offer) {
         Ok(s) => Some(s),
         Err(e) => {
-            crate::debug!("session {}: no control socket ({e}): `csbox enter` and `csbox stop` are refused", session.id);
+            crate::debug!(
+                "session {}: no control socket ({e}): `csbox enter` and `csbox stop` are refused",
+                session.id
+            );
             None
         }
     }
@@ -132,7 +157,12 @@ pub fn merge_at_end(paths: &Paths, session: &LiveSession, items: &[String]) -> O
     match super::merge::merge_live(paths, session, items) {
         Ok(rec) => {
             if !rec.conflicts.is_empty() || !rec.refused.is_empty() || rec.incomplete {
-                crate::warn!("session {}: merged into {}: {}", session.id, paths.claude_root.display(), rec.summary());
+                crate::warn!(
+                    "session {}: merged into {}: {}",
+                    session.id,
+                    paths.claude_root.display(),
+                    rec.summary()
+                );
                 for l in super::merge::details(&rec) {
                     eprintln!("csbox:   {l}");
                 }
@@ -164,7 +194,13 @@ pub fn end_line(session: &LiveSession, status: &ExitStatus, removed: bool) -> St
         ExitStatus::Signal(_) => status.describe(),
     };
     if removed {
-        return format!("csbox: session {}{name} ended ({how}) and was removed (--rm)", session.id);
+        return format!(
+            "csbox: session {}{name} ended ({how}) and was removed (--rm)",
+            session.id
+        );
     }
-    format!("csbox: session {}{name} ended ({how}); resume: csbox run --session {}", session.id, session.id)
+    format!(
+        "csbox: session {}{name} ended ({how}); resume: csbox run --session {}",
+        session.id, session.id
+    )
 }

@@ -7,11 +7,11 @@ use clap::Args;
 
 use crate::error::Error;
 use crate::exit::Result;
+use crate::human::printable;
 use crate::human::{human_age, human_size};
 use crate::paths::Paths;
-use crate::session::meta::format_time;
-use crate::human::printable;
 use crate::session::id::{unique_prefix_lens, MIN_PREFIX};
+use crate::session::meta::format_time;
 use crate::session::{SessionId, SessionInfo, Store};
 
 #[derive(Debug, Args)]
@@ -55,7 +55,12 @@ fn width() -> Option<usize> {
     if unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_col > 0 {
         return Some(ws.ws_col as usize);
     }
-    std::env::var("COLUMNS").ok()?.trim().parse().ok().filter(|w: &usize| *w > 0)
+    std::env::var("COLUMNS")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|w: &usize| *w > 0)
 }
 
 /// `s` cut to `max` characters, the last one an ellipsis when something was cut.
@@ -75,7 +80,8 @@ pub fn ls(args: LsArgs) -> Result<i32> {
     // Unique in the whole store, so an id copied from `ls --active` works anywhere.
     let ids: Vec<SessionId> = sessions.iter().map(|s| s.id.clone()).collect();
     let lens = unique_prefix_lens(&ids);
-    let mut prefix: std::collections::HashMap<SessionId, usize> = ids.into_iter().zip(lens).collect();
+    let mut prefix: std::collections::HashMap<SessionId, usize> =
+        ids.into_iter().zip(lens).collect();
     if args.active {
         sessions.retain(SessionInfo::is_active);
     }
@@ -93,13 +99,21 @@ pub fn ls(args: LsArgs) -> Result<i32> {
             let m = s.meta.as_ref();
             let flags = s.flags();
             [
-                s.id.prefix(prefix.remove(&s.id).unwrap_or(MIN_PREFIX)).to_string(),
-                m.and_then(|m| m.name.as_deref()).map(printable).unwrap_or_else(|| "-".into()),
+                s.id.prefix(prefix.remove(&s.id).unwrap_or(MIN_PREFIX))
+                    .to_string(),
+                m.and_then(|m| m.name.as_deref())
+                    .map(printable)
+                    .unwrap_or_else(|| "-".into()),
                 s.state_word(),
                 human_age(now.duration_since(s.created).unwrap_or_default()),
                 s.size_bytes.map(human_size).unwrap_or_else(|| "-".into()),
-                if flags.is_empty() { "-".into() } else { flags.join(",") },
-                m.map(|m| printable(&m.command.join(" "))).unwrap_or_else(|| "-".into()),
+                if flags.is_empty() {
+                    "-".into()
+                } else {
+                    flags.join(",")
+                },
+                m.map(|m| printable(&m.command.join(" ")))
+                    .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
@@ -133,6 +147,34 @@ pub fn ls(args: LsArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// `show`'s lines on the session's last merge-back.
+fn merge_lines(
+    kv: &mut Vec<(&'static str, String)>,
+    merge: Option<&crate::session::meta::MergeRecord>,
+    root: &std::path::Path,
+) {
+    match merge {
+        Some(rec) => {
+            kv.push((
+                "merged",
+                format!(
+                    "{}: {} into {}",
+                    format_time(rec.at),
+                    rec.summary(),
+                    root.display()
+                ),
+            ));
+            for l in super::merge::details(rec) {
+                kv.push(("", l));
+            }
+        }
+        None => kv.push((
+            "merged",
+            "never (it merges when it ends; `csbox merge ID` for a crashed one)".into(),
+        )),
+    }
+}
+
 pub fn show(args: ShowArgs) -> Result<i32> {
     let paths = Paths::from_env()?;
     let store = Store::new(paths.sessions_dir.clone());
@@ -164,16 +206,39 @@ pub fn show(args: ShowArgs) -> Result<i32> {
     }
     if let Some(m) = &info.meta {
         let time = |t: Option<SystemTime>| t.map(format_time).unwrap_or_else(|| "-".into());
-        kv.push(("name", m.name.as_deref().map(printable).unwrap_or_else(|| "-".into())));
+        kv.push((
+            "name",
+            m.name
+                .as_deref()
+                .map(printable)
+                .unwrap_or_else(|| "-".into()),
+        ));
         kv.push(("profile", printable(&m.profile)));
         kv.push(("command", printable(&m.command.join(" "))));
         kv.push(("cwd", printable(&m.cwd.display().to_string())));
         kv.push(("created", format_time(m.created)));
         kv.push(("started", time(m.started)));
         kv.push(("ended", time(m.ended)));
-        kv.push(("exit", m.exit.as_ref().map(|e| e.describe()).unwrap_or_else(|| "-".into())));
-        kv.push(("supervisor pid", m.supervisor_pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())));
-        kv.push(("boot id", m.boot_id.as_deref().map(printable).unwrap_or_else(|| "-".into())));
+        kv.push((
+            "exit",
+            m.exit
+                .as_ref()
+                .map(|e| e.describe())
+                .unwrap_or_else(|| "-".into()),
+        ));
+        kv.push((
+            "supervisor pid",
+            m.supervisor_pid
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
+        ));
+        kv.push((
+            "boot id",
+            m.boot_id
+                .as_deref()
+                .map(printable)
+                .unwrap_or_else(|| "-".into()),
+        ));
         kv.push(("runs", m.runs.to_string()));
         for p in &m.created_protected {
             let moved = m.quarantined.iter().find(|q| &q.path == p);
@@ -189,15 +254,7 @@ pub fn show(args: ShowArgs) -> Result<i32> {
                 ),
             ));
         }
-        match &m.merge {
-            Some(rec) => {
-                kv.push(("merged", format!("{}: {} into {}", format_time(rec.at), rec.summary(), paths.claude_root.display())));
-                for l in super::merge::details(rec) {
-                    kv.push(("", l));
-                }
-            }
-            None => kv.push(("merged", "never (it merges when it ends; `csbox merge ID` for a crashed one)".into())),
-        }
+        merge_lines(&mut kv, m.merge.as_ref(), &paths.claude_root);
     }
     if let Some(d) = changes {
         let more = if d.truncated { "+" } else { "" };
@@ -211,7 +268,11 @@ pub fn show(args: ShowArgs) -> Result<i32> {
         ));
     }
     for (k, v) in kv {
-        let key = if k.is_empty() { String::new() } else { format!("{k}:") };
+        let key = if k.is_empty() {
+            String::new()
+        } else {
+            format!("{k}:")
+        };
         let _ = writeln!(out, "{key:<15} {v}");
     }
     Ok(0)

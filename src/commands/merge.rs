@@ -31,7 +31,11 @@ pub struct MergeArgs {
 }
 
 /// Merge `session` (whose lock the caller holds) into `claude_root`.
-pub fn merge_live(paths: &Paths, session: &LiveSession, items: &[String]) -> crate::error::Result<MergeRecord> {
+pub fn merge_live(
+    paths: &Paths,
+    session: &LiveSession,
+    items: &[String],
+) -> crate::error::Result<MergeRecord> {
     merge::merge(&Request {
         session_dir: session.dir_fd(),
         id: &session.id,
@@ -49,7 +53,11 @@ pub fn details(rec: &MergeRecord) -> Vec<String> {
         .iter()
         .map(|e| format!("conflict: ~/.claude/{}: {}", e.path, e.detail))
         .collect();
-    out.extend(rec.refused.iter().map(|e| format!("not merged: {}: {}", e.path, e.detail)));
+    out.extend(
+        rec.refused
+            .iter()
+            .map(|e| format!("not merged: {}: {}", e.path, e.detail)),
+    );
     if rec.unlisted > 0 {
         out.push(format!("and {} more (csbox show ID --json)", rec.unlisted));
     }
@@ -62,7 +70,9 @@ pub fn merge_cmd(a: MergeArgs) -> Result<i32> {
     let id = store.resolve(&a.id)?;
     if store.info(&id, false)?.is_active() {
         return Err(Error::BadSession {
-            msg: format!("session {id} is running: it merges its conversations itself when it ends"),
+            msg: format!(
+                "session {id} is running: it merges its conversations itself when it ends"
+            ),
         }
         .into());
     }
@@ -88,7 +98,13 @@ pub fn merge_cmd(a: MergeArgs) -> Result<i32> {
         let _ = writeln!(out);
         return Ok(0);
     }
-    let _ = writeln!(out, "merged session {} into {}: {}", s.id, paths.claude_root.display(), rec.summary());
+    let _ = writeln!(
+        out,
+        "merged session {} into {}: {}",
+        s.id,
+        paths.claude_root.display(),
+        rec.summary()
+    );
     for l in details(&rec) {
         let _ = writeln!(out, "  {l}");
     }

@@ -27,17 +27,29 @@ struct Dest {
 
 fn read_log(dir: &Path) -> Result<Option<String>> {
     let d = crate::fsutil::open_dir_nofollow(dir).map_err(|e| Error::io("open", dir, e))?;
-    let f = match crate::fsutil::openat_nofollow(&d, "net.jsonl", OFlag::O_RDONLY | OFlag::O_NONBLOCK, Mode::empty()) {
+    let f = match crate::fsutil::openat_nofollow(
+        &d,
+        "net.jsonl",
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    ) {
         Ok(f) => std::fs::File::from(f),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
         Err(e) => return Err(Error::io("open", dir.join("net.jsonl"), e)),
     };
-    let md = f.metadata().map_err(|e| Error::io("fstat", dir.join("net.jsonl"), e))?;
+    let md = f
+        .metadata()
+        .map_err(|e| Error::io("fstat", dir.join("net.jsonl"), e))?;
     if !md.is_file() {
-        return Err(Error::Other(format!("{}: not a regular file (planted by the session?)", dir.join("net.jsonl").display())));
+        return Err(Error::Other(format!(
+            "{}: not a regular file (planted by the session?)",
+            dir.join("net.jsonl").display()
+        )));
     }
     let mut buf = Vec::new();
-    f.take(CAP).read_to_end(&mut buf).map_err(|e| Error::io("read", dir.join("net.jsonl"), e))?;
+    f.take(CAP)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io("read", dir.join("net.jsonl"), e))?;
     Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
 }
 
@@ -71,7 +83,12 @@ pub fn show(dir: &Path, json: bool) -> Result<i32> {
         writeln!(out).ok();
         return Ok(0);
     }
-    writeln!(out, "{:<40} {:>7} {:>7} {:>6} {:>10} {:>10}  RULE", "DESTINATION", "ALLOWED", "REFUSED", "FAILED", "UP", "DOWN").ok();
+    writeln!(
+        out,
+        "{:<40} {:>7} {:>7} {:>6} {:>10} {:>10}  RULE",
+        "DESTINATION", "ALLOWED", "REFUSED", "FAILED", "UP", "DOWN"
+    )
+    .ok();
     for (k, d) in &by {
         writeln!(
             out,

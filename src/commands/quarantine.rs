@@ -29,7 +29,10 @@ fn become_owner(dir: &std::path::Path) -> Result<()> {
         return Ok(());
     }
     let md = std::fs::symlink_metadata(dir).map_err(|e| Error::io("stat", dir, e))?;
-    let (uid, gid) = (nix::unistd::Uid::from_raw(md.uid()), nix::unistd::Gid::from_raw(md.gid()));
+    let (uid, gid) = (
+        nix::unistd::Uid::from_raw(md.uid()),
+        nix::unistd::Gid::from_raw(md.gid()),
+    );
     if uid.is_root() {
         return Ok(());
     }
@@ -40,10 +43,18 @@ fn become_owner(dir: &std::path::Path) -> Result<()> {
 }
 
 pub fn quarantine(a: QuarantineArgs) -> Result<i32> {
-    let project: ProjectView = serde_json::from_str(&a.project)
-        .map_err(|e| Error::Usage(format!("--project: not a project view as `csbox spec` writes it: {e}")))?;
+    let project: ProjectView = serde_json::from_str(&a.project).map_err(|e| {
+        Error::Usage(format!(
+            "--project: not a project view as `csbox spec` writes it: {e}"
+        ))
+    })?;
     become_owner(&a.dir)?;
-    let bad = || Error::Usage(format!("--dir {}: not a session directory of a store", a.dir.display()));
+    let bad = || {
+        Error::Usage(format!(
+            "--dir {}: not a session directory of a store",
+            a.dir.display()
+        ))
+    };
     let id = a
         .dir
         .file_name()

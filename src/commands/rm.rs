@@ -40,24 +40,35 @@ pub fn rm_cmd(a: RmArgs) -> Result<i32> {
     let paths = Paths::from_env()?;
     let store = Store::new(paths.sessions_dir.clone());
     // Every reference is resolved before anything is removed: a typo removes nothing.
-    let ids = a.ids.iter().map(|r| store.resolve(r)).collect::<std::result::Result<Vec<_>, _>>()?;
-    let mut rep = Report { dry_run: a.dry_run, ..Default::default() };
+    let ids = a
+        .ids
+        .iter()
+        .map(|r| store.resolve(r))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut rep = Report {
+        dry_run: a.dry_run,
+        ..Default::default()
+    };
     let mut lines = Vec::new();
     let verb = if a.dry_run { "would remove" } else { "removed" };
     for id in ids {
         match remove_one(&store, &id, a.dry_run) {
             Ok(RmOutcome::Removed(bytes)) => {
                 lines.push(format!("{verb} session {id} ({})", human_size(bytes)));
-                rep.removed.push(serde_json::json!({"id": id.to_string(), "bytes": bytes}));
+                rep.removed
+                    .push(serde_json::json!({"id": id.to_string(), "bytes": bytes}));
             }
             Ok(RmOutcome::Active) => {
-                eprintln!("csbox: session {id} is running: not removed (stop it first: csbox stop {id})");
+                eprintln!(
+                    "csbox: session {id} is running: not removed (stop it first: csbox stop {id})"
+                );
                 rep.kept_active.push(id.to_string());
             }
             Ok(RmOutcome::Gone) => lines.push(format!("session {id} was already gone")),
             Err(e) => {
                 eprintln!("csbox: session {id}: {e}");
-                rep.errors.push(serde_json::json!({"id": id.to_string(), "error": e.to_string()}));
+                rep.errors
+                    .push(serde_json::json!({"id": id.to_string(), "error": e.to_string()}));
             }
         }
     }

@@ -108,7 +108,11 @@ pub fn run(mut args: RunArgs) -> Result<i32> {
     }
     // Status goes only where the caller says: stderr is the command's too, and a line it
     // printed there would read as csbox's.
-    let mut sink = args.json_status.as_deref().map(StatusSink::open).transpose()?;
+    let mut sink = args
+        .json_status
+        .as_deref()
+        .map(StatusSink::open)
+        .transpose()?;
     if r.profile.json_status && sink.is_none() {
         crate::warn!(
             "profile {:?} asks for JSON status, which no longer goes to stderr (the command shares it and could forge a line): add --json-status FILE or --json-status fd:N",
@@ -150,7 +154,10 @@ read and write your real ~/.claude, your home and other sessions. Use it only wh
     terminal.restore();
     let code = finish(&r, session, is_new, &plan, result, sink.as_mut(), live);
     crate::trace::mark("end record, teardown");
-    let stages: Vec<&'static str> = crate::sandbox::child::RECIPE.iter().map(|s| s.name()).collect();
+    let stages: Vec<&'static str> = crate::sandbox::child::RECIPE
+        .iter()
+        .map(|s| s.name())
+        .collect();
     crate::trace::report(&stages);
     // The periodic update check starts once this session has let go of the update lock:
     // started earlier, it would find this very session running and never install.
@@ -166,11 +173,17 @@ fn resume(args: &mut RunArgs, uuid: &str) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| BaseError::io("getcwd", ".", e))?;
     if let ResumeIn::Session(id) = resume_target(&paths, uuid, &cwd)? {
         if args.name.is_some() {
-            return Err(BaseError::Usage(format!("--name: conversation {uuid} resumes in session {id}, which keeps its name")).into());
+            return Err(BaseError::Usage(format!(
+                "--name: conversation {uuid} resumes in session {id}, which keeps its name"
+            ))
+            .into());
         }
         args.session = Some(id.to_string());
     }
-    let claude = paths.find_claude().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|| "claude".into());
+    let claude = paths
+        .find_claude()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "claude".into());
     let mut cmd = vec![claude, "--resume".to_string(), uuid.to_string()];
     cmd.append(&mut args.command);
     args.command = cmd;
@@ -270,7 +283,12 @@ fn launch(
         // leave pid 1 waiting on it forever (it did: tests/escape.rs hung).
         if st.plan.sandboxed() {
             running.watch = st.plan.view.project.as_ref().and_then(|p| {
-                crate::session::livewatch::Watch::start(p, session.dir_fd(), &session.dir, session.id.as_str())
+                crate::session::livewatch::Watch::start(
+                    p,
+                    session.dir_fd(),
+                    &session.dir,
+                    session.id.as_str(),
+                )
             });
         }
         if let Some(w) = &running.watch {
@@ -420,9 +438,12 @@ fn finish(
     // What was moved out of the project lives in the session dir: kept for review; and
     // a merge a bound stopped has the rest to do (red-team 4, A4-6).
     let unmerged = session.meta.merge.as_ref().is_some_and(|m| m.incomplete);
-    let removed = (plan.remove_on_exit && quarantined == 0 && !unmerged) || (is_new && err.is_some());
-    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin()) && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let end_line = (ran && interactive).then(|| super::lifecycle::end_line(&session, &status, removed));
+    let removed =
+        (plan.remove_on_exit && quarantined == 0 && !unmerged) || (is_new && err.is_some());
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdin())
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let end_line =
+        (ran && interactive).then(|| super::lifecycle::end_line(&session, &status, removed));
     if removed {
         session.remove()?;
     } else {
@@ -472,7 +493,11 @@ fn finish(
 /// session dir, say so, and record it; the number moved.
 /// What the session made among its project's code-steering paths: what the watch moved
 /// while it ran, and the exit sweep's; the number moved.
-fn quarantine(session: &mut LiveSession, plan: &Plan, live: Vec<crate::session::quarantine::Quarantined>) -> usize {
+fn quarantine(
+    session: &mut LiveSession,
+    plan: &Plan,
+    live: Vec<crate::session::quarantine::Quarantined>,
+) -> usize {
     let live_moved = crate::session::quarantine::record(session, live);
     match &plan.view.project {
         Some(proj) => {

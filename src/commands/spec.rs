@@ -86,10 +86,15 @@ pub fn spec(args: SpecArgs) -> Result<i32> {
         // layer now, as `csbox run` does before each launch (a link planted by the session
         // fails here, a planted .claude.json is replaced), not following any link.
         let fd = crate::fsutil::open_dir_nofollow(&dir).map_err(|e| {
-            Error::io("open", dir.clone(), e).hint("a session directory must be a directory, not a link")
+            Error::io("open", dir.clone(), e)
+                .hint("a session directory must be a directory, not a link")
         })?;
         let seed = || crate::session::setup::claude_json_seed(&r.paths, &r.cwd);
-        let s = crate::session::layers::SessionDir { fd: &fd, path: &dir, id: &id };
+        let s = crate::session::layers::SessionDir {
+            fd: &fd,
+            path: &dir,
+            id: &id,
+        };
         crate::session::layers::prepare(s, &plan.session_sources(), seed)?;
         // A running session's mask layers are its mounts' lower layers: left as they are.
         if !active {
@@ -130,11 +135,17 @@ pub fn spec(args: SpecArgs) -> Result<i32> {
 /// Where a bundle keeps its copy of the home's mask layer, when the plan has one: its
 /// `home-masks/`. A bundle inside the home cannot hold it: overlayfs refuses a lower
 /// layer inside another ("overlapping lowerdir path", ELOOP).
-fn private_masks_dir(plan: &crate::plan::Plan, bundle: Option<&std::path::Path>, cwd: &std::path::Path) -> Result<Option<PathBuf>> {
+fn private_masks_dir(
+    plan: &crate::plan::Plan,
+    bundle: Option<&std::path::Path>,
+    cwd: &std::path::Path,
+) -> Result<Option<PathBuf>> {
     let has = plan.mounts.iter().any(|m| {
         matches!(m, crate::plan::MountOp::Overlay { masks: Some(l), .. } if matches!(l.place, crate::plan::MaskPlace::Private { .. }))
     });
-    let Some(b) = bundle.filter(|_| has) else { return Ok(None) };
+    let Some(b) = bundle.filter(|_| has) else {
+        return Ok(None);
+    };
     let b = crate::paths::canonical_or_self(&cwd.join(b));
     if b.starts_with(&plan.view.home) {
         return Err(Error::Usage(format!(
@@ -153,16 +164,23 @@ fn write_private_masks(plan: &crate::plan::Plan, dir: &std::path::Path) -> Resul
     let parent = dir.parent().expect("a bundle's subdir");
     let pfd = crate::fsutil::open_dir_nofollow(parent).map_err(|e| Error::io("open", parent, e))?;
     match crate::fsutil::remove_tree_at(&pfd, "home-masks") {
-        Err(e) if e.errno != nix::errno::Errno::ENOENT => return Err(Error::io("remove", dir, e.into()).into()),
+        Err(e) if e.errno != nix::errno::Errno::ENOENT => {
+            return Err(Error::io("remove", dir, e.into()).into())
+        }
         _ => {}
     }
-    nix::sys::stat::mkdirat(Some(std::os::fd::AsRawFd::as_raw_fd(&pfd)), "home-masks", nix::sys::stat::Mode::from_bits_truncate(0o700))
-        .map_err(|e| Error::io("mkdir", dir, e.into()))?;
+    nix::sys::stat::mkdirat(
+        Some(std::os::fd::AsRawFd::as_raw_fd(&pfd)),
+        "home-masks",
+        nix::sys::stat::Mode::from_bits_truncate(0o700),
+    )
+    .map_err(|e| Error::io("mkdir", dir, e.into()))?;
     let fd = crate::fsutil::open_dir_nofollow(dir).map_err(|e| Error::io("open", dir, e))?;
     for m in &plan.mounts {
         if let crate::plan::MountOp::Overlay { masks: Some(l), .. } = m {
             if matches!(l.place, crate::plan::MaskPlace::Private { .. }) {
-                crate::session::masks::write_layer(&fd, &l.entries).map_err(|e| Error::io("write the mask layer", dir, e))?;
+                crate::session::masks::write_layer(&fd, &l.entries)
+                    .map_err(|e| Error::io("write the mask layer", dir, e))?;
             }
         }
     }

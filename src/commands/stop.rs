@@ -29,7 +29,8 @@ fn parse_grace(s: &str) -> std::result::Result<Duration, String> {
     if let Ok(n) = s.trim().parse::<u64>() {
         return Ok(Duration::from_secs(n));
     }
-    humantime::parse_duration(s.trim()).map_err(|_| format!("expected a duration like 10s, 500ms or 2m, not {s:?}"))
+    humantime::parse_duration(s.trim())
+        .map_err(|_| format!("expected a duration like 10s, 500ms or 2m, not {s:?}"))
 }
 
 /// Wait until nobody holds the session's lock (its supervisor has recorded the end).
@@ -56,13 +57,25 @@ pub fn stop_cmd(a: StopArgs) -> Result<i32> {
         let killed = if a.grace.is_zero() {
             false
         } else {
-            client.signal(false).map_err(|e| Error::io("send SIGTERM through", store.dir.join(id.as_str()).join("control.sock"), e))?;
+            client.signal(false).map_err(|e| {
+                Error::io(
+                    "send SIGTERM through",
+                    store.dir.join(id.as_str()).join("control.sock"),
+                    e,
+                )
+            })?;
             !ended(&store, &id, a.grace)
         };
         if a.grace.is_zero() || killed {
             let client = super::enter::connect(&store, reference, "stop").map(|(_, c)| c);
             if let Ok(c) = client {
-                c.signal(true).map_err(|e| Error::io("send SIGKILL through", store.dir.join(id.as_str()).join("control.sock"), e))?;
+                c.signal(true).map_err(|e| {
+                    Error::io(
+                        "send SIGKILL through",
+                        store.dir.join(id.as_str()).join("control.sock"),
+                        e,
+                    )
+                })?;
             }
             if !ended(&store, &id, Duration::from_secs(10)) {
                 eprintln!("csbox: session {id} is still running 10s after SIGKILL: its supervisor does not let go (see `csbox show {id}`)");
@@ -77,7 +90,11 @@ pub fn stop_cmd(a: StopArgs) -> Result<i32> {
             .and_then(|m| m.exit)
             .map(|e| e.describe())
             .unwrap_or_else(|| "ended".into());
-        let after = if killed { format!(" (SIGKILL after {})", humantime::format_duration(a.grace)) } else { String::new() };
+        let after = if killed {
+            format!(" (SIGKILL after {})", humantime::format_duration(a.grace))
+        } else {
+            String::new()
+        };
         println!("stopped session {id}: {how}{after}");
     }
     Ok(code)

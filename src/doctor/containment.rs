@@ -46,7 +46,9 @@ fn network_check(paths: &Paths) -> Check {
         .into_iter()
         .filter_map(|(name, _, _)| {
             let p = crate::profile::load(&name, &dir).ok()?;
-            (p.isolation == crate::profile::Isolation::Namespaces && p.network.mode == crate::profile::Network::Host).then_some(name)
+            (p.isolation == crate::profile::Isolation::Namespaces
+                && p.network.mode == crate::profile::Network::Host)
+                .then_some(name)
         })
         .collect();
     if host.is_empty() {

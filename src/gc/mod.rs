@@ -151,7 +151,11 @@ pub fn gc(store: &Store, policy: &Policy, dry_run: bool, now: SystemTime) -> Res
         State::Unreadable { reason } | State::Corrupt { reason } => {
             report.errors.push(GcError {
                 entry: info.id.to_string(),
-                error: format!("{} ({}): kept; {reason}", info.state_word(), info.dir.display()),
+                error: format!(
+                    "{} ({}): kept; {reason}",
+                    info.state_word(),
+                    info.dir.display()
+                ),
             });
             false
         }
@@ -248,14 +252,18 @@ pub fn remove_one(store: &Store, id: &SessionId, dry_run: bool) -> Result<RmOutc
     let store_fd = store.open()?;
     if dry_run {
         let dir = store.dir.join(id.as_str());
-        let Some(dfd) = open_entry(&store_fd, id.as_str()).map_err(|e| Error::io("open", &dir, e))? else {
+        let Some(dfd) =
+            open_entry(&store_fd, id.as_str()).map_err(|e| Error::io("open", &dir, e))?
+        else {
             return Ok(RmOutcome::Gone);
         };
         if is_locked(&dfd) {
             return Ok(RmOutcome::Active);
         }
         refuse_mounts(store, &store_fd, id)?;
-        return Ok(RmOutcome::Removed(entry_usage(&store_fd, id.as_str()).bytes));
+        return Ok(RmOutcome::Removed(
+            entry_usage(&store_fd, id.as_str()).bytes,
+        ));
     }
     Ok(match remove_session(store, &store_fd, id)? {
         Outcome::Removed(b) => RmOutcome::Removed(b),

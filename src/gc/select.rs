@@ -267,7 +267,10 @@ mod tests {
         let asked = Policy::from_flags(None, false, false, true, None);
         assert_eq!(
             select(&[crashed(0), cand(30)], &asked, now()),
-            vec![Decision::Remove(vec![Reason::Crashed]), Decision::KeepUnselected]
+            vec![
+                Decision::Remove(vec![Reason::Crashed]),
+                Decision::KeepUnselected
+            ]
         );
     }
 
@@ -315,9 +318,14 @@ mod tests {
         };
         let p = default_policy();
         assert_eq!(select(&[named(1)], &p, now())[0], Decision::KeepYoung);
-        assert!(matches!(&select(&[named(8)], &p, now())[0], Decision::Remove(r) if r == &vec![Reason::Old { idle_days: 8 }]));
+        assert!(
+            matches!(&select(&[named(8)], &p, now())[0], Decision::Remove(r) if r == &vec![Reason::Old { idle_days: 8 }])
+        );
         let only_empty = Policy::from_flags(None, true, false, false, None);
-        assert_eq!(select(&[named(30)], &only_empty, now())[0], Decision::KeepUnselected);
+        assert_eq!(
+            select(&[named(30)], &only_empty, now())[0],
+            Decision::KeepUnselected
+        );
     }
 
     #[test]

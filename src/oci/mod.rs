@@ -188,7 +188,11 @@ fn linux(
     if let Some(ll) = &plan.landlock {
         notes.push(format!(
             "landlock: the OCI runtime spec has no Landlock; natively the command also gets {}{}",
-            if ll.writable.is_some() { "Landlock rules allowing writes only beneath the writable mounts" } else { "" },
+            if ll.writable.is_some() {
+                "Landlock rules allowing writes only beneath the writable mounts"
+            } else {
+                ""
+            },
             match (ll.writable.is_some(), ll.scope_ipc) {
                 (true, true) => ", and the abstract-socket and signal scopes",
                 (false, true) => "the Landlock abstract-socket and signal scopes",

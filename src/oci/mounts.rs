@@ -129,7 +129,11 @@ fn host_root(
 }
 
 /// The plan's operations, in its order.
-pub fn plan_mounts(plan: &Plan, private_masks: Option<&Path>, notes: &mut Vec<String>) -> Result<PlanMounts> {
+pub fn plan_mounts(
+    plan: &Plan,
+    private_masks: Option<&Path>,
+    notes: &mut Vec<String>,
+) -> Result<PlanMounts> {
     let mut mounts = Vec::new();
     let mut rootfs_links = Vec::new();
     let mut masked: Vec<String> = MASKED.iter().map(|s| s.to_string()).collect();
@@ -250,7 +254,11 @@ where ',' and ':' cannot appear; move the session store (SESSIONS_DIR) or CLAUDE
     let mut options = vec![
         format!(
             "lowerdir={}",
-            lowers.iter().map(|l| layer("lower dir", l)).collect::<Result<Vec<_>>>()?.join(":")
+            lowers
+                .iter()
+                .map(|l| layer("lower dir", l))
+                .collect::<Result<Vec<_>>>()?
+                .join(":")
         ),
         format!("upperdir={}", layer("upper dir", upper)?),
         format!("workdir={}", layer("work dir", work)?),

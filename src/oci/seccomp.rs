@@ -33,7 +33,11 @@ fn oci_rule(names: &[String], errno: i32, arg: Option<(u8, u32, u32)>) -> Result
 
 /// One plan rule as OCI rules: libseccomp compares one value per argument, so "any of
 /// these bits" becomes one rule per bit, and an allow list the refusal of its complement.
-fn translate_rule(r: &SyscallRule, out: &mut Vec<LinuxSyscall>, notes: &mut Vec<String>) -> Result<()> {
+fn translate_rule(
+    r: &SyscallRule,
+    out: &mut Vec<LinuxSyscall>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
     match &r.arg {
         None => out.push(oci_rule(&r.names, r.errno, None)?),
         Some(ArgMatch::MaskedEq { index, mask, value }) => {

@@ -52,7 +52,11 @@ pub fn wanted_paths(
         paths.config_home.join("systemd/user"),
     ];
     out.extend(super::protect::wanted(cwd, profile, host.git.as_ref()));
-    out.extend(super::mounts::PROC_MASKED.iter().map(|(p, _)| PathBuf::from(p)));
+    out.extend(
+        super::mounts::PROC_MASKED
+            .iter()
+            .map(|(p, _)| PathBuf::from(p)),
+    );
     out.extend(
         super::mounts::CACHES
             .iter()
@@ -207,8 +211,13 @@ fn landlock(prof: &Profile, sandboxed: bool, mounts: &[MountOp]) -> Option<Landl
         let mut out: Vec<PathBuf> = Vec::new();
         for m in mounts {
             let dst: &Path = match m {
-                MountOp::Bind { dst, flags, .. } | MountOp::Overlay { dst, flags, .. } | MountOp::Tmpfs { dst, flags, .. }
-                    if !flags.read_only => dst,
+                MountOp::Bind { dst, flags, .. }
+                | MountOp::Overlay { dst, flags, .. }
+                | MountOp::Tmpfs { dst, flags, .. }
+                    if !flags.read_only =>
+                {
+                    dst
+                }
                 MountOp::Dev { dst, .. } | MountOp::Proc { dst, .. } => dst,
                 // The root comes with its private /tmp.
                 MountOp::HostRoot { .. } => Path::new("/tmp"),

@@ -11,7 +11,12 @@ use crate::profile::expand::lexical;
 use crate::profile::Home;
 
 /// A path spelled in a profile field or flag, expanded, with its fact.
-pub(super) fn fact_of(input: &PlanInput, origin: &str, spec: &str, p: &str) -> Result<PathFact, Error> {
+pub(super) fn fact_of(
+    input: &PlanInput,
+    origin: &str,
+    spec: &str,
+    p: &str,
+) -> Result<PathFact, Error> {
     let lex = lexical(p, &input.paths.home, &input.cwd).map_err(|why| Error::BadPath {
         origin: origin.to_string(),
         spec: spec.to_string(),
@@ -30,7 +35,11 @@ pub(super) fn hide_list(input: &PlanInput) -> Result<Vec<PathFact>, Error> {
     for u in &input.overrides.unhide {
         unhidden.push(fact_of(input, "--unhide", u, u)?.real);
     }
-    let hides = input.profile.hide.iter().map(|h| ("profile field \"hide\"", h));
+    let hides = input
+        .profile
+        .hide
+        .iter()
+        .map(|h| ("profile field \"hide\"", h));
     let mut out = Vec::new();
     for (origin, h) in hides.chain(input.overrides.hide.iter().map(|h| ("--hide", h))) {
         let f = fact_of(input, origin, h, h)?;
@@ -45,7 +54,11 @@ pub(super) fn hide_list(input: &PlanInput) -> Result<Vec<PathFact>, Error> {
 /// The hidden paths that do not exist and would show through the copy-on-write home's
 /// lower layer if the host created them: below the home, not in what csbox mounts there
 /// itself (the `~/.claude` view, the store, file systems bound back).
-pub(super) fn home_masks(input: &PlanInput, home: &Path, mode: Home) -> Result<Vec<PathBuf>, Error> {
+pub(super) fn home_masks(
+    input: &PlanInput,
+    home: &Path,
+    mode: Home,
+) -> Result<Vec<PathBuf>, Error> {
     if mode != Home::Overlay || input.profile.isolation != crate::profile::Isolation::Namespaces {
         return Ok(Vec::new());
     }

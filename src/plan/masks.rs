@@ -26,7 +26,9 @@ pub(super) fn home_layer(input: &PlanInput, view: &View) -> Option<MaskLayer> {
     let mut entries: Vec<MaskEntry> = Vec::new();
     let has = |entries: &[MaskEntry], p: &Path| entries.iter().any(|e| e.path() == p);
     for m in &view.home_masks {
-        let Ok(rel) = m.strip_prefix(&view.home) else { continue };
+        let Ok(rel) = m.strip_prefix(&view.home) else {
+            continue;
+        };
         let mut cur = PathBuf::new();
         let n = rel.components().count();
         for (i, c) in rel.components().enumerate() {
@@ -36,7 +38,10 @@ pub(super) fn home_layer(input: &PlanInput, view: &View) -> Option<MaskLayer> {
             if i + 1 < n && is_dir {
                 if !has(&entries, &cur) {
                     let mode = host.map_or(0o755, |m| m & 0o7777);
-                    entries.push(MaskEntry::Dir { path: cur.clone(), mode });
+                    entries.push(MaskEntry::Dir {
+                        path: cur.clone(),
+                        mode,
+                    });
                 }
                 continue;
             }
@@ -66,7 +71,12 @@ pub(super) fn claude_layer(input: &PlanInput) -> Option<MaskLayer> {
     let lower = input.facts.host.claude.as_ref()?;
     let own_slug = slug(&input.cwd);
     let own_conv = |name: &str| {
-        lower.own.iter().any(|u| name == u || name.strip_prefix(u.as_str()).is_some_and(|r| r.starts_with('-')))
+        lower.own.iter().any(|u| {
+            name == u
+                || name
+                    .strip_prefix(u.as_str())
+                    .is_some_and(|r| r.starts_with('-'))
+        })
     };
     let mut entries = Vec::new();
     for (dir, mode) in &lower.dirs {
@@ -77,13 +87,24 @@ pub(super) fn claude_layer(input: &PlanInput) -> Option<MaskLayer> {
         };
         let others: Vec<&String> = names
             .iter()
-            .filter(|n| if dir == "projects" { !slug_matches(n, &own_slug) } else { !own_conv(n) })
+            .filter(|n| {
+                if dir == "projects" {
+                    !slug_matches(n, &own_slug)
+                } else {
+                    !own_conv(n)
+                }
+            })
             .collect();
         if others.is_empty() {
             continue;
         }
-        entries.push(MaskEntry::Dir { path: dir.into(), mode: *mode });
-        entries.extend(others.into_iter().map(|n| MaskEntry::Whiteout { path: Path::new(dir).join(n) }));
+        entries.push(MaskEntry::Dir {
+            path: dir.into(),
+            mode: *mode,
+        });
+        entries.extend(others.into_iter().map(|n| MaskEntry::Whiteout {
+            path: Path::new(dir).join(n),
+        }));
     }
     if let Some(h) = &lower.history {
         entries.push(MaskEntry::File {
@@ -100,7 +121,12 @@ pub(super) fn claude_layer(input: &PlanInput) -> Option<MaskLayer> {
 
 /// What the user should know about the mask layers.
 pub(super) fn notes(input: &PlanInput) -> Vec<String> {
-    let history = input.facts.host.claude.as_ref().and_then(|c| c.history.as_ref());
+    let history = input
+        .facts
+        .host
+        .claude
+        .as_ref()
+        .and_then(|c| c.history.as_ref());
     match history.filter(|_| input.state_mode == StateMode::Overlay) {
         Some(h) if h.too_big => vec![format!(
             "~/.claude/history.jsonl is larger than {} MiB: it is not filtered for this project at start-up, and the session's up-arrow history starts empty",

@@ -406,13 +406,19 @@ pub enum MaskEntry {
     /// An overlay whiteout (a 0/0 character device).
     Whiteout { path: PathBuf },
     /// A file shown instead of the lower's.
-    File { path: PathBuf, mode: u32, content: String },
+    File {
+        path: PathBuf,
+        mode: u32,
+        content: String,
+    },
 }
 
 impl MaskEntry {
     pub fn path(&self) -> &std::path::Path {
         match self {
-            MaskEntry::Dir { path, .. } | MaskEntry::Whiteout { path } | MaskEntry::File { path, .. } => path,
+            MaskEntry::Dir { path, .. }
+            | MaskEntry::Whiteout { path }
+            | MaskEntry::File { path, .. } => path,
         }
     }
 }
@@ -455,7 +461,9 @@ pub enum ArgMatch {
 impl ArgMatch {
     pub fn index(&self) -> u8 {
         match self {
-            ArgMatch::MaskedEq { index, .. } | ArgMatch::AnyBit { index, .. } | ArgMatch::NotIn { index, .. } => *index,
+            ArgMatch::MaskedEq { index, .. }
+            | ArgMatch::AnyBit { index, .. }
+            | ArgMatch::NotIn { index, .. } => *index,
         }
     }
 }

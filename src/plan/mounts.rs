@@ -54,7 +54,13 @@ pub const CACHE_DIR: &str = "home/caches";
 /// host's shell snapshots with their environment dumps and env of past sessions, the
 /// text pasted into every past conversation, plans that name no project), so a session
 /// sees and writes only its own.
-pub const SESSION_OWN: &[&str] = &["sessions", "shell-snapshots", "session-env", "paste-cache", "plans"];
+pub const SESSION_OWN: &[&str] = &[
+    "sessions",
+    "shell-snapshots",
+    "session-env",
+    "paste-cache",
+    "plans",
+];
 
 /// What a mount point made so far shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +141,9 @@ impl<'a> Mounts<'a> {
 
     fn push(&mut self, op: MountOp) {
         let point = match &op {
-            MountOp::Tmpfs { dst, .. } | MountOp::Hide { dst, .. } => Some((dst.clone(), Shows::Tmpfs)),
+            MountOp::Tmpfs { dst, .. } | MountOp::Hide { dst, .. } => {
+                Some((dst.clone(), Shows::Tmpfs))
+            }
             MountOp::Bind { dst, .. } => Some((dst.clone(), Shows::Host)),
             MountOp::Overlay { dst, .. } => Some((dst.clone(), Shows::Overlay)),
             _ => None,
@@ -332,7 +340,12 @@ impl<'a> Mounts<'a> {
         // layer has there (the old store, a link to ours, the host's snapshots).
         for name in SESSION_OWN {
             let own = Path::new(STATE_DIR).join(name);
-            self.bind(session(own), &root.join(name), MountFlags::NOSUID_NODEV, None);
+            self.bind(
+                session(own),
+                &root.join(name),
+                MountFlags::NOSUID_NODEV,
+                None,
+            );
         }
         // Claude Code (CLAUDE_CONFIG_DIR=~/.claude) reads ~/.claude/.claude.json, which is
         // the layer's own `state/.claude.json`: bound there too, so that it is a mount
@@ -341,7 +354,12 @@ impl<'a> Mounts<'a> {
         // follow. Claude Code falls back to writing in place on EBUSY. Tools that
         // hard-code ~/.claude.json see the same file.
         let src = session(Path::new(STATE_DIR).join(".claude.json"));
-        self.bind(src.clone(), &root.join(".claude.json"), MountFlags::NOSUID_NODEV, None);
+        self.bind(
+            src.clone(),
+            &root.join(".claude.json"),
+            MountFlags::NOSUID_NODEV,
+            None,
+        );
         let cj = self.real(&input.paths.claude_json);
         let create = self.may_create(&cj).then_some(NodeKind::File);
         self.bind(src, &cj, MountFlags::NOSUID_NODEV, create);
@@ -499,11 +517,11 @@ impl<'a> Mounts<'a> {
             .ops
             .iter()
             .filter_map(|op| match op {
-                MountOp::Bind { src: Source::Host(s), dst, .. }
-                    if input.facts.host.sockets.contains(s) =>
-                {
-                    Some(dst.clone())
-                }
+                MountOp::Bind {
+                    src: Source::Host(s),
+                    dst,
+                    ..
+                } if input.facts.host.sockets.contains(s) => Some(dst.clone()),
                 _ => None,
             })
             .collect();
@@ -519,7 +537,10 @@ impl<'a> Mounts<'a> {
             .cloned()
             .collect();
         for dst in in_sight {
-            self.push(MountOp::Hide { dst, kind: NodeKind::File });
+            self.push(MountOp::Hide {
+                dst,
+                kind: NodeKind::File,
+            });
         }
         Ok(())
     }

@@ -13,22 +13,51 @@ pub const PROXY_PORT: u16 = 3128;
 /// Code prefer them. Under a network of the sandbox's own the host's values are dropped
 /// (the host's proxy is not reachable from inside, and its credentials stay outside).
 pub const PROXY_ENV: &[&str] = &[
-    "https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY",
-    "no_proxy", "NO_PROXY", "ftp_proxy", "FTP_PROXY", "npm_config_proxy", "npm_config_https_proxy",
-    "NPM_CONFIG_PROXY", "NPM_CONFIG_HTTPS_PROXY", "GIT_HTTP_PROXY", "NODE_USE_ENV_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "HTTP_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+    "ftp_proxy",
+    "FTP_PROXY",
+    "npm_config_proxy",
+    "npm_config_https_proxy",
+    "NPM_CONFIG_PROXY",
+    "NPM_CONFIG_HTTPS_PROXY",
+    "GIT_HTTP_PROXY",
+    "NODE_USE_ENV_PROXY",
 ];
 
 pub fn plan(input: &PlanInput) -> NetPlan {
     let prof = input.profile;
     let sandboxed = prof.isolation == Isolation::Namespaces;
-    let mode = if sandboxed { prof.network.mode } else { Network::Host };
+    let mode = if sandboxed {
+        prof.network.mode
+    } else {
+        Network::Host
+    };
     let proxy = mode == Network::Proxy;
     NetPlan {
         mode,
         proxy_port: proxy.then_some(PROXY_PORT),
-        allow: if proxy { prof.network.allow.clone() } else { Vec::new() },
-        deny: if proxy { prof.network.deny.clone() } else { Vec::new() },
-        upstream: if proxy { upstream(&input.host_env) } else { None },
+        allow: if proxy {
+            prof.network.allow.clone()
+        } else {
+            Vec::new()
+        },
+        deny: if proxy {
+            prof.network.deny.clone()
+        } else {
+            Vec::new()
+        },
+        upstream: if proxy {
+            upstream(&input.host_env)
+        } else {
+            None
+        },
         audit: proxy.then(|| "net.jsonl".into()),
     }
 }
@@ -36,7 +65,11 @@ pub fn plan(input: &PlanInput) -> NetPlan {
 /// The host's own proxy, as curl picks it (lower case first), with the password elided
 /// for display: the launcher reads the variable itself, so no credential is in the plan.
 fn upstream(env: &[(String, String)]) -> Option<Upstream> {
-    let get = |k: &str| env.iter().find(|(n, v)| n == k && !v.is_empty()).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        env.iter()
+            .find(|(n, v)| n == k && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    };
     let var = ["https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"]
         .into_iter()
         .find(|k| get(k).is_some())?;
@@ -44,7 +77,9 @@ fn upstream(env: &[(String, String)]) -> Option<Upstream> {
     Some(Upstream {
         var: var.to_string(),
         shown: elide_password(&url),
-        no_proxy: get("no_proxy").or_else(|| get("NO_PROXY")).unwrap_or_default(),
+        no_proxy: get("no_proxy")
+            .or_else(|| get("NO_PROXY"))
+            .unwrap_or_default(),
     })
 }
 
@@ -98,7 +133,10 @@ mod tests {
             ("NO_PROXY".to_string(), "corp".to_string()),
         ];
         let u = upstream(&env).unwrap();
-        assert_eq!((u.var.as_str(), u.shown.as_str(), u.no_proxy.as_str()), ("https_proxy", "http://c:***@low:2", "corp"));
+        assert_eq!(
+            (u.var.as_str(), u.shown.as_str(), u.no_proxy.as_str()),
+            ("https_proxy", "http://c:***@low:2", "corp")
+        );
         assert!(upstream(&[]).is_none());
     }
 }

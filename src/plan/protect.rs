@@ -110,7 +110,11 @@ fn common(project: &Path, git: Option<&GitLayout>) -> PathBuf {
 }
 
 /// Every path the profile protects in this project, as spelled before resolving.
-fn candidates(prof: &crate::profile::Profile, project: &Path, git: Option<&GitLayout>) -> Vec<PathBuf> {
+fn candidates(
+    prof: &crate::profile::Profile,
+    project: &Path,
+    git: Option<&GitLayout>,
+) -> Vec<PathBuf> {
     let common = common(project, git);
     let config = !prof.allow_git_config;
     let mut out: Vec<PathBuf> = Vec::new();
@@ -190,10 +194,16 @@ pub(super) fn protection(input: &PlanInput, project: &Path, git: Option<&GitLayo
             if fact.kind.is_some() {
                 out.protected.push(fact.real.clone());
             } else {
-                out.watched.push(Watched { path: fact.real.clone(), link: None });
+                out.watched.push(Watched {
+                    path: fact.real.clone(),
+                    link: None,
+                });
             }
         }
-        out.watched.push(Watched { link: facts.link(&p).map(Path::to_path_buf), path: p });
+        out.watched.push(Watched {
+            link: facts.link(&p).map(Path::to_path_buf),
+            path: p,
+        });
     }
     // A path under another protected one is read-only already.
     out.protected.sort();
@@ -203,7 +213,8 @@ pub(super) fn protection(input: &PlanInput, project: &Path, git: Option<&GitLayo
         .retain(|p| !protected.iter().any(|q| p != q && p.starts_with(q)));
     out.watched.sort_by(|a, b| a.path.cmp(&b.path));
     out.watched.dedup_by(|a, b| a.path == b.path);
-    out.watched.retain(|w| !protected.iter().any(|q| w.path.starts_with(q)));
+    out.watched
+        .retain(|w| !protected.iter().any(|q| w.path.starts_with(q)));
     out.pinned = pinned(facts, &roots, &out);
     let common = common(project, git);
     let names = |dirs: &[PathBuf]| -> Vec<String> {
@@ -211,8 +222,13 @@ pub(super) fn protection(input: &PlanInput, project: &Path, git: Option<&GitLayo
             .filter_map(|d| d.file_name()?.to_str().map(String::from))
             .collect()
     };
-    let (worktrees, modules) = git.map(|g| (names(&g.worktrees), names(&g.modules))).unwrap_or_default();
-    for (sub, known, files) in [("worktrees", worktrees, WORKTREE_FILES), ("modules", modules, MODULE_FILES)] {
+    let (worktrees, modules) = git
+        .map(|g| (names(&g.worktrees), names(&g.modules)))
+        .unwrap_or_default();
+    for (sub, known, files) in [
+        ("worktrees", worktrees, WORKTREE_FILES),
+        ("modules", modules, MODULE_FILES),
+    ] {
         out.watched_dirs.push(WatchedDir {
             dir: common.join(sub),
             known,
@@ -229,7 +245,9 @@ fn pinned(facts: &Facts, roots: &[PathBuf], p: &Protection) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     let paths = p.protected.iter().chain(p.watched.iter().map(|w| &w.path));
     for path in paths {
-        let Some(root) = root_of(roots, path) else { continue };
+        let Some(root) = root_of(roots, path) else {
+            continue;
+        };
         for a in path.ancestors().skip(1) {
             if a == root.as_path() || !a.starts_with(root) {
                 break;
@@ -237,7 +255,8 @@ fn pinned(facts: &Facts, roots: &[PathBuf], p: &Protection) -> Vec<PathBuf> {
             let f = facts.get(a);
             // A protected path's real location is canonical: its parents are dirs.
             let is_dir = p.protected.contains(path) || f.kind == Some(NodeKind::Dir);
-            if is_dir && (f.real == a || p.protected.contains(path)) && !out.iter().any(|o| o == a) {
+            if is_dir && (f.real == a || p.protected.contains(path)) && !out.iter().any(|o| o == a)
+            {
                 out.push(a.to_path_buf());
             }
         }
@@ -249,15 +268,26 @@ fn pinned(facts: &Facts, roots: &[PathBuf], p: &Protection) -> Vec<PathBuf> {
 
 /// The paths [`protection`] asks facts about, for `resolve`: each candidate and every
 /// directory between it and its root.
-pub(super) fn wanted(cwd: &Path, prof: &crate::profile::Profile, git: Option<&GitLayout>) -> Vec<PathBuf> {
-    let top = git.map(|g| g.top.clone()).unwrap_or_else(|| cwd.to_path_buf());
+pub(super) fn wanted(
+    cwd: &Path,
+    prof: &crate::profile::Profile,
+    git: Option<&GitLayout>,
+) -> Vec<PathBuf> {
+    let top = git
+        .map(|g| g.top.clone())
+        .unwrap_or_else(|| cwd.to_path_buf());
     let mut out = Vec::new();
     for base in [top.as_path(), cwd] {
         let g = git.filter(|g| g.top == base);
         let roots = roots(base, g);
         for c in candidates(prof, base, g) {
             if let Some(root) = root_of(&roots, &c) {
-                out.extend(c.ancestors().skip(1).take_while(|a| a != root).map(Path::to_path_buf));
+                out.extend(
+                    c.ancestors()
+                        .skip(1)
+                        .take_while(|a| a != root)
+                        .map(Path::to_path_buf),
+                );
             }
             out.push(c);
         }

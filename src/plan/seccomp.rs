@@ -20,46 +20,95 @@ use crate::profile::{Profile, SeccompLevel};
 pub const DEFAULT_EPERM: &[&str] = &[
     // Kernel keyrings: the session keyring is fresh, and no key can be made or asked for
     // (Docker: absent from its allow list; Flatpak).
-    "add_key", "keyctl", "request_key",
+    "add_key",
+    "keyctl",
+    "request_key",
     // eBPF, perf, userfaultfd, io_uring: large kernel surfaces behind many CVEs (Docker
     // gates bpf/perf on CAP_SYS_ADMIN/CAP_BPF/CAP_PERFMON, leaves out userfaultfd and
     // io_uring).
-    "bpf", "perf_event_open", "userfaultfd",
-    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
     // Modules, kexec, reboot, swap, process accounting.
-    "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
-    "reboot", "swapon", "swapoff", "acct",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "kexec_load",
+    "kexec_file_load",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
     // I/O ports, the clocks, hanging up the terminal.
-    "iopl", "ioperm", "settimeofday", "clock_settime", "clock_settime64", "stime", "vhangup",
+    "iopl",
+    "ioperm",
+    "settimeofday",
+    "clock_settime",
+    "clock_settime64",
+    "stime",
+    "vhangup",
     // The kernel log, quotas, handle-based opens (the "shocker" escape), fanotify, LSM
     // attributes.
-    "syslog", "quotactl", "quotactl_fd", "lookup_dcookie", "open_by_handle_at", "fanotify_init",
-    "lsm_get_self_attr", "lsm_set_self_attr", "lsm_list_modules",
+    "syslog",
+    "quotactl",
+    "quotactl_fd",
+    "lookup_dcookie",
+    "open_by_handle_at",
+    "fanotify_init",
+    "lsm_get_self_attr",
+    "lsm_set_self_attr",
+    "lsm_list_modules",
     // NUMA memory policy and page migration (Docker: CAP_SYS_NICE).
-    "mbind", "set_mempolicy", "get_mempolicy", "set_mempolicy_home_node",
-    "migrate_pages", "move_pages",
+    "mbind",
+    "set_mempolicy",
+    "get_mempolicy",
+    "set_mempolicy_home_node",
+    "migrate_pages",
+    "move_pages",
     // Comparing and stealing other processes' files and memory advice (Docker:
     // CAP_SYS_PTRACE).
-    "kcmp", "pidfd_getfd", "process_madvise",
+    "kcmp",
+    "pidfd_getfd",
+    "process_madvise",
     // Joining another namespace, chroot (bubblewrap needs neither).
-    "setns", "chroot",
+    "setns",
+    "chroot",
 ];
 
 /// Refused with ENOSYS under `default`: callers fall back (libmount to mount(2)).
 pub const DEFAULT_ENOSYS: &[&str] = &[
     // The new mount API (Flatpak; fsconfig was CVE-2022-0185 from a user namespace).
-    "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "open_tree_attr",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "open_tree_attr",
     "mount_setattr",
     // Obsolete calls a kernel may still carry.
-    "uselib", "ustat", "sysfs",
+    "uselib",
+    "ustat",
+    "sysfs",
 ];
 
 /// Refused with EPERM under `strict`, on top of `default`.
 pub const STRICT_EPERM: &[&str] = &[
     // No namespaces and no mounts at all.
-    "unshare", "mount", "umount", "umount2", "pivot_root", "sethostname", "setdomainname",
+    "unshare",
+    "mount",
+    "umount",
+    "umount2",
+    "pivot_root",
+    "sethostname",
+    "setdomainname",
     // No tracing, not even of the sandbox's own processes.
-    "ptrace", "process_vm_readv", "process_vm_writev",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
     // The x86 local descriptor table (Flatpak refuses it to native-only apps).
     "modify_ldt",
 ];
@@ -68,8 +117,7 @@ pub const STRICT_EPERM: &[&str] = &[
 pub const STRICT_ENOSYS: &[&str] = &[
     // Its flags live in memory seccomp cannot read: ENOSYS makes libc fall back to
     // clone(2), whose flags the rule below sees.
-    "clone3",
-    // Enumerating namespaces (new in 6.19).
+    "clone3", // Enumerating namespaces (new in 6.19).
     "listns",
 ];
 
@@ -131,16 +179,37 @@ pub fn rules(prof: &Profile, sandboxed: bool) -> Seccomp {
     let mut rules = terminal_rules();
     rules.push(rule(DEFAULT_EPERM, eperm, None));
     rules.push(rule(DEFAULT_ENOSYS, enosys, None));
-    rules.push(rule(&["personality"], eperm, Some(ArgMatch::NotIn { index: 0, values: PERSONAS.to_vec() })));
+    rules.push(rule(
+        &["personality"],
+        eperm,
+        Some(ArgMatch::NotIn {
+            index: 0,
+            values: PERSONAS.to_vec(),
+        }),
+    ));
     if strict {
         rules.push(rule(STRICT_EPERM, eperm, None));
         rules.push(rule(STRICT_ENOSYS, enosys, None));
-        rules.push(rule(&["clone"], eperm, Some(ArgMatch::AnyBit { index: 0, mask: CLONE_NEW_ANY })));
-        let families = ArgMatch::NotIn { index: 0, values: STRICT_FAMILIES.to_vec() };
+        rules.push(rule(
+            &["clone"],
+            eperm,
+            Some(ArgMatch::AnyBit {
+                index: 0,
+                mask: CLONE_NEW_ANY,
+            }),
+        ));
+        let families = ArgMatch::NotIn {
+            index: 0,
+            values: STRICT_FAMILIES.to_vec(),
+        };
         rules.push(rule(&["socket"], libc::EAFNOSUPPORT, Some(families)));
     } else {
         for family in [AF_ALG, AF_VSOCK] {
-            rules.push(rule(&["socket"], libc::EAFNOSUPPORT, masked_eq(0, u32::MAX, family)));
+            rules.push(rule(
+                &["socket"],
+                libc::EAFNOSUPPORT,
+                masked_eq(0, u32::MAX, family),
+            ));
         }
         if !prof.nested_userns {
             let newuser = libc::CLONE_NEWUSER as u32;

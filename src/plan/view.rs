@@ -117,7 +117,11 @@ fn overlap(input: &PlanInput, dir: &Path, read_only: bool) -> Option<Error> {
     let p = input.paths;
     let facts = input.facts;
     let home = facts.real(&p.home);
-    let exe = facts.host.csbox_exe.clone().filter(|e| e.starts_with(&home));
+    let exe = facts
+        .host
+        .csbox_exe
+        .clone()
+        .filter(|e| e.starts_with(&home));
     let checks = [
         ("your home", Some(home.clone()), false, ""),
         ("~/.claude", Some(facts.real(&p.claude_root)), true, ""),

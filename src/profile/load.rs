@@ -441,7 +441,11 @@ mod tests {
         for (text, words) in [
             (
                 "{\"network\": 5}",
-                &["field \"network\"", "5 (a number)", "\"proxy\", \"none\", \"host\""][..],
+                &[
+                    "field \"network\"",
+                    "5 (a number)",
+                    "\"proxy\", \"none\", \"host\"",
+                ][..],
             ),
             (
                 "{\"claude\": []}",

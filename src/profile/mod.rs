@@ -6,9 +6,9 @@
 //! `$XDG_CONFIG_HOME/csbox/profiles/NAME.json` and shadow a built-in of the same name.
 
 pub mod expand;
-pub mod network;
 mod load;
 mod model;
+pub mod network;
 mod schema;
 
 pub use load::{list, load, Error, MAX_PROFILE_BYTES, MAX_TIMEOUT_SECS};
@@ -31,7 +31,14 @@ mod tests {
         }
         let strict = load("strict", none()).unwrap();
         assert_eq!(strict.network.mode, Network::Proxy);
-        assert_eq!(strict.network.allow, crate::profile::network::CLAUDE_HOSTS.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "strict replaces default's list");
+        assert_eq!(
+            strict.network.allow,
+            crate::profile::network::CLAUDE_HOSTS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+            "strict replaces default's list"
+        );
         assert_eq!(strict.home, Home::Hidden);
         assert!(!strict.nested_userns);
         assert!(

@@ -21,7 +21,13 @@ pub const BUILTINS: &[(&str, &str)] = &[
 /// project's auto-memory (`memory/`); only the session's own project's merge (its working
 /// directory's, see `session::merge`). Nothing here is ever run by Claude Code: settings,
 /// hooks, skills, agents, commands, plugins and shell snapshots are not on the list.
-pub const MERGE_BACK: &[&str] = &["projects", "history.jsonl", "todos", "plans", "file-history"];
+pub const MERGE_BACK: &[&str] = &[
+    "projects",
+    "history.jsonl",
+    "todos",
+    "plans",
+    "file-history",
+];
 
 /// rlimit names a profile may set.
 pub const RLIMITS: &[(&str, u32)] = &[
@@ -286,11 +292,16 @@ pub fn has_url_password(v: &str) -> bool {
             .last()
             .is_some_and(|c| c.is_ascii_alphanumeric());
         let rest = &v[i + 3..];
-        let authority = rest.split(['/', '?', '#', ' ', ',', ';']).next().unwrap_or("");
+        let authority = rest
+            .split(['/', '?', '#', ' ', ',', ';'])
+            .next()
+            .unwrap_or("");
         valid_scheme
-            && authority
-                .rsplit_once('@')
-                .is_some_and(|(userinfo, _)| userinfo.split_once(':').is_some_and(|(_, pass)| !pass.is_empty()))
+            && authority.rsplit_once('@').is_some_and(|(userinfo, _)| {
+                userinfo
+                    .split_once(':')
+                    .is_some_and(|(_, pass)| !pass.is_empty())
+            })
     })
 }
 

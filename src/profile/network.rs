@@ -74,7 +74,8 @@ pub const REGISTRY_HOSTS: &[&str] = &[
 ];
 
 /// The named lists a rule list may use.
-pub const GROUPS: &[(&str, &[&str])] = &[("@claude", CLAUDE_HOSTS), ("@registries", REGISTRY_HOSTS)];
+pub const GROUPS: &[(&str, &[&str])] =
+    &[("@claude", CLAUDE_HOSTS), ("@registries", REGISTRY_HOSTS)];
 
 impl NetworkPolicy {
     pub fn host() -> Self {
@@ -129,7 +130,10 @@ pub fn check_rule(rule: &str) -> Result<(), String> {
             return Ok(());
         }
         let known: Vec<&str> = GROUPS.iter().map(|(g, _)| *g).collect();
-        return Err(format!("unknown list @{name}; the built-in lists are {}", known.join(", ")));
+        return Err(format!(
+            "unknown list @{name}; the built-in lists are {}",
+            known.join(", ")
+        ));
     }
     crate::net::Rule::parse(rule).map(|_| ())
 }
@@ -146,21 +150,31 @@ mod tests {
             allow: Some(vec!["@claude".into(), "@registries".into()]),
             deny: None,
         }));
-        assert!(p.allow.contains(&"api.anthropic.com".into()) && p.allow.contains(&"pypi.org".into()));
+        assert!(
+            p.allow.contains(&"api.anthropic.com".into()) && p.allow.contains(&"pypi.org".into())
+        );
         let mut strict = p.clone();
         strict.apply(NetworkFile::Policy(NetworkPolicyFile {
             mode: Some(Network::Proxy),
             allow: Some(vec!["@claude".into()]),
             deny: None,
         }));
-        assert_eq!(strict.allow, CLAUDE_HOSTS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            strict.allow,
+            CLAUDE_HOSTS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+        );
         let mut mine = p.clone();
         mine.apply(NetworkFile::Policy(NetworkPolicyFile {
             mode: None,
             allow: Some(vec!["example.com".into()]),
             deny: Some(vec!["*.evil.example".into()]),
         }));
-        assert!(mine.allow.contains(&"pypi.org".into()) && mine.allow.contains(&"example.com".into()));
+        assert!(
+            mine.allow.contains(&"pypi.org".into()) && mine.allow.contains(&"example.com".into())
+        );
         assert_eq!(mine.deny, vec!["*.evil.example".to_string()]);
         mine.apply(NetworkFile::Mode(Network::None));
         assert_eq!(mine.mode, Network::None);

@@ -190,7 +190,10 @@ fn check(path: &str, v: &serde_json::Value, shape: Shape) -> Result<(), (String,
                 if v.is_object() {
                     eb
                 } else {
-                    (ea.0, format!("{}; or an object {{\"mode\", \"allow\", \"deny\"}}", ea.1))
+                    (
+                        ea.0,
+                        format!("{}; or an object {{\"mode\", \"allow\", \"deny\"}}", ea.1),
+                    )
                 }
             })
         }),

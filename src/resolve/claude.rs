@@ -21,10 +21,14 @@ pub fn lower(root: &Path, cwd: &Path) -> Option<ClaudeLower> {
     let mut out = ClaudeLower::default();
     let own_slug = slug(cwd);
     for name in ["projects", "file-history", "todos"] {
-        let Ok(sub) = crate::fsutil::openat_nofollow(&dir, name, dir_flags(), nix::sys::stat::Mode::empty()) else {
+        let Ok(sub) =
+            crate::fsutil::openat_nofollow(&dir, name, dir_flags(), nix::sys::stat::Mode::empty())
+        else {
             continue;
         };
-        let Ok(st) = nix::sys::stat::fstat(sub.as_raw_fd()) else { continue };
+        let Ok(st) = nix::sys::stat::fstat(sub.as_raw_fd()) else {
+            continue;
+        };
         out.dirs.push((name.to_string(), st.st_mode & 0o7777));
         let names = list(&sub);
         match name {
@@ -49,15 +53,24 @@ fn dir_flags() -> nix::fcntl::OFlag {
 
 fn list(dir: &std::os::fd::OwnedFd) -> Vec<String> {
     let names = crate::fsutil::read_names(dir.as_raw_fd()).unwrap_or_default();
-    names.into_iter().take(LIST_CAP).filter_map(|n| n.into_string().ok()).collect()
+    names
+        .into_iter()
+        .take(LIST_CAP)
+        .filter_map(|n| n.into_string().ok())
+        .collect()
 }
 
 /// The uuids of `projects/<key>/*.jsonl`.
 fn conversations(projects: &std::os::fd::OwnedFd, key: &str) -> Vec<String> {
-    let Ok(d) = crate::fsutil::openat_nofollow(projects, key, dir_flags(), nix::sys::stat::Mode::empty()) else {
+    let Ok(d) =
+        crate::fsutil::openat_nofollow(projects, key, dir_flags(), nix::sys::stat::Mode::empty())
+    else {
         return Vec::new();
     };
-    list(&d).into_iter().filter_map(|n| n.strip_suffix(".jsonl").map(String::from)).collect()
+    list(&d)
+        .into_iter()
+        .filter_map(|n| n.strip_suffix(".jsonl").map(String::from))
+        .collect()
 }
 
 /// The lines of `path` whose top-level `project` is `cwd`. A line is looked at only when
@@ -68,7 +81,12 @@ fn history(path: &Path, cwd: &Path) -> Option<HistoryCopy> {
     let md = f.metadata().ok()?;
     let mode = md.mode() & 0o7777;
     if md.len() > HISTORY_CAP {
-        return Some(HistoryCopy { mode, lines: String::new(), too_big: true, dropped: 0 });
+        return Some(HistoryCopy {
+            mode,
+            lines: String::new(),
+            too_big: true,
+            dropped: 0,
+        });
     }
     let mut buf = Vec::with_capacity(md.len() as usize);
     f.take(HISTORY_CAP).read_to_end(&mut buf).ok()?;
@@ -105,7 +123,12 @@ fn history(path: &Path, cwd: &Path) -> Option<HistoryCopy> {
         lines.push_str(l);
         lines.push('\n');
     }
-    Some(HistoryCopy { mode, lines, too_big: false, dropped })
+    Some(HistoryCopy {
+        mode,
+        lines,
+        too_big: false,
+        dropped,
+    })
 }
 
 fn project_of(line: &str) -> Option<String> {
@@ -140,12 +163,18 @@ mod tests {
         assert_eq!(l.own, vec!["u1".to_string()]);
         let mut projects = l.projects.clone();
         projects.sort();
-        assert_eq!(projects, vec!["-p-mine".to_string(), "-p-other".to_string()]);
+        assert_eq!(
+            projects,
+            vec!["-p-mine".to_string(), "-p-other".to_string()]
+        );
         let hist = l.history.unwrap();
         assert_eq!(
             hist.lines,
             "{\"display\":\"a\",\"project\":\"/p/mine\"}\n{\"display\":\"e\",\"project\":\"/p/mine\",\"timestamp\":1}\n"
         );
-        assert!(l.dirs.iter().any(|(n, _)| n == "todos") && !l.dirs.iter().any(|(n, _)| n == "file-history"));
+        assert!(
+            l.dirs.iter().any(|(n, _)| n == "todos")
+                && !l.dirs.iter().any(|(n, _)| n == "file-history")
+        );
     }
 }

@@ -48,7 +48,9 @@ pub fn layout(
         runtime_dir,
         sockets: listening_sockets(),
         csbox_exe: std::env::current_exe().ok().map(|p| canonical_or_self(&p)),
-        private_runtime: var("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| private_dir(p, uid)),
+        private_runtime: var("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| private_dir(p, uid)),
         ..HostLayout::default()
     }
 }
@@ -57,7 +59,8 @@ pub fn layout(
 fn private_dir(p: &Path, uid: u32) -> bool {
     use std::os::unix::fs::MetadataExt;
     p.is_absolute()
-        && std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o777 == 0o700)
+        && std::fs::symlink_metadata(p)
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o777 == 0o700)
 }
 
 /// The pathname sockets listening in this network namespace, as /proc/net/unix names
@@ -73,9 +76,15 @@ pub fn listening_sockets() -> Vec<PathBuf> {
     let mut dirs: std::collections::HashMap<PathBuf, Option<PathBuf>> = Default::default();
     let mut out: Vec<PathBuf> = Vec::new();
     for p in listening_paths(&text) {
-        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else { continue };
-        let real_dir = dirs.entry(parent.to_path_buf()).or_insert_with(|| dir_real(parent));
-        let Some(real) = real_dir.as_ref().map(|d| d.join(name)) else { continue };
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            continue;
+        };
+        let real_dir = dirs
+            .entry(parent.to_path_buf())
+            .or_insert_with(|| dir_real(parent));
+        let Some(real) = real_dir.as_ref().map(|d| d.join(name)) else {
+            continue;
+        };
         if is_socket_nofollow(&real) {
             out.push(real);
         }
@@ -189,7 +198,9 @@ pub fn git_layout(cwd: &Path) -> Option<GitLayout> {
     let mut module_gitfiles: Vec<PathBuf> = modules
         .iter()
         .filter_map(|m| {
-            let text = std::fs::read_to_string(m.join("config")).ok().filter(|t| t.len() < 1 << 20)?;
+            let text = std::fs::read_to_string(m.join("config"))
+                .ok()
+                .filter(|t| t.len() < 1 << 20)?;
             let wt = crate::gitconfig::parse(&text)
                 .entries
                 .into_iter()
@@ -201,7 +212,11 @@ pub fn git_layout(cwd: &Path) -> Option<GitLayout> {
         .collect();
     module_gitfiles.sort();
     let mut config_paths = Vec::new();
-    for config in [common.join("config"), common.join("config.worktree"), gitdir.join("config.worktree")] {
+    for config in [
+        common.join("config"),
+        common.join("config.worktree"),
+        gitdir.join("config.worktree"),
+    ] {
         config_refs(&config, &top, 0, &mut config_paths);
     }
     config_paths.sort();
@@ -224,7 +239,9 @@ fn config_refs(config: &Path, top: &Path, depth: usize, out: &mut Vec<PathBuf>) 
     let Ok(text) = read_regular(config, GIT_CONFIG_CAP) else {
         return;
     };
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let base = config.parent().unwrap_or(Path::new("/"));
     for e in crate::gitconfig::parse(&String::from_utf8_lossy(&text)).entries {
         // `~/` and relative paths as git expands them, `..` removed lexically.
@@ -261,13 +278,21 @@ mod tests {
         )
         .unwrap();
         std::fs::write(main.join(".git/worktrees/wt/commondir"), "../..\n").unwrap();
-        std::fs::write(main.join(".git/worktrees/wt/config.worktree"), "[core]\n\thooksPath = .githooks # local\n").unwrap();
+        std::fs::write(
+            main.join(".git/worktrees/wt/config.worktree"),
+            "[core]\n\thooksPath = .githooks # local\n",
+        )
+        .unwrap();
         std::fs::write(
             main.join(".git/config"),
             "[core]\n\tbare = false\n[include]\n\tpath = ../shared.gitconfig\n[includeIf \"gitdir:~/x/\"]\n\tpath = \"/etc/elsewhere\"\n",
         )
         .unwrap();
-        std::fs::write(main.join("shared.gitconfig"), "[Core] HooksPath = \"tools/hooks\"\n").unwrap();
+        std::fs::write(
+            main.join("shared.gitconfig"),
+            "[Core] HooksPath = \"tools/hooks\"\n",
+        )
+        .unwrap();
         let g = git_layout(&wt.join("src")).unwrap();
         let real = |p: &Path| p.canonicalize().unwrap();
         assert_eq!(g.top, wt);
@@ -300,6 +325,12 @@ mod tests {
 0000000000000000: 00000002 00000000 00000000 0002 07 24
 ";
         let got: Vec<PathBuf> = listening_paths(text).collect();
-        assert_eq!(got, vec![PathBuf::from("/var/lib/app/d.sock"), PathBuf::from("/srv/with space.sock")]);
+        assert_eq!(
+            got,
+            vec![
+                PathBuf::from("/var/lib/app/d.sock"),
+                PathBuf::from("/srv/with space.sock")
+            ]
+        );
     }
 }

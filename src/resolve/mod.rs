@@ -60,12 +60,18 @@ impl Resolved {
         if let Some(n) = req.net {
             profile.network.mode = n;
         }
-        for (flag, list) in [("--allow-host", &req.allow_hosts), ("--deny-host", &req.deny_hosts)] {
+        for (flag, list) in [
+            ("--allow-host", &req.allow_hosts),
+            ("--deny-host", &req.deny_hosts),
+        ] {
             for h in list.iter() {
-                crate::profile::network::check_rule(h).map_err(|why| Error::Usage(format!("{flag} {h:?}: {why}")))?;
+                crate::profile::network::check_rule(h)
+                    .map_err(|why| Error::Usage(format!("{flag} {h:?}: {why}")))?;
             }
         }
-        profile.network.add(req.allow_hosts.clone(), req.deny_hosts.clone());
+        profile
+            .network
+            .add(req.allow_hosts.clone(), req.deny_hosts.clone());
         profile
             .env
             .set
@@ -179,12 +185,18 @@ pub fn look_up(paths: impl IntoIterator<Item = PathBuf>) -> Facts {
 
 /// What exists strictly between the home and each absent path in `wanted` that lies
 /// below it, with its `st_mode` (lstat: `real` has its links resolved already).
-fn home_nodes(facts: &Facts, wanted: &[PathBuf], home: &Path) -> std::collections::BTreeMap<PathBuf, u32> {
+fn home_nodes(
+    facts: &Facts,
+    wanted: &[PathBuf],
+    home: &Path,
+) -> std::collections::BTreeMap<PathBuf, u32> {
     use std::os::unix::fs::MetadataExt;
     let mut out = std::collections::BTreeMap::new();
     for p in wanted {
         let f = facts.get(p);
-        let Ok(rel) = f.real.strip_prefix(home) else { continue };
+        let Ok(rel) = f.real.strip_prefix(home) else {
+            continue;
+        };
         if f.kind.is_some() {
             continue;
         }

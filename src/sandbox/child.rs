@@ -8,11 +8,11 @@
 //! This process becomes pid 1 of the new pid namespace: after setup it forks the command,
 //! then reaps zombies and forwards signals until the command exits.
 
-
 use super::relay::{on_signal, pid1_relay_loop, Relay};
 use super::steps::{FailedAt, Fds, Phase, Prepared};
-use super::syscalls::{apply, close_fds_except, errno, fail_at, open_source, reachable, write_file};
-
+use super::syscalls::{
+    apply, close_fds_except, errno, fail_at, open_source, reachable, write_file,
+};
 
 /// Keep only `p.keep_caps`, in every set: drop the rest from the bounding set (so no
 /// exec can regain them), then set effective, inheritable and permitted to the kept
@@ -22,7 +22,10 @@ fn set_capabilities(p: &Prepared) -> Result<(), i32> {
 }
 
 /// [`set_capabilities`] with the lists given (`csbox enter` applies the same).
-pub(crate) fn keep_only(keep_caps: &[caps::Capability], drop_bounding: &[caps::Capability]) -> Result<(), i32> {
+pub(crate) fn keep_only(
+    keep_caps: &[caps::Capability],
+    drop_bounding: &[caps::Capability],
+) -> Result<(), i32> {
     use caps::CapSet;
     let os_err = |_| match errno() {
         0 => libc::EPERM,
@@ -232,7 +235,8 @@ unsafe fn run_stage(stage: Stage, p: &Prepared, f: &Fds) {
                     // Hiding what is gone, or what the sandbox cannot even look up (a
                     // socket in another user's 0700 dir): nothing to hide.
                     Err(libc::ENOENT) if p.missing_ok.get(i) == Some(&true) => {}
-                    Err(libc::EACCES) if p.missing_ok.get(i) == Some(&true) && !reachable(step) => {}
+                    Err(libc::EACCES) if p.missing_ok.get(i) == Some(&true) && !reachable(step) => {
+                    }
                     Err(e) => fail_at(f.err_w, FailedAt::Step(i as u32), e),
                     Ok(()) => {}
                 }
@@ -406,4 +410,3 @@ unsafe fn pid1_loop(cmd: libc::pid_t, f: &Fds) -> ! {
         }
     }
 }
-

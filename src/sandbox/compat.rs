@@ -49,7 +49,11 @@ fn run(plan: &Plan, started: impl FnOnce(Started)) -> Result<Launch> {
         }
     };
     let pid = child.id() as libc::pid_t;
-    started(Started { pid: pid as u32, ns: Vec::new(), plan });
+    started(Started {
+        pid: pid as u32,
+        ns: Vec::new(),
+        plan,
+    });
     let (status, timed_out) = supervise(pid, &blocked, plan.timeout_secs, None);
     Ok(Launch::Exited { status, timed_out })
 }

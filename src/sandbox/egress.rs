@@ -36,7 +36,8 @@ impl Egress {
         if plan.network.proxy_port.is_none() || !plan.namespaces.net {
             return Ok(None);
         }
-        let (inside, outside) = crate::net::fd_socketpair().map_err(|e| Error::io("socketpair(AF_UNIX, SOCK_SEQPACKET)", "", e))?;
+        let (inside, outside) = crate::net::fd_socketpair()
+            .map_err(|e| Error::io("socketpair(AF_UNIX, SOCK_SEQPACKET)", "", e))?;
         Ok(Some(Egress { inside, outside }))
     }
 
@@ -94,7 +95,8 @@ fn proxy_for(plan: &Plan, net: &NetPlan) -> Result<Proxy> {
         let dir = crate::fsutil::open_dir_nofollow(&plan.session.dir)
             .map_err(|e| Error::io("open", plan.session.dir.clone(), e))?;
         let name = rel.to_string_lossy();
-        let log = AuditLog::open_in(&dir, &name).map_err(|e| Error::io("open", plan.session.dir.join(rel), e))?;
+        let log = AuditLog::open_in(&dir, &name)
+            .map_err(|e| Error::io("open", plan.session.dir.join(rel), e))?;
         proxy = proxy.audit(log);
     }
     Ok(proxy)
@@ -102,7 +104,10 @@ fn proxy_for(plan: &Plan, net: &NetPlan) -> Result<Proxy> {
 
 /// The proxy holds six descriptors per client: let it have the hard limit.
 fn raise_nofile() {
-    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit on our own limits.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
@@ -120,7 +125,11 @@ impl Report {
         }
         let m = self.refused.lock().unwrap_or_else(|p| p.into_inner());
         for (count, why) in m.values() {
-            let times = if *count > 1 { format!(" ({count} times)") } else { String::new() };
+            let times = if *count > 1 {
+                format!(" ({count} times)")
+            } else {
+                String::new()
+            };
             eprintln!("{why}{times}");
         }
     }

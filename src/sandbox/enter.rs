@@ -28,7 +28,14 @@ use crate::session::ExitStatus;
 const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
 
 /// The kinds, in the order of `steps::NS_FILES` (what pid 1 sends).
-const KINDS: [NsKind; 6] = [NsKind::User, NsKind::Mount, NsKind::Pid, NsKind::Ipc, NsKind::Uts, NsKind::Net];
+const KINDS: [NsKind; 6] = [
+    NsKind::User,
+    NsKind::Mount,
+    NsKind::Pid,
+    NsKind::Ipc,
+    NsKind::Uts,
+    NsKind::Net,
+];
 
 /// What the child applies, made before the fork.
 struct Ready {
@@ -49,20 +56,28 @@ struct Ready {
 }
 
 fn ptrs(v: &[CString]) -> Vec<*const libc::c_char> {
-    v.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+    v.iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
 }
 
 fn owner_uid(userns: &OwnedFd) -> Option<libc::uid_t> {
     let mut uid: libc::uid_t = 0;
     // SAFETY: NS_GET_OWNER_UID writes one uid_t.
-    (unsafe { libc::ioctl(userns.as_raw_fd(), NS_GET_OWNER_UID as _, &mut uid) } == 0).then_some(uid)
+    (unsafe { libc::ioctl(userns.as_raw_fd(), NS_GET_OWNER_UID as _, &mut uid) } == 0)
+        .then_some(uid)
 }
 
 /// Join the namespaces the plan made, the user namespace first (it grants the rights to
 /// join the others).
 fn join(plan: &Plan, ns: &[OwnedFd]) -> Result<()> {
     if ns.len() != KINDS.len() {
-        return Err(Error::Other(format!("the supervisor sent {} namespaces, not {}", ns.len(), KINDS.len())));
+        return Err(Error::Other(format!(
+            "the supervisor sent {} namespaces, not {}",
+            ns.len(),
+            KINDS.len()
+        )));
     }
     let wanted = plan.namespaces.kinds();
     let order = [0usize, 1, 3, 4, 5, 2];
@@ -97,21 +112,36 @@ fn find_inside(cmd: &str, plan: &Plan) -> Option<PathBuf> {
     if cmd.contains('/') {
         return Some(PathBuf::from(cmd));
     }
-    let path = plan.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or("/usr/local/bin:/usr/bin:/bin");
-    path.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(cmd)).find(|p| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    let path = plan
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(cmd))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 fn ready(plan: &Plan, exe: &Path, argv: &[String]) -> Result<Ready> {
     let keep: Vec<caps::Capability> = plan
         .capabilities
         .iter()
-        .map(|n| n.parse().map_err(|_| Error::Usage(format!("unknown capability {n:?} in the plan"))))
+        .map(|n| {
+            n.parse()
+                .map_err(|_| Error::Usage(format!("unknown capability {n:?} in the plan")))
+        })
         .collect::<Result<_>>()?;
     let argv: Vec<CString> = argv.iter().map(cstring).collect::<Result<_>>()?;
-    let envp: Vec<CString> = plan.env.iter().map(|(k, v)| cstring(format!("{k}={v}"))).collect::<Result<_>>()?;
+    let envp: Vec<CString> = plan
+        .env
+        .iter()
+        .map(|(k, v)| cstring(format!("{k}={v}")))
+        .collect::<Result<_>>()?;
     Ok(Ready {
         exe: cstring(exe)?,
         argv_ptrs: ptrs(&argv),
@@ -119,14 +149,20 @@ fn ready(plan: &Plan, exe: &Path, argv: &[String]) -> Result<Ready> {
         envp_ptrs: ptrs(&envp),
         _envp: envp,
         cwd: cstring(&plan.cwd)?,
-        filter: super::seccomp::build_filter(&plan.seccomp).map_err(|e| Error::Usage(e.to_string()))?,
+        filter: super::seccomp::build_filter(&plan.seccomp)
+            .map_err(|e| Error::Usage(e.to_string()))?,
         landlock: super::landlock::prepare(plan.landlock.as_ref(), super::landlock::abi())?,
         drop_bounding: bounding_to_drop(&keep),
         keep,
         rlimits: plan
             .rlimits
             .iter()
-            .filter_map(|(n, v)| crate::profile::RLIMITS.iter().find(|(x, _)| x == n).map(|(_, r)| (*r, *v)))
+            .filter_map(|(n, v)| {
+                crate::profile::RLIMITS
+                    .iter()
+                    .find(|(x, _)| x == n)
+                    .map(|(_, r)| (*r, *v))
+            })
             .collect(),
         no_new_privs: plan.no_new_privs,
         keyring: plan.new_session_keyring,
@@ -153,7 +189,11 @@ unsafe fn child(r: &Ready, err_w: libc::c_int) -> ! {
         msg[..4].copy_from_slice(&step.to_ne_bytes());
         msg[4..].copy_from_slice(&e.to_ne_bytes());
         libc::write(err_w, msg.as_ptr().cast(), 8);
-        libc::_exit(if step == 6 && e == libc::ENOENT { EXIT_NOT_FOUND } else { EXIT_NOT_EXECUTABLE });
+        libc::_exit(if step == 6 && e == libc::ENOENT {
+            EXIT_NOT_FOUND
+        } else {
+            EXIT_NOT_EXECUTABLE
+        });
     };
     // The entered process does not outlive `csbox enter`. Our parent is outside the pid
     // namespace, so getppid() is 0 while it lives; once it died we were re-parented to a
@@ -163,7 +203,10 @@ unsafe fn child(r: &Ready, err_w: libc::c_int) -> ! {
         libc::_exit(EXIT_NOT_EXECUTABLE);
     }
     close_fds_except(&[err_w]);
-    if r.keyring && libc::syscall(libc::SYS_keyctl, 1 as libc::c_long, 0 as libc::c_long) < 0 && errno() != libc::ENOSYS {
+    if r.keyring
+        && libc::syscall(libc::SYS_keyctl, 1 as libc::c_long, 0 as libc::c_long) < 0
+        && errno() != libc::ENOSYS
+    {
         fail(7, errno());
     }
     if libc::chdir(r.cwd.as_ptr()) != 0 {
@@ -176,7 +219,10 @@ unsafe fn child(r: &Ready, err_w: libc::c_int) -> ! {
         fail(2, e);
     }
     for &(res, v) in &r.rlimits {
-        let lim = libc::rlimit { rlim_cur: v, rlim_max: v };
+        let lim = libc::rlimit {
+            rlim_cur: v,
+            rlim_max: v,
+        };
         if libc::setrlimit(res as _, &lim) != 0 {
             fail(3, errno());
         }
@@ -196,7 +242,9 @@ unsafe fn child(r: &Ready, err_w: libc::c_int) -> ! {
 
 /// Run `argv` in the sandbox whose namespaces are `ns` and plan `plan`; its status.
 pub fn enter(plan: &Plan, ns: &[OwnedFd], argv: &[String]) -> Result<ExitStatus> {
-    let first = argv.first().ok_or_else(|| Error::Usage("no command to run".into()))?;
+    let first = argv
+        .first()
+        .ok_or_else(|| Error::Usage("no command to run".into()))?;
     join(plan, ns)?;
     let exe = find_inside(first, plan).ok_or_else(|| Error::Exec {
         msg: format!("{first:?} is not found on the session's PATH inside the sandbox"),
@@ -209,7 +257,10 @@ pub fn enter(plan: &Plan, ns: &[OwnedFd], argv: &[String]) -> Result<ExitStatus>
     // never returns.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(Error::sys("fork (in the sandbox's pid namespace)", Errno::last()));
+        return Err(Error::sys(
+            "fork (in the sandbox's pid namespace)",
+            Errno::last(),
+        ));
     }
     if pid == 0 {
         // SAFETY: we are the fresh child of a single-threaded process.
@@ -225,10 +276,16 @@ pub fn enter(plan: &Plan, ns: &[OwnedFd], argv: &[String]) -> Result<ExitStatus>
         if what == "execve" {
             return Err(Error::Exec {
                 msg: format!("execve({}) in the session => {e}", exe.display()),
-                code: if e == Errno::ENOENT { EXIT_NOT_FOUND } else { EXIT_NOT_EXECUTABLE },
+                code: if e == Errno::ENOENT {
+                    EXIT_NOT_FOUND
+                } else {
+                    EXIT_NOT_EXECUTABLE
+                },
             });
         }
-        return Err(Error::sys(format!("{what} in the entered process"), e).hint("see `csbox doctor`"));
+        return Err(
+            Error::sys(format!("{what} in the entered process"), e).hint("see `csbox doctor`")
+        );
     }
     let (status, _) = supervise(pid, &blocked, None, None);
     Ok(status)

@@ -31,7 +31,8 @@ const ACCESS_FS_MAKE_SYM: u64 = 1 << 12;
 const ACCESS_FS_REFER: u64 = 1 << 13;
 const ACCESS_FS_TRUNCATE: u64 = 1 << 14;
 /// Rights a rule on a file (not a directory) may carry.
-const FILE_ACCESS: u64 = ACCESS_FS_EXECUTE | ACCESS_FS_WRITE_FILE | ACCESS_FS_READ_FILE | ACCESS_FS_TRUNCATE;
+const FILE_ACCESS: u64 =
+    ACCESS_FS_EXECUTE | ACCESS_FS_WRITE_FILE | ACCESS_FS_READ_FILE | ACCESS_FS_TRUNCATE;
 
 const SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1 << 0;
 const SCOPE_SIGNAL: u64 = 1 << 1;
@@ -105,7 +106,11 @@ pub fn prepare(plan: Option<&Landlock>, abi: u32) -> Result<Option<Prepared>> {
         crate::debug!("Landlock is not available in this kernel: only the mounts restrict writes");
         return Ok(None);
     }
-    let handled_fs = if ll.writable.is_some() { write_access(abi) } else { 0 };
+    let handled_fs = if ll.writable.is_some() {
+        write_access(abi)
+    } else {
+        0
+    };
     let scoped = if ll.scope_ipc && abi >= 6 {
         SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL
     } else {
@@ -160,7 +165,11 @@ pub unsafe fn restrict_self(p: &Prepared) -> std::result::Result<(), (i32, Optio
         }
         let mut st: libc::stat = std::mem::zeroed();
         let is_dir = libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-        let allowed = if is_dir { p.handled_fs } else { p.handled_fs & FILE_ACCESS };
+        let allowed = if is_dir {
+            p.handled_fs
+        } else {
+            p.handled_fs & FILE_ACCESS
+        };
         let rule = PathBeneathAttr {
             allowed_access: allowed,
             parent_fd: fd,

@@ -25,7 +25,12 @@ pub fn launch(plan: &Plan, started: impl FnOnce(Started)) -> Result<Launch> {
     // child's dup3 would then replace it, and the command's status would be lost).
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
-    let (ns_r, ns_w) = crate::net::fd_socketpair().map_err(|e| Error::sys("socketpair(AF_UNIX, SOCK_SEQPACKET)", Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+    let (ns_r, ns_w) = crate::net::fd_socketpair().map_err(|e| {
+        Error::sys(
+            "socketpair(AF_UNIX, SOCK_SEQPACKET)",
+            Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        )
+    })?;
     let egress = super::egress::Egress::new(plan)?;
     let prepared = prepare::prepare(plan)?;
     crate::trace::mark("prepare (plan to syscalls, seccomp filter)");
@@ -109,7 +114,11 @@ pub fn launch(plan: &Plan, started: impl FnOnce(Started)) -> Result<Launch> {
         ns.clear();
     }
     drop(ns_r);
-    started(Started { pid: pid as u32, ns, plan });
+    started(Started {
+        pid: pid as u32,
+        ns,
+        plan,
+    });
     let (status, timed_out) = supervise(pid, &blocked, plan.timeout_secs, Some(&status_r));
     drop(blocked);
     crate::trace::mark("the command ran");

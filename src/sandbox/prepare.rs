@@ -272,7 +272,10 @@ impl Builder {
                 flags,
                 masks,
             } => {
-                let masks = masks.as_ref().map(|m| mask_source(dst, &m.place)).transpose()?;
+                let masks = masks
+                    .as_ref()
+                    .map(|m| mask_source(dst, &m.place))
+                    .transpose()?;
                 self.overlay(dst, [masks.as_ref(), Some(lower)], upper, work, *flags)
             }
             MountOp::Bind {
@@ -391,12 +394,18 @@ impl Builder {
         }
         let (u, w) = (self.source(upper)?, self.source(work)?);
         let sd = self.session_dir.clone();
-        let shown: Vec<String> = lowers.iter().map(|s| s.path(&sd).display().to_string()).collect();
+        let shown: Vec<String> = lowers
+            .iter()
+            .map(|s| s.path(&sd).display().to_string())
+            .collect();
         let (upper, work) = (upper.path(&sd), work.path(&sd));
         // Layers are named through /proc/self/fd: no escaping of ',' or ':' in paths, and
         // no lookup that a mount made earlier could redirect. userxattr: in a user
         // namespace overlayfs keeps its xattrs in user.*.
-        let data = format!("lowerdir={},upperdir={u},workdir={w},userxattr", l.join(":"));
+        let data = format!(
+            "lowerdir={},upperdir={u},workdir={w},userxattr",
+            l.join(":")
+        );
         let desc = format!(
             "mount(\"overlay\", {}, \"overlay\", {}, \"lowerdir={},upperdir={},workdir={},userxattr\")",
             dst.display(),
@@ -553,7 +562,10 @@ fn pointers(v: &[CString]) -> Vec<*const libc::c_char> {
 pub fn bounding_to_drop(keep: &[caps::Capability]) -> Vec<caps::Capability> {
     let supported = caps::runtime::procfs_all_supported(None)
         .unwrap_or_else(|_| caps::runtime::thread_all_supported());
-    let mut out: Vec<caps::Capability> = supported.into_iter().filter(|c| !keep.contains(c)).collect();
+    let mut out: Vec<caps::Capability> = supported
+        .into_iter()
+        .filter(|c| !keep.contains(c))
+        .collect();
     out.sort_by_key(|c| c.index());
     out
 }
@@ -562,7 +574,9 @@ pub fn bounding_to_drop(keep: &[caps::Capability]) -> Vec<caps::Capability> {
 fn mask_source(dst: &Path, place: &MaskPlace) -> Result<Source> {
     match place {
         MaskPlace::Session(rel) => Ok(Source::Session(rel.clone())),
-        MaskPlace::Private { built: Some(dir), .. } => Ok(Source::Host(dir.clone())),
+        MaskPlace::Private {
+            built: Some(dir), ..
+        } => Ok(Source::Host(dir.clone())),
         MaskPlace::Private { built: None, .. } => Err(Error::Usage(format!(
             "the mask layer of the overlay on {} was not made before the launch (a bug of csbox)",
             dst.display()

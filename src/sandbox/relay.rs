@@ -22,7 +22,11 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub const NONE: Relay = Relay { sock: -1, v4: -1, v6: -1 };
+    pub const NONE: Relay = Relay {
+        sock: -1,
+        v4: -1,
+        v6: -1,
+    };
 
     /// Listen at `port` (lo is up: a mount step brought it up).
     ///
@@ -31,7 +35,11 @@ impl Relay {
     pub unsafe fn listen(sock: RawFd, port: u16, f: &Fds) -> Relay {
         let l = match crate::net::bind_loopback_listeners(port) {
             Ok(l) => l,
-            Err(e) => fail_at(f.err_w, FailedAt::Phase(Phase::Relay), e.raw_os_error().unwrap_or(libc::EIO)),
+            Err(e) => fail_at(
+                f.err_w,
+                FailedAt::Phase(Phase::Relay),
+                e.raw_os_error().unwrap_or(libc::EIO),
+            ),
         };
         // A full socket buffer (the proxy is behind) must not stall pid 1: a connection
         // that cannot be passed at once is closed.
@@ -56,15 +64,32 @@ pub unsafe fn pid1_relay_loop(cmd: libc::pid_t, f: &Fds, r: Relay) -> ! {
         libc::kill(cmd, libc::SIGKILL);
         libc::_exit(crate::error::EXIT_CSBOX);
     }
-    let poll = |fd: RawFd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    let mut fds = [poll(sfd), poll(r.v4), poll(r.v6), libc::pollfd { fd: r.sock, events: 0, revents: 0 }];
+    let poll = |fd: RawFd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut fds = [
+        poll(sfd),
+        poll(r.v4),
+        poll(r.v6),
+        libc::pollfd {
+            fd: r.sock,
+            events: 0,
+            revents: 0,
+        },
+    ];
     loop {
         if libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) < 0 {
             continue;
         }
         if fds[0].revents & libc::POLLIN != 0 {
             let mut info: libc::signalfd_siginfo = std::mem::zeroed();
-            let n = libc::read(sfd, (&mut info as *mut libc::signalfd_siginfo).cast(), std::mem::size_of::<libc::signalfd_siginfo>());
+            let n = libc::read(
+                sfd,
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                std::mem::size_of::<libc::signalfd_siginfo>(),
+            );
             if n as usize == std::mem::size_of::<libc::signalfd_siginfo>() {
                 on_signal(cmd, f, info.ssi_signo as i32, info.ssi_code);
             }
@@ -88,11 +113,19 @@ pub unsafe fn pid1_relay_loop(cmd: libc::pid_t, f: &Fds, r: Relay) -> ! {
 /// # Safety
 /// In pid 1, on its own listener and socket.
 unsafe fn pass_one(listener: RawFd, sock: RawFd) {
-    let c = libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC);
+    let c = libc::accept4(
+        listener,
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        libc::SOCK_CLOEXEC,
+    );
     if c < 0 {
         if errno() == libc::EMFILE || errno() == libc::ENFILE {
             // Out of descriptors: a short pause instead of spinning on the listener.
-            let ts = libc::timespec { tv_sec: 0, tv_nsec: 50_000_000 };
+            let ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 50_000_000,
+            };
             libc::nanosleep(&ts, std::ptr::null_mut());
         }
         return;

@@ -115,8 +115,10 @@ impl Deferred {
             let is_pending = unsafe { libc::sigismember(&pending, *s as libc::c_int) } == 1;
             if is_pending && !self.orig.contains(*s) {
                 // SAFETY: restoring the default disposition installs no handler.
-                let _ = unsafe { nix::sys::signal::signal(*s, nix::sys::signal::SigHandler::SigDfl) };
-                let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.orig), None);
+                let _ =
+                    unsafe { nix::sys::signal::signal(*s, nix::sys::signal::SigHandler::SigDfl) };
+                let _ =
+                    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.orig), None);
             }
         }
     }

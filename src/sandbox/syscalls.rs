@@ -297,7 +297,13 @@ pub(crate) unsafe fn reset_signals() {
     let dfl: [usize; 4] = [libc::SIG_DFL, 0, 0, 0]; // handler, flags, restorer, mask
     for sig in 1..=64 {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), std::ptr::null::<u8>(), 8usize);
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null::<u8>(),
+                8usize,
+            );
         }
     }
     // An all-zero sigset_t is the empty set.

@@ -6,7 +6,9 @@ use std::path::Path;
 use super::child::{Stage, RECIPE};
 use super::prepare::{prepare_with_first_fd, MountKind, Step, MOUNT_ATTR_RDONLY};
 use crate::paths::{EnvInput, Paths};
-use crate::plan::{Facts, MaskPlace, MountOp, NodeKind, Overrides, PathFact, Plan, PlanInput, StateMode};
+use crate::plan::{
+    Facts, MaskPlace, MountOp, NodeKind, Overrides, PathFact, Plan, PlanInput, StateMode,
+};
 
 fn plan(profile: &str) -> Plan {
     let paths = Paths::resolve(&EnvInput {
@@ -68,14 +70,30 @@ fn plan(profile: &str) -> Plan {
 fn the_homes_mask_layer_is_the_top_lower_layer_and_a_plan_not_made_ready_is_refused() {
     let p = plan("default");
     let prepared = prepare_with_first_fd(&p, 100).unwrap();
-    let desc = prepared.descs.iter().find(|d| d.starts_with("mount(\"overlay\", /home/u,")).unwrap();
-    assert!(desc.contains("lowerdir=/tmp/csbox-1000-xyz:/home/u,"), "{desc}");
+    let desc = prepared
+        .descs
+        .iter()
+        .find(|d| d.starts_with("mount(\"overlay\", /home/u,"))
+        .unwrap();
+    assert!(
+        desc.contains("lowerdir=/tmp/csbox-1000-xyz:/home/u,"),
+        "{desc}"
+    );
     let data = prepared.steps.iter().find_map(|s| match s {
-        Step::Mount { kind: MountKind::Overlay, dst, data: Some(d), .. } if dst.to_str() == Ok("/home/u") => Some(d.to_str().unwrap().to_string()),
+        Step::Mount {
+            kind: MountKind::Overlay,
+            dst,
+            data: Some(d),
+            ..
+        } if dst.to_str() == Ok("/home/u") => Some(d.to_str().unwrap().to_string()),
         _ => None,
     });
     let data = data.unwrap();
-    assert!(data.starts_with("lowerdir=/proc/self/fd/") && data.split(',').next().unwrap().contains(":/proc/self/fd/"), "{data}");
+    assert!(
+        data.starts_with("lowerdir=/proc/self/fd/")
+            && data.split(',').next().unwrap().contains(":/proc/self/fd/"),
+        "{data}"
+    );
     let mut unbuilt = p.clone();
     for m in &mut unbuilt.mounts {
         if let MountOp::Overlay { masks: Some(l), .. } = m {

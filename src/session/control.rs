@@ -61,7 +61,13 @@ impl Target {
         let r = match self {
             // SAFETY: pidfd_send_signal to our own child's pidfd.
             Target::Pidfd(fd) => unsafe {
-                libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<u8>(), 0) as i32
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<u8>(),
+                    0,
+                ) as i32
             },
             // SAFETY: kill(2) of our own child, not reaped yet (old kernels, no pidfd).
             Target::Pid(p) => unsafe { libc::kill(*p, libc::SIGKILL) },
@@ -123,17 +129,27 @@ fn sockaddr(dir: &OwnedFd) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
 
 fn unix_socket() -> io::Result<OwnedFd> {
     // SAFETY: socket(2) returns a new fd or -1.
-    let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    let fd =
+        cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: fresh descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn set_timeouts(fd: &OwnedFd) {
-    let tv = libc::timeval { tv_sec: TIMEOUT_SECS, tv_usec: 0 };
+    let tv = libc::timeval {
+        tv_sec: TIMEOUT_SECS,
+        tv_usec: 0,
+    };
     for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
         // SAFETY: setsockopt with a timeval of the right size.
         unsafe {
-            libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, opt, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32);
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
         }
     }
 }
@@ -144,14 +160,29 @@ pub fn peer(fd: BorrowedFd) -> io::Result<(libc::pid_t, libc::uid_t)> {
     let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: valid fd, buffer and length.
-    cvt(unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len) })?;
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
     Ok((cred.pid, cred.uid))
 }
 
 fn write_all(fd: &OwnedFd, mut b: &[u8]) -> io::Result<()> {
     while !b.is_empty() {
         // SAFETY: write from a valid buffer; MSG_NOSIGNAL: a vanished peer is EPIPE.
-        let n = unsafe { libc::send(fd.as_raw_fd(), b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL) };
+        let n = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                b.as_ptr().cast(),
+                b.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -168,7 +199,13 @@ fn read_exact(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<()> {
     let mut got = 0;
     while got < buf.len() {
         // SAFETY: read into a valid buffer.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                buf[got..].as_mut_ptr().cast(),
+                buf.len() - got,
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -177,7 +214,10 @@ fn read_exact(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<()> {
             return Err(e);
         }
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the supervisor closed the control socket"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the supervisor closed the control socket",
+            ));
         }
         got += n as usize;
     }
@@ -224,7 +264,12 @@ impl Server {
         let thread = std::thread::Builder::new()
             .name("csbox-control".into())
             .spawn(move || serve(&l2, &offer, &a2))?;
-        Ok(Server { listener, dir, thread: Some(thread), answering })
+        Ok(Server {
+            listener,
+            dir,
+            thread: Some(thread),
+            answering,
+        })
     }
 
     /// Stop answering and remove the socket (the command has ended).
@@ -247,7 +292,14 @@ fn serve(l: &OwnedFd, offer: &Offer, answering: &std::sync::Mutex<bool>) {
     let me = unsafe { libc::getuid() };
     loop {
         // SAFETY: accept4 on our listener.
-        let c = unsafe { libc::accept4(l.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+        let c = unsafe {
+            libc::accept4(
+                l.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
         if c < 0 {
             match io::Error::last_os_error().raw_os_error() {
                 Some(libc::EINTR | libc::ECONNABORTED | libc::EMFILE | libc::ENFILE) => continue,
@@ -284,7 +336,10 @@ fn answer(c: &OwnedFd, offer: &Offer) -> io::Result<()> {
         if offer.ns.is_empty() {
             return write_all(c, &header(NO_SANDBOX, 0, 0));
         }
-        write_all(c, &header(OK, offer.ns.len() as u32, offer.plan.len() as u32))?;
+        write_all(
+            c,
+            &header(OK, offer.ns.len() as u32, offer.plan.len() as u32),
+        )?;
         for fd in &offer.ns {
             crate::net::send_fd(c.as_fd(), fd.as_fd())?;
         }
@@ -312,9 +367,13 @@ pub enum ConnectError {
     Refused,
     /// The process listening runs as another user: the session (and its namespaces) is
     /// that user's.
-    OtherUser { uid: libc::uid_t },
+    OtherUser {
+        uid: libc::uid_t,
+    },
     /// The process listening is not the supervisor the session record names.
-    NotSupervisor { pid: libc::pid_t },
+    NotSupervisor {
+        pid: libc::pid_t,
+    },
     Io(io::Error),
 }
 
@@ -338,9 +397,21 @@ impl Client {
         // SAFETY: all-zero stat; fstatat fills it.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: valid fd, C string and buffer.
-        if unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+        if unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        } != 0
+        {
             let e = io::Error::last_os_error();
-            return Err(if e.raw_os_error() == Some(libc::ENOENT) { ConnectError::Missing } else { ConnectError::Io(e) });
+            return Err(if e.raw_os_error() == Some(libc::ENOENT) {
+                ConnectError::Missing
+            } else {
+                ConnectError::Io(e)
+            });
         }
         if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
             let kind = match st.st_mode & libc::S_IFMT {
@@ -356,7 +427,14 @@ impl Client {
         set_timeouts(&sock);
         let (sa, len) = sockaddr(dir).map_err(ConnectError::Io)?;
         // SAFETY: connect with a valid address.
-        if unsafe { libc::connect(sock.as_raw_fd(), (&sa as *const libc::sockaddr_un).cast(), len) } != 0 {
+        if unsafe {
+            libc::connect(
+                sock.as_raw_fd(),
+                (&sa as *const libc::sockaddr_un).cast(),
+                len,
+            )
+        } != 0
+        {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
                 Some(libc::ECONNREFUSED | libc::ENOENT) => ConnectError::Refused,
@@ -371,7 +449,10 @@ impl Client {
         if supervisor.is_some_and(|s| s as libc::pid_t != pid) {
             return Err(ConnectError::NotSupervisor { pid });
         }
-        Ok(Client { sock, server_pid: pid })
+        Ok(Client {
+            sock,
+            server_pid: pid,
+        })
     }
 
     fn ask(&self, what: Ask) -> io::Result<(u32, u32, u32)> {
@@ -379,7 +460,10 @@ impl Client {
         let mut h = [0u8; 16];
         read_exact(&self.sock, &mut h)?;
         if &h[..4] != MAGIC {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a csbox control socket"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a csbox control socket",
+            ));
         }
         let num = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4 bytes"));
         Ok((num(4), num(8), num(12)))
@@ -394,13 +478,21 @@ impl Client {
             _ => return Err(io::Error::other("the supervisor refused")),
         }
         if nfds > 8 || plan_len > PLAN_LIMIT {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "an answer past csbox's bounds"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "an answer past csbox's bounds",
+            ));
         }
         let mut ns = Vec::new();
         for _ in 0..nfds {
             match crate::net::recv_fd(self.sock.as_fd())? {
                 Some(fd) => ns.push(fd),
-                None => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the supervisor closed the control socket")),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the supervisor closed the control socket",
+                    ))
+                }
             }
         }
         let mut plan = vec![0u8; plan_len as usize];

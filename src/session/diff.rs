@@ -203,7 +203,11 @@ impl Walk<'_> {
                 // its changed children, as is one csbox made; a new or replaced one is a
                 // change itself, and so is one whose children cannot be listed.
                 if (!on_host || opaque || sub.is_err()) && !(own && sub.is_ok()) {
-                    let change = if opaque && on_host { Change::Replaced } else { change };
+                    let change = if opaque && on_host {
+                        Change::Replaced
+                    } else {
+                        change
+                    };
                     if !self.push(entry(change, kind, 0, sub.is_err())) {
                         return;
                     }
@@ -212,7 +216,11 @@ impl Walk<'_> {
                     self.dir(&sub, &r, &s, &h, depth + 1);
                 }
             } else {
-                let size = if kind == Kind::File { st.st_size as u64 } else { 0 };
+                let size = if kind == Kind::File {
+                    st.st_size as u64
+                } else {
+                    0
+                };
                 let kind = if whiteout {
                     match std::fs::symlink_metadata(&h) {
                         Ok(m) if m.is_dir() => Kind::Dir,
@@ -243,7 +251,13 @@ pub fn diff(session: &OwnedFd, home: &Path, claude_root: &Path, masks: &[PathBuf
         (HOME_UPPER, home, &[], &[], masks),
         // csbox's own: Claude Code's pid files and the session's copy of ~/.claude.json;
         // the dirs bound over the lower layer's per-session state.
-        (STATE_DIR, claude_root, &["sessions", ".claude.json"], &["shell-snapshots", "session-env", "paste-cache", "plans"], none),
+        (
+            STATE_DIR,
+            claude_root,
+            &["sessions", ".claude.json"],
+            &["shell-snapshots", "session-env", "paste-cache", "plans"],
+            none,
+        ),
     ];
     for (rel, shown, skip, own, masks) in layers {
         let mut cur: Option<OwnedFd> = None;
@@ -338,7 +352,11 @@ mod tests {
     fn odd_names_unreadable_dirs_and_csbox_own_entries() {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
-        let (host, claude, sess) = (d.path().join("host"), d.path().join("claude"), d.path().join("s"));
+        let (host, claude, sess) = (
+            d.path().join("host"),
+            d.path().join("claude"),
+            d.path().join("s"),
+        );
         std::fs::create_dir_all(&host).unwrap();
         let up = sess.join("home/upper");
         std::fs::create_dir_all(up.join("box")).unwrap();
@@ -360,15 +378,35 @@ mod tests {
         let got = diff(&fd, &host, &claude, &[PathBuf::from(".netrc")]);
         std::fs::set_permissions(up.join("box"), std::fs::Permissions::from_mode(0o700)).unwrap();
         let json = serde_json::to_string(&got).unwrap();
-        assert!(json.contains(r#""path":"HOST/x\\xff""#.replace("HOST", &host.display().to_string()).as_str()), "{json}");
+        assert!(
+            json.contains(
+                r#""path":"HOST/x\\xff""#.replace("HOST", &host.display().to_string()).as_str()
+            ),
+            "{json}"
+        );
         let paths: Vec<&Path> = got.entries.iter().map(|e| e.path.as_path()).collect();
-        let bx = got.entries.iter().find(|e| e.path == host.join("box")).expect("the box is listed");
+        let bx = got
+            .entries
+            .iter()
+            .find(|e| e.path == host.join("box"))
+            .expect("the box is listed");
         // Root opens a mode-000 dir anyway and lists what is in it.
-        assert!(bx.unreadable != paths.contains(&host.join("box/blob").as_path()), "{got:?}");
+        assert!(
+            bx.unreadable != paths.contains(&host.join("box/blob").as_path()),
+            "{got:?}"
+        );
         assert!(paths.contains(&claude.join("shell-snapshots/mine.sh").as_path()));
-        assert!(!paths.contains(&claude.join("shell-snapshots").as_path()) && !paths.contains(&claude.join("session-env").as_path()));
+        assert!(
+            !paths.contains(&claude.join("shell-snapshots").as_path())
+                && !paths.contains(&claude.join("session-env").as_path())
+        );
         if made {
-            assert!(!paths.iter().any(|p| p.ends_with(".netrc") || p.ends_with(".pgpass")), "{paths:?}");
+            assert!(
+                !paths
+                    .iter()
+                    .any(|p| p.ends_with(".netrc") || p.ends_with(".pgpass")),
+                "{paths:?}"
+            );
         }
     }
 }

@@ -89,7 +89,10 @@ pub fn unique_prefix_lens(ids: &[SessionId]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_by(|&a, &b| ids[a].cmp(&ids[b]));
     let common = |a: &SessionId, b: &SessionId| {
-        a.0.bytes().zip(b.0.bytes()).take_while(|(x, y)| x == y).count()
+        a.0.bytes()
+            .zip(b.0.bytes())
+            .take_while(|(x, y)| x == y)
+            .count()
     };
     let mut lens = vec![MIN_PREFIX; ids.len()];
     for (k, &i) in order.iter().enumerate() {
@@ -210,17 +213,32 @@ mod tests {
         assert_eq!(unique_prefix_lens(&ids), vec![36, 36, 8, 8]);
         let two = [ids[2].clone(), ids[0].clone()];
         assert_eq!(unique_prefix_lens(&two), vec![8, 8]);
-        let near: Vec<SessionId> = ["0193a1b2-0aaa-7000-8000-000000000000", "0193a1b2-0abb-7000-8000-000000000000"]
-            .iter()
-            .map(|s| SessionId::parse(s).unwrap())
-            .collect();
-        assert_eq!(unique_prefix_lens(&near), vec![12, 12], "11 characters are shared");
+        let near: Vec<SessionId> = [
+            "0193a1b2-0aaa-7000-8000-000000000000",
+            "0193a1b2-0abb-7000-8000-000000000000",
+        ]
+        .iter()
+        .map(|s| SessionId::parse(s).unwrap())
+        .collect();
+        assert_eq!(
+            unique_prefix_lens(&near),
+            vec![12, 12],
+            "11 characters are shared"
+        );
         assert!(unique_prefix_lens(&[]).is_empty());
     }
 
     #[test]
     fn names_must_be_printable_and_referable() {
-        for bad in ["", "  ", "a\nb", "x\u{1b}[2J", "a/b", "..", &"n".repeat(256)] {
+        for bad in [
+            "",
+            "  ",
+            "a\nb",
+            "x\u{1b}[2J",
+            "a/b",
+            "..",
+            &"n".repeat(256),
+        ] {
             let e = validate_name(bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad:?}");
         }

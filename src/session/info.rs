@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::id::SessionId;
+use super::layout::{open_dir_at, read_meta, HOME_DIR, STATE_DIR, STATE_SKELETON};
 use super::lock::{lock_state, LockState};
 use super::meta::{ExitStatus, Metadata};
-use super::layout::{open_dir_at, read_meta, HOME_DIR, STATE_DIR, STATE_SKELETON};
 use crate::fsutil;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -154,7 +154,10 @@ pub(super) fn info_at(
             },
         },
     };
-    let masks = meta.as_ref().map(|m| m.masks.as_slice()).unwrap_or_default();
+    let masks = meta
+        .as_ref()
+        .map(|m| m.masks.as_slice())
+        .unwrap_or_default();
     let empty = state_is_empty(&dfd, masks);
     let created = meta
         .as_ref()

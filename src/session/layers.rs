@@ -146,7 +146,11 @@ fn kind_name(k: SFlag) -> &'static str {
 
 /// `state/.claude.json` a regular file: a missing one is seeded, anything else (a link
 /// planted by the session) is removed, never followed, and replaced by a fresh seed.
-fn ensure_claude_json(state: &OwnedFd, s: &SessionDir<'_>, seed: impl FnOnce() -> Result<Vec<u8>>) -> Result<()> {
+fn ensure_claude_json(
+    state: &OwnedFd,
+    s: &SessionDir<'_>,
+    seed: impl FnOnce() -> Result<Vec<u8>>,
+) -> Result<()> {
     match kind_at(state, ".claude.json") {
         Some(SFlag::S_IFREG) => Ok(()),
         None => write_seed(state, s, seed),
@@ -156,8 +160,12 @@ fn ensure_claude_json(state: &OwnedFd, s: &SessionDir<'_>, seed: impl FnOnce() -
                 s.id,
                 kind_name(other)
             );
-            nix::unistd::unlinkat(Some(state.as_raw_fd()), ".claude.json", nix::unistd::UnlinkatFlags::NoRemoveDir)
-                .map_err(|e| Error::io("remove", s.path.join(CLAUDE_JSON), e.into()))?;
+            nix::unistd::unlinkat(
+                Some(state.as_raw_fd()),
+                ".claude.json",
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            )
+            .map_err(|e| Error::io("remove", s.path.join(CLAUDE_JSON), e.into()))?;
             write_seed(state, s, seed)
         }
     }
@@ -168,8 +176,13 @@ fn ensure_claude_json(state: &OwnedFd, s: &SessionDir<'_>, seed: impl FnOnce() -
 /// binds it, which would follow a link on the host. A `.claude.json` or one of the
 /// per-session dirs (`plan::SESSION_OWN`) that is not what it must be is removed (not
 /// followed) and made afresh; returns how many were repaired.
-pub fn repair(s: SessionDir<'_>, own_dirs: &[&str], seed: impl FnOnce() -> Result<Vec<u8>>) -> Result<usize> {
-    let state = open_dir_beneath(s.fd, STATE_DIR, false).map_err(|e| Error::io("open", s.path.join(STATE_DIR), e))?;
+pub fn repair(
+    s: SessionDir<'_>,
+    own_dirs: &[&str],
+    seed: impl FnOnce() -> Result<Vec<u8>>,
+) -> Result<usize> {
+    let state = open_dir_beneath(s.fd, STATE_DIR, false)
+        .map_err(|e| Error::io("open", s.path.join(STATE_DIR), e))?;
     let mut repaired = 0;
     for d in own_dirs {
         match kind_at(&state, d) {
@@ -180,12 +193,17 @@ pub fn repair(s: SessionDir<'_>, own_dirs: &[&str], seed: impl FnOnce() -> Resul
                     s.id,
                     kind_name(other)
                 );
-                nix::unistd::unlinkat(Some(state.as_raw_fd()), *d, nix::unistd::UnlinkatFlags::NoRemoveDir)
-                    .map_err(|e| Error::io("remove", s.path.join(STATE_DIR).join(d), e.into()))?;
+                nix::unistd::unlinkat(
+                    Some(state.as_raw_fd()),
+                    *d,
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                )
+                .map_err(|e| Error::io("remove", s.path.join(STATE_DIR).join(d), e.into()))?;
                 repaired += 1;
             }
         }
-        open_dir_beneath(&state, d, true).map_err(|e| Error::io("mkdir", s.path.join(STATE_DIR).join(d), e))?;
+        open_dir_beneath(&state, d, true)
+            .map_err(|e| Error::io("mkdir", s.path.join(STATE_DIR).join(d), e))?;
     }
     if kind_at(&state, ".claude.json").is_some_and(|k| k != SFlag::S_IFREG) {
         repaired += 1;

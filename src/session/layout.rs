@@ -17,7 +17,14 @@ pub const HOME_WORK: &str = "home/work";
 /// Entries csbox itself puts into a fresh state dir. A state holding only these is
 /// "empty" (the directories among them empty too): the session's `.claude.json`, and the
 /// dirs bound over the lower layer's per-session state (`plan::SESSION_OWN`).
-pub const STATE_SKELETON: &[&str] = &["sessions", "shell-snapshots", "session-env", "paste-cache", "plans", ".claude.json"];
+pub const STATE_SKELETON: &[&str] = &[
+    "sessions",
+    "shell-snapshots",
+    "session-env",
+    "paste-cache",
+    "plans",
+    ".claude.json",
+];
 
 pub(super) fn open_dir_at(store_fd: &OwnedFd, name: &str) -> nix::Result<OwnedFd> {
     use nix::fcntl::OFlag;

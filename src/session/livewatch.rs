@@ -86,21 +86,26 @@ fn mask() -> AddWatchFlags {
 fn targets(p: &ProjectView) -> Vec<(PathBuf, Names)> {
     let roots: Vec<&PathBuf> = std::iter::once(&p.path).chain(&p.git_dirs).collect();
     let mut out: Vec<(PathBuf, Names)> = Vec::new();
-    let mut add = |dir: PathBuf, name: Option<OsString>| match out.iter_mut().find(|(d, _)| *d == dir) {
-        Some((_, names)) => {
-            if let (Some(v), Some(n)) = (names.as_mut(), name.clone()) {
-                if !v.contains(&n) {
-                    v.push(n);
+    let mut add =
+        |dir: PathBuf, name: Option<OsString>| match out.iter_mut().find(|(d, _)| *d == dir) {
+            Some((_, names)) => {
+                if let (Some(v), Some(n)) = (names.as_mut(), name.clone()) {
+                    if !v.contains(&n) {
+                        v.push(n);
+                    }
+                } else {
+                    *names = None;
                 }
-            } else {
-                *names = None;
             }
-        }
-        None => out.push((dir, name.map(|n| vec![n]))),
-    };
+            None => out.push((dir, name.map(|n| vec![n]))),
+        };
     let is_dir = |d: &Path| std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir());
     for w in &p.watched {
-        let Some(root) = roots.iter().filter(|r| w.path.starts_with(r)).max_by_key(|r| r.components().count()) else {
+        let Some(root) = roots
+            .iter()
+            .filter(|r| w.path.starts_with(r))
+            .max_by_key(|r| r.components().count())
+        else {
             continue;
         };
         let mut below = w.path.as_path();
@@ -125,7 +130,12 @@ fn targets(p: &ProjectView) -> Vec<(PathBuf, Names)> {
         }
         if d == wd.dir {
             add(d.to_path_buf(), None);
-            for e in std::fs::read_dir(d).into_iter().flatten().flatten().take(1024) {
+            for e in std::fs::read_dir(d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .take(1024)
+            {
                 let name = e.file_name();
                 if wd.known.iter().any(|k| OsString::from(k) == name) || !is_dir(&e.path()) {
                     continue;
@@ -135,7 +145,11 @@ fn targets(p: &ProjectView) -> Vec<(PathBuf, Names)> {
                 }
             }
         } else if is_dir(d) {
-            let next = wd.dir.strip_prefix(d).ok().and_then(|r| r.components().next());
+            let next = wd
+                .dir
+                .strip_prefix(d)
+                .ok()
+                .and_then(|r| r.components().next());
             add(d.to_path_buf(), next.map(|c| c.as_os_str().to_os_string()));
         }
     }
@@ -159,9 +173,17 @@ impl State {
         if g.1 {
             return false;
         }
-        let dir = SessionDir { fd: &self.session_fd, path: &self.session_path, id: &self.id };
+        let dir = SessionDir {
+            fd: &self.session_fd,
+            path: &self.session_path,
+            id: &self.id,
+        };
         g.0.extend(sweep(&self.project, dir, Some(self.since)));
-        let most = g.0.iter().map(|q| g.0.iter().filter(|o| o.path == q.path).count()).max().unwrap_or(0);
+        let most =
+            g.0.iter()
+                .map(|q| g.0.iter().filter(|o| o.path == q.path).count())
+                .max()
+                .unwrap_or(0);
         // Per path, and in all: alternating names must not buy many more moments
         // (red-team 5); a project's scaffolding makes a few such files once each.
         if most > REPLANTS || g.0.len() > 4 * REPLANTS {
@@ -171,9 +193,23 @@ impl State {
                     g.0.len()
                 );
             }
-            if let Some(fd) = self.shared.pid1.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if let Some(fd) = self
+                .shared
+                .pid1
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
                 // SAFETY: pidfd_send_signal on a pidfd we own; no siginfo.
-                unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) };
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        fd.as_raw_fd(),
+                        libc::SIGKILL,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0,
+                    )
+                };
             }
             return false;
         }
@@ -195,14 +231,19 @@ impl State {
             return;
         }
         loop {
-            let mut fds = [PollFd::new(self.ino.as_fd(), PollFlags::POLLIN), PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
+            let mut fds = [
+                PollFd::new(self.ino.as_fd(), PollFlags::POLLIN),
+                PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+            ];
             if poll(&mut fds, PollTimeout::NONE).is_err() {
                 continue;
             }
             if fds[1].revents().is_some_and(|r| !r.is_empty()) {
                 return;
             }
-            let Ok(events) = self.ino.read_events() else { continue };
+            let Ok(events) = self.ino.read_events() else {
+                continue;
+            };
             let relevant = events.iter().any(|e| match self.dirs.get(&e.wd) {
                 Some((_, None)) => true,
                 Some((_, Some(names))) => e.name.as_ref().is_some_and(|n| names.contains(n)),
@@ -222,7 +263,12 @@ impl Watch {
     /// Start watching `project` for the session in `session_fd` (at `session_path`).
     /// None when there is nothing to watch or inotify is not available (the exit sweep
     /// still runs).
-    pub fn start(project: &ProjectView, session_fd: &OwnedFd, session_path: &Path, id: &str) -> Option<Watch> {
+    pub fn start(
+        project: &ProjectView,
+        session_fd: &OwnedFd,
+        session_path: &Path,
+        id: &str,
+    ) -> Option<Watch> {
         if project.read_only || (project.watched.is_empty() && project.watched_dirs.is_empty()) {
             return None;
         }
@@ -245,7 +291,12 @@ impl Watch {
             .name("csbox-watch".into())
             .spawn(move || state.run(wake_r))
             .ok()?;
-        Some(Watch { wake: wake_w, _wake_reader: twin, shared, ino: ino_ref })
+        Some(Watch {
+            wake: wake_w,
+            _wake_reader: twin,
+            shared,
+            ino: ino_ref,
+        })
     }
 
     /// Stop the watch; what it moved, in order.
@@ -283,7 +334,9 @@ impl Watch {
 /// path. The child runs nothing but close, read and _exit (all async-signal-safe, as a
 /// fork of a threaded process must).
 fn hand_over_teardown(ino: OwnedFd) {
-    let Ok((r, w)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else { return };
+    let Ok((r, w)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+        return;
+    };
     let (keep_a, keep_b) = {
         let (a, b) = (ino.as_raw_fd(), r.as_raw_fd());
         (a.min(b) as libc::c_uint, a.max(b) as libc::c_uint)

@@ -36,7 +36,15 @@ fn dir_flags() -> OFlag {
 fn open_upper(session_fd: &OwnedFd) -> Option<OwnedFd> {
     let mut cur: Option<OwnedFd> = None;
     for c in HOME_UPPER.split('/') {
-        cur = Some(openat_nofollow(cur.as_ref().unwrap_or(session_fd), c, dir_flags(), Mode::empty()).ok()?);
+        cur = Some(
+            openat_nofollow(
+                cur.as_ref().unwrap_or(session_fd),
+                c,
+                dir_flags(),
+                Mode::empty(),
+            )
+            .ok()?,
+        );
     }
     cur
 }
@@ -53,8 +61,12 @@ fn components(rel: &Path) -> Option<Vec<String>> {
 
 /// Remove a whiteout at `rel` in the layer (the plan mounts over the host's entry there).
 fn unmask(upper: &OwnedFd, rel: &Path) -> std::io::Result<()> {
-    let Some(names) = components(rel) else { return Ok(()) };
-    let Some((last, dirs)) = names.split_last() else { return Ok(()) };
+    let Some(names) = components(rel) else {
+        return Ok(());
+    };
+    let Some((last, dirs)) = names.split_last() else {
+        return Ok(());
+    };
     let mut up = upper.try_clone()?;
     for n in dirs {
         match openat_nofollow(&up, n, dir_flags(), Mode::empty()) {
@@ -63,7 +75,11 @@ fn unmask(upper: &OwnedFd, rel: &Path) -> std::io::Result<()> {
         }
     }
     if lstat(&up, last).is_some_and(|st| is_whiteout(&st)) {
-        nix::unistd::unlinkat(Some(up.as_raw_fd()), last.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)?;
+        nix::unistd::unlinkat(
+            Some(up.as_raw_fd()),
+            last.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        )?;
     }
     Ok(())
 }
@@ -78,10 +94,22 @@ pub fn prepare(session_fd: &OwnedFd, session_path: &Path, plan: &Plan) -> Result
     let mut stale: Vec<PathBuf> = Vec::new();
     for m in &plan.mounts {
         match m {
-            MountOp::Hide { dst, .. } if home_overlay => stale.extend(dst.strip_prefix(home).ok().map(Path::to_path_buf)),
-            MountOp::Overlay { dst, masks: Some(layer), .. } => {
+            MountOp::Hide { dst, .. } if home_overlay => {
+                stale.extend(dst.strip_prefix(home).ok().map(Path::to_path_buf))
+            }
+            MountOp::Overlay {
+                dst,
+                masks: Some(layer),
+                ..
+            } => {
                 if dst == home {
-                    stale.extend(layer.entries.iter().filter(|e| matches!(e, MaskEntry::Whiteout { .. })).map(|e| e.path().to_path_buf()));
+                    stale.extend(
+                        layer
+                            .entries
+                            .iter()
+                            .filter(|e| matches!(e, MaskEntry::Whiteout { .. }))
+                            .map(|e| e.path().to_path_buf()),
+                    );
                 }
                 if let MaskPlace::Session(rel) = &layer.place {
                     session_layer(session_fd, session_path, rel, layer)?;
@@ -95,8 +123,12 @@ pub fn prepare(session_fd: &OwnedFd, session_path: &Path, plan: &Plan) -> Result
     }
     let layer = session_path.join(HOME_UPPER);
     let upper = open_upper(session_fd).ok_or_else(|| {
-        Error::io("open", &layer, std::io::Error::from_raw_os_error(libc::ENOTDIR))
-            .hint("the session's home layer is not a directory (planted by the session?)")
+        Error::io(
+            "open",
+            &layer,
+            std::io::Error::from_raw_os_error(libc::ENOTDIR),
+        )
+        .hint("the session's home layer is not a directory (planted by the session?)")
     })?;
     for rel in &stale {
         unmask(&upper, rel).map_err(|e| Error::io("remove the old mask", layer.join(rel), e))?;
@@ -105,18 +137,36 @@ pub fn prepare(session_fd: &OwnedFd, session_path: &Path, plan: &Plan) -> Result
 }
 
 /// A mask layer in the session dir at `rel` (one component), made afresh.
-fn session_layer(session_fd: &OwnedFd, session_path: &Path, rel: &Path, layer: &MaskLayer) -> Result<()> {
+fn session_layer(
+    session_fd: &OwnedFd,
+    session_path: &Path,
+    rel: &Path,
+    layer: &MaskLayer,
+) -> Result<()> {
     let path = session_path.join(rel);
-    let name = rel.to_str().filter(|n| !n.contains('/') && !n.is_empty() && *n != "..").ok_or_else(|| {
-        Error::Usage(format!("mask layer {} is not one plain name", rel.display()))
-    })?;
+    let name = rel
+        .to_str()
+        .filter(|n| !n.contains('/') && !n.is_empty() && *n != "..")
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "mask layer {} is not one plain name",
+                rel.display()
+            ))
+        })?;
     match crate::fsutil::remove_tree_at(session_fd, name) {
-        Err(e) if e.errno != nix::errno::Errno::ENOENT => return Err(Error::io("remove the old mask layer", &path, e.into())),
+        Err(e) if e.errno != nix::errno::Errno::ENOENT => {
+            return Err(Error::io("remove the old mask layer", &path, e.into()))
+        }
         _ => {}
     }
-    nix::sys::stat::mkdirat(Some(session_fd.as_raw_fd()), name, Mode::from_bits_truncate(0o700))
-        .map_err(|e| Error::io("mkdir", &path, e.into()))?;
-    let fd = openat_nofollow(session_fd, name, dir_flags(), Mode::empty()).map_err(|e| Error::io("open", &path, e))?;
+    nix::sys::stat::mkdirat(
+        Some(session_fd.as_raw_fd()),
+        name,
+        Mode::from_bits_truncate(0o700),
+    )
+    .map_err(|e| Error::io("mkdir", &path, e.into()))?;
+    let fd = openat_nofollow(session_fd, name, dir_flags(), Mode::empty())
+        .map_err(|e| Error::io("open", &path, e))?;
     write_layer(&fd, &layer.entries).map_err(|e| mask_error(&path, e))
 }
 
@@ -131,22 +181,33 @@ fn mask_error(layer: &Path, e: std::io::Error) -> Error {
 pub fn write_layer(dir: &OwnedFd, entries: &[MaskEntry]) -> std::io::Result<()> {
     let mut modes: Vec<(&Path, u32)> = Vec::new();
     for e in entries {
-        let Some(names) = components(e.path()) else { continue };
-        let Some((last, parents)) = names.split_last() else { continue };
+        let Some(names) = components(e.path()) else {
+            continue;
+        };
+        let Some((last, parents)) = names.split_last() else {
+            continue;
+        };
         let mut at = dir.try_clone()?;
         for n in parents {
             at = openat_nofollow(&at, n, dir_flags(), Mode::empty())?;
         }
         match e {
             MaskEntry::Dir { mode, path } => {
-                nix::sys::stat::mkdirat(Some(at.as_raw_fd()), last.as_str(), Mode::from_bits_truncate(0o700))?;
+                nix::sys::stat::mkdirat(
+                    Some(at.as_raw_fd()),
+                    last.as_str(),
+                    Mode::from_bits_truncate(0o700),
+                )?;
                 modes.push((path, *mode));
             }
             MaskEntry::Whiteout { .. } => {
-                let c = CString::new(last.as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+                let c = CString::new(last.as_bytes())
+                    .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
                 // Unprivileged since Linux 5.8: a 0/0 character device is a whiteout.
                 // SAFETY: a valid dir fd and C string.
-                if unsafe { libc::mknodat(at.as_raw_fd(), c.as_ptr(), libc::S_IFCHR | 0o600, 0) } != 0 {
+                if unsafe { libc::mknodat(at.as_raw_fd(), c.as_ptr(), libc::S_IFCHR | 0o600, 0) }
+                    != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
             }
@@ -155,19 +216,29 @@ pub fn write_layer(dir: &OwnedFd, entries: &[MaskEntry]) -> std::io::Result<()> 
                 let fd = openat_nofollow(&at, last, flags, Mode::from_bits_truncate(0o600))?;
                 let mut f = std::fs::File::from(fd);
                 std::io::Write::write_all(&mut f, content.as_bytes())?;
-                nix::sys::stat::fchmod(f.as_raw_fd(), Mode::from_bits_truncate(*mode as libc::mode_t))?;
+                nix::sys::stat::fchmod(
+                    f.as_raw_fd(),
+                    Mode::from_bits_truncate(*mode as libc::mode_t),
+                )?;
             }
         }
     }
     for (path, mode) in modes.into_iter().rev() {
-        let Some(names) = components(path) else { continue };
-        let Some((last, parents)) = names.split_last() else { continue };
+        let Some(names) = components(path) else {
+            continue;
+        };
+        let Some((last, parents)) = names.split_last() else {
+            continue;
+        };
         let mut at = dir.try_clone()?;
         for n in parents {
             at = openat_nofollow(&at, n, dir_flags(), Mode::empty())?;
         }
         let d = openat_nofollow(&at, last, dir_flags(), Mode::empty())?;
-        nix::sys::stat::fchmod(d.as_raw_fd(), Mode::from_bits_truncate(mode as libc::mode_t))?;
+        nix::sys::stat::fchmod(
+            d.as_raw_fd(),
+            Mode::from_bits_truncate(mode as libc::mode_t),
+        )?;
     }
     Ok(())
 }
@@ -194,8 +265,15 @@ impl Drop for PrivateLayers {
 pub fn build_private(plan: &mut Plan, id: &str) -> Result<PrivateLayers> {
     let mut out = PrivateLayers::default();
     for m in &mut plan.mounts {
-        let MountOp::Overlay { masks: Some(layer), .. } = m else { continue };
-        let MaskPlace::Private { runtime_dir, built } = &mut layer.place else { continue };
+        let MountOp::Overlay {
+            masks: Some(layer), ..
+        } = m
+        else {
+            continue;
+        };
+        let MaskPlace::Private { runtime_dir, built } = &mut layer.place else {
+            continue;
+        };
         // The same entries make the same layer, which no sandbox can change (a lower
         // layer): made once and shared by every later launch, as long as it is there
         // (it costs 1 ms on a tmpfs, 5-20 ms on a disk, at every launch otherwise).
@@ -248,8 +326,15 @@ fn cached_layer(runtime: Option<&Path>, entries: &[MaskEntry]) -> Option<PathBuf
         return Some(dir_path.join(&key));
     }
     let tmp = format!("tmp-{}", uuid::Uuid::now_v7().simple());
-    nix::sys::stat::mkdirat(Some(dir.as_raw_fd()), tmp.as_str(), Mode::from_bits_truncate(0o700)).ok()?;
-    let built = own_dir(&dir, &tmp, false).ok().and_then(|fd| write_layer(&fd, entries).ok());
+    nix::sys::stat::mkdirat(
+        Some(dir.as_raw_fd()),
+        tmp.as_str(),
+        Mode::from_bits_truncate(0o700),
+    )
+    .ok()?;
+    let built = own_dir(&dir, &tmp, false)
+        .ok()
+        .and_then(|fd| write_layer(&fd, entries).ok());
     let keyc = std::ffi::CString::new(key.as_str()).ok()?;
     let tmpc = std::ffi::CString::new(tmp.as_str()).ok()?;
     // SAFETY: renameat2 on valid dir fds and C strings.
@@ -258,16 +343,31 @@ fn cached_layer(runtime: Option<&Path>, entries: &[MaskEntry]) -> Option<PathBuf
     if built.is_some() && !placed && !ready(&dir) {
         // A layer without its entries beside it (a launch died between the two renames):
         // set aside, not removed (a running sandbox may have it as its lower layer).
-        let aside = std::ffi::CString::new(format!("stale-{}", uuid::Uuid::now_v7().simple())).ok()?;
+        let aside =
+            std::ffi::CString::new(format!("stale-{}", uuid::Uuid::now_v7().simple())).ok()?;
         // SAFETY: as above.
-        let moved = unsafe { libc::renameat2(dir.as_raw_fd(), keyc.as_ptr(), dir.as_raw_fd(), aside.as_ptr(), libc::RENAME_NOREPLACE) } == 0;
+        let moved = unsafe {
+            libc::renameat2(
+                dir.as_raw_fd(),
+                keyc.as_ptr(),
+                dir.as_raw_fd(),
+                aside.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        } == 0;
         placed = moved && place();
     }
     if !placed {
         let _ = crate::fsutil::remove_tree_at(&dir, &tmp);
         // Another launch placed it first: its sidecar follows (or a stale one is there).
     } else {
-        let _ = crate::fsutil::atomic_write(&dir_path, &sidecar, &spec, 0o600, crate::fsutil::Durability::Rename);
+        let _ = crate::fsutil::atomic_write(
+            &dir_path,
+            &sidecar,
+            &spec,
+            0o600,
+            crate::fsutil::Durability::Rename,
+        );
     }
     ready(&dir).then(|| dir_path.join(&key))
 }
@@ -276,7 +376,11 @@ fn cached_layer(runtime: Option<&Path>, entries: &[MaskEntry]) -> Option<PathBuf
 /// `create` and missing.
 fn own_dir(parent: &OwnedFd, name: &str, create: bool) -> std::io::Result<OwnedFd> {
     if create {
-        match nix::sys::stat::mkdirat(Some(parent.as_raw_fd()), name, Mode::from_bits_truncate(0o700)) {
+        match nix::sys::stat::mkdirat(
+            Some(parent.as_raw_fd()),
+            name,
+            Mode::from_bits_truncate(0o700),
+        ) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(e.into()),
         }
@@ -318,7 +422,8 @@ fn private_dir(runtime: Option<&Path>, id: &str) -> Result<(OwnedFd, String, Pat
         let path = rt.join("csbox/masks").join(id).join("home");
         return match made {
             Ok((masks, home)) => Ok((masks, id.to_string(), path, home)),
-            Err(e) => Err(Error::io("make the private dir", path, e).hint("$XDG_RUNTIME_DIR must be your own directory, mode 0700")),
+            Err(e) => Err(Error::io("make the private dir", path, e)
+                .hint("$XDG_RUNTIME_DIR must be your own directory, mode 0700")),
         };
     }
     let tmp = Path::new("/tmp");
@@ -327,7 +432,11 @@ fn private_dir(runtime: Option<&Path>, id: &str) -> Result<(OwnedFd, String, Pat
     for _ in 0..16 {
         let rand = uuid::Uuid::now_v7().simple().to_string();
         let name = format!("csbox-{uid}-{}", &rand[rand.len() - 12..]);
-        match nix::sys::stat::mkdirat(Some(parent.as_raw_fd()), name.as_str(), Mode::from_bits_truncate(0o700)) {
+        match nix::sys::stat::mkdirat(
+            Some(parent.as_raw_fd()),
+            name.as_str(),
+            Mode::from_bits_truncate(0o700),
+        ) {
             Err(nix::errno::Errno::EEXIST) => continue,
             Err(e) => return Err(Error::io("mkdir", tmp.join(&name), e.into())),
             Ok(()) => {}
@@ -336,7 +445,11 @@ fn private_dir(runtime: Option<&Path>, id: &str) -> Result<(OwnedFd, String, Pat
         let fd = own_dir(&parent, &name, false).map_err(|e| Error::io("open", &path, e))?;
         return Ok((parent, name, path, fd));
     }
-    Err(Error::io("mkdir", tmp.join(format!("csbox-{uid}-*")), std::io::Error::from_raw_os_error(libc::EEXIST)))
+    Err(Error::io(
+        "mkdir",
+        tmp.join(format!("csbox-{uid}-*")),
+        std::io::Error::from_raw_os_error(libc::EEXIST),
+    ))
 }
 
 #[cfg(test)]
@@ -356,15 +469,32 @@ mod tests {
         let p1 = cached_layer(Some(d.path()), &a).unwrap();
         let p2 = cached_layer(Some(d.path()), &a).unwrap();
         assert_eq!(p1, p2);
-        assert!(!std::fs::symlink_metadata(p1.join(".netrc")).unwrap().file_type().is_file(), "a whiteout");
+        assert!(
+            !std::fs::symlink_metadata(p1.join(".netrc"))
+                .unwrap()
+                .file_type()
+                .is_file(),
+            "a whiteout"
+        );
         let other = cached_layer(Some(d.path()), &[wo(".netrc")]).unwrap();
         assert_ne!(other, p1);
         // A layer whose entries are not beside it (a launch died between the renames).
         std::fs::remove_file(p1.with_extension("json")).unwrap();
         let p3 = cached_layer(Some(d.path()), &a).unwrap();
         assert_eq!(p3, p1, "made again in place");
-        assert!(p3.join(".pgpass").exists() || std::fs::symlink_metadata(p3.join(".pgpass")).is_ok());
-        let stale = std::fs::read_dir(d.path().join("csbox/masks")).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("stale-")).count();
+        assert!(
+            p3.join(".pgpass").exists() || std::fs::symlink_metadata(p3.join(".pgpass")).is_ok()
+        );
+        let stale = std::fs::read_dir(d.path().join("csbox/masks"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("stale-")
+            })
+            .count();
         assert_eq!(stale, 1, "the old one set aside, not removed");
         // Not ours or not 0700: not used.
         std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -376,21 +506,38 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let l = crate::fsutil::open_dir_nofollow(d.path()).unwrap();
         let entries = vec![
-            MaskEntry::Dir { path: ".config".into(), mode: 0o555 },
+            MaskEntry::Dir {
+                path: ".config".into(),
+                mode: 0o555,
+            },
             wo(".config/gh"),
             wo(".netrc"),
-            MaskEntry::File { path: "history.jsonl".into(), mode: 0o600, content: "{}\n".into() },
+            MaskEntry::File {
+                path: "history.jsonl".into(),
+                mode: 0o600,
+                content: "{}\n".into(),
+            },
         ];
         write_layer(&l, &entries).unwrap();
         use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
         let md = |p: &str| std::fs::symlink_metadata(d.path().join(p)).unwrap();
         for p in [".netrc", ".config/gh"] {
-            assert!(md(p).file_type().is_char_device() && md(p).rdev() == 0, "{p}");
+            assert!(
+                md(p).file_type().is_char_device() && md(p).rdev() == 0,
+                "{p}"
+            );
         }
         assert_eq!(md(".config").permissions().mode() & 0o7777, 0o555);
         assert_eq!(md("history.jsonl").permissions().mode() & 0o7777, 0o600);
-        assert_eq!(std::fs::read_to_string(d.path().join("history.jsonl")).unwrap(), "{}\n");
-        std::fs::set_permissions(d.path().join(".config"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("history.jsonl")).unwrap(),
+            "{}\n"
+        );
+        std::fs::set_permissions(
+            d.path().join(".config"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -401,18 +548,33 @@ mod tests {
         std::fs::write(up.join(".pgpass"), "mine").unwrap();
         let u = crate::fsutil::open_dir_nofollow(up).unwrap();
         write_layer(&u, &[wo(".netrc"), wo(".config/gh"), wo(".terraform.d")]).unwrap();
-        let masks: Vec<PathBuf> = [".netrc", ".terraform.d/credentials.tfrc.json", ".config/gh"].iter().map(PathBuf::from).collect();
-        assert!(!holds_only_masks(&u, &masks), "the session's .pgpass is its own");
+        let masks: Vec<PathBuf> = [".netrc", ".terraform.d/credentials.tfrc.json", ".config/gh"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert!(
+            !holds_only_masks(&u, &masks),
+            "the session's .pgpass is its own"
+        );
         unmask(&u, Path::new(".pgpass")).unwrap();
         assert!(up.join(".pgpass").exists(), "only a whiteout is removed");
         std::fs::remove_file(up.join(".pgpass")).unwrap();
-        assert!(holds_only_masks(&u, &masks), "masked at the first missing component");
-        assert!(!holds_only_masks(&u, &masks[..2]), "a whiteout the record does not name is a deletion");
+        assert!(
+            holds_only_masks(&u, &masks),
+            "masked at the first missing component"
+        );
+        assert!(
+            !holds_only_masks(&u, &masks[..2]),
+            "a whiteout the record does not name is a deletion"
+        );
         for m in [".netrc", ".config/gh", ".terraform.d"] {
             unmask(&u, Path::new(m)).unwrap();
         }
         assert!(std::fs::symlink_metadata(up.join(".config/gh")).is_err());
-        assert!(holds_only_masks(&u, &masks), "the dirs above old masks are csbox's");
+        assert!(
+            holds_only_masks(&u, &masks),
+            "the dirs above old masks are csbox's"
+        );
     }
 
     #[test]
@@ -420,18 +582,35 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let (parent, name, path, _fd) = private_dir(None, "0193").unwrap();
         let uid = nix::unistd::getuid().as_raw();
-        assert!(path.starts_with("/tmp") && name.starts_with(&format!("csbox-{uid}-")), "{}", path.display());
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o700);
-        drop(PrivateLayers { made: vec![(parent, name, path.clone())] });
+        assert!(
+            path.starts_with("/tmp") && name.starts_with(&format!("csbox-{uid}-")),
+            "{}",
+            path.display()
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        drop(PrivateLayers {
+            made: vec![(parent, name, path.clone())],
+        });
         assert!(!path.exists());
         let rt = tempfile::tempdir().unwrap();
         std::fs::set_permissions(rt.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert!(private_dir(Some(rt.path()), "0193").is_err(), "a runtime dir others may enter");
+        assert!(
+            private_dir(Some(rt.path()), "0193").is_err(),
+            "a runtime dir others may enter"
+        );
         std::fs::set_permissions(rt.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let (parent, name, path, _fd) = private_dir(Some(rt.path()), "0193").unwrap();
         assert_eq!(path, rt.path().join("csbox/masks/0193/home"));
-        assert!(private_dir(Some(rt.path()), "0193").is_ok(), "a crashed launch's leftovers are replaced");
-        drop(PrivateLayers { made: vec![(parent, name, path)] });
+        assert!(
+            private_dir(Some(rt.path()), "0193").is_ok(),
+            "a crashed launch's leftovers are replaced"
+        );
+        drop(PrivateLayers {
+            made: vec![(parent, name, path)],
+        });
         assert!(!rt.path().join("csbox/masks/0193").exists());
     }
 }

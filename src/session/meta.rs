@@ -169,7 +169,11 @@ impl MergeRecord {
             self.unchanged
         );
         if !self.conflicts.is_empty() {
-            s.push_str(&format!(", {} conflict{} kept beside", self.conflicts.len(), if self.conflicts.len() == 1 { "" } else { "s" }));
+            s.push_str(&format!(
+                ", {} conflict{} kept beside",
+                self.conflicts.len(),
+                if self.conflicts.len() == 1 { "" } else { "s" }
+            ));
         }
         if !self.refused.is_empty() {
             s.push_str(&format!(", {} refused", self.refused.len()));

@@ -61,7 +61,9 @@ struct Walk<'s, 'a> {
 
 impl Walk<'_, '_> {
     fn visit(&mut self, dir: &OwnedFd, path: &Path, depth: usize) {
-        let Ok(names) = read_names(dir.as_raw_fd()) else { return };
+        let Ok(names) = read_names(dir.as_raw_fd()) else {
+            return;
+        };
         let has = |n: &[u8]| names.iter().any(|c| c.to_bytes() == n);
         if depth > 0 && has(b"HEAD") && has(b"objects") && has(b"refs") {
             // A bare-looking repository: git uses it as one when run inside.
@@ -120,7 +122,11 @@ impl Walk<'_, '_> {
                 // own git dir, which the plan watches. Anything else is the session's.
                 let ok = read_small_at(dir, ".git", 4096).is_ok_and(|t| {
                     let t = String::from_utf8_lossy(&t);
-                    let target = t.trim().strip_prefix("gitdir:").map(str::trim).unwrap_or("");
+                    let target = t
+                        .trim()
+                        .strip_prefix("gitdir:")
+                        .map(str::trim)
+                        .unwrap_or("");
                     let base = path.parent().unwrap_or(path);
                     self.inside_top_git(&normalize(&base.join(target)))
                 });
@@ -141,11 +147,17 @@ impl Walk<'_, '_> {
             if !names.iter().any(|n| n.to_bytes() == first.as_bytes()) {
                 continue;
             }
-            let Ok(mut cur) = dir.try_clone() else { continue };
+            let Ok(mut cur) = dir.try_clone() else {
+                continue;
+            };
             let comps: Vec<&std::ffi::OsStr> = rel.iter().collect();
             for (i, c) in comps.iter().enumerate() {
-                let Ok(cname) = CString::new(c.as_bytes()) else { break };
-                let Some(st) = lstat_at(&cur, &cname) else { break };
+                let Ok(cname) = CString::new(c.as_bytes()) else {
+                    break;
+                };
+                let Some(st) = lstat_at(&cur, &cname) else {
+                    break;
+                };
                 let last = i + 1 == comps.len();
                 let here = path.join(comps[..=i].iter().collect::<PathBuf>());
                 if last || kind(&st) == libc::S_IFLNK {
@@ -169,16 +181,26 @@ impl Walk<'_, '_> {
     /// Whether `abs` lies below the project's own git dir through directories only (a
     /// link the session made there, `.git/modules -> elsewhere`, would lead out).
     fn inside_top_git(&self, abs: &Path) -> bool {
-        let Ok(rel) = abs.strip_prefix(&self.top_git) else { return false };
+        let Ok(rel) = abs.strip_prefix(&self.top_git) else {
+            return false;
+        };
         // Only where git puts a submodule's or a worktree's git dir (which the plan
         // watches), not `.git/x2` from `git init --separate-git-dir` (red-team 4, A4-2).
-        if !rel.components().next().is_some_and(|c| c.as_os_str() == "modules" || c.as_os_str() == "worktrees") {
+        if !rel
+            .components()
+            .next()
+            .is_some_and(|c| c.as_os_str() == "modules" || c.as_os_str() == "worktrees")
+        {
             return false;
         }
-        let Ok(mut cur) = crate::fsutil::open_dir_nofollow(&self.top_git) else { return false };
+        let Ok(mut cur) = crate::fsutil::open_dir_nofollow(&self.top_git) else {
+            return false;
+        };
         let mut any = false;
         for c in rel.components() {
-            let std::path::Component::Normal(n) = c else { return false };
+            let std::path::Component::Normal(n) = c else {
+                return false;
+            };
             let Some(n) = n.to_str() else { return false };
             match openat_nofollow(&cur, n, dir_flags(), Mode::empty()) {
                 Ok(fd) => cur = fd,
@@ -199,8 +221,11 @@ impl Walk<'_, '_> {
             }
             let is = |k| kind(&st) == k;
             let harmless = match n {
-                "config" => is(libc::S_IFREG)
-                    && read_small_at(g, n, 1 << 20).is_ok_and(|t| crate::gitconfig::is_plain(&String::from_utf8_lossy(&t))),
+                "config" => {
+                    is(libc::S_IFREG)
+                        && read_small_at(g, n, 1 << 20)
+                            .is_ok_and(|t| crate::gitconfig::is_plain(&String::from_utf8_lossy(&t)))
+                }
                 "hooks" => is(libc::S_IFDIR) && samples_only(g, n),
                 _ => false,
             };
@@ -213,9 +238,16 @@ impl Walk<'_, '_> {
     /// Whether an entry of `g/hooks` changed since the start (a hook added to an old dir
     /// changes the dir's times too, but a rewritten one does not).
     fn hooks_changed(&self, g: &OwnedFd) -> bool {
-        let Ok(h) = openat_nofollow(g, "hooks", dir_flags(), Mode::empty()) else { return false };
-        let Ok(names) = read_names(h.as_raw_fd()) else { return false };
-        names.iter().take(1024).any(|n| lstat_at(&h, n).is_some_and(|st| changed_since(&st, self.since)))
+        let Ok(h) = openat_nofollow(g, "hooks", dir_flags(), Mode::empty()) else {
+            return false;
+        };
+        let Ok(names) = read_names(h.as_raw_fd()) else {
+            return false;
+        };
+        names
+            .iter()
+            .take(1024)
+            .any(|n| lstat_at(&h, n).is_some_and(|st| changed_since(&st, self.since)))
     }
 }
 
@@ -258,13 +290,25 @@ pub(super) fn sweep(sweep: &mut Sweep<'_>, since: SystemTime) -> Option<String> 
         .filter(|r| !r.starts_with(".git"))
         .filter_map(|r| Some((r.iter().next()?.to_os_string(), r.to_path_buf())))
         .collect();
-    let mut w = Walk { sweep, since, dev, seen: 0, cut: false, cut_at: None, unread: None, top_git: top_git.clone(), steering };
+    let mut w = Walk {
+        sweep,
+        since,
+        dev,
+        seen: 0,
+        cut: false,
+        cut_at: None,
+        unread: None,
+        top_git: top_git.clone(),
+        steering,
+    };
     // `.git/modules` or `.git/worktrees` made a link: the watch of their entries does not
     // follow it, and a submodule's `.git` file pointing there would lead out.
     if let Ok(g) = crate::fsutil::open_dir_nofollow(&top_git) {
         for n in ["modules", "worktrees"] {
             let c = CString::new(n).expect("no NUL");
-            if lstat_at(&g, &c).is_some_and(|st| kind(&st) == libc::S_IFLNK && changed_since(&st, since)) {
+            if lstat_at(&g, &c)
+                .is_some_and(|st| kind(&st) == libc::S_IFLNK && changed_since(&st, since))
+            {
                 w.sweep.quarantine(&g, &c, &top_git.join(n), None);
             }
         }

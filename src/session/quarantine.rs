@@ -13,13 +13,13 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
 pub use super::meta::Quarantined;
 use crate::fsutil::{openat_nofollow, read_names, read_small_at};
-use crate::plan::{ProjectView, WatchedDir};
 #[cfg(test)]
 use crate::plan::Watched;
+use crate::plan::{ProjectView, WatchedDir};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 /// Where moved files go, in the session directory.
 pub const QUARANTINE_DIR: &str = "quarantine";
@@ -60,7 +60,9 @@ pub(super) fn open_dir_fixing(parent: &OwnedFd, name: &str) -> Option<OwnedFd> {
 fn open_beneath(root: &OwnedFd, rel: &Path) -> Option<OwnedFd> {
     let mut cur: Option<OwnedFd> = None;
     for c in rel.components() {
-        let std::path::Component::Normal(n) = c else { return None };
+        let std::path::Component::Normal(n) = c else {
+            return None;
+        };
         let parent = cur.as_ref().unwrap_or(root);
         cur = Some(open_dir_fixing(parent, name_of(n)?)?);
     }
@@ -73,7 +75,14 @@ fn open_beneath(root: &OwnedFd, rel: &Path) -> Option<OwnedFd> {
 pub(super) fn lstat_at(dir: &OwnedFd, name: &CStr) -> Option<libc::stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: a valid dir fd and C string; st is written on success.
-    let r = unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let r = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     // SAFETY: fstatat succeeded.
     (r == 0).then(|| unsafe { st.assume_init() })
 }
@@ -81,12 +90,21 @@ pub(super) fn lstat_at(dir: &OwnedFd, name: &CStr) -> Option<libc::stat> {
 fn read_link_at(dir: &OwnedFd, name: &CStr) -> Option<PathBuf> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize];
     // SAFETY: a valid dir fd, C string and buffer of the given length.
-    let n = unsafe { libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     if n < 0 {
         return None;
     }
     buf.truncate(n as usize);
-    Some(PathBuf::from(std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&buf))))
+    Some(PathBuf::from(std::ffi::OsString::from(
+        std::ffi::OsStr::from_bytes(&buf),
+    )))
 }
 
 fn errno_string() -> String {
@@ -115,14 +133,22 @@ impl Sweep<'_> {
 
     /// `path` if the session made it (or replaced the link `link` there), moved away.
     fn check(&mut self, path: &Path, link: Option<&Path>) {
-        let Some((root, rel)) = self.root_of(path) else { return };
-        let (Some(parent_rel), Some(name)) = (rel.parent(), rel.file_name()) else { return };
+        let Some((root, rel)) = self.root_of(path) else {
+            return;
+        };
+        let (Some(parent_rel), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return;
+        };
         let Some(parent) = open_beneath(&root, parent_rel) else {
             self.link_on_the_way(&root, path, &rel);
             return;
         };
-        let Ok(cname) = CString::new(name.as_bytes()) else { return };
-        let Some(st) = lstat_at(&parent, &cname) else { return };
+        let Ok(cname) = CString::new(name.as_bytes()) else {
+            return;
+        };
+        let Some(st) = lstat_at(&parent, &cname) else {
+            return;
+        };
         let is_link = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
         if let Some(t) = link {
             if is_link && read_link_at(&parent, &cname).as_deref() == Some(t) {
@@ -141,15 +167,23 @@ impl Sweep<'_> {
     fn link_on_the_way(&mut self, root: &OwnedFd, path: &Path, rel: &Path) {
         let Some(since) = self.since else { return };
         let n = rel.components().count();
-        let Some(root_path) = path.ancestors().nth(n) else { return };
-        let Ok(mut cur) = root.try_clone() else { return };
+        let Some(root_path) = path.ancestors().nth(n) else {
+            return;
+        };
+        let Ok(mut cur) = root.try_clone() else {
+            return;
+        };
         let mut at = root_path.to_path_buf();
         for c in rel.parent().into_iter().flat_map(|p| p.components()) {
-            let std::path::Component::Normal(name) = c else { return };
+            let std::path::Component::Normal(name) = c else {
+                return;
+            };
             let Some(name) = name_of(name) else { return };
             at.push(name);
             let cname = CString::new(name).expect("no NUL");
-            let Some(st) = lstat_at(&cur, &cname) else { return };
+            let Some(st) = lstat_at(&cur, &cname) else {
+                return;
+            };
             match st.st_mode & libc::S_IFMT {
                 libc::S_IFLNK => {
                     if changed_since(&st, since) {
@@ -169,15 +203,23 @@ impl Sweep<'_> {
     /// The entries of a watched directory that were not there at the start, looked at
     /// for the files it names.
     fn check_dir(&mut self, wd: &WatchedDir) {
-        let Some((root, rel)) = self.root_of(&wd.dir) else { return };
-        let Some(dir) = open_beneath(&root, &rel) else { return };
-        let Ok(names) = read_names(dir.as_raw_fd()) else { return };
+        let Some((root, rel)) = self.root_of(&wd.dir) else {
+            return;
+        };
+        let Some(dir) = open_beneath(&root, &rel) else {
+            return;
+        };
+        let Ok(names) = read_names(dir.as_raw_fd()) else {
+            return;
+        };
         for entry in names.into_iter().take(DIR_CAP) {
             let e = std::ffi::OsStr::from_bytes(entry.to_bytes());
             if wd.known.iter().any(|k| k.as_bytes() == e.as_bytes()) {
                 continue;
             }
-            let Some(sub) = name_of(e).and_then(|n| openat_nofollow(&dir, n, dir_flags(), Mode::empty()).ok()) else {
+            let Some(sub) =
+                name_of(e).and_then(|n| openat_nofollow(&dir, n, dir_flags(), Mode::empty()).ok())
+            else {
                 continue;
             };
             for n in &wd.names {
@@ -196,7 +238,11 @@ impl Sweep<'_> {
     fn qdir(&mut self) -> Option<&OwnedFd> {
         if self.qdir.is_none() {
             let fd = self.session.fd;
-            let _ = nix::sys::stat::mkdirat(Some(fd.as_raw_fd()), QUARANTINE_DIR, Mode::from_bits_truncate(0o700));
+            let _ = nix::sys::stat::mkdirat(
+                Some(fd.as_raw_fd()),
+                QUARANTINE_DIR,
+                Mode::from_bits_truncate(0o700),
+            );
             self.qdir = openat_nofollow(fd, QUARANTINE_DIR, dir_flags(), Mode::empty()).ok();
         }
         self.qdir.as_ref()
@@ -204,10 +250,21 @@ impl Sweep<'_> {
 
     /// Move `parent/name` into the quarantine dir (as `<n>-<name>`), or, across file
     /// systems, aside beside itself; then put the user's link back.
-    pub(super) fn quarantine(&mut self, parent: &OwnedFd, name: &CStr, path: &Path, link: Option<&Path>) {
+    pub(super) fn quarantine(
+        &mut self,
+        parent: &OwnedFd,
+        name: &CStr,
+        path: &Path,
+        link: Option<&Path>,
+    ) {
         let base = String::from_utf8_lossy(name.to_bytes()).replace('/', "_");
         let n = self.out.len();
-        let mut rec = Quarantined { path: path.to_path_buf(), moved_to: None, link_restored: None, error: None };
+        let mut rec = Quarantined {
+            path: path.to_path_buf(),
+            moved_to: None,
+            link_restored: None,
+            error: None,
+        };
         make_movable(parent, name);
         // A name no earlier move (of this sweep, an earlier run of the session, or the
         // watch while it ran) took.
@@ -247,10 +304,20 @@ impl Sweep<'_> {
                     }
                 }
                 if rec.moved_to.is_none() {
-                    rec.error = Some(format!("renameat2({}): {}", path.display(), std::io::Error::from_raw_os_error(last)));
+                    rec.error = Some(format!(
+                        "renameat2({}): {}",
+                        path.display(),
+                        std::io::Error::from_raw_os_error(last)
+                    ));
                 }
             }
-            Err(e) => rec.error = Some(format!("renameat2({}): {}", path.display(), std::io::Error::from_raw_os_error(e))),
+            Err(e) => {
+                rec.error = Some(format!(
+                    "renameat2({}): {}",
+                    path.display(),
+                    std::io::Error::from_raw_os_error(e)
+                ))
+            }
         }
         if let (Some(t), Some(_)) = (link, &rec.moved_to) {
             let tc = CString::new(t.as_os_str().as_bytes()).expect("no NUL in a link");
@@ -271,7 +338,10 @@ impl Sweep<'_> {
 /// files only. A session that runs `git init` keeps its repository as git made it.
 fn harmless(dir: &OwnedFd, name: &str, path: &Path) -> bool {
     let parent = path.parent().and_then(Path::file_name);
-    let grandparent = path.parent().and_then(Path::parent).and_then(Path::file_name);
+    let grandparent = path
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name);
     let git_dir = parent == Some(".git".as_ref()) || grandparent == Some("modules".as_ref());
     match name {
         "commondir" if grandparent == Some("worktrees".as_ref()) => read_small_at(dir, name, 4096)
@@ -311,7 +381,10 @@ fn make_movable(parent: &OwnedFd, name: &CStr) {
     let owner_rwx = 0o700;
     if let Ok(st) = nix::sys::stat::fstat(parent.as_raw_fd()) {
         if st.st_mode & owner_rwx != owner_rwx {
-            let _ = nix::sys::stat::fchmod(parent.as_raw_fd(), Mode::from_bits_truncate((st.st_mode | owner_rwx) & 0o7777));
+            let _ = nix::sys::stat::fchmod(
+                parent.as_raw_fd(),
+                Mode::from_bits_truncate((st.st_mode | owner_rwx) & 0o7777),
+            );
         }
     }
     chmod_owner_rwx(parent, name);
@@ -320,13 +393,19 @@ fn make_movable(parent: &OwnedFd, name: &CStr) {
 /// Add u+rwx to the directory `parent/name` where it lacks one (nothing for another kind).
 fn chmod_owner_rwx(parent: &OwnedFd, name: &CStr) {
     let owner_rwx = 0o700;
-    let Some(st) = lstat_at(parent, name) else { return };
+    let Some(st) = lstat_at(parent, name) else {
+        return;
+    };
     if st.st_mode & libc::S_IFMT == libc::S_IFDIR && st.st_mode & owner_rwx != owner_rwx {
         // O_PATH opens it whatever its mode, and never through a link; chmod through
         // /proc/self/fd reaches that very directory.
         // SAFETY: openat on a valid dir fd and C string.
         let fd = unsafe {
-            libc::openat(parent.as_raw_fd(), name.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            libc::openat(
+                parent.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
         };
         if fd >= 0 {
             // SAFETY: a fresh descriptor we own.
@@ -340,7 +419,9 @@ fn chmod_owner_rwx(parent: &OwnedFd, name: &CStr) {
 
 /// Whether `st` changed at or after `since` (its ctime: no call sets it back).
 pub(super) fn changed_since(st: &libc::stat, since: std::time::SystemTime) -> bool {
-    let Ok(d) = since.duration_since(std::time::UNIX_EPOCH) else { return true };
+    let Ok(d) = since.duration_since(std::time::UNIX_EPOCH) else {
+        return true;
+    };
     let (s, ns) = (d.as_secs() as i64, d.subsec_nanos() as i64);
     (st.st_ctime, st.st_ctime_nsec) >= (s, ns)
 }
@@ -355,12 +436,20 @@ fn random_u64() -> u64 {
 fn rename_noreplace(from: &OwnedFd, name: &CStr, to: &OwnedFd, new: &CStr) -> Result<(), i32> {
     // SAFETY: valid dir fds and C strings.
     let r = unsafe {
-        libc::renameat2(from.as_raw_fd(), name.as_ptr(), to.as_raw_fd(), new.as_ptr(), libc::RENAME_NOREPLACE)
+        libc::renameat2(
+            from.as_raw_fd(),
+            name.as_ptr(),
+            to.as_raw_fd(),
+            new.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
     };
     if r == 0 {
         Ok(())
     } else {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+        Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO))
     }
 }
 
@@ -368,16 +457,36 @@ fn rename_noreplace(from: &OwnedFd, name: &CStr, to: &OwnedFd, new: &CStr) -> Re
 /// doc): called after the sandbox is gone, so nothing inside races it.
 /// `since`: when the run began (a link the session put on the way to a watched path
 /// after it is moved too), or None.
-pub fn sweep(project: &ProjectView, session: SessionDir<'_>, since: Option<std::time::SystemTime>) -> Vec<Quarantined> {
-    let mut s = Sweep { project, session, qdir: None, out: Vec::new(), since };
+pub fn sweep(
+    project: &ProjectView,
+    session: SessionDir<'_>,
+    since: Option<std::time::SystemTime>,
+) -> Vec<Quarantined> {
+    let mut s = Sweep {
+        project,
+        session,
+        qdir: None,
+        out: Vec::new(),
+        since,
+    };
     s.watched();
     s.out
 }
 
 /// [`sweep`], then the git repositories nested in the project that the session made or
 /// changed since `since` (see `nested`): at exit, when nothing inside races it.
-pub fn sweep_all(project: &ProjectView, session: SessionDir<'_>, since: Option<std::time::SystemTime>) -> (Vec<Quarantined>, Option<String>) {
-    let mut s = Sweep { project, session, qdir: None, out: Vec::new(), since };
+pub fn sweep_all(
+    project: &ProjectView,
+    session: SessionDir<'_>,
+    since: Option<std::time::SystemTime>,
+) -> (Vec<Quarantined>, Option<String>) {
+    let mut s = Sweep {
+        project,
+        session,
+        qdir: None,
+        out: Vec::new(),
+        since,
+    };
     s.watched();
     let note = since.and_then(|t| super::nested::sweep(&mut s, t));
     (s.out, note)
@@ -402,12 +511,20 @@ impl Sweep<'_> {
 pub fn describe(q: &Quarantined) -> String {
     let what = match (&q.moved_to, &q.error) {
         (Some(to), _) => format!("moved it to {}", crate::human::printable_path(to)),
-        (None, e) => format!("it could NOT be moved ({}): delete it", e.as_deref().unwrap_or("?")),
+        (None, e) => format!(
+            "it could NOT be moved ({}): delete it",
+            e.as_deref().unwrap_or("?")
+        ),
     };
     let link = q
         .link_restored
         .as_ref()
-        .map(|t| format!("; your link to {} is back in its place", crate::human::printable_path(t)))
+        .map(|t| {
+            format!(
+                "; your link to {} is back in its place",
+                crate::human::printable_path(t)
+            )
+        })
         .unwrap_or_default();
     format!(
         "this session made {} in the project: such files run code on your host later (git config and hooks, editor tasks, agent settings); csbox {what}{link}. Review it before you move it back",
@@ -418,7 +535,11 @@ pub fn describe(q: &Quarantined) -> String {
 /// [`sweep_all`] for a session csbox holds, each move said on stderr and recorded in its
 /// metadata (the caller writes it); the number moved. `since`: when the run began (the
 /// nested repositories are looked at for what changed after it), or None to leave them.
-pub fn sweep_session(session: &mut super::LiveSession, project: &ProjectView, since: Option<std::time::SystemTime>) -> usize {
+pub fn sweep_session(
+    session: &mut super::LiveSession,
+    project: &ProjectView,
+    since: Option<std::time::SystemTime>,
+) -> usize {
     let dir = SessionDir {
         fd: session.dir_fd(),
         path: &session.dir,
@@ -451,127 +572,14 @@ pub fn record(session: &mut super::LiveSession, made: Vec<Quarantined>) -> usize
         }
         crate::warn!("{}", describe(q));
     }
-    session.meta.created_protected.extend(made.iter().map(|q| q.path.clone()));
+    session
+        .meta
+        .created_protected
+        .extend(made.iter().map(|q| q.path.clone()));
     let n = made.iter().filter(|q| q.moved_to.is_some()).count();
     session.meta.quarantined.extend(made);
     n
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn project(root: &Path, watched: Vec<Watched>, dirs: Vec<WatchedDir>) -> ProjectView {
-        ProjectView {
-            path: root.to_path_buf(),
-            read_only: false,
-            git_dirs: vec![],
-            protected: vec![],
-            pinned: vec![],
-            watched,
-            watched_dirs: dirs,
-        }
-    }
-
-    /// Across file systems the file goes aside in its own directory, under a name the
-    /// session cannot take first (red-team 3, A3-15: the old name was predictable).
-    #[test]
-    fn across_file_systems_a_name_taken_first_does_not_keep_the_file_in_place() {
-        let shm = Path::new("/dev/shm");
-        let d = tempfile::tempdir().unwrap();
-        let Ok(p) = tempfile::tempdir_in(shm) else {
-            panic!("no /dev/shm to put a project on another file system than the session");
-        };
-        let proj = p.path().to_path_buf();
-        std::fs::create_dir_all(proj.join(".git")).unwrap();
-        std::fs::write(proj.join(".git/commondir"), "x\n").unwrap();
-        // What the session would pre-create under the old, predictable names.
-        for n in ["commondir.csbox-quarantined-0193abcd", "commondir.csbox-quarantined-0193abcdef"] {
-            std::fs::write(proj.join(".git").join(n), "decoy").unwrap();
-        }
-        let view = project(&proj, vec![Watched { path: proj.join(".git/commondir"), link: None }], vec![]);
-        let sess = d.path().join("s");
-        std::fs::create_dir_all(&sess).unwrap();
-        let fd = crate::fsutil::open_dir_nofollow(&sess).unwrap();
-        let got = sweep(&view, SessionDir { fd: &fd, path: &sess, id: "0193abcdef" }, None);
-        assert_eq!(got.len(), 1, "{got:#?}");
-        assert!(got[0].error.is_none(), "{got:#?}");
-        assert!(!proj.join(".git/commondir").exists());
-        let to = got[0].moved_to.clone().unwrap();
-        assert_eq!(std::fs::read_to_string(&to).unwrap(), "x\n", "{to:?}");
-    }
-
-    #[test]
-    fn what_the_session_made_is_moved_and_what_it_left_alone_stays() {
-        let d = tempfile::tempdir().unwrap();
-        let proj = d.path().join("p");
-        let sess = d.path().join("s");
-        std::fs::create_dir_all(proj.join(".git/worktrees/ok")).unwrap();
-        std::fs::create_dir_all(proj.join(".git/worktrees/evil")).unwrap();
-        std::fs::create_dir_all(proj.join(".git/worktrees/old")).unwrap();
-        std::fs::create_dir_all(&sess).unwrap();
-        std::fs::write(proj.join(".git/commondir"), "x\n").unwrap();
-        std::fs::write(proj.join(".git/worktrees/ok/commondir"), "../..\n").unwrap();
-        std::fs::write(proj.join(".git/worktrees/evil/commondir"), "../../x\n").unwrap();
-        std::fs::write(proj.join(".git/worktrees/old/commondir"), "../../y\n").unwrap();
-        // The user's own link, left alone; one the session replaced by a file.
-        std::os::unix::fs::symlink("../shared/envrc", proj.join(".envrc")).unwrap();
-        std::fs::write(proj.join(".mcp.json"), "{}").unwrap();
-        // What `git init` makes, kept; a config that steers git, moved.
-        std::fs::create_dir_all(proj.join(".git/hooks")).unwrap();
-        std::fs::write(proj.join(".git/hooks/pre-commit.sample"), "").unwrap();
-        std::fs::write(proj.join(".git/config"), "[core]\n\tbare = false\n").unwrap();
-        std::fs::create_dir_all(proj.join(".git/modules/m/hooks")).unwrap();
-        std::fs::write(proj.join(".git/modules/m/hooks/pre-commit"), "").unwrap();
-        std::fs::write(proj.join(".git/modules/m/config"), "[core]\n\tfsmonitor = id\n").unwrap();
-        // Behind a link: not reachable without following it, not touched.
-        std::fs::create_dir_all(d.path().join("elsewhere")).unwrap();
-        std::fs::write(d.path().join("elsewhere/settings.json"), "{}").unwrap();
-        std::os::unix::fs::symlink(d.path().join("elsewhere"), proj.join(".claude")).unwrap();
-        let w = |p: &str, link: Option<&str>| Watched { path: proj.join(p), link: link.map(PathBuf::from) };
-        let view = project(
-            &proj,
-            vec![
-                w(".git/commondir", None),
-                w(".envrc", Some("../shared/envrc")),
-                w(".mcp.json", Some("/home/u/.aws/credentials")),
-                w(".claude/settings.json", None),
-                w(".vscode", None),
-                w(".git/config", None),
-                w(".git/hooks", None),
-            ],
-            vec![
-                WatchedDir {
-                    dir: proj.join(".git/worktrees"),
-                    known: vec!["old".into()],
-                    names: vec!["commondir".into(), "config.worktree".into()],
-                },
-                WatchedDir { dir: proj.join(".git/modules"), known: vec![], names: vec!["config".into(), "hooks".into()] },
-            ],
-        );
-        let fd = crate::fsutil::open_dir_nofollow(&sess).unwrap();
-        let got = sweep(&view, SessionDir { fd: &fd, path: &sess, id: "0193abcd" }, None);
-        let paths: Vec<&Path> = got.iter().map(|q| q.path.as_path()).collect();
-        assert_eq!(
-            paths,
-            vec![
-                proj.join(".git/commondir"),
-                proj.join(".mcp.json"),
-                proj.join(".git/worktrees/evil/commondir"),
-                proj.join(".git/modules/m/config"),
-                proj.join(".git/modules/m/hooks"),
-            ],
-            "{got:#?}"
-        );
-        assert!(got.iter().all(|q| q.error.is_none() && q.moved_to.as_ref().unwrap().starts_with(&sess)));
-        assert_eq!(std::fs::read_to_string(sess.join("quarantine/0-commondir")).unwrap(), "x\n");
-        assert!(!proj.join(".git/commondir").exists());
-        assert_eq!(std::fs::read_link(proj.join(".mcp.json")).unwrap(), Path::new("/home/u/.aws/credentials"));
-        assert_eq!(got[1].link_restored.as_deref(), Some(Path::new("/home/u/.aws/credentials")));
-        assert!(std::fs::symlink_metadata(proj.join(".envrc")).unwrap().file_type().is_symlink());
-        assert!(proj.join(".git/worktrees/ok/commondir").exists());
-        assert!(proj.join(".git/worktrees/old/commondir").exists());
-        assert!(d.path().join("elsewhere/settings.json").exists());
-        assert!(proj.join(".git/config").exists() && proj.join(".git/hooks/pre-commit.sample").exists());
-    }
-}
+mod tests;

@@ -42,7 +42,13 @@ pub struct Found {
 
 fn transcript(dir: &OwnedFd, name: &std::ffi::CStr) -> Option<(OwnedFd, libc::stat)> {
     // SAFETY: openat on a valid fd and C string; O_NONBLOCK: a FIFO never blocks.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return None;
     }
@@ -63,7 +69,9 @@ fn find_in(root: &OwnedFd, file: &std::ffi::CStr) -> Vec<(String, OwnedFd, libc:
     let mut out = Vec::new();
     for n in names {
         let Ok(s) = n.to_str() else { continue };
-        let Ok(d) = open_dir_at(&projects, s) else { continue };
+        let Ok(d) = open_dir_at(&projects, s) else {
+            continue;
+        };
         if let Some((fd, st)) = transcript(&d, file) {
             out.push((s.to_string(), fd, st));
         }
@@ -76,7 +84,8 @@ pub fn find(store: &Store, claude_root: &Path, uuid: &str) -> Result<Found> {
     let file = CString::new(format!("{uuid}.jsonl")).expect("a uuid has no NUL");
     let mut found = Found::default();
     let root = crate::fsutil::open_dir_nofollow(claude_root).ok();
-    let base: Vec<(String, OwnedFd, libc::stat)> = root.as_ref().map(|r| find_in(r, &file)).unwrap_or_default();
+    let base: Vec<(String, OwnedFd, libc::stat)> =
+        root.as_ref().map(|r| find_in(r, &file)).unwrap_or_default();
     found.in_base = base.first().map(|(s, _, _)| s.clone());
     let ids = store.ids()?;
     if ids.is_empty() {
@@ -84,12 +93,18 @@ pub fn find(store: &Store, claude_root: &Path, uuid: &str) -> Result<Found> {
     }
     let store_fd = store.open()?;
     for id in ids {
-        let Ok(dfd) = open_dir_at(&store_fd, id.as_str()) else { continue };
-        let Ok(state) = open_dir_at(&dfd, "state") else { continue };
+        let Ok(dfd) = open_dir_at(&store_fd, id.as_str()) else {
+            continue;
+        };
+        let Ok(state) = open_dir_at(&dfd, "state") else {
+            continue;
+        };
         for (slug, fd, st) in find_in(&state, &file) {
             let same_base = base.iter().find(|(s, _, _)| *s == slug);
-            let merged = same_base.is_some_and(|(_, bfd, _)| crate::session::merge::already_in(&fd, bfd));
-            let conflicts = !merged && same_base.is_some_and(|(_, bfd, _)| !crate::session::merge::extends(&fd, bfd));
+            let merged =
+                same_base.is_some_and(|(_, bfd, _)| crate::session::merge::already_in(&fd, bfd));
+            let conflicts = !merged
+                && same_base.is_some_and(|(_, bfd, _)| !crate::session::merge::extends(&fd, bfd));
             found.holders.push(Holder {
                 id: id.clone(),
                 slug,

@@ -72,13 +72,15 @@ pub fn claude_json_seed(paths: &Paths, cwd: &Path) -> Result<Vec<u8>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(b"{}\n".to_vec()),
         Err(e) => return Err(Error::io("read", p, e)),
     }
-    let Ok(serde_json::Value::Object(mut top)) = serde_json::from_slice::<serde_json::Value>(&buf) else {
+    let Ok(serde_json::Value::Object(mut top)) = serde_json::from_slice::<serde_json::Value>(&buf)
+    else {
         return Ok(b"{}\n".to_vec());
     };
     if let Some(serde_json::Value::Object(projects)) = top.get_mut("projects") {
         projects.retain(|k, _| cwd.starts_with(Path::new(k)) && Path::new(k).is_absolute());
     }
-    let mut out = serde_json::to_vec_pretty(&serde_json::Value::Object(top)).unwrap_or_else(|_| b"{}".to_vec());
+    let mut out = serde_json::to_vec_pretty(&serde_json::Value::Object(top))
+        .unwrap_or_else(|_| b"{}".to_vec());
     out.push(b'\n');
     Ok(out)
 }
@@ -104,7 +106,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let home = d.path().join("h");
         std::fs::create_dir_all(&home).unwrap();
-        let env = crate::paths::EnvInput { home: Some(home.clone().into()), cwd: home.clone(), ..Default::default() };
+        let env = crate::paths::EnvInput {
+            home: Some(home.clone().into()),
+            cwd: home.clone(),
+            ..Default::default()
+        };
         let paths = Paths::resolve(&env).unwrap();
         std::fs::write(
             &paths.claude_json,
@@ -115,12 +121,23 @@ mod tests {
         .unwrap();
         let seed = claude_json_seed(&paths, Path::new("/w/p/sub")).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&seed).unwrap();
-        let keys: Vec<&str> = v["projects"].as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = v["projects"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(keys, ["/w", "/w/p"]);
         assert_eq!(v["oauthAccount"]["emailAddress"], "u@x");
-        assert_eq!(v["mcpServers"]["g"]["command"], "m", "the user's own MCP servers stay");
+        assert_eq!(
+            v["mcpServers"]["g"]["command"], "m",
+            "the user's own MCP servers stay"
+        );
         assert!(!String::from_utf8_lossy(&seed).contains("s3cret"));
         std::fs::write(&paths.claude_json, "not json").unwrap();
-        assert_eq!(claude_json_seed(&paths, Path::new("/w/p")).unwrap(), b"{}\n");
+        assert_eq!(
+            claude_json_seed(&paths, Path::new("/w/p")).unwrap(),
+            b"{}\n"
+        );
     }
 }

@@ -22,7 +22,9 @@ pub fn slug(path: &Path) -> String {
         return out;
     }
     // Java's String.hashCode over UTF-16 units, as a 32-bit int; then |h| in base 36.
-    let h = s.encode_utf16().fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(u as i32));
+    let h = s
+        .encode_utf16()
+        .fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(u as i32));
     let mut n = (h as i64).unsigned_abs();
     let mut digits = Vec::new();
     loop {
@@ -32,7 +34,11 @@ pub fn slug(path: &Path) -> String {
             break;
         }
     }
-    format!("{}-{}", &out[..200], digits.iter().rev().collect::<String>())
+    format!(
+        "{}-{}",
+        &out[..200],
+        digits.iter().rev().collect::<String>()
+    )
 }
 
 /// Does the project dir name `dir` belong to `slug` (long slugs match by their first 200
@@ -48,9 +54,16 @@ mod tests {
     #[test]
     fn slugs_follow_claude_codes_rule() {
         assert_eq!(slug(Path::new("/tmp/ccr/a.b_c-d")), "-tmp-ccr-a-b-c-d");
-        assert_eq!(slug(Path::new("/tmp/ccr/.hidden/Upper")), "-tmp-ccr--hidden-Upper");
+        assert_eq!(
+            slug(Path::new("/tmp/ccr/.hidden/Upper")),
+            "-tmp-ccr--hidden-Upper"
+        );
         assert_eq!(slug(Path::new("/tmp/ccr/ünï")), "-tmp-ccr--n-");
-        assert_eq!(slug(Path::new("/x/😀")), "-x---", "a character outside the BMP is two UTF-16 units");
+        assert_eq!(
+            slug(Path::new("/x/😀")),
+            "-x---",
+            "a character outside the BMP is two UTF-16 units"
+        );
         let long = format!("/{}", "segment-11-long/".repeat(20));
         let s = slug(Path::new(&long));
         assert_eq!(s.len() > 200, true);

@@ -261,7 +261,8 @@ impl Store {
                 msg: format!("no session matches {reference:?} (see `csbox ls`)"),
             }),
             n => {
-                let mut list: Vec<String> = matches.iter().take(10).map(|m| m.to_string()).collect();
+                let mut list: Vec<String> =
+                    matches.iter().take(10).map(|m| m.to_string()).collect();
                 if n > 10 {
                     list.push(format!("and {} more", n - 10));
                 }
@@ -309,10 +310,16 @@ impl Store {
 
     pub fn info(&self, id: &SessionId, with_size: bool) -> Result<SessionInfo> {
         let store_fd = self.open()?;
-        info_at(&self.dir, &store_fd, id.clone(), with_size, &self.active_links())
-            .ok_or_else(|| Error::BadSession {
-                msg: format!("no session {id}"),
-            })
+        info_at(
+            &self.dir,
+            &store_fd,
+            id.clone(),
+            with_size,
+            &self.active_links(),
+        )
+        .ok_or_else(|| Error::BadSession {
+            msg: format!("no session {id}"),
+        })
     }
 
     fn active_links(&self) -> std::collections::HashSet<String> {

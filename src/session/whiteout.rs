@@ -10,7 +10,12 @@ use nix::sys::stat::{FileStat, Mode, SFlag};
 use crate::fsutil::openat_nofollow;
 
 pub(super) fn lstat(dir: &OwnedFd, name: &str) -> Option<FileStat> {
-    nix::sys::stat::fstatat(Some(dir.as_raw_fd()), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()
+    nix::sys::stat::fstatat(
+        Some(dir.as_raw_fd()),
+        name,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .ok()
 }
 
 /// A 0/0 character device: what overlayfs takes for a whiteout.
@@ -33,21 +38,30 @@ fn dir_flags() -> OFlag {
 pub fn holds_only_masks(upper: &OwnedFd, masks: &[PathBuf]) -> bool {
     fn walk(dir: &OwnedFd, rel: &Path, masks: &[PathBuf], budget: &mut usize) -> bool {
         // A fresh open: an fd read before (or a dup of one) is at its end.
-        let Ok(dir) = openat_nofollow(dir, ".", dir_flags(), Mode::empty()) else { return false };
+        let Ok(dir) = openat_nofollow(dir, ".", dir_flags(), Mode::empty()) else {
+            return false;
+        };
         let dir = &dir;
-        let Ok(names) = crate::fsutil::read_names(dir.as_raw_fd()) else { return false };
+        let Ok(names) = crate::fsutil::read_names(dir.as_raw_fd()) else {
+            return false;
+        };
         names.into_iter().all(|n| {
             *budget = budget.saturating_sub(1);
-            let Some(name) = n.to_str().ok() else { return false };
+            let Some(name) = n.to_str().ok() else {
+                return false;
+            };
             let r = rel.join(name);
-            let Some(st) = lstat(dir, name) else { return false };
+            let Some(st) = lstat(dir, name) else {
+                return false;
+            };
             if *budget == 0 {
                 false
             } else if is_whiteout(&st) {
                 // At the mask's path, or at its first component the host lacked.
                 masks.iter().any(|m| m.starts_with(&r))
             } else if is_dir(&st) && masks.iter().any(|m| m.starts_with(&r) && m != &r) {
-                openat_nofollow(dir, name, dir_flags(), Mode::empty()).is_ok_and(|d| walk(&d, &r, masks, budget))
+                openat_nofollow(dir, name, dir_flags(), Mode::empty())
+                    .is_ok_and(|d| walk(&d, &r, masks, budget))
             } else {
                 false
             }
@@ -55,4 +69,3 @@ pub fn holds_only_masks(upper: &OwnedFd, masks: &[PathBuf]) -> bool {
     }
     walk(upper, Path::new(""), masks, &mut 4096)
 }
-

@@ -369,4 +369,3 @@ pub fn backdate(p: &Path, ago: std::time::Duration) {
     )
     .unwrap();
 }
-

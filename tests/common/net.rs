@@ -18,7 +18,9 @@ pub fn http_ok_server() -> u16 {
                 while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
                     line.clear();
                 }
-                let _ = r.get_mut().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                let _ = r.get_mut().write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
             });
         }
     });
@@ -60,15 +62,22 @@ fn serve_upstream(c: TcpStream, mode: Upstream, log: Arc<Mutex<Vec<String>>>) {
         head.push(line.trim_end().to_string());
     }
     let first = head.first().cloned().unwrap_or_default();
-    let auth = head.iter().find(|h| h.to_ascii_lowercase().starts_with("proxy-authorization:")).cloned();
-    log.lock().unwrap().push(format!("{first} | {}", auth.unwrap_or_default()));
+    let auth = head
+        .iter()
+        .find(|h| h.to_ascii_lowercase().starts_with("proxy-authorization:"))
+        .cloned();
+    log.lock()
+        .unwrap()
+        .push(format!("{first} | {}", auth.unwrap_or_default()));
     let mut c = r.into_inner();
     match mode {
         Upstream::Refuse => {
             let _ = c.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
         }
         Upstream::TunnelTo(port) => {
-            let Ok(mut t) = TcpStream::connect(("127.0.0.1", port)) else { return };
+            let Ok(mut t) = TcpStream::connect(("127.0.0.1", port)) else {
+                return;
+            };
             let _ = c.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
             let (mut c2, mut t2) = (c.try_clone().unwrap(), t.try_clone().unwrap());
             std::thread::spawn(move || {

@@ -93,14 +93,34 @@ const CALLS: &[(&str, &str, [u64; 6])] = &[
     ("ioctl", "fionread", [u64::MAX, 0x541B, 0, 0, 0, 0]),
     ("socket", "af_alg", [38, 5, 0, 0, 0, 0]),
     ("socket", "af_vsock", [40, 1, 0, 0, 0, 0]),
-    ("socket", "af_vsock_high_bits", [0x1_0000_0028, 1, 0, 0, 0, 0]),
+    (
+        "socket",
+        "af_vsock_high_bits",
+        [0x1_0000_0028, 1, 0, 0, 0, 0],
+    ),
     ("socket", "af_packet", [17, 3, 0, 0, 0, 0]),
     ("socket", "af_inet_bad_type", [2, 99, 0, 0, 0, 0]),
-    ("personality", "read_implies_exec", [0x40_0000, 0, 0, 0, 0, 0]),
-    ("personality", "addr_no_randomize", [0x4_0000, 0, 0, 0, 0, 0]),
+    (
+        "personality",
+        "read_implies_exec",
+        [0x40_0000, 0, 0, 0, 0, 0],
+    ),
+    (
+        "personality",
+        "addr_no_randomize",
+        [0x4_0000, 0, 0, 0, 0, 0],
+    ),
     ("personality", "query", [0xffff_ffff, 0, 0, 0, 0, 0]),
-    ("clone", "newns", [(libc::CLONE_NEWNS | libc::CLONE_FS) as u64, 0, 0, 0, 0, 0]),
-    ("clone", "newuser", [(libc::CLONE_NEWUSER | libc::CLONE_FS) as u64, 0, 0, 0, 0, 0]),
+    (
+        "clone",
+        "newns",
+        [(libc::CLONE_NEWNS | libc::CLONE_FS) as u64, 0, 0, 0, 0, 0],
+    ),
+    (
+        "clone",
+        "newuser",
+        [(libc::CLONE_NEWUSER | libc::CLONE_FS) as u64, 0, 0, 0, 0, 0],
+    ),
     ("getpid", "", [0; 6]),
 ];
 
@@ -155,9 +175,17 @@ fn main() {
         eprintln!("syscall-probe: refusing to run unfiltered as root (it calls reboot, swapoff, …); run it as an unprivileged user");
         std::process::exit(2);
     }
-    let native_abi = if cfg!(target_arch = "aarch64") { Abi::Aarch64 } else { Abi::X86_64 };
+    let native_abi = if cfg!(target_arch = "aarch64") {
+        Abi::Aarch64
+    } else {
+        Abi::X86_64
+    };
     for (name, label, a) in CALLS {
-        let key = if label.is_empty() { name.to_string() } else { format!("{name}.{label}") };
+        let key = if label.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name}.{label}")
+        };
         if !only.is_empty() && !only.contains(&key.as_str()) && !only.contains(name) {
             continue;
         }

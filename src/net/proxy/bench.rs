@@ -12,8 +12,8 @@
 
 use super::*;
 use std::io::Read;
-use std::net::Shutdown;
 use std::io::{BufRead, BufReader};
+use std::net::Shutdown;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 

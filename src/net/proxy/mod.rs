@@ -121,7 +121,6 @@ struct Opened {
     early: Vec<u8>,
 }
 
-
 mod protocol;
 mod sock;
 
@@ -135,7 +134,6 @@ impl Drop for Active {
         self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
-
 
 impl Proxy {
     /// A proxy applying `policy`, resolving with [`SystemResolver`], going direct, not

@@ -96,7 +96,10 @@ impl Client {
 /// an equal share of the time left, so a black-holed first address (often IPv6 on a host
 /// without a v6 route) cannot use it all. The error keeps the last errno (for the SOCKS5
 /// reply) and names every address tried.
-pub(super) fn connect_any(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, (io::Error, String)> {
+pub(super) fn connect_any(
+    addrs: &[SocketAddr],
+    timeout: Duration,
+) -> Result<TcpStream, (io::Error, String)> {
     let deadline = Instant::now() + timeout;
     let mut tried = Vec::new();
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");

@@ -24,30 +24,76 @@ fn whiteouts(l: &MaskLayer) -> Vec<String> {
 #[test]
 fn the_homes_masks_are_a_private_layer_above_the_host_home() {
     let mut c = Case::new("default", "/home/u/proj");
-    c.facts.host.home_nodes.insert("/home/u/.config".into(), libc::S_IFDIR | 0o750);
+    c.facts
+        .host
+        .home_nodes
+        .insert("/home/u/.config".into(), libc::S_IFDIR | 0o750);
     let p = c.plan();
     let l = layer_of(&p, "/home/u").expect("a mask layer");
-    assert_eq!(l.place, MaskPlace::Private { runtime_dir: None, built: None }, "not in the session dir: it may lie in the home");
+    assert_eq!(
+        l.place,
+        MaskPlace::Private {
+            runtime_dir: None,
+            built: None
+        },
+        "not in the session dir: it may lie in the home"
+    );
     let w = whiteouts(l);
-    assert!(w.contains(&".pgpass".into()) && w.contains(&".gnupg".into()) && w.contains(&".config/gh".into()), "{w:?}");
-    assert!(!w.contains(&".ssh".into()) && !w.contains(&".netrc".into()), "they exist: mounted over");
-    let dir = l.entries.iter().position(|e| e == &MaskEntry::Dir { path: ".config".into(), mode: 0o750 }).expect("the host's .config, its mode");
-    let gh = l.entries.iter().position(|e| e.path() == Path::new(".config/gh")).unwrap();
+    assert!(
+        w.contains(&".pgpass".into())
+            && w.contains(&".gnupg".into())
+            && w.contains(&".config/gh".into()),
+        "{w:?}"
+    );
+    assert!(
+        !w.contains(&".ssh".into()) && !w.contains(&".netrc".into()),
+        "they exist: mounted over"
+    );
+    let dir = l
+        .entries
+        .iter()
+        .position(|e| {
+            e == &MaskEntry::Dir {
+                path: ".config".into(),
+                mode: 0o750,
+            }
+        })
+        .expect("the host's .config, its mode");
+    let gh = l
+        .entries
+        .iter()
+        .position(|e| e.path() == Path::new(".config/gh"))
+        .unwrap();
     assert!(dir < gh, "parents first");
     c.facts.host.private_runtime = Some("/run/user/1000".into());
     let p = c.plan();
-    assert!(matches!(&layer_of(&p, "/home/u").unwrap().place, MaskPlace::Private { runtime_dir: Some(r), .. } if r == Path::new("/run/user/1000")));
+    assert!(
+        matches!(&layer_of(&p, "/home/u").unwrap().place, MaskPlace::Private { runtime_dir: Some(r), .. } if r == Path::new("/run/user/1000"))
+    );
     assert!(layer_of(&Case::new("strict", "/home/u/proj").plan(), "/home/u").is_none());
 }
 
 fn claude_lower() -> ClaudeLower {
     ClaudeLower {
-        dirs: vec![("projects".into(), 0o700), ("file-history".into(), 0o700), ("todos".into(), 0o755)],
+        dirs: vec![
+            ("projects".into(), 0o700),
+            ("file-history".into(), 0o700),
+            ("todos".into(), 0o755),
+        ],
         projects: vec!["-home-u-proj".into(), "-home-u-other".into()],
         file_history: vec!["u-mine".into(), "u-theirs".into()],
-        todos: vec!["u-mine-agent-u-mine.json".into(), "u-theirs-agent-u-theirs.json".into(), "u-mine2-agent-x.json".into()],
+        todos: vec![
+            "u-mine-agent-u-mine.json".into(),
+            "u-theirs-agent-u-theirs.json".into(),
+            "u-mine2-agent-x.json".into(),
+        ],
         own: vec!["u-mine".into()],
-        history: Some(HistoryCopy { mode: 0o600, lines: "{\"project\":\"/home/u/proj\"}\n".into(), too_big: false, dropped: 0 }),
+        history: Some(HistoryCopy {
+            mode: 0o600,
+            lines: "{\"project\":\"/home/u/proj\"}\n".into(),
+            too_big: false,
+            dropped: 0,
+        }),
     }
 }
 
@@ -61,7 +107,16 @@ fn other_projects_conversations_and_prompts_are_masked_in_claudes_view() {
         assert_eq!(l.place, MaskPlace::Session(CLAUDE_MASKS.into()));
         let mut w = whiteouts(l);
         w.sort();
-        assert_eq!(w, ["file-history/u-theirs", "projects/-home-u-other", "todos/u-mine2-agent-x.json", "todos/u-theirs-agent-u-theirs.json"], "{prof}");
+        assert_eq!(
+            w,
+            [
+                "file-history/u-theirs",
+                "projects/-home-u-other",
+                "todos/u-mine2-agent-x.json",
+                "todos/u-theirs-agent-u-theirs.json"
+            ],
+            "{prof}"
+        );
         assert!(l.entries.contains(&MaskEntry::File {
             path: "history.jsonl".into(),
             mode: 0o600,
@@ -71,9 +126,21 @@ fn other_projects_conversations_and_prompts_are_masked_in_claudes_view() {
     }
     let mut c = Case::new("default", "/home/u/proj");
     let mut big = claude_lower();
-    big.history = Some(HistoryCopy { mode: 0o600, lines: String::new(), too_big: true, dropped: 0 });
+    big.history = Some(HistoryCopy {
+        mode: 0o600,
+        lines: String::new(),
+        too_big: true,
+        dropped: 0,
+    });
     c.facts.host.claude = Some(big);
-    assert!(c.plan().notes.iter().any(|n| n.contains("history.jsonl is larger than 64 MiB")));
+    assert!(c
+        .plan()
+        .notes
+        .iter()
+        .any(|n| n.contains("history.jsonl is larger than 64 MiB")));
     c.mode = StateMode::Fresh;
-    assert!(layer_of(&c.plan(), "/home/u/.claude").is_none(), "a fresh state dir shows nothing of the host's");
+    assert!(
+        layer_of(&c.plan(), "/home/u/.claude").is_none(),
+        "a fresh state dir shows nothing of the host's"
+    );
 }

@@ -123,11 +123,21 @@ fn entry_points() -> &'static [(u32, &'static [Abi], bool)] {
 }
 
 fn stmt(code: u16, k: u32) -> sock_filter {
-    sock_filter { code, jt: 0, jf: 0, k }
+    sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
 }
 
 fn jump(op: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
-    sock_filter { code: BPF_JMP | op | BPF_K, jt, jf, k }
+    sock_filter {
+        code: BPF_JMP | op | BPF_K,
+        jt,
+        jf,
+        k,
+    }
 }
 
 fn ret_errno(errno: i32) -> sock_filter {
@@ -170,7 +180,12 @@ fn action(rules: &[&SyscallRule]) -> Vec<sock_filter> {
                 b.push(load_arg(*index));
                 let n = values.len();
                 for (k, v) in values.iter().enumerate() {
-                    b.push(jump(BPF_JEQ, *v, u8::try_from(n - k).expect("a short allow list"), 0));
+                    b.push(jump(
+                        BPF_JEQ,
+                        *v,
+                        u8::try_from(n - k).expect("a short allow list"),
+                        0,
+                    ));
                 }
                 b.push(ret_errno(r.errno));
             }
@@ -198,7 +213,8 @@ fn tree(entries: &[(u32, Vec<sock_filter>)]) -> Vec<sock_filter> {
         for (i, (nr, _)) in entries.iter().enumerate() {
             // Past the tests after this one, ret ALLOW, and the blocks before its own.
             let before: usize = blocks[..which[i]].iter().map(|b| b.len()).sum();
-            let jt = u8::try_from(tests - i - 1 + 1 + before).expect("a leaf's jump fits in 8 bits");
+            let jt =
+                u8::try_from(tests - i - 1 + 1 + before).expect("a leaf's jump fits in 8 bits");
             out.push(jump(BPF_JEQ, *nr, jt, 0));
         }
         out.push(ret_allow());
@@ -224,7 +240,11 @@ fn tree(entries: &[(u32, Vec<sock_filter>)]) -> Vec<sock_filter> {
 }
 
 /// The refused numbers of one entry point, sorted, each with its code.
-fn entries(sc: &Seccomp, abis: &[Abi], x32_too: bool) -> Result<Vec<(u32, Vec<sock_filter>)>, FilterError> {
+fn entries(
+    sc: &Seccomp,
+    abis: &[Abi],
+    x32_too: bool,
+) -> Result<Vec<(u32, Vec<sock_filter>)>, FilterError> {
     let mut by_nr: std::collections::BTreeMap<u32, Vec<&SyscallRule>> = Default::default();
     for rule in &sc.rules {
         for name in &rule.names {
@@ -251,7 +271,10 @@ fn entries(sc: &Seccomp, abis: &[Abi], x32_too: bool) -> Result<Vec<(u32, Vec<so
             }
         }
     }
-    Ok(by_nr.into_iter().map(|(nr, rules)| (nr, action(&rules))).collect())
+    Ok(by_nr
+        .into_iter()
+        .map(|(nr, rules)| (nr, action(&rules)))
+        .collect())
 }
 
 /// The filter for a plan's rules (see the module doc).

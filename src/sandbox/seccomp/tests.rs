@@ -47,9 +47,13 @@ fn reference(sc: &Seccomp, arch: u32, nr: u32, args: [u64; 6]) -> u32 {
     for rule in &sc.rules {
         let named = rule.names.iter().any(|name| {
             if x32_call {
-                [Abi::X32, Abi::X86_64].iter().any(|a| number(name, *a).unwrap() == Some(nr & !X32_SYSCALL_BIT))
+                [Abi::X32, Abi::X86_64]
+                    .iter()
+                    .any(|a| number(name, *a).unwrap() == Some(nr & !X32_SYSCALL_BIT))
             } else {
-                abis.iter().filter(|a| **a != Abi::X32).any(|a| number(name, *a).unwrap() == Some(nr))
+                abis.iter()
+                    .filter(|a| **a != Abi::X32)
+                    .any(|a| number(name, *a).unwrap() == Some(nr))
             }
         });
         if !named {
@@ -75,14 +79,25 @@ fn reference(sc: &Seccomp, arch: u32, nr: u32, args: [u64; 6]) -> u32 {
 
 fn profile_rules(name: &str) -> Seccomp {
     let prof = crate::profile::load(name, std::path::Path::new("/nonexistent")).unwrap();
-    crate::plan::seccomp_rules(&prof, prof.isolation == crate::profile::Isolation::Namespaces)
+    crate::plan::seccomp_rules(
+        &prof,
+        prof.isolation == crate::profile::Isolation::Namespaces,
+    )
 }
 
 /// Argument sets that exercise every rule's edges: zero, the refused values, the allowed
 /// ones, and the same with high bits set.
 fn arg_sets() -> Vec<[u64; 6]> {
-    let mut vals: Vec<u64> = vec![0, 1, 8, 38, 40, 41, 0x5412, 0x5413, 0x541C, 0x2_0000, 0x2_0008, 0x40_0000];
-    vals.extend([0xffff_ffff, libc::CLONE_NEWUSER as u64, libc::CLONE_NEWNS as u64, 0x11, 0x1_0000_0028]);
+    let mut vals: Vec<u64> = vec![
+        0, 1, 8, 38, 40, 41, 0x5412, 0x5413, 0x541C, 0x2_0000, 0x2_0008, 0x40_0000,
+    ];
+    vals.extend([
+        0xffff_ffff,
+        libc::CLONE_NEWUSER as u64,
+        libc::CLONE_NEWNS as u64,
+        0x11,
+        0x1_0000_0028,
+    ]);
     let high: Vec<u64> = vals.iter().map(|v| v | (1 << 32)).collect();
     vals.extend(high);
     let mut out = Vec::new();
@@ -129,43 +144,121 @@ fn the_argument_rules_compare_32_bits_and_mean_what_docker_means() {
     let x64 = AUDIT_ARCH_X86_64;
     let ioctl = nr("ioctl", Abi::X86_64);
     assert_eq!(run(&p, x64, ioctl, [0, 0x5412, 0, 0, 0, 0]), EPERM);
-    assert_eq!(run(&p, x64, ioctl, [0, 0x1_0000_5412, 0, 0, 0, 0]), EPERM, "high bits ignored");
-    assert_eq!(run(&p, x64, ioctl, [0, 0x5413, 0, 0, 0, 0]), ALLOW, "TIOCGWINSZ");
-    assert_eq!(run(&p, x64, X32_SYSCALL_BIT | 514, [0, 0x541C, 0, 0, 0, 0]), EPERM, "x32 ioctl");
-    assert_eq!(run(&p, AUDIT_ARCH_I386, 54, [0, 0x5412, 0, 0, 0, 0]), EPERM, "i386 ioctl");
+    assert_eq!(
+        run(&p, x64, ioctl, [0, 0x1_0000_5412, 0, 0, 0, 0]),
+        EPERM,
+        "high bits ignored"
+    );
+    assert_eq!(
+        run(&p, x64, ioctl, [0, 0x5413, 0, 0, 0, 0]),
+        ALLOW,
+        "TIOCGWINSZ"
+    );
+    assert_eq!(
+        run(&p, x64, X32_SYSCALL_BIT | 514, [0, 0x541C, 0, 0, 0, 0]),
+        EPERM,
+        "x32 ioctl"
+    );
+    assert_eq!(
+        run(&p, AUDIT_ARCH_I386, 54, [0, 0x5412, 0, 0, 0, 0]),
+        EPERM,
+        "i386 ioctl"
+    );
     let socket = nr("socket", Abi::X86_64);
     let eafnosupport = SECCOMP_RET_ERRNO | libc::EAFNOSUPPORT as u32;
-    assert_eq!(run(&p, x64, socket, [40, 1, 0, 0, 0, 0]), eafnosupport, "AF_VSOCK");
-    assert_eq!(run(&p, x64, socket, [0x1_0000_0028, 1, 0, 0, 0, 0]), eafnosupport, "AF_VSOCK with high bits");
-    assert_eq!(run(&p, x64, socket, [38, 5, 0, 0, 0, 0]), eafnosupport, "AF_ALG");
+    assert_eq!(
+        run(&p, x64, socket, [40, 1, 0, 0, 0, 0]),
+        eafnosupport,
+        "AF_VSOCK"
+    );
+    assert_eq!(
+        run(&p, x64, socket, [0x1_0000_0028, 1, 0, 0, 0, 0]),
+        eafnosupport,
+        "AF_VSOCK with high bits"
+    );
+    assert_eq!(
+        run(&p, x64, socket, [38, 5, 0, 0, 0, 0]),
+        eafnosupport,
+        "AF_ALG"
+    );
     assert_eq!(run(&p, x64, socket, [2, 1, 0, 0, 0, 0]), ALLOW, "AF_INET");
     let personality = nr("personality", Abi::X86_64);
     for ok in [0u64, 8, 0x2_0000, 0x2_0008, 0xffff_ffff] {
-        assert_eq!(run(&p, x64, personality, [ok, 0, 0, 0, 0, 0]), ALLOW, "persona {ok:#x}");
+        assert_eq!(
+            run(&p, x64, personality, [ok, 0, 0, 0, 0, 0]),
+            ALLOW,
+            "persona {ok:#x}"
+        );
     }
     for bad in [0x40_0000u64, 0x4_0000, 0x1, 0x0040_0008] {
-        assert_eq!(run(&p, x64, personality, [bad, 0, 0, 0, 0, 0]), EPERM, "persona {bad:#x}");
+        assert_eq!(
+            run(&p, x64, personality, [bad, 0, 0, 0, 0, 0]),
+            EPERM,
+            "persona {bad:#x}"
+        );
     }
     let clone = nr("clone", Abi::X86_64);
-    assert_eq!(run(&p, x64, clone, [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]), ALLOW, "nested namespaces stay for bwrap");
+    assert_eq!(
+        run(&p, x64, clone, [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]),
+        ALLOW,
+        "nested namespaces stay for bwrap"
+    );
     let s = build_filter(&profile_rules("strict")).unwrap();
-    assert_eq!(run(&s, x64, clone, [libc::CLONE_NEWNET as u64 | 0x11, 0, 0, 0, 0, 0]), EPERM);
-    assert_eq!(run(&s, x64, clone, [0x3d0f00, 0, 0, 0, 0, 0]), ALLOW, "a thread");
+    assert_eq!(
+        run(
+            &s,
+            x64,
+            clone,
+            [libc::CLONE_NEWNET as u64 | 0x11, 0, 0, 0, 0, 0]
+        ),
+        EPERM
+    );
+    assert_eq!(
+        run(&s, x64, clone, [0x3d0f00, 0, 0, 0, 0, 0]),
+        ALLOW,
+        "a thread"
+    );
     assert_eq!(run(&s, x64, socket, [40, 1, 0, 0, 0, 0]), eafnosupport);
-    assert_eq!(run(&s, x64, socket, [17, 3, 0, 0, 0, 0]), eafnosupport, "AF_PACKET");
+    assert_eq!(
+        run(&s, x64, socket, [17, 3, 0, 0, 0, 0]),
+        eafnosupport,
+        "AF_PACKET"
+    );
     assert_eq!(run(&s, x64, socket, [10, 1, 0, 0, 0, 0]), ALLOW, "AF_INET6");
-    assert_eq!(run(&s, AUDIT_ARCH_I386, nr("getpid", Abi::I386), [0; 6]), EPERM, "i386 refused whole");
-    assert_eq!(run(&s, x64, X32_SYSCALL_BIT | 39, [0; 6]), EPERM, "x32 refused whole");
+    assert_eq!(
+        run(&s, AUDIT_ARCH_I386, nr("getpid", Abi::I386), [0; 6]),
+        EPERM,
+        "i386 refused whole"
+    );
+    assert_eq!(
+        run(&s, x64, X32_SYSCALL_BIT | 39, [0; 6]),
+        EPERM,
+        "x32 refused whole"
+    );
     assert_eq!(run(&s, x64, nr("getpid", Abi::X86_64), [0; 6]), ALLOW);
 }
 
 #[test]
 fn every_listed_name_is_in_the_table_and_the_table_agrees_with_libc() {
-    for name in DEFAULT_EPERM.iter().chain(DEFAULT_ENOSYS).chain(STRICT_EPERM).chain(STRICT_ENOSYS) {
+    for name in DEFAULT_EPERM
+        .iter()
+        .chain(DEFAULT_ENOSYS)
+        .chain(STRICT_EPERM)
+        .chain(STRICT_ENOSYS)
+    {
         number(name, Abi::X86_64).unwrap_or_else(|e| panic!("{e}"));
     }
-    assert!(table::SYSCALLS.windows(2).all(|w| w[0].0.as_bytes() < w[1].0.as_bytes()), "sorted");
-    let native = if cfg!(target_arch = "aarch64") { Abi::Aarch64 } else { Abi::X86_64 };
+    assert!(
+        table::SYSCALLS
+            .windows(2)
+            .all(|w| w[0].0.as_bytes() < w[1].0.as_bytes()),
+        "sorted"
+    );
+    let native = if cfg!(target_arch = "aarch64") {
+        Abi::Aarch64
+    } else {
+        Abi::X86_64
+    };
     let checks: &[(&str, libc::c_long)] = &[
         ("ioctl", libc::SYS_ioctl),
         ("clone", libc::SYS_clone),
@@ -185,7 +278,10 @@ fn every_listed_name_is_in_the_table_and_the_table_agrees_with_libc() {
     for (name, n) in checks {
         assert_eq!(number(name, native).unwrap(), Some(*n as u32), "{name}");
     }
-    assert_eq!(number("no_such_call", native), Err(FilterError::UnknownSyscall("no_such_call".into())));
+    assert_eq!(
+        number("no_such_call", native),
+        Err(FilterError::UnknownSyscall("no_such_call".into()))
+    );
 }
 
 #[test]

@@ -83,7 +83,11 @@ fn complete_lines_len(fd: &OwnedFd, size: u64) -> std::result::Result<u64, Errno
 
 /// Every line of bytes `from..to` is a JSON object (blank lines pass); else the first
 /// bad line's number (counted from `from`).
-fn check_jsonl(fd: &OwnedFd, from: u64, to: u64) -> std::result::Result<std::result::Result<(), u64>, Errno> {
+fn check_jsonl(
+    fd: &OwnedFd,
+    from: u64,
+    to: u64,
+) -> std::result::Result<std::result::Result<(), u64>, Errno> {
     let mut buf = vec![0u8; CHUNK];
     let mut line: Vec<u8> = Vec::new();
     let mut no = 0u64;
@@ -117,10 +121,18 @@ fn check_jsonl(fd: &OwnedFd, from: u64, to: u64) -> std::result::Result<std::res
 }
 
 fn timespec(sec: i64, nsec: i64) -> libc::timespec {
-    libc::timespec { tv_sec: sec, tv_nsec: nsec }
+    libc::timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    }
 }
 
-fn open_base(m: &mut Merger, slot: &mut Option<OwnedFd>, rel_dir: &Path, create: bool) -> std::result::Result<bool, (PathBuf, Errno)> {
+fn open_base(
+    m: &mut Merger,
+    slot: &mut Option<OwnedFd>,
+    rel_dir: &Path,
+    create: bool,
+) -> std::result::Result<bool, (PathBuf, Errno)> {
     if slot.is_none() {
         match base_dir(m, rel_dir, create) {
             Ok(fd) => *slot = Some(fd),
@@ -176,60 +188,134 @@ fn all_nul(fd: &OwnedFd, size: u64) -> std::result::Result<bool, Errno> {
 
 /// Why the session file (`size` bytes, of which `len` are complete lines when `jsonl`)
 /// is not worth merging, if it is not.
-fn skip_reason(fd: &OwnedFd, size: u64, len: u64, jsonl: bool) -> std::result::Result<Option<String>, Errno> {
+fn skip_reason(
+    fd: &OwnedFd,
+    size: u64,
+    len: u64,
+    jsonl: bool,
+) -> std::result::Result<Option<String>, Errno> {
     if let Some(at) = first_hole(fd, size) {
-        return Ok(Some(format!("a sparse file (a hole at byte {at} of {size}): not a file Claude Code writes")));
+        return Ok(Some(format!(
+            "a sparse file (a hole at byte {at} of {size}): not a file Claude Code writes"
+        )));
     }
     if all_nul(fd, size)? {
-        return Ok(Some(format!("{size} NUL bytes and nothing else: not a file Claude Code writes")));
+        return Ok(Some(format!(
+            "{size} NUL bytes and nothing else: not a file Claude Code writes"
+        )));
     }
     if jsonl && len == 0 {
-        let what = if size == 0 { "empty".to_string() } else { format!("no complete line in its {size} bytes") };
+        let what = if size == 0 {
+            "empty".to_string()
+        } else {
+            format!("no complete line in its {size} bytes")
+        };
         return Ok(Some(format!("{what}: nothing to merge (yet)")));
     }
     Ok(None)
 }
 
+/// What a merge takes of the session's opened file `name`: its stat, the length to
+/// merge (whole lines of a transcript) and whether it is one; or why it is refused (not a
+/// regular file, exec or set-id bits, over `max`, nothing to merge).
+fn admit(
+    fd: &OwnedFd,
+    name: &CStr,
+    max: u64,
+) -> Result<std::result::Result<(libc::stat, u64, bool), String>> {
+    let st = fstat(fd.as_raw_fd())?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Ok(Err(format!(
+            "{}, not a regular file",
+            kind_word(st.st_mode)
+        )));
+    }
+    if st.st_mode & 0o7111 != 0 {
+        return Ok(Err(format!(
+            "mode {:04o} has exec or set-id bits: nothing merged may be run",
+            st.st_mode & 0o7777
+        )));
+    }
+    let size = st.st_size as u64;
+    if size > max {
+        let bound = crate::human::human_size(max);
+        return Ok(Err(format!(
+            "{} bytes, over the per-file bound of {bound}",
+            size
+        )));
+    }
+    let jsonl = name.to_bytes().ends_with(b".jsonl");
+    let len = if jsonl {
+        complete_lines_len(fd, size)?
+    } else {
+        size
+    };
+    if let Some(why) = skip_reason(fd, size, len, jsonl)? {
+        return Ok(Err(why));
+    }
+    Ok(Ok((st, len, jsonl)))
+}
+
+/// What `~/.claude/rel_dir/name` is (opening `rel_dir` into `base`), or why it cannot be
+/// looked at.
+fn base_of(
+    m: &mut Merger,
+    base: &mut Option<OwnedFd>,
+    rel_dir: &Path,
+    name: &CStr,
+) -> Result<std::result::Result<Base, String>> {
+    Ok(Ok(match open_base(m, base, rel_dir, false) {
+        Err((at, e)) => {
+            return Ok(Err(format!(
+                "~/.claude/{} cannot be opened as a directory without following a link: {e}",
+                at.display()
+            )))
+        }
+        Ok(false) => Base::Missing,
+        Ok(true) => base_entry(base.as_ref().expect("opened"), name)?,
+    }))
+}
+
 /// Merge the session file `src_dir/name` into `~/.claude/rel_dir/name` if it is at most
 /// `max` bytes. `base` caches the opened `~/.claude/rel_dir` for the other files of the
 /// same directory.
-pub fn merge_file(m: &mut Merger, src_dir: &OwnedFd, base: &mut Option<OwnedFd>, rel_dir: &Path, name: &CStr, max: u64) -> Result<()> {
+pub fn merge_file(
+    m: &mut Merger,
+    src_dir: &OwnedFd,
+    base: &mut Option<OwnedFd>,
+    rel_dir: &Path,
+    name: &CStr,
+    max: u64,
+) -> Result<()> {
     let rel = rel_dir.join(name.to_string_lossy().as_ref());
     let fd = match open_at(src_dir.as_raw_fd(), name, libc::O_RDONLY, 0) {
         Ok(fd) => fd,
         Err(Errno::ELOOP) => return Ok(m.refuse(&rel, "a symbolic link: never followed")),
         Err(e) => return Ok(m.refuse(&rel, format!("openat(O_NOFOLLOW|O_NONBLOCK) => {e}"))),
     };
-    let st = fstat(fd.as_raw_fd())?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Ok(m.refuse(&rel, format!("{}, not a regular file", kind_word(st.st_mode))));
-    }
-    if st.st_mode & 0o7111 != 0 {
-        return Ok(m.refuse(&rel, format!("mode {:04o} has exec or set-id bits: nothing merged may be run", st.st_mode & 0o7777)));
-    }
-    let size = st.st_size as u64;
-    if size > max {
-        let bound = crate::human::human_size(max);
-        return Ok(m.refuse(&rel, format!("{} bytes, over the per-file bound of {bound}", size)));
-    }
-    let jsonl = name.to_bytes().ends_with(b".jsonl");
-    let len = if jsonl { complete_lines_len(&fd, size)? } else { size };
-    if let Some(why) = skip_reason(&fd, size, len, jsonl)? {
-        return Ok(m.refuse(&rel, why));
-    }
+    let (st, len, jsonl) = match admit(&fd, name, max)? {
+        Ok(a) => a,
+        Err(why) => return Ok(m.refuse(&rel, why)),
+    };
     let mtime = Some(timespec(st.st_mtime, st.st_mtime_nsec));
-    let found = match open_base(m, base, rel_dir, false) {
-        Err((at, e)) => return Ok(m.refuse(&rel, format!("~/.claude/{} cannot be opened as a directory without following a link: {e}", at.display()))),
-        Ok(false) => Base::Missing,
-        Ok(true) => base_entry(base.as_ref().expect("opened"), name)?,
+    let found = match base_of(m, base, rel_dir, name)? {
+        Ok(found) => found,
+        Err(why) => return Ok(m.refuse(&rel, why)),
     };
     let bad_line = |m: &mut Merger, from: u64| -> Result<bool> {
         if !jsonl {
             return Ok(false);
         }
         if let Err(no) = check_jsonl(&fd, from, len)? {
-            let which = if from == 0 { format!("line {no}") } else { format!("appended line {no}") };
-            m.refuse(&rel, format!("{which} is not a JSON object: not a transcript Claude Code could read"));
+            let which = if from == 0 {
+                format!("line {no}")
+            } else {
+                format!("appended line {no}")
+            };
+            m.refuse(
+                &rel,
+                format!("{which} is not a JSON object: not a transcript Claude Code could read"),
+            );
             return Ok(true);
         }
         Ok(false)
@@ -240,22 +326,39 @@ pub fn merge_file(m: &mut Merger, src_dir: &OwnedFd, base: &mut Option<OwnedFd>,
                 return Ok(());
             }
             if let Err((at, e)) = open_base(m, base, rel_dir, true) {
-                return Ok(m.refuse(&rel, format!("~/.claude/{} cannot be made a directory: {e}", at.display())));
+                return Ok(m.refuse(
+                    &rel,
+                    format!("~/.claude/{} cannot be made a directory: {e}", at.display()),
+                ));
             }
             let dir = base.as_ref().expect("opened");
-            match install(m, dir, rel_dir, name, Content::File { fd: &fd, len }, 0o600, mtime, Place::New)? {
+            match install(
+                m,
+                dir,
+                rel_dir,
+                name,
+                Content::File { fd: &fd, len },
+                0o600,
+                mtime,
+                Place::New,
+            )? {
                 Installed::Done => {
                     m.rec.copied += 1;
                     return Ok(());
                 }
-                Installed::Raced => "a file of that name appeared in ~/.claude while merging".to_string(),
+                Installed::Raced => {
+                    "a file of that name appeared in ~/.claude while merging".to_string()
+                }
             }
         }
         Base::Other(kind) => format!("~/.claude has {kind} there"),
         Base::File(bfd, bst) => {
             let blen = bst.st_size as u64;
             if blen > m.limits.file {
-                return Ok(m.refuse(&rel, "the file in ~/.claude is over the per-file bound: not compared"));
+                return Ok(m.refuse(
+                    &rel,
+                    "the file in ~/.claude is over the per-file bound: not compared",
+                ));
             }
             match compare(&fd, len, &bfd, blen)? {
                 Cmp::Same | Cmp::BaseAhead => {
@@ -268,15 +371,28 @@ pub fn merge_file(m: &mut Merger, src_dir: &OwnedFd, base: &mut Option<OwnedFd>,
                     }
                     let dir = base.as_ref().expect("opened");
                     let mode = (bst.st_mode & 0o666) | 0o600;
-                    match install(m, dir, rel_dir, name, Content::File { fd: &fd, len }, mode, mtime, Place::Replace(bst))? {
+                    match install(
+                        m,
+                        dir,
+                        rel_dir,
+                        name,
+                        Content::File { fd: &fd, len },
+                        mode,
+                        mtime,
+                        Place::Replace(bst),
+                    )? {
                         Installed::Done => {
                             m.rec.replaced += 1;
                             return Ok(());
                         }
-                        Installed::Raced => "the file in ~/.claude changed while merging".to_string(),
+                        Installed::Raced => {
+                            "the file in ~/.claude changed while merging".to_string()
+                        }
                     }
                 }
-                Cmp::Differs => "the session's version does not extend the one in ~/.claude".to_string(),
+                Cmp::Differs => {
+                    "the session's version does not extend the one in ~/.claude".to_string()
+                }
             }
         }
     };
@@ -300,14 +416,20 @@ fn keep_beside(
     let cname = conflict_name(name, m.id);
     let shown = cname.to_string_lossy().into_owned();
     if let Err((at, e)) = open_base(m, base, rel_dir, true) {
-        return Ok(m.refuse(&rel, format!("~/.claude/{} cannot be made a directory: {e}", at.display())));
+        return Ok(m.refuse(
+            &rel,
+            format!("~/.claude/{} cannot be made a directory: {e}", at.display()),
+        ));
     }
     let dir = base.as_ref().expect("opened");
     let already = match base_entry(dir, &cname)? {
         Base::File(cfd, cst) => compare(fd, len, &cfd, cst.st_size as u64)? == Cmp::Same,
         Base::Missing => false,
         Base::Other(kind) => {
-            return Ok(m.refuse(&rel, format!("{why}; and ~/.claude has {kind} at its conflict name {shown}")));
+            return Ok(m.refuse(
+                &rel,
+                format!("{why}; and ~/.claude has {kind} at its conflict name {shown}"),
+            ));
         }
     };
     if !already {
@@ -315,7 +437,16 @@ fn keep_beside(
             return Ok(());
         }
         let dir = base.as_ref().expect("opened");
-        install(m, dir, rel_dir, name_ref(&cname), Content::File { fd, len }, 0o600, mtime, Place::Own)?;
+        install(
+            m,
+            dir,
+            rel_dir,
+            name_ref(&cname),
+            Content::File { fd, len },
+            0o600,
+            mtime,
+            Place::Own,
+        )?;
     }
     m.conflict(&rel, format!("{why}: kept beside it as {shown}"));
     Ok(())
@@ -346,7 +477,10 @@ pub fn already_in(mine: &OwnedFd, base: &OwnedFd) -> bool {
     let Ok(len) = complete_lines_len(mine, a.st_size as u64) else {
         return false;
     };
-    matches!(compare(mine, len, base, b.st_size as u64), Ok(Cmp::Same | Cmp::BaseAhead))
+    matches!(
+        compare(mine, len, base, b.st_size as u64),
+        Ok(Cmp::Same | Cmp::BaseAhead)
+    )
 }
 
 #[cfg(test)]
@@ -370,7 +504,11 @@ mod tests {
         assert_eq!(compare(&a, 8, &b, 4).unwrap(), Cmp::Extends);
         assert_eq!(compare(&b, 4, &a, 8).unwrap(), Cmp::BaseAhead);
         assert_eq!(compare(&a, 8, &c, 8).unwrap(), Cmp::Differs);
-        assert_eq!(compare(&a, 4, &b, 4).unwrap(), Cmp::Same, "only the first len bytes count");
+        assert_eq!(
+            compare(&a, 4, &b, 4).unwrap(),
+            Cmp::Same,
+            "only the first len bytes count"
+        );
     }
 
     #[test]
@@ -380,11 +518,21 @@ mod tests {
         assert_eq!(check_jsonl(&a, 0, 16).unwrap(), Ok(()));
         let (_b, b) = file(b"{\"a\":1}\n[1,2]\n");
         assert_eq!(check_jsonl(&b, 0, 14).unwrap(), Err(2));
-        assert_eq!(check_jsonl(&b, 8, 14).unwrap(), Err(1), "counted from the appended part");
+        assert_eq!(
+            check_jsonl(&b, 8, 14).unwrap(),
+            Err(1),
+            "counted from the appended part"
+        );
         let (_c, c) = file(b"no newline at all");
         assert_eq!(complete_lines_len(&c, 17).unwrap(), 0);
-        let big: Vec<u8> = (0..3 * CHUNK).map(|i| if i % 1000 == 999 { b'\n' } else { b' ' }).collect();
+        let big: Vec<u8> = (0..3 * CHUNK)
+            .map(|i| if i % 1000 == 999 { b'\n' } else { b' ' })
+            .collect();
         let (_d, d) = file(&big);
-        assert_eq!(check_jsonl(&d, 0, big.len() as u64).unwrap(), Ok(()), "blank lines across chunks pass");
+        assert_eq!(
+            check_jsonl(&d, 0, big.len() as u64).unwrap(),
+            Ok(()),
+            "blank lines across chunks pass"
+        );
     }
 }

@@ -78,7 +78,12 @@ fn read_whole(fd: &OwnedFd, size: u64) -> std::result::Result<Vec<u8>, Errno> {
 /// older than the session came with the real file when the overlay copied it up: they
 /// are the base's, not the session's, and so are lines the real file `base` holds,
 /// whatever they are.
-fn session_lines<'a>(bytes: &'a [u8], since_ms: u64, base: &HashSet<&[u8]>, project: &str) -> Taken<'a> {
+fn session_lines<'a>(
+    bytes: &'a [u8],
+    since_ms: u64,
+    base: &HashSet<&[u8]>,
+    project: &str,
+) -> Taken<'a> {
     let mut out = Taken::default();
     for (i, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
         if line.last() != Some(&b'\n') || line.trim_ascii().is_empty() {
@@ -90,7 +95,9 @@ fn session_lines<'a>(bytes: &'a [u8], since_ms: u64, base: &HashSet<&[u8]>, proj
         }
         match parse(line) {
             Some((ts, _)) if ts < since_ms as f64 => {}
-            Some((ts, Some(serde_json::Value::String(p)))) if p == project => out.lines.push((ts, body)),
+            Some((ts, Some(serde_json::Value::String(p)))) if p == project => {
+                out.lines.push((ts, body))
+            }
             Some(_) => out.elsewhere += 1,
             None => {
                 out.bad += 1;
@@ -106,7 +113,8 @@ fn session_lines<'a>(bytes: &'a [u8], since_ms: u64, base: &HashSet<&[u8]>, proj
 /// The real file's lines with the new ones (sorted) placed before the first real line
 /// that is newer: a real file in time order stays in time order.
 fn interleave(base: &[u8], new: &[(f64, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(base.len() + new.iter().map(|(_, l)| l.len() + 1).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(base.len() + new.iter().map(|(_, l)| l.len() + 1).sum::<usize>());
     let mut next = new.iter().peekable();
     for line in base.split_inclusive(|b| *b == b'\n') {
         if let Some(tb) = stamp(line) {
@@ -144,7 +152,11 @@ impl ClaudeLock {
             if let Ok(st) = lstat_at(r, LOCK) {
                 let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(st.st_mtime.max(0) as u64);
                 let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-                if is_dir && SystemTime::now().duration_since(mtime).is_ok_and(|age| age > STALE) {
+                if is_dir
+                    && SystemTime::now()
+                        .duration_since(mtime)
+                        .is_ok_and(|age| age > STALE)
+                {
                     let _ = unlink_at(r, LOCK, libc::AT_REMOVEDIR);
                     continue;
                 }
@@ -168,16 +180,23 @@ fn read_base(m: &mut Merger, rel: &Path, bound: &str) -> Result<Option<(Vec<u8>,
     match open_at(m.root.as_raw_fd(), NAME, libc::O_RDONLY, 0) {
         Err(Errno::ENOENT) => Ok(Some((Vec::new(), Place::New))),
         Err(e) => {
-            m.refuse(rel, format!("~/.claude/history.jsonl: openat(O_NOFOLLOW) => {e}: not merged"));
+            m.refuse(
+                rel,
+                format!("~/.claude/history.jsonl: openat(O_NOFOLLOW) => {e}: not merged"),
+            );
             Ok(None)
         }
         Ok(bfd) => {
             let bst = fstat(bfd.as_raw_fd())?;
-            if bst.st_mode & libc::S_IFMT != libc::S_IFREG || bst.st_size as u64 > m.limits.history {
+            if bst.st_mode & libc::S_IFMT != libc::S_IFREG || bst.st_size as u64 > m.limits.history
+            {
                 m.refuse(rel, format!("~/.claude/history.jsonl is {} of {} bytes (at most {bound} is merged into)", kind_word(bst.st_mode), bst.st_size));
                 return Ok(None);
             }
-            Ok(Some((read_whole(&bfd, bst.st_size as u64)?, Place::Replace(bst))))
+            Ok(Some((
+                read_whole(&bfd, bst.st_size as u64)?,
+                Place::Replace(bst),
+            )))
         }
     }
 }
@@ -192,20 +211,44 @@ pub fn merge_history(m: &mut Merger) -> Result<()> {
     };
     let st = fstat(fd.as_raw_fd())?;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Ok(m.refuse(rel, format!("{}, not a regular file", kind_word(st.st_mode))));
+        return Ok(m.refuse(
+            rel,
+            format!("{}, not a regular file", kind_word(st.st_mode)),
+        ));
     }
     if st.st_mode & 0o7111 != 0 {
-        return Ok(m.refuse(rel, format!("mode {:04o} has exec or set-id bits", st.st_mode & 0o7777)));
+        return Ok(m.refuse(
+            rel,
+            format!("mode {:04o} has exec or set-id bits", st.st_mode & 0o7777),
+        ));
     }
     let bound = crate::human::human_size(m.limits.history);
     if st.st_size as u64 > m.limits.history {
-        return Ok(m.refuse(rel, format!("{} bytes, over the bound of {bound} for history.jsonl", st.st_size)));
+        return Ok(m.refuse(
+            rel,
+            format!(
+                "{} bytes, over the bound of {bound} for history.jsonl",
+                st.st_size
+            ),
+        ));
     }
     let mine = read_whole(&fd, st.st_size as u64)?;
     // A first look without the lock (nothing is written on it): is there anything new?
-    let Some((base, _)) = read_base(m, rel, &bound)? else { return Ok(()) };
-    let taken = session_lines(&mine, m.since_ms, &base.split(|b| *b == b'\n').collect(), &m.scope.cwd);
-    let Taken { lines, bad, first_bad, elsewhere } = taken;
+    let Some((base, _)) = read_base(m, rel, &bound)? else {
+        return Ok(());
+    };
+    let taken = session_lines(
+        &mine,
+        m.since_ms,
+        &base.split(|b| *b == b'\n').collect(),
+        &m.scope.cwd,
+    );
+    let Taken {
+        lines,
+        bad,
+        first_bad,
+        elsewhere,
+    } = taken;
     if bad > 0 {
         m.refuse(rel, format!("{bad} line(s) are not JSON objects with a numeric timestamp (the first: line {first_bad}): those are not merged"));
     }
@@ -221,10 +264,15 @@ pub fn merge_history(m: &mut Merger) -> Result<()> {
         return Ok(m.refuse(rel, "Claude Code holds ~/.claude/history.jsonl.lock: not merged now, `csbox merge` again later"));
     };
     crate::fault::point("merge:history-locked");
-    let Some((base, place)) = read_base(m, rel, &bound)? else { return Ok(()) };
+    let Some((base, place)) = read_base(m, rel, &bound)? else {
+        return Ok(());
+    };
     let have: HashSet<&[u8]> = base.split(|b| *b == b'\n').collect();
     let mut seen = HashSet::new();
-    let mut new: Vec<(f64, &[u8])> = lines.into_iter().filter(|(_, l)| !have.contains(l) && seen.insert(*l)).collect();
+    let mut new: Vec<(f64, &[u8])> = lines
+        .into_iter()
+        .filter(|(_, l)| !have.contains(l) && seen.insert(*l))
+        .collect();
     if new.is_empty() {
         return Ok(());
     }
@@ -240,13 +288,25 @@ pub fn merge_history(m: &mut Merger) -> Result<()> {
     let root = nix::unistd::dup(m.root.as_raw_fd()).map_err(|e| Error::sys("dup", e))?;
     // SAFETY: a fresh duplicate we own.
     let root = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(root) };
-    match install(m, &root, Path::new(""), NAME, Content::Bytes(&out), mode, None, place)? {
+    match install(
+        m,
+        &root,
+        Path::new(""),
+        NAME,
+        Content::Bytes(&out),
+        mode,
+        None,
+        place,
+    )? {
         Installed::Done => {
             m.rec.history_lines += new.len() as u64;
         }
         Installed::Raced => {
             m.rec.incomplete = true;
-            m.refuse(rel, "~/.claude/history.jsonl changed while merging: `csbox merge` again");
+            m.refuse(
+                rel,
+                "~/.claude/history.jsonl changed while merging: `csbox merge` again",
+            );
         }
     }
     crate::fault::point("merge:history-written");
@@ -260,13 +320,19 @@ mod tests {
     #[test]
     fn new_lines_go_before_the_first_newer_line() {
         let base = b"{\"display\":\"a\",\"timestamp\":10}\n{\"display\":\"c\",\"timestamp\":30}\n";
-        let new: Vec<(f64, &[u8])> = vec![(20.0, b"{\"display\":\"b\",\"timestamp\":20}"), (40.0, b"{\"display\":\"d\",\"timestamp\":40}")];
+        let new: Vec<(f64, &[u8])> = vec![
+            (20.0, b"{\"display\":\"b\",\"timestamp\":20}"),
+            (40.0, b"{\"display\":\"d\",\"timestamp\":40}"),
+        ];
         let out = String::from_utf8(interleave(base, &new)).unwrap();
         let order: Vec<&str> = out.lines().map(|l| &l[12..13]).collect();
         assert_eq!(order, ["a", "b", "c", "d"]);
         let unterminated = b"{\"timestamp\":50}";
         let out = interleave(unterminated, &new);
-        assert!(out.ends_with(b"{\"timestamp\":50}\n"), "a last line without a newline gets one");
+        assert!(
+            out.ends_with(b"{\"timestamp\":50}\n"),
+            "a last line without a newline gets one"
+        );
     }
 
     #[test]
@@ -274,7 +340,11 @@ mod tests {
         let text = b"{\"display\":\"old\",\"timestamp\":5,\"project\":\"/p\"}\n{\"display\":\"new\",\"timestamp\":100,\"project\":\"/p\"}\nnot json\n{\"x\":1}\n{\"display\":\"half\",\"timestamp\":200";
         let base: HashSet<&[u8]> = [&b"{\"x\":1}"[..]].into_iter().collect();
         let t = session_lines(text, 50, &base, "/p");
-        assert_eq!((t.bad, t.first_bad), (1, 3), "a line of the real file is not the session's");
+        assert_eq!(
+            (t.bad, t.first_bad),
+            (1, 3),
+            "a line of the real file is not the session's"
+        );
         let t2 = session_lines(text, 50, &HashSet::new(), "/p");
         assert_eq!(t2.lines.len(), 1);
         assert_eq!(t.lines.len(), 1);
@@ -288,6 +358,10 @@ mod tests {
         let t = session_lines(text, 50, &HashSet::new(), "/p");
         assert_eq!(t.lines.len(), 1, "only the exact working directory");
         assert_eq!(t.lines[0].0, 100.0);
-        assert_eq!((t.elsewhere, t.bad), (4, 0), "older lines are the base's, not counted");
+        assert_eq!(
+            (t.elsewhere, t.bad),
+            (4, 0),
+            "older lines are the base's, not counted"
+        );
     }
 }

@@ -39,8 +39,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::errno::Errno;
 
 pub use file::{already_in, extends};
-pub use state::{Limits, LIMITS};
 use state::{kind_word, lstat_at, open_at, open_dir_at, Merger};
+pub use state::{Limits, LIMITS};
 
 use super::id::SessionId;
 use super::meta::MergeRecord;
@@ -72,14 +72,20 @@ fn take_lock(root: &OwnedFd, root_path: &Path) -> Result<OwnedFd> {
         .map_err(|e| Error::sys(format!("openat({}, O_CREAT|O_NOFOLLOW)", path.display()), e))?;
     let st = state::fstat(fd.as_raw_fd())?;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(Error::Other(format!("{} is {}, not a lock file: remove it", path.display(), kind_word(st.st_mode))));
+        return Err(Error::Other(format!(
+            "{} is {}, not a lock file: remove it",
+            path.display(),
+            kind_word(st.st_mode)
+        )));
     }
     let start = Instant::now();
     loop {
         // SAFETY: flock on a valid descriptor.
         match Errno::result(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
             Ok(_) => return Ok(fd),
-            Err(Errno::EWOULDBLOCK) if start.elapsed() < LOCK_WAIT => std::thread::sleep(Duration::from_millis(50)),
+            Err(Errno::EWOULDBLOCK) if start.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
             Err(Errno::EWOULDBLOCK) => {
                 return Err(Error::Other(format!(
                     "another merge has held {} for {}s: wait for it, or find it with `fuser {}`",
@@ -95,11 +101,20 @@ fn take_lock(root: &OwnedFd, root_path: &Path) -> Result<OwnedFd> {
 
 fn open_root(p: &Path) -> Result<OwnedFd> {
     use std::os::unix::ffi::OsStrExt;
-    let c = CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::Usage(format!("{}: a NUL byte in the path", p.display())))?;
+    let c = CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Error::Usage(format!("{}: a NUL byte in the path", p.display())))?;
     // The user's own config dir: a link there (~/.claude -> /data/claude) is theirs.
     // SAFETY: open(2) of a valid C string.
-    let fd = Errno::result(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })
-        .map_err(|e| Error::sys(format!("open({}, O_DIRECTORY)", p.display()), e).hint("set CLAUDE_ROOT to your Claude config dir"))?;
+    let fd = Errno::result(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })
+    .map_err(|e| {
+        Error::sys(format!("open({}, O_DIRECTORY)", p.display()), e)
+            .hint("set CLAUDE_ROOT to your Claude config dir")
+    })?;
     // SAFETY: fresh descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -139,7 +154,11 @@ pub fn merge(req: &Request) -> Result<MergeRecord> {
         state_dev,
         limits: Limits::get(),
         id: &id,
-        since_ms: req.created.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        since_ms: req
+            .created
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
         scope,
         rec,
         entries: 0,
@@ -158,7 +177,12 @@ pub fn merge(req: &Request) -> Result<MergeRecord> {
         merge_dir(&mut m, item)?;
     }
     for d in &m.touched {
-        nix::unistd::fsync(d.as_raw_fd()).map_err(|e| Error::sys(format!("fsync(a directory of {})", req.claude_root.display()), e))?;
+        nix::unistd::fsync(d.as_raw_fd()).map_err(|e| {
+            Error::sys(
+                format!("fsync(a directory of {})", req.claude_root.display()),
+                e,
+            )
+        })?;
     }
     Ok(m.rec)
 }
@@ -166,13 +190,17 @@ pub fn merge(req: &Request) -> Result<MergeRecord> {
 /// Whether the layer has nothing at `item`: no entry, or an empty directory (csbox makes
 /// some of them for every session).
 fn nothing_at(state: &OwnedFd, item: &str) -> bool {
-    let Ok(name) = CString::new(item) else { return false };
+    let Ok(name) = CString::new(item) else {
+        return false;
+    };
     match lstat_at(state.as_raw_fd(), &name) {
         Err(Errno::ENOENT) => true,
-        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => open_dir_at(state.as_raw_fd(), &name)
-            .ok()
-            .and_then(|d| crate::fsutil::read_names(d.as_raw_fd()).ok())
-            .is_some_and(|n| n.is_empty()),
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+            open_dir_at(state.as_raw_fd(), &name)
+                .ok()
+                .and_then(|d| crate::fsutil::read_names(d.as_raw_fd()).ok())
+                .is_some_and(|n| n.is_empty())
+        }
         _ => false,
     }
 }
@@ -189,13 +217,15 @@ fn merge_dir(m: &mut Merger, item: &str) -> Result<()> {
         }
     };
     match st.st_mode & libc::S_IFMT {
-        libc::S_IFDIR if st.st_dev == m.state_dev => match open_dir_at(m.state.as_raw_fd(), &name) {
-            Ok(fd) => walk::walk_dir(m, &fd, rel, 0, scope::Rule::of_item(item)),
-            Err(e) => {
-                m.refuse(rel, format!("openat(O_DIRECTORY|O_NOFOLLOW) => {e}"));
-                Ok(())
+        libc::S_IFDIR if st.st_dev == m.state_dev => {
+            match open_dir_at(m.state.as_raw_fd(), &name) {
+                Ok(fd) => walk::walk_dir(m, &fd, rel, 0, scope::Rule::of_item(item)),
+                Err(e) => {
+                    m.refuse(rel, format!("openat(O_DIRECTORY|O_NOFOLLOW) => {e}"));
+                    Ok(())
+                }
             }
-        },
+        }
         libc::S_IFDIR => {
             m.refuse(rel, "another file system is mounted here: not entered");
             Ok(())

@@ -79,7 +79,9 @@ pub fn judge(m: &mut Merger, rule: Rule, name: &CStr, dir: bool) -> Verdict {
     let file = Verdict::File { max: m.limits.file };
     let ours = |m: &Merger, conv: &str| m.scope.conversations.contains(conv);
     match (rule, dir) {
-        (Rule::Projects, true) if slug_matches(name, &m.scope.slug) => Verdict::Enter(Rule::Project),
+        (Rule::Projects, true) if slug_matches(name, &m.scope.slug) => {
+            Verdict::Enter(Rule::Project)
+        }
         (Rule::Projects, true) => Verdict::Refuse(format!(
             "another project's conversations are not merged (this session's project is {})",
             m.scope.slug
@@ -89,18 +91,32 @@ pub fn judge(m: &mut Merger, rule: Rule, name: &CStr, dir: bool) -> Verdict {
         (Rule::Project, false) => Verdict::Refuse("not a transcript (*.jsonl)".into()),
         (Rule::Project, true) if name == "memory" => Verdict::Enter(Rule::Memory),
         (Rule::Project, true) if ours(m, name) => Verdict::Enter(Rule::Any),
-        (Rule::Project, true) => Verdict::Refuse("not the directory of a conversation whose transcript is in this session's layer".into()),
-        (Rule::Memory, false) if name.ends_with(".md") => Verdict::File { max: m.limits.memory },
-        (Rule::Memory, _) => Verdict::Refuse("only *.md files of the auto-memory are merged".into()),
+        (Rule::Project, true) => Verdict::Refuse(
+            "not the directory of a conversation whose transcript is in this session's layer"
+                .into(),
+        ),
+        (Rule::Memory, false) if name.ends_with(".md") => Verdict::File {
+            max: m.limits.memory,
+        },
+        (Rule::Memory, _) => {
+            Verdict::Refuse("only *.md files of the auto-memory are merged".into())
+        }
         (Rule::Todos, false) if todo_conversation(name).is_some_and(|c| ours(m, c)) => file,
-        (Rule::Todos, _) => Verdict::Refuse("not the todo list of a conversation of this session's project".into()),
+        (Rule::Todos, _) => {
+            Verdict::Refuse("not the todo list of a conversation of this session's project".into())
+        }
         (Rule::FileHistory, true) if ours(m, name) => Verdict::Enter(Rule::Any),
-        (Rule::FileHistory, _) => Verdict::Refuse("not the file history of a conversation of this session's project".into()),
+        (Rule::FileHistory, _) => Verdict::Refuse(
+            "not the file history of a conversation of this session's project".into(),
+        ),
         (Rule::Plans, true) => Verdict::Enter(Rule::Plans),
         (Rule::Plans, false) => {
             m.plans += 1;
             if m.plans > m.limits.plans {
-                return Verdict::Refuse(format!("more than {} plans in one session: the rest is not merged", m.limits.plans));
+                return Verdict::Refuse(format!(
+                    "more than {} plans in one session: the rest is not merged",
+                    m.limits.plans
+                ));
             }
             file
         }
@@ -124,12 +140,21 @@ pub fn build(state: &OwnedFd, cwd: &Path) -> Scope {
         if !dir.to_str().is_ok_and(|d| slug_matches(d, &scope.slug)) {
             continue;
         }
-        let Ok(d) = open_dir_at(projects.as_raw_fd(), &dir) else { continue };
+        let Ok(d) = open_dir_at(projects.as_raw_fd(), &dir) else {
+            continue;
+        };
         for n in crate::fsutil::read_names(d.as_raw_fd()).unwrap_or_default() {
-            let Some(conv) = n.to_str().ok().and_then(|s| s.strip_suffix(".jsonl")).filter(|c| is_uuid(c)) else {
+            let Some(conv) = n
+                .to_str()
+                .ok()
+                .and_then(|s| s.strip_suffix(".jsonl"))
+                .filter(|c| is_uuid(c))
+            else {
                 continue;
             };
-            if lstat_at(d.as_raw_fd(), &n).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG) {
+            if lstat_at(d.as_raw_fd(), &n)
+                .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+            {
                 scope.conversations.insert(conv.to_string());
             }
         }
@@ -149,8 +174,16 @@ mod tests {
         assert_eq!(todo_conversation(&format!("{c}-agent-{c}.json")), Some(c));
         assert_eq!(todo_conversation(&format!("{c}.json")), None);
         assert_eq!(todo_conversation(&format!("{c}-agent-{a}.jsonx")), None);
-        assert_eq!(todo_conversation(&format!("{}-agent-{a}.json", c.to_uppercase())), None, "canonical form only");
-        assert_eq!(todo_conversation("ü.json"), None, "no panic on a multi-byte name");
+        assert_eq!(
+            todo_conversation(&format!("{}-agent-{a}.json", c.to_uppercase())),
+            None,
+            "canonical form only"
+        );
+        assert_eq!(
+            todo_conversation("ü.json"),
+            None,
+            "no panic on a multi-byte name"
+        );
         assert!(is_uuid(c) && !is_uuid("u1") && !is_uuid(&c.replace('-', "")));
     }
 }

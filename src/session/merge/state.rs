@@ -57,8 +57,12 @@ impl Limits {
             return l;
         };
         for kv in v.to_string_lossy().split(',') {
-            let Some((k, n)) = kv.split_once('=') else { continue };
-            let Ok(n) = n.trim().parse::<u64>() else { continue };
+            let Some((k, n)) = kv.split_once('=') else {
+                continue;
+            };
+            let Ok(n) = n.trim().parse::<u64>() else {
+                continue;
+            };
             match k.trim() {
                 "file" => l.file = n,
                 "merge" => l.merge = n,
@@ -128,12 +132,22 @@ impl Merger<'_> {
 
     /// `path` (relative to `~/.claude`) was not merged.
     pub fn refuse(&mut self, path: &Path, detail: impl Into<String>) {
-        Self::push(&mut self.rec.refused, &mut self.rec.unlisted, path, detail.into());
+        Self::push(
+            &mut self.rec.refused,
+            &mut self.rec.unlisted,
+            path,
+            detail.into(),
+        );
     }
 
     /// `path`'s session version was kept beside the real one.
     pub fn conflict(&mut self, path: &Path, detail: impl Into<String>) {
-        Self::push(&mut self.rec.conflicts, &mut self.rec.unlisted, path, detail.into());
+        Self::push(
+            &mut self.rec.conflicts,
+            &mut self.rec.unlisted,
+            path,
+            detail.into(),
+        );
     }
 
     /// Room for `n` more bytes in this merge; past the bound the merge is incomplete.
@@ -151,9 +165,12 @@ impl Merger<'_> {
 
     /// Remember a directory of `~/.claude` that got a new name, to fsync it at the end.
     pub fn touch(&mut self, dir: &OwnedFd) {
-        let Ok(st) = nix::sys::stat::fstat(dir.as_raw_fd()) else { return };
+        let Ok(st) = nix::sys::stat::fstat(dir.as_raw_fd()) else {
+            return;
+        };
         let known = self.touched.iter().any(|d| {
-            nix::sys::stat::fstat(d.as_raw_fd()).is_ok_and(|t| (t.st_dev, t.st_ino) == (st.st_dev, st.st_ino))
+            nix::sys::stat::fstat(d.as_raw_fd())
+                .is_ok_and(|t| (t.st_dev, t.st_ino) == (st.st_dev, st.st_ino))
         });
         if !known {
             if let Ok(d) = nix::unistd::dup(dir.as_raw_fd()) {
@@ -182,7 +199,9 @@ pub const CONFLICT_MARK: &str = ".csbox-conflict-";
 /// refused, so it can never be mistaken for (or removed as) a temp file or a conflict copy.
 pub fn is_reserved(name: &[u8]) -> bool {
     name.starts_with(TMP_PREFIX.as_bytes())
-        || name.windows(CONFLICT_MARK.len()).any(|w| w == CONFLICT_MARK.as_bytes())
+        || name
+            .windows(CONFLICT_MARK.len())
+            .any(|w| w == CONFLICT_MARK.as_bytes())
 }
 
 /// Where a conflict copy of `name` goes; a hash of the name when the result would be
@@ -194,7 +213,9 @@ pub fn conflict_name(name: &CStr, id: &str) -> CString {
     out.extend_from_slice(id.as_bytes());
     if out.len() > 255 {
         // FNV-1a: stable, no dependency; only needs to tell long names apart.
-        let h = b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, c| (h ^ *c as u64).wrapping_mul(0x100_0000_01b3));
+        let h = b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, c| {
+            (h ^ *c as u64).wrapping_mul(0x100_0000_01b3)
+        });
         out = format!("{CONFLICT_MARK}{id}-{h:016x}").into_bytes();
     }
     CString::new(out).expect("names hold no NUL")
@@ -205,10 +226,20 @@ pub fn errno_of(r: libc::c_int) -> Result<libc::c_int, Errno> {
 }
 
 /// openat with O_NOFOLLOW|O_CLOEXEC (and O_NONBLOCK: a FIFO never blocks the open).
-pub fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> Result<OwnedFd, Errno> {
+pub fn open_at(
+    dir: RawFd,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> Result<OwnedFd, Errno> {
     // SAFETY: openat on a valid fd and C string.
     let fd = errno_of(unsafe {
-        libc::openat(dir, name.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK, mode as libc::c_uint)
+        libc::openat(
+            dir,
+            name.as_ptr(),
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
+            mode as libc::c_uint,
+        )
     })?;
     // SAFETY: fresh descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -264,7 +295,8 @@ pub fn base_dir(m: &mut Merger, rel: &Path, create: bool) -> Result<OwnedFd, (Pa
     let mut cur = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut at = PathBuf::new();
     for c in rel.components() {
-        let name = CString::new(c.as_os_str().as_bytes()).map_err(|_| (at.clone(), Errno::EINVAL))?;
+        let name =
+            CString::new(c.as_os_str().as_bytes()).map_err(|_| (at.clone(), Errno::EINVAL))?;
         at.push(c);
         let next = match open_dir_at(cur.as_raw_fd(), &name) {
             Err(Errno::ENOENT) if create => {
@@ -287,11 +319,15 @@ pub fn base_dir(m: &mut Merger, rel: &Path, create: bool) -> Result<OwnedFd, (Pa
 
 /// Remove temp files a killed merge left in `dir` (regular files with our temp names).
 pub fn sweep_temps(dir: &OwnedFd) {
-    let Ok(names) = crate::fsutil::read_names(dir.as_raw_fd()) else { return };
+    let Ok(names) = crate::fsutil::read_names(dir.as_raw_fd()) else {
+        return;
+    };
     for n in names {
         let b = n.to_bytes();
         if b.starts_with(TMP_PREFIX.as_bytes()) && b.ends_with(TMP_SUFFIX.as_bytes()) {
-            if lstat_at(dir.as_raw_fd(), &n).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG) {
+            if lstat_at(dir.as_raw_fd(), &n)
+                .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+            {
                 let _ = unlink_at(dir.as_raw_fd(), &n, 0);
             }
         }

@@ -36,7 +36,10 @@ pub fn walk_dir(m: &mut Merger, src: &OwnedFd, rel: &Path, depth: usize, rule: R
         if m.entries > m.limits.entries {
             m.rec.incomplete = true;
             let n = m.limits.entries;
-            m.refuse(rel, format!("the layer holds more than {n} entries: the rest is not merged"));
+            m.refuse(
+                rel,
+                format!("the layer holds more than {n} entries: the rest is not merged"),
+            );
             return Ok(());
         }
         entry(m, src, &mut base, rel, &name, depth, rule)?;
@@ -44,10 +47,21 @@ pub fn walk_dir(m: &mut Merger, src: &OwnedFd, rel: &Path, depth: usize, rule: R
     Ok(())
 }
 
-fn entry(m: &mut Merger, src: &OwnedFd, base: &mut Option<OwnedFd>, rel: &Path, name: &CStr, depth: usize, rule: Rule) -> Result<()> {
+fn entry(
+    m: &mut Merger,
+    src: &OwnedFd,
+    base: &mut Option<OwnedFd>,
+    rel: &Path,
+    name: &CStr,
+    depth: usize,
+    rule: Rule,
+) -> Result<()> {
     let child = rel.join(name.to_string_lossy().as_ref());
     if is_reserved(name.to_bytes()) {
-        m.refuse(&child, "a name csbox reserves for its own temp and conflict files");
+        m.refuse(
+            &child,
+            "a name csbox reserves for its own temp and conflict files",
+        );
         return Ok(());
     }
     let st = match lstat_at(src.as_raw_fd(), name) {
@@ -90,7 +104,13 @@ fn entry(m: &mut Merger, src: &OwnedFd, base: &mut Option<OwnedFd>, rel: &Path, 
         // overlayfs records a deletion as a 0/0 character device.
         (libc::S_IFCHR, _) if st.st_rdev == 0 => Ok(()),
         _ => {
-            m.refuse(&child, format!("{}: only regular files and directories are merged", kind_word(st.st_mode)));
+            m.refuse(
+                &child,
+                format!(
+                    "{}: only regular files and directories are merged",
+                    kind_word(st.st_mode)
+                ),
+            );
             Ok(())
         }
     }

@@ -15,7 +15,10 @@ use crate::error::{Error, Result};
 /// What goes into the new file.
 pub enum Content<'a> {
     /// The first `len` bytes of a session file (read with pread: its offset is untouched).
-    File { fd: &'a OwnedFd, len: u64 },
+    File {
+        fd: &'a OwnedFd,
+        len: u64,
+    },
     Bytes(&'a [u8]),
 }
 
@@ -108,7 +111,10 @@ pub fn install(
     place: Place,
 ) -> Result<Installed> {
     let tmp = m.tmp_name();
-    let tmp_path = m.root_path.join(rel_dir).join(tmp.to_string_lossy().as_ref());
+    let tmp_path = m
+        .root_path
+        .join(rel_dir)
+        .join(tmp.to_string_lossy().as_ref());
     let d = dir.as_raw_fd();
     let _ = unlink_at(d, &tmp, 0);
     let fd = open_at(d, &tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, mode)
@@ -120,7 +126,8 @@ pub fn install(
         if let Some(t) = mtime {
             let times = [t, t];
             // SAFETY: valid fd and a two-element array.
-            errno_of(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map_err(|e| ("futimens", e))?;
+            errno_of(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })
+                .map_err(|e| ("futimens", e))?;
         }
         Ok::<u64, (&str, Errno)>(n)
     })();
@@ -138,7 +145,10 @@ pub fn install(
         }
     };
     crate::fault::point("merge:tmp-written");
-    let target = m.root_path.join(rel_dir).join(name.to_string_lossy().as_ref());
+    let target = m
+        .root_path
+        .join(rel_dir)
+        .join(name.to_string_lossy().as_ref());
     let renamed = match place {
         Place::New => match rename_noreplace(dir, &tmp, name) {
             Err(Errno::EEXIST) => Ok(false),
@@ -161,7 +171,10 @@ pub fn install(
         }
         Err(e) => {
             let _ = unlink_at(d, &tmp, 0);
-            return Err(Error::sys(format!("renameat({}, {})", tmp_path.display(), target.display()), e));
+            return Err(Error::sys(
+                format!("renameat({}, {})", tmp_path.display(), target.display()),
+                e,
+            ));
         }
     }
     crate::fault::point("merge:renamed");

@@ -4,8 +4,8 @@ use super::*;
 use crate::net::{bind_loopback_listeners, fd_socketpair, StaticResolver};
 use std::io::{BufRead, BufReader, Read};
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
 use std::net::{IpAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 

@@ -497,4 +497,3 @@ fn a_vanishing_client_does_not_raise_sigpipe() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
-
