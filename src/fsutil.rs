@@ -35,6 +35,12 @@ pub fn refuse_non_dir(path: &Path, what: &str) -> Result<()> {
     }
 }
 
+/// How csbox opens a directory below a hostile tree to read or go through it: never
+/// blocking (with `openat_nofollow`, never through a link either).
+pub fn dir_flags() -> nix::fcntl::OFlag {
+    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_NONBLOCK
+}
+
 /// Open a directory without following a symlink in its last component.
 pub fn open_dir_nofollow(path: &Path) -> std::io::Result<OwnedFd> {
     let c = cstr(path)?;

@@ -46,10 +46,7 @@ pub fn lower(root: &Path, cwd: &Path) -> Option<ClaudeLower> {
     Some(out)
 }
 
-fn dir_flags() -> nix::fcntl::OFlag {
-    use nix::fcntl::OFlag;
-    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NONBLOCK
-}
+use crate::fsutil::dir_flags;
 
 fn list(dir: &std::os::fd::OwnedFd) -> Vec<String> {
     let names = crate::fsutil::read_names(dir.as_raw_fd()).unwrap_or_default();

@@ -29,9 +29,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::openat_nofollow;
 use crate::plan::{MaskEntry, MaskLayer, MaskPlace, MountOp, Plan};
 
-fn dir_flags() -> OFlag {
-    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NONBLOCK
-}
+use crate::fsutil::dir_flags;
 
 fn open_upper(session_fd: &OwnedFd) -> Option<OwnedFd> {
     let mut cur: Option<OwnedFd> = None;

@@ -24,7 +24,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use super::quarantine::{changed_since, lstat_at, open_dir_fixing, samples_only, Sweep};
@@ -34,9 +33,7 @@ use crate::fsutil::{openat_nofollow, read_names, read_small_at};
 const ENTRY_CAP: usize = 200_000;
 const DEPTH_CAP: usize = 32;
 
-fn dir_flags() -> OFlag {
-    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NONBLOCK
-}
+use crate::fsutil::dir_flags;
 
 fn kind(st: &libc::stat) -> libc::mode_t {
     st.st_mode & libc::S_IFMT

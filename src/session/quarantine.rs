@@ -18,7 +18,6 @@ use crate::fsutil::{openat_nofollow, read_names, read_small_at};
 #[cfg(test)]
 use crate::plan::Watched;
 use crate::plan::{ProjectView, WatchedDir};
-use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 /// Where moved files go, in the session directory.
@@ -33,9 +32,7 @@ pub struct SessionDir<'a> {
     pub id: &'a str,
 }
 
-fn dir_flags() -> OFlag {
-    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NONBLOCK
-}
+use crate::fsutil::dir_flags;
 
 fn name_of(c: &std::ffi::OsStr) -> Option<&str> {
     c.to_str().filter(|s| !s.is_empty() && !s.contains('/'))
@@ -462,13 +459,7 @@ pub fn sweep(
     session: SessionDir<'_>,
     since: Option<std::time::SystemTime>,
 ) -> Vec<Quarantined> {
-    let mut s = Sweep {
-        project,
-        session,
-        qdir: None,
-        out: Vec::new(),
-        since,
-    };
+    let mut s = Sweep::new(project, session, since);
     s.watched();
     s.out
 }
@@ -480,16 +471,26 @@ pub fn sweep_all(
     session: SessionDir<'_>,
     since: Option<std::time::SystemTime>,
 ) -> (Vec<Quarantined>, Option<String>) {
-    let mut s = Sweep {
-        project,
-        session,
-        qdir: None,
-        out: Vec::new(),
-        since,
-    };
+    let mut s = Sweep::new(project, session, since);
     s.watched();
     let note = since.and_then(|t| super::nested::sweep(&mut s, t));
     (s.out, note)
+}
+
+impl<'a> Sweep<'a> {
+    fn new(
+        project: &'a ProjectView,
+        session: SessionDir<'a>,
+        since: Option<std::time::SystemTime>,
+    ) -> Self {
+        Sweep {
+            project,
+            session,
+            qdir: None,
+            out: Vec::new(),
+            since,
+        }
+    }
 }
 
 impl Sweep<'_> {

@@ -4,7 +4,6 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode, SFlag};
 
 use crate::fsutil::openat_nofollow;
@@ -27,9 +26,7 @@ pub(super) fn is_dir(st: &FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode & libc::S_IFMT) == SFlag::S_IFDIR
 }
 
-fn dir_flags() -> OFlag {
-    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NONBLOCK
-}
+use crate::fsutil::dir_flags;
 
 /// Whether a home layer (`upper`, opened) holds nothing but csbox's masks: whiteouts at
 /// `masks` (relative to the home) or at a component of one, and the directories above
