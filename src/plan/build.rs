@@ -51,6 +51,19 @@ pub fn wanted_paths(
         paths.config_home.join("csbox"),
         paths.config_home.join("systemd/user"),
     ];
+    let claude = &profile.claude;
+    out.extend(
+        claude
+            .read_only
+            .iter()
+            .chain(&claude.read_write)
+            .map(|n| paths.claude_root.join(n)),
+    );
+    // Without a sandbox nothing is mounted, hidden or protected: the plan is the
+    // session's links and environment, and looks at nothing more.
+    if profile.isolation != Isolation::Namespaces {
+        return out;
+    }
     out.extend(super::protect::wanted(cwd, profile, host.git.as_ref()));
     out.extend(
         super::mounts::PROC_MASKED
@@ -68,13 +81,6 @@ pub fn wanted_paths(
                     .filter(|s| s.starts_with('/'))
                     .map(PathBuf::from),
             ),
-    );
-    let c = &profile.claude;
-    out.extend(
-        c.read_only
-            .iter()
-            .chain(&c.read_write)
-            .map(|n| paths.claude_root.join(n)),
     );
     let ex = |s: &str| lexical(s, &paths.home, cwd).ok();
     for spec in profile_binds(profile, overrides).map(|(_, spec, _)| spec) {

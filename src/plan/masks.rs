@@ -24,7 +24,8 @@ pub const CLAUDE_MASKS: &str = "claude-masks";
 pub(super) fn home_layer(input: &PlanInput, view: &View) -> Option<MaskLayer> {
     let nodes = &input.facts.host.home_nodes;
     let mut entries: Vec<MaskEntry> = Vec::new();
-    let has = |entries: &[MaskEntry], p: &Path| entries.iter().any(|e| e.path() == p);
+    // The paths of `entries`, for a look-up that does not grow with them.
+    let mut added: std::collections::HashSet<PathBuf> = Default::default();
     for m in &view.home_masks {
         let Ok(rel) = m.strip_prefix(&view.home) else {
             continue;
@@ -36,7 +37,7 @@ pub(super) fn home_layer(input: &PlanInput, view: &View) -> Option<MaskLayer> {
             let host = nodes.get(&view.home.join(&cur));
             let is_dir = host.is_some_and(|m| m & libc::S_IFMT == libc::S_IFDIR);
             if i + 1 < n && is_dir {
-                if !has(&entries, &cur) {
+                if added.insert(cur.clone()) {
                     let mode = host.map_or(0o755, |m| m & 0o7777);
                     entries.push(MaskEntry::Dir {
                         path: cur.clone(),
@@ -47,7 +48,7 @@ pub(super) fn home_layer(input: &PlanInput, view: &View) -> Option<MaskLayer> {
             }
             // Something that is no directory is in the way: the host cannot make the
             // hidden path without removing it first, and it is not the plan's to hide.
-            if host.is_none() && !has(&entries, &cur) {
+            if host.is_none() && added.insert(cur.clone()) {
                 entries.push(MaskEntry::Whiteout { path: cur.clone() });
             }
             break;

@@ -22,6 +22,22 @@ const NET_UNIX_CAP: u64 = 64 << 20;
 /// `__SO_ACCEPTCON` in /proc/net/unix's flags: a listening socket.
 const SO_ACCEPTCON: u32 = 1 << 16;
 
+/// What an unsandboxed plan needs of the host: where the runtime dir is.
+pub fn unsandboxed(uid: u32, env: &[(String, String)]) -> HostLayout {
+    HostLayout {
+        runtime_dir: runtime_dir(uid, env),
+        ..HostLayout::default()
+    }
+}
+
+fn runtime_dir(uid: u32, env: &[(String, String)]) -> PathBuf {
+    env.iter()
+        .find(|(k, _)| k == "XDG_RUNTIME_DIR")
+        .map(|(_, v)| PathBuf::from(v))
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| PathBuf::from(format!("/run/user/{uid}")))
+}
+
 pub fn layout(
     home: &Path,
     store: &Path,
@@ -30,10 +46,7 @@ pub fn layout(
     env: &[(String, String)],
 ) -> HostLayout {
     let var = |k: &str| env.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
-    let runtime_dir = var("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .unwrap_or_else(|| PathBuf::from(format!("/run/user/{uid}")));
+    let runtime_dir = runtime_dir(uid, env);
     let home = canonical_or_self(home);
     let socket = |p: PathBuf| is_socket(&p).then(|| canonical_or_self(&p));
     HostLayout {

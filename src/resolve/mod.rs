@@ -96,13 +96,18 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
         let uid = nix::unistd::getuid().as_raw();
-        let layout = host::layout(&paths.home, &paths.sessions_dir, &cwd, uid, &host_env);
+        let layout = if profile.isolation == Isolation::Namespaces {
+            host::layout(&paths.home, &paths.sessions_dir, &cwd, uid, &host_env)
+        } else {
+            // No sandbox: nothing of the host's layout goes into the plan.
+            host::unsandboxed(uid, &host_env)
+        };
         let wanted = plan::wanted_paths(&paths, &profile, &req.overrides, &cwd, &exe, &layout);
         let mut facts = look_up(wanted.clone());
         let home = facts.real(&paths.home);
         facts.host = layout;
-        facts.host.home_nodes = home_nodes(&facts, &wanted, &home);
         if profile.isolation == Isolation::Namespaces {
+            facts.host.home_nodes = home_nodes(&facts, &wanted, &home);
             facts.host.claude = claude::lower(&facts.real(&paths.claude_root), &cwd);
         }
         let remove_on_exit = req.remove_on_exit.unwrap_or(profile.remove_on_exit);
@@ -189,9 +194,12 @@ fn home_nodes(
     facts: &Facts,
     wanted: &[PathBuf],
     home: &Path,
-) -> std::collections::BTreeMap<PathBuf, u32> {
+) -> std::collections::HashMap<PathBuf, u32> {
     use std::os::unix::fs::MetadataExt;
-    let mut out = std::collections::BTreeMap::new();
+    let mut out = std::collections::HashMap::new();
+    // Many hidden paths share a missing parent (`~/.config` on a fresh account): one
+    // lstat each.
+    let mut missing = std::collections::HashSet::new();
     for p in wanted {
         let f = facts.get(p);
         let Ok(rel) = f.real.strip_prefix(home) else {
@@ -210,6 +218,9 @@ fn home_nodes(
                 }
                 break;
             }
+            if missing.contains(&cur) {
+                break;
+            }
             match std::fs::symlink_metadata(&cur) {
                 Ok(m) => {
                     out.insert(cur.clone(), m.mode());
@@ -217,7 +228,10 @@ fn home_nodes(
                         break;
                     }
                 }
-                Err(_) => break,
+                Err(_) => {
+                    missing.insert(cur.clone());
+                    break;
+                }
             }
         }
     }
