@@ -6,13 +6,17 @@
 
 mod claude;
 mod host;
+mod lookup;
+
+use lookup::home_nodes;
+pub use lookup::look_up;
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, EXIT_NOT_FOUND};
 use crate::exit::Result;
-use crate::paths::{canonical_or_self, find_on_path, Paths};
-use crate::plan::{self, Facts, NodeKind, Overrides, PathFact, Plan, PlanInput, StateMode};
+use crate::paths::{find_on_path, Paths};
+use crate::plan::{self, Facts, Overrides, Plan, PlanInput, StateMode};
 use crate::profile::{self, Isolation, Network, Profile};
 
 /// What the command line asks for, as plain values (the clap types stay in `commands/`).
@@ -163,122 +167,6 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
             remove_on_exit: self.remove_on_exit,
         })
     }
-}
-
-/// Where each path really points, and what is there (following symlinks, as a mount
-/// does).
-pub fn look_up(paths: impl IntoIterator<Item = PathBuf>) -> Facts {
-    let mut facts = Facts::default();
-    let mut seen = std::collections::HashMap::new();
-    for p in paths {
-        if facts.contains(&p) {
-            continue;
-        }
-        let fact = fact_of(&p, &mut seen);
-        if fact.real != p {
-            // A protected path that is a link is watched, not bound: what it points to
-            // when the session starts is kept to tell the link from its replacement.
-            if let Ok(target) = std::fs::read_link(&p) {
-                facts.insert_link(p.clone(), target);
-            }
-        }
-        facts.insert(fact.real.clone(), fact.clone());
-        facts.insert(p, fact);
-    }
-    facts
-}
-
-/// What exists strictly between the home and each absent path in `wanted` that lies
-/// below it, with its `st_mode` (lstat: `real` has its links resolved already).
-fn home_nodes(
-    facts: &Facts,
-    wanted: &[PathBuf],
-    home: &Path,
-) -> std::collections::HashMap<PathBuf, u32> {
-    use std::os::unix::fs::MetadataExt;
-    let mut out = std::collections::HashMap::new();
-    // Many hidden paths share a missing parent (`~/.config` on a fresh account): one
-    // lstat each.
-    let mut missing = std::collections::HashSet::new();
-    for p in wanted {
-        let f = facts.get(p);
-        let Ok(rel) = f.real.strip_prefix(home) else {
-            continue;
-        };
-        if f.kind.is_some() {
-            continue;
-        }
-        let comps: Vec<_> = rel.components().collect();
-        let mut cur = home.to_path_buf();
-        for c in &comps[..comps.len().saturating_sub(1)] {
-            cur.push(c);
-            if let Some(m) = out.get(&cur) {
-                if m & libc::S_IFMT == libc::S_IFDIR {
-                    continue;
-                }
-                break;
-            }
-            if missing.contains(&cur) {
-                break;
-            }
-            match std::fs::symlink_metadata(&cur) {
-                Ok(m) => {
-                    out.insert(cur.clone(), m.mode());
-                    if !m.is_dir() {
-                        break;
-                    }
-                }
-                Err(_) => {
-                    missing.insert(cur.clone());
-                    break;
-                }
-            }
-        }
-    }
-    out
-}
-
-/// One path's fact in three system calls when it exists: open(O_PATH) follows every
-/// symlink as a mount would, fstat says what is there, and /proc/self/fd names where it
-/// really is (realpath(3) would readlink every component). A missing path is its
-/// longest existing prefix, resolved, with the rest as written.
-fn fact_of(p: &Path, seen: &mut std::collections::HashMap<PathBuf, PathFact>) -> PathFact {
-    // Memoized for one look-up: the hide list's ~270 entries share their parents
-    // (`~/.config` was looked up 56 times for each launch).
-    if let Some(f) = seen.get(p) {
-        return f.clone();
-    }
-    let f = fact_uncached(p, seen);
-    seen.insert(p.to_path_buf(), f.clone());
-    f
-}
-
-fn fact_uncached(p: &Path, seen: &mut std::collections::HashMap<PathBuf, PathFact>) -> PathFact {
-    use std::os::unix::fs::OpenOptionsExt;
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open(p);
-    if let Ok(f) = opened {
-        let kind = f.metadata().ok().map(|m| {
-            if m.is_dir() {
-                NodeKind::Dir
-            } else {
-                NodeKind::File
-            }
-        });
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-        let real = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-            .ok()
-            .filter(|r| r.is_absolute())
-            .unwrap_or_else(|| canonical_or_self(p));
-        return PathFact { real, kind };
-    }
-    let real = match (p.parent(), p.file_name()) {
-        (Some(parent), Some(name)) if parent != p => fact_of(parent, seen).real.join(name),
-        _ => p.to_path_buf(),
-    };
-    PathFact { real, kind: None }
 }
 
 /// The terminal on stdin, stdout or stderr, if one is a terminal with a name under /dev/.

@@ -1,0 +1,208 @@
+//! Where the plan's paths really point, and what is there: a few hundred paths per launch
+//! (the hide list, the project's protected names, the `~/.claude` entries), most of them
+//! absent. Each path costs a look-up of its own only where it may exist: a directory that
+//! holds several wanted names is listed once, and a name its listing lacks is absent with
+//! no system call (a `~/.config` of a fresh account: 60 names, one listing).
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::paths::canonical_or_self;
+use crate::plan::{Facts, NodeKind, PathFact};
+
+/// A directory is listed for its wanted names when it holds at least this many: below,
+/// a look-up per name costs less than the listing (open, getdents, close).
+const LIST_FROM: usize = 4;
+/// A directory with more entries than this is not kept as a listing (a home with a
+/// hundred thousand files): its names are looked up one by one.
+const LIST_CAP: usize = 4096;
+
+/// Where each path really points, and what is there (following symlinks, as a mount
+/// does).
+pub fn look_up(paths: impl IntoIterator<Item = PathBuf>) -> Facts {
+    let paths: Vec<PathBuf> = paths.into_iter().collect();
+    let mut l = Lookup::new(&paths);
+    let mut facts = Facts::default();
+    for p in paths {
+        if facts.contains(&p) {
+            continue;
+        }
+        let fact = l.fact_of(&p);
+        if fact.real != p {
+            // A protected path that is a link is watched, not bound: what it points to
+            // when the session starts is kept to tell the link from its replacement.
+            if let Ok(target) = std::fs::read_link(&p) {
+                facts.insert_link(p.clone(), target);
+            }
+        }
+        facts.insert(fact.real.clone(), fact.clone());
+        facts.insert(p, fact);
+    }
+    facts
+}
+
+/// What exists strictly between the home and each absent path in `wanted` that lies
+/// below it, with its `st_mode` (lstat: `real` has its links resolved already).
+pub(super) fn home_nodes(
+    facts: &Facts,
+    wanted: &[PathBuf],
+    home: &Path,
+) -> std::collections::HashMap<PathBuf, u32> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::HashMap::new();
+    // Many hidden paths share a missing parent (`~/.config` on a fresh account): one
+    // lstat each.
+    let mut missing = std::collections::HashSet::new();
+    for p in wanted {
+        let f = facts.get(p);
+        let Ok(rel) = f.real.strip_prefix(home) else {
+            continue;
+        };
+        if f.kind.is_some() {
+            continue;
+        }
+        let comps: Vec<_> = rel.components().collect();
+        let mut cur = home.to_path_buf();
+        for c in &comps[..comps.len().saturating_sub(1)] {
+            cur.push(c);
+            if let Some(m) = out.get(&cur) {
+                if m & libc::S_IFMT == libc::S_IFDIR {
+                    continue;
+                }
+                break;
+            }
+            if missing.contains(&cur) {
+                break;
+            }
+            match std::fs::symlink_metadata(&cur) {
+                Ok(m) => {
+                    out.insert(cur.clone(), m.mode());
+                    if !m.is_dir() {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    missing.insert(cur.clone());
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One path's fact in three system calls when it exists: open(O_PATH) follows every
+/// symlink as a mount would, fstat says what is there, and /proc/self/fd names where it
+/// really is (realpath(3) would readlink every component). A missing path is its
+/// longest existing prefix, resolved, with the rest as written.
+
+/// One look-up's memory: the facts found so far (the hide list's entries share their
+/// parents) and the listings of directories that hold many wanted names.
+struct Lookup {
+    seen: HashMap<PathBuf, PathFact>,
+    /// Wanted names per parent directory, as spelled (not resolved).
+    wanted_in: HashMap<PathBuf, usize>,
+    /// Listings by resolved directory; None where it could not be listed.
+    listed: HashMap<PathBuf, Option<HashSet<OsString>>>,
+}
+
+impl Lookup {
+    fn new(paths: &[PathBuf]) -> Self {
+        let mut wanted_in: HashMap<PathBuf, usize> = HashMap::new();
+        for p in paths {
+            // Every ancestor: `~/.config/gh/hosts.yml` makes `~/.config` worth listing
+            // for `gh` as much as `~/.config/gh` for `hosts.yml`.
+            for a in p.ancestors().skip(1) {
+                *wanted_in.entry(a.to_path_buf()).or_default() += 1;
+            }
+        }
+        Lookup {
+            seen: HashMap::new(),
+            wanted_in,
+            listed: HashMap::new(),
+        }
+    }
+
+    fn fact_of(&mut self, p: &Path) -> PathFact {
+        if let Some(f) = self.seen.get(p) {
+            return f.clone();
+        }
+        let f = self.fact_uncached(p);
+        self.seen.insert(p.to_path_buf(), f.clone());
+        f
+    }
+
+    fn fact_uncached(&mut self, p: &Path) -> PathFact {
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            return open_fact(p).unwrap_or_else(|| PathFact {
+                real: p.to_path_buf(),
+                kind: None,
+            });
+        };
+        // The parent first (memoized): below a missing directory or a file nothing
+        // exists, and a directory holding many wanted names is listed once.
+        let dir = self.fact_of(parent);
+        let absent = || PathFact {
+            real: dir.real.join(name),
+            kind: None,
+        };
+        if dir.kind != Some(NodeKind::Dir) {
+            return absent();
+        }
+        if self.wanted_in.get(parent).copied().unwrap_or(0) >= LIST_FROM
+            && self.absent_from(&dir.real, name)
+        {
+            return absent();
+        }
+        open_fact(p).unwrap_or_else(absent)
+    }
+
+    /// Whether the listing of the (resolved) directory `dir` lacks `name`; false when it
+    /// cannot be listed.
+    fn absent_from(&mut self, dir: &Path, name: &std::ffi::OsStr) -> bool {
+        let listing = self
+            .listed
+            .entry(dir.to_path_buf())
+            .or_insert_with(|| list(dir));
+        listing.as_ref().is_some_and(|names| !names.contains(name))
+    }
+}
+
+/// The names in `dir`, at most [`LIST_CAP`] of them (None past that, or when unreadable).
+fn list(dir: &Path) -> Option<HashSet<OsString>> {
+    let fd = crate::fsutil::open_dir_nofollow(dir).ok()?;
+    let names = crate::fsutil::read_names(std::os::fd::AsRawFd::as_raw_fd(&fd)).ok()?;
+    (names.len() <= LIST_CAP).then(|| {
+        names
+            .into_iter()
+            .map(|n| std::ffi::OsStr::from_bytes(n.to_bytes()).to_os_string())
+            .collect()
+    })
+}
+
+/// One existing path's fact in three system calls: open(O_PATH) follows every symlink as
+/// a mount would, fstat says what is there, and /proc/self/fd names where it really is
+/// (realpath(3) would readlink every component). None when nothing is there.
+fn open_fact(p: &Path) -> Option<PathFact> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(p)
+        .ok()?;
+    let kind = f.metadata().ok().map(|m| {
+        if m.is_dir() {
+            NodeKind::Dir
+        } else {
+            NodeKind::File
+        }
+    });
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let real = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .ok()
+        .filter(|r| r.is_absolute())
+        .unwrap_or_else(|| canonical_or_self(p));
+    Some(PathFact { real, kind })
+}
