@@ -65,6 +65,18 @@ impl Proj {
             .unwrap()
     }
 
+    /// Let the session waiting for `go` end; its output, once it proved the sandbox ran.
+    fn go(&self, child: std::process::Child) -> std::process::Output {
+        std::fs::write(self.proj.join("go"), "").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            stdout(&out).contains(&self.nonce),
+            "the sandbox did not run: {}",
+            stderr(&out)
+        );
+        out
+    }
+
     fn pwned(&self) -> bool {
         std::fs::read_to_string(self.proj.join("pwned")).is_ok_and(|s| s.contains(&self.nonce))
     }
@@ -82,6 +94,10 @@ fn wait_for(p: &Path) -> bool {
     false
 }
 
+/// Wait in the session for the host's `go` (at most 10 s).
+const WAIT_GO: &str =
+    "touch ready; i=0; while [ ! -e go ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done";
+
 const FSMONITOR: &str =
     r#"printf '[core]\n\tfsmonitor = "echo %s > '\''%s/pwned'\''; false"\n' "$NONCE" "$PWD""#;
 
@@ -91,7 +107,7 @@ fn commondir_while_running(user: As, profile: &str) -> bool {
     let p = project(user);
     let script = format!(
         "echo $NONCE; mkdir -p .git/x && {FSMONITOR} > .git/x/config && for d in objects refs; do ln -s ../$d .git/x/$d; done; \
-         echo x > .git/commondir; touch ready; i=0; while [ ! -e go ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done"
+         echo x > .git/commondir; {WAIT_GO}"
     );
     let child = p.run(profile, &script);
     assert!(
@@ -102,13 +118,7 @@ fn commondir_while_running(user: As, profile: &str) -> bool {
     p.host_git(&p.proj, &["status", "--short"]);
     std::thread::sleep(Duration::from_millis(100));
     p.host_git(&p.proj, &["status", "--short"]);
-    std::fs::write(p.proj.join("go"), "").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        stdout(&out).contains(&p.nonce),
-        "the sandbox did not run: {}",
-        stderr(&out)
-    );
+    let out = p.go(child);
     let escaped = p.pwned();
     if !escaped && profile != "compat" {
         assert!(
@@ -406,7 +416,7 @@ fn a_submodules_git_file_cannot_be_pointed_elsewhere() {
         p.env.chown_all(p.env.dir.path());
         let script = format!(
             "echo $NONCE; mkdir -p evil && cp -r .git/modules/sm/. evil/ && printf '[core]\\n\\tworktree = %s/sm\\n' \"$PWD\" >> evil/config && {FSMONITOR} >> evil/config && \
-             echo \"gitdir: $PWD/evil\" > sm/.git 2>/dev/null; touch ready; i=0; while [ ! -e go ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done"
+             echo \"gitdir: $PWD/evil\" > sm/.git 2>/dev/null; {WAIT_GO}"
         );
         let child = p.run(profile, &script);
         assert!(
@@ -414,13 +424,7 @@ fn a_submodules_git_file_cannot_be_pointed_elsewhere() {
             "the session never got there"
         );
         p.host_git(&p.proj, &["status", "--short"]);
-        std::fs::write(p.proj.join("go"), "").unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            stdout(&out).contains(&p.nonce),
-            "the sandbox did not run: {}",
-            stderr(&out)
-        );
+        let out = p.go(child);
         p.pwned()
             || std::fs::read_to_string(p.proj.join("evil/pwned"))
                 .is_ok_and(|s| s.contains(&p.nonce))
@@ -432,4 +436,211 @@ fn a_submodules_git_file_cannot_be_pointed_elsewhere() {
         attempt(*users().last().unwrap(), "compat"),
         "the probe cannot report an escape"
     );
+}
+
+/// Poll until `gone` holds, at most `secs` seconds; whether it did.
+fn within(secs: u64, gone: impl Fn() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        if gone() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    gone()
+}
+
+/// The entries of the session's quarantine dirs, for `p`'s user.
+fn quarantined(p: &Proj) -> Vec<String> {
+    let sessions = p.env.home.join(".local/share/csbox/sessions");
+    let mut out = Vec::new();
+    for s in std::fs::read_dir(sessions).into_iter().flatten().flatten() {
+        let q = s.path().join("quarantine");
+        for e in std::fs::read_dir(q).into_iter().flatten().flatten() {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+/// Red-team 5, A5-1: code-steering files the session makes below the top of the project
+/// (a nested repository with a `core.fsmonitor`, a bare one, `src/.npmrc`,
+/// `pkg/c/.cargo/config.toml`, a directory made and filled elsewhere and renamed in) are
+/// gone from the project within a couple of seconds while the session still runs, and a
+/// host `git status` in the nested repository runs nothing. True when one of them stayed
+/// (what `--profile compat`, with no watch, shows).
+fn deep_while_running(user: As, profile: &str) -> bool {
+    let p = project(user);
+    let script = format!(
+        "echo $NONCE; mkdir -p src pkg/c/.cargo deep t/x/y && echo 'script-shell=/tmp/evil' > src/.npmrc && \
+         printf '[build]\\nrustc-wrapper = \"/tmp/x\"\\n' > pkg/c/.cargo/config.toml && \
+         git init -q pkg/r && (cd pkg/r && {FSMONITOR} >> .git/config) && \
+         git init -q --bare bare1 && git -C bare1 config core.fsmonitor 'echo x' && \
+         mkdir -p t/m/n && echo 'script-shell=/tmp/evil' > t/m/n/.npmrc && mv t/m deep/ && {WAIT_GO}"
+    );
+    let child = p.run(profile, &script);
+    assert!(
+        wait_for(&p.proj.join("ready")),
+        "the session never got to make its files"
+    );
+    let deep = [
+        "src/.npmrc",
+        "pkg/c/.cargo/config.toml",
+        "pkg/r/.git/config",
+        "bare1/config",
+        "deep/m/n/.npmrc",
+    ];
+    let left = |p: &Proj| -> Vec<&str> {
+        deep.iter()
+            .copied()
+            .filter(|r| std::fs::symlink_metadata(p.proj.join(r)).is_ok())
+            .collect()
+    };
+    within(3, || left(&p).is_empty());
+    let still = left(&p);
+    // The prompt's git in the nested repository, while the session runs.
+    let ran = git_ran_in(&p, "pkg/r");
+    let out = p.go(child);
+    let escaped = ran || !still.is_empty();
+    if profile != "compat" {
+        assert!(
+            !escaped,
+            "ESCAPE under {profile} as {}: still in the project {still:?}, git ran the payload: {ran}; {}",
+            user.label(),
+            stderr(&out)
+        );
+        let q = quarantined(&p);
+        for name in [".npmrc", "config.toml", "config"] {
+            assert!(
+                q.iter().any(|e| e.ends_with(&format!("-{name}"))),
+                "{name} is not in the quarantine ({q:?}): {}",
+                stderr(&out)
+            );
+        }
+        assert!(
+            stderr(&out).contains("pkg/r/.git/config"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    escaped
+}
+
+#[test]
+fn code_steering_files_made_deep_in_the_project_are_moved_while_it_runs() {
+    for u in users() {
+        assert!(!deep_while_running(u, "default"));
+    }
+    assert!(!deep_while_running(*users().last().unwrap(), "strict"));
+    assert!(
+        deep_while_running(*users().last().unwrap(), "compat"),
+        "the probe cannot report an escape"
+    );
+}
+
+/// The watch runs outside the sandbox: a directory it watches that the session renames
+/// away (into a nested git dir, where the tree is not walked again, so the watch keeps
+/// its old path) and replaces by a link to a directory outside the project (the user's,
+/// with an `.npmrc` made after the run began) must not make it move, or look into, what
+/// the link points at; a directory renamed within the tree is still watched under its new
+/// name. Under compat (no watch), the files in the project stay, which the test sees.
+fn swapped_for_a_link(user: As, profile: &str) -> bool {
+    let p = project(user);
+    let outside = p.env.home.join("outside");
+    std::fs::create_dir_all(outside.join("sub")).unwrap();
+    p.env.chown_all(&outside);
+    let script = format!(
+        "echo $NONCE; mkdir -p d/sub e/sub && git init -q n && touch ready1 && i=0; while [ ! -e go1 ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done; \
+         mv d n/.git/hid && mv e e2 && ln -s \"$OUT\" d && ln -s \"$OUT\" e && \
+         echo x > n/.git/hid/sub/.npmrc && echo x > e2/sub/.npmrc && echo x > e2/.npmrc && {WAIT_GO}"
+    );
+    let child = p
+        .env
+        .csbox(&["run", "--profile", profile, "--", "sh", "-c", &script])
+        .current_dir(&p.proj)
+        .env("NONCE", &p.nonce)
+        .env("OUT", &outside)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(&p.proj.join("ready1")),
+        "the session never got there"
+    );
+    // Made after the run began: a watch that followed the link would take them.
+    std::thread::sleep(Duration::from_millis(300));
+    for f in [".npmrc", "sub/.npmrc"] {
+        std::fs::write(outside.join(f), "mine\n").unwrap();
+    }
+    p.env.chown_all(&outside);
+    std::fs::write(p.proj.join("go1"), "").unwrap();
+    assert!(
+        wait_for(&p.proj.join("ready")),
+        "the session never got there"
+    );
+    let moved = within(3, || {
+        !p.proj.join("e2/.npmrc").exists() && !p.proj.join("e2/sub/.npmrc").exists()
+    });
+    let out = p.go(child);
+    for f in [".npmrc", "sub/.npmrc"] {
+        assert_eq!(
+            std::fs::read_to_string(outside.join(f)).ok().as_deref(),
+            Some("mine\n"),
+            "the watch touched {f} outside the project through a link: {}",
+            stderr(&out)
+        );
+    }
+    assert!(!stderr(&out).contains("outside"), "{}", stderr(&out));
+    moved
+}
+
+#[test]
+fn the_live_watch_follows_no_link_out_of_the_project() {
+    for u in users() {
+        assert!(
+            swapped_for_a_link(u, "default"),
+            "the renamed directory's files were not moved as {}",
+            u.label()
+        );
+    }
+    assert!(
+        !swapped_for_a_link(*users().last().unwrap(), "compat"),
+        "the probe cannot tell a moved file from one left"
+    );
+}
+
+/// A4-1 below the top: a session that puts `pkg/a/.npmrc` back again and again is
+/// stopped as one that does it at the top is; under compat (no watch) it runs on.
+fn deep_replants(user: As, profile: &str) -> (bool, std::process::Output) {
+    let p = project(user);
+    let script = "echo $NONCE; mkdir -p pkg/a; i=0; while [ $i -lt 200 ]; do echo x > pkg/t; mv pkg/t pkg/a/.npmrc; sleep 0.01; i=$((i+1)); done; echo survived";
+    let out = p.run(profile, script).wait_with_output().unwrap();
+    assert!(
+        stdout(&out).contains(&p.nonce),
+        "the sandbox did not run: {}",
+        stderr(&out)
+    );
+    (!stdout(&out).contains("survived"), out)
+}
+
+#[test]
+fn a_session_that_keeps_planting_a_file_deep_in_the_project_is_stopped() {
+    for u in users() {
+        let (stopped, out) = deep_replants(u, "default");
+        assert!(
+            stopped,
+            "it was not stopped as {}: {}",
+            u.label(),
+            stderr(&out)
+        );
+        assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("pkg/a/.npmrc") && stderr(&out).contains("csbox stopped it"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let (stopped, out) = deep_replants(*users().last().unwrap(), "compat");
+    assert!(!stopped, "the probe cannot tell: {}", stderr(&out));
 }

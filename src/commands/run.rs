@@ -288,6 +288,7 @@ fn launch(
                     session.dir_fd(),
                     &session.dir,
                     session.id.as_str(),
+                    session.meta.started,
                 )
             });
         }

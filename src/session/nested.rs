@@ -1,4 +1,5 @@
-//! Git repositories nested in the project, looked at when a session ends. git takes the
+//! Git repositories nested in the project, looked at when a session ends (and, one
+//! directory at a time, by the live watch while it runs: `livewatch::tree`). git takes the
 //! config and hooks of the innermost repository around the directory it runs in, so a
 //! `src/.git/config` with a `core.fsmonitor` runs its command the next time the user's
 //! prompt or editor runs `git status` in `src/`: code on the host, and the outer
@@ -28,10 +29,11 @@ use nix::sys::stat::Mode;
 
 use super::quarantine::{changed_since, lstat_at, open_dir_fixing, samples_only, Sweep};
 use crate::fsutil::{openat_nofollow, read_names, read_small_at};
+use crate::plan::ProjectView;
 
 /// Entries looked at, at most, and how deep.
-const ENTRY_CAP: usize = 200_000;
-const DEPTH_CAP: usize = 32;
+pub(super) const ENTRY_CAP: usize = 200_000;
+pub(super) const DEPTH_CAP: usize = 32;
 
 use crate::fsutil::dir_flags;
 
@@ -39,7 +41,24 @@ fn kind(st: &libc::stat) -> libc::mode_t {
     st.st_mode & libc::S_IFMT
 }
 
-struct Walk<'s, 'a> {
+/// What a directory the walk goes into is, for the live watch (`livewatch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum DirKind {
+    /// A directory of the work tree.
+    Tree,
+    /// A git dir (a `.git` directory, or a bare-looking one): only its own entries and
+    /// its hooks matter.
+    Git,
+    /// A git dir's `hooks`.
+    Hooks,
+}
+
+/// Called for each directory the walk goes into, before it reads it (the live watch adds
+/// its inotify watch there first, so nothing made meanwhile is missed): its fd, path,
+/// depth below the project's top and kind; false ends the walk (a bound).
+pub(super) type OnDir<'w> = &'w mut dyn FnMut(&OwnedFd, &Path, usize, DirKind) -> bool;
+
+pub(super) struct Walk<'s, 'a, 'w> {
     sweep: &'s mut Sweep<'a>,
     since: SystemTime,
     dev: u64,
@@ -54,23 +73,124 @@ struct Walk<'s, 'a> {
     /// directory below the top too: `packages/web/.npmrc` steers `npm test` run there
     /// as `.npmrc` does at the top (red-team 4, A4-3). Keyed by their first name.
     steering: Vec<(std::ffi::OsString, PathBuf)>,
+    on_dir: Option<OnDir<'w>>,
+    /// `on_dir` said stop.
+    stopped: bool,
 }
 
-impl Walk<'_, '_> {
-    fn visit(&mut self, dir: &OwnedFd, path: &Path, depth: usize) {
-        let Ok(names) = read_names(dir.as_raw_fd()) else {
-            return;
+/// The protected and watched paths of `project` relative to its top (not in its own git
+/// dir), each with its first name: what the walk looks for in every directory below.
+pub(super) fn steering(project: &ProjectView) -> Vec<(std::ffi::OsString, PathBuf)> {
+    let root = &project.path;
+    project
+        .protected
+        .iter()
+        .chain(project.watched.iter().map(|w| &w.path))
+        .filter_map(|p| p.strip_prefix(root).ok())
+        .filter(|r| !r.starts_with(".git"))
+        .filter_map(|r| Some((r.iter().next()?.to_os_string(), r.to_path_buf())))
+        .collect()
+}
+
+impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
+    /// A walk of `sweep`'s project for what changed since `since`; None when its top
+    /// cannot be opened.
+    pub(super) fn new(
+        sweep: &'s mut Sweep<'a>,
+        since: SystemTime,
+        on_dir: Option<OnDir<'w>>,
+    ) -> Option<(Self, OwnedFd)> {
+        let root_path = sweep.project().path.clone();
+        let root = crate::fsutil::open_dir_nofollow(&root_path).ok()?;
+        let dev = nix::sys::stat::fstat(root.as_raw_fd()).ok()?.st_dev;
+        let steering = steering(sweep.project());
+        let walk = Walk {
+            sweep,
+            since,
+            dev,
+            seen: 0,
+            cut: false,
+            cut_at: None,
+            unread: None,
+            top_git: root_path.join(".git"),
+            steering,
+            on_dir,
+            stopped: false,
         };
+        Some((walk, root))
+    }
+
+    fn enter(&mut self, dir: &OwnedFd, path: &Path, depth: usize, kind: DirKind) -> bool {
+        if self.stopped {
+            return false;
+        }
+        if let Some(f) = self.on_dir.as_mut() {
+            if !f(dir, path, depth, kind) {
+                self.stopped = true;
+            }
+        }
+        !self.stopped
+    }
+
+    /// The rules of the walk for the entries of `dir` alone (not below it): the live
+    /// watch's look at a directory where something was made. True when `dir` is a git
+    /// dir (the walk does not go into it).
+    pub(super) fn look(&mut self, dir: &OwnedFd, path: &Path, depth: usize) -> bool {
+        let Ok(names) = read_names(dir.as_raw_fd()) else {
+            return false;
+        };
+        if self.rules(dir, path, depth, &names) {
+            return true;
+        }
+        let git = CString::new(".git").expect("no NUL");
+        if names.contains(&git) && path.join(".git") != self.top_git {
+            if let Some(st) = lstat_at(dir, &git) {
+                self.dot_git(dir, &git, &path.join(".git"), &st, depth + 1);
+            }
+        }
+        false
+    }
+
+    /// What applies to `dir` itself, given its entries; true for a git dir.
+    fn rules(&mut self, dir: &OwnedFd, path: &Path, depth: usize, names: &[CString]) -> bool {
         let has = |n: &[u8]| names.iter().any(|c| c.to_bytes() == n);
         if depth > 0 && has(b"HEAD") && has(b"objects") && has(b"refs") {
             // A bare-looking repository: git uses it as one when run inside.
+            self.watch_git(dir, path, depth);
             self.git_dir(dir, path);
-            return;
+            return true;
         }
         if depth > 0 {
-            self.steering_files(dir, path, &names);
+            self.steering_files(dir, path, names);
+        }
+        false
+    }
+
+    /// The walk's own hook for a git dir and its hooks (only the live watch has one).
+    fn watch_git(&mut self, g: &OwnedFd, path: &Path, depth: usize) {
+        if self.on_dir.is_none() || !self.enter(g, path, depth, DirKind::Git) {
+            return;
+        }
+        if let Ok(h) = openat_nofollow(g, "hooks", dir_flags(), Mode::empty()) {
+            self.enter(&h, &path.join("hooks"), depth + 1, DirKind::Hooks);
+        }
+    }
+
+    /// Go through `dir` and below (see the module doc).
+    pub(super) fn visit(&mut self, dir: &OwnedFd, path: &Path, depth: usize) {
+        if !self.enter(dir, path, depth, DirKind::Tree) {
+            return;
+        }
+        let Ok(names) = read_names(dir.as_raw_fd()) else {
+            return;
+        };
+        if self.rules(dir, path, depth, &names) {
+            return;
         }
         for c in &names {
+            if self.stopped {
+                return;
+            }
             self.seen += 1;
             if self.seen > ENTRY_CAP {
                 self.cut = true;
@@ -82,7 +202,7 @@ impl Walk<'_, '_> {
             let Some(st) = lstat_at(dir, c) else { continue };
             if c.to_bytes() == b".git" {
                 if child != self.top_git {
-                    self.dot_git(dir, c, &child, &st);
+                    self.dot_git(dir, c, &child, &st, depth + 1);
                 }
                 continue;
             }
@@ -107,10 +227,18 @@ impl Walk<'_, '_> {
     }
 
     /// A `.git` entry below the project's top: a repository's dir, or a pointer to one.
-    fn dot_git(&mut self, dir: &OwnedFd, name: &std::ffi::CStr, path: &Path, st: &libc::stat) {
+    fn dot_git(
+        &mut self,
+        dir: &OwnedFd,
+        name: &std::ffi::CStr,
+        path: &Path,
+        st: &libc::stat,
+        depth: usize,
+    ) {
         match kind(st) {
             libc::S_IFDIR => {
                 if let Ok(g) = openat_nofollow(dir, ".git", dir_flags(), Mode::empty()) {
+                    self.watch_git(&g, path, depth);
                     self.git_dir(&g, path);
                 }
             }
@@ -265,39 +393,11 @@ fn normalize(p: &Path) -> PathBuf {
 
 /// Walk the project of `sweep` (see the module doc); a note when the walk was cut short.
 pub(super) fn sweep(sweep: &mut Sweep<'_>, since: SystemTime) -> Option<String> {
-    let project = sweep.project();
-    if project.read_only {
+    if sweep.project().read_only {
         return None;
     }
-    let root_path = project.path.clone();
-    let root = crate::fsutil::open_dir_nofollow(&root_path).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: a valid fd; st is written on success.
-    if unsafe { libc::fstat(root.as_raw_fd(), st.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: fstat succeeded.
-    let dev = unsafe { st.assume_init() }.st_dev;
-    let top_git = root_path.join(".git");
-    let steering = project
-        .protected
-        .iter()
-        .chain(project.watched.iter().map(|w| &w.path))
-        .filter_map(|p| p.strip_prefix(&root_path).ok())
-        .filter(|r| !r.starts_with(".git"))
-        .filter_map(|r| Some((r.iter().next()?.to_os_string(), r.to_path_buf())))
-        .collect();
-    let mut w = Walk {
-        sweep,
-        since,
-        dev,
-        seen: 0,
-        cut: false,
-        cut_at: None,
-        unread: None,
-        top_git: top_git.clone(),
-        steering,
-    };
+    let top_git = sweep.project().path.join(".git");
+    let (mut w, root) = Walk::new(sweep, since, None)?;
     // `.git/modules` or `.git/worktrees` made a link: the watch of their entries does not
     // follow it, and a submodule's `.git` file pointing there would lead out.
     if let Ok(g) = crate::fsutil::open_dir_nofollow(&top_git) {
@@ -310,6 +410,7 @@ pub(super) fn sweep(sweep: &mut Sweep<'_>, since: SystemTime) -> Option<String> 
             }
         }
     }
+    let root_path = w.sweep.project().path.clone();
     w.visit(&root, &root_path, 0);
     let unread = w.unread.take().map(|u| {
         format!(
@@ -317,15 +418,26 @@ pub(super) fn sweep(sweep: &mut Sweep<'_>, since: SystemTime) -> Option<String> 
             crate::human::printable_path(&u)
         )
     });
-    let cut = w.cut.then(|| {
+    let cut = w.cut_note().map(|at| {
         format!(
-            "{} is too large to look through for git repositories this session may have nested in it (more than {ENTRY_CAP} entries or {DEPTH_CAP} levels; the look stopped at {}): before you run git in a subdirectory it made, check its .git/config and hooks",
+            "{} is too large to look through for git repositories this session may have nested in it (more than {ENTRY_CAP} entries or {DEPTH_CAP} levels; the look stopped at {at}): before you run git in a subdirectory it made, check its .git/config and hooks",
             crate::human::printable_path(&root_path),
-            w.cut_at.as_deref().map(crate::human::printable_path).unwrap_or_default()
         )
     });
     match (cut, unread) {
         (Some(a), Some(b)) => Some(format!("{a}; {b}")),
         (a, b) => a.or(b),
+    }
+}
+
+impl Walk<'_, '_, '_> {
+    /// Where the walk stopped at a bound of its own (entries, depth), if it did.
+    pub(super) fn cut_note(&self) -> Option<String> {
+        self.cut.then(|| {
+            self.cut_at
+                .as_deref()
+                .map(crate::human::printable_path)
+                .unwrap_or_default()
+        })
     }
 }

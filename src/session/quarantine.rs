@@ -54,7 +54,7 @@ pub(super) fn open_dir_fixing(parent: &OwnedFd, name: &str) -> Option<OwnedFd> {
 }
 
 /// `rel` (below `root`) opened one directory at a time, never through a link.
-fn open_beneath(root: &OwnedFd, rel: &Path) -> Option<OwnedFd> {
+pub(super) fn open_beneath(root: &OwnedFd, rel: &Path) -> Option<OwnedFd> {
     let mut cur: Option<OwnedFd> = None;
     for c in rel.components() {
         let std::path::Component::Normal(n) = c else {
@@ -478,7 +478,7 @@ pub fn sweep_all(
 }
 
 impl<'a> Sweep<'a> {
-    fn new(
+    pub(super) fn new(
         project: &'a ProjectView,
         session: SessionDir<'a>,
         since: Option<std::time::SystemTime>,
@@ -494,7 +494,8 @@ impl<'a> Sweep<'a> {
 }
 
 impl Sweep<'_> {
-    fn watched(&mut self) {
+    /// The project's watched paths and dirs (not the nested repositories).
+    pub(super) fn watched(&mut self) {
         for w in &self.project.watched {
             self.check(&w.path, w.link.as_deref());
         }
@@ -505,6 +506,11 @@ impl Sweep<'_> {
 
     pub(super) fn project(&self) -> &ProjectView {
         self.project
+    }
+
+    /// What this sweep moved, in order.
+    pub(super) fn into_moves(self) -> Vec<Quarantined> {
+        self.out
     }
 }
 

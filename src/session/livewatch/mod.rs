@@ -2,32 +2,40 @@
 //! are watched with inotify, and what the session makes there is moved into the
 //! quarantine at once, not only at exit: a `.git/commondir` the session writes would
 //! otherwise steer every `git status` the user's prompt or editor runs in the project for
-//! as long as the session lasts. The exit sweep still runs (it also sees what the watch
-//! could not: a directory made and filled before its watch was added, nested repositories).
+//! as long as the session lasts. Below the top, every directory of the project is watched
+//! too (`tree`), and a new entry anywhere gets the exit walk's rules at once: a nested
+//! repository the session makes (`pkg/r/.git/config` with a `core.fsmonitor`), `src/.npmrc`
+//! (red-team 5, A5-1). The exit sweep still runs (it also sees what the watch could not:
+//! directories past its bounds).
 //!
 //! What is left is the time between the session's write and the move (the thread wakes on
 //! the event and moves the file in well under a millisecond on an idle machine): a git run
 //! on the host at that very moment reads it. README says so.
 //!
-//! A thread of the supervisor, outside the sandbox; every move is the quarantine's own
-//! (one component at a time, no link followed). Watches are added by path, which the
-//! session could swap for a link: that only chooses what wakes the thread, never what is
-//! moved.
+//! A thread of the supervisor, outside the sandbox, started after the clone (see
+//! `commands/run.rs`); every move is the quarantine's own (one component at a time, no
+//! link followed). The top's watches are added by path, which the session could swap for
+//! a link: that only chooses what wakes the thread, never what is moved; the tree's are
+//! added through a directory opened beneath the project.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-use super::quarantine::{sweep, Quarantined, SessionDir};
+use super::quarantine::{Quarantined, SessionDir, Sweep};
 use crate::plan::ProjectView;
 
-/// What wakes the watch in one directory: any new entry, or only these names.
-type Names = Option<Vec<OsString>>;
+mod root;
+mod tree;
+
+use root::{targets, Names};
+use tree::{Tree, Work};
 
 /// The running watch; [`Watch::stop`] ends it and returns what it moved.
 pub struct Watch {
@@ -49,6 +57,9 @@ struct Shared {
     /// The sandbox's pid 1 (a pidfd), once it runs: a session that keeps planting the
     /// same file is stopped (see [`REPLANTS`]).
     pid1: Mutex<Option<OwnedFd>>,
+    /// Set by [`Watch::stop`] before it takes the lock: a walk of the tree in progress
+    /// ends at its next directory rather than make the end of the run wait for it.
+    stopping: AtomicBool,
 }
 
 /// How often one path may be moved (four times as many moves in all) before the session
@@ -64,96 +75,18 @@ struct State {
     session_path: PathBuf,
     id: String,
     ino: Inotify,
+    /// The watches of the top's and git dirs' watched paths.
     dirs: HashMap<WatchDescriptor, (PathBuf, Names)>,
+    /// The watches of the whole tree.
+    tree: Tree,
     shared: Arc<Shared>,
-    /// When the watch began: links made on the way to a watched path after it are moved.
-    since: std::time::SystemTime,
+    /// When the run began: what changed after it is the session's (links on the way to a
+    /// watched path, nested repositories, protected names below the top).
+    since: SystemTime,
 }
 
 fn mask() -> AddWatchFlags {
-    AddWatchFlags::IN_CREATE
-        | AddWatchFlags::IN_MOVED_TO
-        | AddWatchFlags::IN_CLOSE_WRITE
-        | AddWatchFlags::IN_ATTRIB
-        | AddWatchFlags::IN_ONLYDIR
-        | AddWatchFlags::IN_DONT_FOLLOW
-}
-
-/// The directories to watch and the names that matter in each: for a watched path, its
-/// nearest existing ancestor within the project (or a git dir of it) and the name below
-/// that leads to it; for a watched directory, the directory (any new entry) and each
-/// entry the session made there (the names it looks for).
-fn targets(p: &ProjectView) -> Vec<(PathBuf, Names)> {
-    let roots: Vec<&PathBuf> = std::iter::once(&p.path).chain(&p.git_dirs).collect();
-    let mut out: Vec<(PathBuf, Names)> = Vec::new();
-    let mut add =
-        |dir: PathBuf, name: Option<OsString>| match out.iter_mut().find(|(d, _)| *d == dir) {
-            Some((_, names)) => {
-                if let (Some(v), Some(n)) = (names.as_mut(), name.clone()) {
-                    if !v.contains(&n) {
-                        v.push(n);
-                    }
-                } else {
-                    *names = None;
-                }
-            }
-            None => out.push((dir, name.map(|n| vec![n]))),
-        };
-    let is_dir = |d: &Path| std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir());
-    for w in &p.watched {
-        let Some(root) = roots
-            .iter()
-            .filter(|r| w.path.starts_with(r))
-            .max_by_key(|r| r.components().count())
-        else {
-            continue;
-        };
-        let mut below = w.path.as_path();
-        while let Some(parent) = below.parent() {
-            if !parent.starts_with(root) {
-                break;
-            }
-            if is_dir(parent) {
-                add(parent.to_path_buf(), below.file_name().map(OsString::from));
-                break;
-            }
-            below = parent;
-        }
-    }
-    for wd in &p.watched_dirs {
-        let mut d = wd.dir.as_path();
-        while !is_dir(d) {
-            match d.parent() {
-                Some(up) if roots.iter().any(|r| up.starts_with(r)) => d = up,
-                _ => break,
-            }
-        }
-        if d == wd.dir {
-            add(d.to_path_buf(), None);
-            for e in std::fs::read_dir(d)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .take(1024)
-            {
-                let name = e.file_name();
-                if wd.known.iter().any(|k| OsString::from(k) == name) || !is_dir(&e.path()) {
-                    continue;
-                }
-                for n in &wd.names {
-                    add(e.path(), Some(n.into()));
-                }
-            }
-        } else if is_dir(d) {
-            let next = wd
-                .dir
-                .strip_prefix(d)
-                .ok()
-                .and_then(|r| r.components().next());
-            add(d.to_path_buf(), next.map(|c| c.as_os_str().to_os_string()));
-        }
-    }
-    out
+    tree::mask() | AddWatchFlags::IN_DONT_FOLLOW
 }
 
 impl State {
@@ -166,8 +99,10 @@ impl State {
         }
     }
 
-    /// Sweep under the lock; false once the watch has stopped.
-    fn sweep(&mut self) -> bool {
+    /// Under the lock: the watched paths at the top when `top`, then `deep` (the tree's
+    /// work, or None for a walk of the whole tree); false once the watch has stopped or
+    /// stopped the session.
+    fn sweep(&mut self, top: bool, deep: Option<Vec<Work>>) -> bool {
         let shared = self.shared.clone();
         let mut g = shared.moves.lock().unwrap_or_else(|e| e.into_inner());
         if g.1 {
@@ -178,42 +113,17 @@ impl State {
             path: &self.session_path,
             id: &self.id,
         };
-        g.0.extend(sweep(&self.project, dir, Some(self.since)));
-        let most =
-            g.0.iter()
-                .map(|q| g.0.iter().filter(|o| o.path == q.path).count())
-                .max()
-                .unwrap_or(0);
-        // Per path, and in all: alternating names must not buy many more moments
-        // (red-team 5); a project's scaffolding makes a few such files once each.
-        if most > REPLANTS || g.0.len() > 4 * REPLANTS {
-            if most <= REPLANTS {
-                crate::warn!(
-                    "this session made {} code-steering files in the project while it ran: csbox stopped it (each one put in place is a moment in which a git or an editor on your host reads it)",
-                    g.0.len()
-                );
-            }
-            if let Some(fd) = self
-                .shared
-                .pid1
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-            {
-                // SAFETY: pidfd_send_signal on a pidfd we own; no siginfo.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_pidfd_send_signal,
-                        fd.as_raw_fd(),
-                        libc::SIGKILL,
-                        std::ptr::null::<libc::siginfo_t>(),
-                        0,
-                    )
-                };
-            }
-            return false;
+        let mut s = Sweep::new(&self.project, dir, Some(self.since));
+        if top {
+            s.watched();
         }
-        true
+        let stopping = &shared.stopping;
+        match deep {
+            None => self.tree.walk_all(&mut s, &self.ino, self.since, stopping),
+            Some(w) => self.tree.apply(w, &mut s, &self.ino, self.since, stopping),
+        }
+        g.0.extend(s.into_moves());
+        !kill_if_replanted(&g.0, &shared)
     }
 
     fn run(mut self, wake: OwnedFd) {
@@ -226,8 +136,9 @@ impl State {
             None,
         );
         self.refresh();
-        // What the command made before the watches were in place.
-        if !self.sweep() {
+        // What the command made before the watches were in place; the tree's watches,
+        // added here, off the launch's path (a large project takes a while).
+        if !self.sweep(true, None) {
             return;
         }
         loop {
@@ -249,30 +160,96 @@ impl State {
                 Some((_, Some(names))) => e.name.as_ref().is_some_and(|n| names.contains(n)),
                 None => false,
             });
-            if relevant {
-                if !self.sweep() {
-                    return;
+            // Events were dropped (the session can fill the queue on purpose): all of
+            // the tree is looked at again.
+            let overflow = events
+                .iter()
+                .any(|e| e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW));
+            let mut work = Vec::new();
+            for e in &events {
+                if e.mask.contains(AddWatchFlags::IN_IGNORED) {
+                    self.tree.forget(e.wd);
+                } else {
+                    self.tree.note(e, &mut work);
                 }
+            }
+            let deep = (!overflow).then_some(work);
+            if (relevant || overflow || deep.as_ref().is_some_and(|w| !w.is_empty()))
+                && !self.sweep(relevant || overflow, deep)
+            {
+                return;
+            }
+            if relevant {
                 self.refresh();
             }
         }
     }
 }
 
+/// Stop the session when it made the same path more than [`REPLANTS`] times, or more
+/// than four times as many in all (`moves`: all the watch moved so far); true if so.
+fn kill_if_replanted(moves: &[Quarantined], shared: &Shared) -> bool {
+    let most = moves
+        .iter()
+        .map(|q| moves.iter().filter(|o| o.path == q.path).count())
+        .max()
+        .unwrap_or(0);
+    // Per path, and in all: alternating names must not buy many more moments
+    // (red-team 5); a project's scaffolding makes a few such files once each.
+    if most <= REPLANTS && moves.len() <= 4 * REPLANTS {
+        return false;
+    }
+    if most <= REPLANTS {
+        crate::warn!(
+            "this session made {} code-steering files in the project while it ran: csbox stopped it (each one put in place is a moment in which a git or an editor on your host reads it)",
+            moves.len()
+        );
+    }
+    if let Some(fd) = shared
+        .pid1
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        // SAFETY: pidfd_send_signal on a pidfd we own; no siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    }
+    true
+}
+
 impl Watch {
-    /// Start watching `project` for the session in `session_fd` (at `session_path`).
-    /// None when there is nothing to watch or inotify is not available (the exit sweep
-    /// still runs).
+    /// Start watching `project` for the session in `session_fd` (at `session_path`),
+    /// which began at `since` (None: now). None for a read-only project, or when inotify
+    /// is not available (said; the exit sweep still runs).
     pub fn start(
         project: &ProjectView,
         session_fd: &OwnedFd,
         session_path: &Path,
         id: &str,
+        since: Option<SystemTime>,
     ) -> Option<Watch> {
-        if project.read_only || (project.watched.is_empty() && project.watched_dirs.is_empty()) {
+        if project.read_only {
             return None;
         }
-        let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).ok()?;
+        let ino = match Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK) {
+            Ok(i) => i,
+            Err(e) => {
+                crate::warn!(
+                    "csbox cannot watch the project while this session runs: inotify_init1: {} (fs.inotify.max_user_instances: this session or other programs of yours hold them all). What the session makes there that steers code (.git/commondir, .envrc, a nested repository) is moved only when it ends: run no git or editor in {} while it runs",
+                    e.desc(),
+                    crate::human::printable_path(&project.path)
+                );
+                return None;
+            }
+        };
         let ino_ref = ino.as_fd().try_clone_to_owned().ok()?;
         let (wake_r, wake_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
         let shared = Arc::new(Shared::default());
@@ -283,8 +260,9 @@ impl Watch {
             id: id.to_string(),
             ino,
             dirs: HashMap::new(),
+            tree: Tree::new(project),
             shared: shared.clone(),
-            since: std::time::SystemTime::now(),
+            since: since.unwrap_or_else(SystemTime::now),
         };
         let twin = wake_r.try_clone().ok()?;
         std::thread::Builder::new()
@@ -316,6 +294,7 @@ impl Watch {
     /// of every run on a busy machine): a sweep in progress is waited for by the lock,
     /// and none starts after this.
     pub fn stop(self) -> Vec<Quarantined> {
+        self.shared.stopping.store(true, Ordering::Relaxed);
         let mut g = self.shared.moves.lock().unwrap_or_else(|e| e.into_inner());
         g.1 = true;
         let moved = std::mem::take(&mut g.0);
