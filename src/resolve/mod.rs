@@ -216,6 +216,7 @@ fn resolve_command(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::NodeKind;
 
     #[test]
     fn symlinks_resolve_to_where_they_point_and_kinds_are_known() {
@@ -233,5 +234,44 @@ mod tests {
         assert_eq!(facts.real(&link.join("nope")), real.join("nope"));
         // The real spelling is known too: a plan step may look either up.
         assert_eq!(facts.kind(&real), Some(NodeKind::Dir));
+    }
+
+    /// A listed directory answers for its absent names: every name gets the fact a look-up
+    /// of its own would give (a file, a dir, a link out, a dangling link, absent names,
+    /// names below a file and below a missing dir).
+    #[test]
+    fn listed_directories_give_the_facts_single_look_ups_give() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().canonicalize().unwrap();
+        let h = root.join("h");
+        std::fs::create_dir_all(h.join("dir")).unwrap();
+        std::fs::create_dir(root.join("out")).unwrap();
+        std::fs::write(h.join("file"), "x").unwrap();
+        std::os::unix::fs::symlink(root.join("out"), h.join("linkout")).unwrap();
+        std::os::unix::fs::symlink(root.join("gone"), h.join("dangling")).unwrap();
+        let names = [
+            "file",
+            "dir",
+            "linkout",
+            "dangling",
+            "absent1",
+            "absent2",
+            "file/below",
+            "missing/below",
+            "linkout/x",
+            "dir/y",
+        ];
+        let wanted: Vec<PathBuf> = names.iter().map(|n| h.join(n)).collect();
+        let all = look_up(wanted.clone());
+        for p in &wanted {
+            let alone = look_up([p.clone()]);
+            assert_eq!(all.real(p), alone.real(p), "real of {}", p.display());
+            assert_eq!(all.kind(p), alone.kind(p), "kind of {}", p.display());
+        }
+        assert_eq!(all.kind(&h.join("linkout")), Some(NodeKind::Dir));
+        assert_eq!(all.real(&h.join("linkout/x")), root.join("out/x"));
+        assert_eq!(all.kind(&h.join("absent1")), None);
+        assert_eq!(all.kind(&h.join("dangling")), None);
+        assert_eq!(all.real(&h.join("missing/below")), h.join("missing/below"));
     }
 }

@@ -117,13 +117,20 @@ pub(super) struct Sweep<'a> {
     since: Option<std::time::SystemTime>,
 }
 
-impl Sweep<'_> {
+impl<'a> Sweep<'a> {
+    /// The root (the project or a git dir) `p` lies strictly below.
+    fn root_path(&self, p: &Path) -> Option<&'a Path> {
+        let project: &'a ProjectView = self.project;
+        let roots = std::iter::once(&project.path).chain(&project.git_dirs);
+        roots
+            .filter(|r| p.starts_with(r) && p != r.as_path())
+            .max_by_key(|r| r.components().count())
+            .map(PathBuf::as_path)
+    }
+
     /// The root (the project or a git dir) `p` lies in, opened, and `p` relative to it.
     fn root_of(&self, p: &Path) -> Option<(OwnedFd, PathBuf)> {
-        let roots = std::iter::once(&self.project.path).chain(&self.project.git_dirs);
-        let root = roots
-            .filter(|r| p.starts_with(r) && p != r.as_path())
-            .max_by_key(|r| r.components().count())?;
+        let root = self.root_path(p)?;
         let fd = crate::fsutil::open_dir_nofollow(root).ok()?;
         Some((fd, p.strip_prefix(root).ok()?.to_path_buf()))
     }
@@ -496,7 +503,24 @@ impl<'a> Sweep<'a> {
 impl Sweep<'_> {
     /// The project's watched paths and dirs (not the nested repositories).
     pub(super) fn watched(&mut self) {
-        for w in &self.project.watched {
+        // Each root's top is listed once: a watched path whose first component is not
+        // there does not exist (a link on the way would be listed), and most of the
+        // fifty-odd watched names are absent from a project (5 system calls each).
+        let mut tops: std::collections::HashMap<&Path, Option<Vec<CString>>> = Default::default();
+        let project = self.project;
+        for w in &project.watched {
+            if let Some(root) = self.root_path(&w.path) {
+                let top = tops.entry(root).or_insert_with(|| {
+                    let fd = crate::fsutil::open_dir_nofollow(root).ok()?;
+                    read_names(fd.as_raw_fd()).ok()
+                });
+                let first = w.path.strip_prefix(root).ok().and_then(|r| r.iter().next());
+                if let (Some(names), Some(first)) = (top.as_ref(), first) {
+                    if !names.iter().any(|n| n.as_bytes() == first.as_bytes()) {
+                        continue;
+                    }
+                }
+            }
             self.check(&w.path, w.link.as_deref());
         }
         for wd in &self.project.watched_dirs {
