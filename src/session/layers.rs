@@ -8,6 +8,7 @@
 //! The launcher checks the same again when it opens the sources (openat2 beneath), so
 //! nothing changed in between can make it bind a host path.
 
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
@@ -32,33 +33,60 @@ const SKELETON: &[&str] = &[
 ];
 
 /// Open `rel` (a/b/c) beneath `base`, each component a directory reached without
-/// following a link; create what is missing when `create`.
-fn open_dir_beneath(base: &OwnedFd, rel: &str, create: bool) -> std::io::Result<OwnedFd> {
-    let mut cur: Option<OwnedFd> = None;
-    for c in rel.split('/') {
-        let parent = cur.as_ref().unwrap_or(base);
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
-        let next = match openat_nofollow(parent, c, flags, Mode::empty()) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
-                nix::sys::stat::mkdirat(
-                    Some(parent.as_raw_fd()),
-                    c,
-                    Mode::from_bits_truncate(0o700),
-                )
-                .or_else(|e| {
-                    if e == nix::errno::Errno::EEXIST {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })?;
-                openat_nofollow(parent, c, flags, Mode::empty())?
-            }
-            r => r?,
-        };
-        cur = Some(next);
+/// following a link; create what is missing when `create`. `opened` keeps what was
+/// opened by its path below `base`, so a launch's dozen layers share their parents.
+fn open_dir_beneath<'a>(
+    base: &OwnedFd,
+    rel: &str,
+    create: bool,
+    opened: &'a mut HashMap<String, OwnedFd>,
+) -> std::io::Result<&'a OwnedFd> {
+    let mut at = 0;
+    while at < rel.len() {
+        let end = rel[at..].find('/').map_or(rel.len(), |i| at + i);
+        let (prefix, c) = (&rel[..end], &rel[at..end]);
+        if !opened.contains_key(prefix) {
+            let parent = match at {
+                0 => base,
+                _ => &opened[&rel[..at - 1]],
+            };
+            let next = open_one(parent, c, create)?;
+            opened.insert(prefix.to_string(), next);
+        }
+        at = end + 1;
     }
-    cur.ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))
+    opened
+        .get(rel)
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// [`open_dir_beneath`] for one directory, owned.
+fn open_dir(base: &OwnedFd, rel: &str, create: bool) -> std::io::Result<OwnedFd> {
+    let mut opened = HashMap::new();
+    open_dir_beneath(base, rel, create, &mut opened)?;
+    opened
+        .remove(rel)
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// The directory `c` in `parent`, not through a link; made first when missing and
+/// `create`.
+fn open_one(parent: &OwnedFd, c: &str, create: bool) -> std::io::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+    match openat_nofollow(parent, c, flags, Mode::empty()) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
+            nix::sys::stat::mkdirat(Some(parent.as_raw_fd()), c, Mode::from_bits_truncate(0o700))
+                .or_else(|e| {
+                if e == nix::errno::Errno::EEXIST {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
+            openat_nofollow(parent, c, flags, Mode::empty())
+        }
+        r => r,
+    }
 }
 
 /// What is at `name` in `dir`, not following a link.
@@ -106,8 +134,9 @@ pub fn prepare(
             dirs.push(rel);
         }
     }
+    let mut opened = HashMap::new();
     for rel in dirs {
-        open_dir_beneath(base, &rel, true).map_err(|e| {
+        open_dir_beneath(base, &rel, true, &mut opened).map_err(|e| {
             let err = Error::io("open", s.path.join(&rel), e);
             match &err {
                 // A planted link or file: bad input (exit 2), nothing was followed.
@@ -128,9 +157,9 @@ pub fn prepare(
             }
         })?;
     }
-    let state = open_dir_beneath(base, STATE_DIR, false)
+    let state = open_dir_beneath(base, STATE_DIR, false, &mut opened)
         .map_err(|e| Error::io("open", s.path.join(STATE_DIR), e))?;
-    ensure_claude_json(&state, &s, seed)
+    ensure_claude_json(state, &s, seed)
 }
 
 fn kind_name(k: SFlag) -> &'static str {
@@ -181,7 +210,7 @@ pub fn repair(
     own_dirs: &[&str],
     seed: impl FnOnce() -> Result<Vec<u8>>,
 ) -> Result<usize> {
-    let state = open_dir_beneath(s.fd, STATE_DIR, false)
+    let state = open_dir(s.fd, STATE_DIR, false)
         .map_err(|e| Error::io("open", s.path.join(STATE_DIR), e))?;
     let mut repaired = 0;
     for d in own_dirs {
@@ -202,7 +231,7 @@ pub fn repair(
                 repaired += 1;
             }
         }
-        open_dir_beneath(&state, d, true)
+        open_dir(&state, d, true)
             .map_err(|e| Error::io("mkdir", s.path.join(STATE_DIR).join(d), e))?;
     }
     if kind_at(&state, ".claude.json").is_some_and(|k| k != SFlag::S_IFREG) {
@@ -238,15 +267,15 @@ mod tests {
         let base = crate::fsutil::open_dir_nofollow(d.path()).unwrap();
         std::fs::create_dir(d.path().join("home")).unwrap();
         std::os::unix::fs::symlink("/etc", d.path().join("home/upper")).unwrap();
-        let e = open_dir_beneath(&base, "home/upper", true).unwrap_err();
+        let e = open_dir(&base, "home/upper", true).unwrap_err();
         // O_DIRECTORY|O_NOFOLLOW on a link: ENOTDIR (or ELOOP), never the target.
         assert!(
             matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)),
             "{e}"
         );
-        open_dir_beneath(&base, "home/work", true).unwrap();
+        open_dir(&base, "home/work", true).unwrap();
         assert!(d.path().join("home/work").is_dir());
-        open_dir_beneath(&base, "state/sessions", true).unwrap();
+        open_dir(&base, "state/sessions", true).unwrap();
         assert!(d.path().join("state/sessions").is_dir());
     }
 }

@@ -35,20 +35,25 @@ fn flock(fd: &impl AsRawFd, op: libc::c_int) -> nix::Result<()> {
 /// to hold it, so neither a run nor gc may take the session.
 pub fn try_lock_exclusive(dir: impl AsFd, create: bool) -> std::io::Result<Option<HeldLock>> {
     let dir = dir.as_fd();
-    if create {
-        // O_CREAT|O_EXCL never opens what is there; the open below checks what is.
-        match openat_nofollow(
+    // O_CREAT|O_EXCL never opens what is there: a file it makes is ours and regular; what
+    // was there already is opened and checked.
+    let made = match create {
+        true => match openat_nofollow(
             dir,
             LOCK_FILE,
             OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
             Mode::from_bits_truncate(0o600),
         ) {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Ok(fd) => Some(fd),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => None,
             Err(e) => return Err(e),
-        }
-    }
-    let fd = open_regular_at(dir, LOCK_FILE, OFlag::O_RDWR)?;
+        },
+        false => None,
+    };
+    let fd = match made {
+        Some(fd) => fd,
+        None => open_regular_at(dir, LOCK_FILE, OFlag::O_RDWR)?,
+    };
     for attempt in 0..20 {
         match flock(&fd, libc::LOCK_EX | libc::LOCK_NB) {
             Ok(()) => return Ok(Some(HeldLock { fd })),

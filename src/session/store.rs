@@ -99,29 +99,45 @@ impl Store {
                     Error::Other(format!("{} is locked by another process", sdir.display()))
                 })?;
             crate::fault::point("create:locked");
-            for d in [STATE_DIR, WORK_DIR, HOME_DIR, HOME_UPPER, HOME_WORK] {
-                let p = sdir.join(d);
-                std::fs::create_dir(&p).map_err(|e| Error::io("create", &p, e))?;
-            }
             // Claude Code keeps `sessions/<pid>.json` in its config dir: inside the sandbox
             // `~/.claude/sessions` must be this session's own, so it exists from the start.
-            let p = sdir.join(STATE_DIR).join("sessions");
-            std::fs::create_dir(&p).map_err(|e| Error::io("create", &p, e))?;
+            // Made beneath the new dir's fd (nobody else can reach it yet): no path walk.
+            let state_sessions = format!("{STATE_DIR}/sessions");
+            for d in [
+                STATE_DIR,
+                WORK_DIR,
+                HOME_DIR,
+                HOME_UPPER,
+                HOME_WORK,
+                &state_sessions,
+            ] {
+                nix::sys::stat::mkdirat(
+                    Some(dfd.as_raw_fd()),
+                    d,
+                    nix::sys::stat::Mode::from_bits_truncate(0o777),
+                )
+                .map_err(|e| Error::io("create", sdir.join(d), e.into()))?;
+            }
             crate::fault::point("create:skeleton");
             if let Some(seed) = seed_claude_json {
                 // Nobody can see the staging dir yet: a plain write is enough.
-                use std::os::unix::fs::OpenOptionsExt;
-                let p = sdir.join(STATE_DIR).join(".claude.json");
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&p)
-                    .map_err(|e| Error::io("create", &p, e))?;
-                std::io::Write::write_all(&mut f, seed).map_err(|e| Error::io("write", &p, e))?;
+                let name = format!("{STATE_DIR}/.claude.json");
+                write_new_at(&dfd, &sdir, &name, seed)?;
             }
-            fsutil::atomic_write_at(&dfd, &sdir, META_FILE, &meta.to_json(), 0o600, durability)?;
+            if durability == fsutil::Durability::Full {
+                fsutil::atomic_write_at(
+                    &dfd,
+                    &sdir,
+                    META_FILE,
+                    &meta.to_json(),
+                    0o600,
+                    durability,
+                )?;
+            } else {
+                // Unpublished: no reader can see a half-written record, so no temp file and
+                // rename (the publishing rename below makes it visible whole).
+                write_new_at(&dfd, &sdir, META_FILE, &meta.to_json())?;
+            }
             crate::fault::point("create:recorded");
             Ok((dfd, lock))
         })();
@@ -455,4 +471,24 @@ impl LiveSession {
         let store_fd = store.open()?;
         store.remove_locked(&store_fd, &self.id, self.lock)
     }
+}
+
+/// `name` (beneath `dir`, whose path is `dir_path`) created with `bytes`, mode 0600; fails
+/// if anything is there.
+fn write_new_at(dir: &OwnedFd, dir_path: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let p = dir_path.join(name);
+    let fd = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        name,
+        nix::fcntl::OFlag::O_WRONLY
+            | nix::fcntl::OFlag::O_CREAT
+            | nix::fcntl::OFlag::O_EXCL
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| Error::io("create", &p, e.into()))?;
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    std::io::Write::write_all(&mut f, bytes).map_err(|e| Error::io("write", &p, e))
 }
