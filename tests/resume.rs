@@ -225,11 +225,11 @@ fn claude_in_a_new_session_resumes_a_conversation_another_session_wrote() {
         let before = listed_ids(&o.env);
         let mut b = o.spawn(&["run", "--", &o.claude, "--resume", &uuid, "-p", "again"]);
         let b_id = o.new_session(&before);
-        o.wait_transcript(&b_id, Some(&format!("{uuid}.jsonl")), "again", &mut b);
+        o.wait_transcript(&b_id, Some(&format!("{uuid}.jsonl")), "\"again\"", &mut b);
         o.stop(&b_id, b);
         let grown = std::fs::read_to_string(&base).unwrap();
         assert!(
-            grown.starts_with(&merged) && grown.contains("again"),
+            grown.starts_with(&merged) && grown.contains("\"again\""),
             "B's growth merged back: extended in place"
         );
         assert_eq!(o.merge_record(&b_id)["replaced"].as_u64(), Some(1));
@@ -238,7 +238,7 @@ fn claude_in_a_new_session_resumes_a_conversation_another_session_wrote() {
         let before = listed_ids(&o.env);
         let mut c = o.spawn(&["run", "--resume", &uuid, "--", "-p", "third"]);
         let c_id = o.new_session(&before);
-        o.wait_transcript(&c_id, Some(&format!("{uuid}.jsonl")), "third", &mut c);
+        o.wait_transcript(&c_id, Some(&format!("{uuid}.jsonl")), "\"third\"", &mut c);
         o.stop(&c_id, c);
         assert!(std::fs::read_to_string(&base).unwrap().contains("third"));
     }
@@ -281,7 +281,9 @@ fn run_resume_re_enters_the_session_holding_an_unmerged_conversation_and_a_kille
             "-p",
             "again",
         ]);
-        o.wait_transcript(&a, Some(&format!("{uuid}.jsonl")), "again", &mut again);
+        // Quoted: the prompt itself as a JSON string, not "try again" in an API error
+        // that newer CLIs write to the transcript of the first, offline run.
+        o.wait_transcript(&a, Some(&format!("{uuid}.jsonl")), "\"again\"", &mut again);
         assert_eq!(
             listed_ids(&o.env),
             before,
@@ -323,7 +325,7 @@ fn run_resume_re_enters_the_session_holding_an_unmerged_conversation_and_a_kille
         let before = listed_ids(&o.env);
         let mut d = o.spawn(&["run", "--", &o.claude, "--resume", &uuid, "-p", "fourth"]);
         let d_id = o.new_session(&before);
-        o.wait_transcript(&d_id, Some(&format!("{uuid}.jsonl")), "fourth", &mut d);
+        o.wait_transcript(&d_id, Some(&format!("{uuid}.jsonl")), "\"fourth\"", &mut d);
         o.stop(&d_id, d);
     }
 }
