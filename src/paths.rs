@@ -180,9 +180,34 @@ pub fn existing_ancestor(p: &Path) -> Option<PathBuf> {
     p.ancestors().find(|a| a.is_dir()).map(Path::to_path_buf)
 }
 
+/// Where `p` really is, symlinks resolved, when it exists: one open(O_PATH) and the name
+/// /proc gives its descriptor (realpath(3) reads a link per component: 10 system calls
+/// for ~/.local/share/csbox/sessions). realpath where /proc cannot say.
+pub fn real_path(p: &Path) -> Option<PathBuf> {
+    let f = open_path(p).ok()?;
+    proc_name(&f).or_else(|| p.canonicalize().ok())
+}
+
+/// The absolute path /proc gives an open descriptor (None for a deleted file or where
+/// /proc is not mounted).
+pub fn proc_name(f: &impl std::os::fd::AsRawFd) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        .ok()
+        .filter(|r| r.is_absolute() && !r.as_os_str().as_encoded_bytes().ends_with(b" (deleted)"))
+}
+
+/// `p` opened with O_PATH (every symlink followed, nothing read).
+pub fn open_path(p: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(p)
+}
+
 /// Resolve symlinks of the longest existing prefix, keep the rest as written.
 pub fn canonical_or_self(p: &Path) -> PathBuf {
-    if let Ok(c) = p.canonicalize() {
+    if let Some(c) = real_path(p) {
         return c;
     }
     match (p.parent(), p.file_name()) {

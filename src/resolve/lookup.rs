@@ -186,12 +186,7 @@ fn list(dir: &Path) -> Option<HashSet<OsString>> {
 /// a mount would, fstat says what is there, and /proc/self/fd names where it really is
 /// (realpath(3) would readlink every component). None when nothing is there.
 fn open_fact(p: &Path) -> Option<PathFact> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open(p)
-        .ok()?;
+    let f = crate::paths::open_path(p).ok()?;
     let kind = f.metadata().ok().map(|m| {
         if m.is_dir() {
             NodeKind::Dir
@@ -199,10 +194,6 @@ fn open_fact(p: &Path) -> Option<PathFact> {
             NodeKind::File
         }
     });
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-    let real = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-        .ok()
-        .filter(|r| r.is_absolute())
-        .unwrap_or_else(|| canonical_or_self(p));
+    let real = crate::paths::proc_name(&f).unwrap_or_else(|| canonical_or_self(p));
     Some(PathFact { real, kind })
 }
