@@ -15,7 +15,7 @@ use nix::sys::stat::Mode;
 use crate::error::{Error, Result};
 
 mod tree;
-pub use tree::{disk_usage, read_names, remove_tree_at, TreeStats};
+pub use tree::{disk_usage, read_entries, read_names, remove_tree_at, TreeStats};
 
 fn cstr(p: &Path) -> std::io::Result<CString> {
     CString::new(p.as_os_str().as_bytes())

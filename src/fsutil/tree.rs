@@ -194,19 +194,27 @@ fn open_subdir(parent: RawFd, name: &CStr, fix_perms: bool) -> nix::Result<Owned
 /// All names in the directory `fd` except `.` and `..`, read with getdents64(2)
 /// (rustix's `RawDir`) so no second fd (fdopendir) is needed.
 pub fn read_names(fd: RawFd) -> nix::Result<Vec<CString>> {
+    Ok(read_entries(fd)?.into_iter().map(|(n, _)| n).collect())
+}
+
+/// [`read_names`] with each entry's type as the directory tells it (`d_type`; `Unknown`
+/// where the file system does not say): a walk need not lstat what is plainly no
+/// directory.
+pub fn read_entries(fd: RawFd) -> nix::Result<Vec<(CString, rustix::fs::FileType)>> {
     // SAFETY: the caller's fd stays open for this call.
     let dir = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 * 1024];
     let mut raw = rustix::fs::RawDir::new(dir, &mut buf);
-    let mut names = Vec::new();
+    let mut out = Vec::new();
     while let Some(entry) = raw.next() {
-        let name = entry.map_err(errno)?.file_name().to_owned();
+        let entry = entry.map_err(errno)?;
+        let name = entry.file_name();
         let b = name.to_bytes();
         if b != b"." && b != b".." {
-            names.push(name);
+            out.push((name.to_owned(), entry.file_type()));
         }
     }
-    Ok(names)
+    Ok(out)
 }
 
 struct Level {

@@ -181,13 +181,14 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
         if !self.enter(dir, path, depth, DirKind::Tree) {
             return;
         }
-        let Ok(names) = read_names(dir.as_raw_fd()) else {
+        let Ok(entries) = crate::fsutil::read_entries(dir.as_raw_fd()) else {
             return;
         };
+        let names: Vec<CString> = entries.iter().map(|(n, _)| n.clone()).collect();
         if self.rules(dir, path, depth, &names) {
             return;
         }
-        for c in &names {
+        for (c, ft) in &entries {
             if self.stopped {
                 return;
             }
@@ -196,6 +197,15 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
                 self.cut = true;
                 self.cut_at.get_or_insert_with(|| path.to_path_buf());
                 return;
+            }
+            // What the directory says is no directory is not looked at (a tree's files
+            // are most of its entries): only `.git` (a file or a dir) and directories.
+            let dir_or_unknown = matches!(
+                ft,
+                rustix::fs::FileType::Directory | rustix::fs::FileType::Unknown
+            );
+            if !dir_or_unknown && c.to_bytes() != b".git" {
+                continue;
             }
             let name = std::ffi::OsStr::from_bytes(c.to_bytes());
             let child = path.join(name);
