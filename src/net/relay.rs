@@ -398,7 +398,10 @@ impl Slots {
             .and_then(|_| epoll_add(ep, fds[1], ev, slot as u64));
         if let Err(e) = reg {
             epoll_del(ep, fds[0]);
-            self.free.push(slot);
+            // A slot from the free list goes back; a fresh one (conns.len()) was never used.
+            if slot < self.conns.len() {
+                self.free.push(slot);
+            }
             conn.finish(Some(e), &mut self.bulk);
             return None;
         }
