@@ -3,7 +3,7 @@
 # `csbox run`) against the same download with `--net host` (no proxy, the host's loopback
 # directly), both from inside csbox, ROUNDS rounds interleaved; issue 14's goal is that the
 # proxied download runs at >= 80% of the direct one. Also says where the CPU goes: the
-# server, the client and the supervisor (whose proxy thread splices the bytes) each report
+# server, the client and the supervisor (whose relay thread splices the bytes) each report
 # their CPU time, and with 2 cores a third busy party shows up in the wall time.
 #
 #   bench/net-throughput.sh [SIZE_MIB [ROUNDS]]     default 1024 MiB, 5 rounds
@@ -130,7 +130,7 @@ for a, b, what in [("proxy", "direct", "netbench"), ("curl-proxy", "curl-direct"
 for a in ["host-relay64k", "host-relay1m"]:
     print("- for scale, %s / host direct = %.2f" % (names[a].replace("no csbox: ", ""), med("host-direct", 0) / med(a, 0)))
 print()
-print("The \"supervisor CPU\" of the no-csbox lines is the fetch process's own. Supervisor CPU is csbox's (all its threads: the proxy splices in one thread per tunnel) "
+print("The \"supervisor CPU\" of the no-csbox lines is the fetch process's own. Supervisor CPU is csbox's (all its threads: the proxy splices in one relay thread for all tunnels) "
       "over the whole `csbox run`, startup included (a few ms). The client's is its own "
       "getrusage (curl does not report it). The server's is its process's CPU during the round.")
 PY

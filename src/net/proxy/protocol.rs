@@ -170,6 +170,7 @@ impl Proxy {
             up: 0,
             down: 0,
             error: None,
+            relay: None,
         }
     }
 
@@ -227,10 +228,10 @@ impl Proxy {
             Ok(x) => x,
             Err(log) => return log,
         };
-        let pipes = match Pipes::new() {
+        let pipes = match self.relay_ready() {
             Ok(p) => p,
             Err(e) => {
-                let msg = format!("cannot relay to {shown}:{port}: pipe2: {e}");
+                let msg = format!("cannot relay to {shown}:{port}: {e}");
                 let log = Log::failed(proto, &shown, port, msg).rule(&rule);
                 return self.unreachable(&mut s, log, 0x01);
             }
@@ -250,6 +251,7 @@ impl Proxy {
             up: 0,
             down: 0,
             error: None,
+            relay: None,
         };
         let sent = s
             .write_all(ok)
@@ -263,7 +265,7 @@ impl Proxy {
         log.up = early_up.len() as u64;
         log.down = o.early.len() as u64;
         drop(early_up);
-        self.finish_relay(&s, &server, &pipes, log)
+        self.finish_relay(s, server, pipes, log)
     }
 
     /// An absolute-form http:// request: rewritten for the origin (or the upstream proxy),
@@ -284,10 +286,10 @@ impl Proxy {
             Ok(x) => x,
             Err(log) => return log,
         };
-        let pipes = match Pipes::new() {
+        let pipes = match self.relay_ready() {
             Ok(p) => p,
             Err(e) => {
-                let msg = format!("cannot relay to {shown}:{port}: pipe2: {e}");
+                let msg = format!("cannot relay to {shown}:{port}: {e}");
                 let log = Log::failed(Protocol::Http, &shown, port, msg).rule(&rule);
                 return self.unreachable(&mut s, log, 0x01);
             }
@@ -312,6 +314,7 @@ impl Proxy {
             up: 0,
             down: 0,
             error: None,
+            relay: None,
         };
         let sent = server
             .set_write_timeout(Some(self.config.connect_timeout))
@@ -322,23 +325,30 @@ impl Proxy {
             return log;
         }
         log.up = (head.len() + body.len()) as u64;
-        self.finish_relay(&s, &server, &pipes, log)
+        self.finish_relay(s, server, pipes, log)
     }
 
+    /// The relay thread running and the tunnel's pipes made: checked before the client
+    /// is told the tunnel is up, so a failure is a 502, not a broken tunnel.
+    fn relay_ready(&self) -> io::Result<Pipes> {
+        self.relayer()?;
+        Pipes::new().map_err(|e| io::Error::new(e.kind(), format!("pipe2: {e}")))
+    }
+
+    /// The tunnel is open: hand it over (see [`Proxy::serve`]).
     fn finish_relay(
         &self,
-        client: &TcpStream,
-        server: &TcpStream,
-        pipes: &Pipes,
+        client: TcpStream,
+        server: TcpStream,
+        pipes: Pipes,
         mut log: Log,
     ) -> Log {
         let _ = server.set_nodelay(true);
-        let r = relay(client, server, pipes);
-        log.up += r.up;
-        log.down += r.down;
-        if let Some(e) = r.error {
-            log.error = Some(format!("relay: {}", strip_os_error(&e)));
-        }
+        log.relay = Some(Ends {
+            client,
+            server,
+            pipes,
+        });
         log
     }
 
