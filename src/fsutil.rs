@@ -180,10 +180,19 @@ fn disk_hint(e: &std::io::Error) -> String {
 /// the timer's gc on a plain open), and checked with fstat before anything reads it. A
 /// link is ELOOP, a directory EISDIR, any other type [`NOT_REGULAR`]'s kind.
 pub fn open_regular_at(dir: impl AsFd, name: &str, flags: OFlag) -> std::io::Result<OwnedFd> {
+    open_regular_at_stat(dir, name, flags).map(|(fd, _)| fd)
+}
+
+/// [`open_regular_at`], and the file's size as fstat gave it.
+fn open_regular_at_stat(
+    dir: impl AsFd,
+    name: &str,
+    flags: OFlag,
+) -> std::io::Result<(OwnedFd, u64)> {
     let fd = openat_nofollow(dir, name, flags | OFlag::O_NONBLOCK, Mode::empty())?;
     let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
     match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => Ok(fd),
+        libc::S_IFREG => Ok((fd, st.st_size as u64)),
         libc::S_IFDIR => Err(std::io::Error::from_raw_os_error(libc::EISDIR)),
         _ => Err(not_regular()),
     }
@@ -200,13 +209,28 @@ fn not_regular() -> std::io::Error {
 /// bytes (session files are hostile input: a sandbox may plant a FIFO or a huge file).
 pub fn read_small_at(dir: impl AsFd, name: &str, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let f = File::from(open_regular_at(dir, name, OFlag::O_RDONLY)?);
-    let len = f.metadata()?.len();
+    let (fd, len) = open_regular_at_stat(dir, name, OFlag::O_RDONLY)?;
+    let f = File::from(fd);
     if len > limit {
         return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
     }
-    let mut buf = Vec::with_capacity(len as usize);
-    f.take(limit).read_to_end(&mut buf)?;
+    // One byte more than fstat said, so a file read whole needs no second read to see
+    // its end (read_to_end would stat it again for a size hint).
+    let mut buf = Vec::with_capacity(len as usize + 1);
+    let mut f = f.take(limit);
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(4096);
+        }
+        let spare = buf.capacity() - buf.len();
+        let start = buf.len();
+        buf.resize(start + spare, 0);
+        let n = f.read(&mut buf[start..])?;
+        buf.truncate(start + n);
+        if n == 0 || (n < spare && buf.len() as u64 == len) {
+            break;
+        }
+    }
     Ok(buf)
 }
 

@@ -180,24 +180,17 @@ pub(super) fn info_at(
 
 /// Names in directory `parent/name` (no-follow), or None if it can't be read.
 fn dir_names(parent: &OwnedFd, name: &str) -> Option<Vec<Vec<u8>>> {
-    use nix::fcntl::OFlag;
     use std::os::fd::AsRawFd;
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut d = nix::dir::Dir::openat(
-        Some(parent.as_raw_fd()),
-        name,
-        flags,
-        nix::sys::stat::Mode::empty(),
-    )
-    .ok()?;
-    let mut names = Vec::new();
-    for e in d.iter() {
-        let n = e.ok()?.file_name().to_bytes().to_vec();
-        if n != b"." && n != b".." {
-            names.push(n);
+    // getdents on an fd of our own (opendir(3) adds fstat, two fcntl and a seek): `ls`
+    // looks into a few directories of every session.
+    let names = match name {
+        "." => crate::fsutil::read_names(parent.as_raw_fd()).ok()?,
+        _ => {
+            let d = open_dir_at(parent, name).ok()?;
+            crate::fsutil::read_names(d.as_raw_fd()).ok()?
         }
-    }
-    Some(names)
+    };
+    Some(names.into_iter().map(|n| n.into_bytes()).collect())
 }
 
 /// True when the session's state holds nothing but what csbox put there (its skeleton,
