@@ -147,7 +147,8 @@ const NEW_SESSION_POINTS: &[&str] = &[
     "create:mkdir",
     "create:locked",
     "create:skeleton",
-    "atomic-write:tmp-written#1",
+    // The new session's record is written in place (its dir is not published yet): the
+    // first atomic write of a new session is its end record.
     "create:recorded",
     "create:published",
     "run:linked",
@@ -155,7 +156,7 @@ const NEW_SESSION_POINTS: &[&str] = &[
     "run:started",
     "end:exited",
     "end:unlinked",
-    "atomic-write:tmp-written#2",
+    "atomic-write:tmp-written#1",
     "end:recorded",
 ];
 

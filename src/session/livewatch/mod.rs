@@ -310,28 +310,39 @@ impl Watch {
 /// close: csbox's own exit took that long after every command. So the last reference
 /// goes to a forked child that holds only it and a pipe, and lets go when csbox has
 /// exited (the pipe's other end closes with us): the teardown happens off the user's
-/// path. The child runs nothing but close, read and _exit (all async-signal-safe, as a
-/// fork of a threaded process must).
+/// path. The child runs nothing but close, write, read and _exit (all async-signal-safe,
+/// as a fork of a threaded process must).
+///
+/// csbox waits until the child has closed everything else: a fork holds the session's
+/// lock and the update lock too (flock belongs to the open file), and a child not yet
+/// scheduled when csbox exits made `csbox ls` see the ended session as active (it did,
+/// under load, in tests/crash.rs).
 fn hand_over_teardown(ino: OwnedFd) {
-    let Ok((r, w)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+    let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+    let (Ok((r, w)), Ok((ready_r, ready_w))) =
+        (nix::unistd::pipe2(cloexec), nix::unistd::pipe2(cloexec))
+    else {
         return;
     };
-    let (keep_a, keep_b) = {
-        let (a, b) = (ino.as_raw_fd(), r.as_raw_fd());
-        (a.min(b) as libc::c_uint, a.max(b) as libc::c_uint)
-    };
+    let mut keep = [ino.as_raw_fd(), r.as_raw_fd(), ready_w.as_raw_fd()];
+    keep.sort_unstable();
     // SAFETY: the child only makes async-signal-safe calls before _exit.
     match unsafe { libc::fork() } {
         0 => {
-            // SAFETY: close_range and read on fds of our own; _exit never returns.
+            // SAFETY: close_range, write and read on fds of our own; _exit never returns.
             unsafe {
-                if keep_a > 0 {
-                    libc::syscall(libc::SYS_close_range, 0, keep_a - 1, 0);
+                let mut from: libc::c_uint = 0;
+                for k in keep {
+                    let k = k as libc::c_uint;
+                    if k > from {
+                        libc::syscall(libc::SYS_close_range, from, k - 1, 0);
+                    }
+                    from = k + 1;
                 }
-                if keep_b > keep_a + 1 {
-                    libc::syscall(libc::SYS_close_range, keep_a + 1, keep_b - 1, 0);
-                }
-                libc::syscall(libc::SYS_close_range, keep_b + 1, libc::c_uint::MAX, 0);
+                libc::syscall(libc::SYS_close_range, from, libc::c_uint::MAX, 0);
+                let b = 1u8;
+                libc::write(ready_w.as_raw_fd(), (&b as *const u8).cast(), 1);
+                libc::close(ready_w.as_raw_fd());
                 // Blocked signals are the supervisor's: only the pipe's end wakes this.
                 let mut b = 0u8;
                 libc::read(r.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
@@ -341,6 +352,11 @@ fn hand_over_teardown(ino: OwnedFd) {
         pid if pid > 0 => {
             // Ours closes with our exit; the child's read then ends.
             std::mem::forget(w);
+            drop(ready_w);
+            // The child's byte, or the end of the pipe if it died: either way it holds
+            // nothing of ours any more.
+            let mut b = [0u8; 1];
+            while nix::unistd::read(ready_r.as_raw_fd(), &mut b) == Err(nix::errno::Errno::EINTR) {}
         }
         _ => {}
     }
