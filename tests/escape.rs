@@ -1186,6 +1186,15 @@ git_steering!(
     r#"mkdir -p .git/modules/evil/hooks && printf '[core]\n\tfsmonitor = "id"\n' > .git/modules/evil/config"#
 );
 
+// Red-team 6, A6-2: a new submodule git dir whose `commondir` names a config of the
+// session's (a HEAD-less dir with objects/ and refs/); a `.git` file pointing into
+// `.git/modules/` is git's own, so a plain `git status` would follow it there.
+git_steering!(
+    a_submodules_commondir_the_session_plants_does_not_stay,
+    ".git/modules/m/commondir",
+    r#"mkdir -p .git/modules/m t/cm/objects t/cm/refs && cp .git/HEAD .git/modules/m/ && printf '[core]\n\tfsmonitor = "echo $NONCE > $OUT/pwned; false"\n' > t/cm/config && echo "$PWD/t/cm" > .git/modules/m/commondir"#
+);
+
 // Red-team 3, A3-11: build tools that take a command from the project's config.
 git_steering!(
     an_npmrc_script_shell_the_session_writes_does_not_stay,

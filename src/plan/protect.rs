@@ -81,9 +81,10 @@ pub const PROTECTED: &[&str] = &[
     ".claude/rules",
 ];
 
-/// What a new linked worktree's git dir, and a new submodule's, must not bring.
+/// What a new linked worktree's git dir must not bring.
 const WORKTREE_FILES: &[&str] = &["commondir", "config.worktree"];
-const MODULE_FILES: &[&str] = &["config", "hooks"];
+/// A submodule's git dir: its config and hooks, and what points git elsewhere for them (A6-2).
+const MODULE_FILES: &[&str] = &["config", "hooks", "commondir", "config.worktree"];
 
 /// What [`protection`] decides for one project.
 #[derive(Debug, Default)]
@@ -132,8 +133,12 @@ fn candidates(
         out.extend(g.module_gitfiles.iter().cloned());
         for m in &g.modules {
             out.push(m.join("hooks"));
+            // A submodule's git dir takes its config and hooks from where its `commondir`
+            // points, as a linked worktree's does (red-team 6, A6-2).
+            out.push(m.join("commondir"));
             if config {
                 out.push(m.join("config"));
+                out.push(m.join("config.worktree"));
             }
         }
         let own = (g.gitdir != g.common).then_some(&g.gitdir);

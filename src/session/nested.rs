@@ -154,8 +154,9 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
     /// What applies to `dir` itself, given its entries; true for a git dir.
     fn rules(&mut self, dir: &OwnedFd, path: &Path, depth: usize, names: &[CString]) -> bool {
         let has = |n: &[u8]| names.iter().any(|c| c.to_bytes() == n);
-        if depth > 0 && has(b"HEAD") && has(b"objects") && has(b"refs") {
-            // A bare-looking repository: git uses it as one when run inside.
+        // A bare-looking repository: git uses it as one when run inside. Without a
+        // HEAD it is still what a `commondir` may name for its config (A6-2).
+        if depth > 0 && (has(b"HEAD") || has(b"config")) && has(b"objects") && has(b"refs") {
             self.watch_git(dir, path, depth);
             self.git_dir(dir, path);
             return true;
@@ -420,6 +421,7 @@ pub(super) fn sweep(sweep: &mut Sweep<'_>, since: SystemTime) -> Option<String> 
             }
         }
     }
+    w.top_git_dirs(&top_git);
     let root_path = w.sweep.project().path.clone();
     w.visit(&root, &root_path, 0);
     let unread = w.unread.take().map(|u| {
@@ -440,7 +442,50 @@ pub(super) fn sweep(sweep: &mut Sweep<'_>, since: SystemTime) -> Option<String> 
     }
 }
 
+/// Git dirs below the project's own `.git` looked at, at most (modules and worktrees).
+const TOP_GIT_DIRS_CAP: usize = 1024;
+
 impl Walk<'_, '_, '_> {
+    /// The submodules' and linked worktrees' git dirs in the project's own `.git`
+    /// (`modules/<name>`, nested `modules/<a>/modules/<b>`, `worktrees/<name>`), which the
+    /// walk of the tree does not go into: a `.git` file pointing there is git's own, so
+    /// what the session made or changed there (a `commondir` naming a config of its own,
+    /// a config, hooks) is the session's (red-team 6, A6-2).
+    fn top_git_dirs(&mut self, top_git: &Path) {
+        let Ok(g) = crate::fsutil::open_dir_nofollow(top_git) else {
+            return;
+        };
+        let mut todo: Vec<(OwnedFd, PathBuf, usize)> = vec![(g, top_git.to_path_buf(), 0)];
+        let mut seen = 0;
+        while let Some((dir, path, depth)) = todo.pop() {
+            for n in ["modules", "worktrees"] {
+                let Ok(sub) = openat_nofollow(&dir, n, dir_flags(), Mode::empty()) else {
+                    continue;
+                };
+                let Ok(names) = read_names(sub.as_raw_fd()) else {
+                    continue;
+                };
+                for name in names {
+                    seen += 1;
+                    if seen > TOP_GIT_DIRS_CAP {
+                        return;
+                    }
+                    let Some(n2) = name.to_str().ok() else {
+                        continue;
+                    };
+                    let Ok(gd) = openat_nofollow(&sub, n2, dir_flags(), Mode::empty()) else {
+                        continue;
+                    };
+                    let p = path.join(n).join(n2);
+                    self.git_dir(&gd, &p);
+                    if n == "modules" && depth < 4 {
+                        todo.push((gd, p, depth + 1));
+                    }
+                }
+            }
+        }
+    }
+
     /// Where the walk stopped at a bound of its own (entries, depth), if it did.
     pub(super) fn cut_note(&self) -> Option<String> {
         self.cut.then(|| {

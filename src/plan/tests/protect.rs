@@ -130,6 +130,10 @@ fn what_git_reads_config_and_hooks_through_is_protected_or_watched() {
     for w in [
         ".git/commondir",
         ".git/config.worktree",
+        // A submodule's git dir takes config and hooks through these too (red-team 6,
+        // A6-2): absent here, so watched.
+        ".git/modules/sub/commondir",
+        ".git/modules/sub/config.worktree",
         ".claude/hooks",
         ".devcontainer",
         ".pre-commit-config.yaml",
@@ -169,7 +173,12 @@ fn what_git_reads_config_and_hooks_through_is_protected_or_watched() {
         (
             "/home/u/proj/.git/modules",
             &["sub".to_string()][..],
-            &["config".to_string(), "hooks".into()][..]
+            &[
+                "config".to_string(),
+                "hooks".into(),
+                "commondir".into(),
+                "config.worktree".into()
+            ][..]
         )
     );
 }
