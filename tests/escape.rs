@@ -93,6 +93,9 @@ struct Probe {
     /// csbox refuses to start this sandbox at all (exit 2, with this in its message):
     /// contained too, and proof enough that nothing ran.
     refused: Option<&'static str>,
+    /// Contained natively only: an OCI runtime cannot do it, and `csbox spec` says so on
+    /// stderr (the sysctls of the sandbox's own user namespace).
+    native_only: bool,
 }
 
 const P: Probe = Probe {
@@ -103,6 +106,7 @@ const P: Probe = Probe {
     fails_with: FailsWith::Compat,
     reenter: None,
     refused: None,
+    native_only: false,
 };
 
 /// The user the probes run as: the unprivileged one when the tests run as root.
@@ -436,7 +440,12 @@ fn run(p: Probe) {
     }
     // The same containment from the exported bundle (csbox spec) under an OCI runtime.
     let first = p.profiles[0];
-    for runner in runc_runners() {
+    let runners = if p.native_only {
+        Vec::new()
+    } else {
+        runc_runners()
+    };
+    for runner in runners {
         assert!(
             !attempt(&p, first, runner, None),
             "ESCAPE under {first}, {runner:?}"
@@ -710,6 +719,39 @@ probe!(a_session_cannot_be_planted_in_the_store {
         .sessions_dir()
         .join("0193e4a0-0000-7000-8000-000000000000")
         .exists(),
+});
+
+// Red-team 4, A4-10: a session that takes every inotify instance of the user blinds
+// csbox's live watch of the project (and the user's editors); it gets a part of them.
+probe!(a_session_cannot_take_all_the_users_inotify_instances {
+    // A few more than the sandbox's part, not all: the suite's other sessions run as
+    // the same user and need theirs.
+    setup: |c| {
+        let host = std::fs::read_to_string("/proc/sys/user/max_inotify_instances").unwrap();
+        c.vars.push(("INOTIFY_MAX".into(), host.trim().to_string()));
+    },
+    inside: r#"python3 -c 'import ctypes, os
+l = ctypes.CDLL(None, use_errno=True)
+want = max(int(os.environ["INOTIFY_MAX"]) // 8, 4) + 8
+n = 0
+while n < want and l.inotify_init1(0) >= 0:
+    n += 1
+open("inotify-count", "w").write(str(n))'"#,
+    escaped: |c| {
+        let host: u64 = std::fs::read_to_string("/proc/sys/user/max_inotify_instances")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let n: u64 = std::fs::read_to_string(c.proj.join("inotify-count"))
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        // Inside: an eighth of the host's (at least 4); without a sandbox, more.
+        n > (host / 8).max(4)
+    },
+    native_only: true,
 });
 
 // --- The host outside the home: read-only.

@@ -200,6 +200,12 @@ fn linux(
             }
         ));
     }
+    if let Some(l) = plan.inotify_limits {
+        notes.push(format!(
+            "inotify: natively a session may hold {} instances and {} watches (a part of the user's); a runtime may not set those sysctls, so a bundle's process can take all of the user's",
+            l.instances, l.watches
+        ));
+    }
     if let Some(n) = plan.max_user_namespaces {
         notes.push(format!(
             "nested user namespaces: natively user.max_user_namespaces is {n} inside; a runtime may not set that sysctl, so only the plan's seccomp rules refuse them here"

@@ -152,6 +152,18 @@ pub fn build(input: &PlanInput) -> Result<Plan, Error> {
         landlock,
         die_with_parent: true,
         max_user_namespaces: (sandboxed && !prof.nested_userns).then_some(0),
+        inotify_limits: input
+            .facts
+            .host
+            .inotify_max
+            .filter(|_| sandboxed)
+            // An eighth of the instances and a quarter of the watches: several sessions
+            // at once still leave the user's editors and csbox's own watch theirs (a
+            // process's file watchers share one instance; 16 of the default 128).
+            .map(|(i, w)| InotifyLimits {
+                instances: (i / 8).max(4).min(i),
+                watches: (w / 4).max(1024).min(w),
+            }),
         rlimits: prof.rlimits.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         timeout_secs: prof.timeout_secs,
         compat_links: if sandboxed {

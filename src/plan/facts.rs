@@ -60,6 +60,9 @@ pub struct HostLayout {
     /// `st_mode` of what exists strictly between the home and each absent path the plan
     /// may hide (the home's mask layer repeats those directories with their modes).
     pub home_nodes: HashMap<PathBuf, u32>,
+    /// The host's `user.max_inotify_instances` and `user.max_inotify_watches` (the user's
+    /// bounds, which a sandbox's own are carved from).
+    pub inotify_max: Option<(u64, u64)>,
     /// `$XDG_RUNTIME_DIR` when it is a directory of the user's own with mode 0700: the
     /// home's mask layer is made there, else in a fresh dir in /tmp.
     pub private_runtime: Option<PathBuf>,

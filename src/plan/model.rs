@@ -66,6 +66,13 @@ pub struct Plan {
     /// Written to `/proc/sys/user/max_user_namespaces` inside (the limit is per user
     /// namespace): `Some(0)` means nothing inside can create a user namespace of its own.
     pub max_user_namespaces: Option<u64>,
+    /// Written to `/proc/sys/user/max_inotify_instances` and `max_inotify_watches` inside
+    /// (per user namespace, and charged to the user's own as well): an eighth of the
+    /// host's instances and a quarter of its watches, so a session cannot take the inotify
+    /// instances and watches that csbox's live watch of the project and the user's own
+    /// tools need (red-team 4, A4-10).
+    #[serde(default)]
+    pub inotify_limits: Option<InotifyLimits>,
     /// Resource limits set on the command (name, value), soft and hard.
     pub rlimits: Vec<(String, u64)>,
     /// Wall-clock limit: SIGTERM, then SIGKILL 10 s later.
@@ -82,6 +89,14 @@ pub struct Plan {
     /// Things the user should know before the launch (a socket asked for that is not
     /// there, a working directory that is the home), printed once on stderr.
     pub notes: Vec<String>,
+}
+
+/// A sandbox's own inotify bounds (see [`Plan::inotify_limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InotifyLimits {
+    pub instances: u64,
+    pub watches: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

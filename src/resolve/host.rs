@@ -61,11 +61,21 @@ pub fn layout(
         runtime_dir,
         sockets: listening_sockets(),
         csbox_exe: std::env::current_exe().ok().map(|p| canonical_or_self(&p)),
+        inotify_max: inotify_max(),
         private_runtime: var("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .filter(|p| private_dir(p, uid)),
         ..HostLayout::default()
     }
+}
+
+/// The host's inotify bounds for the user (instances, watches).
+fn inotify_max() -> Option<(u64, u64)> {
+    let read = |n: &str| -> Option<u64> {
+        let t = read_regular(Path::new(&format!("/proc/sys/user/{n}")), 64).ok()?;
+        String::from_utf8_lossy(&t).trim().parse().ok()
+    };
+    Some((read("max_inotify_instances")?, read("max_inotify_watches")?))
 }
 
 /// A directory (not a link) owned by `uid` that nobody else may enter.

@@ -250,6 +250,17 @@ unsafe fn run_stage(stage: Stage, p: &Prepared, f: &Fds) {
                     phase(Phase::UsernsLimit, e);
                 }
             }
+            if let Some((instances, watches)) = &p.inotify_limits {
+                for (f, v) in [
+                    (&b"/proc/sys/user/max_inotify_instances\0"[..], instances),
+                    (&b"/proc/sys/user/max_inotify_watches\0"[..], watches),
+                ] {
+                    match write_file(f, v) {
+                        Ok(()) | Err(libc::ENOENT) => {}
+                        Err(e) => phase(Phase::InotifyLimits, e),
+                    }
+                }
+            }
         }
         Stage::Chdir => {
             if libc::chdir(p.cwd.as_ptr()) != 0 {

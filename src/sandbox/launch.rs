@@ -149,6 +149,7 @@ fn describe(code: u32, errno: Errno, p: &Prepared, plan: &Plan) -> SetupError {
                 errno,
             },
             Phase::UsernsLimit => SetupError::UsernsLimit { errno },
+            Phase::InotifyLimits => SetupError::InotifyLimits { errno },
             Phase::Chdir => SetupError::Chdir {
                 cwd: plan.cwd.clone(),
                 errno,

@@ -38,6 +38,8 @@ pub enum SetupError {
     Step { desc: String, errno: Errno },
     #[error("write /proc/sys/user/max_user_namespaces => {errno} (csbox could not forbid nested user namespaces; see `csbox doctor`)")]
     UsernsLimit { errno: Errno },
+    #[error("write /proc/sys/user/max_inotify_instances or max_inotify_watches => {errno} (csbox could not bound the session's inotify use; see `csbox doctor`)")]
+    InotifyLimits { errno: Errno },
     #[error("keyctl(KEYCTL_JOIN_SESSION_KEYRING) => {errno} (the sandbox could not get a keyring of its own; see `csbox doctor`)")]
     Keyring { errno: Errno },
     #[error("chdir({}) => {errno} (the working directory is not visible inside the sandbox; cd elsewhere)", cwd.display())]

@@ -666,6 +666,12 @@ pub fn prepare_with_first_fd(plan: &Plan, first_fd: RawFd) -> Result<Prepared> {
         max_user_namespaces: plan
             .max_user_namespaces
             .map(|n| format!("{n}\n").into_bytes()),
+        inotify_limits: plan.inotify_limits.map(|l| {
+            (
+                format!("{}\n", l.instances).into_bytes(),
+                format!("{}\n", l.watches).into_bytes(),
+            )
+        }),
         no_new_privs: plan.no_new_privs,
         die_with_parent: plan.die_with_parent,
         keep_caps,

@@ -127,6 +127,8 @@ pub struct Prepared {
     pub rlimits: Vec<(u32, u64)>,
     /// Written to /proc/sys/user/max_user_namespaces once /proc is ours.
     pub max_user_namespaces: Option<Vec<u8>>,
+    /// Written to /proc/sys/user/max_inotify_instances and max_inotify_watches there too.
+    pub inotify_limits: Option<(Vec<u8>, Vec<u8>)>,
     pub no_new_privs: bool,
     pub die_with_parent: bool,
     pub new_session_keyring: bool,
@@ -169,9 +171,11 @@ pub enum Phase {
     Landlock = 10,
     /// Listening for the proxy on 127.0.0.1/::1 inside.
     Relay = 11,
+    /// Writing the sandbox's own inotify bounds.
+    InotifyLimits = 12,
 }
 
-pub(crate) const PHASES: [Phase; 12] = [
+pub(crate) const PHASES: [Phase; 13] = [
     Phase::ParentGone,
     Phase::IdMaps,
     Phase::UsernsLimit,
@@ -184,6 +188,7 @@ pub(crate) const PHASES: [Phase; 12] = [
     Phase::Keyring,
     Phase::Landlock,
     Phase::Relay,
+    Phase::InotifyLimits,
 ];
 
 const TAG_SHIFT: u32 = 24;
