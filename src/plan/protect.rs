@@ -35,7 +35,11 @@ pub const PROTECTED: &[&str] = &[
     ".vscode",
     ".idea",
     ".envrc",
+    // What common `.envrc`s source, and the single-file form of `.devcontainer/` (its
+    // initializeCommand runs on the host) (red-team 6, A6-3).
+    ".envrc.local",
     ".devcontainer",
+    ".devcontainer.json",
     ".pre-commit-config.yaml",
     ".husky",
     "lefthook.yml",
@@ -55,6 +59,9 @@ pub const PROTECTED: &[&str] = &[
     ".exrc",
     ".lazy.lua",
     ".dir-locals.el",
+    // REPLs that run a file of the directory they start in.
+    ".pryrc",
+    ".irbrc",
     // Build tools and package managers that take a command from the project's config
     // (red-team 3, A3-11): npm's script-shell and node-options, yarn's yarnPath, pnpm's
     // hooks, bun's preload, cargo's rustc-wrapper/runner/aliases, rustup's toolchain path,
