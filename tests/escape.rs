@@ -94,7 +94,8 @@ struct Probe {
     /// contained too, and proof enough that nothing ran.
     refused: Option<&'static str>,
     /// Contained natively only: an OCI runtime cannot do it, and `csbox spec` says so on
-    /// stderr (the sysctls of the sandbox's own user namespace).
+    /// stderr (the sysctls of the sandbox's own user namespace), or the README does (the
+    /// exit walk for nested repositories).
     native_only: bool,
 }
 
@@ -1235,6 +1236,36 @@ git_steering!(
     a_submodules_commondir_the_session_plants_does_not_stay,
     ".git/modules/m/commondir",
     r#"mkdir -p .git/modules/m t/cm/objects t/cm/refs && cp .git/HEAD .git/modules/m/ && printf '[core]\n\tfsmonitor = "echo $NONCE > $OUT/pwned; false"\n' > t/cm/config && echo "$PWD/t/cm" > .git/modules/m/commondir"#
+);
+
+// Red-team 4, A4-8: a repository nested deeper than the exit walk went (32 levels then)
+// stayed live after the session; and one past the walk's bound now (128) is moved whole.
+fn deep_path(levels: usize) -> String {
+    (0..levels).map(|i| format!("d{i}/")).collect()
+}
+probe!(a_repository_nested_34_levels_down_does_not_stay {
+    inside: r#"p=deep; for i in $(seq 0 33); do p=$p/d$i; done; mkdir -p $p/r && git init -q $p/r && printf '[core]\n\tfsmonitor = "echo $NONCE > $OUT/pwned; false"\n' >> $p/r/.git/config; true"#,
+    escaped: |c| c
+        .proj
+        .join("deep")
+        .join(deep_path(34))
+        .join("r/.git/config")
+        .exists(),
+    // A bundle's poststop hook does not know when its container started, so it looks at
+    // no nested repository (README: exported bundles).
+    native_only: true,
+});
+probe!(
+    a_tree_the_session_makes_past_the_exit_walks_depth_is_moved_whole {
+        inside: r#"p=deep; for i in $(seq 0 139); do p=$p/d$i; done; mkdir -p $p && echo x > $p/.npmrc; true"#,
+        escaped: |c| c
+            .proj
+            .join("deep")
+            .join(deep_path(140))
+            .join(".npmrc")
+            .exists(),
+        native_only: true,
+    }
 );
 
 // Red-team 3, A3-11: build tools that take a command from the project's config.
