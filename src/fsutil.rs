@@ -262,7 +262,9 @@ pub fn open_regular(path: &Path) -> std::io::Result<File> {
 pub fn read_regular(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let f = open_regular(path)?;
-    let mut buf = Vec::new();
+    // /proc's files say size 0: start with room for a typical one (read_to_end began at
+    // 32 bytes and doubled: 8 reads of /proc/self/mountinfo, once per session in gc).
+    let mut buf = Vec::with_capacity(cap.min(16 << 10) as usize);
     f.take(cap + 1).read_to_end(&mut buf)?;
     if buf.len() as u64 > cap {
         return Err(std::io::Error::new(
