@@ -87,7 +87,15 @@ pub fn judge(m: &mut Merger, rule: Rule, name: &CStr, dir: bool) -> Verdict {
             m.scope.slug
         )),
         (Rule::Projects, false) => Verdict::Refuse("not a project directory".into()),
-        (Rule::Project, false) if name.ends_with(".jsonl") => file,
+        (Rule::Project, false) if name.ends_with(".jsonl") => {
+            match name
+                .strip_suffix(".jsonl")
+                .and_then(|c| m.scope.outside.get(c))
+            {
+                Some(p) => Verdict::Refuse(outside_reason(p, &m.scope.cwd)),
+                None => file,
+            }
+        }
         (Rule::Project, false) => Verdict::Refuse("not a transcript (*.jsonl)".into()),
         (Rule::Project, true) if name == "memory" => Verdict::Enter(Rule::Memory),
         (Rule::Project, true) if ours(m, name) => Verdict::Enter(Rule::Any),
@@ -106,6 +114,9 @@ pub fn judge(m: &mut Merger, rule: Rule, name: &CStr, dir: bool) -> Verdict {
             Verdict::Refuse("not the todo list of a conversation of this session's project".into())
         }
         (Rule::FileHistory, true) if ours(m, name) => Verdict::Enter(Rule::Any),
+        (Rule::FileHistory, true) if m.scope.outside.contains_key(name) => {
+            Verdict::Refuse(outside_reason(&m.scope.outside[name], &m.scope.cwd))
+        }
         (Rule::FileHistory, _) => Verdict::Refuse(
             "not the file history of a conversation of this session's project".into(),
         ),
@@ -125,6 +136,53 @@ pub fn judge(m: &mut Merger, rule: Rule, name: &CStr, dir: bool) -> Verdict {
     }
 }
 
+/// Transcripts are read this far for file-history snapshots (the merge's per-file bound).
+const SCAN_CAP: u64 = 64 << 20;
+
+fn outside_reason(path: &str, cwd: &str) -> String {
+    format!(
+        "a file-history snapshot in this conversation tracks {}, outside the project {}: restoring code at that message (claude --resume, rewind) would write it on your host",
+        crate::human::printable(path),
+        crate::human::printable(cwd)
+    )
+}
+
+/// The first file a `file-history-snapshot` line of the transcript `name` (in `dir`)
+/// tracks outside `cwd`, if one does. Claude Code restores every tracked path of a
+/// snapshot, an absolute one as it is: a session could plant one for `~/.bashrc`.
+fn tracked_outside(dir: &OwnedFd, name: &CStr, cwd: &Path) -> Option<String> {
+    use std::io::BufRead;
+    let fd = crate::fsutil::open_regular_at(dir, name.to_str().ok()?, nix::fcntl::OFlag::O_RDONLY)
+        .ok()?;
+    let f = std::io::Read::take(std::fs::File::from(fd), SCAN_CAP);
+    for line in std::io::BufReader::new(f).split(b'\n') {
+        let Ok(line) = line else { break };
+        if !line
+            .windows(b"file-history-snapshot".len())
+            .any(|w| w == b"file-history-snapshot")
+        {
+            continue;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let tracked = v["snapshot"]["trackedFileBackups"].as_object();
+        for p in tracked.into_iter().flat_map(|t| t.keys()) {
+            if !inside(Path::new(p), cwd) {
+                return Some(p.clone());
+            }
+        }
+    }
+    None
+}
+
+/// `p` (absolute, or relative to `cwd`) lies in `cwd`, with no `..` on the way.
+fn inside(p: &Path, cwd: &Path) -> bool {
+    use std::path::Component;
+    let up = p.components().any(|c| matches!(c, Component::ParentDir));
+    !up && (p.is_relative() || p.starts_with(cwd))
+}
+
 /// The scope of a session that ran in `cwd`, with the conversations whose transcript
 /// (`<uuid>.jsonl`, a regular file) is in its layer's `projects/<slug>/`.
 pub fn build(state: &OwnedFd, cwd: &Path) -> Scope {
@@ -132,6 +190,7 @@ pub fn build(state: &OwnedFd, cwd: &Path) -> Scope {
         cwd: cwd.to_string_lossy().into_owned(),
         slug: slug(cwd),
         conversations: Default::default(),
+        outside: Default::default(),
     };
     let Ok(projects) = open_dir_at(state.as_raw_fd(), c"projects") else {
         return scope;
@@ -152,10 +211,18 @@ pub fn build(state: &OwnedFd, cwd: &Path) -> Scope {
             else {
                 continue;
             };
-            if lstat_at(d.as_raw_fd(), &n)
+            if !lstat_at(d.as_raw_fd(), &n)
                 .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
             {
-                scope.conversations.insert(conv.to_string());
+                continue;
+            }
+            match tracked_outside(&d, &n, cwd) {
+                Some(p) => {
+                    scope.outside.insert(conv.to_string(), p);
+                }
+                None => {
+                    scope.conversations.insert(conv.to_string());
+                }
             }
         }
     }
@@ -165,6 +232,37 @@ pub fn build(state: &OwnedFd, cwd: &Path) -> Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_tracking_a_file_outside_the_project_is_found() {
+        let d = tempfile::tempdir().unwrap();
+        let cwd = Path::new("/home/u/proj");
+        let line = |p: &str| {
+            format!(
+                "{{\"type\":\"file-history-snapshot\",\"snapshot\":{{\"trackedFileBackups\":{{\"{p}\":{{\"version\":1}}}}}}}}\n"
+            )
+        };
+        let user = "{\"type\":\"user\",\"message\":\"edit /home/u/.bashrc\"}\n";
+        for (body, want) in [
+            (format!("{user}{}", line("/home/u/proj/src/a.rs")), None),
+            (format!("{user}{}", line("src/a.rs")), None),
+            (line("/home/u/.bashrc"), Some("/home/u/.bashrc")),
+            (line("../x"), Some("../x")),
+            (
+                line("/home/u/proj/../.bashrc"),
+                Some("/home/u/proj/../.bashrc"),
+            ),
+            (line("/home/u/projX/a"), Some("/home/u/projX/a")),
+        ] {
+            std::fs::write(d.path().join("t.jsonl"), &body).unwrap();
+            let dir = crate::fsutil::open_dir_nofollow(d.path()).unwrap();
+            assert_eq!(
+                tracked_outside(&dir, c"t.jsonl", cwd).as_deref(),
+                want,
+                "{body}"
+            );
+        }
+    }
 
     #[test]
     fn todo_lists_name_their_conversation() {

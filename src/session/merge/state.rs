@@ -90,6 +90,10 @@ pub struct Scope {
     pub slug: String,
     /// The conversations (uuids) whose transcript is in the layer's `projects/<slug>/`.
     pub conversations: HashSet<String>,
+    /// Conversations whose transcript holds a file-history snapshot of a file outside
+    /// the project (the first such path): neither it nor its backups merge (red-team 6,
+    /// A6-7: a rewind with code restore on the host writes every tracked file back).
+    pub outside: std::collections::HashMap<String, String>,
 }
 
 /// One merge in progress.
