@@ -15,7 +15,9 @@ use nix::sys::stat::Mode;
 use crate::error::{Error, Result};
 
 mod tree;
-pub use tree::{disk_usage, read_entries, read_names, remove_tree_at, TreeStats};
+pub use tree::{
+    disk_usage, first_listed, name_set, read_entries, read_names, remove_tree_at, TreeStats,
+};
 
 fn cstr(p: &Path) -> std::io::Result<CString> {
     CString::new(p.as_os_str().as_bytes())
@@ -214,22 +216,15 @@ pub fn read_small_at(dir: impl AsFd, name: &str, limit: u64) -> std::io::Result<
     if len > limit {
         return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
     }
-    // One byte more than fstat said, so a file read whole needs no second read to see
-    // its end (read_to_end would stat it again for a size hint).
-    let mut buf = Vec::with_capacity(len as usize + 1);
+    // One read of what fstat said and a byte more: a file read whole needs no second
+    // read to see its end (read_to_end would stat it again for a size hint). Only a file
+    // that changed under us is read on.
     let mut f = f.take(limit);
-    loop {
-        if buf.len() == buf.capacity() {
-            buf.reserve(4096);
-        }
-        let spare = buf.capacity() - buf.len();
-        let start = buf.len();
-        buf.resize(start + spare, 0);
-        let n = f.read(&mut buf[start..])?;
-        buf.truncate(start + n);
-        if n == 0 || (n < spare && buf.len() as u64 == len) {
-            break;
-        }
+    let mut buf = vec![0u8; len as usize + 1];
+    let n = f.read(&mut buf)?;
+    buf.truncate(n);
+    if n as u64 != len {
+        f.read_to_end(&mut buf)?;
     }
     Ok(buf)
 }

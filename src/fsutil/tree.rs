@@ -197,6 +197,27 @@ pub fn read_names(fd: RawFd) -> nix::Result<Vec<CString>> {
     Ok(read_entries(fd)?.into_iter().map(|(n, _)| n).collect())
 }
 
+/// [`read_names`] as a set: what a look-up of many names in one directory asks.
+pub fn name_set(fd: RawFd) -> nix::Result<std::collections::HashSet<std::ffi::OsString>> {
+    use std::os::unix::ffi::OsStringExt;
+    Ok(read_entries(fd)?
+        .into_iter()
+        .map(|(n, _)| std::ffi::OsString::from_vec(n.into_bytes()))
+        .collect())
+}
+
+/// Whether the first component of `rel` is in `names` (a directory's [`name_set`]): when
+/// it is not, nothing at `rel` exists there. True when `rel` starts with no plain name.
+pub fn first_listed(
+    names: &std::collections::HashSet<std::ffi::OsString>,
+    rel: &std::path::Path,
+) -> bool {
+    match rel.components().next() {
+        Some(std::path::Component::Normal(n)) => names.contains(n),
+        _ => true,
+    }
+}
+
 /// [`read_names`] with each entry's type as the directory tells it (`d_type`; `Unknown`
 /// where the file system does not say): a walk need not lstat what is plainly no
 /// directory.

@@ -6,7 +6,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::paths::canonical_or_self;
@@ -174,13 +173,8 @@ impl<'p> Lookup<'p> {
 /// The names in `dir`, at most [`LIST_CAP`] of them (None past that, or when unreadable).
 fn list(dir: &Path) -> Option<HashSet<OsString>> {
     let fd = crate::fsutil::open_dir_nofollow(dir).ok()?;
-    let names = crate::fsutil::read_names(std::os::fd::AsRawFd::as_raw_fd(&fd)).ok()?;
-    (names.len() <= LIST_CAP).then(|| {
-        names
-            .into_iter()
-            .map(|n| std::ffi::OsStr::from_bytes(n.to_bytes()).to_os_string())
-            .collect()
-    })
+    let names = crate::fsutil::name_set(std::os::fd::AsRawFd::as_raw_fd(&fd)).ok()?;
+    (names.len() <= LIST_CAP).then_some(names)
 }
 
 /// One existing path's fact in three system calls: open(O_PATH) follows every symlink as

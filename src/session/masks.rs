@@ -130,20 +130,13 @@ pub fn prepare(session_fd: &OwnedFd, session_path: &Path, plan: &Plan) -> Result
     })?;
     // One listing of the layer's top instead of a look-up per hidden path: a new
     // session's layer is empty, and an old one holds a few names.
-    let top: std::collections::HashSet<CString> = crate::fsutil::read_names(upper.as_raw_fd())
-        .map(|v| v.into_iter().collect())
+    let top = crate::fsutil::name_set(upper.as_raw_fd())
         .map_err(|e| Error::io("list", &layer, std::io::Error::from(e)))?;
     if top.is_empty() {
         return Ok(());
     }
     for rel in &stale {
-        let first = rel.components().next().and_then(|c| match c {
-            std::path::Component::Normal(n) => {
-                CString::new(std::os::unix::ffi::OsStrExt::as_bytes(n)).ok()
-            }
-            _ => None,
-        });
-        if first.is_some_and(|f| !top.contains(&f)) {
+        if !crate::fsutil::first_listed(&top, rel) {
             continue;
         }
         unmask(&upper, rel).map_err(|e| Error::io("remove the old mask", layer.join(rel), e))?;

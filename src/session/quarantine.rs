@@ -8,7 +8,8 @@
 //! time without following a link, nothing is opened but directories (non-blocking), and a
 //! link the user had there at the start is told from a replacement by its target.
 
-use std::ffi::{CStr, CString};
+use std::collections::HashSet;
+use std::ffi::{CStr, CString, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -506,19 +507,21 @@ impl Sweep<'_> {
         // Each root's top is listed once: a watched path whose first component is not
         // there does not exist (a link on the way would be listed), and most of the
         // fifty-odd watched names are absent from a project (5 system calls each).
-        let mut tops: std::collections::HashMap<&Path, Option<Vec<CString>>> = Default::default();
+        let mut tops: std::collections::HashMap<&Path, Option<HashSet<OsString>>> =
+            Default::default();
         let project = self.project;
         for w in &project.watched {
             if let Some(root) = self.root_path(&w.path) {
                 let top = tops.entry(root).or_insert_with(|| {
                     let fd = crate::fsutil::open_dir_nofollow(root).ok()?;
-                    read_names(fd.as_raw_fd()).ok()
+                    crate::fsutil::name_set(fd.as_raw_fd()).ok()
                 });
-                let first = w.path.strip_prefix(root).ok().and_then(|r| r.iter().next());
-                if let (Some(names), Some(first)) = (top.as_ref(), first) {
-                    if !names.iter().any(|n| n.as_bytes() == first.as_bytes()) {
-                        continue;
-                    }
+                let rel = w.path.strip_prefix(root).unwrap_or(&w.path);
+                if top
+                    .as_ref()
+                    .is_some_and(|t| !crate::fsutil::first_listed(t, rel))
+                {
+                    continue;
                 }
             }
             self.check(&w.path, w.link.as_deref());
