@@ -101,8 +101,8 @@ pub(super) fn home_nodes(
 /// parents) and the listings of directories that hold many wanted names.
 struct Lookup<'p> {
     seen: HashMap<PathBuf, PathFact>,
-    /// Wanted names per parent directory, as spelled (not resolved); borrowed from the
-    /// wanted paths (a copy of every ancestor was 5 % of a launch's CPU).
+    /// Distinct wanted names per parent directory, as spelled (not resolved); borrowed
+    /// from the wanted paths (a copy of every ancestor was 5 % of a launch's CPU).
     wanted_in: HashMap<&'p Path, usize>,
     /// Listings by resolved directory; None where it could not be listed.
     listed: HashMap<PathBuf, Option<HashSet<OsString>>>,
@@ -110,12 +110,22 @@ struct Lookup<'p> {
 
 impl<'p> Lookup<'p> {
     fn new(paths: &'p [PathBuf]) -> Self {
+        // Every ancestor is a wanted name of its parent: `~/.config/gh/hosts.yml` makes
+        // `~/.config` worth listing for `gh` as much as `~/.config/gh` for `hosts.yml`.
+        // Counted once per distinct name: a listing only answers for names that are
+        // absent, and `/` holding every wanted path below `/home` is one name (`home`),
+        // which a single look-up answers (listing `/`, `/var` and `/var/tmp` for a home
+        // under /var/tmp cost a compat launch 8 % of its CPU).
+        let mut names: HashSet<&'p Path> = HashSet::new();
         let mut wanted_in: HashMap<&'p Path, usize> = HashMap::new();
         for p in paths {
-            // Every ancestor: `~/.config/gh/hosts.yml` makes `~/.config` worth listing
-            // for `gh` as much as `~/.config/gh` for `hosts.yml`.
-            for a in p.ancestors().skip(1) {
-                *wanted_in.entry(a).or_default() += 1;
+            for a in p.ancestors() {
+                if !names.insert(a) {
+                    break; // this one and its ancestors are counted already
+                }
+                if let Some(parent) = a.parent() {
+                    *wanted_in.entry(parent).or_default() += 1;
+                }
             }
         }
         Lookup {
@@ -141,6 +151,16 @@ impl<'p> Lookup<'p> {
                 kind: None,
             });
         };
+        // A path alone in its parent (a home's `.local/share/csbox/sessions`, `/bin/true`)
+        // is opened at once when it exists: its parent's look-up would spare nothing, and
+        // its ancestors are not walked (four calls each: a compat launch's ten).
+        let tried = self.wanted_in.get(parent).copied().unwrap_or(0) <= 1
+            && !self.seen.contains_key(parent);
+        if tried {
+            if let Some(f) = open_fact(p) {
+                return f;
+            }
+        }
         // The parent first (memoized): below a missing directory or a file nothing
         // exists, and a directory holding many wanted names is listed once.
         let dir = self.fact_of(parent);
@@ -155,6 +175,9 @@ impl<'p> Lookup<'p> {
             && self.absent_from(&dir.real, name)
         {
             return absent();
+        }
+        if tried {
+            return absent(); // opened above: not there
         }
         open_fact(p).unwrap_or_else(absent)
     }

@@ -80,15 +80,6 @@ impl Resolved {
             .env
             .set
             .extend(req.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        if paths.store_inside_claude_root() && profile.isolation == Isolation::Namespaces {
-            return Err(Error::Usage(format!(
-                "SESSIONS_DIR ({}) lies inside CLAUDE_ROOT ({}): the session overlay uses CLAUDE_ROOT as its lower layer, \
-and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default ~/.local/share/csbox/sessions) or point it elsewhere",
-                paths.sessions_dir.display(),
-                paths.claude_root.display()
-            ))
-            .into());
-        }
         let argv = if req.command.is_empty() {
             vec!["claude".to_string()]
         } else {
@@ -109,6 +100,20 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
         let wanted = plan::wanted_paths(&paths, &profile, &req.overrides, &cwd, &exe, &layout);
         let mut facts = look_up(wanted.clone());
         let home = facts.real(&paths.home);
+        // Checked on the looked-up facts: resolving both paths again cost 8 calls.
+        if profile.isolation == Isolation::Namespaces
+            && facts
+                .real(&paths.sessions_dir)
+                .starts_with(facts.real(&paths.claude_root))
+        {
+            return Err(Error::Usage(format!(
+                "SESSIONS_DIR ({}) lies inside CLAUDE_ROOT ({}): the session overlay uses CLAUDE_ROOT as its lower layer, \
+and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default ~/.local/share/csbox/sessions) or point it elsewhere",
+                paths.sessions_dir.display(),
+                paths.claude_root.display()
+            ))
+            .into());
+        }
         facts.host = layout;
         if profile.isolation == Isolation::Namespaces {
             facts.host.home_nodes = home_nodes(&facts, &wanted, &home);

@@ -1,7 +1,6 @@
 //! The compat profile: no namespaces at all, only the environment and the plan's links to
 //! the shared `~/.claude` entries. Supervised the same way as a sandbox.
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use super::outcome::{Launch, Started};
@@ -19,23 +18,12 @@ pub fn launch_unsandboxed(plan: &Plan, started: impl FnOnce(Started)) -> Result<
 
 fn run(plan: &Plan, started: impl FnOnce(Started)) -> Result<Launch> {
     let blocked = Blocked::new();
-    let mut cmd = std::process::Command::new(&plan.exe);
-    // SAFETY: reset_signals makes raw system calls only, fit between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            crate::sandbox::syscalls::reset_signals();
-            Ok(())
-        });
+    let mut argv = plan.argv.clone();
+    if argv.is_empty() {
+        argv.push(plan.exe.display().to_string());
     }
-    let child = cmd
-        .arg0(plan.argv.first().map(String::as_str).unwrap_or_default())
-        .args(plan.argv.iter().skip(1))
-        .env_clear()
-        .envs(plan.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&plan.cwd)
-        .spawn();
-    let child = match child {
-        Ok(c) => c,
+    let pid = match crate::sandbox::syscalls::spawn_clean(&plan.exe, &argv, &plan.env, &plan.cwd) {
+        Ok(pid) => pid,
         Err(e) => {
             let code = if e.kind() == std::io::ErrorKind::NotFound {
                 EXIT_NOT_FOUND
@@ -48,7 +36,6 @@ fn run(plan: &Plan, started: impl FnOnce(Started)) -> Result<Launch> {
             });
         }
     };
-    let pid = child.id() as libc::pid_t;
     started(Started {
         pid: pid as u32,
         ns: Vec::new(),

@@ -15,22 +15,17 @@ use std::path::Path;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{Mode, SFlag};
 
-use super::store::{LiveSession, HOME_DIR, HOME_UPPER, HOME_WORK, STATE_DIR, WORK_DIR};
+use super::store::{LiveSession, STATE_DIR};
 use crate::error::{Error, Result};
 use crate::fsutil::openat_nofollow;
 
 /// The one file a launch mounts from a session: its own `~/.claude.json`.
 pub const CLAUDE_JSON: &str = "state/.claude.json";
 
-/// Directories every session has (older sessions get the newer ones here).
-const SKELETON: &[&str] = &[
-    STATE_DIR,
-    "state/sessions",
-    WORK_DIR,
-    HOME_DIR,
-    HOME_UPPER,
-    HOME_WORK,
-];
+/// Directories every session has; the layers a plan mounts from (`work`, `home/upper`,
+/// `home/work`, …) are its sources, made here when missing (a session first run under
+/// compat, then re-entered under default).
+const SKELETON: &[&str] = &[STATE_DIR, "state/sessions"];
 
 /// Open `rel` (a/b/c) beneath `base`, each component a directory reached without
 /// following a link; create what is missing when `create`. `opened` keeps what was

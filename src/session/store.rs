@@ -102,15 +102,10 @@ impl Store {
             // Claude Code keeps `sessions/<pid>.json` in its config dir: inside the sandbox
             // `~/.claude/sessions` must be this session's own, so it exists from the start.
             // Made beneath the new dir's fd (nobody else can reach it yet): no path walk.
+            // The rest (the overlays' upper and work dirs) is made by `layers::prepare`
+            // for the plan that uses it: a compat or hidden-home session has no home layer.
             let state_sessions = format!("{STATE_DIR}/sessions");
-            for d in [
-                STATE_DIR,
-                WORK_DIR,
-                HOME_DIR,
-                HOME_UPPER,
-                HOME_WORK,
-                &state_sessions,
-            ] {
+            for d in [STATE_DIR, &state_sessions] {
                 nix::sys::stat::mkdirat(
                     Some(dfd.as_raw_fd()),
                     d,
