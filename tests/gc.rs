@@ -240,6 +240,55 @@ fn a_session_made_for_an_oci_bundle_is_not_removed_as_empty() {
     assert_eq!(reasons_of(&v, &exported), ["old"], "{v}");
 }
 
+/// What the exit walk moved out of the project lives only in the session's quarantine:
+/// such a session is not empty, whatever its layers hold (red-team 7, A7-10: `gc` and its
+/// timer removed it as empty, and with it the only copy of what was moved).
+#[test]
+fn a_session_holding_a_quarantine_is_never_removed_as_empty() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        let proj = env.home.join("proj");
+        std::fs::create_dir_all(&proj).unwrap();
+        env.chown_all(&env.home);
+        let id = run_new_session(
+            &env,
+            &[
+                "sh",
+                "-c",
+                "mkdir .vscode && echo '{}' > .vscode/tasks.json",
+            ],
+            &proj,
+        );
+        assert!(
+            !proj.join(".vscode").exists(),
+            "[{}] the exit walk moved what the session made",
+            env.user.label()
+        );
+        let q = session_dir(&env, &id).join("quarantine");
+        assert!(
+            q.is_dir(),
+            "[{}] the session holds a quarantine",
+            env.user.label()
+        );
+        let plain = run_session(&env, &["true"]);
+        let (out, v) = gc(&env, &["--empty"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(removed_ids(&v), std::slice::from_ref(&plain), "{v}");
+        assert!(
+            q.is_dir(),
+            "[{}] the quarantine is still there",
+            env.user.label()
+        );
+        let out = env.run(&["ls", "--json"]);
+        let ls: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let me = ls
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["id"] == id.as_str()))
+            .unwrap_or_else(|| panic!("{ls}"));
+        assert_eq!(me["empty"], false, "{me}");
+    }
+}
+
 #[test]
 fn empty_and_orphaned_flags_restrict_the_run_to_those_kinds() {
     let env = TestEnv::new(As::me());

@@ -196,6 +196,19 @@ fn dir_names(parent: &OwnedFd, name: &str) -> Option<Vec<Vec<u8>>> {
 /// True when the session's state holds nothing but what csbox put there (its skeleton,
 /// and in the home layer the masks over hidden paths its record names).
 fn state_is_empty(dfd: &OwnedFd, masks: &[std::path::PathBuf]) -> bool {
+    // What csbox moved out of the project is the only copy of it (a file the user may
+    // want back) and its record: a session holding any is never empty, whatever else.
+    let quarantined = match dir_names(dfd, super::quarantine::QUARANTINE_DIR) {
+        Some(names) => !names.is_empty(),
+        // Absent is the common case; a quarantine that cannot be read is kept too.
+        None => !matches!(
+            open_dir_at(dfd, super::quarantine::QUARANTINE_DIR),
+            Err(nix::errno::Errno::ENOENT)
+        ),
+    };
+    if quarantined {
+        return false;
+    }
     // Anything the session wrote to its home counts as much as its ~/.claude.
     let home_written = open_dir_at(dfd, HOME_DIR)
         .ok()
