@@ -1479,6 +1479,14 @@ project_file!(
 project_file!(a_husky_hook_cannot_be_written, ".husky/pre-commit");
 project_file!(the_mise_config_cannot_be_written, "mise.toml");
 project_file!(the_hidden_mise_config_cannot_be_written, ".mise.toml");
+// A7-9: more names host tools run commands from.
+project_file!(a_local_lefthook_config_does_not_stay, "lefthook-local.yml");
+project_file!(a_vimrc_for_vim_s_exrc_does_not_stay, ".vimrc");
+project_file!(a_bazelisk_version_does_not_stay, ".bazelversion");
+probe!(a_gemini_cli_settings_file_does_not_stay {
+    inside: r#"mkdir -p "$PROJ/.gemini" && echo "$NONCE" >> "$PROJ/.gemini/settings.json""#,
+    escaped: |c| c.has_nonce(&c.proj.join(".gemini/settings.json")),
+});
 
 macro_rules! git_config_names {
     ($name:ident, $config:expr, $target:expr) => {
