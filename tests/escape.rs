@@ -1710,6 +1710,59 @@ fn a_session_cannot_hide_csbox_warnings_or_leave_the_terminal_changed() {
     assert!(!c.proj.join(".envrc").exists(), "moved out of the project");
 }
 
+// A7-10: a scroll region of two lines and the line-drawing charset left by the session
+// would scroll csbox's warnings off the screen and turn their letters into glyphs.
+#[test]
+fn a_session_cannot_scroll_away_or_garble_csbox_warnings() {
+    if !Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return cannot_run(
+            "tmux is not installed (apt-get install tmux): the terminal probe needs a real pty",
+        );
+    }
+    let c = ctx();
+    std::fs::remove_file(c.proj.join(".envrc")).unwrap();
+    let spoil = r"printf '\033(0\033[1;2r'";
+    // Upper case and digits are the same in the line-drawing set: the end is seen either way.
+    let tail = "i=0; while [ $i -lt 5 ]; do echo FILLER$i; i=$((i+1)); done; echo DONE";
+    // The control: without csbox, text printed after the same bytes is not readable.
+    let control = c.home("control2.sh");
+    std::fs::write(
+        &control,
+        format!("cd proj\n{spoil}\necho this session marker\n{tail}\n"),
+    )
+    .unwrap();
+    let probe = c.home("probe2.sh");
+    std::fs::write(
+        &probe,
+        format!(
+            "cd proj\n{} run -- sh -c \"echo x > .envrc; {}\"\n{tail}\n",
+            sh_quote(CSBOX),
+            spoil.replace('"', "\\\"")
+        ),
+    )
+    .unwrap();
+    c.env.chown_all(c.env.dir.path());
+    let t = Tmux::start(&c.env, "ctl2", "sh control2.sh");
+    let screen = t.wait_for("DONE");
+    drop(t);
+    assert!(
+        !screen.contains("this session marker"),
+        "the control shows the text as it was:\n{screen}"
+    );
+    let t = Tmux::start(&c.env, "sgr2", "sh probe2.sh");
+    let screen = t.wait_for("DONE");
+    drop(t);
+    assert!(
+        screen.contains("this session made"),
+        "the warning is off the screen or garbled:\n{screen}"
+    );
+    assert!(!c.proj.join(".envrc").exists(), "moved out of the project");
+}
+
 /// What a session made is said at exit and in `csbox show`, and the session that holds
 /// it is kept even when it was to be removed (`--rm`), so the user can review it.
 #[test]
