@@ -1645,22 +1645,32 @@ probe!(a_name_that_is_not_utf8_keeps_diff_json_whole {
     profiles: &["default"],
 });
 
-// F11: the session shares the caller's terminal; csbox puts its modes back and resets
-// its character attributes before it speaks, so the session can neither hide csbox's
-// warnings (SGR 8, concealed) nor leave the shell without echo.
-#[test]
-fn a_session_cannot_hide_csbox_warnings_or_leave_the_terminal_changed() {
+/// A probe's context for a terminal probe (a real pty through tmux), its `.envrc` gone so
+/// the session's is new; None (said why) without tmux.
+fn terminal_ctx() -> Option<Ctx> {
     if !Command::new("tmux")
         .arg("-V")
         .output()
         .is_ok_and(|o| o.status.success())
     {
-        return cannot_run(
+        cannot_run(
             "tmux is not installed (apt-get install tmux): the terminal probe needs a real pty",
         );
+        return None;
     }
     let c = ctx();
     std::fs::remove_file(c.proj.join(".envrc")).unwrap();
+    Some(c)
+}
+
+// F11: the session shares the caller's terminal; csbox puts its modes back and resets
+// its character attributes before it speaks, so the session can neither hide csbox's
+// warnings (SGR 8, concealed) nor leave the shell without echo.
+#[test]
+fn a_session_cannot_hide_csbox_warnings_or_leave_the_terminal_changed() {
+    let Some(c) = terminal_ctx() else {
+        return;
+    };
     let spoil = r#"echo x > .envrc; stty -echo; printf '\033[8m'"#;
     let after = r#"echo "STTY=$(stty -a | tr ' ;' '\n\n' | grep -x -- '-*echo')"; echo DONE"#;
     let script = |pre: &str| format!("cd proj\n{pre}\n{after}\n");
@@ -1714,17 +1724,9 @@ fn a_session_cannot_hide_csbox_warnings_or_leave_the_terminal_changed() {
 // would scroll csbox's warnings off the screen and turn their letters into glyphs.
 #[test]
 fn a_session_cannot_scroll_away_or_garble_csbox_warnings() {
-    if !Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return cannot_run(
-            "tmux is not installed (apt-get install tmux): the terminal probe needs a real pty",
-        );
-    }
-    let c = ctx();
-    std::fs::remove_file(c.proj.join(".envrc")).unwrap();
+    let Some(c) = terminal_ctx() else {
+        return;
+    };
     let spoil = r"printf '\033(0\033[1;2r'";
     // Upper case and digits are the same in the line-drawing set: the end is seen either way.
     let tail = "i=0; while [ $i -lt 5 ]; do echo FILLER$i; i=$((i+1)); done; echo DONE";
