@@ -198,7 +198,7 @@ pub fn read_names(fd: RawFd) -> nix::Result<Vec<CString>> {
 }
 
 /// [`read_names`] as a set: what a look-up of many names in one directory asks.
-pub fn name_set(fd: RawFd) -> nix::Result<std::collections::HashSet<std::ffi::OsString>> {
+pub fn name_set(fd: RawFd) -> nix::Result<foldhash::HashSet<std::ffi::OsString>> {
     use std::os::unix::ffi::OsStringExt;
     Ok(read_entries(fd)?
         .into_iter()
@@ -209,7 +209,7 @@ pub fn name_set(fd: RawFd) -> nix::Result<std::collections::HashSet<std::ffi::Os
 /// Whether the first component of `rel` is in `names` (a directory's [`name_set`]): when
 /// it is not, nothing at `rel` exists there. True when `rel` starts with no plain name.
 pub fn first_listed(
-    names: &std::collections::HashSet<std::ffi::OsString>,
+    names: &foldhash::HashSet<std::ffi::OsString>,
     rel: &std::path::Path,
 ) -> bool {
     match rel.components().next() {

@@ -28,7 +28,7 @@ pub(super) fn fact_of(
 /// The hide list's facts, in order: the profile's entries but those it or `--unhide`
 /// unhides, then `--hide` (which wins over an unhide).
 pub(super) fn hide_list(input: &PlanInput) -> Result<Vec<PathFact>, Error> {
-    let mut unhidden = std::collections::HashSet::new();
+    let mut unhidden = foldhash::HashSet::default();
     for u in &input.profile.unhide {
         unhidden.insert(fact_of(input, "profile field \"unhide\"", u, u)?.real);
     }
@@ -70,7 +70,7 @@ pub(super) fn home_masks(
     ];
     let mut out: Vec<PathBuf> = Vec::new();
     // Some hundred paths: a set, not `out.contains` (quadratic: 13 % of a launch's CPU).
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = foldhash::HashSet::default();
     for f in hide_list(input)? {
         let p = f.real;
         let skip = f.kind.is_some()

@@ -25,7 +25,7 @@ pub(super) fn home_layer(input: &PlanInput, view: &View) -> Option<MaskLayer> {
     let nodes = &input.facts.host.home_nodes;
     let mut entries: Vec<MaskEntry> = Vec::new();
     // The paths of `entries`, for a look-up that does not grow with them.
-    let mut added: std::collections::HashSet<PathBuf> = Default::default();
+    let mut added: foldhash::HashSet<PathBuf> = Default::default();
     for m in &view.home_masks {
         let Ok(rel) = m.strip_prefix(&view.home) else {
             continue;

@@ -96,7 +96,7 @@ pub fn listening_sockets() -> Vec<PathBuf> {
     };
     // Sockets crowd a few directories: each directory is resolved once, then each
     // socket costs one lstat.
-    let mut dirs: std::collections::HashMap<PathBuf, Option<PathBuf>> = Default::default();
+    let mut dirs: foldhash::HashMap<PathBuf, Option<PathBuf>> = Default::default();
     let mut out: Vec<PathBuf> = Vec::new();
     for p in listening_paths(&text) {
         let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {

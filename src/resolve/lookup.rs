@@ -4,7 +4,8 @@
 //! holds several wanted names is listed once, and a name its listing lacks is absent with
 //! no system call (a `~/.config` of a fresh account: 60 names, one listing).
 
-use std::collections::{HashMap, HashSet};
+// foldhash: std's SipHash of PathBufs was 7 % of a default launch's CPU (perf).
+use foldhash::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -48,12 +49,12 @@ pub(super) fn home_nodes(
     facts: &Facts,
     wanted: &[PathBuf],
     home: &Path,
-) -> std::collections::HashMap<PathBuf, u32> {
+) -> HashMap<PathBuf, u32> {
     use std::os::unix::fs::MetadataExt;
-    let mut out = std::collections::HashMap::new();
+    let mut out = HashMap::default();
     // Many hidden paths share a missing parent (`~/.config` on a fresh account): one
     // lstat each.
-    let mut missing = std::collections::HashSet::new();
+    let mut missing = HashSet::default();
     for p in wanted {
         let f = facts.get(p);
         let Ok(rel) = f.real.strip_prefix(home) else {
@@ -116,8 +117,8 @@ impl<'p> Lookup<'p> {
         // absent, and `/` holding every wanted path below `/home` is one name (`home`),
         // which a single look-up answers (listing `/`, `/var` and `/var/tmp` for a home
         // under /var/tmp cost a compat launch 8 % of its CPU).
-        let mut names: HashSet<&'p Path> = HashSet::new();
-        let mut wanted_in: HashMap<&'p Path, usize> = HashMap::new();
+        let mut names: HashSet<&'p Path> = HashSet::default();
+        let mut wanted_in: HashMap<&'p Path, usize> = HashMap::default();
         for p in paths {
             for a in p.ancestors() {
                 if !names.insert(a) {
@@ -129,9 +130,9 @@ impl<'p> Lookup<'p> {
             }
         }
         Lookup {
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             wanted_in,
-            listed: HashMap::new(),
+            listed: HashMap::default(),
         }
     }
 

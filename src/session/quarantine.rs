@@ -8,7 +8,6 @@
 //! time without following a link, nothing is opened but directories (non-blocking), and a
 //! link the user had there at the start is told from a replacement by its target.
 
-use std::collections::HashSet;
 use std::ffi::{CStr, CString, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -507,7 +506,7 @@ impl Sweep<'_> {
         // Each root's top is listed once: a watched path whose first component is not
         // there does not exist (a link on the way would be listed), and most of the
         // fifty-odd watched names are absent from a project (5 system calls each).
-        let mut tops: std::collections::HashMap<&Path, Option<HashSet<OsString>>> =
+        let mut tops: foldhash::HashMap<&Path, Option<foldhash::HashSet<OsString>>> =
             Default::default();
         let project = self.project;
         for w in &project.watched {
