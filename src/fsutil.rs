@@ -78,6 +78,25 @@ pub fn openat_nofollow(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `dir/name`, a directory (any name, one component), opened read-only without
+/// following a link at `name` or blocking: how a walk of a hostile tree goes down.
+pub fn open_dir_at(dir: &OwnedFd, name: &std::ffi::CStr) -> nix::Result<OwnedFd> {
+    // SAFETY: a valid dir fd and C string.
+    let fd = nix::errno::Errno::result(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY
+                | libc::O_DIRECTORY
+                | libc::O_NOFOLLOW
+                | libc::O_CLOEXEC
+                | libc::O_NONBLOCK,
+        )
+    })?;
+    // SAFETY: fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// How far [`atomic_write`] goes to survive a power cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {

@@ -17,6 +17,7 @@ pub mod fault;
 pub mod fsutil;
 pub mod gc;
 pub mod gitconfig;
+pub mod gitdirs;
 pub mod hints;
 pub mod human;
 pub mod net;

@@ -1238,6 +1238,157 @@ git_steering!(
     r#"mkdir -p .git/modules/m t/cm/objects t/cm/refs && cp .git/HEAD .git/modules/m/ && printf '[core]\n\tfsmonitor = "echo $NONCE > $OUT/pwned; false"\n' > t/cm/config && echo "$PWD/t/cm" > .git/modules/m/commondir"#
 );
 
+/// `git ARGS` on the host in `dir`, as the probe's user; it must succeed.
+fn git_ok(c: &Ctx, dir: &Path, args: &[&str]) {
+    let out = c
+        .env
+        .command("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args([
+            "-c",
+            "protocol.file.allow=always",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+}
+
+/// The project as a real git repository with one commit (`ctx`'s `.git` is a stand-in).
+fn real_repo(c: &mut Ctx) {
+    std::fs::remove_dir_all(c.proj.join(".git")).unwrap();
+    std::fs::remove_file(c.proj.join(".gitmodules")).unwrap();
+    git_ok(c, &c.proj, &["init", "-q"]);
+    git_ok(c, &c.proj, &["add", "-A"]);
+    git_ok(c, &c.proj, &["commit", "-qm", "a"]);
+}
+
+/// [`real_repo`] with the submodules of red-team 7: `sm` and `libs/x` (a name with a
+/// slash: its git dir is `.git/modules/libs/x`), each with a nested submodule `inner`
+/// (`.git/modules/sm/modules/inner`).
+fn repo_with_submodules(c: &mut Ctx) {
+    real_repo(c);
+    let (inner, sub) = (c.home("inner"), c.home("sub"));
+    for r in [&inner, &sub] {
+        std::fs::create_dir_all(r).unwrap();
+    }
+    c.env.chown_all(c.env.dir.path());
+    git_ok(c, &inner, &["init", "-q"]);
+    git_ok(c, &inner, &["commit", "-q", "--allow-empty", "-m", "i"]);
+    git_ok(c, &sub, &["init", "-q"]);
+    git_ok(
+        c,
+        &sub,
+        &["submodule", "add", "-q", inner.to_str().unwrap(), "inner"],
+    );
+    git_ok(c, &sub, &["commit", "-qm", "s"]);
+    for name in ["sm", "libs/x"] {
+        git_ok(
+            c,
+            &c.proj,
+            &["submodule", "add", "-q", sub.to_str().unwrap(), name],
+        );
+    }
+    git_ok(
+        c,
+        &c.proj,
+        &["submodule", "update", "-q", "--init", "--recursive"],
+    );
+    git_ok(c, &c.proj, &["commit", "-qm", "subs"]);
+}
+
+/// After the run, a host `git status` at the top (what a prompt runs; it recurses into
+/// every submodule): whether a session's `core.fsmonitor` ran on the host.
+fn host_status_runs_the_session(c: &Ctx) -> bool {
+    let _ = c
+        .env
+        .command("git")
+        .args(["status", "--short"])
+        .current_dir(&c.proj)
+        .output();
+    c.has_nonce(&c.out.join("pwned"))
+}
+
+// Red-team 7, A7-1 and A7-3: a submodule's git dir is wherever its name puts it below
+// `.git/modules/` (two levels down for `libs/x`, nested in another's `modules/`); its
+// config, hooks and what points git elsewhere for them are read-only inside, or moved.
+macro_rules! submodule_git_dir {
+    ($name:ident, $dir:expr) => {
+        probe!($name {
+            setup: repo_with_submodules,
+            inside: concat!(
+                "d=",
+                $dir,
+                r#"; git config -f $d/config core.fsmonitor "echo $NONCE > $OUT/pwned; false" 2>/dev/null
+printf '#!/bin/sh\necho %s > %s/pwned\n' "$NONCE" "$OUT" > $d/hooks/post-checkout 2>/dev/null
+echo "$OUT" > $d/commondir 2>/dev/null; echo "$OUT" > $d/config.worktree 2>/dev/null; true"#
+            ),
+            escaped: |c| {
+                let d = c.proj.join($dir);
+                c.has_nonce(&d.join("config"))
+                    || ["hooks/post-checkout", "commondir", "config.worktree"]
+                        .iter()
+                        .any(|f| d.join(f).exists())
+                    || host_status_runs_the_session(c)
+            },
+        });
+    };
+}
+submodule_git_dir!(
+    a_slash_named_submodules_git_dir_is_read_only,
+    ".git/modules/libs/x"
+);
+submodule_git_dir!(
+    a_nested_submodules_git_dir_is_read_only,
+    ".git/modules/sm/modules/inner"
+);
+submodule_git_dir!(
+    a_nested_submodule_of_a_slash_named_one_is_read_only,
+    ".git/modules/libs/x/modules/inner"
+);
+
+// Red-team 7, A7-2: in any repository, a git dir the session makes at any depth below
+// `.git/modules/` or `.git/worktrees/` (its own config with a `core.fsmonitor`), a work
+// tree whose `.git` file points there and a gitlink in the index: a host `git status`
+// at the top would follow it. `$PREP` runs first (`s` a git dir of its own, so that `x`
+// lies in a git dir but not in its `modules/`: found through the `.git` file alone).
+// The exit walk moves it (a bundle has none: README, exported bundles).
+macro_rules! planted_git_dir {
+    ($name:ident, $prep:expr, $m:expr) => {
+        probe!($name {
+            setup: real_repo,
+            inside: concat!(
+                $prep,
+                "\nM=",
+                $m,
+                r#"; mkdir -p $M vendor/m && cp .git/HEAD $M/ && cp -a .git/objects .git/refs $M/ &&
+printf '[core]\n\trepositoryformatversion = 0\n\tfsmonitor = "echo %s > %s/pwned; false"\n' "$NONCE" "$OUT" > $M/config &&
+echo "gitdir: ../../$M" > vendor/m/.git && git update-index --add --cacheinfo 160000,$(git rev-parse HEAD),vendor/m; true"#
+            ),
+            escaped: host_status_runs_the_session,
+            native_only: true,
+        });
+    };
+}
+planted_git_dir!(
+    a_git_dir_the_session_makes_two_levels_below_modules_does_not_stay,
+    "",
+    ".git/modules/v/m"
+);
+planted_git_dir!(
+    a_git_dir_the_session_makes_two_levels_below_worktrees_does_not_stay,
+    "",
+    ".git/worktrees/a/b"
+);
+planted_git_dir!(
+    a_git_dir_the_session_makes_inside_another_below_modules_does_not_stay,
+    "mkdir -p .git/modules/s && cp .git/HEAD .git/modules/s/",
+    ".git/modules/s/x"
+);
+
 // Red-team 4, A4-8: a repository nested deeper than the exit walk went (32 levels then)
 // stayed live after the session; and one past the walk's bound now (128) is moved whole.
 fn deep_path(levels: usize) -> String {
@@ -1318,6 +1469,15 @@ probe!(a_linked_worktrees_commondir_cannot_be_pointed_elsewhere {
     inside: r#"echo "$OUT" > "$MAIN/.git/worktrees/proj/commondir"; true"#,
     escaped: |c| std::fs::read_to_string(c.home("main/.git/worktrees/proj/commondir"))
         .is_ok_and(|s| s != "../..\n"),
+});
+
+// Red-team 7, A7-2: the worktree's own `.git` file, pointed at a git dir of the
+// session's, would make every host git in the worktree run its config.
+probe!(a_linked_worktrees_own_git_file_is_read_only {
+    setup: linked_worktree,
+    inside: r#"mkdir -p t && echo "gitdir: $OUT" > t/g && { mv -f t/g .git 2>/dev/null || echo "gitdir: $OUT" > .git; } 2>/dev/null; true"#,
+    escaped: |c| std::fs::read_to_string(c.proj.join(".git"))
+        .is_ok_and(|s| s.contains(&*c.out.to_string_lossy())),
 });
 
 probe!(

@@ -120,16 +120,21 @@ pub struct GitLayout {
     /// The common dir: objects, refs, hooks, config (the same as `gitdir` unless this is
     /// a linked worktree).
     pub common: PathBuf,
-    /// Submodules' git dirs (`<common>/modules/*`), each with hooks and a config.
+    /// Submodules' git dirs, each with hooks and a config: every git dir below
+    /// `<common>/modules/` at any depth (`modules/libs/x`, nested `modules/sm/modules/inner`)
+    /// and below the `modules/` of a linked worktree's (see `gitdirs`).
     pub modules: Vec<PathBuf>,
     /// Submodules' `.git` files in their worktrees (from each one's `core.worktree`).
     pub module_gitfiles: Vec<PathBuf>,
-    /// Linked worktrees' git dirs (`<common>/worktrees/*`), each with a `commondir` (where
-    /// git takes config and hooks from) and maybe a `config.worktree`.
+    /// Linked worktrees' git dirs (every git dir below `<common>/worktrees/`), each with a
+    /// `commondir` (where git takes config and hooks from) and maybe a `config.worktree`.
     pub worktrees: Vec<PathBuf>,
     /// What the repository's config names for git to run or read: `core.hooksPath` and
     /// `include.path`/`includeIf.*.path`, as absolute paths (not resolved).
     pub config_paths: Vec<PathBuf>,
+    /// Where the listing of `modules` and `worktrees` stopped at a bound (`gitdirs`), if
+    /// it did: the git dirs past it are not protected, and the plan says so.
+    pub cut: Option<PathBuf>,
 }
 
 impl Facts {

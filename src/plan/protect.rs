@@ -160,6 +160,12 @@ fn candidates(
         }
     }
     if let Some(g) = git {
+        // The top's own `.git` when it is a file (a linked worktree's, a submodule's work
+        // tree): rewritten, it points every host git there at a git dir of the session's
+        // (red-team 7, A7-2), as a submodule's `.git` file would.
+        if g.gitdir != g.top.join(".git") {
+            out.push(g.top.join(".git"));
+        }
         out.extend(g.module_gitfiles.iter().cloned());
         for m in &g.modules {
             out.push(m.join("hooks"));
@@ -252,13 +258,30 @@ pub(super) fn protection(input: &PlanInput, project: &Path, git: Option<&GitLayo
         .retain(|w| !protected.iter().any(|q| w.path.starts_with(q)));
     out.pinned = pinned(facts, &roots, &out);
     let common = common(project, git);
-    let names = |dirs: &[PathBuf]| -> Vec<String> {
-        dirs.iter()
-            .filter_map(|d| d.file_name()?.to_str().map(String::from))
-            .collect()
+    // The entries there at the start: the first name of each git dir below (`libs` of a
+    // submodule `libs/x`).
+    let names = |dirs: &[PathBuf], below: &Path| -> Vec<String> {
+        let mut v: Vec<String> = dirs
+            .iter()
+            .filter_map(|d| {
+                d.strip_prefix(below)
+                    .ok()?
+                    .iter()
+                    .next()?
+                    .to_str()
+                    .map(String::from)
+            })
+            .collect();
+        v.dedup();
+        v
     };
     let (worktrees, modules) = git
-        .map(|g| (names(&g.worktrees), names(&g.modules)))
+        .map(|g| {
+            (
+                names(&g.worktrees, &common.join("worktrees")),
+                names(&g.modules, &common.join("modules")),
+            )
+        })
         .unwrap_or_default();
     for (sub, known, files) in [
         ("worktrees", worktrees, WORKTREE_FILES),

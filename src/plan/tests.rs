@@ -141,6 +141,7 @@ fn linked_worktree(main: &Path) -> GitLayout {
         module_gitfiles: vec![],
         worktrees: vec![main.join("worktrees/wt")],
         config_paths: vec![],
+        cut: None,
     }
 }
 
@@ -301,6 +302,7 @@ fn a_linked_worktree_makes_its_common_dir_writable_but_hooks_and_config_read_onl
     for (p, k) in [
         ("/home/u/wt", NodeKind::Dir),
         ("/home/u/wt/src", NodeKind::Dir),
+        ("/home/u/wt/.git", NodeKind::File),
         ("/srv/repo/.git", NodeKind::Dir),
         ("/srv/repo/.git/hooks", NodeKind::Dir),
         ("/srv/repo/.git/config", NodeKind::File),
@@ -337,6 +339,12 @@ fn a_linked_worktree_makes_its_common_dir_writable_but_hooks_and_config_read_onl
         );
         assert!(i > common, "{ro}");
     }
+    // The worktree's own `.git` file: rewritten, it would point every host git in the
+    // worktree at a git dir of the session's (red-team 7, A7-2).
+    assert!(has(
+        &p,
+        |m| matches!(m, MountOp::Bind { dst, flags, .. } if dst == Path::new("/home/u/wt/.git") && flags.read_only)
+    ));
     c.prof.allow_git_config = true;
     let p = c.plan();
     assert!(!has(

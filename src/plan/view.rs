@@ -78,6 +78,15 @@ pub(super) fn view(input: &PlanInput) -> Result<(View, Vec<String>), Error> {
         return Err(e);
     }
     let git = git.filter(|g| g.top == path);
+    if let Some(at) = git.and_then(|g| g.cut.as_ref()) {
+        notes.push(format!(
+            "the submodules' and worktrees' git dirs in {} are too many or too deep to list (more than {} entries or {} levels; the listing stopped at {}): the config and hooks of those past it are not read-only inside",
+            git.map(|g| g.common.display().to_string()).unwrap_or_default(),
+            crate::gitdirs::ENTRY_CAP,
+            crate::gitdirs::DEPTH_CAP,
+            at.display()
+        ));
+    }
     let prot = super::protect::protection(input, &path, git);
     let git_dirs = super::protect::roots(&path, git).split_off(1);
     let project = ProjectView {

@@ -7,13 +7,12 @@
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::read_regular;
+use crate::gitdirs::Area;
 use crate::paths::canonical_or_self;
 use crate::plan::{GitLayout, HostLayout};
 
 /// A `.git` file or `commondir` is one line.
 const GIT_FILE_CAP: u64 = 4096;
-/// Submodules and linked worktrees looked at, at most.
-const GIT_LIST_CAP: usize = 256;
 /// A git config file is read at most this big, and includes followed this deep.
 const GIT_CONFIG_CAP: u64 = 1 << 20;
 const GIT_INCLUDE_DEPTH: usize = 4;
@@ -200,20 +199,19 @@ pub fn git_layout(cwd: &Path) -> Option<GitLayout> {
         Some(rel) => canonical_or_self(&gitdir.join(rel)),
         None => gitdir.clone(),
     };
-    let list = |d: PathBuf| -> Vec<PathBuf> {
-        std::fs::read_dir(d)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .take(GIT_LIST_CAP)
-                    .map(|e| e.path())
-                    .filter(|p| p.is_dir())
-                    .collect()
+    // Every submodule's and linked worktree's git dir, at any depth (`modules/libs/x`
+    // of a submodule named `libs/x`, nested `modules/sm/modules/inner`: red-team 7, A7-1).
+    let (mut modules, mut worktrees) = (Vec::new(), Vec::new());
+    let cut = crate::fsutil::open_dir_nofollow(&common)
+        .ok()
+        .and_then(|fd| {
+            crate::gitdirs::walk(&fd, &common, &mut |f| match (f.git, f.area) {
+                (true, Area::Modules) => modules.push(f.path.to_path_buf()),
+                (true, Area::Worktrees) => worktrees.push(f.path.to_path_buf()),
+                (false, _) => {}
             })
-            .unwrap_or_default()
-    };
-    let mut modules = list(common.join("modules"));
+        });
     modules.sort();
-    let mut worktrees = list(common.join("worktrees"));
     worktrees.sort();
     // Each submodule's `.git` file in its worktree (`core.worktree` of its git dir's
     // config): rewritten, it points git at a dir of the session's, and a plain `git
@@ -221,10 +219,8 @@ pub fn git_layout(cwd: &Path) -> Option<GitLayout> {
     let mut module_gitfiles: Vec<PathBuf> = modules
         .iter()
         .filter_map(|m| {
-            let text = std::fs::read_to_string(m.join("config"))
-                .ok()
-                .filter(|t| t.len() < 1 << 20)?;
-            let wt = crate::gitconfig::parse(&text)
+            let text = read_regular(&m.join("config"), GIT_CONFIG_CAP).ok()?;
+            let wt = crate::gitconfig::parse(&String::from_utf8_lossy(&text))
                 .entries
                 .into_iter()
                 .find(|e| e.section == "core" && e.sub.is_none() && e.key == "worktree")?
@@ -252,6 +248,7 @@ pub fn git_layout(cwd: &Path) -> Option<GitLayout> {
         module_gitfiles,
         worktrees,
         config_paths,
+        cut,
     })
 }
 
@@ -301,6 +298,27 @@ mod tests {
         )
         .unwrap();
         std::fs::write(main.join(".git/worktrees/wt/commondir"), "../..\n").unwrap();
+        // Git dirs have a HEAD; a submodule named `libs/x` (its git dir two levels down,
+        // its work tree's `.git` file named by `core.worktree`) and one nested in `sub`.
+        std::fs::create_dir_all(main.join(".git/modules/libs/x")).unwrap();
+        std::fs::create_dir_all(main.join(".git/modules/sub/modules/inner")).unwrap();
+        for g in [
+            "worktrees/wt",
+            "modules/sub",
+            "modules/libs/x",
+            "modules/sub/modules/inner",
+        ] {
+            std::fs::write(
+                main.join(".git").join(g).join("HEAD"),
+                "ref: refs/heads/m\n",
+            )
+            .unwrap();
+        }
+        std::fs::write(
+            main.join(".git/modules/libs/x/config"),
+            "[core]\n\tworktree = ../../../../libs/x\n",
+        )
+        .unwrap();
         std::fs::write(
             main.join(".git/worktrees/wt/config.worktree"),
             "[core]\n\thooksPath = .githooks # local\n",
@@ -321,7 +339,13 @@ mod tests {
         assert_eq!(g.top, wt);
         assert_eq!(g.gitdir, real(&main.join(".git/worktrees/wt")));
         assert_eq!(g.common, real(&main.join(".git")));
-        assert_eq!(g.modules, vec![real(&main.join(".git/modules/sub"))]);
+        assert_eq!(
+            g.modules,
+            ["libs/x", "sub", "sub/modules/inner"]
+                .map(|m| real(&main.join(".git/modules").join(m)))
+                .to_vec()
+        );
+        assert_eq!(g.cut, None);
         assert_eq!(g.worktrees, vec![real(&main.join(".git/worktrees/wt"))]);
         // hooksPath is relative to the worktree's top, an include to its config's dir.
         assert_eq!(
@@ -336,6 +360,7 @@ mod tests {
         let m = git_layout(&main).unwrap();
         assert_eq!((m.top, m.gitdir.clone()), (main.clone(), main.join(".git")));
         assert_eq!(m.common, m.gitdir);
+        assert_eq!(m.module_gitfiles, vec![main.join("libs/x/.git")]);
     }
 
     #[test]

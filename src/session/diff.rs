@@ -14,7 +14,7 @@
 //! them is) and the masks it made over hidden paths.
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -22,7 +22,7 @@ use nix::errno::Errno;
 use serde::Serialize;
 
 use super::store::{HOME_UPPER, STATE_DIR};
-use crate::fsutil::read_names;
+use crate::fsutil::{open_dir_at as open_at, read_names};
 
 /// At most this many changes are listed (a build cache can hold millions of files).
 pub const MAX_CHANGES: usize = 100_000;
@@ -74,23 +74,6 @@ pub struct Diff {
     pub entries: Vec<Entry>,
     /// The walk stopped at [`MAX_CHANGES`].
     pub truncated: bool,
-}
-
-fn open_at(dir: &OwnedFd, name: &CStr) -> nix::Result<OwnedFd> {
-    // SAFETY: a valid dir fd and C string.
-    let fd = Errno::result(unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_RDONLY
-                | libc::O_DIRECTORY
-                | libc::O_NOFOLLOW
-                | libc::O_CLOEXEC
-                | libc::O_NONBLOCK,
-        )
-    })?;
-    // SAFETY: fresh fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn lstat_at(dir: &OwnedFd, name: &CStr) -> nix::Result<libc::stat> {

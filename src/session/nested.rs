@@ -263,7 +263,7 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
             libc::S_IFREG if changed_since(st, self.since) => {
                 // `gitdir: ../.git/modules/x` from `git submodule`: into the project's
                 // own git dir, which the plan watches. Anything else is the session's.
-                let ok = read_small_at(dir, ".git", 4096).is_ok_and(|t| {
+                let target = read_small_at(dir, ".git", 4096).ok().and_then(|t| {
                     let t = String::from_utf8_lossy(&t);
                     let target = t
                         .trim()
@@ -271,10 +271,15 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
                         .map(str::trim)
                         .unwrap_or("");
                     let base = path.parent().unwrap_or(path);
-                    self.inside_top_git(&normalize(&base.join(target)))
+                    let abs = normalize(&base.join(target));
+                    self.inside_top_git(&abs).map(|fd| (fd, abs))
                 });
-                if !ok {
-                    self.sweep.quarantine(dir, name, path, None);
+                match target {
+                    // Wherever there it points (`modules/sm/x`, which no listing of
+                    // git dirs goes into), what the session made in that git dir is
+                    // looked at (red-team 7, A7-2).
+                    Some((g, abs)) => self.git_dir(&g, &abs),
+                    None => self.sweep.quarantine(dir, name, path, None),
                 }
             }
             _ if changed_since(st, self.since) => self.sweep.quarantine(dir, name, path, None),
@@ -321,12 +326,13 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
         self.steering = steering;
     }
 
-    /// Whether `abs` lies below the project's own git dir through directories only (a
-    /// link the session made there, `.git/modules -> elsewhere`, would lead out).
-    fn inside_top_git(&self, abs: &Path) -> bool {
-        let Ok(rel) = abs.strip_prefix(&self.top_git) else {
-            return false;
-        };
+    /// `abs`, opened, when it lies below the `modules/` or `worktrees/` of one of the
+    /// project's git dirs (its own `.git`, a linked worktree's common dir) through
+    /// directories only (a link the session made there, `.git/modules -> elsewhere`,
+    /// would lead out).
+    fn inside_top_git(&self, abs: &Path) -> Option<OwnedFd> {
+        let root = self.git_roots().into_iter().find(|r| abs.starts_with(r))?;
+        let rel = abs.strip_prefix(&root).ok()?;
         // Only where git puts a submodule's or a worktree's git dir (which the plan
         // watches), not `.git/x2` from `git init --separate-git-dir` (red-team 4, A4-2).
         if !rel
@@ -334,24 +340,16 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
             .next()
             .is_some_and(|c| c.as_os_str() == "modules" || c.as_os_str() == "worktrees")
         {
-            return false;
+            return None;
         }
-        let Ok(mut cur) = crate::fsutil::open_dir_nofollow(&self.top_git) else {
-            return false;
-        };
-        let mut any = false;
+        let mut cur = crate::fsutil::open_dir_nofollow(&root).ok()?;
         for c in rel.components() {
             let std::path::Component::Normal(n) = c else {
-                return false;
+                return None;
             };
-            let Some(n) = n.to_str() else { return false };
-            match openat_nofollow(&cur, n, dir_flags(), Mode::empty()) {
-                Ok(fd) => cur = fd,
-                Err(_) => return false,
-            }
-            any = true;
+            cur = openat_nofollow(&cur, n.to_str()?, dir_flags(), Mode::empty()).ok()?;
         }
-        any
+        Some(cur)
     }
 
     /// What in git dir `g` (at `path`) the session changed and git does not write itself.
@@ -428,7 +426,14 @@ pub(super) fn sweep(sweep: &mut Sweep<'_>, since: SystemTime) -> Option<String> 
             }
         }
     }
-    w.top_git_dirs(&top_git);
+    let git_cut = w.top_git_dirs().map(|at| {
+        format!(
+            "the submodules' and worktrees' git dirs of this project are too many or too deep to look through (more than {} entries or {} levels; the look stopped at {}): before you run git in the project, check the config and hooks there",
+            crate::gitdirs::ENTRY_CAP,
+            crate::gitdirs::DEPTH_CAP,
+            crate::human::printable_path(&at)
+        )
+    });
     let root_path = w.sweep.project().path.clone();
     w.visit(&root, &root_path, 0);
     let unread = w.unread.take().map(|u| {
@@ -443,54 +448,38 @@ pub(super) fn sweep(sweep: &mut Sweep<'_>, since: SystemTime) -> Option<String> 
             crate::human::printable_path(&root_path),
         )
     });
-    match (cut, unread) {
-        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
-        (a, b) => a.or(b),
-    }
+    let notes: Vec<String> = [git_cut, cut, unread].into_iter().flatten().collect();
+    (!notes.is_empty()).then(|| notes.join("; "))
 }
 
-/// Git dirs below the project's own `.git` looked at, at most (modules and worktrees).
-const TOP_GIT_DIRS_CAP: usize = 1024;
-
 impl Walk<'_, '_, '_> {
-    /// The submodules' and linked worktrees' git dirs in the project's own `.git`
-    /// (`modules/<name>`, nested `modules/<a>/modules/<b>`, `worktrees/<name>`), which the
+    /// The submodules' and linked worktrees' git dirs in the project's git dirs (its own
+    /// `.git`, a linked worktree's common dir), at any depth (see `gitdirs`), which the
     /// walk of the tree does not go into: a `.git` file pointing there is git's own, so
     /// what the session made or changed there (a `commondir` naming a config of its own,
-    /// a config, hooks) is the session's (red-team 6, A6-2).
-    fn top_git_dirs(&mut self, top_git: &Path) {
-        let Ok(g) = crate::fsutil::open_dir_nofollow(top_git) else {
-            return;
-        };
-        let mut todo: Vec<(OwnedFd, PathBuf, usize)> = vec![(g, top_git.to_path_buf(), 0)];
-        let mut seen = 0;
-        while let Some((dir, path, depth)) = todo.pop() {
-            for n in ["modules", "worktrees"] {
-                let Ok(sub) = openat_nofollow(&dir, n, dir_flags(), Mode::empty()) else {
-                    continue;
-                };
-                let Ok(names) = read_names(sub.as_raw_fd()) else {
-                    continue;
-                };
-                for name in names {
-                    seen += 1;
-                    if seen > TOP_GIT_DIRS_CAP {
-                        return;
-                    }
-                    let Some(n2) = name.to_str().ok() else {
-                        continue;
-                    };
-                    let Ok(gd) = openat_nofollow(&sub, n2, dir_flags(), Mode::empty()) else {
-                        continue;
-                    };
-                    let p = path.join(n).join(n2);
-                    self.git_dir(&gd, &p);
-                    if n == "modules" && depth < 4 {
-                        todo.push((gd, p, depth + 1));
-                    }
+    /// a config, hooks) is the session's (red-team 6, A6-2; red-team 7, A7-1, A7-2).
+    /// Where the listing stopped at a bound, if it did.
+    fn top_git_dirs(&mut self) -> Option<PathBuf> {
+        let mut cut = None;
+        for root in self.git_roots() {
+            let Ok(g) = crate::fsutil::open_dir_nofollow(&root) else {
+                continue;
+            };
+            let c = crate::gitdirs::walk(&g, &root, &mut |f| {
+                if f.git {
+                    self.git_dir(f.fd, f.path);
                 }
-            }
+            });
+            cut = cut.or(c);
         }
+        cut
+    }
+
+    /// The project's own `.git` and the git dirs outside it its commits write to.
+    fn git_roots(&self) -> Vec<PathBuf> {
+        let mut roots = vec![self.top_git.clone()];
+        roots.extend(self.sweep.project().git_dirs.iter().cloned());
+        roots
     }
 
     /// Where the walk stopped at a bound of its own (entries, depth), if it did.

@@ -39,6 +39,9 @@ fn repo() -> Case {
         ".git/modules",
         ".git/modules/sub",
         ".git/modules/sub/hooks",
+        ".git/modules/libs",
+        ".git/modules/libs/x",
+        ".git/modules/libs/x/hooks",
         ".claude",
         ".husky",
         "githooks",
@@ -48,6 +51,7 @@ fn repo() -> Case {
     for f in [
         ".git/config",
         ".git/modules/sub/config",
+        ".git/modules/libs/x/config",
         ".claude/settings.json",
         "sub/.git",
     ] {
@@ -58,10 +62,14 @@ fn repo() -> Case {
         top: "/home/u/proj".into(),
         gitdir: g.into(),
         common: g.into(),
-        modules: vec![format!("{g}/modules/sub").into()],
+        modules: vec![
+            format!("{g}/modules/libs/x").into(),
+            format!("{g}/modules/sub").into(),
+        ],
         module_gitfiles: vec!["/home/u/proj/sub/.git".into()],
         worktrees: vec![],
         config_paths: vec!["/home/u/proj/githooks".into(), "/etc/gitconfig.d/x".into()],
+        cut: None,
     });
     c
 }
@@ -70,7 +78,14 @@ fn repo() -> Case {
 fn parents_of_protected_paths_are_pinned_before_what_is_protected_in_them() {
     let p = repo().plan();
     let v = p.view.project.as_ref().unwrap();
-    for d in [".git", ".git/modules", ".git/modules/sub", ".claude"] {
+    for d in [
+        ".git",
+        ".git/modules",
+        ".git/modules/sub",
+        ".git/modules/libs",
+        ".git/modules/libs/x",
+        ".claude",
+    ] {
         assert!(
             v.pinned.contains(&Path::new("/home/u/proj").join(d)),
             "{d}: {:?}",
@@ -115,6 +130,9 @@ fn what_git_reads_config_and_hooks_through_is_protected_or_watched() {
         ".git/config",
         ".git/modules/sub/config",
         ".git/modules/sub/hooks",
+        // A submodule named `libs/x` has its git dir two levels down (red-team 7, A7-1).
+        ".git/modules/libs/x/config",
+        ".git/modules/libs/x/hooks",
         ".husky",
         "githooks",
         ".claude/settings.json",
@@ -134,6 +152,8 @@ fn what_git_reads_config_and_hooks_through_is_protected_or_watched() {
         // A6-2): absent here, so watched.
         ".git/modules/sub/commondir",
         ".git/modules/sub/config.worktree",
+        ".git/modules/libs/x/commondir",
+        ".git/modules/libs/x/config.worktree",
         ".claude/hooks",
         ".devcontainer",
         ".pre-commit-config.yaml",
@@ -172,7 +192,7 @@ fn what_git_reads_config_and_hooks_through_is_protected_or_watched() {
         dirs[1],
         (
             "/home/u/proj/.git/modules",
-            &["sub".to_string()][..],
+            &["libs".to_string(), "sub".into()][..],
             &[
                 "config".to_string(),
                 "hooks".into(),
