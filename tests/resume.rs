@@ -12,6 +12,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::net::{upstream_proxy, Upstream};
+use common::transcript::*;
 use common::*;
 use serde_json::Value;
 
@@ -445,6 +446,87 @@ fn a_rewritten_copy_in_a_session_does_not_capture_the_resume() {
         assert_eq!(
             std::fs::read_to_string(dir.join(format!("{uuid}.jsonl"))).unwrap(),
             "{\"n\":1}\n"
+        );
+    }
+}
+
+/// Red-team 7, A7-4, end to end with the real CLI: a conversation whose file history
+/// tracks the project's `.git/config` makes a host `claude --resume ID --rewind-files MSG`
+/// write the backup over it (the control: planted straight into `~/.claude`, no login
+/// or network needed). Planted by a session, csbox keeps the conversation out, says why,
+/// and the same rewind finds no conversation: `.git/config` stays as it was.
+#[test]
+fn a_host_rewind_no_longer_writes_the_git_config_a_session_planted() {
+    let Some(claude) = claude() else { return };
+    let (c0, c1) = (
+        "0d3c9a5e-3333-4222-8333-944455556600",
+        "0d3c9a5e-3333-4222-8333-944455556601",
+    );
+    for user in users() {
+        let o = Offline::new(user, &claude);
+        let env = &o.env;
+        let proj = project_dir(env).canonicalize().unwrap();
+        let config = "[core]\n\trepositoryformatversion = 0\n";
+        std::fs::create_dir_all(proj.join(".git")).unwrap();
+        std::fs::write(proj.join(".git/config"), config).unwrap();
+        let planted = format!("{config}\tfsmonitor = \"echo PLANTED\"\n");
+        let git_config = proj.join(".git/config").display().to_string();
+        let files = |conv: &str| {
+            let t = format!(
+                "{}\n{}\n",
+                user_line(conv, &proj, "hi"),
+                snapshot_line(&[(&git_config, "1111111111111111@v1")])
+            );
+            vec![
+                (format!("projects/{}/{conv}.jsonl", o.slug()), t),
+                (
+                    format!("file-history/{conv}/1111111111111111@v1"),
+                    planted.clone(),
+                ),
+            ]
+        };
+        let rewind = |conv: &str| {
+            let mut c = env.command(&o.claude);
+            c.args(["-p", "--resume", conv, "--rewind-files", MSG])
+                .current_dir(&proj)
+                .env("HTTPS_PROXY", &o.proxy)
+                .env("ANTHROPIC_API_KEY", "sk-ant-api03-csbox-test-dummy")
+                .env("CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING", "1")
+                .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+                .env("DISABLE_AUTOUPDATER", "1");
+            let out = output_within(&mut c, CLAUDE_LIMIT, "claude --rewind-files");
+            format!("{}{}", stdout(&out), stderr(&out))
+        };
+        for (p, content) in files(c0) {
+            let p = env.claude_root().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        env.chown_all(&env.home);
+        let said = rewind(c0);
+        assert!(
+            said.contains("Files rewound"),
+            "the control rewound nothing: {said}"
+        );
+        let got = std::fs::read_to_string(proj.join(".git/config")).unwrap();
+        assert_eq!(got, planted, "the control: the rewind writes .git/config");
+        std::fs::write(proj.join(".git/config"), config).unwrap();
+
+        let out = o.within(&["run", "--", "sh", "-c", &plant(env, &files(c1))]);
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            err.contains(&format!("tracks {git_config}, inside a git directory")),
+            "{err}"
+        );
+        let said = rewind(c1);
+        assert!(said.contains("No conversation found"), "{said}");
+        let got = std::fs::read_to_string(proj.join(".git/config")).unwrap();
+        assert_eq!(
+            got,
+            config,
+            "[{}] the rewind wrote .git/config",
+            env.user.label()
         );
     }
 }

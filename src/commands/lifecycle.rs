@@ -150,11 +150,16 @@ pub fn serve(session: &LiveSession, st: Started) -> Option<Server> {
 
 /// Merge the ended session into `~/.claude`, saying on stderr what did not merge.
 /// Returns the record to keep (None: merge-back is off, or it failed and said so).
-pub fn merge_at_end(paths: &Paths, session: &LiveSession, items: &[String]) -> Option<MergeRecord> {
+pub fn merge_at_end(
+    paths: &Paths,
+    session: &LiveSession,
+    profile: &crate::profile::Profile,
+) -> Option<MergeRecord> {
+    let items = &profile.claude.merge_back;
     if items.is_empty() {
         return None;
     }
-    match super::merge::merge_live(paths, session, items) {
+    match super::merge::merge_live(paths, session, items, &profile.protect) {
         Ok(rec) => {
             if !rec.conflicts.is_empty() || !rec.refused.is_empty() || rec.incomplete {
                 crate::warn!(

@@ -30,11 +30,14 @@ pub struct MergeArgs {
     pub json: bool,
 }
 
-/// Merge `session` (whose lock the caller holds) into `claude_root`.
+/// Merge `session` (whose lock the caller holds) into `claude_root`: the `items` of a
+/// profile's `claude.mergeBack`, judging its file history by `protect`, the `protect`
+/// list of the profile it ran with.
 pub fn merge_live(
     paths: &Paths,
     session: &LiveSession,
     items: &[String],
+    protect: &[String],
 ) -> crate::error::Result<MergeRecord> {
     merge::merge(&Request {
         session_dir: session.dir_fd(),
@@ -42,7 +45,9 @@ pub fn merge_live(
         created: session.meta.created,
         cwd: &session.meta.cwd,
         claude_root: &paths.claude_root,
+        claude_json: &paths.claude_json,
         items,
+        protect,
     })
 }
 
@@ -89,7 +94,17 @@ pub fn merge_cmd(a: MergeArgs) -> Result<i32> {
         );
         return Ok(0);
     }
-    let rec = merge_live(&paths, &s, &items)?;
+    // What the session's project protected is its own profile's list, whatever
+    // `--profile` says merges; one whose profile is gone is judged by the one given.
+    let protect = match &a.profile {
+        Some(p) if *p != s.meta.profile => {
+            crate::profile::load(&s.meta.profile, &paths.user_profiles_dir())
+                .map(|own| own.protect)
+                .unwrap_or_else(|_| profile.protect.clone())
+        }
+        _ => profile.protect.clone(),
+    };
+    let rec = merge_live(&paths, &s, &items, &protect)?;
     s.meta.merge = Some(rec.clone());
     s.write_meta(Durability::Rename)?;
     crate::fault::point("merge:recorded");

@@ -432,7 +432,7 @@ fn finish(
     // Merged before the end record is written, so the one write records both.
     crate::trace::mark("end of the run recorded (meta, active link, status line)");
     if ran {
-        let rec = super::lifecycle::merge_at_end(&r.paths, &session, &r.profile.claude.merge_back);
+        let rec = super::lifecycle::merge_at_end(&r.paths, &session, &r.profile);
         session.meta.merge = rec.or(session.meta.merge.take());
         crate::trace::mark("merge-back");
     }

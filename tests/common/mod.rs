@@ -5,6 +5,7 @@
 pub mod net;
 pub mod runc;
 pub mod tmux;
+pub mod transcript;
 #[allow(unused_imports)]
 pub use runc::{runc, runc_run};
 #[allow(unused_imports)]

@@ -120,11 +120,39 @@ fn check_jsonl(
     Ok(Ok(()))
 }
 
-fn timespec(sec: i64, nsec: i64) -> libc::timespec {
-    libc::timespec {
-        tv_sec: sec,
-        tv_nsec: nsec,
+/// The session file's mtime, but not later than `now`: Claude Code's `--continue` and
+/// `/resume` picker take the newest transcript, so one the session dated 2036 would be
+/// the host's pick for years (red-team 7, A7-4).
+fn no_later_than(st: &libc::stat, now: std::time::SystemTime) -> libc::timespec {
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (sec, nsec) = (now.as_secs() as i64, now.subsec_nanos() as i64);
+    let (tv_sec, tv_nsec) = if (st.st_mtime, st.st_mtime_nsec) > (sec, nsec) {
+        (sec, nsec)
+    } else {
+        (st.st_mtime, st.st_mtime_nsec)
+    };
+    libc::timespec { tv_sec, tv_nsec }
+}
+
+/// What [`admit`] took of a file, or why a transcript below a conversation's directory
+/// (`projects/<key>/<uuid>/…`, a subagent's) is refused for what it tracks or where it
+/// ran. The conversations' own transcripts were judged when the scope was built.
+fn tracked(
+    m: &mut Merger,
+    fd: &OwnedFd,
+    rel_dir: &Path,
+    admitted: (libc::stat, u64, bool),
+) -> std::result::Result<(libc::stat, u64, bool), String> {
+    if !admitted.2 || !rel_dir.starts_with("projects") || rel_dir.components().count() < 3 {
+        return Ok(admitted);
     }
+    // From the start: `admit`'s SEEK_HOLE moved the offset this duplicate shares.
+    let mut f = std::fs::File::from(fd.try_clone().map_err(|e| format!("dup => {e}"))?);
+    std::io::Seek::rewind(&mut f).map_err(|e| format!("lseek => {e}"))?;
+    m.scope.project.scan(f)?;
+    Ok(admitted)
 }
 
 fn open_base(
@@ -293,11 +321,11 @@ pub fn merge_file(
         Err(Errno::ELOOP) => return Ok(m.refuse(&rel, "a symbolic link: never followed")),
         Err(e) => return Ok(m.refuse(&rel, format!("openat(O_NOFOLLOW|O_NONBLOCK) => {e}"))),
     };
-    let (st, len, jsonl) = match admit(&fd, name, max)? {
+    let (st, len, jsonl) = match admit(&fd, name, max)?.and_then(|a| tracked(m, &fd, rel_dir, a)) {
         Ok(a) => a,
         Err(why) => return Ok(m.refuse(&rel, why)),
     };
-    let mtime = Some(timespec(st.st_mtime, st.st_mtime_nsec));
+    let mtime = Some(no_later_than(&st, m.rec.at));
     let found = match base_of(m, base, rel_dir, name)? {
         Ok(found) => found,
         Err(why) => return Ok(m.refuse(&rel, why)),

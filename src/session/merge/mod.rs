@@ -9,11 +9,16 @@
 //!   link and without blocking (a FIFO), never across a mount, never a file with an exec
 //!   or set-id bit, never a name csbox reserves;
 //! - only what is the session's own ([`scope`]): `projects/<the key of its working
-//!   directory>/` (transcripts, their `<uuid>/` directories, `*.md` auto-memory), the
+//!   directory>/` (transcripts, their `<uuid>/` directories, `*.md` auto-memory, the
+//!   latter only when no other known project shares the key: [`keys`]), the
 //!   `history.jsonl` lines of that directory, the `todos/` and `file-history/` of the
 //!   conversations filed there, `plans/`; another project's entries are refused, each
 //!   reported;
-//! - a new file is copied in; a file that exists is replaced only when the session's
+//! - only conversations whose transcript names no other working directory and tracks
+//!   no file a host rewind must not write ([`tracked`]), and of their `file-history/`
+//!   only the backups their entries name;
+//! - a new file is copied in (its mtime no later than the merge: `claude --continue` and
+//!   the `/resume` picker take the newest); a file that exists is replaced only when the session's
 //!   version extends it byte for byte; anything else is kept beside it as
 //!   `<name>.csbox-conflict-<id>` and reported; nothing in `~/.claude` is ever deleted;
 //! - `history.jsonl` gets the session's new lines, each a JSON object, in time order;
@@ -26,8 +31,10 @@
 
 mod file;
 mod history;
+mod keys;
 mod scope;
 mod state;
+mod tracked;
 mod walk;
 mod write;
 
@@ -61,8 +68,15 @@ pub struct Request<'a> {
     pub cwd: &'a Path,
     /// The real `~/.claude`.
     pub claude_root: &'a Path,
+    /// The host's `~/.claude.json` (its `projects` map names the projects Claude Code
+    /// knows, some of which may share the session's project key).
+    pub claude_json: &'a Path,
     /// What to merge: entries of `profile::MERGE_BACK`.
     pub items: &'a [String],
+    /// The `protect` list of the profile the session ran with (empty: the built-in
+    /// [`crate::plan::PROTECTED`], as the plan reads it): a conversation whose file
+    /// history tracks one of them does not merge.
+    pub protect: &'a [String],
 }
 
 fn take_lock(root: &OwnedFd, root_path: &Path) -> Result<OwnedFd> {
@@ -146,7 +160,15 @@ pub fn merge(req: &Request) -> Result<MergeRecord> {
     state::sweep_temps(&root);
     let state_dev = state::fstat(state.as_raw_fd())?.st_dev;
     let id = req.id.to_string();
-    let scope = scope::build(&state, req.cwd);
+    let protect: Vec<&str> = if req.protect.is_empty() {
+        crate::plan::PROTECTED.to_vec()
+    } else {
+        req.protect.iter().map(String::as_str).collect()
+    };
+    let mut scope = scope::build(&state, tracked::Project::new(req.cwd, &protect));
+    if scope.memory {
+        scope.shared_with = keys::other_project(&root, &[req.claude_json], &scope.slug, req.cwd);
+    }
     let mut m = Merger {
         root,
         root_path: req.claude_root,

@@ -10,7 +10,11 @@ use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
+use nix::fcntl::OFlag;
+
 use super::state::{lstat_at, open_dir_at, Merger, Scope};
+use super::tracked::Project;
+use crate::human::printable;
 use crate::session::slug::{slug, slug_matches};
 
 /// What a directory of the layer may hold, by where it is.
@@ -27,6 +31,9 @@ pub enum Rule {
     Todos,
     /// `file-history/`: `<conversation>/` of the session's conversations.
     FileHistory,
+    /// `file-history/<conversation>/`: the backups its transcript's accepted entries
+    /// name (Claude Code keeps them flat: `<hash>@v<n>`).
+    Backups,
     /// `plans/` (and below): files, at most `Limits::plans` of them.
     Plans,
     /// Below an entry admitted above: regular files and directories.
@@ -70,14 +77,15 @@ fn todo_conversation(name: &str) -> Option<&str> {
     (is_uuid(conv) && is_uuid(agent)).then_some(conv)
 }
 
-/// Decide the entry `name` (a directory when `dir`, else a regular file) found where
-/// `rule` holds.
-pub fn judge(m: &mut Merger, rule: Rule, name: &CStr, dir: bool) -> Verdict {
+/// Decide the entry `name` (a directory when `dir`, else a regular file) found in the
+/// directory `rel` where `rule` holds.
+pub fn judge(m: &mut Merger, rule: Rule, rel: &Path, name: &CStr, dir: bool) -> Verdict {
     let Ok(name) = name.to_str() else {
         return Verdict::Refuse("not a name Claude Code writes (not UTF-8)".into());
     };
     let file = Verdict::File { max: m.limits.file };
-    let ours = |m: &Merger, conv: &str| m.scope.conversations.contains(conv);
+    let ours = |m: &Merger, conv: &str| m.scope.conversations.contains_key(conv);
+    let refused = |m: &Merger, conv: &str| m.scope.refused.get(conv).cloned();
     match (rule, dir) {
         (Rule::Projects, true) if slug_matches(name, &m.scope.slug) => {
             Verdict::Enter(Rule::Project)
@@ -88,16 +96,20 @@ pub fn judge(m: &mut Merger, rule: Rule, name: &CStr, dir: bool) -> Verdict {
         )),
         (Rule::Projects, false) => Verdict::Refuse("not a project directory".into()),
         (Rule::Project, false) if name.ends_with(".jsonl") => {
-            match name
-                .strip_suffix(".jsonl")
-                .and_then(|c| m.scope.outside.get(c))
-            {
-                Some(p) => Verdict::Refuse(outside_reason(p, &m.scope.cwd)),
+            match name.strip_suffix(".jsonl").and_then(|c| refused(m, c)) {
+                Some(why) => Verdict::Refuse(why),
                 None => file,
             }
         }
         (Rule::Project, false) => Verdict::Refuse("not a transcript (*.jsonl)".into()),
-        (Rule::Project, true) if name == "memory" => Verdict::Enter(Rule::Memory),
+        (Rule::Project, true) if name == "memory" => match &m.scope.shared_with {
+            Some(other) => Verdict::Refuse(format!(
+                "{other} has the same project key {} as this session's project {} (Claude Code's key keeps only ASCII letters and digits): its auto-memory is read by every claude in both, so it is not merged",
+                m.scope.slug,
+                printable(&m.scope.cwd)
+            )),
+            None => Verdict::Enter(Rule::Memory),
+        },
         (Rule::Project, true) if ours(m, name) => Verdict::Enter(Rule::Any),
         (Rule::Project, true) => Verdict::Refuse(
             "not the directory of a conversation whose transcript is in this session's layer"
@@ -113,13 +125,27 @@ pub fn judge(m: &mut Merger, rule: Rule, name: &CStr, dir: bool) -> Verdict {
         (Rule::Todos, _) => {
             Verdict::Refuse("not the todo list of a conversation of this session's project".into())
         }
-        (Rule::FileHistory, true) if ours(m, name) => Verdict::Enter(Rule::Any),
-        (Rule::FileHistory, true) if m.scope.outside.contains_key(name) => {
-            Verdict::Refuse(outside_reason(&m.scope.outside[name], &m.scope.cwd))
+        (Rule::FileHistory, true) if ours(m, name) => Verdict::Enter(Rule::Backups),
+        (Rule::FileHistory, true) if refused(m, name).is_some() => {
+            Verdict::Refuse(refused(m, name).expect("refused"))
         }
         (Rule::FileHistory, _) => Verdict::Refuse(
             "not the file history of a conversation of this session's project".into(),
         ),
+        (Rule::Backups, false) => {
+            let conv = rel.file_name().and_then(|c| c.to_str()).unwrap_or("");
+            if m.scope.conversations.get(conv).is_some_and(|n| n.contains(name)) {
+                file
+            } else {
+                Verdict::Refuse(
+                    "no file-history entry of this conversation's transcript names this backup"
+                        .into(),
+                )
+            }
+        }
+        (Rule::Backups, true) => {
+            Verdict::Refuse("a directory: Claude Code keeps a conversation's backups flat".into())
+        }
         (Rule::Plans, true) => Verdict::Enter(Rule::Plans),
         (Rule::Plans, false) => {
             m.plans += 1;
@@ -136,61 +162,19 @@ pub fn judge(m: &mut Merger, rule: Rule, name: &CStr, dir: bool) -> Verdict {
     }
 }
 
-/// Transcripts are read this far for file-history snapshots (the merge's per-file bound).
-const SCAN_CAP: u64 = 64 << 20;
-
-fn outside_reason(path: &str, cwd: &str) -> String {
-    format!(
-        "a file-history snapshot in this conversation tracks {}, outside the project {}: restoring code at that message (claude --resume, rewind) would write it on your host",
-        crate::human::printable(path),
-        crate::human::printable(cwd)
-    )
-}
-
-/// The first file a `file-history-snapshot` line of the transcript `name` (in `dir`)
-/// tracks outside `cwd`, if one does. Claude Code restores every tracked path of a
-/// snapshot, an absolute one as it is: a session could plant one for `~/.bashrc`.
-fn tracked_outside(dir: &OwnedFd, name: &CStr, cwd: &Path) -> Option<String> {
-    use std::io::BufRead;
-    let fd = crate::fsutil::open_regular_at(dir, name.to_str().ok()?, nix::fcntl::OFlag::O_RDONLY)
-        .ok()?;
-    let f = std::io::Read::take(std::fs::File::from(fd), SCAN_CAP);
-    for line in std::io::BufReader::new(f).split(b'\n') {
-        let Ok(line) = line else { break };
-        if !line
-            .windows(b"file-history-snapshot".len())
-            .any(|w| w == b"file-history-snapshot")
-        {
-            continue;
-        }
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {
-            continue;
-        };
-        let tracked = v["snapshot"]["trackedFileBackups"].as_object();
-        for p in tracked.into_iter().flat_map(|t| t.keys()) {
-            if !inside(Path::new(p), cwd) {
-                return Some(p.clone());
-            }
-        }
-    }
-    None
-}
-
-/// `p` (absolute, or relative to `cwd`) lies in `cwd`, with no `..` on the way.
-fn inside(p: &Path, cwd: &Path) -> bool {
-    use std::path::Component;
-    let up = p.components().any(|c| matches!(c, Component::ParentDir));
-    !up && (p.is_relative() || p.starts_with(cwd))
-}
-
-/// The scope of a session that ran in `cwd`, with the conversations whose transcript
-/// (`<uuid>.jsonl`, a regular file) is in its layer's `projects/<slug>/`.
-pub fn build(state: &OwnedFd, cwd: &Path) -> Scope {
+/// The scope of a session that ran in `project`, with the conversations whose transcript
+/// (`<uuid>.jsonl`, a regular file) is in its layer's `projects/<slug>/`, each judged for
+/// what it tracks and where it ran ([`Project::scan`]).
+pub fn build(state: &OwnedFd, project: Project) -> Scope {
+    let cwd = project.cwd.clone();
     let mut scope = Scope {
         cwd: cwd.to_string_lossy().into_owned(),
-        slug: slug(cwd),
+        slug: slug(&cwd),
         conversations: Default::default(),
-        outside: Default::default(),
+        refused: Default::default(),
+        shared_with: None,
+        memory: false,
+        project,
     };
     let Ok(projects) = open_dir_at(state.as_raw_fd(), c"projects") else {
         return scope;
@@ -202,6 +186,7 @@ pub fn build(state: &OwnedFd, cwd: &Path) -> Scope {
         let Ok(d) = open_dir_at(projects.as_raw_fd(), &dir) else {
             continue;
         };
+        scope.memory |= lstat_at(d.as_raw_fd(), c"memory").is_ok();
         for n in crate::fsutil::read_names(d.as_raw_fd()).unwrap_or_default() {
             let Some(conv) = n
                 .to_str()
@@ -216,12 +201,16 @@ pub fn build(state: &OwnedFd, cwd: &Path) -> Scope {
             {
                 continue;
             }
-            match tracked_outside(&d, &n, cwd) {
-                Some(p) => {
-                    scope.outside.insert(conv.to_string(), p);
+            let file = format!("{conv}.jsonl");
+            let judged = crate::fsutil::open_regular_at(&d, &file, OFlag::O_RDONLY)
+                .map_err(|e| format!("it cannot be opened to check what it tracks: {e}"))
+                .and_then(|fd| scope.project.scan(std::fs::File::from(fd)));
+            match judged {
+                Ok(names) => {
+                    scope.conversations.insert(conv.to_string(), names);
                 }
-                None => {
-                    scope.conversations.insert(conv.to_string());
+                Err(why) => {
+                    scope.refused.insert(conv.to_string(), why);
                 }
             }
         }
@@ -232,37 +221,6 @@ pub fn build(state: &OwnedFd, cwd: &Path) -> Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_snapshot_tracking_a_file_outside_the_project_is_found() {
-        let d = tempfile::tempdir().unwrap();
-        let cwd = Path::new("/home/u/proj");
-        let line = |p: &str| {
-            format!(
-                "{{\"type\":\"file-history-snapshot\",\"snapshot\":{{\"trackedFileBackups\":{{\"{p}\":{{\"version\":1}}}}}}}}\n"
-            )
-        };
-        let user = "{\"type\":\"user\",\"message\":\"edit /home/u/.bashrc\"}\n";
-        for (body, want) in [
-            (format!("{user}{}", line("/home/u/proj/src/a.rs")), None),
-            (format!("{user}{}", line("src/a.rs")), None),
-            (line("/home/u/.bashrc"), Some("/home/u/.bashrc")),
-            (line("../x"), Some("../x")),
-            (
-                line("/home/u/proj/../.bashrc"),
-                Some("/home/u/proj/../.bashrc"),
-            ),
-            (line("/home/u/projX/a"), Some("/home/u/projX/a")),
-        ] {
-            std::fs::write(d.path().join("t.jsonl"), &body).unwrap();
-            let dir = crate::fsutil::open_dir_nofollow(d.path()).unwrap();
-            assert_eq!(
-                tracked_outside(&dir, c"t.jsonl", cwd).as_deref(),
-                want,
-                "{body}"
-            );
-        }
-    }
 
     #[test]
     fn todo_lists_name_their_conversation() {

@@ -2,13 +2,14 @@
 //! `~/.claude`), the bounds, the record it builds, and the raw no-follow calls every part
 //! of it opens files with.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
+use super::tracked::Project;
 use crate::session::meta::{MergeEntry, MergeRecord, MERGE_LIST_CAP};
 
 /// The bounds of one merge (README "Sessions"): a session is hostile, and a layer can
@@ -81,19 +82,29 @@ impl Limits {
 /// What of the layer is this session's own (issue 15, attack-3 A3-5/A3-10): anything
 /// else a session writes there would reach other projects' conversations, history or
 /// auto-memory, which every later `claude` there reads, sandboxed or not.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Scope {
     /// The session's working directory, as Claude Code writes it in a history line's
     /// `project`.
     pub cwd: String,
     /// Claude Code's project key for it: `projects/<slug>/`.
     pub slug: String,
-    /// The conversations (uuids) whose transcript is in the layer's `projects/<slug>/`.
-    pub conversations: HashSet<String>,
-    /// Conversations whose transcript holds a file-history snapshot of a file outside
-    /// the project (the first such path): neither it nor its backups merge (red-team 6,
-    /// A6-7: a rewind with code restore on the host writes every tracked file back).
-    pub outside: std::collections::HashMap<String, String>,
+    /// The conversations (uuids) whose transcript is in the layer's `projects/<slug>/`
+    /// and passed [`Project::scan`], each with the backup names its file history names:
+    /// only those of its `file-history/<uuid>/` merge.
+    pub conversations: HashMap<String, HashSet<String>>,
+    /// Conversations whose transcript did not pass, with the reason: neither it nor its
+    /// backups, todos or `<uuid>/` directory merge (red-team 6 A6-7, red-team 7 A7-4 and
+    /// A7-8: a rewind with code restore on the host writes every tracked file back).
+    pub refused: HashMap<String, String>,
+    /// Another project Claude Code files under the same key (its key is lossy:
+    /// `~/p.x` and `~/p_x`), when one is known: the key's memory is not merged.
+    pub shared_with: Option<String>,
+    /// The layer has a `memory` entry in the project's directory (only then is
+    /// `shared_with` looked for).
+    pub memory: bool,
+    /// The project, as tracked paths are judged against it.
+    pub project: Project,
 }
 
 /// One merge in progress.

@@ -74,7 +74,7 @@ fn entry(
     };
     let kind = st.st_mode & libc::S_IFMT;
     let verdict = match kind {
-        libc::S_IFREG | libc::S_IFDIR => Some(judge(m, rule, name, kind == libc::S_IFDIR)),
+        libc::S_IFREG | libc::S_IFDIR => Some(judge(m, rule, rel, name, kind == libc::S_IFDIR)),
         _ => None,
     };
     if let Some(Verdict::Refuse(why)) = verdict {
