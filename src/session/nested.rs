@@ -356,7 +356,29 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
 
     /// What in git dir `g` (at `path`) the session changed and git does not write itself.
     fn git_dir(&mut self, g: &OwnedFd, path: &Path) {
-        for n in ["config", "config.worktree", "commondir", "hooks"] {
+        self.git_files(
+            g,
+            path,
+            &["config", "config.worktree", "commondir", "hooks"],
+        );
+    }
+
+    /// The live watch's re-check of a git dir it watches (a tick, or a write through a
+    /// held fd): its files, not its hooks. A config accepted as `git init`'s can be turned
+    /// hostile with no event in its directory: through a hard link elsewhere, or through
+    /// a mapping after its close (red-team 6, A6-1).
+    pub(super) fn recheck_git(&mut self, g: &OwnedFd, path: &Path) {
+        // A stale path (the git dir was renamed, something else made there) is left to
+        // the events of its new place.
+        let head = CString::new("HEAD").expect("no NUL");
+        if path.file_name().is_none_or(|n| n != ".git") && lstat_at(g, &head).is_none() {
+            return;
+        }
+        self.git_files(g, path, &["config", "config.worktree", "commondir"]);
+    }
+
+    fn git_files(&mut self, g: &OwnedFd, path: &Path, which: &[&str]) {
+        for &n in which {
             let c = CString::new(n).expect("no NUL");
             let Some(st) = lstat_at(g, &c) else { continue };
             if !changed_since(&st, self.since) && !(n == "hooks" && self.hooks_changed(g)) {
@@ -364,8 +386,11 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
             }
             let is = |k| kind(&st) == k;
             let harmless = match n {
+                // A second name for it (`ln .git/config t/l`) is a way to write it with
+                // no event here: git never links its config (it renames a lock file).
                 "config" => {
                     is(libc::S_IFREG)
+                        && st.st_nlink == 1
                         && read_small_at(g, n, 1 << 20)
                             .is_ok_and(|t| crate::gitconfig::is_plain(&String::from_utf8_lossy(&t)))
                 }
