@@ -249,6 +249,54 @@ fn git_init_and_clone_inside_the_project_keep_their_repositories() {
     }
 }
 
+/// Repositories nested in the project (`git init`, `git config`, `git remote add`, `git
+/// commit` in each, one after the other, as a test suite's fixtures make them). The live
+/// watch wakes on each rename of a lock file over their config and looks while git is
+/// still at it (`git init` renames four in a row): none of git's commands fails, no config
+/// is moved, every one holds all git wrote, and the session is not stopped. A look that
+/// raced those renames took the replaced config's link count of 0 for a second name and
+/// moved what git was writing ("invalid config file" under load in hardening.rs).
+#[test]
+fn git_in_many_nested_repositories_is_never_disturbed() {
+    const N: usize = 100;
+    let script = format!(
+        "echo $NONCE; for i in $(seq {N}); do \
+         git init -q n$i && git -C n$i config user.email t@t && git -C n$i config user.name t && \
+         git -C n$i remote add origin https://example.com/r.git && echo $i > n$i/f && \
+         git -C n$i add f && git -C n$i commit -q -m c$i || {{ echo \"git failed in n$i\"; exit 1; }}; \
+         done; echo all-made"
+    );
+    for u in users() {
+        let p = project(u);
+        let out = p.run("strict", &script).wait_with_output().unwrap();
+        let (o, e) = (stdout(&out), stderr(&out));
+        assert!(
+            out.status.success() && o.contains(&p.nonce) && o.contains("all-made"),
+            "as {}: {o}{e}",
+            u.label()
+        );
+        assert!(!e.contains("moved it"), "as {}: {e}", u.label());
+        assert_eq!(quarantined(&p), Vec::<String>::new(), "as {}", u.label());
+        for i in 1..=N {
+            let cfg = std::fs::read_to_string(p.proj.join(format!("n{i}/.git/config")));
+            let cfg = cfg.unwrap_or_else(|e| panic!("as {}: n{i}'s config: {e}", u.label()));
+            for line in [
+                "repositoryformatversion = 0",
+                "bare = false",
+                "email = t@t",
+                "name = t",
+                "url = https://example.com/r.git",
+            ] {
+                assert!(
+                    cfg.contains(line),
+                    "as {}: n{i}'s config lacks {line:?}: {cfg}",
+                    u.label()
+                );
+            }
+        }
+    }
+}
+
 /// Red-team 4's ways past the quarantine: a read-only parent, a link on the way, a git
 /// dir inside the main `.git`, the same names in a subdirectory, an unreadable directory
 /// on the way to a nested repository. Each is a (name, script, what shows the escape).
