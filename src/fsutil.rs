@@ -204,16 +204,16 @@ pub fn open_regular_at(dir: impl AsFd, name: &str, flags: OFlag) -> std::io::Res
     open_regular_at_stat(dir, name, flags).map(|(fd, _)| fd)
 }
 
-/// [`open_regular_at`], and the file's size as fstat gave it.
+/// [`open_regular_at`], and the file's fstat.
 fn open_regular_at_stat(
     dir: impl AsFd,
     name: &str,
     flags: OFlag,
-) -> std::io::Result<(OwnedFd, u64)> {
+) -> std::io::Result<(OwnedFd, nix::sys::stat::FileStat)> {
     let fd = openat_nofollow(dir, name, flags | OFlag::O_NONBLOCK, Mode::empty())?;
     let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
     match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => Ok((fd, st.st_size as u64)),
+        libc::S_IFREG => Ok((fd, st)),
         libc::S_IFDIR => Err(std::io::Error::from_raw_os_error(libc::EISDIR)),
         _ => Err(not_regular()),
     }
@@ -229,8 +229,19 @@ fn not_regular() -> std::io::Error {
 /// Read a small regular file relative to `dir` without following symlinks, at most `limit`
 /// bytes (session files are hostile input: a sandbox may plant a FIFO or a huge file).
 pub fn read_small_at(dir: impl AsFd, name: &str, limit: u64) -> std::io::Result<Vec<u8>> {
+    read_small_at_stat(dir, name, limit).map(|(bytes, _)| bytes)
+}
+
+/// [`read_small_at`], and the fstat of the very file read (a second lookup of `name`
+/// may find another file: one renamed over it meanwhile).
+pub fn read_small_at_stat(
+    dir: impl AsFd,
+    name: &str,
+    limit: u64,
+) -> std::io::Result<(Vec<u8>, nix::sys::stat::FileStat)> {
     use std::io::Read;
-    let (fd, len) = open_regular_at_stat(dir, name, OFlag::O_RDONLY)?;
+    let (fd, st) = open_regular_at_stat(dir, name, OFlag::O_RDONLY)?;
+    let len = st.st_size as u64;
     let f = File::from(fd);
     if len > limit {
         return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
@@ -245,7 +256,7 @@ pub fn read_small_at(dir: impl AsFd, name: &str, limit: u64) -> std::io::Result<
     if n as u64 != len {
         f.read_to_end(&mut buf)?;
     }
-    Ok(buf)
+    Ok((buf, st))
 }
 
 /// Open a file for reading that must be a regular file: opened non-blocking (a FIFO

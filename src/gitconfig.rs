@@ -65,8 +65,9 @@ pub fn parse(text: &str) -> Config {
     out
 }
 
-/// What `git init`, `git clone` and `git submodule` write into a repository's config:
-/// nothing there runs a command or points git at other files.
+/// What `git init`, `git clone` and `git submodule` write into a repository's config,
+/// and the identity a script sets before it commits (`git config user.email`): nothing
+/// there runs a command or points git at other files.
 const PLAIN: &[(&str, &str)] = &[
     ("core", "repositoryformatversion"),
     ("core", "filemode"),
@@ -84,6 +85,8 @@ const PLAIN: &[(&str, &str)] = &[
     ("submodule", "active"),
     ("init", "defaultbranch"),
     ("extensions", "objectformat"),
+    ("user", "name"),
+    ("user", "email"),
 ];
 
 /// Whether a config holds only what git itself writes (see [`PLAIN`]), with no URL
@@ -104,7 +107,8 @@ mod tests {
     #[test]
     fn what_git_init_writes_is_plain_and_what_steers_git_is_not() {
         let init = "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n\
-[remote \"origin\"]\n\turl = https://example.com/r.git\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n[branch \"main\"]\n\tremote = origin\n\tmerge = refs/heads/main\n";
+[remote \"origin\"]\n\turl = https://example.com/r.git\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n[branch \"main\"]\n\tremote = origin\n\tmerge = refs/heads/main\n\
+[user]\n\tname = t\n\temail = t@t\n";
         assert!(is_plain(init));
         for evil in [
             "[core]\n\tfsmonitor = \"id > /tmp/x; false\"\n",

@@ -55,8 +55,13 @@ impl Proj {
     }
 
     fn run(&self, profile: &str, script: &str) -> std::process::Child {
+        self.spawn(profile, &["sh", "-c", script])
+    }
+
+    /// `csbox run --profile PROFILE -- CMD…` in the project, its output piped.
+    fn spawn(&self, profile: &str, cmd: &[&str]) -> std::process::Child {
         self.env
-            .csbox(&["run", "--profile", profile, "--", "sh", "-c", script])
+            .csbox(&[&["run", "--profile", profile, "--"], cmd].concat())
             .current_dir(&self.proj)
             .env("NONCE", &self.nonce)
             .stdout(std::process::Stdio::piped())
@@ -241,6 +246,54 @@ fn git_init_and_clone_inside_the_project_keep_their_repositories() {
         }
         assert!(p.proj.join("cloned/.git/hooks").is_dir());
         assert!(!stderr(&out).contains("quarantine"), "{}", stderr(&out));
+    }
+}
+
+/// Repositories nested in the project (`git init`, `git config`, `git remote add`, `git
+/// commit` in each, one after the other, as a test suite's fixtures make them). The live
+/// watch wakes on each rename of a lock file over their config and looks while git is
+/// still at it (`git init` renames four in a row): none of git's commands fails, no config
+/// is moved, every one holds all git wrote, and the session is not stopped. A look that
+/// raced those renames took the replaced config's link count of 0 for a second name and
+/// moved what git was writing ("invalid config file" under load in hardening.rs).
+#[test]
+fn git_in_many_nested_repositories_is_never_disturbed() {
+    const N: usize = 100;
+    let script = format!(
+        "echo $NONCE; for i in $(seq {N}); do \
+         git init -q n$i && git -C n$i config user.email t@t && git -C n$i config user.name t && \
+         git -C n$i remote add origin https://example.com/r.git && echo $i > n$i/f && \
+         git -C n$i add f && git -C n$i commit -q -m c$i || {{ echo \"git failed in n$i\"; exit 1; }}; \
+         done; echo all-made"
+    );
+    for u in users() {
+        let p = project(u);
+        let out = p.run("strict", &script).wait_with_output().unwrap();
+        let (o, e) = (stdout(&out), stderr(&out));
+        assert!(
+            out.status.success() && o.contains(&p.nonce) && o.contains("all-made"),
+            "as {}: {o}{e}",
+            u.label()
+        );
+        assert!(!e.contains("moved it"), "as {}: {e}", u.label());
+        assert_eq!(quarantined(&p), Vec::<String>::new(), "as {}", u.label());
+        for i in 1..=N {
+            let cfg = std::fs::read_to_string(p.proj.join(format!("n{i}/.git/config")));
+            let cfg = cfg.unwrap_or_else(|e| panic!("as {}: n{i}'s config: {e}", u.label()));
+            for line in [
+                "repositoryformatversion = 0",
+                "bare = false",
+                "email = t@t",
+                "name = t",
+                "url = https://example.com/r.git",
+            ] {
+                assert!(
+                    cfg.contains(line),
+                    "as {}: n{i}'s config lacks {line:?}: {cfg}",
+                    u.label()
+                );
+            }
+        }
     }
 }
 
@@ -463,6 +516,20 @@ fn quarantined(p: &Proj) -> Vec<String> {
     out
 }
 
+/// Files named `names` are in the session's quarantine, and csbox said it moved
+/// `pkg/r/.git/config`.
+fn in_quarantine(p: &Proj, out: &std::process::Output, names: &[&str]) {
+    let q = quarantined(p);
+    for name in names {
+        assert!(
+            q.iter().any(|e| e.ends_with(&format!("-{name}"))),
+            "{name} is not in the quarantine ({q:?}): {}",
+            stderr(out)
+        );
+    }
+    assert!(stderr(out).contains("pkg/r/.git/config"), "{}", stderr(out));
+}
+
 /// Red-team 5, A5-1: code-steering files the session makes below the top of the project
 /// (a nested repository with a `core.fsmonitor`, a bare one, `src/.npmrc`,
 /// `pkg/c/.cargo/config.toml`, a directory made and filled elsewhere and renamed in) are
@@ -509,19 +576,7 @@ fn deep_while_running(user: As, profile: &str) -> bool {
             user.label(),
             stderr(&out)
         );
-        let q = quarantined(&p);
-        for name in [".npmrc", "config.toml", "config"] {
-            assert!(
-                q.iter().any(|e| e.ends_with(&format!("-{name}"))),
-                "{name} is not in the quarantine ({q:?}): {}",
-                stderr(&out)
-            );
-        }
-        assert!(
-            stderr(&out).contains("pkg/r/.git/config"),
-            "{}",
-            stderr(&out)
-        );
+        in_quarantine(&p, &out, &[".npmrc", "config.toml", "config"]);
     }
     escaped
 }
@@ -643,4 +698,90 @@ fn a_session_that_keeps_planting_a_file_deep_in_the_project_is_stopped() {
     }
     let (stopped, out) = deep_replants(*users().last().unwrap(), "compat");
     assert!(!stopped, "the probe cannot tell: {}", stderr(&out));
+}
+
+/// Red-team 6, A6-1: a nested repository's config that `git init` wrote (accepted), made
+/// hostile with no close-after-write in its directory: `link` through a hard link made
+/// elsewhere in the project, `fd` through an fd kept open, `mmap` through a mapping after
+/// its close. Run by python3 in the session, which then stays alive.
+const HELD: &str = r##"
+import os, sys, subprocess, time, mmap
+way, nonce = sys.argv[1], os.environ["NONCE"]
+print(nonce, flush=True)
+subprocess.run(["git", "init", "-q", "pkg/r"], check=True)
+c = "pkg/r/.git/config"
+if way == "mmap":
+    open(c, "a").write("#" + " " * 200 + "\n")
+os.makedirs("t")
+time.sleep(1)  # the watch has looked at it, and let it be
+pay = ('[core]\n\tfsmonitor = "echo %s > \'%s/pwned\'; false"\n' % (nonce, os.getcwd())).encode()
+if way == "link":
+    os.link(c, "t/l")
+    with open("t/l", "ab") as f: f.write(pay)
+elif way == "fd":
+    keep = os.open(c, os.O_WRONLY | os.O_APPEND); os.write(keep, pay)
+else:
+    fd = os.open(c, os.O_RDWR); m = mmap.mmap(fd, 0); os.close(fd); time.sleep(0.5)
+    s = m.size(); m[s - len(pay) - 1:s - 1] = pay; m[s - len(pay) - 2] = 10; m[s - 1] = 10
+open("ready", "w").close()
+i = 0
+while not os.path.exists("go") and i < 500:
+    time.sleep(0.02); i += 1
+"##;
+
+/// A6-1 by `way` while the session runs: the config is gone from the project (and in the
+/// quarantine) within 2 s, and a host `git status` in the nested repository runs nothing.
+/// True when it escaped (what `--profile compat` shows).
+fn held_config(user: As, profile: &str, way: &str) -> bool {
+    let p = project(user);
+    let child = p.spawn(profile, &["python3", "-c", HELD, way]);
+    assert!(
+        wait_for(&p.proj.join("ready")),
+        "the session never got to make its repository ({way})"
+    );
+    let config = p.proj.join("pkg/r/.git/config");
+    let gone = within(2, || std::fs::symlink_metadata(&config).is_err());
+    let ran = git_ran_in(&p, "pkg/r");
+    let out = p.go(child);
+    let escaped = ran || !gone;
+    if profile != "compat" {
+        assert!(
+            !escaped,
+            "ESCAPE ({way}) under {profile} as {}: config still there: {}, git ran the payload: {ran}; {}",
+            user.label(),
+            !gone,
+            stderr(&out)
+        );
+        in_quarantine(&p, &out, &["config"]);
+    }
+    escaped
+}
+
+/// A6-1 by `way`, as each user under `default`, once under `strict`; and the probe's
+/// escape under `compat`.
+fn held_config_is_moved(way: &str) {
+    for u in users() {
+        assert!(!held_config(u, "default", way));
+    }
+    let u = *users().last().unwrap();
+    assert!(!held_config(u, "strict", way));
+    assert!(
+        held_config(u, "compat", way),
+        "the probe cannot report an escape ({way})"
+    );
+}
+
+#[test]
+fn a_nested_config_written_through_a_hard_link_is_moved_while_it_runs() {
+    held_config_is_moved("link");
+}
+
+#[test]
+fn a_nested_config_written_through_an_fd_kept_open_is_moved_while_it_runs() {
+    held_config_is_moved("fd");
+}
+
+#[test]
+fn a_nested_config_written_through_a_mapping_after_its_close_is_moved_while_it_runs() {
+    held_config_is_moved("mmap");
 }

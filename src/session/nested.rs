@@ -28,7 +28,7 @@ use std::time::SystemTime;
 use nix::sys::stat::Mode;
 
 use super::quarantine::{changed_since, lstat_at, open_dir_fixing, samples_only, Sweep};
-use crate::fsutil::{openat_nofollow, read_names, read_small_at};
+use crate::fsutil::{openat_nofollow, read_names, read_small_at, read_small_at_stat};
 use crate::plan::ProjectView;
 
 /// Entries looked at, at most, and how deep.
@@ -354,7 +354,29 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
 
     /// What in git dir `g` (at `path`) the session changed and git does not write itself.
     fn git_dir(&mut self, g: &OwnedFd, path: &Path) {
-        for n in ["config", "config.worktree", "commondir", "hooks"] {
+        self.git_files(
+            g,
+            path,
+            &["config", "config.worktree", "commondir", "hooks"],
+        );
+    }
+
+    /// The live watch's re-check of a git dir it watches (a tick, or a write through a
+    /// held fd): its files, not its hooks. A config accepted as `git init`'s can be turned
+    /// hostile with no event in its directory: through a hard link elsewhere, or through
+    /// a mapping after its close (red-team 6, A6-1).
+    pub(super) fn recheck_git(&mut self, g: &OwnedFd, path: &Path) {
+        // A stale path (the git dir was renamed, something else made there) is left to
+        // the events of its new place.
+        let head = CString::new("HEAD").expect("no NUL");
+        if path.file_name().is_none_or(|n| n != ".git") && lstat_at(g, &head).is_none() {
+            return;
+        }
+        self.git_files(g, path, &["config", "config.worktree", "commondir"]);
+    }
+
+    fn git_files(&mut self, g: &OwnedFd, path: &Path, which: &[&str]) {
+        for &n in which {
             let c = CString::new(n).expect("no NUL");
             let Some(st) = lstat_at(g, &c) else { continue };
             if !changed_since(&st, self.since) && !(n == "hooks" && self.hooks_changed(g)) {
@@ -362,11 +384,7 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
             }
             let is = |k| kind(&st) == k;
             let harmless = match n {
-                "config" => {
-                    is(libc::S_IFREG)
-                        && read_small_at(g, n, 1 << 20)
-                            .is_ok_and(|t| crate::gitconfig::is_plain(&String::from_utf8_lossy(&t)))
-                }
+                "config" => config_is_gits(g),
                 "hooks" => is(libc::S_IFDIR) && samples_only(g, n),
                 _ => false,
             };
@@ -389,6 +407,28 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
             .iter()
             .take(1024)
             .any(|n| lstat_at(&h, n).is_some_and(|st| changed_since(&st, self.since)))
+    }
+}
+
+/// Whether git dir `g`'s config is one git wrote: plain (`gitconfig::is_plain`), in a
+/// file with no second name. A hard link elsewhere (`ln .git/config t/l`) is a way to
+/// write it with no event here, and git never links its config: it renames a lock file
+/// over it (red-team 6, A6-1).
+///
+/// Judged on one open file, its own fstat and bytes. A lookup that races that rename
+/// (`git init` makes four in a row, `git config` one) can return the inode being
+/// replaced, with a link count of 0 by the time it is read: a config judged by an lstat
+/// and a separate read took that 0 for a second name and moved what `git init` was
+/// writing ("invalid config file" in the session, under load). A count of 0 is a config
+/// renamed over since the open: its text is what was there, and what replaced it came by
+/// a rename into this watched dir, whose event has it judged in turn. None there
+/// (ENOENT) is nothing to move.
+fn config_is_gits(g: &OwnedFd) -> bool {
+    match read_small_at_stat(g, "config", 1 << 20) {
+        Ok((text, st)) => {
+            st.st_nlink <= 1 && crate::gitconfig::is_plain(&String::from_utf8_lossy(&text))
+        }
+        Err(e) => e.raw_os_error() == Some(libc::ENOENT),
     }
 }
 
@@ -490,5 +530,69 @@ impl Walk<'_, '_, '_> {
                 .map(crate::human::printable_path)
                 .unwrap_or_default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// git renames a lock file over its config, `git init` four times in a row: a look in
+    /// the middle of that (the live watch wakes on the first rename) always finds the
+    /// config git's. A second name or a key that runs a command still is not.
+    #[test]
+    fn a_config_git_renames_into_place_is_gits_at_every_moment() {
+        let d = tempfile::tempdir().unwrap();
+        let states = [
+            "[core]\n\trepositoryformatversion = 0\n",
+            "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n",
+            "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n",
+        ];
+        std::fs::write(d.path().join("config"), states[0]).unwrap();
+        let g = crate::fsutil::open_dir_nofollow(d.path()).unwrap();
+        let stop = AtomicBool::new(false);
+        let renames = AtomicUsize::new(0);
+        let (mut looks, mut old_rule_wrong) = (0, 0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let lock = d.path().join("config.lock");
+                    std::fs::write(&lock, states[i % states.len()]).unwrap();
+                    std::fs::rename(&lock, d.path().join("config")).unwrap();
+                    renames.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            let t = std::time::Instant::now();
+            while t.elapsed() < std::time::Duration::from_millis(500) {
+                looks += 1;
+                let c = CString::new("config").unwrap();
+                if lstat_at(&g, &c).is_some_and(|st| st.st_nlink != 1) {
+                    old_rule_wrong += 1;
+                }
+                if !config_is_gits(&g) {
+                    stop.store(true, Ordering::Relaxed);
+                    panic!("git's config judged not git's after {looks} looks");
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        eprintln!(
+            "{looks} looks, {} renames; an lstat's link count was not 1 in {old_rule_wrong}",
+            renames.load(Ordering::Relaxed)
+        );
+        assert!(renames.load(Ordering::Relaxed) > 0 && looks > 0);
+        std::fs::hard_link(d.path().join("config"), d.path().join("l")).unwrap();
+        assert!(!config_is_gits(&g), "a config with a second name");
+        std::fs::remove_file(d.path().join("l")).unwrap();
+        assert!(config_is_gits(&g));
+        std::fs::write(d.path().join("config"), "[core]\n\tfsmonitor = x\n").unwrap();
+        assert!(
+            !config_is_gits(&g),
+            "a config with a key that runs a command"
+        );
     }
 }

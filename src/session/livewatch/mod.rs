@@ -8,9 +8,19 @@
 //! (red-team 5, A5-1). The exit sweep still runs (it also sees what the watch could not:
 //! directories past its bounds).
 //!
+//! A file the watch let be (a nested repository's config as `git init` wrote it) can be
+//! turned hostile with no event in its directory (red-team 6, A6-1): through a hard link
+//! elsewhere in the project, an fd kept open (no close ever comes), or a mapping after its
+//! close (no event at all). So a git dir's writes (IN_MODIFY) re-check it a few ms later;
+//! a file that arrives anywhere in the tree as a second name of a watched config re-checks
+//! that config at once (a config with a second name is moved: git never links one); and
+//! every [`TICK`] the watched git dirs' files are looked at again (a bounded share of
+//! them), which is what finds a write through a mapping.
+//!
 //! What is left is the time between the session's write and the move (the thread wakes on
-//! the event and moves the file in well under a millisecond on an idle machine): a git run
-//! on the host at that very moment reads it. README says so.
+//! the event and moves the file in well under a millisecond on an idle machine; up to a
+//! tick for a write through a mapping, or a link made before its directory was watched):
+//! a git run on the host at that very moment reads it. README says so.
 //!
 //! A thread of the supervisor, outside the sandbox, started after the clone (see
 //! `commands/run.rs`); every move is the quarantine's own (one component at a time, no
@@ -23,7 +33,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
@@ -142,48 +152,149 @@ impl State {
         if !self.sweep(true, None) {
             return;
         }
+        let mut ticks = Ticks::new();
         loop {
             let mut fds = [
                 PollFd::new(self.ino.as_fd(), PollFlags::POLLIN),
                 PollFd::new(wake.as_fd(), PollFlags::POLLIN),
             ];
-            if poll(&mut fds, PollTimeout::NONE).is_err() {
+            let timeout = ticks.timeout(Instant::now());
+            if poll(&mut fds, timeout).is_err() {
                 continue;
             }
             if fds[1].revents().is_some_and(|r| !r.is_empty()) {
                 return;
             }
-            let Ok(events) = self.ino.read_events() else {
-                continue;
-            };
-            let relevant = events.iter().any(|e| match self.dirs.get(&e.wd) {
-                Some((_, None)) => true,
-                Some((_, Some(names))) => e.name.as_ref().is_some_and(|n| names.contains(n)),
-                None => false,
-            });
-            // Events were dropped (the session can fill the queue on purpose): all of
-            // the tree is looked at again.
-            let overflow = events
-                .iter()
-                .any(|e| e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW));
-            let mut work = Vec::new();
-            for e in &events {
-                if e.mask.contains(AddWatchFlags::IN_IGNORED) {
-                    self.tree.forget(e.wd);
-                } else {
-                    self.tree.note(e, &mut work);
-                }
-            }
-            let deep = (!overflow).then_some(work);
-            if (relevant || overflow || deep.as_ref().is_some_and(|w| !w.is_empty()))
-                && !self.sweep(relevant || overflow, deep)
-            {
+            if fds[0].revents().is_some_and(|r| !r.is_empty()) && !self.events(&mut ticks) {
                 return;
             }
-            if relevant {
-                self.refresh();
+            // Due whatever the events: a session flooding the queue does not put it off.
+            let share = |n| self.tree.recheck_work(n);
+            if let Some(work) = ticks.due(Instant::now(), share) {
+                if !self.sweep(false, Some(work)) {
+                    return;
+                }
             }
         }
+    }
+
+    /// What the queued events ask for; false once the watch has stopped (or stopped the
+    /// session).
+    fn events(&mut self, ticks: &mut Ticks) -> bool {
+        let Ok(events) = self.ino.read_events() else {
+            return true;
+        };
+        let relevant = events.iter().any(|e| match self.dirs.get(&e.wd) {
+            Some((_, None)) => true,
+            Some((_, Some(names))) => e.name.as_ref().is_some_and(|n| names.contains(n)),
+            None => false,
+        });
+        // Events were dropped (the session can fill the queue on purpose): all of
+        // the tree is looked at again.
+        let overflow = events
+            .iter()
+            .any(|e| e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW));
+        let mut work = Vec::new();
+        for e in &events {
+            if e.mask.contains(AddWatchFlags::IN_IGNORED) {
+                self.tree.forget(e.wd);
+            } else if e.mask.contains(AddWatchFlags::IN_MODIFY) {
+                // A write that may never be followed by a close: the git dir's files
+                // are re-checked soon, not at every write.
+                if let Some(g) = self.tree.git_dir(e.wd) {
+                    ticks.modified(g, Instant::now());
+                }
+            } else {
+                self.tree.note(e, &mut work);
+            }
+        }
+        let deep = (!overflow).then_some(work);
+        if (relevant || overflow || deep.as_ref().is_some_and(|w| !w.is_empty()))
+            && !self.sweep(relevant || overflow, deep)
+        {
+            return false;
+        }
+        if relevant {
+            self.refresh();
+        }
+        true
+    }
+}
+
+/// How often the watched git dirs' files are re-checked (a bounded share of them each
+/// time: `tree::RECHECK_PER_TICK`). A write through a mapping raises no inotify event at
+/// all (`mmap`, `close`, then a store into the pages: the close was checked while the
+/// file was still benign), so only a look finds it (red-team 6, A6-1).
+const TICK: Duration = Duration::from_millis(200);
+
+/// A git dir written through an fd kept open (IN_MODIFY) is re-checked this long after
+/// the first write, once for all the writes meanwhile: a session that writes without
+/// pause does not keep the thread busy.
+const COALESCE: Duration = Duration::from_millis(5);
+
+/// The watch's timers: the periodic re-check and the re-checks a write asked for.
+struct Ticks {
+    next: Instant,
+    /// Where the next tick's share of the git dirs begins.
+    cursor: usize,
+    modified: Vec<PathBuf>,
+    modified_due: Option<Instant>,
+}
+
+impl Ticks {
+    fn new() -> Ticks {
+        Ticks {
+            next: Instant::now() + TICK,
+            cursor: 0,
+            modified: Vec::new(),
+            modified_due: None,
+        }
+    }
+
+    fn modified(&mut self, git: &Path, now: Instant) {
+        if !self.modified.iter().any(|p| p == git) {
+            self.modified.push(git.to_path_buf());
+        }
+        self.modified_due.get_or_insert(now + COALESCE);
+    }
+
+    fn soonest(&self) -> Instant {
+        self.modified_due.map_or(self.next, |m| m.min(self.next))
+    }
+
+    fn timeout(&self, now: Instant) -> PollTimeout {
+        let ms = self.soonest().saturating_duration_since(now).as_millis();
+        // Rounded up: a poll that wakes a moment early would only go round again.
+        PollTimeout::try_from(ms.saturating_add(1).min(60_000) as i32).unwrap_or(PollTimeout::NONE)
+    }
+
+    /// The re-checks due at `now`, if any; `share(n)` is a tick's share of the git dirs
+    /// from the `n`th on, and how many there are (`Tree::recheck_work`).
+    fn due(
+        &mut self,
+        now: Instant,
+        share: impl FnOnce(usize) -> (Vec<Work>, usize),
+    ) -> Option<Vec<Work>> {
+        let mut work = Vec::new();
+        if self.modified_due.is_some_and(|m| m <= now) {
+            self.modified_due = None;
+            work.extend(self.modified.drain(..).map(Work::Recheck));
+        }
+        if self.next <= now {
+            self.next = now + TICK;
+            let (share, all) = share(self.cursor);
+            self.cursor = if all == 0 {
+                0
+            } else {
+                (self.cursor + share.len()) % all
+            };
+            for w in share {
+                if !work.contains(&w) {
+                    work.push(w);
+                }
+            }
+        }
+        (!work.is_empty()).then_some(work)
     }
 }
 
@@ -360,5 +471,49 @@ fn spawn_holder(ino: std::os::fd::BorrowedFd<'_>) -> Option<OwnedFd> {
             Some(ready_r)
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(p: &str) -> Work {
+        Work::Recheck(PathBuf::from(p))
+    }
+
+    #[test]
+    fn writes_through_a_held_fd_are_rechecked_once_a_few_ms_later() {
+        let t0 = Instant::now();
+        let mut t = Ticks::new();
+        let none = |_| (Vec::new(), 0);
+        t.modified(Path::new("/p/a/.git"), t0);
+        t.modified(Path::new("/p/a/.git"), t0 + Duration::from_millis(1));
+        t.modified(Path::new("/p/b/.git"), t0 + Duration::from_millis(2));
+        assert!(t.due(t0 + Duration::from_millis(4), none).is_none());
+        assert_eq!(
+            t.due(t0 + COALESCE, none),
+            Some(vec![git("/p/a/.git"), git("/p/b/.git")])
+        );
+        assert!(t.due(t0 + COALESCE * 2, none).is_none());
+    }
+
+    #[test]
+    fn the_tick_goes_round_all_git_dirs_a_share_at_a_time() {
+        let mut t = Ticks::new();
+        let mut at = Instant::now();
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            at += TICK;
+            let share = |n: usize| (vec![git(&format!("/p/{n}/.git"))], 3);
+            seen.extend(t.due(at, share).unwrap());
+        }
+        assert_eq!(
+            seen,
+            vec![git("/p/0/.git"), git("/p/1/.git"), git("/p/2/.git")]
+        );
+        // Nothing is due between ticks, and a poll waits for the next one.
+        assert!(t.due(at + TICK / 2, |_| (vec![git("/x")], 1)).is_none());
+        assert!(t.timeout(at) != PollTimeout::NONE);
     }
 }

@@ -12,6 +12,11 @@
 //! what the link points at. A stale path (the directory was renamed) is only ever opened
 //! the same way, and the rename's arrival walks the directory again under its new name.
 //!
+//! A git dir's watch also reports writes (IN_MODIFY: a config written through an fd kept
+//! open), and each git dir's config inode is kept: a file that arrives anywhere as a
+//! second name of one (a hard link) re-checks it at once; the periodic re-check of the
+//! git dirs (`Work::Recheck`) is the parent module's tick (red-team 6, A6-1).
+//!
 //! Bounded: at most [`MAX_DIRS`] directories, and never more than half of the user's
 //! `fs.inotify.max_user_watches` (the user's editor needs its own); when a watch cannot be
 //! added (the bound, or the budget used up by the session or another program) csbox says
@@ -56,11 +61,23 @@ struct Dir {
 
 /// What an event asks for: a look at one directory's entries, or a walk of a directory
 /// that arrived (`parent`, `name`).
-#[derive(PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(super) enum Work {
     Look(PathBuf, usize),
     NewDir(PathBuf, OsString, usize),
+    /// A re-check of a watched git dir's files (`Walk::recheck_git`).
+    Recheck(PathBuf),
+    /// A file that arrived in `dir` under `name`: if it is a second name of a watched
+    /// git dir's config, that git dir is re-checked at once (its config's link count).
+    Arrived(PathBuf, OsString),
 }
+
+/// `Work::Arrived` per batch of events at most (a build makes many files: the rest is
+/// left to the next tick's re-check).
+const ARRIVED_PER_BATCH: usize = 256;
+
+/// Git dirs re-checked at most per tick (a few `fstatat` and at most a small read each).
+const RECHECK_PER_TICK: usize = 64;
 
 pub(super) struct Tree {
     dirs: HashMap<WatchDescriptor, Dir>,
@@ -69,6 +86,8 @@ pub(super) struct Tree {
     max_user_watches: Option<usize>,
     root: PathBuf,
     steering: Vec<(OsString, PathBuf)>,
+    /// (st_dev, st_ino) of each watched git dir's `config`, as last seen, and the git dir.
+    configs: HashMap<(u64, u64), PathBuf>,
     /// Said on stderr already: a bound or the budget reached, the walk cut short.
     said_full: bool,
     said_cut: bool,
@@ -88,6 +107,7 @@ impl Tree {
         Tree {
             dirs: HashMap::new(),
             by_key: HashMap::new(),
+            configs: HashMap::new(),
             bound: max_user_watches.map_or(MAX_DIRS, |m| MAX_DIRS.min(m / 2)),
             max_user_watches,
             root: project.path.clone(),
@@ -110,6 +130,11 @@ impl Tree {
             return true;
         };
         let key = (st.st_dev, st.st_ino);
+        if kind == DirKind::Git {
+            if let Some(c) = config_key(fd) {
+                self.configs.insert(c, path.to_path_buf());
+            }
+        }
         if let Some(d) = self.by_key.get(&key).and_then(|wd| self.dirs.get_mut(wd)) {
             // Known: it may have moved (its new name is the one to open from now on).
             d.path = path.to_path_buf();
@@ -124,7 +149,14 @@ impl Tree {
         // The very directory opened beneath the project (the magic link is followed to
         // it, and to nothing a name in the project could point at).
         let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        match ino.add_watch(proc.as_str(), mask()) {
+        // A git dir's files are also re-checked on a write through an fd kept open
+        // (IN_MODIFY: no IN_CLOSE_WRITE ever comes); the tree's directories are not
+        // (every write of a build would wake the thread).
+        let mask = match kind {
+            DirKind::Git => mask() | AddWatchFlags::IN_MODIFY,
+            _ => mask(),
+        };
+        match ino.add_watch(proc.as_str(), mask) {
             Ok(wd) => {
                 self.by_key.insert(key, wd);
                 let path = path.to_path_buf();
@@ -181,9 +213,34 @@ impl Tree {
         }
     }
 
+    /// The path of the git dir watched as `wd`, if it is one.
+    pub(super) fn git_dir(&self, wd: WatchDescriptor) -> Option<&Path> {
+        let d = self.dirs.get(&wd)?;
+        (d.kind == DirKind::Git).then_some(d.path.as_path())
+    }
+
+    /// A tick's share of the watched git dirs' re-checks: at most [`RECHECK_PER_TICK`],
+    /// from the `n`th on (the caller moves on by as many each tick), and how many in all.
+    pub(super) fn recheck_work(&self, n: usize) -> (Vec<Work>, usize) {
+        let mut gits: Vec<&Path> = self
+            .dirs
+            .values()
+            .filter(|d| d.kind == DirKind::Git)
+            .map(|d| d.path.as_path())
+            .collect();
+        gits.sort_unstable();
+        let all = gits.len();
+        let take = all.min(RECHECK_PER_TICK);
+        let work = (0..take)
+            .map(|i| Work::Recheck(gits[(n + i) % all].to_path_buf()))
+            .collect();
+        (work, all)
+    }
+
     pub(super) fn forget(&mut self, wd: WatchDescriptor) {
         if let Some(d) = self.dirs.remove(&wd) {
             self.by_key.remove(&d.key);
+            self.configs.retain(|_, g| *g != d.path);
         }
     }
 
@@ -192,6 +249,7 @@ impl Tree {
         let (Some(d), Some(name)) = (self.dirs.get(&ev.wd), ev.name.as_ref()) else {
             return;
         };
+        let room = work.len() < ARRIVED_PER_BATCH;
         let mut push = |w: Work| {
             if !work.contains(&w) {
                 work.push(w);
@@ -214,6 +272,12 @@ impl Tree {
                     .intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO);
                 if ev.mask.contains(AddWatchFlags::IN_ISDIR) && arrived && name != ".git" {
                     push(Work::NewDir(d.path.clone(), name.clone(), d.depth + 1));
+                }
+                // A link made to a watched config (`ln pkg/r/.git/config t/l`) arrives
+                // here, where its name says nothing.
+                let file = arrived && !ev.mask.contains(AddWatchFlags::IN_ISDIR);
+                if file && room && !self.configs.is_empty() {
+                    push(Work::Arrived(d.path.clone(), name.clone()));
                 }
                 if name == ".git" || git_name || self.steering.iter().any(|(f, _)| f == name) {
                     push(Work::Look(d.path.clone(), d.depth));
@@ -280,6 +344,8 @@ impl Tree {
         }
         let root = self.root.clone();
         let mut deep = None;
+        // Not borrowed through `f`: read and updated here, put back at the end.
+        let mut configs = std::mem::take(&mut self.configs);
         let mut f = |fd: &OwnedFd, p: &Path, depth, kind| {
             !stopping.load(Ordering::Relaxed) && self.add(ino, fd, p, depth, kind)
         };
@@ -295,6 +361,32 @@ impl Tree {
                 Work::Look(p, depth) => {
                     if let Some(fd) = open(&p) {
                         walk.look(&fd, &p, depth);
+                        // git rewrites its config by renaming a lock file over it: the
+                        // inode a link would share is the new one.
+                        if p.file_name().is_some_and(|n| n == ".git")
+                            || configs.values().any(|g| *g == p)
+                        {
+                            note_config(&mut configs, &fd, p);
+                        }
+                    }
+                }
+                Work::Recheck(p) => {
+                    if let Some(fd) = open(&p) {
+                        walk.recheck_git(&fd, &p);
+                        note_config(&mut configs, &fd, p);
+                    }
+                }
+                Work::Arrived(dir, name) => {
+                    let (Some(fd), Ok(c)) = (open(&dir), CString::new(name.as_bytes())) else {
+                        continue;
+                    };
+                    let linked = lstat_at(&fd, &c)
+                        .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_nlink > 1);
+                    let git = linked.and_then(|st| configs.get(&(st.st_dev, st.st_ino)));
+                    if let Some(g) = git.cloned() {
+                        if let Some(gfd) = open(&g) {
+                            walk.recheck_git(&gfd, &g);
+                        }
                     }
                 }
                 Work::NewDir(parent, name, depth) => {
@@ -322,7 +414,24 @@ impl Tree {
             .cut_note()
             .or_else(|| deep.map(|d| crate::human::printable_path(&d)));
         drop(walk);
+        self.configs.extend(configs);
         self.cut(at);
+    }
+}
+
+/// (st_dev, st_ino) of the regular file `config` in git dir `g`.
+fn config_key(g: &OwnedFd) -> Option<(u64, u64)> {
+    let c = CString::new("config").expect("no NUL");
+    lstat_at(g, &c)
+        .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+        .map(|st| (st.st_dev, st.st_ino))
+}
+
+/// Git dir `g` (at `path`) has the `config` it has now.
+fn note_config(configs: &mut HashMap<(u64, u64), PathBuf>, g: &OwnedFd, path: PathBuf) {
+    configs.retain(|_, p| *p != path);
+    if let Some(c) = config_key(g) {
+        configs.insert(c, path);
     }
 }
 
