@@ -158,6 +158,37 @@ fn a_linked_worktree_commits_into_its_common_dir() {
     }
 }
 
+/// A worktree the session adds (`git worktree add`) is git's own: nothing of it is moved
+/// at exit, so it stays usable and clean on the host (red-team 6, A6-6: its `commondir`
+/// was moved and the worktree left broken and dirty).
+#[test]
+fn a_worktree_the_session_adds_stays_usable_on_the_host() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        let proj = project(&env);
+        host_git(&env, &proj, "init -q .");
+        std::fs::write(proj.join("f"), "x\n").unwrap();
+        env.chown_all(env.dir.path());
+        host_git(&env, &proj, "add f");
+        host_git(&env, &proj, "commit -q -m one");
+        let out = run_in(&env, &proj, "git worktree add -q wt -b side && echo added");
+        assert!(stdout(&out).contains("added"), "{}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("this session made"),
+            "nothing of the worktree is moved: {}",
+            stderr(&out)
+        );
+        assert!(proj.join(".git/worktrees/wt/commondir").is_file());
+        assert_eq!(host_git(&env, &proj.join("wt"), "status --porcelain"), "");
+        assert_eq!(
+            host_git(&env, &proj, "worktree list --porcelain")
+                .matches("worktree ")
+                .count(),
+            2
+        );
+    }
+}
+
 /// `git ARGS` as the env's user, on the host, in `dir`.
 fn host_git(env: &TestEnv, dir: &Path, args: &str) -> String {
     let out = env

@@ -386,12 +386,47 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
             let harmless = match n {
                 "config" => config_is_gits(g),
                 "hooks" => is(libc::S_IFDIR) && samples_only(g, n),
+                "commondir" => is(libc::S_IFREG) && self.commondir_is_own(g, path),
                 _ => false,
             };
             if !harmless {
                 self.sweep.quarantine(g, &c, &path.join(n), None);
             }
         }
+    }
+
+    /// Whether `g/commondir` is what `git worktree add` writes in a linked worktree's git
+    /// dir: `<root>/worktrees/<name>/commondir` naming `<root>` itself (`../..`), where
+    /// `<root>` is the project's own git dir or one its commits write to. Moving it broke
+    /// a worktree the session made and left it dirty (red-team 6, A6-6); anything else
+    /// (a commondir naming a config of the session's own, A6-2) still goes.
+    fn commondir_is_own(&self, g: &OwnedFd, path: &Path) -> bool {
+        let Some(root) = path.parent().and_then(Path::parent) else {
+            return false;
+        };
+        if path.parent().and_then(Path::file_name) != Some("worktrees".as_ref())
+            || !self.git_roots().iter().any(|r| r == root)
+        {
+            return false;
+        }
+        let Ok(text) = read_small_at(g, "commondir", 4096) else {
+            return false;
+        };
+        let Ok(text) = std::str::from_utf8(&text) else {
+            return false;
+        };
+        let named = Path::new(text.strip_suffix('\n').unwrap_or(text));
+        let mut at = PathBuf::new();
+        for c in path.join(named).components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    at.pop();
+                }
+                std::path::Component::CurDir => {}
+                c => at.push(c),
+            }
+        }
+        at == root
     }
 
     /// Whether an entry of `g/hooks` changed since the start (a hook added to an old dir
