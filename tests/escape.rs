@@ -94,8 +94,7 @@ struct Probe {
     /// contained too, and proof enough that nothing ran.
     refused: Option<&'static str>,
     /// Contained natively only: an OCI runtime cannot do it, and `csbox spec` says so on
-    /// stderr (the sysctls of the sandbox's own user namespace), or the README does (the
-    /// exit walk for nested repositories).
+    /// stderr (the sysctls of the sandbox's own user namespace).
     native_only: bool,
 }
 
@@ -1402,9 +1401,6 @@ probe!(a_repository_nested_34_levels_down_does_not_stay {
         .join(deep_path(34))
         .join("r/.git/config")
         .exists(),
-    // A bundle's poststop hook does not know when its container started, so it looks at
-    // no nested repository (README: exported bundles).
-    native_only: true,
 });
 probe!(
     a_tree_the_session_makes_past_the_exit_walks_depth_is_moved_whole {
@@ -1415,7 +1411,6 @@ probe!(
             .join(deep_path(140))
             .join(".npmrc")
             .exists(),
-        native_only: true,
     }
 );
 
