@@ -1354,7 +1354,7 @@ submodule_git_dir!(
 // tree whose `.git` file points there and a gitlink in the index: a host `git status`
 // at the top would follow it. `$PREP` runs first (`s` a git dir of its own, so that `x`
 // lies in a git dir but not in its `modules/`: found through the `.git` file alone).
-// The exit walk moves it (a bundle has none: README, exported bundles).
+// The exit walk moves it (in a bundle, its poststop hook's).
 macro_rules! planted_git_dir {
     ($name:ident, $prep:expr, $m:expr) => {
         probe!($name {
@@ -1368,7 +1368,6 @@ printf '[core]\n\trepositoryformatversion = 0\n\tfsmonitor = "echo %s > %s/pwned
 echo "gitdir: ../../$M" > vendor/m/.git && git update-index --add --cacheinfo 160000,$(git rev-parse HEAD),vendor/m; true"#
             ),
             escaped: host_status_runs_the_session,
-            native_only: true,
         });
     };
 }

@@ -208,10 +208,7 @@ pub fn name_set(fd: RawFd) -> nix::Result<foldhash::HashSet<std::ffi::OsString>>
 
 /// Whether the first component of `rel` is in `names` (a directory's [`name_set`]): when
 /// it is not, nothing at `rel` exists there. True when `rel` starts with no plain name.
-pub fn first_listed(
-    names: &foldhash::HashSet<std::ffi::OsString>,
-    rel: &std::path::Path,
-) -> bool {
+pub fn first_listed(names: &foldhash::HashSet<std::ffi::OsString>, rel: &std::path::Path) -> bool {
     match rel.components().next() {
         Some(std::path::Component::Normal(n)) => names.contains(n),
         _ => true,

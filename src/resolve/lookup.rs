@@ -45,11 +45,7 @@ pub fn look_up(paths: impl IntoIterator<Item = PathBuf>) -> Facts {
 
 /// What exists strictly between the home and each absent path in `wanted` that lies
 /// below it, with its `st_mode` (lstat: `real` has its links resolved already).
-pub(super) fn home_nodes(
-    facts: &Facts,
-    wanted: &[PathBuf],
-    home: &Path,
-) -> HashMap<PathBuf, u32> {
+pub(super) fn home_nodes(facts: &Facts, wanted: &[PathBuf], home: &Path) -> HashMap<PathBuf, u32> {
     use std::os::unix::fs::MetadataExt;
     let mut out = HashMap::default();
     // Many hidden paths share a missing parent (`~/.config` on a fresh account): one
