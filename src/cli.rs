@@ -56,8 +56,9 @@ pub enum Command {
     Profile(ProfileArgs),
     /// Print shell completions, or install them for you (--install)
     Completions(CompletionsArgs),
-    /// Run by an OCI runtime when a container `csbox spec` exported stops: move what the
-    /// session made among the project's hook and config files out of it
+    /// Run by an OCI runtime around a container `csbox spec` exported: record its start
+    /// (--mark-start), and when it stops move what the session made among the project's
+    /// hook and config files out of it
     #[command(hide = true)]
     Quarantine(QuarantineArgs),
     /// Write the man pages (csbox.1, csbox-run.1, ...) into a directory, for packagers

@@ -94,8 +94,7 @@ struct Probe {
     /// contained too, and proof enough that nothing ran.
     refused: Option<&'static str>,
     /// Contained natively only: an OCI runtime cannot do it, and `csbox spec` says so on
-    /// stderr (the sysctls of the sandbox's own user namespace), or the README does (the
-    /// exit walk for nested repositories).
+    /// stderr (the sysctls of the sandbox's own user namespace).
     native_only: bool,
 }
 
@@ -1355,7 +1354,7 @@ submodule_git_dir!(
 // tree whose `.git` file points there and a gitlink in the index: a host `git status`
 // at the top would follow it. `$PREP` runs first (`s` a git dir of its own, so that `x`
 // lies in a git dir but not in its `modules/`: found through the `.git` file alone).
-// The exit walk moves it (a bundle has none: README, exported bundles).
+// The exit walk moves it (in a bundle, its poststop hook's).
 macro_rules! planted_git_dir {
     ($name:ident, $prep:expr, $m:expr) => {
         probe!($name {
@@ -1369,7 +1368,6 @@ printf '[core]\n\trepositoryformatversion = 0\n\tfsmonitor = "echo %s > %s/pwned
 echo "gitdir: ../../$M" > vendor/m/.git && git update-index --add --cacheinfo 160000,$(git rev-parse HEAD),vendor/m; true"#
             ),
             escaped: host_status_runs_the_session,
-            native_only: true,
         });
     };
 }
@@ -1402,9 +1400,6 @@ probe!(a_repository_nested_34_levels_down_does_not_stay {
         .join(deep_path(34))
         .join("r/.git/config")
         .exists(),
-    // A bundle's poststop hook does not know when its container started, so it looks at
-    // no nested repository (README: exported bundles).
-    native_only: true,
 });
 probe!(
     a_tree_the_session_makes_past_the_exit_walks_depth_is_moved_whole {
@@ -1415,7 +1410,6 @@ probe!(
             .join(deep_path(140))
             .join(".npmrc")
             .exists(),
-        native_only: true,
     }
 );
 

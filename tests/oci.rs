@@ -424,3 +424,140 @@ fn the_exported_seccomp_rules_refuse_the_same_calls_under_runc() {
         }
     }
 }
+
+/// Red-team 7, A7-5: what the session plants below the project's top (a nested repository
+/// whose config runs a command at `git status`, an `.envrc` in a subdirectory), made in
+/// the container.
+const NESTED: &str = r#"echo "RAN=$1"
+mkdir -p pkg/e && echo "echo pwned >> '$2'" > pkg/e/.envrc
+git init -q pkg/r && git -C pkg/r config core.fsmonitor "echo pwned >> '$2'; false"
+echo planted"#;
+
+/// Export a bundle whose command runs [`NESTED`] in a fresh project and run it under runc,
+/// with the hooks `csbox spec` wrote but those named in `drop` (`createRuntime`,
+/// `poststop`); then run the host's `git status` in the nested repository as the user.
+/// The project, runc's output, the session's id and whether the payload ran on the host.
+fn nested_run(env: &TestEnv, rootless: bool, drop: &[&str]) -> (PathBuf, Output, String, bool) {
+    let n = format!("{}-{rootless}-{}", std::process::id(), drop.len());
+    let proj = env.home.join(format!("proj-{n}"));
+    std::fs::create_dir_all(&proj).unwrap();
+    let marker = env.dir.path().join(format!("payload-{n}"));
+    env.chown_all(env.dir.path());
+    let bundle = env.dir.path().join(format!("bundle-nested-{n}"));
+    let b = bundle.display().to_string();
+    let m = marker.display().to_string();
+    let mut args = vec!["spec", "--new", "--bundle", &b];
+    if rootless {
+        args.push("--rootless");
+    }
+    args.extend(["--", "sh", "-c", NESTED, "probe", &n, &m]);
+    let out = env.csbox(&args).current_dir(&proj).output().unwrap();
+    assert!(out.status.success(), "csbox spec: {}", stderr(&out));
+    let id = stderr(&out)
+        .split("created session ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .expect("spec names the session it created")
+        .to_string();
+    let cfg_path = bundle.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    let hooks = cfg["hooks"].as_object_mut().expect("the bundle has hooks");
+    for kind in drop {
+        assert!(
+            hooks.remove(*kind).is_some(),
+            "the bundle has a {kind} hook"
+        );
+    }
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let run = runc_run(env, &bundle, &format!("csbox-nested-{n}"), rootless)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    eprintln!(
+        "runc (rootless {rootless}, without {drop:?}): {:?}\n{}{}",
+        run.status,
+        stdout(&run),
+        stderr(&run)
+    );
+    assert!(
+        stdout(&run).contains(&format!("RAN={n}")) && stdout(&run).contains("planted"),
+        "the bundle did not run the probe"
+    );
+    let git = env
+        .command("git")
+        .args(["-C", "pkg/r", "status", "--short"])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    eprintln!("host git status: {:?} {}", git.status, stderr(&git));
+    (proj, run, id, marker.exists())
+}
+
+#[test]
+fn a_bundles_exit_walk_moves_a_nested_repos_config_and_a_deep_envrc() {
+    if runc().is_none() {
+        return cannot_run("runc is not installed (apt-get install runc)");
+    }
+    if !Path::new("/usr/bin/git").exists() {
+        return cannot_run("git is not installed: the probe nests a repository");
+    }
+    let env = TestEnv::new(*users().last().unwrap());
+    let mut modes = vec![true];
+    if As::me().uid == 0 {
+        modes.push(false);
+    }
+    // As `csbox spec` wrote it, and as a runtime that runs no createRuntime hook has it
+    // (the bundle's writing is the walk's baseline then).
+    let runs = modes
+        .iter()
+        .flat_map(|r| [(*r, &[][..]), (*r, &["createRuntime"][..])]);
+    for (rootless, drop) in runs {
+        let (proj, run, id, ran) = nested_run(&env, rootless, drop);
+        assert!(
+            !ran,
+            "ESCAPE (rootless {rootless}, without {drop:?}): the host's git status ran the payload"
+        );
+        for rel in ["pkg/e/.envrc", "pkg/r/.git/config"] {
+            assert!(
+                std::fs::symlink_metadata(proj.join(rel)).is_err(),
+                "[rootless {rootless}] {rel} is still in the project"
+            );
+        }
+        // The messages `csbox run` gives at exit, as the runtime logs a failed hook's.
+        let err = stderr(&run);
+        assert!(
+            err.contains("this session made") && err.contains("pkg/e/.envrc"),
+            "{err}"
+        );
+        let q = env.sessions_dir().join(&id).join("quarantine");
+        let held: Vec<String> = std::fs::read_dir(&q)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(held.iter().any(|n| n.ends_with("-.envrc")), "{held:?}");
+        let config = held
+            .iter()
+            .find(|n| n.ends_with("-config"))
+            .expect("config");
+        let text = std::fs::read_to_string(q.join(config)).unwrap();
+        assert!(text.contains("fsmonitor"), "{text}");
+        let show = stdout(&env.run(&["show", &id]));
+        assert!(show.contains("pkg/r/.git/config (moved to "), "{show}");
+        if drop.is_empty() {
+            // The hooks recorded the run: its start (the walk's baseline) and its end.
+            assert_eq!(listed_state(&env, &id).as_deref(), Some("runtime_ended"));
+            for key in ["started:", "ended:"] {
+                let line = show.lines().find(|l| l.starts_with(key)).unwrap_or("");
+                assert!(!line.is_empty() && !line.ends_with(" -"), "{show}");
+            }
+        }
+    }
+    // Without the hooks the same files stay, and the host's git runs the payload.
+    let (proj, _, _, ran) = nested_run(&env, true, &["createRuntime", "poststop"]);
+    assert!(proj.join("pkg/e/.envrc").exists() && proj.join("pkg/r/.git/config").exists());
+    assert!(
+        ran,
+        "the probe cannot report an escape: it would pass vacuously"
+    );
+}

@@ -15,7 +15,7 @@ use crate::plan::{Plan, StateMode};
 use crate::profile::Isolation;
 use crate::resolve::Resolved;
 use crate::sandbox::{self, Launch};
-use crate::session::meta::{boot_id, format_time};
+use crate::session::meta::format_time;
 use crate::session::setup::{new_session, prepare_claude_root};
 use crate::session::{ExitStatus, LiveSession, Metadata, SessionId, Store};
 
@@ -191,14 +191,7 @@ fn resume(args: &mut RunArgs, uuid: &str) -> Result<()> {
 }
 
 fn mark_started(m: &mut Metadata) {
-    m.started = Some(SystemTime::now());
-    m.ended = None;
-    m.exit = None;
-    m.timed_out = false;
-    // A record is untrusted input: a planted `runs: 4294967295` must not overflow.
-    m.runs = m.runs.saturating_add(1);
-    m.supervisor_pid = Some(std::process::id());
-    m.boot_id = boot_id();
+    m.mark_started(SystemTime::now(), Some(std::process::id()));
 }
 
 /// Re-enter `existing`, or create the session `id`, marked started.

@@ -105,9 +105,13 @@ pub fn spec(args: SpecArgs) -> Result<i32> {
     let target = Target {
         private_masks: private_masks.clone(),
         rootless: args.rootless.then_some((r.uid, r.gid)),
-        after_exit: (id != PREVIEW_ID)
+        hooks: (id != PREVIEW_ID)
             .then(|| std::env::current_exe().ok())
-            .flatten(),
+            .flatten()
+            .map(|exe| oci::BundleHooks {
+                exe,
+                written: crate::session::quarantine::ctime_floor(),
+            }),
     };
     let export = oci::export(&plan, &target)?;
     for n in notes.iter().chain(&export.notes) {

@@ -289,7 +289,10 @@ fn candidate(store_fd: &OwnedFd, info: &SessionInfo, policy: &Policy) -> Candida
         id: info.id.clone(),
         active,
         empty: info.empty,
-        never_started: info.state == State::Created,
+        for_runtime: matches!(
+            info.state,
+            State::Created | State::RuntimeStarted | State::RuntimeEnded
+        ),
         orphaned,
         crashed: matches!(info.state, State::Crashed { .. }),
         named: info.meta.as_ref().is_some_and(|m| m.name.is_some()),

@@ -57,10 +57,11 @@ pub struct Candidate {
     pub active: bool,
     /// Its state holds nothing but the skeleton.
     pub empty: bool,
-    /// It was created and never started: `csbox spec --new` made it for a bundle that an
-    /// OCI runtime runs without csbox, so no lock shows that it is in use. Such a session
-    /// goes only by age (or `--max-size`), never as "empty".
-    pub never_started: bool,
+    /// It was created and never started (`csbox spec --new` made it for a bundle), or
+    /// an OCI runtime started it from a bundle: a runtime runs it without csbox, so no
+    /// lock shows that it is in use, and a bundle can be run again. Such a session goes
+    /// only by age (or `--max-size`), never as "empty".
+    pub for_runtime: bool,
     /// Why it is orphaned (no valid record), if it is.
     pub orphaned: Option<String>,
     /// It started, never ended, and nothing holds its lock.
@@ -132,7 +133,7 @@ pub fn select(cands: &[Candidate], policy: &Policy, now: SystemTime) -> Vec<Deci
             }
             // A crashed session is the user's unfinished work, empty or not: it goes by
             // age (or --crashed), never as "empty".
-            if policy.empty && c.empty && !c.never_started && !c.crashed && !c.named {
+            if policy.empty && c.empty && !c.for_runtime && !c.crashed && !c.named {
                 reasons.push(Reason::Empty);
             }
             if let (true, Some(why)) = (policy.orphaned, &c.orphaned) {
@@ -215,7 +216,7 @@ mod tests {
             id: SessionId::new(),
             active: false,
             empty: false,
-            never_started: false,
+            for_runtime: false,
             orphaned: None,
             crashed: false,
             named: false,
@@ -292,11 +293,11 @@ mod tests {
     }
 
     #[test]
-    fn a_never_started_session_goes_by_age_not_as_empty() {
+    fn a_session_for_a_runtime_goes_by_age_not_as_empty() {
         let p = default_policy();
         let exported = |days| Candidate {
             empty: true,
-            never_started: true,
+            for_runtime: true,
             ..cand(days)
         };
         let d = select(&[exported(0), exported(8)], &p, now());

@@ -36,15 +36,26 @@ pub struct Target {
     /// A spec for a runtime run by this unprivileged user (uid, gid): a user namespace
     /// maps the plan's ids onto theirs. `None`: a runtime run by root.
     pub rootless: Option<(u32, u32)>,
-    /// csbox's own binary, for the runtime to run when the container has stopped (a
-    /// poststop hook): `csbox quarantine` moves what the session made among the
-    /// project's code-steering files out of it, as `csbox run` does at exit. None: no
-    /// such hook (a preview, with no session).
-    pub after_exit: Option<PathBuf>,
+    /// csbox's own binary for the runtime to run on the host around the container (its
+    /// hooks, see [`BundleHooks`]). None: no hooks (a preview, with no session).
+    pub hooks: Option<BundleHooks>,
     /// Where the bundle holds its copy of the home's mask layer (`MaskPlace::Private`:
     /// `csbox run` makes it in a private dir per launch, a bundle keeps its own). None:
     /// no bundle is written, and the spec goes without that layer (and says so).
     pub private_masks: Option<PathBuf>,
+}
+
+/// What the bundle's hooks need: `csbox quarantine` records the container's start
+/// (a `createRuntime` hook, before the command runs) and, once the container has
+/// stopped (a `poststop` hook), runs the exit walk `csbox run` runs, with that start as
+/// its baseline (what changed after it is the session's).
+#[derive(Debug, Clone)]
+pub struct BundleHooks {
+    /// csbox's own binary.
+    pub exe: PathBuf,
+    /// When the bundle was written: the baseline where no start was recorded (a
+    /// runtime that runs no `createRuntime` hook). Never after the container's start.
+    pub written: std::time::SystemTime,
 }
 
 /// A bundle's `rootfs/` and config: what to create besides config.json.
@@ -97,8 +108,8 @@ use a profile with namespaces: default, strict or ci",
     // Spec::default() names a hostname ("youki"); a new UTS namespace keeps the host's, as
     // natively.
     spec.set_hostname(None);
-    if let (Some(exe), Some(project)) = (&target.after_exit, &plan.view.project) {
-        spec.set_hooks(Some(after_exit_hook(exe, plan, project, &mut notes)?));
+    if let (Some(h), Some(project)) = (&target.hooks, &plan.view.project) {
+        spec.set_hooks(Some(hooks(h, plan, project, &mut notes)?));
     }
     Ok(Export {
         spec,
@@ -107,35 +118,47 @@ use a profile with namespaces: default, strict or ci",
     })
 }
 
-/// What `csbox run` does when the session ends, as a poststop hook: the runtime runs it
-/// on the host, as the user running the runtime (root drops to the session's owner).
-fn after_exit_hook(
-    exe: &Path,
+/// What `csbox run` does around the command, as hooks the runtime runs on the host, as
+/// the user running the runtime (root drops to the session's owner): the start recorded
+/// (`createRuntime`: after the container is created, before its command runs), and the
+/// exit walk (`poststop`).
+fn hooks(
+    h: &BundleHooks,
     plan: &Plan,
     project: &crate::plan::ProjectView,
     notes: &mut Vec<String>,
 ) -> Result<oci_spec::runtime::Hooks> {
     use oci_spec::runtime::{HookBuilder, HooksBuilder};
     let view = serde_json::to_string(project).map_err(|e| Error::Other(e.to_string()))?;
-    let hook = oci(HookBuilder::default()
-        .path(exe)
-        .args(vec![
-            "csbox".to_string(),
-            "quarantine".into(),
-            "--dir".into(),
-            plan.session.dir.display().to_string(),
-            "--project".into(),
-            view,
-        ])
-        .env(vec!["PATH=/usr/bin:/bin".to_string()])
-        .timeout(60i64)
-        .build())?;
+    let dir = plan.session.dir.display().to_string();
+    let hook = |args: Vec<String>, timeout: i64| {
+        let args = ["csbox", "quarantine", "--dir", &dir]
+            .into_iter()
+            .map(String::from)
+            .chain(args)
+            .collect::<Vec<_>>();
+        oci(HookBuilder::default()
+            .path(&h.exe)
+            .args(args)
+            .env(vec!["PATH=/usr/bin:/bin".to_string()])
+            .timeout(timeout)
+            .build())
+    };
+    let start = hook(vec!["--mark-start".into()], 10)?;
+    let written = humantime::format_rfc3339_nanos(h.written).to_string();
+    let stop = hook(
+        vec!["--project".into(), view, "--bundle-written".into(), written],
+        60,
+    )?;
     notes.push(format!(
-        "exit: csbox moves what the session made among the project's hook and config files out of it when the container stops (a poststop hook running {}); a runtime shows a hook's messages only when it fails, so it exits 3 when it moved something (runc then logs an \"error running hook\" with what; the container's exit status stays), and `csbox show {}` lists it",
-        exe.display(),
+        "exit: no live watch (the project's code-steering files the session makes are moved only when the container stops, not at once); csbox records the container's start (a createRuntime hook) and, once it has stopped, moves what the session made among the project's hook and config files out of it, nested repositories included, as `csbox run` does at exit (a poststop hook running {}); a runtime shows a hook's messages only when it fails, so it exits 3 when it moved something (runc then logs an \"error running hook\" with what; the container's exit status stays), and `csbox show {}` lists it",
+        h.exe.display(),
         &plan.session.id[..plan.session.id.len().min(8)]
     ));
-    oci(HooksBuilder::default().poststop(vec![hook]).build())
+    oci(HooksBuilder::default()
+        .create_runtime(vec![start])
+        .poststop(vec![stop])
+        .build())
 }
 
 /// Namespaces, id mappings, masked paths and seccomp. Returns the section and the ids the

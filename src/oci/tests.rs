@@ -37,7 +37,7 @@ fn plan_for(profile: &str) -> std::result::Result<Plan, crate::plan::Error> {
 fn target(rootless: bool) -> Target {
     Target {
         rootless: rootless.then_some((1000, 1000)),
-        after_exit: None,
+        hooks: None,
         private_masks: None,
     }
 }
@@ -235,4 +235,52 @@ fn what_the_runtime_cannot_express_is_listed() {
     for word in ["loopback", "nested user namespaces", "32-bit"] {
         assert!(notes.contains(word), "{word} missing from:\n{notes}");
     }
+}
+
+#[test]
+fn a_bundle_records_its_start_before_the_command_and_walks_the_project_after_it() {
+    let written = std::time::UNIX_EPOCH + std::time::Duration::new(1_800_000_000, 123_456_789);
+    let t = Target {
+        hooks: Some(BundleHooks {
+            exe: "/usr/bin/csbox".into(),
+            written,
+        }),
+        ..target(true)
+    };
+    let plan = plan_for("default").unwrap();
+    let e = export(&plan, &t).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&to_json(&e.spec).unwrap()).unwrap();
+    let errors: Vec<String> = validator()
+        .iter_errors(&doc)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let hooks = doc["hooks"].as_object().unwrap();
+    let mut kinds: Vec<&str> = hooks.keys().map(String::as_str).collect();
+    kinds.sort();
+    // createRuntime runs on the host after the container is made, before its command;
+    // prestart (deprecated) is not used.
+    assert_eq!(kinds, ["createRuntime", "poststop"]);
+    let args = |kind: &str| -> Vec<String> {
+        assert_eq!(hooks[kind][0]["path"], "/usr/bin/csbox");
+        serde_json::from_value(hooks[kind][0]["args"].clone()).unwrap()
+    };
+    let dir = plan.session.dir.display().to_string();
+    assert_eq!(
+        args("createRuntime"),
+        ["csbox", "quarantine", "--dir", &dir, "--mark-start"]
+    );
+    let stop = args("poststop");
+    assert_eq!(stop[..4], ["csbox", "quarantine", "--dir", &dir]);
+    assert_eq!(stop[4], "--project");
+    let view: crate::plan::ProjectView = serde_json::from_str(&stop[5]).unwrap();
+    assert_eq!(Some(&view), plan.view.project.as_ref());
+    assert_eq!(stop[6], "--bundle-written");
+    // To the nanosecond: the baseline must not move later than the bundle's writing.
+    assert_eq!(humantime::parse_rfc3339(&stop[7]).unwrap(), written);
+    assert!(
+        e.notes.iter().any(|n| n.contains("no live watch")),
+        "{:#?}",
+        e.notes
+    );
 }

@@ -28,6 +28,13 @@ pub enum State {
     Orphaned { reason: String },
     /// Never started.
     Created,
+    /// An OCI runtime started it from a bundle (the bundle's `createRuntime` hook
+    /// recorded the start) and its `poststop` hook has not recorded an end: no csbox
+    /// process runs it, so only the runtime knows whether its container still runs.
+    RuntimeStarted,
+    /// Its container, run by an OCI runtime from a bundle, stopped (the bundle's
+    /// `poststop` hook recorded the end); its exit status is the runtime's.
+    RuntimeEnded,
     /// The directory cannot be opened (mode 000, another owner).
     Unreadable { reason: String },
     /// Its lock is no regular file: nobody can tell whether it runs.
@@ -58,7 +65,7 @@ impl SessionInfo {
     }
 
     /// What `csbox ls` shows: `running`, `exited 42`, `killed by SIGHUP`, `crashed`,
-    /// `created`, `orphaned`, `unreadable`, `corrupt`. Whether it is empty is a flag
+    /// `created`, `started` and `ended` (under an OCI runtime), `orphaned`, `unreadable`, `corrupt`. Whether it is empty is a flag
     /// ([`SessionInfo::flags`]), not a state.
     pub fn state_word(&self) -> String {
         match &self.state {
@@ -69,6 +76,8 @@ impl SessionInfo {
             State::Corrupt { .. } => "corrupt".into(),
             State::Exited { exit } => exit.describe(),
             State::Created => "created".into(),
+            State::RuntimeStarted => "started".into(),
+            State::RuntimeEnded => "ended".into(),
         }
     }
 
@@ -92,13 +101,16 @@ impl SessionInfo {
         f
     }
 
-    /// Why the session is crashed, orphaned, unreadable or corrupt.
+    /// Why the session is crashed, orphaned, unreadable or corrupt, or what its
+    /// runtime's state means.
     pub fn reason(&self) -> Option<&str> {
         match &self.state {
             State::Crashed { reason }
             | State::Orphaned { reason }
             | State::Unreadable { reason }
             | State::Corrupt { reason } => Some(reason),
+            State::RuntimeStarted => Some("an OCI runtime started it from a bundle (`csbox spec`): whether its container still runs is the runtime's to say (`runc list`)"),
+            State::RuntimeEnded => Some("its container, run by an OCI runtime from a bundle (`csbox spec`), stopped: its exit status is the runtime's"),
             _ => None,
         }
     }
@@ -149,6 +161,11 @@ pub(super) fn info_at(
         (LockState::Free, Ok(m)) => match (&m.started, &m.exit) {
             (_, Some(exit)) => State::Exited { exit: exit.clone() },
             (None, None) => State::Created,
+            // Only `csbox run` names a supervisor: a bundle's hooks record none.
+            (Some(_), None) if m.supervisor_pid.is_none() => match m.ended {
+                Some(_) => State::RuntimeEnded,
+                None => State::RuntimeStarted,
+            },
             (Some(_), None) => State::Crashed {
                 reason: "it started and never ended: its supervisor was killed, the machine went down or its end record could not be written".into(),
             },

@@ -218,6 +218,19 @@ impl Metadata {
         }
     }
 
+    /// A run begins at `at`: its end from an earlier run cleared, one run more.
+    /// `supervisor`: the host pid that runs it (None: an OCI runtime does, from a bundle).
+    pub fn mark_started(&mut self, at: SystemTime, supervisor: Option<u32>) {
+        self.started = Some(at);
+        self.ended = None;
+        self.exit = None;
+        self.timed_out = false;
+        // A record is untrusted input: a planted `runs: 4294967295` must not overflow.
+        self.runs = self.runs.saturating_add(1);
+        self.supervisor_pid = supervisor;
+        self.boot_id = boot_id();
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("metadata serialises");
         v.push(b'\n');

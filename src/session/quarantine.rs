@@ -430,6 +430,23 @@ pub(super) fn changed_since(st: &libc::stat, since: std::time::SystemTime) -> bo
     (st.st_ctime, st.st_ctime_nsec) >= (s, ns)
 }
 
+/// Now, as a baseline for [`changed_since`] no later change can fall before: the kernel
+/// stamps a change time from the coarse clock (the last tick, up to a few ms behind the
+/// fine one), so a file written right after a fine-grained `now` may carry an earlier
+/// ctime. Taken from that coarse clock itself, which only moves forward between ticks.
+pub fn ctime_floor() -> std::time::SystemTime {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut t) } != 0 {
+        // Not to be had (a kernel without it): a tick's worth before the fine clock.
+        return std::time::SystemTime::now() - std::time::Duration::from_millis(20);
+    }
+    std::time::UNIX_EPOCH + std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
 fn random_u64() -> u64 {
     let mut b = [0u8; 8];
     // SAFETY: getrandom writes at most the buffer's length.
