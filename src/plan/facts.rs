@@ -85,6 +85,9 @@ pub struct ClaudeLower {
     pub todos: Vec<String>,
     /// This project's conversations: the uuids of `projects/<own key>/<uuid>.jsonl`.
     pub own: Vec<String>,
+    /// Of `projects/`, this project's keys that are directories (not links): each is
+    /// shown in the session by an overlay of its own.
+    pub own_keys: Vec<String>,
     /// Of `file-history/`, this project's conversations' dirs, newest first, at most
     /// [`OWN_FILE_HISTORY_CAP`]: each is shown in the session by an overlay of its own.
     pub own_file_history: Vec<String>,

@@ -14,10 +14,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::facts::ClaudeLower;
 use super::input::PlanInput;
 use super::model::*;
-use crate::session::slug::{slug, slug_matches};
+use crate::session::slug::{is_own_conversation, slug, slug_matches};
 
 /// Where `~/.claude`'s mask layer is made, relative to the session dir.
 pub const CLAUDE_MASKS: &str = "claude-masks";
@@ -91,8 +90,27 @@ pub(super) fn claude_layer(input: &PlanInput) -> Option<MaskLayer> {
             path: dir.into(),
             mode,
         });
+        // And whiteouts over what other projects have there now: what still hides it
+        // where the store's file system keeps no opaque mark (tmpfs before Linux 6.6).
+        let own_slug = slug(&input.cwd);
+        let names: &[String] = match *dir {
+            "projects" => &lower.projects,
+            "file-history" => &lower.file_history,
+            _ => &lower.todos,
+        };
+        entries.extend(
+            names
+                .iter()
+                .filter(|n| match *dir {
+                    "projects" => !slug_matches(n, &own_slug),
+                    _ => !is_own_conversation(&lower.own, n),
+                })
+                .map(|n| MaskEntry::Whiteout {
+                    path: Path::new(dir).join(n),
+                }),
+        );
         match *dir {
-            "projects" => entries.extend(own_keys(input, lower).map(|k| MaskEntry::Dir {
+            "projects" => entries.extend(lower.own_keys.iter().map(|k| MaskEntry::Dir {
                 path: Path::new(dir).join(k),
                 mode: 0o700,
             })),
@@ -125,19 +143,6 @@ pub(super) fn claude_layer(input: &PlanInput) -> Option<MaskLayer> {
         place: MaskPlace::Session(CLAUDE_MASKS.into()),
         entries,
     })
-}
-
-/// The host's `projects/<key>` dirs of this project (its key, or the keys of its
-/// truncated long path).
-pub(super) fn own_keys<'a>(
-    input: &PlanInput,
-    lower: &'a ClaudeLower,
-) -> impl Iterator<Item = &'a String> {
-    let own_slug = slug(&input.cwd);
-    lower
-        .projects
-        .iter()
-        .filter(move |n| slug_matches(n, &own_slug))
 }
 
 /// What the user should know about the mask layers.

@@ -321,7 +321,7 @@ impl<'a> Mounts<'a> {
         let Some(lower) = self.input.facts.host.claude.as_ref() else {
             return;
         };
-        let keys = super::masks::own_keys(self.input, lower).map(|k| Path::new("projects").join(k));
+        let keys = lower.own_keys.iter().map(|k| Path::new("projects").join(k));
         let fh = lower
             .own_file_history
             .iter()

@@ -35,7 +35,10 @@ pub fn lower(root: &Path, cwd: &Path) -> Option<ClaudeLower> {
         match name {
             "projects" => {
                 for p in names.iter().filter(|p| slug_matches(p, &own_slug)) {
-                    out.own.extend(conversations(&sub, p));
+                    if let Some(c) = conversations(&sub, p) {
+                        out.own.extend(c);
+                        out.own_keys.push(p.clone());
+                    }
                 }
                 out.projects = names;
             }
@@ -119,17 +122,17 @@ fn list(dir: &std::os::fd::OwnedFd) -> Vec<String> {
         .collect()
 }
 
-/// The uuids of `projects/<key>/*.jsonl`.
-fn conversations(projects: &std::os::fd::OwnedFd, key: &str) -> Vec<String> {
-    let Ok(d) =
+/// The uuids of `projects/<key>/*.jsonl`; None when `key` is no directory.
+fn conversations(projects: &std::os::fd::OwnedFd, key: &str) -> Option<Vec<String>> {
+    let d =
         crate::fsutil::openat_nofollow(projects, key, dir_flags(), nix::sys::stat::Mode::empty())
-    else {
-        return Vec::new();
-    };
-    list(&d)
-        .into_iter()
-        .filter_map(|n| n.strip_suffix(".jsonl").map(String::from))
-        .collect()
+            .ok()?;
+    Some(
+        list(&d)
+            .into_iter()
+            .filter_map(|n| n.strip_suffix(".jsonl").map(String::from))
+            .collect(),
+    )
 }
 
 /// The lines of `path` whose top-level `project` is `cwd`. A line is looked at only when

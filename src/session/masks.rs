@@ -208,7 +208,15 @@ pub fn write_layer(dir: &OwnedFd, entries: &[MaskEntry]) -> std::io::Result<()> 
                 )?;
                 if matches!(e, MaskEntry::OpaqueDir { .. }) {
                     let d = openat_nofollow(&at, last, dir_flags(), Mode::empty())?;
-                    set_opaque(&d)?;
+                    match set_opaque(&d) {
+                        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                            crate::warn!(
+                            "the session store's file system keeps no user.* extended attributes (tmpfs before Linux 6.6): {} is not opaque in the session's ~/.claude, so what other projects add there while it runs shows in it; put SESSIONS_DIR on a disk",
+                            path.display()
+                        );
+                        }
+                        r => r?,
+                    }
                 }
                 modes.push((path, *mode));
             }

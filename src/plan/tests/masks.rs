@@ -88,6 +88,7 @@ fn claude_lower() -> ClaudeLower {
             "u-mine2-agent-x.json".into(),
         ],
         own: vec!["u-mine".into()],
+        own_keys: vec!["-home-u-proj".into()],
         own_file_history: vec!["u-mine".into()],
         own_todos: vec![("u-mine-agent-u-mine.json".into(), 0o644, "[]".into())],
         history: Some(HistoryCopy {
@@ -108,7 +109,19 @@ fn other_projects_conversations_and_prompts_are_masked_in_claudes_view() {
         let l = layer_of(&p, "/home/u/.claude").expect("a mask layer");
         assert_eq!(l.place, MaskPlace::Session(CLAUDE_MASKS.into()));
         // Opaque: nothing another project has there, or gets later, shows (A7-11).
-        assert!(whiteouts(l).is_empty(), "{prof}");
+        // And whiteouts over what is there now, where no opaque mark can be kept.
+        let mut w = whiteouts(l);
+        w.sort();
+        assert_eq!(
+            w,
+            [
+                "file-history/u-theirs",
+                "projects/-home-u-other",
+                "todos/u-mine2-agent-x.json",
+                "todos/u-theirs-agent-u-theirs.json"
+            ],
+            "{prof}"
+        );
         for (dir, mode) in [
             ("projects", 0o700),
             ("file-history", 0o700),
@@ -125,7 +138,7 @@ fn other_projects_conversations_and_prompts_are_masked_in_claudes_view() {
         let shown: Vec<String> = l
             .entries
             .iter()
-            .filter(|e| !matches!(e, MaskEntry::OpaqueDir { .. }))
+            .filter(|e| !matches!(e, MaskEntry::OpaqueDir { .. } | MaskEntry::Whiteout { .. }))
             .map(|e| e.path().display().to_string())
             .collect();
         assert_eq!(
