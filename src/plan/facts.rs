@@ -99,9 +99,11 @@ pub struct ClaudeLower {
 }
 
 /// At most this many of this project's `file-history/<uuid>` dirs are shown in a
-/// session (one overlay mount each, about 30 µs at launch): the newest, those a resumed
-/// conversation's `/rewind` wants.
-pub const OWN_FILE_HISTORY_CAP: usize = 64;
+/// session: the newest, the one `claude --continue` takes up again, whose `/rewind` wants
+/// its earlier backups. Each is an overlay mount of its own, and an overlay costs a few
+/// milliseconds on a loaded disk (its mount checks the work dir by making files in it,
+/// its teardown at exit syncs the upper file system), so the rest are left out.
+pub const OWN_FILE_HISTORY_CAP: usize = 1;
 /// At most this many bytes of this project's todo files are copied into the mask layer
 /// (the plan carries them; one file at most a quarter of it).
 pub const TODO_COPY_CAP: usize = 256 << 10;
