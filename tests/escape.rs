@@ -675,6 +675,126 @@ fn other_projects_conversations_and_prompts_stay_out_of_claudes_view() {
     );
 }
 
+// --- Claude Code's own records of past runs hold every project's secrets (red-team 7,
+// A7-6): its full backups of ~/.claude.json (every project's MCP servers and tokens), its
+// debug logs, the IDE extensions' lock files with their auth tokens.
+
+/// A secret at `$HOME/<rel>` on the host that the session must not read.
+macro_rules! claude_secret {
+    ($name:ident, $rel:expr) => {
+        probe!($name {
+            setup: |c| {
+                let n = c.nonce.clone();
+                c.write(
+                    &c.home($rel),
+                    &format!("{{\"env\":{{\"PGPASSWORD\":\"{n}\"}}}}\n"),
+                );
+            },
+            inside: concat!(
+                "f=\"$HOME/",
+                $rel,
+                "\"; grep -q \"$NONCE\" \"$f\" 2>/dev/null && echo ESCAPED; ",
+                "ls -A \"$(dirname \"$f\")\" 2>&1 | head -5; true"
+            ),
+            profiles: &["default", "strict", "ci"],
+        });
+    };
+}
+claude_secret!(
+    claude_codes_backups_of_claude_json_are_unreadable,
+    ".claude/backups/.claude.json.backup.1796175599999"
+);
+claude_secret!(claude_codes_debug_logs_are_unreadable, ".claude/debug/x");
+claude_secret!(
+    the_ide_lock_files_auth_token_is_unreadable,
+    ".claude/ide/1.lock"
+);
+claude_secret!(
+    claude_codes_telemetry_is_unreadable,
+    ".claude/telemetry/1.json"
+);
+claude_secret!(
+    the_old_claude_json_backup_in_the_home_is_unreadable,
+    ".claude.json.backup"
+);
+
+/// Once the session says it is ready (`ready-$NONCE` in its ~/.claude, found in its layer
+/// or, without a sandbox, in the real one), the host writes another project's
+/// conversation and its file-history backup, as another session's merge-back or the
+/// host's `claude` does while this one runs; then `$OUT/go`.
+fn host_adds_a_conversation_later(c: &mut Ctx) {
+    let (cl, store, out, nonce, user) = (
+        c.home(".claude"),
+        c.env.sessions_dir(),
+        c.out.clone(),
+        c.nonce.clone(),
+        c.env.user,
+    );
+    // The project's own key is there, as it is after a first conversation.
+    let proj = c.proj.canonicalize().unwrap();
+    let own = csbox::session::slug::slug(&proj);
+    c.write(
+        &cl.join(format!(
+            "projects/{own}/aaaaaaaa-0000-4000-8000-000000000001.jsonl"
+        )),
+        "{}\n",
+    );
+    std::thread::spawn(move || {
+        let ready = format!("ready-{nonce}");
+        let in_layer = || {
+            std::fs::read_dir(&store).is_ok_and(|rd| {
+                rd.flatten()
+                    .any(|e| e.path().join("state").join(&ready).exists())
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !(cl.join(&ready).exists() || in_layer()) {
+            if std::time::Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let conv = "bbbbbbbb-2222-4000-8000-000000000001";
+        let files = [
+            (
+                format!("projects/-home-p7other/{conv}.jsonl"),
+                format!("{{\"m\":\"B-SECRET {nonce}\"}}\n"),
+            ),
+            (
+                format!("file-history/{conv}/f@v1"),
+                format!("B-SECRET {nonce}\n"),
+            ),
+            (
+                format!("todos/{conv}-agent-{conv}.json"),
+                format!("[\"B-SECRET {nonce}\"]\n"),
+            ),
+        ];
+        for (rel, text) in files {
+            let p = cl.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, text).unwrap();
+            for q in [p.parent().unwrap(), &p] {
+                let _ = std::os::unix::fs::lchown(q, Some(user.uid), Some(user.gid));
+            }
+        }
+        std::fs::write(out.join("go"), "").unwrap();
+    });
+}
+
+probe!(
+    another_projects_conversation_written_while_the_session_runs_stays_unreadable {
+        setup: host_adds_a_conversation_later,
+        inside: r#": > ~/.claude/ready-$NONCE
+i=0; while [ ! -e "$OUT/go" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; sleep 1
+ls ~/.claude/projects ~/.claude/file-history ~/.claude/todos 2>&1 | head -20
+cat ~/.claude/projects/*/*.jsonl ~/.claude/file-history/*/* ~/.claude/todos/* 2>/dev/null | grep -q "$NONCE" && echo ESCAPED; true"#,
+        // No `go`: the host never wrote, and nothing was shown; that must not pass.
+        escaped: |c| !c.out.join("go").exists(),
+        profiles: &["default", "strict", "ci"],
+    }
+);
+
 // --- csbox itself: its profiles, units, store and binary stay as they are.
 /// A profile that turns the sandbox off, planted where csbox looks for user profiles.
 macro_rules! plant_profile {

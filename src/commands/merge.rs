@@ -39,6 +39,7 @@ pub fn merge_live(
     items: &[String],
     protect: &[String],
 ) -> crate::error::Result<MergeRecord> {
+    crate::session::layers::prune_made_uppers(session.dir_fd());
     merge::merge(&Request {
         session_dir: session.dir_fd(),
         id: &session.id,

@@ -86,9 +86,28 @@ pub struct ClaudeLower {
     pub todos: Vec<String>,
     /// This project's conversations: the uuids of `projects/<own key>/<uuid>.jsonl`.
     pub own: Vec<String>,
+    /// Of `projects/`, this project's keys that are directories (not links): each is
+    /// shown in the session by an overlay of its own.
+    pub own_keys: Vec<String>,
+    /// Of `file-history/`, this project's conversations' dirs, newest first, at most
+    /// [`OWN_FILE_HISTORY_CAP`]: each is shown in the session by an overlay of its own.
+    pub own_file_history: Vec<String>,
+    /// Of `todos/`, this project's conversations' files (name, mode, content), copied
+    /// into the mask layer (small JSON files; at most [`TODO_COPY_CAP`] bytes in all).
+    pub own_todos: Vec<(String, u32, String)>,
     /// `history.jsonl` when it is a regular file.
     pub history: Option<HistoryCopy>,
 }
+
+/// At most this many of this project's `file-history/<uuid>` dirs are shown in a
+/// session: the newest, the one `claude --continue` takes up again, whose `/rewind` wants
+/// its earlier backups. Each is an overlay mount of its own, and an overlay costs a few
+/// milliseconds on a loaded disk (its mount checks the work dir by making files in it,
+/// its teardown at exit syncs the upper file system), so the rest are left out.
+pub const OWN_FILE_HISTORY_CAP: usize = 1;
+/// At most this many bytes of this project's todo files are copied into the mask layer
+/// (the plan carries them; one file at most a quarter of it).
+pub const TODO_COPY_CAP: usize = 256 << 10;
 
 /// A `history.jsonl` bigger than this is not scanned at start-up: the session sees an
 /// empty one, and the plan says so.

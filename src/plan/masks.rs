@@ -6,16 +6,17 @@
 //!   lacks now (`View::home_masks`), with the directories above it as the host has them,
 //!   so a `~/.pgpass` the host writes during the session does not show through (A3-8).
 //!   Built outside the home, in a private dir (see `MaskPlace::Private`).
-//! - `~/.claude`'s: whiteouts over every other project's `projects/<key>`, and over the
-//!   `file-history/<uuid>` and `todos/<uuid>-*` of conversations that are not this
-//!   project's; `history.jsonl` replaced by a copy holding only this project's lines
-//!   (A3-4). `claude --resume` and the up-arrow history of this project keep working.
+//! - `~/.claude`'s: `projects/`, `file-history/` and `todos/` opaque, with only this
+//!   project's entries in them (A3-4; opaque since red-team 7, A7-11: whiteouts masked
+//!   only what existed at launch); `history.jsonl` replaced by a copy holding only this
+//!   project's lines. `claude --resume` and the up-arrow history of this project keep
+//!   working.
 
 use std::path::{Path, PathBuf};
 
 use super::input::PlanInput;
 use super::model::*;
-use crate::session::slug::{slug, slug_matches};
+use crate::session::slug::{is_own_conversation, slug, slug_matches};
 
 /// Where `~/.claude`'s mask layer is made, relative to the session dir.
 pub const CLAUDE_MASKS: &str = "claude-masks";
@@ -63,49 +64,73 @@ pub(super) fn home_layer(input: &PlanInput, view: &View) -> Option<MaskLayer> {
     })
 }
 
+/// The dirs of `~/.claude` that hold every project's conversations: opaque in the
+/// session's view, with only this project's entries shown (A3-4, A7-11).
+pub const CONVERSATION_DIRS: &[&str] = &["projects", "file-history", "todos"];
+
 /// `~/.claude`'s mask layer (only over the host's real config: a fresh state dir shows
-/// nothing of it).
+/// nothing of it). `projects/`, `file-history/` and `todos/` are opaque: what another
+/// project has there, or gets while the session runs (another session's merge-back, the
+/// host's `claude`), never shows. This project's `projects/<key>` and its conversations'
+/// `file-history/<uuid>` are mount points here, each an overlay of the host's entry
+/// (`Mounts::claude_view`); its todo files are copied.
 pub(super) fn claude_layer(input: &PlanInput) -> Option<MaskLayer> {
     if input.state_mode != StateMode::Overlay {
         return None;
     }
     let lower = input.facts.host.claude.as_ref()?;
-    let own_slug = slug(&input.cwd);
-    let own_conv = |name: &str| {
-        lower.own.iter().any(|u| {
-            name == u
-                || name
-                    .strip_prefix(u.as_str())
-                    .is_some_and(|r| r.starts_with('-'))
-        })
-    };
     let mut entries = Vec::new();
-    for (dir, mode) in &lower.dirs {
-        let names: &[String] = match dir.as_str() {
+    for dir in CONVERSATION_DIRS {
+        let mode = lower
+            .dirs
+            .iter()
+            .find(|(d, _)| d == dir)
+            .map_or(0o700, |(_, m)| *m);
+        entries.push(MaskEntry::OpaqueDir {
+            path: dir.into(),
+            mode,
+        });
+        // And whiteouts over what other projects have there now: what still hides it
+        // where the store's file system keeps no opaque mark (tmpfs before Linux 6.6).
+        let own_slug = slug(&input.cwd);
+        let names: &[String] = match *dir {
             "projects" => &lower.projects,
             "file-history" => &lower.file_history,
             _ => &lower.todos,
         };
-        let others: Vec<&String> = names
-            .iter()
-            .filter(|n| {
-                if dir == "projects" {
-                    !slug_matches(n, &own_slug)
-                } else {
-                    !own_conv(n)
-                }
-            })
-            .collect();
-        if others.is_empty() {
-            continue;
+        entries.extend(
+            names
+                .iter()
+                .filter(|n| match *dir {
+                    "projects" => !slug_matches(n, &own_slug),
+                    _ => !is_own_conversation(&lower.own, n),
+                })
+                .map(|n| MaskEntry::Whiteout {
+                    path: Path::new(dir).join(n),
+                }),
+        );
+        match *dir {
+            "projects" => entries.extend(lower.own_keys.iter().map(|k| MaskEntry::Dir {
+                path: Path::new(dir).join(k),
+                mode: 0o700,
+            })),
+            "file-history" => {
+                entries.extend(lower.own_file_history.iter().map(|u| MaskEntry::Dir {
+                    path: Path::new(dir).join(u),
+                    mode: 0o700,
+                }))
+            }
+            _ => entries.extend(
+                lower
+                    .own_todos
+                    .iter()
+                    .map(|(n, mode, content)| MaskEntry::File {
+                        path: Path::new(dir).join(n),
+                        mode: *mode,
+                        content: content.clone(),
+                    }),
+            ),
         }
-        entries.push(MaskEntry::Dir {
-            path: dir.into(),
-            mode: *mode,
-        });
-        entries.extend(others.into_iter().map(|n| MaskEntry::Whiteout {
-            path: Path::new(dir).join(n),
-        }));
     }
     if let Some(h) = &lower.history {
         entries.push(MaskEntry::File {
@@ -114,7 +139,7 @@ pub(super) fn claude_layer(input: &PlanInput) -> Option<MaskLayer> {
             content: h.lines.clone(),
         });
     }
-    (!entries.is_empty()).then(|| MaskLayer {
+    Some(MaskLayer {
         place: MaskPlace::Session(CLAUDE_MASKS.into()),
         entries,
     })

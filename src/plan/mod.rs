@@ -29,7 +29,8 @@ mod view;
 
 pub use build::{build, wanted_paths};
 pub use facts::{
-    ClaudeLower, Facts, GitLayout, HistoryCopy, HostLayout, PathFact, HISTORY_CAP, HISTORY_COPY_CAP,
+    ClaudeLower, Facts, GitLayout, HistoryCopy, HostLayout, PathFact, HISTORY_CAP,
+    HISTORY_COPY_CAP, OWN_FILE_HISTORY_CAP, TODO_COPY_CAP,
 };
 pub use input::{Error, Overrides, PlanInput, DEV_NODES};
 pub use masks::CLAUDE_MASKS;

@@ -49,18 +49,13 @@ pub const PROC_MASKED: &[(&str, NodeKind)] = &[
 /// Where the private cache dirs of a read-only home live in the session dir.
 pub const CACHE_DIR: &str = "home/caches";
 
-/// `~/.claude` dirs that hold one Claude Code session's own state: bound from the
-/// session's layer over whatever the lower layer has (another session's pid files, the
-/// host's shell snapshots with their environment dumps and env of past sessions, the
-/// text pasted into every past conversation, plans that name no project), so a session
-/// sees and writes only its own.
-pub const SESSION_OWN: &[&str] = &[
-    "sessions",
-    "shell-snapshots",
-    "session-env",
-    "paste-cache",
-    "plans",
-];
+/// `~/.claude` dirs that hold one Claude Code session's own state, bound from the
+/// session's layer (see `session::store::SESSION_OWN_DIRS`).
+pub const SESSION_OWN: &[&str] = crate::session::store::SESSION_OWN_DIRS;
+
+/// Where the work dirs of the overlays on this project's entries of `~/.claude`
+/// (`projects/<key>`, `file-history/<uuid>`) live in the session dir.
+pub const CLAUDE_WORK: &str = "claude-work";
 
 /// What a mount point made so far shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,17 +296,46 @@ impl<'a> Mounts<'a> {
             });
         }
         match self.input.state_mode {
-            StateMode::Overlay => self.push(MountOp::Overlay {
-                dst: root.clone(),
-                lower: Source::Host(root.clone()),
-                upper: session(STATE_DIR),
-                work: session(WORK_DIR),
-                flags: MountFlags::NOSUID_NODEV,
-                masks: super::masks::claude_layer(self.input),
-            }),
+            StateMode::Overlay => {
+                self.push(MountOp::Overlay {
+                    dst: root.clone(),
+                    lower: Source::Host(root.clone()),
+                    upper: session(STATE_DIR),
+                    work: session(WORK_DIR),
+                    flags: MountFlags::NOSUID_NODEV,
+                    masks: super::masks::claude_layer(self.input),
+                });
+                self.own_conversations(&root);
+            }
             StateMode::Fresh => {
                 self.bind(session(STATE_DIR), &root, MountFlags::NOSUID_NODEV, None)
             }
+        }
+    }
+
+    /// 4b. This project's entries of the opaque conversation dirs (see
+    ///     `masks::claude_layer`), each an overlay of the host's entry below the session's
+    ///     own (`state/projects/<key>`, where Claude Code's writes landed before and
+    ///     merge-back looks), so nothing another project has there can show.
+    fn own_conversations(&mut self, root: &Path) {
+        let Some(lower) = self.input.facts.host.claude.as_ref() else {
+            return;
+        };
+        let keys = lower.own_keys.iter().map(|k| Path::new("projects").join(k));
+        let fh = lower
+            .own_file_history
+            .iter()
+            .map(|u| Path::new("file-history").join(u));
+        let rels: Vec<PathBuf> = keys.chain(fh).collect();
+        for (i, rel) in rels.into_iter().enumerate() {
+            self.push(MountOp::Overlay {
+                dst: root.join(&rel),
+                lower: Source::Host(root.join(&rel)),
+                upper: session(Path::new(STATE_DIR).join(&rel)),
+                work: session(Path::new(CLAUDE_WORK).join(i.to_string())),
+                flags: MountFlags::NOSUID_NODEV,
+                masks: None,
+            });
         }
     }
 

@@ -20,6 +20,7 @@ pub fn lower(root: &Path, cwd: &Path) -> Option<ClaudeLower> {
     let dir = crate::fsutil::open_dir_nofollow(root).ok()?;
     let mut out = ClaudeLower::default();
     let own_slug = slug(cwd);
+    let mut subs = Vec::new();
     for name in ["projects", "file-history", "todos"] {
         let Ok(sub) =
             crate::fsutil::openat_nofollow(&dir, name, dir_flags(), nix::sys::stat::Mode::empty())
@@ -34,16 +35,80 @@ pub fn lower(root: &Path, cwd: &Path) -> Option<ClaudeLower> {
         match name {
             "projects" => {
                 for p in names.iter().filter(|p| slug_matches(p, &own_slug)) {
-                    out.own.extend(conversations(&sub, p));
+                    if let Some(c) = conversations(&sub, p) {
+                        out.own.extend(c);
+                        out.own_keys.push(p.clone());
+                    }
                 }
                 out.projects = names;
             }
             "file-history" => out.file_history = names,
             _ => out.todos = names,
         }
+        subs.push((name, sub));
+    }
+    for (name, sub) in &subs {
+        match *name {
+            "file-history" => out.own_file_history = own_file_history(sub, &out),
+            "todos" => out.own_todos = own_todos(sub, &out),
+            _ => {}
+        }
     }
     out.history = history(&root.join("history.jsonl"), cwd);
     Some(out)
+}
+
+/// This project's `file-history/<uuid>` dirs, newest first, at most the cap.
+fn own_file_history(dir: &std::os::fd::OwnedFd, l: &ClaudeLower) -> Vec<String> {
+    let mut found: Vec<(i64, String)> = l
+        .file_history
+        .iter()
+        .filter(|n| l.own.contains(n))
+        .filter_map(|n| {
+            let st = nix::sys::stat::fstatat(
+                Some(dir.as_raw_fd()),
+                n.as_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .ok()?;
+            (st.st_mode & libc::S_IFMT == libc::S_IFDIR).then(|| (st.st_mtime, n.clone()))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.truncate(crate::plan::OWN_FILE_HISTORY_CAP);
+    found.into_iter().map(|(_, n)| n).collect()
+}
+
+/// This project's todo files, read (bounded) for the mask layer.
+fn own_todos(dir: &std::os::fd::OwnedFd, l: &ClaudeLower) -> Vec<(String, u32, String)> {
+    let cap = crate::plan::TODO_COPY_CAP;
+    let mut out = Vec::new();
+    let mut total = 0;
+    for n in l
+        .todos
+        .iter()
+        .filter(|n| crate::session::slug::is_own_conversation(&l.own, n))
+    {
+        let Ok(st) = nix::sys::stat::fstatat(
+            Some(dir.as_raw_fd()),
+            n.as_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) else {
+            continue;
+        };
+        let Ok(bytes) = crate::fsutil::read_small_at(dir, n, (cap / 4) as u64) else {
+            continue;
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            continue;
+        };
+        if total + text.len() > cap {
+            break;
+        }
+        total += text.len();
+        out.push((n.clone(), st.st_mode & 0o7777, text));
+    }
+    out
 }
 
 use crate::fsutil::dir_flags;
@@ -57,17 +122,17 @@ fn list(dir: &std::os::fd::OwnedFd) -> Vec<String> {
         .collect()
 }
 
-/// The uuids of `projects/<key>/*.jsonl`.
-fn conversations(projects: &std::os::fd::OwnedFd, key: &str) -> Vec<String> {
-    let Ok(d) =
+/// The uuids of `projects/<key>/*.jsonl`; None when `key` is no directory.
+fn conversations(projects: &std::os::fd::OwnedFd, key: &str) -> Option<Vec<String>> {
+    let d =
         crate::fsutil::openat_nofollow(projects, key, dir_flags(), nix::sys::stat::Mode::empty())
-    else {
-        return Vec::new();
-    };
-    list(&d)
-        .into_iter()
-        .filter_map(|n| n.strip_suffix(".jsonl").map(String::from))
-        .collect()
+            .ok()?;
+    Some(
+        list(&d)
+            .into_iter()
+            .filter_map(|n| n.strip_suffix(".jsonl").map(String::from))
+            .collect(),
+    )
 }
 
 /// The lines of `path` whose top-level `project` is `cwd`. A line is looked at only when

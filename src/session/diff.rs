@@ -238,7 +238,7 @@ pub fn diff(session: &OwnedFd, home: &Path, claude_root: &Path, masks: &[PathBuf
             STATE_DIR,
             claude_root,
             &["sessions", ".claude.json"],
-            &["shell-snapshots", "session-env", "paste-cache", "plans"],
+            super::store::SESSION_OWN_DIRS,
             none,
         ),
     ];

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::id::SessionId;
-use super::layout::{open_dir_at, read_meta, HOME_DIR, STATE_DIR, STATE_SKELETON};
+use super::layout::{
+    open_dir_at, read_meta, HOME_DIR, SESSION_OWN_DIRS, STATE_DIR, STATE_SKELETON_FILE,
+};
 use super::lock::{lock_state, LockState};
 use super::meta::{ExitStatus, Metadata};
 use crate::fsutil;
@@ -240,11 +242,28 @@ fn state_is_empty(dfd: &OwnedFd, masks: &[std::path::PathBuf]) -> bool {
     let Some(names) = dir_names(&sfd, ".") else {
         return false;
     };
-    names
+    // `projects/<key>` and `file-history/<uuid>`: the upper dirs csbox makes for the
+    // overlays on this project's entries (`plan::Mounts::own_conversations`).
+    let made_upper = |d: &str| {
+        open_dir_at(&sfd, d).is_ok_and(|dfd| {
+            dir_names(&dfd, ".").is_some_and(|v| {
+                v.iter().all(|n| {
+                    std::str::from_utf8(n)
+                        .ok()
+                        .and_then(|n| dir_names(&dfd, n))
+                        .is_some_and(|e| e.is_empty())
+                })
+            })
+        })
+    };
+    names.iter().all(|n| {
+        n.as_slice() == STATE_SKELETON_FILE.as_bytes()
+            || SESSION_OWN_DIRS
+                .iter()
+                .any(|s| s.as_bytes() == n.as_slice())
+            || (n.as_slice() == b"projects" && made_upper("projects"))
+            || (n.as_slice() == b"file-history" && made_upper("file-history"))
+    }) && SESSION_OWN_DIRS
         .iter()
-        .all(|n| STATE_SKELETON.iter().any(|s| s.as_bytes() == n.as_slice()))
-        && STATE_SKELETON
-            .iter()
-            .filter(|s| !s.starts_with('.'))
-            .all(|d| dir_names(&sfd, d).is_none_or(|v| v.is_empty()))
+        .all(|d| dir_names(&sfd, d).is_none_or(|v| v.is_empty()))
 }

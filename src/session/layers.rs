@@ -157,6 +157,41 @@ pub fn prepare(
     ensure_claude_json(state, &s, seed)
 }
 
+/// The dirs of `state/` whose entries csbox makes as upper dirs of the overlays on this
+/// project's entries of `~/.claude` (`plan::Mounts::own_conversations`).
+const MADE_UPPERS: &[&str] = &["projects", "file-history"];
+
+/// Remove the empty directories in `state/projects/` and `state/file-history/` (the
+/// upper dirs csbox made for a launch, which the session did not write to), so that a
+/// merge-back has nothing to walk or to refuse for them (an empty `file-history/<uuid>`
+/// of a conversation the session did not resume is "not this session's"). `rmdir`
+/// removes only an empty directory and follows no link; a session dir is hostile.
+pub fn prune_made_uppers(session_fd: &OwnedFd) {
+    let Ok(state) = open_dir(session_fd, STATE_DIR, false) else {
+        return;
+    };
+    for d in MADE_UPPERS {
+        let Ok(dir) = open_dir(&state, d, false) else {
+            continue;
+        };
+        let Ok(names) = crate::fsutil::read_names(dir.as_raw_fd()) else {
+            continue;
+        };
+        for n in names {
+            let _ = nix::unistd::unlinkat(
+                Some(dir.as_raw_fd()),
+                n.as_c_str(),
+                nix::unistd::UnlinkatFlags::RemoveDir,
+            );
+        }
+        let _ = nix::unistd::unlinkat(
+            Some(state.as_raw_fd()),
+            *d,
+            nix::unistd::UnlinkatFlags::RemoveDir,
+        );
+    }
+}
+
 fn kind_name(k: SFlag) -> &'static str {
     match k {
         SFlag::S_IFLNK => "a symbolic link",
@@ -272,5 +307,24 @@ mod tests {
         assert!(d.path().join("home/work").is_dir());
         open_dir(&base, "state/sessions", true).unwrap();
         assert!(d.path().join("state/sessions").is_dir());
+    }
+
+    #[test]
+    fn only_the_empty_upper_dirs_csbox_made_are_pruned_before_a_merge() {
+        let d = tempfile::tempdir().unwrap();
+        let st = d.path().join("state");
+        std::fs::create_dir_all(st.join("projects/-p-mine")).unwrap();
+        std::fs::create_dir_all(st.join("file-history/u-old")).unwrap();
+        std::fs::create_dir_all(st.join("file-history/u-new")).unwrap();
+        std::fs::write(st.join("file-history/u-new/f@v2"), "x").unwrap();
+        std::fs::create_dir_all(d.path().join("elsewhere/empty")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("elsewhere/empty"), st.join("file-history/l"))
+            .unwrap();
+        prune_made_uppers(&crate::fsutil::open_dir_nofollow(d.path()).unwrap());
+        assert!(!st.join("projects").exists());
+        assert!(!st.join("file-history/u-old").exists());
+        assert!(st.join("file-history/u-new/f@v2").exists());
+        // A link is neither followed nor removed as a directory.
+        assert!(d.path().join("elsewhere/empty").is_dir());
     }
 }

@@ -14,17 +14,31 @@ pub const WORK_DIR: &str = "work";
 pub const HOME_DIR: &str = "home";
 pub const HOME_UPPER: &str = "home/upper";
 pub const HOME_WORK: &str = "home/work";
-/// Entries csbox itself puts into a fresh state dir. A state holding only these is
-/// "empty" (the directories among them empty too): the session's `.claude.json`, and the
-/// dirs bound over the lower layer's per-session state (`plan::SESSION_OWN`).
-pub const STATE_SKELETON: &[&str] = &[
+/// `~/.claude` dirs that hold one Claude Code session's own state, each bound from the
+/// session's layer over whatever the lower layer has (`plan::SESSION_OWN`): another
+/// session's pid files, the host's shell snapshots with their environment dumps and env
+/// of past sessions, the text pasted into every past conversation, plans that name no
+/// project; and Claude Code's own records of past runs, which hold other projects'
+/// secrets (red-team 7, A7-6): `backups/` (full copies of `~/.claude.json`, every
+/// project's MCP servers and their tokens), `debug/` (logs with other projects'
+/// prompts), `ide/` (the IDE extensions' lock files with their MCP auth tokens),
+/// `telemetry/`, `statsig/`. The session's own writes there stay in its layer and are
+/// not merged back.
+pub const SESSION_OWN_DIRS: &[&str] = &[
     "sessions",
     "shell-snapshots",
     "session-env",
     "paste-cache",
     "plans",
-    ".claude.json",
+    "backups",
+    "debug",
+    "ide",
+    "telemetry",
+    "statsig",
 ];
+/// Entries csbox itself puts into a fresh state dir besides [`SESSION_OWN_DIRS`]. A
+/// state holding only these is "empty" (the directories among them empty too).
+pub const STATE_SKELETON_FILE: &str = ".claude.json";
 
 pub(super) fn open_dir_at(store_fd: &OwnedFd, name: &str) -> nix::Result<OwnedFd> {
     use nix::fcntl::OFlag;

@@ -47,6 +47,17 @@ pub fn slug_matches(dir: &str, slug: &str) -> bool {
     dir == slug || (slug.len() > 200 && dir.starts_with(&format!("{}-", &slug[..200])))
 }
 
+/// Whether `name` in `file-history/` or `todos/` (`<uuid>` or
+/// `<uuid>-agent-<uuid>.json`) belongs to one of the conversations `own`.
+pub fn is_own_conversation(own: &[String], name: &str) -> bool {
+    own.iter().any(|u| {
+        name == u
+            || name
+                .strip_prefix(u.as_str())
+                .is_some_and(|r| r.starts_with('-'))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 use crate::fsutil::{self, open_dir_nofollow, TreeStats};
 
 pub use super::layout::{
-    ACTIVE_DIR, HOME_DIR, HOME_UPPER, HOME_WORK, STATE_DIR, STATE_SKELETON, WORK_DIR,
+    ACTIVE_DIR, HOME_DIR, HOME_UPPER, HOME_WORK, SESSION_OWN_DIRS, STATE_DIR, STATE_SKELETON_FILE,
+    WORK_DIR,
 };
 
 #[derive(Debug, Clone)]

@@ -88,6 +88,9 @@ fn claude_lower() -> ClaudeLower {
             "u-mine2-agent-x.json".into(),
         ],
         own: vec!["u-mine".into()],
+        own_keys: vec!["-home-u-proj".into()],
+        own_file_history: vec!["u-mine".into()],
+        own_todos: vec![("u-mine-agent-u-mine.json".into(), 0o644, "[]".into())],
         history: Some(HistoryCopy {
             mode: 0o600,
             lines: "{\"project\":\"/home/u/proj\"}\n".into(),
@@ -105,6 +108,8 @@ fn other_projects_conversations_and_prompts_are_masked_in_claudes_view() {
         let p = c.plan();
         let l = layer_of(&p, "/home/u/.claude").expect("a mask layer");
         assert_eq!(l.place, MaskPlace::Session(CLAUDE_MASKS.into()));
+        // Opaque: nothing another project has there, or gets later, shows (A7-11).
+        // And whiteouts over what is there now, where no opaque mark can be kept.
         let mut w = whiteouts(l);
         w.sort();
         assert_eq!(
@@ -114,6 +119,70 @@ fn other_projects_conversations_and_prompts_are_masked_in_claudes_view() {
                 "projects/-home-u-other",
                 "todos/u-mine2-agent-x.json",
                 "todos/u-theirs-agent-u-theirs.json"
+            ],
+            "{prof}"
+        );
+        for (dir, mode) in [
+            ("projects", 0o700),
+            ("file-history", 0o700),
+            ("todos", 0o755),
+        ] {
+            assert!(
+                l.entries.contains(&MaskEntry::OpaqueDir {
+                    path: dir.into(),
+                    mode
+                }),
+                "{prof}: {dir}"
+            );
+        }
+        let shown: Vec<String> = l
+            .entries
+            .iter()
+            .filter(|e| !matches!(e, MaskEntry::OpaqueDir { .. } | MaskEntry::Whiteout { .. }))
+            .map(|e| e.path().display().to_string())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "projects/-home-u-proj",
+                "file-history/u-mine",
+                "todos/u-mine-agent-u-mine.json",
+                "history.jsonl"
+            ],
+            "{prof}"
+        );
+        // This project's entries: an overlay each, the host's entry below the session's.
+        let nested: Vec<(String, String, String)> = p
+            .mounts
+            .iter()
+            .filter_map(|m| match m {
+                MountOp::Overlay {
+                    dst,
+                    lower: Source::Host(l),
+                    upper: Source::Session(u),
+                    masks: None,
+                    ..
+                } if dst.starts_with("/home/u/.claude/") => Some((
+                    dst.display().to_string(),
+                    l.display().to_string(),
+                    u.display().to_string(),
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            nested,
+            [
+                (
+                    "/home/u/.claude/projects/-home-u-proj".into(),
+                    "/home/u/.claude/projects/-home-u-proj".into(),
+                    "state/projects/-home-u-proj".into()
+                ),
+                (
+                    "/home/u/.claude/file-history/u-mine".into(),
+                    "/home/u/.claude/file-history/u-mine".into(),
+                    "state/file-history/u-mine".into()
+                ),
             ],
             "{prof}"
         );
