@@ -21,7 +21,9 @@
 #                      tmpfs of yours.
 #   OLD_CSBOX          a csbox binary from before the hardening issue (e.g. built from
 #                      1423042): as root, an extra bwrap line with a filter of *its* length,
-#                      so the two bwrap lines show what the bigger filter costs at startup.
+#                      so the two bwrap lines show what the bigger filter costs at startup;
+#                      and a compat line of it beside this csbox's (the same work: the
+#                      before/after of the architecture issue).
 #   SECCOMP           `real`: give bwrap csbox's own seccomp programs (root only) instead of
 #                      the synthetic ones of the same shape (the default, see below)
 #   SECCOMP_LEN_<profile>  (user runs) the instruction count of csbox's filter under that
@@ -286,6 +288,9 @@ add "csbox run --profile strict -- /bin/true" "$C run --profile strict -- /bin/t
 add "csbox run --profile ci -- /bin/true" "$C run --profile ci -- /bin/true"
 add "csbox run --net host -- /bin/true" "$C run --net host -- /bin/true"
 add "csbox run --profile compat -- /bin/true" "$C run --profile compat -- /bin/true"
+# Issue 18's before/after: the old binary doing the same work (compat: no namespaces, the
+# one profile whose work has not changed since 1423042).
+[ -x "$WORK/csbox-old" ] && add "OLD_CSBOX run --profile compat -- /bin/true" "$WORK/csbox-old run --profile compat -- /bin/true"
 if [ -n "${TMPSTORE:-}" ]; then
   add "env SESSIONS_DIR=tmpfs csbox run -- /bin/true" "env SESSIONS_DIR=$TMPSTORE $C run -- /bin/true"
   add "env SESSIONS_DIR=disk csbox run -- /bin/true" "env SESSIONS_DIR=$STORE $C run -- /bin/true"
@@ -317,6 +322,7 @@ match = {
     "csbox run --net host -- /bin/true": "bwrap ≡ --net host",
     "env SESSIONS_DIR=tmpfs csbox run -- /bin/true": "env SESSIONS_DIR=disk csbox run -- /bin/true",
     "bwrap ≡ default, old filter length": "bwrap ≡ default",
+    "OLD_CSBOX run --profile compat -- /bin/true": "csbox run --profile compat -- /bin/true",
 }
 ms = lambda s: s * 1e3
 med = lambda n: r[n]["median"]
@@ -354,6 +360,10 @@ if "bwrap ≡ default, old filter length" in r:
     f = ms(med("bwrap ≡ default") - med("bwrap ≡ default, old filter length"))
     print("- the bigger seccomp filter (bwrap with csbox's length − with the old length): **%.2f ms** "
           "(issue 13: ≤ 0.2 ms): %s" % (f, "**met**" if f <= 0.2 else "**not met**"))
+if "OLD_CSBOX run --profile compat -- /bin/true" in r:
+    v = med("csbox run --profile compat -- /bin/true") / med("OLD_CSBOX run --profile compat -- /bin/true")
+    print("- compat, this csbox / OLD_CSBOX (the same work; issue 18: no slowdown): **%.2f**: %s"
+          % (v, "**met**" if v <= 1.0 else "**not met**"))
 if "env SESSIONS_DIR=tmpfs csbox run -- /bin/true" in r:
     t = ms(med("env SESSIONS_DIR=disk csbox run -- /bin/true") - med("env SESSIONS_DIR=tmpfs csbox run -- /bin/true"))
     print("- what the disk costs csbox (store on disk − store on tmpfs): %.2f ms" % t)
