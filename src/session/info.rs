@@ -216,18 +216,23 @@ fn dir_names(parent: &OwnedFd, name: &str) -> Option<Vec<Vec<u8>>> {
 /// and in the home layer the masks over hidden paths its record names).
 fn state_is_empty(dfd: &OwnedFd, masks: &[std::path::PathBuf]) -> bool {
     // What csbox moved out of the project is the only copy of it (a file the user may
-    // want back) and its record: a session holding any is never empty, whatever else.
-    let quarantined = match dir_names(dfd, super::quarantine::QUARANTINE_DIR) {
-        Some(names) => !names.is_empty(),
-        // Absent is the common case; a quarantine that cannot be read is kept too.
-        None => !matches!(
-            open_dir_at(dfd, super::quarantine::QUARANTINE_DIR),
-            Err(nix::errno::Errno::ENOENT)
-        ),
-    };
-    if quarantined {
-        return false;
+    // want back) and its record: a session holding any is never empty. Looked at last,
+    // for a session that looks empty otherwise (one open more per such session in `ls`).
+    layers_empty(dfd, masks) && !quarantined(dfd)
+}
+
+/// Whether the session's quarantine holds anything (or cannot be read: kept too).
+fn quarantined(dfd: &OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    match open_dir_at(dfd, super::quarantine::QUARANTINE_DIR) {
+        Err(nix::errno::Errno::ENOENT) => false,
+        Err(_) => true,
+        Ok(q) => crate::fsutil::read_names(q.as_raw_fd()).map_or(true, |n| !n.is_empty()),
     }
+}
+
+/// Whether the session's layers hold nothing but what csbox put there.
+fn layers_empty(dfd: &OwnedFd, masks: &[std::path::PathBuf]) -> bool {
     // Anything the session wrote to its home counts as much as its ~/.claude.
     let home_written = open_dir_at(dfd, HOME_DIR)
         .ok()
