@@ -101,13 +101,15 @@ fn mask() -> AddWatchFlags {
 }
 
 impl State {
-    /// Add a watch for every target not yet watched.
-    fn refresh(&mut self) {
+    /// Add a watch for every target not yet watched; true when one was added.
+    fn refresh(&mut self) -> bool {
+        let mut added = false;
         for (dir, names) in targets(&self.project) {
             if let Ok(wd) = self.ino.add_watch(&dir, mask()) {
-                self.dirs.insert(wd, (dir, names));
+                added |= self.dirs.insert(wd, (dir, names)).is_none();
             }
         }
+        added
     }
 
     /// Under the lock: the watched paths at the top when `top`, then `deep` (the tree's
@@ -146,7 +148,7 @@ impl State {
             Some(&nix::sys::signal::SigSet::all()),
             None,
         );
-        self.refresh();
+        let _ = self.refresh();
         // What the command made before the watches were in place; the tree's watches,
         // added here, off the launch's path (a large project takes a while).
         if !self.sweep(true, None) {
@@ -214,8 +216,10 @@ impl State {
         {
             return false;
         }
-        if relevant {
-            self.refresh();
+        // A directory watched from now on: what arrived in it before its watch did is
+        // looked at once more.
+        if relevant && self.refresh() && !self.sweep(true, Some(Vec::new())) {
+            return false;
         }
         true
     }

@@ -31,6 +31,12 @@ pub(super) fn targets(p: &ProjectView) -> Vec<(PathBuf, Names)> {
         };
     let is_dir = |d: &Path| std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir());
     for w in &p.watched {
+        // A watched directory that exists now (`.git/hooks` made by the session's `git
+        // init`, where the project had none): what arrives in it is looked at at once, not
+        // at exit (red-team 8, A8-3: a pre-commit added to it ran on the host's commit).
+        if is_dir(&w.path) {
+            add(w.path.clone(), None);
+        }
         let Some(root) = roots
             .iter()
             .filter(|r| w.path.starts_with(r))
