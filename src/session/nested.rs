@@ -415,7 +415,13 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
         let Ok(text) = std::str::from_utf8(&text) else {
             return false;
         };
-        let named = Path::new(text.strip_suffix('\n').unwrap_or(text));
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        // Empty: git is writing it (one write of `../..`, the live watch may look in
+        // between; its close brings another look); it names nothing to take a config from.
+        if text.is_empty() {
+            return true;
+        }
+        let named = Path::new(text);
         let mut at = PathBuf::new();
         for c in path.join(named).components() {
             match c {
