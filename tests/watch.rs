@@ -152,6 +152,58 @@ fn a_commondir_is_moved_before_a_git_on_the_host_reads_it() {
     );
 }
 
+/// A8-3: the project's `.git/hooks` is missing at launch (a git setup that makes none, or
+/// removed); the session makes it with a `pre-commit`, then waits; meanwhile the user
+/// commits on the host. The hook must be gone before that commit runs it.
+fn missing_hooks_while_running(user: As, profile: &str) -> bool {
+    let p = project(user);
+    std::fs::remove_dir_all(p.proj.join(".git/hooks")).unwrap();
+    let script = format!(
+        "echo $NONCE; mkdir .git/hooks && sleep 0.3 && \
+         printf '#!/bin/sh\necho %s > \"%s/pwned\"\n' \"$NONCE\" \"$PWD\" > .git/hooks/t && \
+         chmod +x .git/hooks/t && mv .git/hooks/t .git/hooks/pre-commit; {WAIT_GO}"
+    );
+    let child = p.run(profile, &script);
+    assert!(
+        wait_for(&p.proj.join("ready")),
+        "the session never got to write its hook"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    p.host_git(
+        &p.proj,
+        &[
+            "-c",
+            "user.email=a@b",
+            "-c",
+            "user.name=t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "x",
+        ],
+    );
+    let _ = p.go(child);
+    p.pwned()
+}
+
+#[test]
+fn a_hook_added_to_a_hooks_dir_made_while_it_runs_is_moved_before_a_host_commit() {
+    for u in users() {
+        for prof in ["default", "strict"] {
+            assert!(
+                !missing_hooks_while_running(u, prof),
+                "ESCAPE under {prof} as {}",
+                u.label()
+            );
+        }
+    }
+    assert!(
+        missing_hooks_while_running(*users().last().unwrap(), "compat"),
+        "the probe cannot report an escape"
+    );
+}
+
 /// A3-2: a repository nested in the project with a `core.fsmonitor` (or looking like a
 /// bare one), hidden from the outer `git status`; after the session, the user runs git in
 /// it. `which` names the variant.

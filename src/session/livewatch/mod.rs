@@ -154,6 +154,11 @@ impl State {
         if !self.sweep(true, None) {
             return;
         }
+        // A watched directory the command made before the first watches (a `.git/hooks`
+        // its first command made): watched now, and looked at once more (red-team 8, A8-3).
+        if self.refresh() && !self.sweep(true, Some(Vec::new())) {
+            return;
+        }
         let mut ticks = Ticks::new();
         loop {
             let mut fds = [
