@@ -1937,6 +1937,15 @@ fn terminal_ctx() -> Option<Ctx> {
     Some(c)
 }
 
+/// A shell line that runs `inner` in `sh -c` inside a default session.
+fn csbox_sh(inner: &str) -> String {
+    format!(
+        "{} run -- sh -c \"{}\"",
+        sh_quote(CSBOX),
+        inner.replace('"', "\\\"")
+    )
+}
+
 // F11: the session shares the caller's terminal; csbox puts its modes back and resets
 // its character attributes before it speaks, so the session can neither hide csbox's
 // warnings (SGR 8, concealed) nor leave the shell without echo.
@@ -1957,15 +1966,7 @@ fn a_session_cannot_hide_csbox_warnings_or_leave_the_terminal_changed() {
     )
     .unwrap();
     let probe = c.home("probe.sh");
-    std::fs::write(
-        &probe,
-        script(&format!(
-            "{} run -- sh -c \"{}\"",
-            sh_quote(CSBOX),
-            spoil.replace('"', "\\\"")
-        )),
-    )
-    .unwrap();
+    std::fs::write(&probe, script(&csbox_sh(spoil))).unwrap();
     c.env.chown_all(c.env.dir.path());
     let t = Tmux::start(&c.env, "ctl", "sh control.sh");
     let screen = t.wait_for("DONE");
@@ -2012,15 +2013,8 @@ fn a_session_cannot_scroll_away_or_garble_csbox_warnings() {
     )
     .unwrap();
     let probe = c.home("probe2.sh");
-    std::fs::write(
-        &probe,
-        format!(
-            "cd proj\n{} run -- sh -c \"echo x > .envrc; {}\"\n{tail}\n",
-            sh_quote(CSBOX),
-            spoil.replace('"', "\\\"")
-        ),
-    )
-    .unwrap();
+    let run = csbox_sh(&format!("echo x > .envrc; {spoil}"));
+    std::fs::write(&probe, format!("cd proj\n{run}\n{tail}\n")).unwrap();
     c.env.chown_all(c.env.dir.path());
     let t = Tmux::start(&c.env, "ctl2", "sh control2.sh");
     let screen = t.wait_for("DONE");

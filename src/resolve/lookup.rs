@@ -151,8 +151,8 @@ impl<'p> Lookup<'p> {
         // A path alone in its parent (a home's `.local/share/csbox/sessions`, `/bin/true`)
         // is opened at once when it exists: its parent's look-up would spare nothing, and
         // its ancestors are not walked (four calls each: a compat launch's ten).
-        let tried = self.wanted_in.get(parent).copied().unwrap_or(0) <= 1
-            && !self.seen.contains_key(parent);
+        let wanted = self.wanted_in.get(parent).copied().unwrap_or(0);
+        let tried = wanted <= 1 && !self.seen.contains_key(parent);
         if tried {
             if let Some(f) = open_fact(p) {
                 return f;
@@ -168,9 +168,7 @@ impl<'p> Lookup<'p> {
         if dir.kind != Some(NodeKind::Dir) {
             return absent();
         }
-        if self.wanted_in.get(parent).copied().unwrap_or(0) >= LIST_FROM
-            && self.absent_from(&dir.real, name)
-        {
+        if wanted >= LIST_FROM && self.absent_from(&dir.real, name) {
             return absent();
         }
         if tried {

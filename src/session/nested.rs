@@ -421,18 +421,7 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
         if text.is_empty() {
             return true;
         }
-        let named = Path::new(text);
-        let mut at = PathBuf::new();
-        for c in path.join(named).components() {
-            match c {
-                std::path::Component::ParentDir => {
-                    at.pop();
-                }
-                std::path::Component::CurDir => {}
-                c => at.push(c),
-            }
-        }
-        at == root
+        normalize(&path.join(text)) == root
     }
 
     /// Whether an entry of `g/hooks` changed since the start (a hook added to an old dir
