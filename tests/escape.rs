@@ -1487,7 +1487,10 @@ macro_rules! planted_git_dir {
 printf '[core]\n\trepositoryformatversion = 0\n\tfsmonitor = "echo %s > %s/pwned; false"\n' "$NONCE" "$OUT" > $M/config &&
 echo "gitdir: ../../$M" > vendor/m/.git && git update-index --add --cacheinfo 160000,$(git rev-parse HEAD),vendor/m; true"#
             ),
-            escaped: host_status_runs_the_session,
+            // The planted config itself (what git would run, whatever its version
+            // makes of a gitlink without a `.gitmodules` entry), and the host's git.
+            escaped: |c| c.has_nonce(&c.proj.join($m).join("config"))
+                || host_status_runs_the_session(c),
         });
     };
 }
