@@ -916,6 +916,37 @@ fn todos_and_file_history_merge_only_for_this_projects_conversations() {
     }
 }
 
+/// `plans/` takes Claude Code's plan files only, flat (red-team 8, A8-5: a session's full
+/// git dir with a config that runs a command, `plans/evilgd/`, landed in the real
+/// `~/.claude/plans/`).
+#[test]
+fn plans_merge_only_flat_plan_files() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        let script = "cd ~/.claude && mkdir -p plans/evilgd/objects plans/evilgd/refs && \
+             echo ref > plans/evilgd/HEAD && printf '[core]\\n\\tfsmonitor = \"id\"\\n' > plans/evilgd/config && \
+             echo plan > plans/brave-otter.md && echo x > plans/.hidden.md && echo x > plans/run.sh";
+        let (id, _) = session(&env, &[], script);
+        let plans = env.claude_root().join("plans");
+        let names: Vec<String> = std::fs::read_dir(&plans)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["brave-otter.md"], "merged into {}", plans.display());
+        let r = refused(&show_json(&env, &id)["meta"]["merge"]);
+        assert!(
+            r.get("plans/evilgd").is_some_and(|d| d.contains("flat")),
+            "{r:?}"
+        );
+        for p in ["plans/.hidden.md", "plans/run.sh"] {
+            assert!(
+                r.get(p).is_some_and(|d| d.contains("not a plan file")),
+                "{p}: {r:?}"
+            );
+        }
+    }
+}
+
 /// The bounds, lowered with the debug-only knob: a memory file, a transcript, plans by
 /// count, entries (past which the merge stops, incomplete).
 #[test]

@@ -34,7 +34,7 @@ pub enum Rule {
     /// `file-history/<conversation>/`: the backups its transcript's accepted entries
     /// name (Claude Code keeps them flat: `<hash>@v<n>`).
     Backups,
-    /// `plans/` (and below): files, at most `Limits::plans` of them.
+    /// `plans/`: `<name>.md` files, flat, at most `Limits::plans` of them.
     Plans,
     /// Below an entry admitted above: regular files and directories.
     Any,
@@ -146,7 +146,15 @@ pub fn judge(m: &mut Merger, rule: Rule, rel: &Path, name: &CStr, dir: bool) -> 
         (Rule::Backups, true) => {
             Verdict::Refuse("a directory: Claude Code keeps a conversation's backups flat".into())
         }
-        (Rule::Plans, true) => Verdict::Enter(Rule::Plans),
+        // Claude Code keeps its plans flat, one `<name>.md` each: a tree (a full git dir
+        // with a config that runs a command, red-team 8, A8-5) or another kind of file is
+        // the session's own, not a plan.
+        (Rule::Plans, true) => Verdict::Refuse(
+            "a directory: Claude Code keeps plans flat, as <name>.md files".into(),
+        ),
+        (Rule::Plans, false) if !is_plan_name(name) => {
+            Verdict::Refuse("not a plan file (<name>.md, no leading dot)".into())
+        }
         (Rule::Plans, false) => {
             m.plans += 1;
             if m.plans > m.limits.plans {
@@ -160,6 +168,11 @@ pub fn judge(m: &mut Merger, rule: Rule, rel: &Path, name: &CStr, dir: bool) -> 
         (Rule::Any, true) => Verdict::Enter(Rule::Any),
         (Rule::Any, false) => file,
     }
+}
+
+/// A plan file's name as Claude Code makes it: `<name>.md`, not hidden.
+fn is_plan_name(name: &str) -> bool {
+    name.len() > 3 && name.ends_with(".md") && !name.starts_with('.')
 }
 
 /// The scope of a session that ran in `project`, with the conversations whose transcript
