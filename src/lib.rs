@@ -22,6 +22,7 @@ pub mod hints;
 pub mod human;
 pub mod net;
 pub mod oci;
+pub mod pathkey;
 pub mod paths;
 pub mod plan;
 pub mod profile;

@@ -1,9 +1,9 @@
 //! What `resolve` found out about host paths before the plan is built, so that building
 //! the plan reads nothing: where a path really points, and what is there.
 
-// foldhash: std's SipHash of PathBufs was 7 % of a default launch's CPU (perf).
-use foldhash::HashMap;
 use std::path::{Path, PathBuf};
+
+use crate::pathkey::PathMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,10 +28,11 @@ pub struct PathFact {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
     /// Hashed, not ordered: a plan looks up some thousand paths, and ordering `Path`s
-    /// compares them component by component (a third of a launch's CPU time once).
-    map: HashMap<PathBuf, PathFact>,
+    /// compares them component by component (a third of a launch's CPU time once); and
+    /// hashed as bytes (`Path`'s own hash walks the components: see `pathkey`).
+    map: PathMap<PathFact>,
     /// Paths looked up whose last component is a symbolic link, and its target as written.
-    links: HashMap<PathBuf, PathBuf>,
+    links: PathMap<PathBuf>,
     pub host: HostLayout,
 }
 
@@ -60,7 +61,7 @@ pub struct HostLayout {
     pub csbox_exe: Option<PathBuf>,
     /// `st_mode` of what exists strictly between the home and each absent path the plan
     /// may hide (the home's mask layer repeats those directories with their modes).
-    pub home_nodes: HashMap<PathBuf, u32>,
+    pub home_nodes: PathMap<u32>,
     /// The host's `user.max_inotify_instances` and `user.max_inotify_watches` (the user's
     /// bounds, which a sandbox's own are carved from).
     pub inotify_max: Option<(u64, u64)>,

@@ -28,7 +28,7 @@ pub(super) fn fact_of(
 /// The hide list's facts, in order: the profile's entries but those it or `--unhide`
 /// unhides, then `--hide` (which wins over an unhide).
 pub(super) fn hide_list(input: &PlanInput) -> Result<Vec<PathFact>, Error> {
-    let mut unhidden = foldhash::HashSet::default();
+    let mut unhidden = crate::pathkey::PathSet::default();
     for u in &input.profile.unhide {
         unhidden.insert(fact_of(input, "profile field \"unhide\"", u, u)?.real);
     }
@@ -70,14 +70,15 @@ pub(super) fn home_masks(
     ];
     let mut out: Vec<PathBuf> = Vec::new();
     // Some hundred paths: a set, not `out.contains` (quadratic: 13 % of a launch's CPU).
-    let mut seen = foldhash::HashSet::default();
+    let mut seen = crate::pathkey::PathSet::default();
+    let under = crate::pathkey::under;
     for f in hide_list(input)? {
         let p = f.real;
         let skip = f.kind.is_some()
-            || !p.starts_with(home)
+            || !under(&p, home)
             || p == home
-            || own.iter().any(|o| p.starts_with(o))
-            || facts.host.home_submounts.iter().any(|m| p.starts_with(m));
+            || own.iter().any(|o| under(&p, o))
+            || facts.host.home_submounts.iter().any(|m| under(&p, m));
         if !skip && seen.insert(p.clone()) {
             out.push(p);
         }

@@ -84,6 +84,14 @@ pub fn lexical(p: &str, home: &Path, cwd: &Path) -> Result<PathBuf, PathError> {
     } else {
         cwd.join(p)
     };
+    // Spelled cleanly already (no `..`, `.`, `//`, trailing `/`): itself, with no
+    // component walk (a launch expands some hundred paths).
+    if replaced.is_absolute()
+        && no_parent_component(replaced.as_os_str().as_encoded_bytes())
+        && crate::pathkey::is_clean(replaced.as_os_str().as_encoded_bytes())
+    {
+        return Ok(replaced);
+    }
     let mut out = PathBuf::from("/");
     for c in replaced.components() {
         match c {
@@ -95,6 +103,11 @@ pub fn lexical(p: &str, home: &Path, cwd: &Path) -> Result<PathBuf, PathError> {
         }
     }
     Ok(out)
+}
+
+/// Whether no component of `b` is `..`.
+fn no_parent_component(b: &[u8]) -> bool {
+    b.split(|&c| c == b'/').all(|c| c != b"..")
 }
 
 #[cfg(test)]

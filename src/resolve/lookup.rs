@@ -4,10 +4,14 @@
 //! holds several wanted names is listed once, and a name its listing lacks is absent with
 //! no system call (a `~/.config` of a fresh account: 60 names, one listing).
 
-// foldhash: std's SipHash of PathBufs was 7 % of a default launch's CPU (perf).
+// foldhash: std's SipHash of PathBufs was 7 % of a default launch's CPU (perf); paths
+// are keyed by their bytes (`pathkey`): `Path`'s own hash walks the components.
 use foldhash::{HashMap, HashSet};
+use std::borrow::Cow;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+
+use crate::pathkey::{clean, PathMap, PathSet};
 
 use crate::paths::canonical_or_self;
 use crate::plan::{Facts, NodeKind, PathFact};
@@ -45,15 +49,15 @@ pub fn look_up(paths: impl IntoIterator<Item = PathBuf>) -> Facts {
 
 /// What exists strictly between the home and each absent path in `wanted` that lies
 /// below it, with its `st_mode` (lstat: `real` has its links resolved already).
-pub(super) fn home_nodes(facts: &Facts, wanted: &[PathBuf], home: &Path) -> HashMap<PathBuf, u32> {
+pub(super) fn home_nodes(facts: &Facts, wanted: &[PathBuf], home: &Path) -> PathMap<u32> {
     use std::os::unix::fs::MetadataExt;
-    let mut out = HashMap::default();
+    let mut out = PathMap::default();
     // Many hidden paths share a missing parent (`~/.config` on a fresh account): one
     // lstat each.
-    let mut missing = HashSet::default();
+    let mut missing = PathSet::default();
     for p in wanted {
         let f = facts.get(p);
-        let Ok(rel) = f.real.strip_prefix(home) else {
+        let Some(rel) = crate::pathkey::rel(&f.real, home) else {
             continue;
         };
         if f.kind.is_some() {
@@ -97,12 +101,12 @@ pub(super) fn home_nodes(facts: &Facts, wanted: &[PathBuf], home: &Path) -> Hash
 /// One look-up's memory: the facts found so far (the hide list's entries share their
 /// parents) and the listings of directories that hold many wanted names.
 struct Lookup<'p> {
-    seen: HashMap<PathBuf, PathFact>,
+    seen: PathMap<PathFact>,
     /// Distinct wanted names per parent directory, as spelled (not resolved); borrowed
     /// from the wanted paths (a copy of every ancestor was 5 % of a launch's CPU).
-    wanted_in: HashMap<&'p Path, usize>,
+    wanted_in: HashMap<Cow<'p, [u8]>, usize>,
     /// Listings by resolved directory; None where it could not be listed.
-    listed: HashMap<PathBuf, Option<HashSet<OsString>>>,
+    listed: PathMap<Option<HashSet<OsString>>>,
 }
 
 impl<'p> Lookup<'p> {
@@ -113,22 +117,22 @@ impl<'p> Lookup<'p> {
         // absent, and `/` holding every wanted path below `/home` is one name (`home`),
         // which a single look-up answers (listing `/`, `/var` and `/var/tmp` for a home
         // under /var/tmp cost a compat launch 8 % of its CPU).
-        let mut names: HashSet<&'p Path> = HashSet::default();
-        let mut wanted_in: HashMap<&'p Path, usize> = HashMap::default();
+        let mut names: HashSet<Cow<'p, [u8]>> = HashSet::default();
+        let mut wanted_in: HashMap<Cow<'p, [u8]>, usize> = HashMap::default();
         for p in paths {
             for a in p.ancestors() {
-                if !names.insert(a) {
+                if !names.insert(clean(a)) {
                     break; // this one and its ancestors are counted already
                 }
                 if let Some(parent) = a.parent() {
-                    *wanted_in.entry(parent).or_default() += 1;
+                    *wanted_in.entry(clean(parent)).or_default() += 1;
                 }
             }
         }
         Lookup {
-            seen: HashMap::default(),
+            seen: PathMap::default(),
             wanted_in,
-            listed: HashMap::default(),
+            listed: PathMap::default(),
         }
     }
 
@@ -151,7 +155,7 @@ impl<'p> Lookup<'p> {
         // A path alone in its parent (a home's `.local/share/csbox/sessions`, `/bin/true`)
         // is opened at once when it exists: its parent's look-up would spare nothing, and
         // its ancestors are not walked (four calls each: a compat launch's ten).
-        let wanted = self.wanted_in.get(parent).copied().unwrap_or(0);
+        let wanted = self.wanted_in.get(&*clean(parent)).copied().unwrap_or(0);
         let tried = wanted <= 1 && !self.seen.contains_key(parent);
         if tried {
             if let Some(f) = open_fact(p) {
@@ -180,10 +184,7 @@ impl<'p> Lookup<'p> {
     /// Whether the listing of the (resolved) directory `dir` lacks `name`; false when it
     /// cannot be listed.
     fn absent_from(&mut self, dir: &Path, name: &std::ffi::OsStr) -> bool {
-        let listing = self
-            .listed
-            .entry(dir.to_path_buf())
-            .or_insert_with(|| list(dir));
+        let listing = self.listed.get_or_insert_with(dir, || list(dir));
         listing.as_ref().is_some_and(|names| !names.contains(name))
     }
 }
