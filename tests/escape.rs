@@ -1606,6 +1606,98 @@ probe!(
     }
 );
 
+// Red-team 7, A7-9: a rebase the session leaves stopped, with `exec` lines in its todo:
+// the user's `git rebase --continue` on the host runs them. The check reads the todo
+// itself (whatever this git does with it) and then continues the rebase on the host.
+const STOPPED_REBASE: &str = r#"G="git -c user.name=a -c user.email=a@b"; echo b > b && $G add b && $G commit -qm b && GIT_SEQUENCE_EDITOR="printf 'break\nexec echo $NONCE >> $OUT/rebase-exec\n' >" $G rebase -q -i HEAD~1; $G status | head -2; true"#;
+
+/// A todo of a stopped rebase in `git_dir` that holds the nonce, then the host's `git
+/// rebase --continue` in `dir`: whether either says a command of the session's runs.
+fn host_continue_runs_the_session(c: &Ctx, git_dir: &Path, dir: &Path) -> bool {
+    let todo =
+        std::fs::read_to_string(git_dir.join("rebase-merge/git-rebase-todo")).unwrap_or_default();
+    let planted = todo
+        .lines()
+        .any(|l| l.trim_start().starts_with("exec") && l.contains(&c.nonce));
+    let _ = c
+        .env
+        .command("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(["rebase", "--continue"])
+        .current_dir(dir)
+        .output();
+    planted || c.has_nonce(&c.out.join("rebase-exec"))
+}
+
+probe!(
+    a_stopped_rebases_exec_line_does_not_run_on_the_hosts_continue {
+        setup: real_repo,
+        inside: STOPPED_REBASE,
+        escaped: |c| host_continue_runs_the_session(c, &c.proj.join(".git"), &c.proj),
+    }
+);
+
+// The same from a linked worktree: its rebase state is in the main repository's
+// `.git/worktrees/<name>/`.
+probe!(
+    a_stopped_rebase_in_a_linked_worktree_does_not_run_on_the_hosts_continue {
+        setup: |c| {
+            real_repo(c);
+            let wt = c.home("wt");
+            git_ok(c, &c.proj, &["worktree", "add", "-q", wt.to_str().unwrap()]);
+            c.proj = wt;
+        },
+        inside: STOPPED_REBASE,
+        escaped: |c| host_continue_runs_the_session(c, &c.home("proj/.git/worktrees/wt"), &c.proj),
+    }
+);
+
+// A strategy name that is not git's own: `git rebase --continue` runs `git-merge-<name>`.
+git_steering!(
+    a_stopped_rebases_foreign_strategy_does_not_stay,
+    ".git/rebase-merge/strategy",
+    r#"mkdir -p .git/rebase-merge && echo evil > .git/rebase-merge/strategy"#
+);
+
+/// A rebase the session leaves stopped at an `edit` (no `exec`): the user continues it on
+/// the host, and it finishes.
+#[test]
+fn a_plain_rebase_the_session_leaves_stopped_goes_on_on_the_host() {
+    for profile in ["default", "strict"] {
+        let mut c = ctx();
+        real_repo(&mut c);
+        let inside = r#"G="git -c user.name=a -c user.email=a@b"; echo b > b && $G add b && $G commit -qm b && echo c > c && $G add c && $G commit -qm c && GIT_SEQUENCE_EDITOR="sed -i 1s/^pick/edit/" $G rebase -q -i HEAD~2; $G status | head -1"#;
+        let out = run_in(&c, &["run", "--profile", profile], inside, None);
+        assert!(
+            stdout(&out).contains(&format!("RAN={}", c.nonce)),
+            "{profile}: did not run"
+        );
+        assert!(
+            stdout(&out).contains("rebase in progress"),
+            "{profile}: the session's rebase did not stop: {}",
+            stdout(&out)
+        );
+        assert!(
+            !stderr(&out).contains("rebase-merge"),
+            "{profile}: csbox moved a plain rebase's state: {}",
+            stderr(&out)
+        );
+        git_ok(&c, &c.proj, &["rebase", "--continue"]);
+        let log = c
+            .env
+            .command("git")
+            .args(["log", "--format=%s"])
+            .current_dir(&c.proj)
+            .output()
+            .unwrap();
+        assert_eq!(
+            stdout(&log),
+            "c\nb\na\n",
+            "{profile}: the rebase did not finish"
+        );
+    }
+}
+
 // F2: a directory holding protected paths cannot be renamed aside and replaced.
 macro_rules! rename_aside {
     ($name:ident, $dir:expr, $file:expr) => {

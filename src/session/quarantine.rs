@@ -576,10 +576,15 @@ pub fn describe(q: &Quarantined) -> String {
             )
         })
         .unwrap_or_default();
-    format!(
-        "this session made {} in the project: such files run code on your host later (git config and hooks, editor tasks, agent settings); csbox {what}{link}. Review it before you move it back",
-        crate::human::printable_path(&q.path)
-    )
+    let path = crate::human::printable_path(&q.path);
+    match super::gitstate::after_move(&q.path).filter(|_| q.moved_to.is_some()) {
+        Some(git) => format!(
+            "this session made {path} in the project: {git}; csbox {what}{link}. Review it before you move it back"
+        ),
+        None => format!(
+            "this session made {path} in the project: such files run code on your host later (git config and hooks, editor tasks, agent settings); csbox {what}{link}. Review it before you move it back"
+        ),
+    }
 }
 
 /// [`sweep_all`] for a session csbox holds, each move said on stderr and recorded in its
