@@ -920,7 +920,15 @@ probe!(the_runtime_dir_is_not_shared_with_the_host {
 // --- The project: writable, but not its files that run code on the host later.
 macro_rules! project_file {
     ($name:ident, $rel:expr) => {
+        project_file!($name, $rel, |_| {});
+    };
+    // There before the session: read-only inside.
+    ($name:ident, $rel:expr, existing) => {
+        project_file!($name, $rel, |c| c.write(&c.proj.join($rel), "orig\n"));
+    };
+    ($name:ident, $rel:expr, $setup:expr) => {
         probe!($name {
+            setup: $setup,
             inside: concat!("f=\"$PROJ/", $rel, "\"; echo \"$NONCE\" >> \"$f\""),
             escaped: |c| c.has_nonce(&c.proj.join($rel)),
         });
@@ -1852,6 +1860,30 @@ project_file!(the_hidden_mise_config_cannot_be_written, ".mise.toml");
 project_file!(a_local_lefthook_config_does_not_stay, "lefthook-local.yml");
 project_file!(a_vimrc_for_vim_s_exrc_does_not_stay, ".vimrc");
 project_file!(a_bazelisk_version_does_not_stay, ".bazelversion");
+// A7-9, A8-4: the names left then; a pattern's (`*.code-workspace`, `mise.*.toml`) too.
+project_file!(
+    a_vs_code_workspace_file_does_not_stay,
+    "proj.code-workspace"
+);
+project_file!(a_mise_environment_config_does_not_stay, "mise.dev.toml");
+project_file!(an_sbt_options_file_does_not_stay, ".sbtopts");
+project_file!(a_lint_staged_config_does_not_stay, "lint-staged.config.js");
+project_file!(a_commitlint_config_does_not_stay, ".commitlintrc.json");
+project_file!(
+    an_existing_lint_staged_config_is_read_only,
+    "lint-staged.config.js",
+    existing
+);
+project_file!(
+    an_existing_vs_code_workspace_file_is_read_only,
+    "proj.code-workspace",
+    existing
+);
+project_file!(
+    an_existing_mise_environment_config_is_read_only,
+    ".mise.dev.toml",
+    existing
+);
 probe!(a_gemini_cli_settings_file_does_not_stay {
     inside: r#"mkdir -p "$PROJ/.gemini" && echo "$NONCE" >> "$PROJ/.gemini/settings.json""#,
     escaped: |c| c.has_nonce(&c.proj.join(".gemini/settings.json")),
