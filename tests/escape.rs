@@ -1706,6 +1706,20 @@ fn a_plain_rebase_the_session_leaves_stopped_goes_on_on_the_host() {
     }
 }
 
+// Red-team 8, A8-2: from a linked worktree, the main repository's attributes and the
+// worktree's `gitdir` (which git's commits never write) are read-only.
+probe!(
+    a_linked_worktrees_gitdir_and_the_main_repos_attributes_are_read_only {
+        setup: |c| {
+            linked_worktree(c);
+            c.write(&c.home("main/.git/info/attributes"), "orig\n");
+        },
+        inside: r#"for f in "$MAIN/.git/info/attributes" "$MAIN/.git/worktrees/proj/gitdir"; do echo "$NONCE" >> "$f"; done; true"#,
+        escaped: |c| c.has_nonce(&c.home("main/.git/info/attributes"))
+            || c.has_nonce(&c.home("main/.git/worktrees/proj/gitdir")),
+    }
+);
+
 // F2: a directory holding protected paths cannot be renamed aside and replaced.
 macro_rules! rename_aside {
     ($name:ident, $dir:expr, $file:expr) => {

@@ -29,6 +29,8 @@ pub const PROTECTED: &[&str] = &[
     ".git/config",
     ".git/commondir",
     ".git/config.worktree",
+    // git never writes it; a bad one breaks every `git status` (red-team 8, A8-2).
+    ".git/info/attributes",
     ".gitmodules",
     ".claude/settings.json",
     ".claude/settings.local.json",
@@ -259,6 +261,9 @@ fn candidates(
         let own = (g.gitdir != g.common).then_some(&g.gitdir);
         for w in g.worktrees.iter().chain(own) {
             out.push(w.join("commondir"));
+            // Where the worktree is: only `git worktree move`/`repair` write it, and a
+            // wrong one lets `git worktree prune` drop the worktree (red-team 8, A8-2).
+            out.push(w.join("gitdir"));
             if config {
                 out.push(w.join("config.worktree"));
             }
