@@ -920,7 +920,15 @@ probe!(the_runtime_dir_is_not_shared_with_the_host {
 // --- The project: writable, but not its files that run code on the host later.
 macro_rules! project_file {
     ($name:ident, $rel:expr) => {
+        project_file!($name, $rel, |_| {});
+    };
+    // There before the session: read-only inside.
+    ($name:ident, $rel:expr, existing) => {
+        project_file!($name, $rel, |c| c.write(&c.proj.join($rel), "orig\n"));
+    };
+    ($name:ident, $rel:expr, $setup:expr) => {
         probe!($name {
+            setup: $setup,
             inside: concat!("f=\"$PROJ/", $rel, "\"; echo \"$NONCE\" >> \"$f\""),
             escaped: |c| c.has_nonce(&c.proj.join($rel)),
         });
@@ -1606,6 +1614,112 @@ probe!(
     }
 );
 
+// Red-team 7, A7-9: a rebase the session leaves stopped, with `exec` lines in its todo:
+// the user's `git rebase --continue` on the host runs them. The check reads the todo
+// itself (whatever this git does with it) and then continues the rebase on the host.
+const STOPPED_REBASE: &str = r#"G="git -c user.name=a -c user.email=a@b"; echo b > b && $G add b && $G commit -qm b && GIT_SEQUENCE_EDITOR="printf 'break\nexec echo $NONCE >> $OUT/rebase-exec\n' >" $G rebase -q -i HEAD~1; $G status | head -2; true"#;
+
+/// A todo of a stopped rebase in `git_dir` that holds the nonce, then the host's `git
+/// rebase --continue` in `dir`: whether either says a command of the session's runs.
+fn host_continue_runs_the_session(c: &Ctx, git_dir: &Path, dir: &Path) -> bool {
+    let todo =
+        std::fs::read_to_string(git_dir.join("rebase-merge/git-rebase-todo")).unwrap_or_default();
+    let planted = todo
+        .lines()
+        .any(|l| l.trim_start().starts_with("exec") && l.contains(&c.nonce));
+    let _ = c
+        .env
+        .command("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(["rebase", "--continue"])
+        .current_dir(dir)
+        .output();
+    planted || c.has_nonce(&c.out.join("rebase-exec"))
+}
+
+probe!(
+    a_stopped_rebases_exec_line_does_not_run_on_the_hosts_continue {
+        setup: real_repo,
+        inside: STOPPED_REBASE,
+        escaped: |c| host_continue_runs_the_session(c, &c.proj.join(".git"), &c.proj),
+    }
+);
+
+// The same from a linked worktree: its rebase state is in the main repository's
+// `.git/worktrees/<name>/`.
+probe!(
+    a_stopped_rebase_in_a_linked_worktree_does_not_run_on_the_hosts_continue {
+        setup: |c| {
+            real_repo(c);
+            let wt = c.home("wt");
+            git_ok(c, &c.proj, &["worktree", "add", "-q", wt.to_str().unwrap()]);
+            c.proj = wt;
+        },
+        inside: STOPPED_REBASE,
+        escaped: |c| host_continue_runs_the_session(c, &c.home("proj/.git/worktrees/wt"), &c.proj),
+    }
+);
+
+// A strategy name that is not git's own: `git rebase --continue` runs `git-merge-<name>`.
+git_steering!(
+    a_stopped_rebases_foreign_strategy_does_not_stay,
+    ".git/rebase-merge/strategy",
+    r#"mkdir -p .git/rebase-merge && echo evil > .git/rebase-merge/strategy"#
+);
+
+/// A rebase the session leaves stopped at an `edit` (no `exec`): the user continues it on
+/// the host, and it finishes.
+#[test]
+fn a_plain_rebase_the_session_leaves_stopped_goes_on_on_the_host() {
+    for profile in ["default", "strict"] {
+        let mut c = ctx();
+        real_repo(&mut c);
+        let inside = r#"G="git -c user.name=a -c user.email=a@b"; echo b > b && $G add b && $G commit -qm b && echo c > c && $G add c && $G commit -qm c && GIT_SEQUENCE_EDITOR="sed -i 1s/^pick/edit/" $G rebase -q -i HEAD~2; $G status | head -1"#;
+        let out = run_in(&c, &["run", "--profile", profile], inside, None);
+        assert!(
+            stdout(&out).contains(&format!("RAN={}", c.nonce)),
+            "{profile}: did not run"
+        );
+        assert!(
+            stdout(&out).contains("rebase in progress"),
+            "{profile}: the session's rebase did not stop: {}",
+            stdout(&out)
+        );
+        assert!(
+            !stderr(&out).contains("rebase-merge"),
+            "{profile}: csbox moved a plain rebase's state: {}",
+            stderr(&out)
+        );
+        git_ok(&c, &c.proj, &["rebase", "--continue"]);
+        let log = c
+            .env
+            .command("git")
+            .args(["log", "--format=%s"])
+            .current_dir(&c.proj)
+            .output()
+            .unwrap();
+        assert_eq!(
+            stdout(&log),
+            "c\nb\na\n",
+            "{profile}: the rebase did not finish"
+        );
+    }
+}
+
+// Red-team 8, A8-2: from a linked worktree, the main repository's attributes and the
+// worktree's `gitdir` (which git's commits never write) are read-only.
+probe!(
+    a_linked_worktrees_gitdir_and_the_main_repos_attributes_are_read_only {
+        setup: |c| {
+            linked_worktree(c);
+            c.write(&c.home("main/.git/info/attributes"), "orig\n");
+        },
+        inside: r#"for f in "$MAIN/.git/info/attributes" "$MAIN/.git/worktrees/proj/gitdir"; do echo "$NONCE" >> "$f"; done; true"#,
+        escaped: |c| c.has_nonce(&c.home("main/.git/info/attributes"))
+            || c.has_nonce(&c.home("main/.git/worktrees/proj/gitdir")),
+    }
+);
+
 // F2: a directory holding protected paths cannot be renamed aside and replaced.
 macro_rules! rename_aside {
     ($name:ident, $dir:expr, $file:expr) => {
@@ -1760,6 +1874,30 @@ project_file!(the_hidden_mise_config_cannot_be_written, ".mise.toml");
 project_file!(a_local_lefthook_config_does_not_stay, "lefthook-local.yml");
 project_file!(a_vimrc_for_vim_s_exrc_does_not_stay, ".vimrc");
 project_file!(a_bazelisk_version_does_not_stay, ".bazelversion");
+// A7-9, A8-4: the names left then; a pattern's (`*.code-workspace`, `mise.*.toml`) too.
+project_file!(
+    a_vs_code_workspace_file_does_not_stay,
+    "proj.code-workspace"
+);
+project_file!(a_mise_environment_config_does_not_stay, "mise.dev.toml");
+project_file!(an_sbt_options_file_does_not_stay, ".sbtopts");
+project_file!(a_lint_staged_config_does_not_stay, "lint-staged.config.js");
+project_file!(a_commitlint_config_does_not_stay, ".commitlintrc.json");
+project_file!(
+    an_existing_lint_staged_config_is_read_only,
+    "lint-staged.config.js",
+    existing
+);
+project_file!(
+    an_existing_vs_code_workspace_file_is_read_only,
+    "proj.code-workspace",
+    existing
+);
+project_file!(
+    an_existing_mise_environment_config_is_read_only,
+    ".mise.dev.toml",
+    existing
+);
 probe!(a_gemini_cli_settings_file_does_not_stay {
     inside: r#"mkdir -p "$PROJ/.gemini" && echo "$NONCE" >> "$PROJ/.gemini/settings.json""#,
     escaped: |c| c.has_nonce(&c.proj.join(".gemini/settings.json")),

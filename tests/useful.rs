@@ -139,9 +139,11 @@ fn a_linked_worktree_commits_into_its_common_dir() {
         let out = run_in(
             &env,
             &wt,
-            "git -c user.email=a@b -c user.name=t commit -q --allow-empty -m from-the-sandbox && echo ok; echo x > \"$(git rev-parse --git-common-dir)/hooks/post-commit\" || echo hooks-read-only",
+            "git -c user.email=a@b -c user.name=t commit -q --allow-empty -m from-the-sandbox && echo ok; git worktree list --porcelain | grep -q '^worktree .*/wt$' && echo listed; echo x > \"$(git rev-parse --git-common-dir)/hooks/post-commit\" || echo hooks-read-only",
         );
         assert!(stdout(&out).contains("ok"), "{}", stderr(&out));
+        // Its `gitdir` is read-only (red-team 8, A8-2): git only reads it.
+        assert!(stdout(&out).contains("listed"), "{}", stderr(&out));
         assert!(stdout(&out).contains("hooks-read-only"), "{}", stdout(&out));
         let log = env
             .command("git")

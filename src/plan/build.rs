@@ -64,7 +64,12 @@ pub fn wanted_paths(
     if profile.isolation != Isolation::Namespaces {
         return out;
     }
-    out.extend(super::protect::wanted(cwd, profile, host.git.as_ref()));
+    out.extend(super::protect::wanted(
+        cwd,
+        profile,
+        host.git.as_ref(),
+        &host.top_names,
+    ));
     out.extend(
         super::mounts::PROC_MASKED
             .iter()

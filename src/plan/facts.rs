@@ -36,6 +36,9 @@ pub struct Facts {
     pub host: HostLayout,
 }
 
+/// Entries of one project top listed for the protect patterns, at most.
+pub const TOP_NAMES_CAP: usize = 16_384;
+
 /// The host beyond single paths.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostLayout {
@@ -44,6 +47,10 @@ pub struct HostLayout {
     pub home_submounts: Vec<PathBuf>,
     /// The git worktree the working directory lies in.
     pub git: Option<GitLayout>,
+    /// The entries of the project's possible tops (the worktree's top, the working
+    /// directory), at most [`TOP_NAMES_CAP`] of each: what a protect pattern
+    /// (`*.code-workspace`) is matched against at launch.
+    pub top_names: Vec<PathBuf>,
     /// The file /etc/resolv.conf points to when it lies under /run (systemd-resolved,
     /// NetworkManager): bound back read-only into the sandbox's private /run.
     pub resolv_conf: Option<PathBuf>,

@@ -30,14 +30,14 @@ mod view;
 pub use build::{build, wanted_paths};
 pub use facts::{
     ClaudeLower, Facts, GitLayout, HistoryCopy, HostLayout, PathFact, HISTORY_CAP,
-    HISTORY_COPY_CAP, OWN_FILE_HISTORY_CAP, TODO_COPY_CAP,
+    HISTORY_COPY_CAP, OWN_FILE_HISTORY_CAP, TODO_COPY_CAP, TOP_NAMES_CAP,
 };
 pub use input::{Error, Overrides, PlanInput, DEV_NODES};
 pub use masks::CLAUDE_MASKS;
 pub use model::*;
 pub use mounts::{CACHES, CACHE_DIR, HOME_UPPER, HOME_WORK, SESSION_OWN};
 pub use network::{elide_password, PROXY_ENV, PROXY_PORT};
-pub use protect::PROTECTED;
+pub use protect::{matches_pattern, PROTECTED};
 pub use seccomp::{
     rules as seccomp_rules, terminal_rules, DEFAULT_ENOSYS, DEFAULT_EPERM, STRICT_ENOSYS,
     STRICT_EPERM,

@@ -157,6 +157,11 @@ pub struct ProjectView {
     /// files: a new linked worktree's `commondir` and `config.worktree`, a new
     /// submodule's `config` and `hooks`.
     pub watched_dirs: Vec<WatchedDir>,
+    /// The protect list's patterns (`*.code-workspace`): a new entry of the project's top
+    /// that matches one is moved as a watched path is. Those there at the start are in
+    /// `protected`.
+    #[serde(default)]
+    pub patterns: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

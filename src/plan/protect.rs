@@ -19,11 +19,18 @@ use super::model::{Watched, WatchedDir};
 /// profile does not list its own: what Claude Code's own sandbox protects, what git
 /// reads its config and hooks through, and what hook managers, dev containers and task
 /// runners take commands from.
+///
+/// `profiles/default.json` lists the same (a test says so). Left writable on purpose:
+/// `pnpm-workspace.yaml` (pnpm >= 10 reads settings there that name commands, like
+/// `.npmrc`'s), because agents edit it in every pnpm monorepo as part of the work
+/// (red-team 6, A6-3); `.env` (autoenv sources it, but it is every project's dotenv file).
 pub const PROTECTED: &[&str] = &[
     ".git/hooks",
     ".git/config",
     ".git/commondir",
     ".git/config.worktree",
+    // git never writes it; a bad one breaks every `git status` (red-team 8, A8-2).
+    ".git/info/attributes",
     ".gitmodules",
     ".claude/settings.json",
     ".claude/settings.local.json",
@@ -40,6 +47,11 @@ pub const PROTECTED: &[&str] = &[
     ".vscode",
     ".idea",
     ".envrc",
+    // autoenv's and zsh-autoenv's files, sourced when a shell leaves or enters the
+    // directory (red-team 7, A7-9).
+    ".env.leave",
+    ".autoenv.zsh",
+    ".autoenv_leave.zsh",
     // What common `.envrc`s source, and the single-file form of `.devcontainer/` (its
     // initializeCommand runs on the host) (red-team 6, A6-3).
     ".envrc.local",
@@ -47,6 +59,37 @@ pub const PROTECTED: &[&str] = &[
     ".devcontainer.json",
     ".pre-commit-config.yaml",
     ".husky",
+    // What the hooks of hook managers run, or read their hook commands from: lint-staged
+    // (a husky `npx lint-staged` hook), commitlint (commit-msg), husky <= 4, commitizen,
+    // overcommit, simple-git-hooks (installs the hooks it names) (red-team 8, A8-4).
+    ".lintstagedrc",
+    ".lintstagedrc.json",
+    ".lintstagedrc.yaml",
+    ".lintstagedrc.yml",
+    ".lintstagedrc.js",
+    ".lintstagedrc.cjs",
+    ".lintstagedrc.mjs",
+    "lint-staged.config.js",
+    "lint-staged.config.cjs",
+    "lint-staged.config.mjs",
+    "commitlint.config.js",
+    "commitlint.config.cjs",
+    "commitlint.config.mjs",
+    "commitlint.config.ts",
+    ".commitlintrc",
+    ".commitlintrc.json",
+    ".commitlintrc.yaml",
+    ".commitlintrc.yml",
+    ".commitlintrc.js",
+    ".commitlintrc.cjs",
+    ".huskyrc",
+    ".huskyrc.json",
+    ".huskyrc.js",
+    ".czrc",
+    ".overcommit.yml",
+    ".simple-git-hooks.json",
+    ".simple-git-hooks.js",
+    "simple-git-hooks.json",
     "lefthook.yml",
     ".lefthook.yml",
     "lefthook.yaml",
@@ -68,7 +111,13 @@ pub const PROTECTED: &[&str] = &[
     ".config/mise.toml",
     "mise/config.toml",
     ".rtx.toml",
+    // mise's per-environment files (`MISE_ENV=dev` reads `mise.dev.toml`): a pattern,
+    // matched at the project's top (see [`matches`]).
+    "mise.*.toml",
+    ".mise.*.toml",
     // Editors that take commands from the project they open (language servers, tasks).
+    // A VS Code workspace file's tasks (`runOn: folderOpen`), as `.vscode/`'s: a pattern.
+    "*.code-workspace",
     ".zed",
     ".helix",
     ".nvim.lua",
@@ -102,6 +151,9 @@ pub const PROTECTED: &[&str] = &[
     ".lfsconfig",
     "gradle.properties",
     ".mvn",
+    // sbt's launcher options (`-J-javaagent:`), the JVM options sbt and others read.
+    ".sbtopts",
+    ".jvmopts",
     ".pdbrc",
     // Other version control systems' repository config (hooks, pagers, diff tools).
     ".hg/hgrc",
@@ -110,6 +162,19 @@ pub const PROTECTED: &[&str] = &[
     "CLAUDE.local.md",
     ".claude/rules",
 ];
+
+/// Whether `name` (one entry of the project's top) matches `pattern`, a protect entry
+/// with one `*` and no `/` (`*.code-workspace`, `mise.*.toml`): the `*` stands for one
+/// or more characters. An entry without `*` matches nothing here (it is a path).
+pub fn matches_pattern(pattern: &str, name: &[u8]) -> bool {
+    let Some((pre, post)) = pattern.split_once('*') else {
+        return false;
+    };
+    !pattern.contains('/')
+        && name.len() > pre.len() + post.len()
+        && name.starts_with(pre.as_bytes())
+        && name.ends_with(post.as_bytes())
+}
 
 /// What a new linked worktree's git dir must not bring.
 const WORKTREE_FILES: &[&str] = &["commondir", "config.worktree"];
@@ -123,6 +188,7 @@ pub(super) struct Protection {
     pub pinned: Vec<PathBuf>,
     pub watched: Vec<Watched>,
     pub watched_dirs: Vec<WatchedDir>,
+    pub patterns: Vec<String>,
 }
 
 fn list(prof: &crate::profile::Profile) -> Vec<&str> {
@@ -140,17 +206,32 @@ fn common(project: &Path, git: Option<&GitLayout>) -> PathBuf {
         .unwrap_or_else(|| project.join(".git"))
 }
 
-/// Every path the profile protects in this project, as spelled before resolving.
+/// Every path the profile protects in this project, as spelled before resolving: a
+/// pattern's, those of `top_names` (the project's top as listed at launch) it matches.
 fn candidates(
     prof: &crate::profile::Profile,
     project: &Path,
     git: Option<&GitLayout>,
+    top_names: &[PathBuf],
 ) -> Vec<PathBuf> {
     let common = common(project, git);
     let config = !prof.allow_git_config;
     let mut out: Vec<PathBuf> = Vec::new();
     for rel in list(prof) {
         if rel == ".git/config" && !config {
+            continue;
+        }
+        if rel.contains('*') {
+            out.extend(
+                top_names
+                    .iter()
+                    .filter(|p| {
+                        p.parent() == Some(project)
+                            && p.file_name()
+                                .is_some_and(|n| matches_pattern(rel, n.as_encoded_bytes()))
+                    })
+                    .cloned(),
+            );
             continue;
         }
         // A linked worktree's `.git` is a file: its hooks and config are the common dir's.
@@ -180,6 +261,9 @@ fn candidates(
         let own = (g.gitdir != g.common).then_some(&g.gitdir);
         for w in g.worktrees.iter().chain(own) {
             out.push(w.join("commondir"));
+            // Where the worktree is: only `git worktree move`/`repair` write it, and a
+            // wrong one lets `git worktree prune` drop the worktree (red-team 8, A8-2).
+            out.push(w.join("gitdir"));
             if config {
                 out.push(w.join("config.worktree"));
             }
@@ -217,7 +301,7 @@ pub(super) fn protection(input: &PlanInput, project: &Path, git: Option<&GitLayo
     let facts: &Facts = input.facts;
     let roots = roots(project, git);
     let mut out = Protection::default();
-    for p in candidates(input.profile, project, git) {
+    for p in candidates(input.profile, project, git, &facts.host.top_names) {
         // What the config names outside the project and its git dirs is read-only (the
         // host) or the session's own (the home layer).
         if root_of(&roots, &p).is_none() {
@@ -257,6 +341,11 @@ pub(super) fn protection(input: &PlanInput, project: &Path, git: Option<&GitLayo
     out.watched
         .retain(|w| !protected.iter().any(|q| w.path.starts_with(q)));
     out.pinned = pinned(facts, &roots, &out);
+    out.patterns = list(input.profile)
+        .into_iter()
+        .filter(|r| r.contains('*'))
+        .map(String::from)
+        .collect();
     let common = common(project, git);
     // The entries there at the start: the first name of each git dir below (`libs` of a
     // submodule `libs/x`).
@@ -330,6 +419,7 @@ pub(super) fn wanted(
     cwd: &Path,
     prof: &crate::profile::Profile,
     git: Option<&GitLayout>,
+    top_names: &[PathBuf],
 ) -> Vec<PathBuf> {
     let top = git
         .map(|g| g.top.clone())
@@ -338,7 +428,7 @@ pub(super) fn wanted(
     for base in [top.as_path(), cwd] {
         let g = git.filter(|g| g.top == base);
         let roots = roots(base, g);
-        for c in candidates(prof, base, g) {
+        for c in candidates(prof, base, g, top_names) {
             if let Some(root) = root_of(&roots, &c) {
                 out.extend(
                     c.ancestors()

@@ -97,6 +97,7 @@ pub(super) fn view(input: &PlanInput) -> Result<(View, Vec<String>), Error> {
         pinned: prot.pinned,
         watched: prot.watched,
         watched_dirs: prot.watched_dirs,
+        patterns: prot.patterns,
     };
     let view = View {
         home_masks: super::hide::home_masks(input, &home, home_mode)?,

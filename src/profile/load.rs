@@ -324,10 +324,10 @@ fn validate(f: &ProfileFile, src: &Source) -> Result<(), Error> {
         }
     }
     for p in f.protect.iter().flatten() {
-        if p.is_empty() || p.starts_with('/') || p.split('/').any(|c| c == "..") {
+        if !protect_entry_ok(p) {
             return err(
                 "protect",
-                format!("{p:?}: expected a path inside the project, like \".git/hooks\""),
+                format!("{p:?}: expected a path inside the project, like \".git/hooks\", or a name at its top with one `*`, like \"*.code-workspace\""),
             );
         }
     }
@@ -335,6 +335,12 @@ fn validate(f: &ProfileFile, src: &Source) -> Result<(), Error> {
         return err("extends", "empty; give a profile name or path".into());
     }
     Ok(())
+}
+
+/// A `protect` entry: a path inside the project, or a name at its top with one `*`.
+fn protect_entry_ok(p: &str) -> bool {
+    let pattern_ok = !p.contains('*') || (p.matches('*').count() == 1 && !p.contains('/'));
+    !p.is_empty() && !p.starts_with('/') && !p.split('/').any(|c| c == "..") && pattern_ok
 }
 
 /// Load and resolve a profile by name or path, following `extends`.

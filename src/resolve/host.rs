@@ -4,6 +4,7 @@
 //! project is run (git's own layout files are read, git is not: it would obey the
 //! project's config).
 
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::read_regular;
@@ -48,9 +49,12 @@ pub fn layout(
     let runtime_dir = runtime_dir(uid, env);
     let home = canonical_or_self(home);
     let socket = |p: PathBuf| is_socket(&p).then(|| canonical_or_self(&p));
+    let git = git_layout(cwd);
+    let top_names = top_names(git.as_ref().map(|g| g.top.as_path()), cwd);
     HostLayout {
         home_submounts: submounts(&home, &canonical_or_self(store)),
-        git: git_layout(cwd),
+        git,
+        top_names,
         resolv_conf: std::fs::canonicalize("/etc/resolv.conf")
             .ok()
             .filter(|p| p.starts_with("/run/")),
@@ -66,6 +70,30 @@ pub fn layout(
             .filter(|p| private_dir(p, uid)),
         ..HostLayout::default()
     }
+}
+
+/// The entries of the worktree's top and of the working directory (see
+/// `HostLayout::top_names`), each read without following a link, bounded.
+fn top_names(top: Option<&Path>, cwd: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in top.into_iter().chain([cwd]) {
+        if out.iter().any(|p: &PathBuf| p.parent() == Some(dir)) {
+            continue;
+        }
+        let Ok(fd) = crate::fsutil::open_dir_nofollow(dir) else {
+            continue;
+        };
+        let Ok(names) = crate::fsutil::read_names(std::os::fd::AsRawFd::as_raw_fd(&fd)) else {
+            continue;
+        };
+        out.extend(
+            names
+                .iter()
+                .take(crate::plan::TOP_NAMES_CAP)
+                .map(|n| dir.join(std::ffi::OsStr::from_bytes(n.to_bytes()))),
+        );
+    }
+    out
 }
 
 /// The host's inotify bounds for the user (instances, watches).

@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod diff;
+mod gitstate;
 pub mod id;
 pub mod info;
 pub mod layers;

@@ -359,6 +359,10 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
             path,
             &["config", "config.worktree", "commondir", "hooks"],
         );
+        // A stopped rebase's todo, at exit only (see `gitstate`).
+        if self.on_dir.is_none() {
+            super::gitstate::sweep(self.sweep, g, path, self.since);
+        }
     }
 
     /// The live watch's re-check of a git dir it watches (a tick, or a write through a
@@ -528,6 +532,7 @@ impl Walk<'_, '_, '_> {
     /// walk of the tree does not go into: a `.git` file pointing there is git's own, so
     /// what the session made or changed there (a `commondir` naming a config of its own,
     /// a config, hooks) is the session's (red-team 6, A6-2; red-team 7, A7-1, A7-2).
+    /// The git dirs themselves get the look at a stopped rebase's state (`gitstate`).
     /// Where the listing stopped at a bound, if it did.
     fn top_git_dirs(&mut self) -> Option<PathBuf> {
         let mut cut = None;
@@ -535,6 +540,7 @@ impl Walk<'_, '_, '_> {
             let Ok(g) = crate::fsutil::open_dir_nofollow(&root) else {
                 continue;
             };
+            super::gitstate::sweep(self.sweep, &g, &root, self.since);
             let c = crate::gitdirs::walk(&g, &root, &mut |f| {
                 if f.git {
                     self.git_dir(f.fd, f.path);

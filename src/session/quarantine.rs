@@ -545,6 +545,46 @@ impl Sweep<'_> {
         for wd in &self.project.watched_dirs {
             self.check_dir(wd);
         }
+        self.patterns();
+    }
+
+    /// The entries of the project's top that match a protect pattern (`*.code-workspace`)
+    /// and were not there at the start (neither protected nor watched), made or changed
+    /// since the run began when that is known.
+    fn patterns(&mut self) {
+        let project = self.project;
+        if project.patterns.is_empty() {
+            return;
+        }
+        let Ok(root) = crate::fsutil::open_dir_nofollow(&project.path) else {
+            return;
+        };
+        let Ok(names) = read_names(root.as_raw_fd()) else {
+            return;
+        };
+        let known = |p: &Path| {
+            project.protected.iter().any(|q| q == p) || project.watched.iter().any(|w| w.path == p)
+        };
+        for n in names.iter().take(crate::plan::TOP_NAMES_CAP) {
+            let b = n.to_bytes();
+            let path = project.path.join(std::ffi::OsStr::from_bytes(b));
+            if !project
+                .patterns
+                .iter()
+                .any(|p| crate::plan::matches_pattern(p, b))
+                || known(&path)
+            {
+                continue;
+            }
+            let new = match (self.since, lstat_at(&root, n)) {
+                (_, None) => false,
+                (Some(t), Some(st)) => changed_since(&st, t),
+                (None, Some(_)) => true,
+            };
+            if new {
+                self.quarantine(&root, n, &path, None);
+            }
+        }
     }
 
     pub(super) fn project(&self) -> &ProjectView {
@@ -576,10 +616,15 @@ pub fn describe(q: &Quarantined) -> String {
             )
         })
         .unwrap_or_default();
-    format!(
-        "this session made {} in the project: such files run code on your host later (git config and hooks, editor tasks, agent settings); csbox {what}{link}. Review it before you move it back",
-        crate::human::printable_path(&q.path)
-    )
+    let path = crate::human::printable_path(&q.path);
+    match super::gitstate::after_move(&q.path).filter(|_| q.moved_to.is_some()) {
+        Some(git) => format!(
+            "this session made {path} in the project: {git}; csbox {what}{link}. Review it before you move it back"
+        ),
+        None => format!(
+            "this session made {path} in the project: such files run code on your host later (git config and hooks, editor tasks, agent settings); csbox {what}{link}. Review it before you move it back"
+        ),
+    }
 }
 
 /// [`sweep_all`] for a session csbox holds, each move said on stderr and recorded in its

@@ -431,3 +431,62 @@ fn strict_drops_credentials_in_urls() {
     ));
     assert!(!crate::profile::has_url_password("https://user@host/x:y"));
 }
+
+/// The built-in list and the default profile's say the same (the profile's is what
+/// `csbox profile show default` prints, the built-in one what a profile without a list
+/// and the merge use).
+#[test]
+fn the_default_profiles_protect_list_is_the_built_in_one() {
+    let c = Case::new("default", "/home/u/proj");
+    let listed: Vec<&str> = c.prof.protect.iter().map(String::as_str).collect();
+    assert_eq!(listed, crate::plan::PROTECTED);
+}
+
+/// A protect pattern (`*.code-workspace`, `mise.*.toml`) makes the matching entries of
+/// the project's top read-only, not those below it nor the pattern's own spelling, and
+/// goes into the view for the sweeps (red-team 7, A7-9).
+#[test]
+fn names_at_the_top_matching_a_protect_pattern_are_read_only() {
+    let mut c = repo();
+    for f in [
+        "proj.code-workspace",
+        "mise.dev.toml",
+        "sub/x.code-workspace",
+    ] {
+        file(&mut c, &format!("/home/u/proj/{f}"));
+    }
+    c.facts.host.top_names = [
+        "proj.code-workspace",
+        "mise.dev.toml",
+        "mise.toml.bak",
+        "sub",
+    ]
+    .iter()
+    .map(|n| Path::new("/home/u/proj").join(n))
+    .collect();
+    let p = c.plan();
+    let v = p.view.project.as_ref().unwrap();
+    for ro in ["proj.code-workspace", "mise.dev.toml"] {
+        assert!(ro_bind(&p, &format!("/home/u/proj/{ro}")), "{ro}");
+    }
+    assert!(!ro_bind(&p, "/home/u/proj/sub/x.code-workspace"));
+    assert!(!v
+        .watched
+        .iter()
+        .any(|w| w.path.to_string_lossy().contains('*')));
+    assert!(v.patterns.iter().any(|p| p == "*.code-workspace"));
+    for (pat, name, hit) in [
+        ("*.code-workspace", "a.code-workspace", true),
+        ("*.code-workspace", ".code-workspace", false),
+        ("mise.*.toml", "mise.dev.toml", true),
+        ("mise.*.toml", "mise.toml", false),
+        (".mise.*.toml", "mise.dev.toml", false),
+        ("a/*.x", "b.x", false),
+    ] {
+        assert_eq!(
+            crate::plan::matches_pattern(pat, name.as_bytes()),
+            hit,
+            "{pat} {name}"
+        );
+    }
+}

@@ -191,9 +191,21 @@ impl State {
         let Ok(events) = self.ino.read_events() else {
             return true;
         };
+        let project = &self.project;
+        // At the top, a name that matches a protect pattern (`*.code-workspace`) too.
+        let pattern = |dir: &Path, n: &std::ffi::OsStr| {
+            dir == project.path
+                && project
+                    .patterns
+                    .iter()
+                    .any(|p| crate::plan::matches_pattern(p, n.as_encoded_bytes()))
+        };
         let relevant = events.iter().any(|e| match self.dirs.get(&e.wd) {
             Some((_, None)) => true,
-            Some((_, Some(names))) => e.name.as_ref().is_some_and(|n| names.contains(n)),
+            Some((dir, Some(names))) => e
+                .name
+                .as_ref()
+                .is_some_and(|n| names.contains(n) || pattern(dir, n)),
             None => false,
         });
         // Events were dropped (the session can fill the queue on purpose): all of

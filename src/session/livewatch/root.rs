@@ -56,6 +56,11 @@ pub(super) fn targets(p: &ProjectView) -> Vec<(PathBuf, Names)> {
             below = parent;
         }
     }
+    // The top, for the protect patterns (`*.code-workspace`): the events' names are
+    // matched against them (`Watch::events`); the pattern itself stands for them here.
+    if let Some(pat) = p.patterns.first() {
+        add(p.path.clone(), Some(OsString::from(pat)));
+    }
     for wd in &p.watched_dirs {
         let mut d = wd.dir.as_path();
         while !is_dir(d) {

@@ -9,6 +9,7 @@ fn project(root: &Path, watched: Vec<Watched>, dirs: Vec<WatchedDir>) -> Project
         pinned: vec![],
         watched,
         watched_dirs: dirs,
+        patterns: vec![],
     }
 }
 
