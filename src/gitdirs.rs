@@ -68,6 +68,24 @@ pub fn is_git_dir(names: &[std::ffi::CString]) -> bool {
     has(b"HEAD") || (has(b"config") && has(b"objects") && has(b"refs"))
 }
 
+/// What git keeps in a git dir itself (`modules/` is walked on its own): no submodule's
+/// git dir is below them.
+const GITS_OWN: &[&[u8]] = &[
+    b"modules",
+    b"objects",
+    b"refs",
+    b"logs",
+    b"hooks",
+    b"info",
+    b"worktrees",
+    b"branches",
+    b"rr-cache",
+    b"lfs",
+    b"rebase-merge",
+    b"rebase-apply",
+    b"sequencer",
+];
+
 struct Walker<'f> {
     seen: usize,
     cut: Option<PathBuf>,
@@ -120,10 +138,22 @@ impl Walker<'_> {
             });
             if !git {
                 self.area(&below, &sub, &child, area, depth + 1);
-            } else if names.iter().any(|n| n.to_bytes() == b"modules") {
+                continue;
+            }
+            if names.iter().any(|n| n.to_bytes() == b"modules") {
                 if let Some(m) = open_dir_at(&sub, c"modules") {
                     self.area_at(&m, &child.join("modules"), Area::Modules, depth + 2);
                 }
+            }
+            // A submodule named `s/x` has its git dir at `modules/s/x` whether or not one
+            // named `s` is at `modules/s`: what a git dir there holds besides git's own
+            // dirs is looked into too.
+            if area == Area::Modules {
+                let own: Entries = below
+                    .into_iter()
+                    .filter(|(n, _)| !GITS_OWN.contains(&n.to_bytes()))
+                    .collect();
+                self.area(&own, &sub, &child, area, depth + 1);
             }
         }
     }
@@ -169,6 +199,8 @@ mod tests {
                 "modules/libs/x/refs",
                 "modules/v/m/objects",
                 "modules/v/m/refs",
+                // A submodule `sm/x`'s git dir inside `sm`'s (red-team 7, A7-2).
+                "modules/sm/x/objects",
                 "worktrees/w",
                 "worktrees/a/b/objects",
                 "worktrees/a/b/refs",
@@ -181,6 +213,7 @@ mod tests {
             "modules/sm/modules/inner/HEAD",
             "modules/libs/x/HEAD",
             "modules/v/m/config",
+            "modules/sm/x/HEAD",
             "worktrees/w/HEAD",
             "worktrees/a/b/config",
         ] {
@@ -194,6 +227,7 @@ mod tests {
             ("modules/libs/x", Area::Modules, true),
             ("modules/sm", Area::Modules, true),
             ("modules/sm/modules/inner", Area::Modules, true),
+            ("modules/sm/x", Area::Modules, true),
             ("modules/v", Area::Modules, false),
             ("modules/v/m", Area::Modules, true),
             ("worktrees/a", Area::Worktrees, false),

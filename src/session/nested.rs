@@ -260,6 +260,11 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
                     self.git_dir(&g, path);
                 }
             }
+            // Empty: made, not written yet (git writes a `.git` file in place, not by a
+            // rename), and git runs nothing from it. The write wakes the live watch
+            // again, and the exit walk looks once more; moving it now broke a
+            // `git submodule add` and left the git dir it was to name unchecked.
+            libc::S_IFREG if st.st_size == 0 => {}
             libc::S_IFREG if changed_since(st, self.since) => {
                 // `gitdir: ../.git/modules/x` from `git submodule`: into the project's
                 // own git dir, which the plan watches. Anything else is the session's.
