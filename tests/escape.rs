@@ -719,25 +719,16 @@ claude_secret!(
 );
 
 /// Once the session says it is ready (`ready-$NONCE` in its ~/.claude, found in its layer
-/// or, without a sandbox, in the real one), the host writes another project's
-/// conversation and its file-history backup, as another session's merge-back or the
-/// host's `claude` does while this one runs; then `$OUT/go`.
-fn host_adds_a_conversation_later(c: &mut Ctx) {
+/// or, without a sandbox, in the real one), the host writes `files` (relative to its
+/// ~/.claude, each with its text), as another session's merge-back or the host's
+/// `claude` does while this one runs; then `$OUT/go`.
+fn host_writes_in_claude_once_ready(c: &Ctx, files: Vec<(String, String)>) {
     let (cl, store, out, nonce, user) = (
         c.home(".claude"),
         c.env.sessions_dir(),
         c.out.clone(),
         c.nonce.clone(),
         c.env.user,
-    );
-    // The project's own key is there, as it is after a first conversation.
-    let proj = c.proj.canonicalize().unwrap();
-    let own = csbox::session::slug::slug(&proj);
-    c.write(
-        &cl.join(format!(
-            "projects/{own}/aaaaaaaa-0000-4000-8000-000000000001.jsonl"
-        )),
-        "{}\n",
     );
     std::thread::spawn(move || {
         let ready = format!("ready-{nonce}");
@@ -755,21 +746,6 @@ fn host_adds_a_conversation_later(c: &mut Ctx) {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         std::thread::sleep(std::time::Duration::from_secs(1));
-        let conv = "bbbbbbbb-2222-4000-8000-000000000001";
-        let files = [
-            (
-                format!("projects/-home-p7other/{conv}.jsonl"),
-                format!("{{\"m\":\"B-SECRET {nonce}\"}}\n"),
-            ),
-            (
-                format!("file-history/{conv}/f@v1"),
-                format!("B-SECRET {nonce}\n"),
-            ),
-            (
-                format!("todos/{conv}-agent-{conv}.json"),
-                format!("[\"B-SECRET {nonce}\"]\n"),
-            ),
-        ];
         for (rel, text) in files {
             let p = cl.join(rel);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -782,6 +758,36 @@ fn host_adds_a_conversation_later(c: &mut Ctx) {
     });
 }
 
+/// Another project's conversation, its file-history backup and its todos, written by the
+/// host while the session runs (this project's own key is there, as it is after a first
+/// conversation).
+fn host_adds_a_conversation_later(c: &mut Ctx) {
+    let proj = c.proj.canonicalize().unwrap();
+    let own = csbox::session::slug::slug(&proj);
+    c.write(
+        &c.home(&format!(
+            ".claude/projects/{own}/aaaaaaaa-0000-4000-8000-000000000001.jsonl"
+        )),
+        "{}\n",
+    );
+    let (conv, nonce) = ("bbbbbbbb-2222-4000-8000-000000000001", &c.nonce);
+    let files = vec![
+        (
+            format!("projects/-home-p7other/{conv}.jsonl"),
+            format!("{{\"m\":\"B-SECRET {nonce}\"}}\n"),
+        ),
+        (
+            format!("file-history/{conv}/f@v1"),
+            format!("B-SECRET {nonce}\n"),
+        ),
+        (
+            format!("todos/{conv}-agent-{conv}.json"),
+            format!("[\"B-SECRET {nonce}\"]\n"),
+        ),
+    ];
+    host_writes_in_claude_once_ready(c, files);
+}
+
 probe!(
     another_projects_conversation_written_while_the_session_runs_stays_unreadable {
         setup: host_adds_a_conversation_later,
@@ -789,6 +795,71 @@ probe!(
 i=0; while [ ! -e "$OUT/go" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; sleep 1
 ls ~/.claude/projects ~/.claude/file-history ~/.claude/todos 2>&1 | head -20
 cat ~/.claude/projects/*/*.jsonl ~/.claude/file-history/*/* ~/.claude/todos/* 2>/dev/null | grep -q "$NONCE" && echo ESCAPED; true"#,
+        // No `go`: the host never wrote, and nothing was shown; that must not pass.
+        escaped: |c| !c.out.join("go").exists(),
+        profiles: &["default", "strict", "ci"],
+    }
+);
+
+// --- ~/.claude shows of the host only what csbox lists (red-team 8, A8-1): none of Claude
+// Code's data dirs (which hold every project's), nor a name no version has yet.
+
+/// Claude Code's data paths (names from 2.1.332's own list of its config-dir entries) and
+/// a name unknown to csbox, relative to ~/.claude, space-separated.
+macro_rules! claude_data {
+    () => {
+        "api-dumps/r.json dump-prompts/p image-cache/s/1.png uploads/u file-transfers/t jobs/j.json tasks/s/1.json traces/t logs/l.log agent-memory/a/MEMORY.md remote/r teams/t/config.json mcp-needs-auth-cache.json stats-cache.json storage-v2/k zz-new-data/x"
+    };
+}
+
+/// Reads each of `$names` (paths relative to ~/.claude) and then the whole view for the
+/// nonce.
+macro_rules! read_claude_data {
+    ($names:expr) => {
+        concat!(
+            "for r in ",
+            $names,
+            "; do grep -qs \"$NONCE\" \"$HOME/.claude/$r\" && echo \"ESCAPED $r\"; done\n",
+            "grep -rqs \"$NONCE\" \"$HOME/.claude/\" && echo ESCAPED-in-view\n",
+            "ls -A \"$HOME/.claude\" | tr '\\n' ' '; true"
+        )
+    };
+}
+
+probe!(claude_codes_data_dirs_and_unknown_names_are_unreadable {
+    setup: |c| {
+        for rel in claude_data!().split(' ') {
+            c.write(
+                &c.home(&format!(".claude/{rel}")),
+                &format!("{}\n", c.nonce),
+            );
+        }
+    },
+    inside: read_claude_data!(claude_data!()),
+    profiles: &["default", "strict", "ci"],
+});
+
+/// Names the host makes in its ~/.claude while the session runs.
+macro_rules! claude_data_later {
+    () => {
+        "zz-later/x image-cache/later/1.png api-dumps/later.json later.json"
+    };
+}
+
+probe!(
+    claude_data_the_host_writes_while_the_session_runs_stays_unreadable {
+        setup: |c| {
+            let files = claude_data_later!()
+                .split(' ')
+                .map(|r| (r.to_string(), format!("{}\n", c.nonce)))
+                .collect();
+            host_writes_in_claude_once_ready(c, files);
+        },
+        inside: concat!(
+            ": > ~/.claude/ready-$NONCE\n",
+            "i=0; while [ ! -e \"$OUT/go\" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; sleep 1\n",
+            read_claude_data!(claude_data_later!())
+        ),
         // No `go`: the host never wrote, and nothing was shown; that must not pass.
         escaped: |c| !c.out.join("go").exists(),
         profiles: &["default", "strict", "ci"],

@@ -625,7 +625,8 @@ fn fresh_state_mode_keeps_isolation_and_shared_config_read_only() {
 
 /// The profile fields no built-in shows off, in a user profile chosen by `CSBOX_PROFILE`:
 /// a read-only project, a tmpfs over a host dir, an rlimit, a shared entry made private
-/// again, and (from `default`) nested user namespaces allowed.
+/// again (the session's own, empty at first: red-team 8, A8-1), and (from `default`)
+/// nested user namespaces allowed.
 #[test]
 fn profile_fields_take_effect_inside_a_session_chosen_by_csbox_profile() {
     for user in users() {
@@ -647,7 +648,8 @@ fn profile_fields_take_effect_inside_a_session_chosen_by_csbox_profile() {
                 "-c",
                 "ulimit -n; unshare -U true; echo nested=$?; touch inproj; echo proj=$?; \
                  ls -A ~/scratch | tr '\\n' ' '; echo; touch ~/scratch/new; echo scratch=$?; \
-                 touch ~/.claude/skills/x/new; echo skills=$?",
+                 mkdir -p ~/.claude/skills/x && touch ~/.claude/skills/x/new; echo skills=$?; \
+                 cat ~/.claude/skills/x/SKILL.md 2>/dev/null | wc -c",
             ])
             .env("CSBOX_PROFILE", "fields")
             .current_dir(&proj)
@@ -660,8 +662,8 @@ fn profile_fields_take_effect_inside_a_session_chosen_by_csbox_profile() {
         let lines: Vec<&str> = o.lines().collect();
         assert_eq!(
             lines,
-            ["123", "nested=0", "proj=1", "", "scratch=0", "skills=0"],
-            "[{who}] rlimit, nested userns, ro project, empty tmpfs, private skills"
+            ["123", "nested=0", "proj=1", "", "scratch=0", "skills=0", "0"],
+            "[{who}] rlimit, nested userns, ro project, empty tmpfs, private skills (the session's own, none of the host's)"
         );
         assert!(e.contains("Read-only file system"), "[{who}] {e}");
         assert!(!proj.join("inproj").exists());

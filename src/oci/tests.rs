@@ -163,7 +163,10 @@ fn the_claude_dir_is_an_overlay_on_the_session_layer() {
         .iter()
         .map(|o| o.as_str().unwrap())
         .collect();
-    assert!(opts.contains(&"lowerdir=/home/u/.claude"), "{opts:?}");
+    // The mask layer over an empty dir: no layer of the host's ~/.claude (A8-1).
+    let sd = "/home/u/.local/share/csbox/sessions/0193a1b2";
+    let lower = format!("lowerdir={sd}/claude-masks:{sd}/claude-base");
+    assert!(opts.contains(&lower.as_str()), "{opts:?}");
     assert!(
         opts.iter()
             .any(|o| o.starts_with("upperdir=") && o.ends_with("0193a1b2/state")),

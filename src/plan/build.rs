@@ -117,6 +117,7 @@ pub fn build(input: &PlanInput) -> Result<Plan, Error> {
     }
     let mounts = if sandboxed {
         notes.extend(super::masks::notes(input));
+        notes.extend(super::allow::notes(input));
         Mounts::new(input).build(&view)?
     } else {
         Vec::new()

@@ -79,9 +79,10 @@ pub struct HostLayout {
     pub claude: Option<ClaudeLower>,
 }
 
-/// The entries of the host's `~/.claude` a session sees through its lower layer, for the
-/// `~/.claude` mask layer: every project's transcripts, file-history backups, todos and
-/// prompts, of which the session may see only its own project's (attack-3 A3-4).
+/// What the host's `~/.claude` holds that the session's view is made from: every
+/// project's transcripts, file-history backups, todos and prompts, of which the session
+/// may see only its own project's (attack-3 A3-4), and what the user's shared config
+/// names in it (red-team 8, A8-1).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClaudeLower {
     /// Modes of `projects`, `file-history` and `todos`, those that are directories.
@@ -105,6 +106,11 @@ pub struct ClaudeLower {
     pub own_todos: Vec<(String, u32, String)>,
     /// `history.jsonl` when it is a regular file.
     pub history: Option<HistoryCopy>,
+    /// Entries of `~/.claude` the shared `settings.json` and `CLAUDE.md` name (a status
+    /// line or hook script, an `@~/.claude/…` import) that the host has, with their kind
+    /// (links followed): shown read-only in the session but for Claude Code's data
+    /// (`plan::allow`).
+    pub referenced: Vec<(String, NodeKind)>,
 }
 
 /// At most this many of this project's `file-history/<uuid>` dirs are shown in a

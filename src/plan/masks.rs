@@ -6,17 +6,17 @@
 //!   lacks now (`View::home_masks`), with the directories above it as the host has them,
 //!   so a `~/.pgpass` the host writes during the session does not show through (A3-8).
 //!   Built outside the home, in a private dir (see `MaskPlace::Private`).
-//! - `~/.claude`'s: `projects/`, `file-history/` and `todos/` opaque, with only this
-//!   project's entries in them (A3-4; opaque since red-team 7, A7-11: whiteouts masked
-//!   only what existed at launch); `history.jsonl` replaced by a copy holding only this
-//!   project's lines. `claude --resume` and the up-arrow history of this project keep
-//!   working.
+//! - `~/.claude`'s: the bottom of the session's view, with no layer of the host's below
+//!   it (red-team 8, A8-1: `plan::allow`): mount points for the host entries the session
+//!   sees, `projects/`, `file-history/` and `todos/` with only this project's entries in
+//!   them (A3-4, A7-11), and a `history.jsonl` holding only this project's lines.
+//!   `claude --resume` and the up-arrow history of this project keep working.
 
 use std::path::{Path, PathBuf};
 
+use super::allow::CONVERSATION_DIRS;
 use super::input::PlanInput;
 use super::model::*;
-use crate::session::slug::{is_own_conversation, slug, slug_matches};
 
 /// Where `~/.claude`'s mask layer is made, relative to the session dir.
 pub const CLAUDE_MASKS: &str = "claude-masks";
@@ -64,51 +64,39 @@ pub(super) fn home_layer(input: &PlanInput, view: &View) -> Option<MaskLayer> {
     })
 }
 
-/// The dirs of `~/.claude` that hold every project's conversations: opaque in the
-/// session's view, with only this project's entries shown (A3-4, A7-11).
-pub const CONVERSATION_DIRS: &[&str] = &["projects", "file-history", "todos"];
+/// The bottom layer of the session's `~/.claude`, relative to the session dir: an empty
+/// directory (made by `session::layers::prepare`, written by nothing). Not the host's
+/// `~/.claude`: overlayfs ignores an opaque mark on a layer's root (the root merges every
+/// layer; checked on Linux 6.18), so with the host's config as a layer every entry csbox
+/// did not know of showed through (red-team 8, A8-1), also those the host made while the
+/// session ran.
+pub const CLAUDE_BASE: &str = "claude-base";
 
-/// `~/.claude`'s mask layer (only over the host's real config: a fresh state dir shows
-/// nothing of it). `projects/`, `file-history/` and `todos/` are opaque: what another
-/// project has there, or gets while the session runs (another session's merge-back, the
-/// host's `claude`), never shows. This project's `projects/<key>` and its conversations'
-/// `file-history/<uuid>` are mount points here, each an overlay of the host's entry
-/// (`Mounts::claude_view`); its todo files are copied.
+/// `~/.claude`'s mask layer (only in the overlay mode: a fresh state dir is bound whole).
+/// Nothing of the host's `~/.claude` is a layer of the session's (see [`CLAUDE_BASE`]):
+/// this layer holds a mount point for each host entry the session sees (`allow::shared`,
+/// bound over it by `Mounts::shared_entries`), so that no bind creates anything in the
+/// session's layer or on the host; `projects/`, `file-history/` and `todos/` with only
+/// this project's entries (its `projects/<key>` and its conversations' `file-history/<uuid>`
+/// mount points, each an overlay of the host's entry: `Mounts::own_conversations`; its todo
+/// files copied); and a `history.jsonl` holding only this project's lines. What another
+/// project has there, or any entry the host makes while the session runs (another
+/// session's merge-back, the host's `claude`), never shows.
 pub(super) fn claude_layer(input: &PlanInput) -> Option<MaskLayer> {
     if input.state_mode != StateMode::Overlay {
         return None;
     }
-    let lower = input.facts.host.claude.as_ref()?;
+    let lower = input.facts.host.claude.as_ref();
     let mut entries = Vec::new();
     for dir in CONVERSATION_DIRS {
         let mode = lower
-            .dirs
-            .iter()
-            .find(|(d, _)| d == dir)
+            .and_then(|l| l.dirs.iter().find(|(d, _)| d == dir))
             .map_or(0o700, |(_, m)| *m);
-        entries.push(MaskEntry::OpaqueDir {
+        entries.push(MaskEntry::Dir {
             path: dir.into(),
             mode,
         });
-        // And whiteouts over what other projects have there now: what still hides it
-        // where the store's file system keeps no opaque mark (tmpfs before Linux 6.6).
-        let own_slug = slug(&input.cwd);
-        let names: &[String] = match *dir {
-            "projects" => &lower.projects,
-            "file-history" => &lower.file_history,
-            _ => &lower.todos,
-        };
-        entries.extend(
-            names
-                .iter()
-                .filter(|n| match *dir {
-                    "projects" => !slug_matches(n, &own_slug),
-                    _ => !is_own_conversation(&lower.own, n),
-                })
-                .map(|n| MaskEntry::Whiteout {
-                    path: Path::new(dir).join(n),
-                }),
-        );
+        let Some(lower) = lower else { continue };
         match *dir {
             "projects" => entries.extend(lower.own_keys.iter().map(|k| MaskEntry::Dir {
                 path: Path::new(dir).join(k),
@@ -132,11 +120,27 @@ pub(super) fn claude_layer(input: &PlanInput) -> Option<MaskLayer> {
             ),
         }
     }
-    if let Some(h) = &lower.history {
+    if let Some(h) = lower.and_then(|l| l.history.as_ref()) {
         entries.push(MaskEntry::File {
             path: "history.jsonl".into(),
             mode: h.mode,
             content: h.lines.clone(),
+        });
+    }
+    // The mount points of the shared entries (a profile may list one of the above too:
+    // its host entry is then bound over this layer's).
+    for s in super::allow::shared(input) {
+        let path = PathBuf::from(&s.name);
+        if entries.iter().any(|e| e.path() == path) {
+            continue;
+        }
+        entries.push(match s.kind {
+            NodeKind::Dir => MaskEntry::Dir { path, mode: 0o755 },
+            NodeKind::File => MaskEntry::File {
+                path,
+                mode: 0o600,
+                content: String::new(),
+            },
         });
     }
     Some(MaskLayer {

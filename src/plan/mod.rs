@@ -8,11 +8,13 @@
 //!
 //! `model` holds the types, `input` what a plan is built from, `build` the top of the
 //! build, `view` what the sandbox shows of the home and the project, `protect` the
-//! project's files that run code on the host later, `hide` what is hidden, `masks` the
-//! read-only mask layers above the home's and `~/.claude`'s lower dirs, `mounts` the
+//! project's files that run code on the host later, `hide` what is hidden, `allow` what of
+//! the host's `~/.claude` a session sees, `masks` the read-only mask layers above the
+//! home's lower dir and below `~/.claude`'s session layer, `mounts` the
 //! mount steps, `network` the sandbox's own network and its proxy, and `seccomp` the
 //! refused system calls; `facts` what resolve found out about host paths.
 
+mod allow;
 mod build;
 mod facts;
 mod hide;
@@ -27,13 +29,14 @@ mod seccomp;
 mod tests;
 mod view;
 
+pub use allow::REFERRING;
 pub use build::{build, wanted_paths};
 pub use facts::{
     ClaudeLower, Facts, GitLayout, HistoryCopy, HostLayout, PathFact, HISTORY_CAP,
     HISTORY_COPY_CAP, OWN_FILE_HISTORY_CAP, TODO_COPY_CAP, TOP_NAMES_CAP,
 };
 pub use input::{Error, Overrides, PlanInput, DEV_NODES};
-pub use masks::CLAUDE_MASKS;
+pub use masks::{CLAUDE_BASE, CLAUDE_MASKS};
 pub use model::*;
 pub use mounts::{CACHES, CACHE_DIR, HOME_UPPER, HOME_WORK, SESSION_OWN};
 pub use network::{elide_password, PROXY_ENV, PROXY_PORT};

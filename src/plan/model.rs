@@ -11,7 +11,9 @@ use crate::profile::{Home, Isolation};
 pub const PLAN_VERSION: u32 = 4;
 
 /// `~/.claude` entries that hold configuration every session runs (hooks live in
-/// settings.json): shared, but read-only inside.
+/// settings.json, their scripts by convention in `hooks/`; `rules/*.md` are the user's
+/// memory beside `CLAUDE.md`): shared, but read-only inside. The built-in profiles'
+/// `claude.readOnly`.
 pub const SHARED_READ_ONLY: &[&str] = &[
     "skills",
     "agents",
@@ -20,6 +22,9 @@ pub const SHARED_READ_ONLY: &[&str] = &[
     "output-styles",
     "settings.json",
     "CLAUDE.md",
+    "hooks",
+    "rules",
+    "keybindings.json",
 ];
 
 /// ioctls that push input into a terminal (CVE-2017-5226) or drive the console.

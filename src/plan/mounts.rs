@@ -147,17 +147,8 @@ impl<'a> Mounts<'a> {
         self.ops.push(op);
     }
 
-    /// Paths csbox itself makes sure exist before the launch (`prepare_claude_root` and
-    /// the session store), whatever the facts gathered earlier said.
     fn ensured(&self, d: &Path) -> Option<NodeKind> {
-        let p = self.input.paths;
-        if d == p.claude_root || d == p.sessions_dir {
-            Some(NodeKind::Dir)
-        } else if d == p.claude_json || d == p.claude_root.join(".credentials.json") {
-            Some(NodeKind::File)
-        } else {
-            self.input.facts.kind(d)
-        }
+        super::allow::ensured(self.input, d)
     }
 
     /// Inside ~/.claude in the fresh mode, every mount point is made in the session's
@@ -284,9 +275,9 @@ impl<'a> Mounts<'a> {
         }
     }
 
-    /// 4. ~/.claude: the session's layer over the real config, with the mask layer
-    ///    between them that keeps other projects' conversations out of sight (or, without
-    ///    overlayfs, the session's own dir in its place).
+    /// 4. ~/.claude: the session's layer over csbox's mask layer over an empty dir, so
+    ///    that nothing of the host's config shows but what step 4b and 5 mount into it
+    ///    (or, without overlayfs, the session's own dir in its place).
     fn claude_view(&mut self) {
         let root = self.real(&self.input.paths.claude_root);
         if self.in_tmpfs(&root) {
@@ -299,7 +290,7 @@ impl<'a> Mounts<'a> {
             StateMode::Overlay => {
                 self.push(MountOp::Overlay {
                     dst: root.clone(),
-                    lower: Source::Host(root.clone()),
+                    lower: session(super::masks::CLAUDE_BASE),
                     upper: session(STATE_DIR),
                     work: session(WORK_DIR),
                     flags: MountFlags::NOSUID_NODEV,
@@ -339,24 +330,18 @@ impl<'a> Mounts<'a> {
         }
     }
 
-    /// 5. Shared configuration, read-only, and shared writable entries (the login);
-    ///    then the session's own `sessions/` and `~/.claude.json`. Sources are the real
-    ///    entries, opened before the overlay hides them. Claude Code writes
+    /// 5. The host entries of ~/.claude the session sees (`allow::shared`: shared
+    ///    configuration read-only, the login writable), each onto its mount point in the
+    ///    mask layer; then the session's own `sessions/` and `~/.claude.json`. Sources are
+    ///    the real entries, opened before the overlay hides them. Claude Code writes
     ///    .credentials.json by tmp+rename and falls back to writing in place on EBUSY.
     fn shared_entries(&mut self) {
         let input = self.input;
-        let lexical_root = &input.paths.claude_root;
-        let root = self.real(lexical_root);
-        let c = &input.profile.claude;
-        let entries = c.read_only.iter().map(|n| (n, true));
-        for (name, ro) in entries.chain(c.read_write.iter().map(|n| (n, false))) {
-            // An entry the user does not have is simply not there.
-            let Some(kind) = self.ensured(&lexical_root.join(name)) else {
-                continue;
-            };
-            let e = root.join(name);
-            let create = self.may_create(&e).then_some(kind);
-            let flags = MountFlags::NOSUID_NODEV.read_only(ro);
+        let root = self.real(&input.paths.claude_root);
+        for s in super::allow::shared(input) {
+            let e = root.join(&s.name);
+            let create = self.may_create(&e).then_some(s.kind);
+            let flags = MountFlags::NOSUID_NODEV.read_only(s.read_only);
             self.bind(Source::Host(e.clone()), &e, flags, create);
         }
         // Claude Code keeps sessions/<pid>.json, its shell snapshots and each session's

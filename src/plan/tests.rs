@@ -60,6 +60,7 @@ struct Case {
     mode: StateMode,
     ov: Overrides,
     env: Vec<(String, String)>,
+    exe: PathBuf,
 }
 
 impl Case {
@@ -73,6 +74,7 @@ impl Case {
             cwd: cwd.into(),
             mode: StateMode::Overlay,
             ov: Overrides::default(),
+            exe: "/usr/bin/claude".into(),
             env: vec![
                 ("PATH".into(), "/usr/bin".into()),
                 ("CLAUDE_CONFIG_DIR".into(), "/elsewhere".into()),
@@ -101,7 +103,7 @@ impl Case {
             state_mode: self.mode,
             profile: &self.prof,
             overrides: &self.ov,
-            exe: "/usr/bin/claude".into(),
+            exe: self.exe.clone(),
             facts: &self.facts,
             tty: None,
             remove_on_exit: false,
@@ -200,7 +202,11 @@ fn the_home_is_copy_on_write_and_the_claude_view_is_over_it() {
     let MountOp::Overlay { lower, upper, .. } = &p.mounts[claude] else {
         unreachable!()
     };
-    assert_eq!(lower, &Source::Host("/home/u/.claude".into()));
+    assert_eq!(
+        lower,
+        &session(CLAUDE_BASE),
+        "no layer of the host's (A8-1)"
+    );
     assert_eq!(upper, &session("state"));
     for name in SHARED_READ_ONLY {
         let i = pos(

@@ -45,7 +45,8 @@ pub const RLIMITS: &[(&str, u32)] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StateMode {
-    /// `~/.claude` is an overlay: the real one below, the session's layer on top.
+    /// `~/.claude` is an overlay: csbox's mask layer below (the host's entries it shows
+    /// bound into it: `plan::allow`), the session's layer on top.
     Overlay,
     /// The old launcher's behaviour: the session's own dir, settings copied in.
     Fresh,
@@ -191,7 +192,9 @@ pub struct ClaudeFile {
     pub state: Option<StateMode>,
     pub read_only: Option<Vec<String>>,
     pub read_write: Option<Vec<String>>,
-    /// Entries inherited as shared that this profile makes private (copy-on-write) again.
+    /// Entries inherited as shared that this profile makes private again: the session's
+    /// own, empty at first (nothing of the host's `~/.claude` is shown but what is shared:
+    /// `plan::allow`).
     pub private: Option<Vec<String>>,
     /// What merges back into the real `~/.claude` when a session ends (entries of
     /// [`MERGE_BACK`]); replaces the inherited list, `[]` merges nothing.

@@ -193,6 +193,78 @@ fn history(path: &Path, cwd: &Path) -> Option<HistoryCopy> {
     })
 }
 
+/// At most this many bytes of each referring file are read, and this many names kept.
+const REFERRING_CAP: u64 = 1 << 20;
+const REFERENCED_CAP: usize = 64;
+
+/// The entries of `~/.claude` at `root` (symlinks resolved; `lexical` as the user spells
+/// it) that its `settings.json` and `CLAUDE.md` name, of those `shared` lists, with what
+/// each is (links followed): a hook, status line or `apiKeyHelper` command names its
+/// script as `~/.claude/…`, `$HOME/.claude/…` or a full path, an import as
+/// `@~/.claude/…`. The text is searched, not parsed: a command is one string of shell.
+pub fn referenced(
+    root: &Path,
+    lexical: &Path,
+    home: &Path,
+    shared: &[String],
+) -> Vec<(String, crate::plan::NodeKind)> {
+    let Ok(dir) = crate::fsutil::open_dir_nofollow(root) else {
+        return Vec::new();
+    };
+    let mut prefixes = vec![
+        format!("{}/", lexical.display()),
+        format!("{}/", root.display()),
+        "$CLAUDE_CONFIG_DIR/".to_string(),
+        "${CLAUDE_CONFIG_DIR}/".to_string(),
+    ];
+    if lexical == home.join(".claude") {
+        prefixes.extend(["~/.claude/", "$HOME/.claude/", "${HOME}/.claude/"].map(String::from));
+    }
+    let mut out: Vec<(String, crate::plan::NodeKind)> = Vec::new();
+    let files = crate::plan::REFERRING
+        .iter()
+        .filter(|f| shared.iter().any(|s| s == *f));
+    for f in files {
+        let Ok(bytes) = crate::fsutil::read_regular(&root.join(f), REFERRING_CAP) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        for p in &prefixes {
+            for (at, _) in text.match_indices(p.as_str()) {
+                let rest = &text[at + p.len()..];
+                let end = rest
+                    .find(|c: char| c.is_whitespace() || "/\\\"'`;&|()<>$,:*?[]{}=".contains(c))
+                    .unwrap_or(rest.len());
+                let name = &rest[..end];
+                if name.is_empty()
+                    || name == "."
+                    || name == ".."
+                    || out.iter().any(|(n, _)| n == name)
+                {
+                    continue;
+                }
+                if out.len() >= REFERENCED_CAP {
+                    return out;
+                }
+                // Followed: a script linked in from a dotfiles repository is still one.
+                let Ok(st) = nix::sys::stat::fstatat(
+                    Some(dir.as_raw_fd()),
+                    name,
+                    nix::fcntl::AtFlags::empty(),
+                ) else {
+                    continue;
+                };
+                let kind = match st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    true => crate::plan::NodeKind::Dir,
+                    false => crate::plan::NodeKind::File,
+                };
+                out.push((name.to_string(), kind));
+            }
+        }
+    }
+    out
+}
+
 fn project_of(line: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Line {
@@ -238,5 +310,49 @@ mod tests {
             l.dirs.iter().any(|(n, _)| n == "todos")
                 && !l.dirs.iter().any(|(n, _)| n == "file-history")
         );
+    }
+
+    #[test]
+    fn what_the_shared_config_names_in_claudes_dir_is_found() {
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path();
+        let root = home.join(".claude");
+        std::fs::create_dir_all(root.join("hooks")).unwrap();
+        std::fs::create_dir_all(root.join("logs")).unwrap();
+        for f in ["statusline.sh", "key.sh", "style.md", "unshared.sh"] {
+            std::fs::write(root.join(f), "").unwrap();
+        }
+        let settings = serde_json::json!({
+            "statusLine": {"type": "command", "command": "bash ~/.claude/statusline.sh"},
+            "apiKeyHelper": format!("{}/.claude/key.sh --x", home.display()),
+            "hooks": {"PreToolUse": [{"hooks": [
+                {"type": "command", "command": "\"$HOME/.claude/hooks/check.py\" 2>> ~/.claude/logs/h.log"},
+                {"type": "command", "command": "~/.claude/absent.sh; ${CLAUDE_CONFIG_DIR}/../x"}
+            ]}]}
+        });
+        std::fs::write(root.join("settings.json"), settings.to_string()).unwrap();
+        std::fs::write(
+            root.join("CLAUDE.md"),
+            "See @~/.claude/style.md for the style.\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("other.json"), "~/.claude/unshared.sh").unwrap();
+        let shared = ["settings.json", "CLAUDE.md", "other.json"].map(String::from);
+        let mut got = referenced(&root, &root, home, &shared);
+        got.sort_by_key(|(n, _)| n.clone());
+        use crate::plan::NodeKind::*;
+        assert_eq!(
+            got,
+            [
+                ("hooks".to_string(), Dir),
+                ("key.sh".to_string(), File),
+                ("logs".to_string(), Dir),
+                ("statusline.sh".to_string(), File),
+                ("style.md".to_string(), File)
+            ]
+        );
+        // settings.json not shared: nothing it names is either.
+        let only_md = referenced(&root, &root, home, &["CLAUDE.md".to_string()]);
+        assert_eq!(only_md, [("style.md".to_string(), File)]);
     }
 }

@@ -117,7 +117,14 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
         facts.host = layout;
         if profile.isolation == Isolation::Namespaces {
             facts.host.home_nodes = home_nodes(&facts, &wanted, &home);
-            facts.host.claude = claude::lower(&facts.real(&paths.claude_root), &cwd);
+            let root = facts.real(&paths.claude_root);
+            facts.host.claude = claude::lower(&root, &cwd).map(|mut l| {
+                let c = &profile.claude;
+                let shared: Vec<String> =
+                    c.read_only.iter().chain(&c.read_write).cloned().collect();
+                l.referenced = claude::referenced(&root, &paths.claude_root, &paths.home, &shared);
+                l
+            });
         }
         let remove_on_exit = req.remove_on_exit.unwrap_or(profile.remove_on_exit);
         Ok(Resolved {

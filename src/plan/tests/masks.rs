@@ -97,6 +97,7 @@ fn claude_lower() -> ClaudeLower {
             too_big: false,
             dropped: 0,
         }),
+        referenced: vec![],
     }
 }
 
@@ -108,49 +109,47 @@ fn other_projects_conversations_and_prompts_are_masked_in_claudes_view() {
         let p = c.plan();
         let l = layer_of(&p, "/home/u/.claude").expect("a mask layer");
         assert_eq!(l.place, MaskPlace::Session(CLAUDE_MASKS.into()));
-        // Opaque: nothing another project has there, or gets later, shows (A7-11).
-        // And whiteouts over what is there now, where no opaque mark can be kept.
-        let mut w = whiteouts(l);
-        w.sort();
-        assert_eq!(
-            w,
-            [
-                "file-history/u-theirs",
-                "projects/-home-u-other",
-                "todos/u-mine2-agent-x.json",
-                "todos/u-theirs-agent-u-theirs.json"
-            ],
-            "{prof}"
-        );
+        // No layer of the host's below (A8-1): nothing to mask, what is not in this
+        // layer or mounted on it does not exist in the view.
+        assert!(whiteouts(l).is_empty(), "{prof}");
+        let shown: Vec<String> = l
+            .entries
+            .iter()
+            .map(|e| e.path().display().to_string())
+            .collect();
+        let mut want: Vec<String> = [
+            "projects",
+            "projects/-home-u-proj",
+            "file-history",
+            "file-history/u-mine",
+            "todos",
+            "todos/u-mine-agent-u-mine.json",
+            "history.jsonl",
+        ]
+        .map(String::from)
+        .to_vec();
+        // The mount points of the shared entries, then the login.
+        want.extend(SHARED_READ_ONLY.iter().map(|s| s.to_string()));
+        want.push(".credentials.json".into());
+        assert_eq!(shown, want, "{prof}");
         for (dir, mode) in [
             ("projects", 0o700),
             ("file-history", 0o700),
             ("todos", 0o755),
         ] {
             assert!(
-                l.entries.contains(&MaskEntry::OpaqueDir {
+                l.entries.contains(&MaskEntry::Dir {
                     path: dir.into(),
                     mode
                 }),
                 "{prof}: {dir}"
             );
         }
-        let shown: Vec<String> = l
-            .entries
-            .iter()
-            .filter(|e| !matches!(e, MaskEntry::OpaqueDir { .. } | MaskEntry::Whiteout { .. }))
-            .map(|e| e.path().display().to_string())
-            .collect();
-        assert_eq!(
-            shown,
-            [
-                "projects/-home-u-proj",
-                "file-history/u-mine",
-                "todos/u-mine-agent-u-mine.json",
-                "history.jsonl"
-            ],
-            "{prof}"
-        );
+        assert!(l.entries.contains(&MaskEntry::File {
+            path: "settings.json".into(),
+            mode: 0o600,
+            content: String::new()
+        }));
         // This project's entries: an overlay each, the host's entry below the session's.
         let nested: Vec<(String, String, String)> = p
             .mounts
@@ -212,4 +211,116 @@ fn other_projects_conversations_and_prompts_are_masked_in_claudes_view() {
         layer_of(&c.plan(), "/home/u/.claude").is_none(),
         "a fresh state dir shows nothing of the host's"
     );
+}
+
+/// The overlay on `~/.claude` and what is mounted into it from the host.
+fn host_entries_in_claude_view(p: &Plan) -> Vec<(String, bool)> {
+    p.mounts
+        .iter()
+        .filter_map(|m| match m {
+            MountOp::Bind {
+                src: Source::Host(s),
+                dst,
+                flags,
+                ..
+            } if dst.starts_with("/home/u/.claude/") => {
+                assert_eq!(s, dst);
+                Some((
+                    dst.strip_prefix("/home/u/.claude/")
+                        .unwrap()
+                        .display()
+                        .to_string(),
+                    flags.read_only,
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn claudes_view_shows_of_the_host_only_the_allow_list() {
+    let mut c = Case::new("default", "/home/u/proj");
+    let mut lower = claude_lower();
+    // What settings.json names: a status line script (shared) and Claude Code's logs
+    // (its data of every project: not shared, and said so).
+    lower.referenced = vec![
+        ("statusline.sh".into(), NodeKind::File),
+        ("logs".into(), NodeKind::Dir),
+    ];
+    c.facts.host.claude = Some(lower);
+    // Claude Code run from the old local installer.
+    c.exe = "/home/u/.claude/local/claude".into();
+    let p = c.plan();
+    let ov = p
+        .mounts
+        .iter()
+        .find_map(|m| match m {
+            MountOp::Overlay { dst, lower, .. } if dst == Path::new("/home/u/.claude") => {
+                Some(lower)
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(ov, &Source::Session(CLAUDE_BASE.into()));
+    let mut want: Vec<(String, bool)> = SHARED_READ_ONLY
+        .iter()
+        .map(|s| (s.to_string(), true))
+        .collect();
+    want.push((".credentials.json".into(), false));
+    want.push(("local".into(), true));
+    want.push(("statusline.sh".into(), true));
+    assert_eq!(host_entries_in_claude_view(&p), want);
+    let l = layer_of(&p, "/home/u/.claude").unwrap();
+    for (path, dir) in [("local", true), ("statusline.sh", false), ("hooks", true)] {
+        assert!(
+            l.entries.iter().any(|e| e.path() == Path::new(path)
+                && matches!(e, MaskEntry::Dir { .. }) == dir
+                && matches!(e, MaskEntry::File { .. }) != dir),
+            "{path}"
+        );
+    }
+    assert!(!l.entries.iter().any(|e| e.path() == Path::new("logs")));
+    assert!(
+        p.notes.iter().any(|n| n.contains("~/.claude/logs")),
+        "{:?}",
+        p.notes
+    );
+    // Every other host source under ~/.claude is this project's conversations.
+    for m in &p.mounts {
+        if let MountOp::Overlay {
+            lower: Source::Host(s),
+            ..
+        } = m
+        {
+            assert!(
+                !s.starts_with("/home/u/.claude")
+                    || s.starts_with("/home/u/.claude/projects/-home-u-proj")
+                    || s.starts_with("/home/u/.claude/file-history/u-mine"),
+                "{}",
+                s.display()
+            );
+        }
+    }
+    // A profile that lists an entry the layer holds already: one mount point.
+    c.prof.claude.read_only.push("history.jsonl".into());
+    c.facts.insert(
+        "/home/u/.claude/history.jsonl".into(),
+        PathFact {
+            real: "/home/u/.claude/history.jsonl".into(),
+            kind: Some(NodeKind::File),
+        },
+    );
+    let p = c.plan();
+    let l = layer_of(&p, "/home/u/.claude").unwrap();
+    assert_eq!(
+        l.entries
+            .iter()
+            .filter(|e| e.path() == Path::new("history.jsonl"))
+            .count(),
+        1
+    );
+    // Without the host's ~/.claude facts (none there), still no host layer.
+    c.facts.host.claude = None;
+    assert!(layer_of(&c.plan(), "/home/u/.claude").is_some());
 }
