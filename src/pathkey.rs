@@ -141,6 +141,16 @@ impl<V> FromIterator<(PathBuf, V)> for PathMap<V> {
     }
 }
 
+impl FromIterator<PathBuf> for PathSet {
+    fn from_iter<I: IntoIterator<Item = PathBuf>>(it: I) -> Self {
+        let mut s = Self::default();
+        for p in it {
+            s.insert(p);
+        }
+        s
+    }
+}
+
 /// A set of paths, as [`PathMap`] keys them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PathSet(PathMap<()>);

@@ -28,7 +28,7 @@ pub(super) fn home_layer(input: &PlanInput, view: &View) -> Option<MaskLayer> {
     // The paths of `entries`, for a look-up that does not grow with them.
     let mut added: foldhash::HashSet<PathBuf> = Default::default();
     for m in &view.home_masks {
-        let Ok(rel) = m.strip_prefix(&view.home) else {
+        let Some(rel) = crate::pathkey::rel(m, &view.home) else {
             continue;
         };
         let mut cur = PathBuf::new();

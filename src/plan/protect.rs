@@ -287,11 +287,13 @@ pub(super) fn roots(project: &Path, git: Option<&GitLayout>) -> Vec<PathBuf> {
     r
 }
 
+/// The innermost root `p` lies strictly below (paths compared as bytes: `pathkey`; the
+/// longest such root is the innermost).
 fn root_of<'a>(roots: &'a [PathBuf], p: &Path) -> Option<&'a PathBuf> {
     roots
         .iter()
-        .filter(|r| p.starts_with(r) && p != r.as_path())
-        .max_by_key(|r| r.components().count())
+        .filter(|r| crate::pathkey::rel(p, r).is_some_and(|rest| !rest.as_os_str().is_empty()))
+        .max_by_key(|r| crate::pathkey::clean(r).len())
 }
 
 /// The profile's protected paths in this project and its git dirs, split into those
@@ -334,12 +336,15 @@ pub(super) fn protection(input: &PlanInput, project: &Path, git: Option<&GitLayo
     out.protected.sort();
     out.protected.dedup();
     let protected = out.protected.clone();
-    out.protected
-        .retain(|p| !protected.iter().any(|q| p != q && p.starts_with(q)));
+    out.protected.retain(|p| {
+        !protected
+            .iter()
+            .any(|q| p != q && crate::pathkey::under(p, q))
+    });
     out.watched.sort_by(|a, b| a.path.cmp(&b.path));
     out.watched.dedup_by(|a, b| a.path == b.path);
     out.watched
-        .retain(|w| !protected.iter().any(|q| w.path.starts_with(q)));
+        .retain(|w| !protected.iter().any(|q| crate::pathkey::under(&w.path, q)));
     out.pinned = pinned(facts, &roots, &out);
     out.patterns = list(input.profile)
         .into_iter()
@@ -391,24 +396,26 @@ pub(super) fn protection(input: &PlanInput, project: &Path, git: Option<&GitLayo
 fn pinned(facts: &Facts, roots: &[PathBuf], p: &Protection) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     let paths = p.protected.iter().chain(p.watched.iter().map(|w| &w.path));
+    let protected: crate::pathkey::PathSet = p.protected.iter().cloned().collect();
+    let mut seen = crate::pathkey::PathSet::default();
     for path in paths {
         let Some(root) = root_of(roots, path) else {
             continue;
         };
+        // A protected path's real location is canonical: its parents are dirs.
+        let is_protected = protected.contains(path);
         for a in path.ancestors().skip(1) {
-            if a == root.as_path() || !a.starts_with(root) {
+            if a == root.as_path() || !crate::pathkey::under(a, root) {
                 break;
             }
             let f = facts.get(a);
-            // A protected path's real location is canonical: its parents are dirs.
-            let is_dir = p.protected.contains(path) || f.kind == Some(NodeKind::Dir);
-            if is_dir && (f.real == a || p.protected.contains(path)) && !out.iter().any(|o| o == a)
-            {
+            let is_dir = is_protected || f.kind == Some(NodeKind::Dir);
+            if is_dir && (f.real == a || is_protected) && seen.insert(a.to_path_buf()) {
                 out.push(a.to_path_buf());
             }
         }
     }
-    out.retain(|d| !p.protected.iter().any(|q| d.starts_with(q)));
+    out.retain(|d| !p.protected.iter().any(|q| crate::pathkey::under(d, q)));
     out.sort_by_key(|d| (d.components().count(), d.clone()));
     out
 }
