@@ -392,12 +392,17 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
                 continue;
             }
             let is = |k| kind(&st) == k;
-            let harmless = match n {
-                "config" => config_is_gits(g),
-                "hooks" => is(libc::S_IFDIR) && samples_only(g, n),
-                "commondir" => is(libc::S_IFREG) && self.commondir_is_own(g, path),
-                _ => false,
-            };
+            // An empty file is one git has made and not written yet (it writes these in
+            // place): git dies on an empty `commondir` and reads no key from an empty
+            // config, and the write wakes the live watch again. Moving it in between
+            // broke a session's `git worktree add`.
+            let harmless = (is(libc::S_IFREG) && st.st_size == 0)
+                || match n {
+                    "config" => config_is_gits(g),
+                    "hooks" => is(libc::S_IFDIR) && samples_only(g, n),
+                    "commondir" => is(libc::S_IFREG) && self.commondir_is_own(g, path),
+                    _ => false,
+                };
             if !harmless {
                 self.sweep.quarantine(g, &c, &path.join(n), None);
             }
