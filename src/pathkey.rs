@@ -23,12 +23,10 @@ pub fn is_clean(b: &[u8]) -> bool {
     }
     // A `.` component ends at a `/` or at the end; so does an empty one.
     let dot_before = |i: usize| b[i - 1] == b'.' && (i == 1 || b[i - 2] == b'/');
-    for i in 1..n {
-        if b[i] == b'/' && (b[i - 1] == b'/' || dot_before(i)) {
-            return false;
-        }
+    if b[n - 1] == b'/' || dot_before(n) {
+        return false;
     }
-    b[n - 1] != b'/' && !dot_before(n)
+    !(1..n).any(|i| b[i] == b'/' && (b[i - 1] == b'/' || dot_before(i)))
 }
 
 /// `p`'s components spelled cleanly (see [`is_clean`]): `p`'s own bytes when they are.

@@ -839,6 +839,30 @@ probe!(claude_codes_data_dirs_and_unknown_names_are_unreadable {
     profiles: &["default", "strict", "ci"],
 });
 
+// Red-team 9, A9-1: what settings.json names in ~/.claude is shared, but a link there to
+// a directory (`keys -> ../.ssh`, `cfg -> .`) or to a hidden file is not: it would show
+// the hidden ~/.ssh, or the whole real ~/.claude with every project's data.
+probe!(
+    a_link_in_claudes_dir_that_settings_names_shows_nothing_hidden {
+        setup: |c| {
+            let n = c.nonce.clone();
+            c.write(&c.home(".ssh/id_ed25519"), &format!("{n}\n"));
+            c.write(&c.home(".claude/api-dumps/r.json"), &format!("{n}\n"));
+            c.write(
+            &c.home(".claude/settings.json"),
+            r#"{"statusLine":{"type":"command","command":"~/.claude/cfg/s.sh"},"hooks":{"Stop":[{"hooks":[{"type":"command","command":"~/.claude/keys/h.sh; ~/.claude/key.sh"}]}]}}"#,
+        );
+            let claude = c.home(".claude");
+            std::os::unix::fs::symlink(".", claude.join("cfg")).unwrap();
+            std::os::unix::fs::symlink("../.ssh", claude.join("keys")).unwrap();
+            std::os::unix::fs::symlink("../.ssh/id_ed25519", claude.join("key.sh")).unwrap();
+            c.env.chown_all(&claude);
+        },
+        inside: r#"for r in cfg/api-dumps/r.json keys/id_ed25519 key.sh; do grep -qs "$NONCE" "$HOME/.claude/$r" && echo "ESCAPED $r"; done; ls -A "$HOME/.claude" | tr '\n' ' '; true"#,
+        profiles: &["default", "strict", "ci"],
+    }
+);
+
 /// Names the host makes in its ~/.claude while the session runs.
 macro_rules! claude_data_later {
     () => {

@@ -134,10 +134,37 @@ pub(super) fn shared(input: &PlanInput) -> Vec<Shared> {
     }
     if let Some(l) = &input.facts.host.claude {
         for (name, kind) in l.referenced.iter().filter(|(n, _)| !is_data(n)) {
+            if link_shows_what_is_hidden(input, l, name) {
+                continue;
+            }
             add(name, *kind);
         }
     }
     out
+}
+
+/// Whether the referenced `name` is a link (to a regular file: others are never listed)
+/// that leads where the session must not look: into `~/.claude` itself (another entry,
+/// Claude Code's data), the session store, a hidden path, or a hidden home (red-team 9,
+/// A9-1: `keys -> ../.ssh`, `cfg -> .`).
+fn link_shows_what_is_hidden(input: &PlanInput, l: &super::facts::ClaudeLower, name: &str) -> bool {
+    let Some((_, target)) = l.referenced_links.iter().find(|(n, _)| n == name) else {
+        return false;
+    };
+    let Some(t) = target else {
+        return true;
+    };
+    let facts = input.facts;
+    let p = input.paths;
+    let under = |d: &Path| crate::pathkey::under(t, d);
+    let hidden_home =
+        input.profile.home == crate::profile::Home::Hidden && under(&facts.real(&p.home));
+    hidden_home
+        || under(&facts.real(&p.claude_root))
+        || under(&facts.real(&p.sessions_dir))
+        || super::hide::hide_list(input)
+            .map(|h| h.iter().any(|f| under(&f.real)))
+            .unwrap_or(true)
 }
 
 /// The top entry of `~/.claude` the command lies in, if it does (lexically or once its
@@ -169,13 +196,27 @@ pub(super) fn notes(input: &PlanInput) -> Vec<String> {
         let c = &input.profile.claude;
         c.read_only.contains(n) || c.read_write.contains(n)
     };
-    l.referenced
+    let data = l
+        .referenced
         .iter()
         .filter(|(n, _)| is_data(n) && !listed(n))
         .map(|(n, _)| {
             format!(
                 "your ~/.claude/settings.json or CLAUDE.md names ~/.claude/{n}, which holds Claude Code's data of every project: the session sees its own, empty one (list it in the profile's claude.readOnly to share yours)"
             )
-        })
-        .collect()
+        });
+    let links = l
+        .referenced_links
+        .iter()
+        .filter(|(n, _)| !listed(n) && link_shows_what_is_hidden(input, l, n))
+        .map(|(n, t)| {
+            let to = t.as_deref().map_or_else(
+                || "a directory or nothing".to_string(),
+                crate::human::printable_path,
+            );
+            format!(
+                "your ~/.claude/settings.json or CLAUDE.md names ~/.claude/{n}, a symbolic link to {to}: not shared, since it would show the session what it must not see (your config, the session store or a hidden path); copy the script into ~/.claude, or list {n} in the profile's claude.readOnly to share it anyway"
+            )
+        });
+    data.chain(links).collect()
 }

@@ -111,6 +111,11 @@ pub struct ClaudeLower {
     /// (links followed): shown read-only in the session but for Claude Code's data
     /// (`plan::allow`).
     pub referenced: Vec<(String, NodeKind)>,
+    /// Of the names settings.json and CLAUDE.md reference, those that are symbolic links:
+    /// where a link to a regular file leads (shared only where the sandbox shows that
+    /// file anyway), or None for a link to anything else (a directory: never shared, it
+    /// could show the whole config or a hidden dir: red-team 9, A9-1).
+    pub referenced_links: Vec<(String, Option<PathBuf>)>,
 }
 
 /// At most this many of this project's `file-history/<uuid>` dirs are shown in a
@@ -181,6 +186,11 @@ impl Facts {
             real: p.to_path_buf(),
             kind: None,
         })
+    }
+
+    /// The fact for `p` when it was looked at (no copy).
+    pub fn looked_up(&self, p: &Path) -> Option<&PathFact> {
+        self.map.get(p)
     }
 
     pub fn real(&self, p: &Path) -> PathBuf {

@@ -7,7 +7,7 @@
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::plan::{ClaudeLower, HistoryCopy, HISTORY_CAP, HISTORY_COPY_CAP};
 use crate::session::slug::{slug, slug_matches};
@@ -202,15 +202,21 @@ const REFERENCED_CAP: usize = 64;
 /// each is (links followed): a hook, status line or `apiKeyHelper` command names its
 /// script as `~/.claude/…`, `$HOME/.claude/…` or a full path, an import as
 /// `@~/.claude/…`. The text is searched, not parsed: a command is one string of shell.
+/// Also the names that are links, with where a link to a regular file leads (see
+/// `ClaudeLower::referenced_links`).
 pub fn referenced(
     root: &Path,
     lexical: &Path,
     home: &Path,
     shared: &[String],
-) -> Vec<(String, crate::plan::NodeKind)> {
+) -> (
+    Vec<(String, crate::plan::NodeKind)>,
+    Vec<(String, Option<PathBuf>)>,
+) {
     let Ok(dir) = crate::fsutil::open_dir_nofollow(root) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
+    let mut links: Vec<(String, Option<PathBuf>)> = Vec::new();
     let mut prefixes = vec![
         format!("{}/", lexical.display()),
         format!("{}/", root.display()),
@@ -240,13 +246,32 @@ pub fn referenced(
                     || name == "."
                     || name == ".."
                     || out.iter().any(|(n, _)| n == name)
+                    || links.iter().any(|(n, _)| n == name)
                 {
                     continue;
                 }
                 if out.len() >= REFERENCED_CAP {
-                    return out;
+                    return (out, links);
                 }
-                // Followed: a script linked in from a dotfiles repository is still one.
+                let is_link = nix::sys::stat::fstatat(
+                    Some(dir.as_raw_fd()),
+                    name,
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
+                // A script linked in from a dotfiles repository is still one: a link to
+                // a regular file is followed (the plan checks where it leads); a link to
+                // a directory is not (`cfg -> .`, `keys -> ../.ssh`: red-team 9, A9-1).
+                if is_link {
+                    let target = std::fs::canonicalize(root.join(name))
+                        .ok()
+                        .filter(|t| std::fs::metadata(t).is_ok_and(|m| m.is_file()));
+                    let file = target.is_some();
+                    links.push((name.to_string(), target));
+                    if !file {
+                        continue;
+                    }
+                }
                 let Ok(st) = nix::sys::stat::fstatat(
                     Some(dir.as_raw_fd()),
                     name,
@@ -262,7 +287,7 @@ pub fn referenced(
             }
         }
     }
-    out
+    (out, links)
 }
 
 fn project_of(line: &str) -> Option<String> {
@@ -338,7 +363,8 @@ mod tests {
         .unwrap();
         std::fs::write(root.join("other.json"), "~/.claude/unshared.sh").unwrap();
         let shared = ["settings.json", "CLAUDE.md", "other.json"].map(String::from);
-        let mut got = referenced(&root, &root, home, &shared);
+        let (mut got, links) = referenced(&root, &root, home, &shared);
+        assert!(links.is_empty(), "{links:?}");
         got.sort_by_key(|(n, _)| n.clone());
         use crate::plan::NodeKind::*;
         assert_eq!(
@@ -352,7 +378,7 @@ mod tests {
             ]
         );
         // settings.json not shared: nothing it names is either.
-        let only_md = referenced(&root, &root, home, &["CLAUDE.md".to_string()]);
+        let (only_md, _) = referenced(&root, &root, home, &["CLAUDE.md".to_string()]);
         assert_eq!(only_md, [("style.md".to_string(), File)]);
     }
 }

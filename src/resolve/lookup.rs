@@ -9,6 +9,7 @@
 use foldhash::{HashMap, HashSet};
 use std::borrow::Cow;
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::pathkey::{clean, PathMap, PathSet};
@@ -56,35 +57,41 @@ pub(super) fn home_nodes(facts: &Facts, wanted: &[PathBuf], home: &Path) -> Path
     // lstat each.
     let mut missing = PathSet::default();
     for p in wanted {
-        let f = facts.get(p);
-        let Some(rel) = crate::pathkey::rel(&f.real, home) else {
-            continue;
+        let (real, kind) = match facts.looked_up(p) {
+            Some(f) => (f.real.as_path(), f.kind),
+            None => (p.as_path(), None),
         };
-        if f.kind.is_some() {
+        if kind.is_some() {
             continue;
         }
-        let comps: Vec<_> = rel.components().collect();
-        let mut cur = home.to_path_buf();
-        for c in &comps[..comps.len().saturating_sub(1)] {
-            cur.push(c);
-            if let Some(m) = out.get(&cur) {
+        let Some(rel) = crate::pathkey::rel(real, home) else {
+            continue;
+        };
+        // Each directory between the home and the path: a prefix of `real`'s bytes up to
+        // a separator of `rel` (a suffix of them), with nothing copied to ask.
+        let (whole, tail) = (real.as_os_str().as_bytes(), rel.as_os_str().as_bytes());
+        let base = whole.len() - tail.len();
+        let seps = tail.iter().enumerate().filter(|(_, &c)| c == b'/');
+        for (sep, _) in seps {
+            let cur = Path::new(std::ffi::OsStr::from_bytes(&whole[..base + sep]));
+            if let Some(m) = out.get(cur) {
                 if m & libc::S_IFMT == libc::S_IFDIR {
                     continue;
                 }
                 break;
             }
-            if missing.contains(&cur) {
+            if missing.contains(cur) {
                 break;
             }
-            match std::fs::symlink_metadata(&cur) {
+            match std::fs::symlink_metadata(cur) {
                 Ok(m) => {
-                    out.insert(cur.clone(), m.mode());
+                    out.insert(cur.to_path_buf(), m.mode());
                     if !m.is_dir() {
                         break;
                     }
                 }
                 Err(_) => {
-                    missing.insert(cur.clone());
+                    missing.insert(cur.to_path_buf());
                     break;
                 }
             }

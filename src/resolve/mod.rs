@@ -122,7 +122,8 @@ and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default 
                 let c = &profile.claude;
                 let shared: Vec<String> =
                     c.read_only.iter().chain(&c.read_write).cloned().collect();
-                l.referenced = claude::referenced(&root, &paths.claude_root, &paths.home, &shared);
+                (l.referenced, l.referenced_links) =
+                    claude::referenced(&root, &paths.claude_root, &paths.home, &shared);
                 l
             });
         }

@@ -98,6 +98,7 @@ fn claude_lower() -> ClaudeLower {
             dropped: 0,
         }),
         referenced: vec![],
+        referenced_links: vec![],
     }
 }
 
