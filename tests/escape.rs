@@ -2021,6 +2021,20 @@ git_config_names!(
     "shared.gitconfig"
 );
 
+// Red-team 9, A9-2: a relative `core.hooksPath` in the user's own ~/.gitconfig makes the
+// project's `.githooks/` its hooks: one the session adds runs at the host's next commit.
+probe!(the_hooks_path_the_users_git_config_names_does_not_stay {
+    setup: |c| {
+        real_repo(c);
+        c.write(&c.home(".gitconfig"), "[core]\n\thooksPath = .githooks\n");
+    },
+    inside: r#"mkdir -p .githooks && printf '#!/bin/sh\necho %s > %s/pwned\n' "$NONCE" "$OUT" > .githooks/pre-commit && chmod +x .githooks/pre-commit; true"#,
+    escaped: |c| {
+        git_ok(c, &c.proj, &["commit", "-q", "--allow-empty", "-m", "host"]);
+        c.has_nonce(&c.out.join("pwned")) || c.proj.join(".githooks/pre-commit").exists()
+    },
+});
+
 probe!(a_dev_container_the_session_makes_does_not_stay {
     setup: |c| std::fs::remove_dir_all(c.proj.join(".devcontainer")).unwrap(),
     inside: r#"mkdir -p .devcontainer && echo "{\"initializeCommand\": \"echo $NONCE\"}" > .devcontainer/devcontainer.json"#,

@@ -259,11 +259,14 @@ pub fn git_layout(cwd: &Path) -> Option<GitLayout> {
         .collect();
     module_gitfiles.sort();
     let mut config_paths = Vec::new();
-    for config in [
+    let repo = [
         common.join("config"),
         common.join("config.worktree"),
         gitdir.join("config.worktree"),
-    ] {
+    ];
+    // The user's and the system's config too: a relative `core.hooksPath = .githooks`
+    // there makes every repository's `.githooks/` its hooks (red-team 9, A9-2).
+    for config in outer_git_configs().into_iter().chain(repo) {
         config_refs(&config, &top, 0, &mut config_paths);
     }
     config_paths.sort();
@@ -278,6 +281,35 @@ pub fn git_layout(cwd: &Path) -> Option<GitLayout> {
         config_paths,
         cut,
     })
+}
+
+/// The config files git reads before a repository's own, as git finds them: the system's
+/// (`GIT_CONFIG_SYSTEM`, else `/etc/gitconfig` and `/usr/local/etc/gitconfig` for a git
+/// built with that prefix; none under `GIT_CONFIG_NOSYSTEM`) and the user's
+/// (`GIT_CONFIG_GLOBAL`, else `$XDG_CONFIG_HOME/git/config` and `~/.gitconfig`).
+fn outer_git_configs() -> Vec<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let mut out = Vec::new();
+    if var("GIT_CONFIG_NOSYSTEM").is_none() {
+        match var("GIT_CONFIG_SYSTEM") {
+            Some(p) => out.push(p),
+            None => out.extend(["/etc/gitconfig", "/usr/local/etc/gitconfig"].map(PathBuf::from)),
+        }
+    }
+    match var("GIT_CONFIG_GLOBAL") {
+        Some(p) => out.push(p),
+        None => {
+            let home = var("HOME").unwrap_or_default();
+            let xdg = var("XDG_CONFIG_HOME").unwrap_or_else(|| home.join(".config"));
+            out.push(xdg.join("git/config"));
+            out.push(home.join(".gitconfig"));
+        }
+    }
+    out
 }
 
 /// The paths a git config file names for git to run or read: `core.hooksPath` (relative
