@@ -479,6 +479,43 @@ fn a_session_that_plants_many_watched_files_is_stopped() {
     );
 }
 
+/// Red-team 9 (A7-7): a hostile session plants many watched files while a benign one
+/// runs in the same project. Each watch sees the other's files, and nothing tells which
+/// session made them: the benign one must not be stopped for the hostile one's files (it
+/// was), and the files are moved all the same.
+#[test]
+fn a_benign_session_is_not_stopped_for_another_sessions_files() {
+    let p = project(*users().last().unwrap());
+    let benign = p.run(
+        "default",
+        "echo $NONCE; touch ready; i=0; while [ ! -e go ] && [ $i -lt 750 ]; do sleep 0.02; i=$((i+1)); done; echo benign-done",
+    );
+    assert!(
+        wait_for(&p.proj.join("ready")),
+        "the benign session never started"
+    );
+    let hostile = "echo $NONCE; i=0; while [ $i -lt 40 ]; do mkdir -p k$i && echo x > k$i/.envrc; sleep 0.05; i=$((i+1)); done; sleep 1; echo hostile-done";
+    let out = p.run("default", hostile).wait_with_output().unwrap();
+    assert!(stdout(&out).contains(&p.nonce), "{}", stderr(&out));
+    let b = p.go(benign);
+    assert!(
+        b.status.success() && stdout(&b).contains("benign-done"),
+        "the benign session was stopped: {:?} {}",
+        b.status,
+        stderr(&b)
+    );
+    let left: Vec<_> = (0..40)
+        .map(|i| p.proj.join(format!("k{i}/.envrc")))
+        .filter(|f| f.exists())
+        .collect();
+    assert!(left.is_empty(), "left on the host: {left:?}");
+    let both = format!("{}{}", stderr(&out), stderr(&b));
+    assert!(
+        both.contains("cannot tell which of the two") && !both.contains("could NOT be moved"),
+        "no word of the shared project, or a move the other session made first reported as failed: {both}"
+    );
+}
+
 /// Red-team 5, A5-2: a submodule's `.git` file rewritten to point at a git dir of the
 /// session's would make a plain `git status` at the top run its fsmonitor, while the
 /// session runs: the file is read-only inside.

@@ -285,6 +285,9 @@ impl<'a> Sweep<'a> {
             }
         }
         match moved {
+            // Gone before the move: the command removed it, or the watch of another
+            // session in the same project moved it first. Nothing is left to report.
+            Err(libc::ENOENT) => return,
             Ok(()) => {
                 let to = self.session.path.join(QUARANTINE_DIR).join(&taken);
                 rec.moved_to = Some(to);

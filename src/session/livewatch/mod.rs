@@ -71,6 +71,8 @@ struct Shared {
     /// Set by [`Watch::stop`] before it takes the lock: a walk of the tree in progress
     /// ends at its next directory rather than make the end of the run wait for it.
     stopping: AtomicBool,
+    /// The warning that another session runs in the project was given.
+    shared_warned: AtomicBool,
 }
 
 /// How often one path may be moved (four times as many moves in all) before the session
@@ -136,7 +138,20 @@ impl State {
             Some(w) => self.tree.apply(w, &mut s, &self.ino, self.since, stopping),
         }
         g.0.extend(s.into_moves());
-        !kill_if_replanted(&g.0, &shared)
+        !kill_if_replanted(&g.0, &shared, || self.shared_project())
+    }
+
+    /// Another running session whose working directory lies in this project or holds it
+    /// (its id), if there is one: its watch sees what this one's command made and the
+    /// other way round, and nothing tells which of the two made a file.
+    fn shared_project(&self) -> Option<String> {
+        let store = crate::session::store::Store::new(self.session_path.parent()?.to_path_buf());
+        let top = &self.project.path;
+        store.list(false).ok()?.into_iter().find_map(|i| {
+            let m = i.meta.as_ref()?;
+            let overlaps = crate::pathkey::under(&m.cwd, top) || crate::pathkey::under(top, &m.cwd);
+            (i.is_active() && m.id.as_str() != self.id && overlaps).then(|| m.id.to_string())
+        })
     }
 
     fn run(mut self, wake: OwnedFd) {
@@ -320,8 +335,15 @@ impl Ticks {
 }
 
 /// Stop the session when it made the same path more than [`REPLANTS`] times, or more
-/// than four times as many in all (`moves`: all the watch moved so far); true if so.
-fn kill_if_replanted(moves: &[Quarantined], shared: &Shared) -> bool {
+/// than four times as many in all (`moves`: all the watch moved so far); true if so. Not
+/// while another session runs in the same project (`other`, asked only then): which of
+/// the two made the files is not known, and stopping this one stopped a benign session
+/// for a hostile one's files (red-team 9, A7-7); the watch goes on moving them.
+fn kill_if_replanted(
+    moves: &[Quarantined],
+    shared: &Shared,
+    other: impl FnOnce() -> Option<String>,
+) -> bool {
     let most = moves
         .iter()
         .map(|q| moves.iter().filter(|o| o.path == q.path).count())
@@ -330,6 +352,19 @@ fn kill_if_replanted(moves: &[Quarantined], shared: &Shared) -> bool {
     // Per path, and in all: alternating names must not buy many more moments
     // (red-team 5); a project's scaffolding makes a few such files once each.
     if most <= REPLANTS && moves.len() <= 4 * REPLANTS {
+        return false;
+    }
+    if let Some(id) = other() {
+        if !shared
+            .shared_warned
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            crate::warn!(
+                "{} code-steering files were made in the project while this session ran, and csbox moved them; session {} runs in the same project, and csbox cannot tell which of the two made them, so it stops neither (the files go on being moved)",
+                moves.len(),
+                &id[..id.len().min(8)]
+            );
+        }
         return false;
     }
     if most <= REPLANTS {
