@@ -73,7 +73,9 @@ pub fn lexical(p: &str, home: &Path, cwd: &Path) -> Result<PathBuf, PathError> {
     let replaced: PathBuf = if p == "~" {
         home.to_path_buf()
     } else if let Some(rest) = p.strip_prefix("~/") {
-        home.join(rest)
+        // `~//x` is `~/x`, as the shell has it (joined as it is, the absolute `/x` took
+        // the home's place: `--hide ~//secret` hid nothing, red-team 9, A9-7).
+        home.join(rest.trim_start_matches('/'))
     } else if let Some(rest) = p
         .strip_prefix("${HOME}")
         .or_else(|| p.strip_prefix("$HOME"))
@@ -120,6 +122,8 @@ mod tests {
         let c = Path::new("/nonexistent/p");
         assert_eq!(lexical("~", h, c).unwrap(), h);
         assert_eq!(lexical("~/.ssh", h, c).unwrap(), h.join(".ssh"));
+        assert_eq!(lexical("~//.ssh/", h, c).unwrap(), h.join(".ssh"));
+        assert_eq!(lexical("~/./a//b/.", h, c).unwrap(), h.join("a/b"));
         assert_eq!(lexical("$HOME/x", h, c).unwrap(), h.join("x"));
         assert_eq!(lexical("${PWD}/build", h, c).unwrap(), c.join("build"));
         assert_eq!(lexical("sub/../other", h, c).unwrap(), c.join("other"));
