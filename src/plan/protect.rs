@@ -109,8 +109,11 @@ pub const PROTECTED: &[&str] = &[
     ".mise",
     ".config/mise",
     ".config/mise.toml",
-    "mise/config.toml",
+    // mise's own dir at the top (`mise/config.toml`, `mise/config.<env>.toml`: red-team
+    // 9, A9-6), and rtx's (mise's old name) local file.
+    "mise",
     ".rtx.toml",
+    ".rtx.local.toml",
     // mise's per-environment files (`MISE_ENV=dev` reads `mise.dev.toml`): a pattern,
     // matched at the project's top (see [`matches`]).
     "mise.*.toml",
