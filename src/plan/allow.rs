@@ -208,14 +208,14 @@ pub(super) fn notes(input: &PlanInput) -> Vec<String> {
     let links = l
         .referenced_links
         .iter()
-        .filter(|(n, _)| !listed(n) && link_shows_what_is_hidden(input, l, n))
+        .filter(|(n, _)| !listed(n))
         .map(|(n, t)| {
             let to = t.as_deref().map_or_else(
                 || "a directory or nothing".to_string(),
                 crate::human::printable_path,
             );
             format!(
-                "your ~/.claude/settings.json or CLAUDE.md names ~/.claude/{n}, a symbolic link to {to}: not shared, since it would show the session what it must not see (your config, the session store or a hidden path); copy the script into ~/.claude, or list {n} in the profile's claude.readOnly to share it anyway"
+                "your ~/.claude/settings.json or CLAUDE.md names ~/.claude/{n}, a symbolic link to {to}: not shared (a link could show the session your config or a hidden path, and the mount follows it again after any check); copy the script into ~/.claude, or list {n} in the profile's claude.readOnly to share it anyway"
             )
         });
     data.chain(links).collect()

@@ -259,18 +259,17 @@ pub fn referenced(
                     nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
                 )
                 .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
-                // A script linked in from a dotfiles repository is still one: a link to
-                // a regular file is followed (the plan checks where it leads); a link to
-                // a directory is not (`cfg -> .`, `keys -> ../.ssh`: red-team 9, A9-1).
+                // A link is never shared (red-team 9, A9-1): `cfg -> .` and
+                // `keys -> ../.ssh` showed the whole config and a hidden dir, and even a
+                // link to a harmless file is followed again by the mount, after any check,
+                // so a session that can write where it leads (its project) can point it
+                // at a hidden file in between. Where it leads is kept for the note.
                 if is_link {
                     let target = std::fs::canonicalize(root.join(name))
                         .ok()
                         .filter(|t| std::fs::metadata(t).is_ok_and(|m| m.is_file()));
-                    let file = target.is_some();
                     links.push((name.to_string(), target));
-                    if !file {
-                        continue;
-                    }
+                    continue;
                 }
                 let Ok(st) = nix::sys::stat::fstatat(
                     Some(dir.as_raw_fd()),
@@ -358,13 +357,23 @@ mod tests {
         std::fs::write(root.join("settings.json"), settings.to_string()).unwrap();
         std::fs::write(
             root.join("CLAUDE.md"),
-            "See @~/.claude/style.md for the style.\n",
+            "See @~/.claude/style.md for the style. Run ~/.claude/ln.sh and ~/.claude/dl now.\n",
         )
         .unwrap();
+        // Links are never shared: one to a file is kept with its target for the note.
+        std::os::unix::fs::symlink("statusline.sh", root.join("ln.sh")).unwrap();
+        std::os::unix::fs::symlink("..", root.join("dl")).unwrap();
         std::fs::write(root.join("other.json"), "~/.claude/unshared.sh").unwrap();
         let shared = ["settings.json", "CLAUDE.md", "other.json"].map(String::from);
-        let (mut got, links) = referenced(&root, &root, home, &shared);
-        assert!(links.is_empty(), "{links:?}");
+        let (mut got, mut links) = referenced(&root, &root, home, &shared);
+        links.sort();
+        assert_eq!(
+            links,
+            [
+                ("dl".to_string(), None),
+                ("ln.sh".to_string(), Some(root.join("statusline.sh")))
+            ]
+        );
         got.sort_by_key(|(n, _)| n.clone());
         use crate::plan::NodeKind::*;
         assert_eq!(
@@ -378,7 +387,8 @@ mod tests {
             ]
         );
         // settings.json not shared: nothing it names is either.
-        let (only_md, _) = referenced(&root, &root, home, &["CLAUDE.md".to_string()]);
+        let (only_md, md_links) = referenced(&root, &root, home, &["CLAUDE.md".to_string()]);
+        assert_eq!(md_links.len(), 2);
         assert_eq!(only_md, [("style.md".to_string(), File)]);
     }
 }
