@@ -133,38 +133,15 @@ pub(super) fn shared(input: &PlanInput) -> Vec<Shared> {
         add(&name, kind);
     }
     if let Some(l) = &input.facts.host.claude {
-        for (name, kind) in l.referenced.iter().filter(|(n, _)| !is_data(n)) {
-            if link_shows_what_is_hidden(input, l, name) {
-                continue;
+        // A link is never shared (resolve lists it apart, in `referenced_links`).
+        let is_link = |n: &str| l.referenced_links.iter().any(|(k, _)| k == n);
+        for (name, kind) in l.referenced.iter() {
+            if !is_data(name) && !is_link(name) {
+                add(name, *kind);
             }
-            add(name, *kind);
         }
     }
     out
-}
-
-/// Whether the referenced `name` is a link (to a regular file: others are never listed)
-/// that leads where the session must not look: into `~/.claude` itself (another entry,
-/// Claude Code's data), the session store, a hidden path, or a hidden home (red-team 9,
-/// A9-1: `keys -> ../.ssh`, `cfg -> .`).
-fn link_shows_what_is_hidden(input: &PlanInput, l: &super::facts::ClaudeLower, name: &str) -> bool {
-    let Some((_, target)) = l.referenced_links.iter().find(|(n, _)| n == name) else {
-        return false;
-    };
-    let Some(t) = target else {
-        return true;
-    };
-    let facts = input.facts;
-    let p = input.paths;
-    let under = |d: &Path| crate::pathkey::under(t, d);
-    let hidden_home =
-        input.profile.home == crate::profile::Home::Hidden && under(&facts.real(&p.home));
-    hidden_home
-        || under(&facts.real(&p.claude_root))
-        || under(&facts.real(&p.sessions_dir))
-        || super::hide::hide_list(input)
-            .map(|h| h.iter().any(|f| under(&f.real)))
-            .unwrap_or(true)
 }
 
 /// The top entry of `~/.claude` the command lies in, if it does (lexically or once its
