@@ -33,24 +33,24 @@ struct Stamp {
     display: Option<serde_json::Value>,
 }
 
-/// Whether a history line is a command of Claude Code's bash mode (`!…`): recalled by
-/// the up-arrow of the host's `claude`, one Enter runs it there, outside any sandbox
-/// (red-team 9, A9-8).
-fn is_shell(line: &[u8]) -> bool {
-    serde_json::from_slice::<Stamp>(line.trim_ascii()).is_ok_and(|s| {
-        matches!(s.display, Some(serde_json::Value::String(d)) if d.trim_start().starts_with('!'))
-    })
+impl Stamp {
+    /// Whether the line is a command of Claude Code's bash mode (`!…`): recalled by the
+    /// up-arrow of the host's `claude`, one Enter runs it there, outside any sandbox
+    /// (red-team 9, A9-8).
+    fn is_shell(&self) -> bool {
+        matches!(&self.display, Some(serde_json::Value::String(d)) if d.trim_start().starts_with('!'))
+    }
 }
 
-/// The line's `timestamp` (ms) and `project`, if it is a JSON object that has a numeric
-/// timestamp.
-fn parse(line: &[u8]) -> Option<(f64, Option<serde_json::Value>)> {
+/// The line's `timestamp` (ms) and what else is read of it, if it is a JSON object that
+/// has a numeric timestamp.
+fn parse(line: &[u8]) -> Option<(f64, Stamp)> {
     let t = line.trim_ascii();
     if t.first() != Some(&b'{') {
         return None;
     }
     let s = serde_json::from_slice::<Stamp>(t).ok()?;
-    Some((s.timestamp?.as_f64()?, s.project))
+    Some((s.timestamp.as_ref()?.as_f64()?, s))
 }
 
 /// The line's `timestamp` (ms), if it is a JSON object that has a numeric one.
@@ -105,14 +105,12 @@ fn session_lines<'a>(
         if base.contains(body) {
             continue;
         }
+        let own =
+            |s: &Stamp| matches!(&s.project, Some(serde_json::Value::String(p)) if p == project);
         match parse(line) {
             Some((ts, _)) if ts < since_ms as f64 => {}
-            Some((_, Some(serde_json::Value::String(p)))) if p == project && is_shell(line) => {
-                out.shell += 1
-            }
-            Some((ts, Some(serde_json::Value::String(p)))) if p == project => {
-                out.lines.push((ts, body))
-            }
+            Some((_, s)) if own(&s) && s.is_shell() => out.shell += 1,
+            Some((ts, s)) if own(&s) => out.lines.push((ts, body)),
             Some(_) => out.elsewhere += 1,
             None => {
                 out.bad += 1;
