@@ -428,10 +428,6 @@ pub enum MaskEntry {
     /// A directory the lower has, with the lower's mode (overlayfs shows the topmost
     /// layer's attributes for a directory several layers hold).
     Dir { path: PathBuf, mode: u32 },
-    /// A directory marked opaque (`user.overlay.opaque`): nothing of the lower's
-    /// directory shows through it, also what the host puts there later (red-team 7,
-    /// A7-11); only what this layer holds below it, and the mounts on it, are seen.
-    OpaqueDir { path: PathBuf, mode: u32 },
     /// An overlay whiteout (a 0/0 character device).
     Whiteout { path: PathBuf },
     /// A file shown instead of the lower's.
@@ -446,7 +442,6 @@ impl MaskEntry {
     pub fn path(&self) -> &std::path::Path {
         match self {
             MaskEntry::Dir { path, .. }
-            | MaskEntry::OpaqueDir { path, .. }
             | MaskEntry::Whiteout { path }
             | MaskEntry::File { path, .. } => path,
         }

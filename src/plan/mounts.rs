@@ -304,8 +304,8 @@ impl<'a> Mounts<'a> {
         }
     }
 
-    /// 4b. This project's entries of the opaque conversation dirs (see
-    ///     `masks::claude_layer`), each an overlay of the host's entry below the session's
+    /// 4b. This project's entries of the conversation dirs (directories of the mask
+    ///     layer that hold nothing else: see `masks::claude_layer`), each an overlay of the host's entry below the session's
     ///     own (`state/projects/<key>`, where Claude Code's writes landed before and
     ///     merge-back looks), so nothing another project has there can show.
     fn own_conversations(&mut self, root: &Path) {

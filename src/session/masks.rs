@@ -180,7 +180,7 @@ fn session_layer(
 
 fn mask_error(layer: &Path, e: std::io::Error) -> Error {
     Error::io("make the mask layer", layer, e).hint(
-        "csbox masks hidden paths with overlay whiteouts and opaque directories; the file system must allow a 0/0 character device (Linux >= 5.8) and user.* extended attributes (tmpfs: Linux >= 6.6)",
+        "csbox masks hidden paths with overlay whiteouts; the file system must allow a 0/0 character device (Linux >= 5.8)",
     )
 }
 
@@ -200,24 +200,12 @@ pub fn write_layer(dir: &OwnedFd, entries: &[MaskEntry]) -> std::io::Result<()> 
             at = openat_nofollow(&at, n, dir_flags(), Mode::empty())?;
         }
         match e {
-            MaskEntry::Dir { mode, path } | MaskEntry::OpaqueDir { mode, path } => {
+            MaskEntry::Dir { mode, path } => {
                 nix::sys::stat::mkdirat(
                     Some(at.as_raw_fd()),
                     last.as_str(),
                     Mode::from_bits_truncate(0o700),
                 )?;
-                if matches!(e, MaskEntry::OpaqueDir { .. }) {
-                    let d = openat_nofollow(&at, last, dir_flags(), Mode::empty())?;
-                    match set_opaque(&d) {
-                        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                            crate::warn!(
-                            "the session store's file system keeps no user.* extended attributes (tmpfs before Linux 6.6): {} is not opaque in the session's ~/.claude, so what other projects add there while it runs shows in it; put SESSIONS_DIR on a disk",
-                            path.display()
-                        );
-                        }
-                        r => r?,
-                    }
-                }
                 modes.push((path, *mode));
             }
             MaskEntry::Whiteout { .. } => {
@@ -259,25 +247,6 @@ pub fn write_layer(dir: &OwnedFd, entries: &[MaskEntry]) -> std::io::Result<()> 
             d.as_raw_fd(),
             Mode::from_bits_truncate(mode as libc::mode_t),
         )?;
-    }
-    Ok(())
-}
-
-/// Mark `dir` opaque the way overlayfs reads it under `userxattr` (the mount option of
-/// every csbox overlay, natively and in a bundle): `user.overlay.opaque` = `y`.
-fn set_opaque(dir: &OwnedFd) -> std::io::Result<()> {
-    // SAFETY: a valid fd, NUL-terminated name, a 1-byte value.
-    let r = unsafe {
-        libc::fsetxattr(
-            dir.as_raw_fd(),
-            c"user.overlay.opaque".as_ptr(),
-            b"y".as_ptr().cast(),
-            1,
-            0,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
