@@ -2035,6 +2035,65 @@ probe!(the_hooks_path_the_users_git_config_names_does_not_stay {
     },
 });
 
+// Red-team 9b, A9-2: git resolves a relative hooksPath against the top of the worktree it
+// runs in, so `../hooks` of the user's config names, for a repository the session nests at
+// `pkg/nest`, the dir `pkg/hooks` inside the project; `../rhooks` of the project's own
+// config names `t/rhooks` for a linked worktree the session adds at `t/wt`.
+macro_rules! NESTED_HOOK {
+    () => {
+        r#"printf '#!/bin/sh\necho %s > %s/pwned\n' "$NONCE" "$OUT" > "$H/pre-commit" && chmod +x "$H/pre-commit"; true"#
+    };
+}
+
+/// `git commit` on the host in `dir` (it may fail: the repository may be gone); then
+/// whether the session's hook ran or is still there.
+fn nested_hook_stayed(c: &Ctx, dir: &str, hooks: &str) -> bool {
+    let _ = c
+        .env
+        .command("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(["commit", "-q", "--allow-empty", "-m", "host"])
+        .current_dir(c.proj.join(dir))
+        .output();
+    c.has_nonce(&c.out.join("pwned")) || c.proj.join(hooks).join("pre-commit").exists()
+}
+
+probe!(a_hooks_dir_above_a_repository_the_session_nests_does_not_stay {
+    setup: |c| {
+        real_repo(c);
+        c.write(&c.home(".gitconfig"), "[core]\n\thooksPath = ../hooks\n");
+    },
+    inside: concat!(
+        "git init -q pkg/nest && git -C pkg/nest -c user.name=t -c user.email=t@t commit -q --allow-empty -m n --no-verify; H=pkg/hooks; mkdir -p $H; ",
+        NESTED_HOOK!()
+    ),
+    escaped: |c| nested_hook_stayed(c, "pkg/nest", "pkg/hooks"),
+});
+probe!(a_hooks_dir_above_a_repository_nested_in_a_plain_project_does_not_stay {
+    setup: |c| {
+        std::fs::remove_dir_all(c.proj.join(".git")).unwrap();
+        c.write(&c.home(".gitconfig"), "[core]\n\thooksPath = ../hooks\n");
+    },
+    inside: concat!(
+        "git init -q pkg/nest && git -C pkg/nest -c user.name=t -c user.email=t@t commit -q --allow-empty -m n --no-verify; H=pkg/hooks; mkdir -p $H; ",
+        NESTED_HOOK!()
+    ),
+    escaped: |c| nested_hook_stayed(c, "pkg/nest", "pkg/hooks"),
+});
+probe!(
+    a_hooks_dir_above_a_worktree_the_session_adds_does_not_stay {
+        setup: |c| {
+            real_repo(c);
+            git_ok(c, &c.proj, &["config", "core.hooksPath", "../rhooks"]);
+        },
+        inside: concat!(
+            "git worktree add -q t/wt 2>&1; H=t/rhooks; mkdir -p $H; ",
+            NESTED_HOOK!()
+        ),
+        escaped: |c| nested_hook_stayed(c, "t/wt", "t/rhooks"),
+    }
+);
+
 probe!(a_dev_container_the_session_makes_does_not_stay {
     setup: |c| std::fs::remove_dir_all(c.proj.join(".devcontainer")).unwrap(),
     inside: r#"mkdir -p .devcontainer && echo "{\"initializeCommand\": \"echo $NONCE\"}" > .devcontainer/devcontainer.json"#,

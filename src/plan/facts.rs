@@ -47,6 +47,10 @@ pub struct HostLayout {
     pub home_submounts: Vec<PathBuf>,
     /// The git worktree the working directory lies in.
     pub git: Option<GitLayout>,
+    /// The relative `core.hooksPath` values (`.githooks`, `../hooks`) of the user's, the
+    /// system's and the repository's git config, as written: git resolves one against
+    /// the top of each worktree it runs in, a repository nested in the project too.
+    pub relative_hooks: Vec<PathBuf>,
     /// The entries of the project's possible tops (the worktree's top, the working
     /// directory), at most [`TOP_NAMES_CAP`] of each: what a protect pattern
     /// (`*.code-workspace`) is matched against at launch.

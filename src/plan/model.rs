@@ -167,6 +167,12 @@ pub struct ProjectView {
     /// `protected`.
     #[serde(default)]
     pub patterns: Vec<String>,
+    /// Relative hooks paths of the git configs (`../hooks`), as written: for a
+    /// repository or linked worktree below the top, each is resolved against that
+    /// one's top, and what the session made there inside the project is moved as a
+    /// watched path is (red-team 9b, A9-2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nested_hooks: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -98,6 +98,7 @@ pub(super) fn view(input: &PlanInput) -> Result<(View, Vec<String>), Error> {
         watched: prot.watched,
         watched_dirs: prot.watched_dirs,
         patterns: prot.patterns,
+        nested_hooks: input.facts.host.relative_hooks.clone(),
     };
     let view = View {
         home_masks: super::hide::home_masks(input, &home, home_mode)?,

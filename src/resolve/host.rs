@@ -49,11 +49,22 @@ pub fn layout(
     let runtime_dir = runtime_dir(uid, env);
     let home = canonical_or_self(home);
     let socket = |p: PathBuf| is_socket(&p).then(|| canonical_or_self(&p));
-    let git = git_layout(cwd);
+    let mut relative_hooks = Vec::new();
+    let git = git_layout(cwd, &mut relative_hooks);
+    if git.is_none() {
+        // No repository around the project: what the user's and system's config say
+        // still applies to one the session makes in it.
+        for config in outer_git_configs() {
+            config_refs(&config, cwd, 0, &mut Vec::new(), &mut relative_hooks);
+        }
+    }
+    relative_hooks.sort();
+    relative_hooks.dedup();
     let top_names = top_names(git.as_ref().map(|g| g.top.as_path()), cwd);
     HostLayout {
         home_submounts: submounts(&home, &canonical_or_self(store)),
         git,
+        relative_hooks,
         top_names,
         resolv_conf: std::fs::canonicalize("/etc/resolv.conf")
             .ok()
@@ -207,8 +218,10 @@ fn read_line(p: &Path) -> Option<String> {
     Some(String::from_utf8_lossy(&b).trim().to_string())
 }
 
-/// The nearest `.git` above the working directory, and what it points to.
-pub fn git_layout(cwd: &Path) -> Option<GitLayout> {
+/// The nearest `.git` above the working directory, and what it points to; the relative
+/// `core.hooksPath` values of its configs (and the user's and system's) are added to
+/// `relative_hooks`.
+pub fn git_layout(cwd: &Path, relative_hooks: &mut Vec<PathBuf>) -> Option<GitLayout> {
     let (top, dotgit) = cwd
         .ancestors()
         .map(|d| (d.to_path_buf(), d.join(".git")))
@@ -267,7 +280,7 @@ pub fn git_layout(cwd: &Path) -> Option<GitLayout> {
     // The user's and the system's config too: a relative `core.hooksPath = .githooks`
     // there makes every repository's `.githooks/` its hooks (red-team 9, A9-2).
     for config in outer_git_configs().into_iter().chain(repo) {
-        config_refs(&config, &top, 0, &mut config_paths);
+        config_refs(&config, &top, 0, &mut config_paths, relative_hooks);
     }
     config_paths.sort();
     config_paths.dedup();
@@ -314,8 +327,17 @@ fn outer_git_configs() -> Vec<PathBuf> {
 
 /// The paths a git config file names for git to run or read: `core.hooksPath` (relative
 /// to the worktree's top) and the files it includes (relative to the config's own dir),
-/// following includes a few levels deep.
-fn config_refs(config: &Path, top: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+/// following includes a few levels deep. A relative hooksPath is also added to
+/// `relative`, as written: git resolves it against the top of whichever worktree it runs
+/// in, so `../hooks` names a dir inside the project for a repository nested in it
+/// (red-team 9b, A9-2).
+fn config_refs(
+    config: &Path,
+    top: &Path,
+    depth: usize,
+    out: &mut Vec<PathBuf>,
+    relative: &mut Vec<PathBuf>,
+) {
     let Ok(text) = read_regular(config, GIT_CONFIG_CAP) else {
         return;
     };
@@ -327,12 +349,18 @@ fn config_refs(config: &Path, top: &Path, depth: usize, out: &mut Vec<PathBuf>) 
         // `~/` and relative paths as git expands them, `..` removed lexically.
         let at = |dir: &Path| crate::profile::expand::lexical(&e.value, &home, dir).ok();
         match (e.section.as_str(), e.key.as_str()) {
-            ("core", "hookspath") => out.extend(at(top)),
+            ("core", "hookspath") => {
+                let v = e.value.trim();
+                if !v.is_empty() && !v.starts_with('/') && !v.starts_with('~') {
+                    relative.push(PathBuf::from(v));
+                }
+                out.extend(at(top))
+            }
             ("include" | "includeif", "path") => {
                 let Some(p) = at(base) else { continue };
                 if depth < GIT_INCLUDE_DEPTH && !out.contains(&p) {
                     out.push(p.clone());
-                    config_refs(&p, top, depth + 1, out);
+                    config_refs(&p, top, depth + 1, out, relative);
                 }
             }
             _ => {}
@@ -394,7 +422,7 @@ mod tests {
             "[Core] HooksPath = \"tools/hooks\"\n",
         )
         .unwrap();
-        let g = git_layout(&wt.join("src")).unwrap();
+        let g = git_layout(&wt.join("src"), &mut Vec::new()).unwrap();
         let real = |p: &Path| p.canonicalize().unwrap();
         assert_eq!(g.top, wt);
         assert_eq!(g.gitdir, real(&main.join(".git/worktrees/wt")));
@@ -417,7 +445,7 @@ mod tests {
                 wt.join("tools/hooks"),
             ]
         );
-        let m = git_layout(&main).unwrap();
+        let m = git_layout(&main, &mut Vec::new()).unwrap();
         assert_eq!((m.top, m.gitdir.clone()), (main.clone(), main.join(".git")));
         assert_eq!(m.common, m.gitdir);
         assert_eq!(m.module_gitfiles, vec![main.join("libs/x/.git")]);

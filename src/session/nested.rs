@@ -73,6 +73,8 @@ pub(super) struct Walk<'s, 'a, 'w> {
     /// directory below the top too: `packages/web/.npmrc` steers `npm test` run there
     /// as `.npmrc` does at the top (red-team 4, A4-3). Keyed by their first name.
     steering: Vec<(std::ffi::OsString, PathBuf)>,
+    /// The project's top, opened.
+    root: OwnedFd,
     on_dir: Option<OnDir<'w>>,
     /// `on_dir` said stop.
     stopped: bool,
@@ -114,6 +116,7 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
             unread: None,
             top_git: root_path.join(".git"),
             steering,
+            root: root.try_clone().ok()?,
             on_dir,
             stopped: false,
         };
@@ -157,6 +160,7 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
         // A bare-looking repository: git uses it as one when run inside. Without a
         // HEAD it is still what a `commondir` may name for its config (A6-2).
         if depth > 0 && (has(b"HEAD") || has(b"config")) && has(b"objects") && has(b"refs") {
+            self.nested_hooks(path);
             self.watch_git(dir, path, depth);
             self.git_dir(dir, path);
             return true;
@@ -253,6 +257,9 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
         st: &libc::stat,
         depth: usize,
     ) {
+        if let Some(top) = path.parent() {
+            self.nested_hooks(top);
+        }
         match kind(st) {
             libc::S_IFDIR => {
                 if let Ok(g) = openat_nofollow(dir, ".git", dir_flags(), Mode::empty()) {
@@ -297,38 +304,62 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
     fn steering_files(&mut self, dir: &OwnedFd, path: &Path, names: &[CString]) {
         let steering = std::mem::take(&mut self.steering);
         for (first, rel) in &steering {
-            if !names.iter().any(|n| n.to_bytes() == first.as_bytes()) {
-                continue;
-            }
-            let Ok(mut cur) = dir.try_clone() else {
-                continue;
-            };
-            let comps: Vec<&std::ffi::OsStr> = rel.iter().collect();
-            for (i, c) in comps.iter().enumerate() {
-                let Ok(cname) = CString::new(c.as_bytes()) else {
-                    break;
-                };
-                let Some(st) = lstat_at(&cur, &cname) else {
-                    break;
-                };
-                let last = i + 1 == comps.len();
-                let here = path.join(comps[..=i].iter().collect::<PathBuf>());
-                if last || kind(&st) == libc::S_IFLNK {
-                    if changed_since(&st, self.since) {
-                        self.sweep.quarantine(&cur, &cname, &here, None);
-                    }
-                    break;
-                }
-                if kind(&st) != libc::S_IFDIR {
-                    break;
-                }
-                match c.to_str().and_then(|n| open_dir_fixing(&cur, n)) {
-                    Some(fd) => cur = fd,
-                    None => break,
-                }
+            if names.iter().any(|n| n.to_bytes() == first.as_bytes()) {
+                self.steer(dir, path, rel);
             }
         }
         self.steering = steering;
+    }
+
+    /// The hooks dirs that the relative hooks paths of the git configs name for the
+    /// repository whose top (or, bare, whose git dir) is `base`: `../hooks` of a
+    /// repository the session nests at `pkg/nest` is `pkg/hooks`, inside the project
+    /// (red-team 9b, A9-2). What the session made or changed there is moved.
+    fn nested_hooks(&mut self, base: &Path) {
+        let root_path = self.sweep.project().path.clone();
+        let targets: Vec<PathBuf> = (self.sweep.project().nested_hooks.iter())
+            .map(|r| normalize(&base.join(r)))
+            .filter(|t| !t.starts_with(&self.top_git))
+            .filter_map(|t| Some(t.strip_prefix(&root_path).ok()?.to_path_buf()))
+            .filter(|rel| !rel.as_os_str().is_empty())
+            .collect();
+        for rel in targets {
+            if let Ok(root) = self.root.try_clone() {
+                self.steer(&root, &root_path, &rel);
+            }
+        }
+    }
+
+    /// `rel` below `dir` (at `path`), reached one directory at a time without following
+    /// a link: moved when the session made or changed it (or made a link on the way).
+    fn steer(&mut self, dir: &OwnedFd, path: &Path, rel: &Path) {
+        let Ok(mut cur) = dir.try_clone() else {
+            return;
+        };
+        let comps: Vec<&std::ffi::OsStr> = rel.iter().collect();
+        for (i, c) in comps.iter().enumerate() {
+            let Ok(cname) = CString::new(c.as_bytes()) else {
+                return;
+            };
+            let Some(st) = lstat_at(&cur, &cname) else {
+                return;
+            };
+            let last = i + 1 == comps.len();
+            let here = path.join(comps[..=i].iter().collect::<PathBuf>());
+            if last || kind(&st) == libc::S_IFLNK {
+                if changed_since(&st, self.since) {
+                    self.sweep.quarantine(&cur, &cname, &here, None);
+                }
+                return;
+            }
+            if kind(&st) != libc::S_IFDIR {
+                return;
+            }
+            match c.to_str().and_then(|n| open_dir_fixing(&cur, n)) {
+                Some(fd) => cur = fd,
+                None => return,
+            }
+        }
     }
 
     /// `abs`, opened, when it lies below the `modules/` or `worktrees/` of one of the

@@ -10,6 +10,7 @@ fn project(root: &Path, watched: Vec<Watched>, dirs: Vec<WatchedDir>) -> Project
         watched,
         watched_dirs: dirs,
         patterns: vec![],
+        nested_hooks: vec![],
     }
 }
 
