@@ -2100,6 +2100,19 @@ probe!(a_dev_container_the_session_makes_does_not_stay {
     escaped: |c| c.proj.join(".devcontainer").exists(),
 });
 
+// Red-team 9, A9-5: Claude Code's error and MCP-server logs of every project, in the home
+// outside ~/.claude; a session starts without them and what it writes there stays its own.
+secret!(
+    another_projects_claude_code_mcp_log_is_unreadable,
+    ".cache/claude-cli-nodejs/-home-u-other/mcp-logs-db/2026-12-01.txt"
+);
+probe!(
+    a_claude_code_log_the_session_writes_does_not_reach_the_host {
+        inside: r#"d="$HOME/.cache/claude-cli-nodejs/-p/errors"; mkdir -p "$d" && echo "$NONCE" > "$d/e.txt"; true"#,
+        escaped: |c| c.has_nonce(&c.home(".cache/claude-cli-nodejs/-p/errors/e.txt")),
+    }
+);
+
 // F8: the host's per-session Claude state is not the session's to read.
 secret!(
     another_sessions_shell_snapshot_is_unreadable,

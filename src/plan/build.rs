@@ -78,6 +78,7 @@ pub fn wanted_paths(
     out.extend(
         super::mounts::CACHES
             .iter()
+            .chain(super::hide::CLAUDE_HOME_DATA)
             .map(|c| paths.home.join(c))
             .chain(
                 profile

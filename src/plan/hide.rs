@@ -51,6 +51,13 @@ pub(super) fn hide_list(input: &PlanInput) -> Result<Vec<PathFact>, Error> {
     Ok(out)
 }
 
+/// Claude Code's own data in the home outside `~/.claude`, relative to the home: its
+/// error and MCP-server logs for every project (`~/.cache/claude-cli-nodejs/<project
+/// key>/`; red-team 9, A9-5). Under a copy-on-write home each is masked whether the host
+/// has it or not, so a session starts with none of it and what its own Claude Code writes
+/// there lands in its home layer.
+pub const CLAUDE_HOME_DATA: &[&str] = &[".cache/claude-cli-nodejs"];
+
 /// The hidden paths that do not exist and would show through the copy-on-write home's
 /// lower layer if the host created them: below the home, not in what csbox mounts there
 /// itself (the `~/.claude` view, the store, file systems bound back).
@@ -72,14 +79,26 @@ pub(super) fn home_masks(
     // Some hundred paths: a set, not `out.contains` (quadratic: 13 % of a launch's CPU).
     let mut seen = crate::pathkey::PathSet::default();
     let under = crate::pathkey::under;
+    let outside = |p: &Path| {
+        !under(p, home)
+            || p == home
+            || own.iter().any(|o| under(p, o))
+            || facts.host.home_submounts.iter().any(|m| under(p, m))
+    };
+    // An existing hidden path is hidden by a bind (`mounts`), not here: a path the hide
+    // list names is left to it.
+    let mut bound = crate::pathkey::PathSet::default();
     for f in hide_list(input)? {
         let p = f.real;
-        let skip = f.kind.is_some()
-            || !under(&p, home)
-            || p == home
-            || own.iter().any(|o| under(&p, o))
-            || facts.host.home_submounts.iter().any(|m| under(&p, m));
-        if !skip && seen.insert(p.clone()) {
+        if f.kind.is_some() {
+            bound.insert(p);
+        } else if !outside(&p) && seen.insert(p.clone()) {
+            out.push(p);
+        }
+    }
+    for rel in CLAUDE_HOME_DATA {
+        let p = facts.real(&input.paths.home.join(rel));
+        if !outside(&p) && !bound.contains(&p) && seen.insert(p.clone()) {
             out.push(p);
         }
     }

@@ -49,7 +49,8 @@ pub(super) fn home_layer(input: &PlanInput, view: &View) -> Option<MaskLayer> {
             }
             // Something that is no directory is in the way: the host cannot make the
             // hidden path without removing it first, and it is not the plan's to hide.
-            if host.is_none() && added.insert(cur.clone()) {
+            // The path itself is masked even when the host has it (`CLAUDE_HOME_DATA`).
+            if (host.is_none() || i + 1 == n) && added.insert(cur.clone()) {
                 entries.push(MaskEntry::Whiteout { path: cur.clone() });
             }
             break;

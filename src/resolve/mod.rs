@@ -107,8 +107,9 @@ impl Resolved {
                 .starts_with(facts.real(&paths.claude_root))
         {
             return Err(Error::Usage(format!(
-                "SESSIONS_DIR ({}) lies inside CLAUDE_ROOT ({}): the session overlay uses CLAUDE_ROOT as its lower layer, \
-and a layer inside another is refused by overlayfs; unset SESSIONS_DIR (default ~/.local/share/csbox/sessions) or point it elsewhere",
+                "SESSIONS_DIR ({}) lies inside CLAUDE_ROOT ({}): every session's ~/.claude view is made from CLAUDE_ROOT and \
+merge-back writes into it, so a store there would put each session's layers where the others and the host's Claude Code read; \
+unset SESSIONS_DIR (default ~/.local/share/csbox/sessions) or point it elsewhere",
                 paths.sessions_dir.display(),
                 paths.claude_root.display()
             ))
