@@ -900,3 +900,83 @@ fn the_launcher_follows_the_plans_no_new_privs_and_die_with_parent() {
         );
     }
 }
+
+/// A runtime dir on a file system that takes no whiteout (overlayfs refuses an
+/// unprivileged user's 0/0 character device: EPERM, as in a container whose / is an
+/// overlay): the home's mask layer is made in /dev/shm instead, and the session runs.
+#[test]
+fn a_runtime_dir_that_takes_no_whiteout_falls_back_to_dev_shm() {
+    if As::me().uid != 0 {
+        cannot_run("mounting an overlayfs as the runtime dir needs root");
+        return;
+    }
+    let user = users().pop().unwrap();
+    assert_ne!(user.uid, 0, "an unprivileged user is needed");
+    let env = TestEnv::new(user);
+    let ovl = env.dir.path().join("ovl");
+    for d in ["l", "u", "w", "m"] {
+        std::fs::create_dir_all(ovl.join(d)).unwrap();
+    }
+    let m = ovl.join("m");
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        ovl.join("l").display(),
+        ovl.join("u").display(),
+        ovl.join("w").display()
+    );
+    let st = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(&m)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount overlay on {}", m.display());
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _u = Unmount(&m);
+    std::os::unix::fs::chown(&m, Some(env.user.uid), Some(env.user.gid)).unwrap();
+    std::fs::set_permissions(&m, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    // The file system really refuses it (else the test shows nothing).
+    let refused = env
+        .command("sh")
+        .arg("-c")
+        .arg(format!(
+            "python3 -c 'import os; os.mknod(\"{}/w\", 0o20600, 0)'",
+            m.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "the overlay took a whiteout: the test would show nothing"
+    );
+    let out = env
+        .csbox(&[
+            "run",
+            "--hide",
+            "~/.not-there-r10",
+            "--",
+            "sh",
+            "-c",
+            "test ! -e ~/.not-there-r10 && echo inside-ok",
+        ])
+        .env("XDG_RUNTIME_DIR", &m)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && stdout(&out).contains("inside-ok"),
+        "{:?}: {}",
+        out.status,
+        stderr(&out)
+    );
+    let shm = format!("/dev/shm/csbox-{}/masks", env.user.uid);
+    assert!(
+        std::fs::read_dir(&shm)
+            .map(|d| d.count() > 0)
+            .unwrap_or(false),
+        "no mask layer in {shm}"
+    );
+}

@@ -285,14 +285,33 @@ pub fn build_private(plan: &mut Plan, id: &str) -> Result<PrivateLayers> {
         // The same entries make the same layer, which no sandbox can change (a lower
         // layer): made once and shared by every later launch, as long as it is there
         // (it costs 1 ms on a tmpfs, 5-20 ms on a disk, at every launch otherwise).
-        if let Some(path) = cached_layer(runtime_dir.as_deref(), &layer.entries) {
+        // A runtime dir whose file system takes no whiteout (one on overlayfs: EPERM)
+        // is passed over for /dev/shm, a tmpfs, as when there is no runtime dir.
+        let places = [runtime_dir.as_deref(), None];
+        let places = &places[usize::from(runtime_dir.is_none())..];
+        if let Some(path) = places
+            .iter()
+            .find_map(|&rt| cached_layer(rt, &layer.entries))
+        {
             *built = Some(path);
             continue;
         }
-        let (parent, name, path, fd) = private_dir(runtime_dir.as_deref(), id)?;
-        out.made.push((parent, name, path.clone()));
-        write_layer(&fd, &layer.entries).map_err(|e| mask_error(&path, e))?;
-        *built = Some(path);
+        let mut failed = None;
+        for &rt in places {
+            let (parent, name, path, fd) = private_dir(rt, id)?;
+            out.made.push((parent, name, path.clone()));
+            match write_layer(&fd, &layer.entries) {
+                Ok(()) => {
+                    *built = Some(path);
+                    failed = None;
+                    break;
+                }
+                Err(e) => failed = Some(mask_error(&path, e)),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
     }
     Ok(out)
 }
