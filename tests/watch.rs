@@ -621,7 +621,8 @@ fn in_quarantine(p: &Proj, out: &std::process::Output, names: &[&str]) {
 
 /// Red-team 5, A5-1: code-steering files the session makes below the top of the project
 /// (a nested repository with a `core.fsmonitor`, a bare one, `src/.npmrc`,
-/// `pkg/c/.cargo/config.toml`, a directory made and filled elsewhere and renamed in) are
+/// `pkg/c/.cargo/config.toml`, a directory made and filled elsewhere and renamed in,
+/// files matching a protect pattern, at the top and below it: red-team 9, A9-6) are
 /// gone from the project within a couple of seconds while the session still runs, and a
 /// host `git status` in the nested repository runs nothing. True when one of them stayed
 /// (what `--profile compat`, with no watch, shows).
@@ -630,6 +631,7 @@ fn deep_while_running(user: As, profile: &str) -> bool {
     let script = format!(
         "echo $NONCE; mkdir -p src pkg/c/.cargo deep t/x/y && echo 'script-shell=/tmp/evil' > src/.npmrc && \
          printf '[build]\\nrustc-wrapper = \"/tmp/x\"\\n' > pkg/c/.cargo/config.toml && \
+         printf '[hooks]\\nenter = \"echo x\"\\n' > pkg/c/mise.dev.toml && echo '{{}}' > w.code-workspace && \
          git init -q pkg/r && (cd pkg/r && {FSMONITOR} >> .git/config) && \
          git init -q --bare bare1 && git -C bare1 config core.fsmonitor 'echo x' && \
          mkdir -p t/m/n && echo 'script-shell=/tmp/evil' > t/m/n/.npmrc && mv t/m deep/ && {WAIT_GO}"
@@ -645,6 +647,9 @@ fn deep_while_running(user: As, profile: &str) -> bool {
         "pkg/r/.git/config",
         "bare1/config",
         "deep/m/n/.npmrc",
+        // A protect pattern's (`mise.*.toml`, `*.code-workspace`), below the top and at it.
+        "pkg/c/mise.dev.toml",
+        "w.code-workspace",
     ];
     let left = |p: &Proj| -> Vec<&str> {
         deep.iter()

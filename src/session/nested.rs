@@ -309,6 +309,20 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
             }
         }
         self.steering = steering;
+        // The protect patterns (`mise.*.toml`) as at the top: mise reads `sub/mise.dev.toml`
+        // when a shell enters `sub/` (red-team 9, A9-6).
+        let patterns = &self.sweep.project().patterns;
+        let hits: Vec<PathBuf> = (names.iter())
+            .filter(|n| {
+                patterns
+                    .iter()
+                    .any(|p| crate::plan::matches_pattern(p, n.to_bytes()))
+            })
+            .map(|n| PathBuf::from(std::ffi::OsStr::from_bytes(n.to_bytes())))
+            .collect();
+        for rel in hits {
+            self.steer(dir, path, &rel);
+        }
     }
 
     /// The hooks dirs that the relative hooks paths of the git configs name for the

@@ -207,13 +207,12 @@ impl State {
             return true;
         };
         let project = &self.project;
-        // At the top, a name that matches a protect pattern (`*.code-workspace`) too.
-        let pattern = |dir: &Path, n: &std::ffi::OsStr| {
-            dir == project.path
-                && project
-                    .patterns
-                    .iter()
-                    .any(|p| crate::plan::matches_pattern(p, n.as_encoded_bytes()))
+        // A name that matches a protect pattern (`*.code-workspace`) too, in any dir.
+        let pattern = |_: &Path, n: &std::ffi::OsStr| {
+            project
+                .patterns
+                .iter()
+                .any(|p| crate::plan::matches_pattern(p, n.as_encoded_bytes()))
         };
         let relevant = events.iter().any(|e| match self.dirs.get(&e.wd) {
             Some((_, None)) => true,
