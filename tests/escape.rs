@@ -2349,7 +2349,7 @@ fn a_session_cannot_scroll_away_or_garble_csbox_warnings() {
     let screen = t.wait_for("DONE");
     drop(t);
     assert!(
-        screen.contains("this session made"),
+        screen.contains("while this session ran"),
         "the warning is off the screen or garbled:\n{screen}"
     );
     assert!(!c.proj.join(".envrc").exists(), "moved out of the project");
@@ -2365,7 +2365,9 @@ fn what_a_session_made_is_reported_moved_and_kept_for_review() {
     assert!(stdout(&out).contains(&format!("RAN={}", c.nonce)));
     let err = stderr(&out);
     assert!(
-        err.contains("this session made") && err.contains(".envrc") && err.contains("moved it to"),
+        err.contains("while this session ran")
+            && err.contains(".envrc")
+            && err.contains("moved it to"),
         "{err}"
     );
     assert!(err.contains("kept session"), "{err}");

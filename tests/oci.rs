@@ -527,7 +527,7 @@ fn a_bundles_exit_walk_moves_a_nested_repos_config_and_a_deep_envrc() {
         // The messages `csbox run` gives at exit, as the runtime logs a failed hook's.
         let err = stderr(&run);
         assert!(
-            err.contains("this session made") && err.contains("pkg/e/.envrc"),
+            err.contains("while this session ran") && err.contains("pkg/e/.envrc"),
             "{err}"
         );
         let q = env.sessions_dir().join(&id).join("quarantine");

@@ -110,7 +110,7 @@ fn git_commit_works_in_the_project_and_reaches_the_host() {
         // What git init writes steers nothing: it stays (and nothing is reported).
         assert!(proj.join(".git/config").exists() && proj.join(".git/hooks").exists());
         assert!(
-            !stderr(&out).contains("this session made"),
+            !stderr(&out).contains("while this session ran"),
             "{}",
             stderr(&out)
         );
@@ -176,7 +176,7 @@ fn a_worktree_the_session_adds_stays_usable_on_the_host() {
         let out = run_in(&env, &proj, "git worktree add -q wt -b side && echo added");
         assert!(stdout(&out).contains("added"), "{}", stderr(&out));
         assert!(
-            !stderr(&out).contains("this session made"),
+            !stderr(&out).contains("while this session ran"),
             "nothing of the worktree is moved: {}",
             stderr(&out)
         );
@@ -229,7 +229,7 @@ fn git_works_in_a_repository_whose_git_dir_is_pinned() {
             stderr(&out)
         );
         assert!(
-            !stderr(&out).contains("this session made"),
+            !stderr(&out).contains("while this session ran"),
             "nothing moved: {}",
             stderr(&out)
         );

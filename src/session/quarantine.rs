@@ -600,7 +600,8 @@ impl Sweep<'_> {
     }
 }
 
-/// One line for the user about `q`.
+/// One line for the user about `q`: "while this session ran", not "this session made", since
+/// another session in the same project may have made it (red-team 9b, A7-7).
 pub fn describe(q: &Quarantined) -> String {
     let what = match (&q.moved_to, &q.error) {
         (Some(to), _) => format!("moved it to {}", crate::human::printable_path(to)),
@@ -622,10 +623,10 @@ pub fn describe(q: &Quarantined) -> String {
     let path = crate::human::printable_path(&q.path);
     match super::gitstate::after_move(&q.path).filter(|_| q.moved_to.is_some()) {
         Some(git) => format!(
-            "this session made {path} in the project: {git}; csbox {what}{link}. Review it before you move it back"
+            "while this session ran, {path} was made in the project: {git}; csbox {what}{link}. Review it before you move it back"
         ),
         None => format!(
-            "this session made {path} in the project: such files run code on your host later (git config and hooks, editor tasks, agent settings); csbox {what}{link}. Review it before you move it back"
+            "while this session ran, {path} was made in the project: such files run code on your host later (git config and hooks, editor tasks, agent settings); csbox {what}{link}. Review it before you move it back"
         ),
     }
 }
