@@ -631,10 +631,11 @@ fn deep_while_running(user: As, profile: &str) -> bool {
     let script = format!(
         "echo $NONCE; mkdir -p src pkg/c/.cargo deep t/x/y && echo 'script-shell=/tmp/evil' > src/.npmrc && \
          printf '[build]\\nrustc-wrapper = \"/tmp/x\"\\n' > pkg/c/.cargo/config.toml && \
-         printf '[hooks]\\nenter = \"echo x\"\\n' > pkg/c/mise.dev.toml && echo '{{}}' > w.code-workspace && \
+         echo '{{}}' > w.code-workspace && \
          git init -q pkg/r && (cd pkg/r && {FSMONITOR} >> .git/config) && \
          git init -q --bare bare1 && git -C bare1 config core.fsmonitor 'echo x' && \
-         mkdir -p t/m/n && echo 'script-shell=/tmp/evil' > t/m/n/.npmrc && mv t/m deep/ && {WAIT_GO}"
+         mkdir -p t/m/n && echo 'script-shell=/tmp/evil' > t/m/n/.npmrc && mv t/m deep/ && \
+         sleep 1 && printf '[hooks]\\nenter = \"echo x\"\\n' > pkg/c/mise.dev.toml && {WAIT_GO}"
     );
     let child = p.run(profile, &script);
     assert!(

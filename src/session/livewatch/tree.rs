@@ -86,6 +86,9 @@ pub(super) struct Tree {
     max_user_watches: Option<usize>,
     root: PathBuf,
     steering: Vec<(OsString, PathBuf)>,
+    /// The protect patterns (`mise.*.toml`): a name that matches one is looked at in any
+    /// directory, as a steering name is.
+    patterns: Vec<String>,
     /// (st_dev, st_ino) of each watched git dir's `config`, as last seen, and the git dir.
     configs: HashMap<(u64, u64), PathBuf>,
     /// Said on stderr already: a bound or the budget reached, the walk cut short.
@@ -112,6 +115,7 @@ impl Tree {
             max_user_watches,
             root: project.path.clone(),
             steering: nested::steering(project),
+            patterns: project.patterns.clone(),
             said_full: false,
             said_cut: false,
         }
@@ -279,7 +283,15 @@ impl Tree {
                 if file && room && !self.configs.is_empty() {
                     push(Work::Arrived(d.path.clone(), name.clone()));
                 }
-                if name == ".git" || git_name || self.steering.iter().any(|(f, _)| f == name) {
+                let pattern = || {
+                    (self.patterns.iter())
+                        .any(|p| crate::plan::matches_pattern(p, name.as_encoded_bytes()))
+                };
+                if name == ".git"
+                    || git_name
+                    || self.steering.iter().any(|(f, _)| f == name)
+                    || pattern()
+                {
                     push(Work::Look(d.path.clone(), d.depth));
                 }
                 if git_name {
