@@ -91,8 +91,6 @@ pub struct HostLayout {
 pub struct ClaudeLower {
     /// Modes of `projects`, `file-history` and `todos`, those that are directories.
     pub dirs: Vec<(String, u32)>,
-    /// Names in `projects/` (one per project key).
-    pub projects: Vec<String>,
     /// Names in `file-history/` (one per conversation uuid).
     pub file_history: Vec<String>,
     /// Names in `todos/` (`<conversation uuid>-agent-<uuid>.json`).

@@ -40,7 +40,6 @@ pub fn lower(root: &Path, cwd: &Path) -> Option<ClaudeLower> {
                         out.own_keys.push(p.clone());
                     }
                 }
-                out.projects = names;
             }
             "file-history" => out.file_history = names,
             _ => out.todos = names,
@@ -319,12 +318,7 @@ mod tests {
         std::fs::write(root.join("history.jsonl"), h).unwrap();
         let l = lower(root, Path::new("/p/mine")).unwrap();
         assert_eq!(l.own, vec!["u1".to_string()]);
-        let mut projects = l.projects.clone();
-        projects.sort();
-        assert_eq!(
-            projects,
-            vec!["-p-mine".to_string(), "-p-other".to_string()]
-        );
+        assert_eq!(l.own_keys, vec!["-p-mine".to_string()]);
         let hist = l.history.unwrap();
         assert_eq!(
             hist.lines,

@@ -80,7 +80,6 @@ fn claude_lower() -> ClaudeLower {
             ("file-history".into(), 0o700),
             ("todos".into(), 0o755),
         ],
-        projects: vec!["-home-u-proj".into(), "-home-u-other".into()],
         file_history: vec!["u-mine".into(), "u-theirs".into()],
         todos: vec![
             "u-mine-agent-u-mine.json".into(),
