@@ -1317,3 +1317,60 @@ fn a_project_key_another_project_shares_takes_neither_its_conversations_nor_memo
         );
     }
 }
+
+/// Red-team 10, A10-B1: a `worktree-state` line naming a dir outside the project (the
+/// host's `claude --resume` chdirs there and runs `git status`), and a git dir beside a
+/// transcript (`<uuid>/tool-results/w/.git` with a `core.fsmonitor`), are not merged; what
+/// Claude Code keeps there (`subagents/`, flat `tool-results/`) is.
+#[test]
+fn a_line_that_moves_a_resume_elsewhere_and_a_tree_beside_a_transcript_are_not_merged() {
+    for user in users() {
+        let env = TestEnv::new(user);
+        let (k, cwd) = (key(&env), cwd(&env));
+        let wt = format!(
+            r#"{{"type":"worktree-state","sessionId":"{C1}","worktreeSession":{{"originalCwd":"{}","worktreePath":"{}"}}}}"#,
+            cwd.display(),
+            env.home.display()
+        );
+        let c2 = format!("projects/{k}/{C2}");
+        let files = [
+            (
+                format!("projects/{k}/{C1}.jsonl"),
+                format!("{}\n{wt}\n", user_line(C1, &cwd, "moved")),
+            ),
+            (
+                format!("{c2}.jsonl"),
+                format!("{}\n", user_line(C2, &cwd, "kept")),
+            ),
+            (
+                format!("{c2}/tool-results/w/.git/config"),
+                "[core]\n\tfsmonitor = \"echo pwned\"\n".into(),
+            ),
+            (format!("{c2}/tool-results/.hidden"), "x\n".into()),
+            (format!("{c2}/other/x.txt"), "x\n".into()),
+            (format!("{c2}/tool-results/toolu_1.txt"), "result\n".into()),
+            (format!("{c2}/subagents/agent-a1.jsonl"), "{}\n".into()),
+        ];
+        let (id, _) = session(&env, &[], &plant(&env, &files));
+        let r = refused(&show_json(&env, &id)["meta"]["merge"]);
+        let root = env.claude_root();
+        assert!(
+            !root.join(format!("projects/{k}/{C1}.jsonl")).exists(),
+            "{r:?}"
+        );
+        let why = &r[&format!("projects/{k}/{C1}.jsonl")];
+        assert!(why.contains("worktreePath"), "{why}");
+        assert!(root.join(format!("{c2}.jsonl")).exists(), "{r:?}");
+        assert!(
+            root.join(format!("{c2}/tool-results/toolu_1.txt")).exists(),
+            "{r:?}"
+        );
+        assert!(
+            root.join(format!("{c2}/subagents/agent-a1.jsonl")).exists(),
+            "{r:?}"
+        );
+        for gone in ["tool-results/w", "tool-results/.hidden", "other"] {
+            assert!(!root.join(format!("{c2}/{gone}")).exists(), "{gone}: {r:?}");
+        }
+    }
+}

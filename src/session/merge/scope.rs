@@ -36,6 +36,13 @@ pub enum Rule {
     Backups,
     /// `plans/`: `<name>.md` files, flat, at most `Limits::plans` of them.
     Plans,
+    /// `projects/<slug>/<uuid>/`: what Claude Code keeps beside a transcript,
+    /// `subagents/` and `tool-results/`, nothing else (red-team 10, A10-B1: a whole git
+    /// dir with a `core.fsmonitor` there, named by a `worktree-state` line, ran its
+    /// command at the host's `claude --resume`).
+    Conversation,
+    /// `subagents/` and `tool-results/` of a conversation: files, flat, not hidden.
+    Flat,
     /// Below an entry admitted above: regular files and directories.
     Any,
 }
@@ -110,7 +117,17 @@ pub fn judge(m: &mut Merger, rule: Rule, rel: &Path, name: &CStr, dir: bool) -> 
             )),
             None => Verdict::Enter(Rule::Memory),
         },
-        (Rule::Project, true) if ours(m, name) => Verdict::Enter(Rule::Any),
+        (Rule::Project, true) if ours(m, name) => Verdict::Enter(Rule::Conversation),
+        (Rule::Conversation, true) if name == "subagents" || name == "tool-results" => {
+            Verdict::Enter(Rule::Flat)
+        }
+        (Rule::Conversation, _) => Verdict::Refuse(
+            "not what Claude Code keeps beside a transcript (subagents/, tool-results/)".into(),
+        ),
+        (Rule::Flat, false) if !name.starts_with('.') => file,
+        (Rule::Flat, _) => Verdict::Refuse(
+            "Claude Code keeps a conversation's subagents and tool results flat, with no hidden names".into(),
+        ),
         (Rule::Project, true) => Verdict::Refuse(
             "not the directory of a conversation whose transcript is in this session's layer"
                 .into(),

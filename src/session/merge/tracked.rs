@@ -116,12 +116,42 @@ impl Project {
                 ));
             }
         }
+        self.steering(v, no)?;
         let mut found = Vec::new();
         collect(v, &mut found)?;
         for (path, entries) in found {
             self.path(path)?;
             for e in entries {
                 self.entry(path, e, names)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A line that tells the host's Claude Code where to work on resume: a
+    /// `worktree-state` whose `worktreePath` lies outside the project made `claude
+    /// --resume` chdir there and run `git status` (red-team 10, A10-B1); a
+    /// `bridge-session` would reconnect a Remote Control bridge.
+    fn steering(&self, v: &Value, no: u64) -> Result<(), String> {
+        if v.get("type").and_then(Value::as_str) == Some("bridge-session") {
+            return Err(format!(
+                "line {no} is a Remote Control bridge record: the host's claude --resume would reconnect it"
+            ));
+        }
+        let places = [Some(v), v.get("worktreeSession")];
+        for obj in places.into_iter().flatten() {
+            for key in ["worktreePath", "originalCwd", "relocatedCwd"] {
+                match obj.get(key) {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(p)) if self.holds(Path::new(p)) => {}
+                    Some(p) => {
+                        let p = p.as_str().map(printable).unwrap_or_else(|| p.to_string());
+                        return Err(format!(
+                            "line {no} names {p} ({key}) as where the host's Claude Code works on resume, not in this session's project {}",
+                            printable(&self.cwd.to_string_lossy())
+                        ));
+                    }
+                }
             }
         }
         Ok(())
