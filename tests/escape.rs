@@ -1993,6 +1993,18 @@ project_file!(
     ".mise.dev.toml",
     existing
 );
+// Red-team 10, A10-B2: a scheduled task's prompt is sent by the host's next `claude` in the
+// project as the user's turn; other agents' project config starts MCP servers (A10-B6).
+project_file!(
+    a_claude_code_scheduled_task_does_not_stay,
+    ".claude/scheduled_tasks.json"
+);
+project_file!(
+    an_existing_claude_code_scheduled_task_is_read_only,
+    ".claude/scheduled_tasks.json",
+    existing
+);
+project_file!(an_opencode_config_does_not_stay, "opencode.json");
 probe!(a_gemini_cli_settings_file_does_not_stay {
     inside: r#"mkdir -p "$PROJ/.gemini" && echo "$NONCE" >> "$PROJ/.gemini/settings.json""#,
     escaped: |c| c.has_nonce(&c.proj.join(".gemini/settings.json")),

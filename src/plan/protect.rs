@@ -164,6 +164,32 @@ pub const PROTECTED: &[&str] = &[
     // What a Claude Code on the host loads and no review sees (git-ignored by Claude).
     "CLAUDE.local.md",
     ".claude/rules",
+    // What Claude Code's own sandbox keeps read-only: a scheduled task's prompt is sent
+    // by the host's next `claude` in the project as the user's own turn (red-team 10,
+    // A10-B2); launch configs, workflows and routines run commands.
+    ".claude/scheduled_tasks.json",
+    ".claude/launch.json",
+    ".claude/workflows",
+    ".claude/routines",
+    // Other coding agents' project config that starts MCP servers or commands (A10-B6).
+    ".amazonq",
+    ".roo",
+    ".kilocode",
+    ".kiro",
+    "opencode.json",
+    ".opencode",
+    ".codex/config.toml",
+    ".qwen/settings.json",
+    ".continue",
+    ".windsurf",
+    ".cursor/environment.json",
+    ".cursor/hooks.json",
+    ".junie",
+    ".crush.json",
+    ".theia/tasks.json",
+    ".lefthook",
+    ".lefthook-local",
+    ".sl/config",
 ];
 
 /// Whether `name` (one entry of the project's top) matches `pattern`, a protect entry
