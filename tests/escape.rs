@@ -2092,23 +2092,18 @@ probe!(a_hooks_dir_above_a_repository_nested_in_a_plain_project_does_not_stay {
     ),
     escaped: |c| nested_hook_stayed(c, "pkg/nest", "pkg/hooks"),
 });
-probe!(
-    a_hooks_dir_above_a_linked_worktree_does_not_stay {
-        setup: |c| {
-            real_repo(c);
-            git_ok(c, &c.proj, &["config", "core.hooksPath", "../rhooks"]);
-            // Added on the host: a `git worktree add` inside can race the live watch's
-            // look at the new `commondir` under load (a known flake, left open).
-            git_ok(c, &c.proj, &["worktree", "add", "-q", "t/wt"]);
-            c.env.chown_all(&c.proj);
-        },
-        inside: concat!(
-            "H=t/rhooks; mkdir -p $H; ",
-            NESTED_HOOK!()
-        ),
-        escaped: |c| nested_hook_stayed(c, "t/wt", "t/rhooks"),
-    }
-);
+probe!(a_hooks_dir_above_a_linked_worktree_does_not_stay {
+    setup: |c| {
+        real_repo(c);
+        git_ok(c, &c.proj, &["config", "core.hooksPath", "../rhooks"]);
+        // Added on the host: a `git worktree add` inside can race the live watch's
+        // look at the new `commondir` under load (a known flake, left open).
+        git_ok(c, &c.proj, &["worktree", "add", "-q", "t/wt"]);
+        c.env.chown_all(&c.proj);
+    },
+    inside: concat!("H=t/rhooks; mkdir -p $H; ", NESTED_HOOK!()),
+    escaped: |c| nested_hook_stayed(c, "t/wt", "t/rhooks"),
+});
 
 probe!(a_dev_container_the_session_makes_does_not_stay {
     setup: |c| std::fs::remove_dir_all(c.proj.join(".devcontainer")).unwrap(),

@@ -90,6 +90,11 @@ pub fn judge(m: &mut Merger, rule: Rule, rel: &Path, name: &CStr, dir: bool) -> 
     let Ok(name) = name.to_str() else {
         return Verdict::Refuse("not a name Claude Code writes (not UTF-8)".into());
     };
+    // Control characters (ESC, BEL) in a name reach every later `ls` or script that
+    // prints it raw (red-team 10, A10-B7 and the plan-name note).
+    if name.chars().any(char::is_control) {
+        return Verdict::Refuse("not a name Claude Code writes (control characters)".into());
+    }
     let file = Verdict::File { max: m.limits.file };
     let ours = |m: &Merger, conv: &str| m.scope.conversations.contains_key(conv);
     let refused = |m: &Merger, conv: &str| m.scope.refused.get(conv).cloned();
