@@ -355,7 +355,12 @@ fn harmless(dir: &OwnedFd, name: &str, path: &Path) -> bool {
             .is_ok_and(|t| {
                 let t = String::from_utf8_lossy(&t);
                 let common = path.parent().and_then(Path::parent).and_then(Path::parent);
-                t.trim() == "../.." || common.is_some_and(|c| Path::new(t.trim()) == c)
+                // Empty: made by `git worktree add`, not written yet (git writes it in
+                // place, and the write wakes the watch again); moving it then broke the
+                // session's own worktree under load (the full suite, red-team 10 round).
+                t.trim().is_empty()
+                    || t.trim() == "../.."
+                    || common.is_some_and(|c| Path::new(t.trim()) == c)
             }),
         "config" if git_dir => read_small_at(dir, name, 1 << 20)
             .is_ok_and(|t| crate::gitconfig::is_plain(&String::from_utf8_lossy(&t))),
