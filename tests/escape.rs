@@ -2070,34 +2070,38 @@ fn nested_hook_stayed(c: &Ctx, dir: &str, hooks: &str) -> bool {
     c.has_nonce(&c.out.join("pwned")) || c.proj.join(hooks).join("pre-commit").exists()
 }
 
-probe!(a_hooks_dir_above_a_repository_the_session_nests_does_not_stay {
-    setup: |c| {
-        real_repo(c);
-        c.write(&c.home(".gitconfig"), "[core]\n\thooksPath = ../hooks\n");
-    },
-    inside: concat!(
-        "git init -q pkg/nest && git -C pkg/nest -c user.name=t -c user.email=t@t commit -q --allow-empty -m n --no-verify; H=pkg/hooks; mkdir -p $H; ",
-        NESTED_HOOK!()
-    ),
-    escaped: |c| nested_hook_stayed(c, "pkg/nest", "pkg/hooks"),
-});
-probe!(a_hooks_dir_above_a_repository_nested_in_a_plain_project_does_not_stay {
-    setup: |c| {
-        std::fs::remove_dir_all(c.proj.join(".git")).unwrap();
-        c.write(&c.home(".gitconfig"), "[core]\n\thooksPath = ../hooks\n");
-    },
-    inside: concat!(
-        "git init -q pkg/nest && git -C pkg/nest -c user.name=t -c user.email=t@t commit -q --allow-empty -m n --no-verify; H=pkg/hooks; mkdir -p $H; ",
-        NESTED_HOOK!()
-    ),
-    escaped: |c| nested_hook_stayed(c, "pkg/nest", "pkg/hooks"),
-});
+/// The session nests a repository at `pkg/nest` (with `../hooks` in the user's git config)
+/// and plants `pkg/hooks/pre-commit`; `$setup` makes the project around it.
+macro_rules! nested_repo_hook {
+    ($name:ident, $setup:expr) => {
+        probe!($name {
+            setup: |c| {
+                $setup(c);
+                c.write(&c.home(".gitconfig"), "[core]\n\thooksPath = ../hooks\n");
+            },
+            inside: concat!(
+                "git init -q pkg/nest && git -C pkg/nest -c user.name=t -c user.email=t@t commit -q --allow-empty -m n --no-verify; H=pkg/hooks; mkdir -p $H; ",
+                NESTED_HOOK!()
+            ),
+            escaped: |c| nested_hook_stayed(c, "pkg/nest", "pkg/hooks"),
+        });
+    };
+}
+nested_repo_hook!(
+    a_hooks_dir_above_a_repository_the_session_nests_does_not_stay,
+    real_repo
+);
+nested_repo_hook!(
+    a_hooks_dir_above_a_repository_nested_in_a_plain_project_does_not_stay,
+    |c: &mut Ctx| std::fs::remove_dir_all(c.proj.join(".git")).unwrap()
+);
 probe!(a_hooks_dir_above_a_linked_worktree_does_not_stay {
     setup: |c| {
         real_repo(c);
         git_ok(c, &c.proj, &["config", "core.hooksPath", "../rhooks"]);
-        // Added on the host: a `git worktree add` inside can race the live watch's
-        // look at the new `commondir` under load (a known flake, left open).
+        // Added on the host: this probe is about the hooks path; a `git worktree add`
+        // inside is tests/useful.rs's (it once raced the live watch's look at the new
+        // `commondir`, since fixed).
         git_ok(c, &c.proj, &["worktree", "add", "-q", "t/wt"]);
         c.env.chown_all(&c.proj);
     },

@@ -40,7 +40,7 @@ pub use masks::{CLAUDE_BASE, CLAUDE_MASKS};
 pub use model::*;
 pub use mounts::{CACHES, CACHE_DIR, HOME_UPPER, HOME_WORK, SESSION_OWN};
 pub use network::{elide_password, PROXY_ENV, PROXY_PORT};
-pub use protect::{matches_pattern, PROTECTED};
+pub use protect::{matches_any, matches_pattern, PROTECTED};
 pub use seccomp::{
     rules as seccomp_rules, terminal_rules, DEFAULT_ENOSYS, DEFAULT_EPERM, STRICT_ENOSYS,
     STRICT_EPERM,

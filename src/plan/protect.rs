@@ -192,6 +192,11 @@ pub const PROTECTED: &[&str] = &[
     ".sl/config",
 ];
 
+/// Whether `name` matches one of `patterns` (the protect list's, `ProjectView::patterns`).
+pub fn matches_any(patterns: &[String], name: &[u8]) -> bool {
+    patterns.iter().any(|p| matches_pattern(p, name))
+}
+
 /// Whether `name` (one entry of the project's top) matches `pattern`, a protect entry
 /// with one `*` and no `/` (`*.code-workspace`, `mise.*.toml`): the `*` stands for one
 /// or more characters. An entry without `*` matches nothing here (it is a path).

@@ -313,11 +313,7 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
         // when a shell enters `sub/` (red-team 9, A9-6).
         let patterns = &self.sweep.project().patterns;
         let hits: Vec<PathBuf> = (names.iter())
-            .filter(|n| {
-                patterns
-                    .iter()
-                    .any(|p| crate::plan::matches_pattern(p, n.to_bytes()))
-            })
+            .filter(|n| crate::plan::matches_any(patterns, n.to_bytes()))
             .map(|n| PathBuf::from(std::ffi::OsStr::from_bytes(n.to_bytes())))
             .collect();
         for rel in hits {
@@ -337,10 +333,15 @@ impl<'s, 'a, 'w> Walk<'s, 'a, 'w> {
             .filter_map(|t| Some(t.strip_prefix(&root_path).ok()?.to_path_buf()))
             .filter(|rel| !rel.as_os_str().is_empty())
             .collect();
+        // A clone (`steer` takes the walk mutably), only when there is something to look at.
+        let Some(root) = (!targets.is_empty())
+            .then(|| self.root.try_clone().ok())
+            .flatten()
+        else {
+            return;
+        };
         for rel in targets {
-            if let Ok(root) = self.root.try_clone() {
-                self.steer(&root, &root_path, &rel);
-            }
+            self.steer(&root, &root_path, &rel);
         }
     }
 

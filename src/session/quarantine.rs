@@ -576,12 +576,7 @@ impl Sweep<'_> {
         for n in names.iter().take(crate::plan::TOP_NAMES_CAP) {
             let b = n.to_bytes();
             let path = project.path.join(std::ffi::OsStr::from_bytes(b));
-            if !project
-                .patterns
-                .iter()
-                .any(|p| crate::plan::matches_pattern(p, b))
-                || known(&path)
-            {
+            if !crate::plan::matches_any(&project.patterns, b) || known(&path) {
                 continue;
             }
             let new = match (self.since, lstat_at(&root, n)) {

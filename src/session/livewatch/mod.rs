@@ -208,18 +208,14 @@ impl State {
         };
         let project = &self.project;
         // A name that matches a protect pattern (`*.code-workspace`) too, in any dir.
-        let pattern = |_: &Path, n: &std::ffi::OsStr| {
-            project
-                .patterns
-                .iter()
-                .any(|p| crate::plan::matches_pattern(p, n.as_encoded_bytes()))
-        };
+        let pattern =
+            |n: &std::ffi::OsStr| crate::plan::matches_any(&project.patterns, n.as_encoded_bytes());
         let relevant = events.iter().any(|e| match self.dirs.get(&e.wd) {
             Some((_, None)) => true,
-            Some((dir, Some(names))) => e
+            Some((_, Some(names))) => e
                 .name
                 .as_ref()
-                .is_some_and(|n| names.contains(n) || pattern(dir, n)),
+                .is_some_and(|n| names.contains(n) || pattern(n)),
             None => false,
         });
         // Events were dropped (the session can fill the queue on purpose): all of

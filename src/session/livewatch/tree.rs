@@ -283,14 +283,10 @@ impl Tree {
                 if file && room && !self.configs.is_empty() {
                     push(Work::Arrived(d.path.clone(), name.clone()));
                 }
-                let pattern = || {
-                    (self.patterns.iter())
-                        .any(|p| crate::plan::matches_pattern(p, name.as_encoded_bytes()))
-                };
                 if name == ".git"
                     || git_name
                     || self.steering.iter().any(|(f, _)| f == name)
-                    || pattern()
+                    || crate::plan::matches_any(&self.patterns, name.as_encoded_bytes())
                 {
                     push(Work::Look(d.path.clone(), d.depth));
                 }

@@ -105,16 +105,11 @@ impl Project {
     }
 
     fn line(&mut self, v: &Value, no: u64, names: &mut HashSet<String>) -> Result<(), String> {
-        match v.get("cwd") {
-            None => {}
-            Some(Value::String(c)) if self.holds(Path::new(c)) => {}
-            Some(c) => {
-                let c = c.as_str().map(printable).unwrap_or_else(|| c.to_string());
-                return Err(format!(
-                    "line {no} ran in {c}, not in this session's project {}: another project's conversation (Claude Code's project key is lossy: `~/p.x` and `~/p_x` share one)",
-                    printable(&self.cwd.to_string_lossy())
-                ));
-            }
+        if let Some(c) = self.elsewhere(v.get("cwd")) {
+            return Err(format!(
+                "line {no} ran in {c}, not in this session's project {}: another project's conversation (Claude Code's project key is lossy: `~/p.x` and `~/p_x` share one)",
+                printable(&self.cwd.to_string_lossy())
+            ));
         }
         self.steering(v, no)?;
         let mut found = Vec::new();
@@ -141,20 +136,24 @@ impl Project {
         let places = [Some(v), v.get("worktreeSession")];
         for obj in places.into_iter().flatten() {
             for key in ["worktreePath", "originalCwd", "relocatedCwd"] {
-                match obj.get(key) {
-                    None | Some(Value::Null) => {}
-                    Some(Value::String(p)) if self.holds(Path::new(p)) => {}
-                    Some(p) => {
-                        let p = p.as_str().map(printable).unwrap_or_else(|| p.to_string());
-                        return Err(format!(
-                            "line {no} names {p} ({key}) as where the host's Claude Code works on resume, not in this session's project {}",
-                            printable(&self.cwd.to_string_lossy())
-                        ));
-                    }
+                if let Some(p) = self.elsewhere(obj.get(key).filter(|p| !p.is_null())) {
+                    return Err(format!(
+                        "line {no} names {p} ({key}) as where the host's Claude Code works on resume, not in this session's project {}",
+                        printable(&self.cwd.to_string_lossy())
+                    ));
                 }
             }
         }
         Ok(())
+    }
+
+    /// A line's field that should name the project or a path in it and does not, spelled
+    /// for a message (a value that is no string too); None when absent or held.
+    fn elsewhere(&self, v: Option<&Value>) -> Option<String> {
+        match v? {
+            Value::String(p) if self.holds(Path::new(p)) => None,
+            p => Some(p.as_str().map(printable).unwrap_or_else(|| p.to_string())),
+        }
     }
 
     /// `p` (absolute) is the project or lies in it, with no `..` on the way.
