@@ -64,14 +64,14 @@ fn enter_joins_a_running_session_with_what_its_command_has() {
         let env = TestEnv::new(user);
         let script =
             "echo m > /tmp/m; readlink /proc/self/ns/pid > /tmp/ns; echo L > ~/.claude/from-cmd; \
-                      while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 5";
+                      touch /tmp/ready; while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 5";
         let (id, child) = running(&env, "live", script);
         let t = Instant::now();
-        while !within(&env, &["enter", "live", "--", "test", "-e", "/tmp/ns"])
+        while !within(&env, &["enter", "live", "--", "test", "-e", "/tmp/ready"])
             .status
             .success()
         {
-            assert!(t.elapsed() < LIMIT, "the session never wrote /tmp/ns");
+            assert!(t.elapsed() < LIMIT, "the session never wrote /tmp/ready");
         }
         let inside = "cat /tmp/m /tmp/ns; readlink /proc/self/ns/pid; cat ~/.claude/from-cmd; echo E > ~/.claude/from-enter; \
                       grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; tr '\\0' ' ' < /proc/1/cmdline; echo; pwd; \
